@@ -3,10 +3,22 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help build test test-race bench lint generate generate-check tidy-check demo ci clean
+.PHONY: help setup build test test-race bench lint generate generate-check tidy-check demo ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+# System packages the build and the tests need (Debian names).
+DEB_PACKAGES := protobuf-compiler swtpm swtpm-tools tpm2-tools openssl curl
+
+setup: ## install the system packages (apt, as root or with sudo) and download Go modules
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing:" $$missing; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(GO) mod download
 
 build: ## build every binary into bin/
 	CGO_ENABLED=1 $(GO) build -o bin/ ./...

@@ -1,7 +1,11 @@
 // Package tpm performs every TPM 2.0 operation the device agent offers, with go-tpm's direct
-// tpm2 API over any transport: /dev/tpmrm0 (or another device path), the in-process simulator,
-// or swtpm over a unix socket or TCP. It loads at most one transient object at a time besides
-// the EK and flushes every object it loads.
+// tpm2 API over any transport: /dev/tpmrm0 (or another device path), the in-process simulator
+// (builds with cgo only, so the CGO_ENABLED=0 agent never links it), or swtpm over a unix
+// socket or TCP. Operations load at most one transient object besides a recreated EK and flush
+// everything they load, so the TPM's few object slots never fill up.
+//
+// Hierarchy authorizations (owner, endorsement, platform) are empty passwords, as on a unit
+// on the manufacturing line. A *TPM is safe for concurrent use.
 package tpm
 
 import (
@@ -43,6 +47,16 @@ const (
 	LDevID
 )
 
+func (r Role) String() string {
+	switch r {
+	case IDevID:
+		return "IDevID"
+	case LDevID:
+		return "LDevID"
+	}
+	return fmt.Sprintf("Role(%d)", int(r))
+}
+
 // Hierarchy names an authorization hierarchy.
 type Hierarchy int
 
@@ -56,6 +70,18 @@ const (
 	// Endorsement is TPM_RH_ENDORSEMENT.
 	Endorsement
 )
+
+func (h Hierarchy) String() string {
+	switch h {
+	case Owner:
+		return "owner"
+	case Platform:
+		return "platform"
+	case Endorsement:
+		return "endorsement"
+	}
+	return fmt.Sprintf("Hierarchy(%d)", int(h))
+}
 
 // Scheme is a signature scheme.
 type Scheme int
@@ -98,4 +124,42 @@ var (
 	ErrWrongHierarchy   = errors.New("wrong hierarchy")
 	ErrActivationFailed = errors.New("credential activation failed")
 	ErrNVLocked         = errors.New("NV index write-locked")
+)
+
+// NV index range (TPM 2.0 Part 2, TPM_HT_NV_INDEX).
+const (
+	nvIndexFirst uint32 = 0x01000000
+	nvIndexLast  uint32 = 0x01FFFFFF
+)
+
+// TPMA_NV bits (TPM 2.0 Part 2, 13.4), for NVWriteRequest.Attributes and NVData.Attributes.
+const (
+	NVPPWrite        uint32 = 1 << 0
+	NVOwnerWrite     uint32 = 1 << 1
+	NVAuthWrite      uint32 = 1 << 2
+	NVPolicyWrite    uint32 = 1 << 3
+	NVPolicyDelete   uint32 = 1 << 10
+	NVWriteLocked    uint32 = 1 << 11
+	NVWriteAll       uint32 = 1 << 12
+	NVWriteDefine    uint32 = 1 << 13
+	NVWriteSTClear   uint32 = 1 << 14
+	NVGlobalLock     uint32 = 1 << 15
+	NVPPRead         uint32 = 1 << 16
+	NVOwnerRead      uint32 = 1 << 17
+	NVAuthRead       uint32 = 1 << 18
+	NVPolicyRead     uint32 = 1 << 19
+	NVNoDA           uint32 = 1 << 25
+	NVOrderly        uint32 = 1 << 26
+	NVClearSTClear   uint32 = 1 << 27
+	NVReadLocked     uint32 = 1 << 28
+	NVWritten        uint32 = 1 << 29
+	NVPlatformCreate uint32 = 1 << 30
+	NVReadSTClear    uint32 = 1 << 31
+
+	// NVStateBits are the TPMA_NV bits that record state rather than a definition.
+	NVStateBits = NVWriteLocked | NVReadLocked | NVWritten
+	// NVDefaultOwner are the attributes NVWrite gives an index it defines with Owner auth.
+	NVDefaultOwner = NVOwnerWrite | NVAuthWrite | NVOwnerRead | NVAuthRead | NVNoDA | NVWriteDefine
+	// NVDefaultPlatform are the attributes NVWrite gives an index it defines with Platform auth.
+	NVDefaultPlatform = NVPPWrite | NVAuthWrite | NVPPRead | NVOwnerRead | NVAuthRead | NVNoDA | NVWriteDefine | NVPlatformCreate
 )

@@ -1,0 +1,223 @@
+package agent
+
+import (
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Defaults applied by Run to zero Config fields.
+const (
+	// DefaultBootIDFile is where Linux publishes the boot id.
+	DefaultBootIDFile = "/proc/sys/kernel/random/boot_id"
+	// DefaultMaxMessageBytes bounds every message in both directions (the contract's 1 MiB).
+	DefaultMaxMessageBytes = 1 << 20
+	// DefaultBackoffInitial is the first reconnect delay bound.
+	DefaultBackoffInitial = 250 * time.Millisecond
+	// DefaultBackoffMax caps the reconnect delay.
+	DefaultBackoffMax = 30 * time.Second
+	// DefaultBackoffMultiplier grows the delay bound after each failed attempt.
+	DefaultBackoffMultiplier = 2.0
+	// DefaultBackoffJitter randomizes the whole delay ("full jitter").
+	DefaultBackoffJitter = 1.0
+
+	// minMessageBytes is the smallest accepted MaxMessageBytes: below it even a Hello with long
+	// strings or an Info result could not be sent.
+	minMessageBytes = 4 << 10
+)
+
+// Process exit codes of the device agent. A main exits with Verdict.ExitCode after Run returns
+// a verdict, with ExitStopped when Run returned because its context was cancelled by a signal,
+// and with ExitStartup when Run (or what precedes it) failed.
+const (
+	// ExitPassed: the station's verdict was "passed".
+	ExitPassed = 0
+	// ExitStartup: the agent could not start (bad flags, TPM or station CA unreadable, bad
+	// configuration).
+	ExitStartup = 1
+	// ExitFailed: the station's verdict was "failed".
+	ExitFailed = 3
+	// ExitStopped: SIGTERM or SIGINT stopped the agent before a verdict. It is 0 so that a
+	// service manager treats an ordinary stop as clean; the log line "stopped by signal" tells
+	// it apart from a pass.
+	ExitStopped = 0
+)
+
+// Config configures Run. The zero value is not usable: StationAddr and a station CA are
+// required. Run does not modify it.
+type Config struct {
+	// StationAddr is the station's host:port.
+	StationAddr string
+	// StationCAFile is a PEM file with the station CA certificate(s) to pin; used when StationCA
+	// is nil.
+	StationCAFile string
+	// StationCA is the pinned pool the station's certificate must chain to. System roots are
+	// never used.
+	StationCA *x509.CertPool
+	// ServerName is the name expected in the station's certificate; empty means the host part
+	// of StationAddr.
+	ServerName string
+	// Serial says where the unit's hardware serial comes from.
+	Serial SerialSource
+	// FixtureSlot names the fixture position, reported in Hello.
+	FixtureSlot string
+	// BootIDFile holds the boot id; empty means DefaultBootIDFile. An unreadable file yields an
+	// empty boot id and a warning.
+	BootIDFile string
+	// FileRoots are the absolute directories WriteFile and ReadFile may touch (and below).
+	// Without roots every file command fails with PATH_NOT_ALLOWED.
+	FileRoots []string
+	// Backoff paces reconnects.
+	Backoff Backoff
+	// MaxMessageBytes bounds every message sent or received; 0 means DefaultMaxMessageBytes.
+	MaxMessageBytes int
+	// KeepaliveInterval, when positive, makes the agent ping the station after that much
+	// silence and drop the session when no answer comes within the same interval, so a dead
+	// network is detected. The station must permit pings this frequent
+	// (keepalive.EnforcementPolicy.MinTime); 0 disables pings.
+	KeepaliveInterval time.Duration
+	// Logger receives the agent's logs; nil means no logging.
+	Logger *slog.Logger
+}
+
+// Backoff is a capped exponential backoff with jitter: before reconnect attempt n (counting
+// from 0 after the last session that received a command) the agent waits
+// d = min(Max, Initial*Multiplier^n), of which the fraction Jitter is random: the wait is
+// uniform in [d*(1-Jitter), d]. Zero fields take the defaults (250 ms, 30 s, 2, 1 = full
+// jitter). Jitter cannot be disabled: it keeps a line of units from reconnecting in lockstep
+// after a station restart.
+type Backoff struct {
+	// Initial is the first delay bound.
+	Initial time.Duration
+	// Max caps the delay bound.
+	Max time.Duration
+	// Multiplier grows the bound after each failed attempt; at least 1.
+	Multiplier float64
+	// Jitter is the random fraction of each delay, in (0, 1].
+	Jitter float64
+}
+
+// SerialSource says where the unit's hardware serial comes from: the trimmed contents of File
+// (e.g. /sys/class/dmi/id/product_serial) when File is set, otherwise Value (a flag).
+type SerialSource struct {
+	// File is read at start; surrounding white space and NULs are trimmed.
+	File string
+	// Value is a literal serial, used when File is empty.
+	Value string
+}
+
+// Read returns the serial and its source description for Hello ("file:<path>" or "flag").
+// An empty serial is an error.
+func (s SerialSource) Read() (serial, source string, err error) {
+	if s.File != "" {
+		b, err := os.ReadFile(s.File)
+		if err != nil {
+			return "", "", fmt.Errorf("reading serial: %w", err)
+		}
+		serial = strings.Trim(string(b), " \t\r\n\x00")
+		source = "file:" + s.File
+	} else {
+		serial, source = strings.TrimSpace(s.Value), "flag"
+	}
+	if serial == "" {
+		return "", "", fmt.Errorf("reading serial: empty serial from %s", source)
+	}
+	return serial, source, nil
+}
+
+// withDefaults returns b with zero fields replaced by defaults, or an error for invalid values.
+func (b Backoff) withDefaults() (Backoff, error) {
+	if b.Initial == 0 {
+		b.Initial = DefaultBackoffInitial
+	}
+	if b.Max == 0 {
+		b.Max = DefaultBackoffMax
+	}
+	if b.Multiplier == 0 {
+		b.Multiplier = DefaultBackoffMultiplier
+	}
+	if b.Jitter == 0 {
+		b.Jitter = DefaultBackoffJitter
+	}
+	switch {
+	case b.Initial < 0 || b.Max < b.Initial:
+		return b, fmt.Errorf("backoff: need 0 < initial (%v) <= max (%v)", b.Initial, b.Max)
+	case b.Multiplier < 1:
+		return b, fmt.Errorf("backoff: multiplier %v below 1", b.Multiplier)
+	case b.Jitter < 0 || b.Jitter > 1:
+		return b, fmt.Errorf("backoff: jitter %v outside (0, 1]", b.Jitter)
+	}
+	return b, nil
+}
+
+// delay returns the wait before attempt n; rnd returns a uniform number in [0, 1).
+func (b Backoff) delay(n int, rnd func() float64) time.Duration {
+	d := float64(b.Initial)
+	for i := 0; i < n && d < float64(b.Max); i++ {
+		d *= b.Multiplier
+	}
+	d = min(d, float64(b.Max))
+	return time.Duration(d * (1 - b.Jitter*rnd()))
+}
+
+// settings is a validated Config.
+type settings struct {
+	cfg      Config
+	pool     *x509.CertPool
+	backoff  Backoff
+	maxBytes int
+	log      *slog.Logger
+	roots    []string
+}
+
+// validate checks cfg and fills in defaults.
+func (cfg Config) validate() (*settings, error) {
+	s := &settings{cfg: cfg, log: cfg.Logger, maxBytes: cfg.MaxMessageBytes}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StationAddr == "" {
+		return nil, fmt.Errorf("config: station address missing")
+	}
+	s.pool = cfg.StationCA
+	if s.pool == nil {
+		if cfg.StationCAFile == "" {
+			return nil, fmt.Errorf("config: station CA missing")
+		}
+		pem, err := os.ReadFile(cfg.StationCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: reading station CA: %w", err)
+		}
+		s.pool = x509.NewCertPool()
+		if !s.pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("config: no PEM certificate in station CA file %s", cfg.StationCAFile)
+		}
+	}
+	if s.cfg.BootIDFile == "" {
+		s.cfg.BootIDFile = DefaultBootIDFile
+	}
+	if s.maxBytes == 0 {
+		s.maxBytes = DefaultMaxMessageBytes
+	}
+	if s.maxBytes < minMessageBytes {
+		return nil, fmt.Errorf("config: max message bytes %d below %d", s.maxBytes, minMessageBytes)
+	}
+	if cfg.KeepaliveInterval < 0 {
+		return nil, fmt.Errorf("config: negative keepalive interval")
+	}
+	var err error
+	if s.backoff, err = cfg.Backoff.withDefaults(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for _, r := range cfg.FileRoots {
+		if !filepath.IsAbs(r) {
+			return nil, fmt.Errorf("config: file root %q is not absolute", r)
+		}
+		s.roots = append(s.roots, filepath.Clean(r))
+	}
+	return s, nil
+}

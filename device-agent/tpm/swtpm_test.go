@@ -1,0 +1,168 @@
+package tpm_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/device-agent/tpm/tpmtest"
+)
+
+// TestSWTPMInteropWithTPM2Tools writes with this package over swtpm and reads back with
+// tpm2-tools, an independent implementation.
+func TestSWTPMInteropWithTPM2Tools(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping swtpm tier in -short mode")
+	}
+	tpmtest.RequireTools(t, "swtpm", "tpm2_nvread", "tpm2_getcap", "tpm2_readpublic")
+	spec, tcti, stop := tpmtest.StartSWTPM(t)
+	defer stop()
+
+	tp, err := tpm.Open(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := tp.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NVBufferMax == 0 || info.Family != "2.0" {
+		t.Errorf("swtpm Info = %+v", info)
+	}
+	key, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.IDevID, Algorithm: tpm.ECCP256, Handle: tpm.IDevIDHandle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := make([]byte, 1300) // a DER certificate's size, more than one NV buffer
+	if _, err := rand.Read(blob); err != nil {
+		t.Fatal(err)
+	}
+	res, err := tp.NVWrite(tpm.NVWriteRequest{Index: tpm.IDevIDCertIndex, Auth: tpm.Platform, Data: blob, WriteLock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Defined || !res.Locked || res.Chunks < 2 {
+		t.Errorf("NVWrite = %+v, want defined, locked, chunked (NV buffer max %d)", res, info.NVBufferMax)
+	}
+	// swtpm serves one client at a time.
+	if err := tp.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	tool := func(args ...string) []byte {
+		t.Helper()
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+tcti)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, stderr.Bytes())
+		}
+		return out
+	}
+
+	// The default platform attributes allow owner reads.
+	got := tool("tpm2_nvread", "-C", "o", "0x01C90000")
+	if !bytes.Equal(got, blob) {
+		t.Errorf("tpm2_nvread gave %d bytes, not the %d written", len(got), len(blob))
+	}
+
+	handles := string(tool("tpm2_getcap", "handles-persistent"))
+	if !strings.Contains(strings.ToLower(handles), "0x81020000") {
+		t.Errorf("tpm2_getcap handles-persistent = %q, lacks 0x81020000", handles)
+	}
+
+	pub := string(tool("tpm2_readpublic", "-c", "0x81020000"))
+	m := regexp.MustCompile(`(?m)^attributes:\s*\n\s*value:\s*(\S+)\s*\n\s*raw:\s*(0x[0-9a-fA-F]+)`).FindStringSubmatch(pub)
+	if m == nil {
+		t.Fatalf("no attributes in tpm2_readpublic output:\n%s", pub)
+	}
+	flags := map[string]bool{}
+	for _, f := range strings.Split(m[1], "|") {
+		flags[strings.ToLower(f)] = true
+	}
+	for _, f := range []string{"fixedtpm", "fixedparent", "sensitivedataorigin", "userwithauth", "sign"} {
+		if !flags[f] {
+			t.Errorf("tpm2_readpublic attributes %q lack %s", m[1], f)
+		}
+	}
+	for _, f := range []string{"decrypt", "restricted"} {
+		if flags[f] {
+			t.Errorf("tpm2_readpublic attributes %q include %s", m[1], f)
+		}
+	}
+	if m[2] != "0x40072" {
+		t.Errorf("raw attributes %s, want 0x40072", m[2])
+	}
+	name := regexp.MustCompile(`(?m)^name:\s*([0-9a-fA-F]+)`).FindStringSubmatch(pub)
+	if name == nil || !strings.EqualFold(name[1], hex.EncodeToString(key.Name)) {
+		t.Errorf("tpm2_readpublic name %v, want %x", name, key.Name)
+	}
+}
+
+func TestSWTPMUnixSocket(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping swtpm tier in -short mode")
+	}
+	spec, _ := tpmtest.StartSWTPMUnix(t)
+	tp, err := tpm.Open(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	k, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.ECCP256, Handle: tpm.LDevIDHandle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 2000)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.NVWrite(tpm.NVWriteRequest{Index: 0x01500000, Auth: tpm.Owner, Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tp.NVRead(0x01500000)
+	if err != nil || !bytes.Equal(got.Data, data) {
+		t.Fatalf("NVRead over the unix socket: %v", err)
+	}
+	ek, err := tp.ReadEK(tpm.ECCP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("proof of residency over swtpm...")
+	blob, enc := makeCredential(t, ek.Public, k.Name, secret)
+	out, err := tp.ActivateCredential(k.Handle, tpm.ECCP256, blob, enc)
+	if err != nil || !bytes.Equal(out, secret) {
+		t.Fatalf("ActivateCredential over swtpm = %x, %v", out, err)
+	}
+
+	// libtpms must sign RSA-PSS with the salt length Go's x509 expects (the hash length).
+	rk, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.IDevID, Algorithm: tpm.RSA2048, Handle: tpm.IDevIDHandle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := asn1.Marshal(pkix.Name{SerialNumber: "SN-1"}.ToRDNSequence())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, scheme := range []tpm.Scheme{tpm.RSAPSS, tpm.RSASSA} {
+		der, err := tp.BuildCSR(rk.Handle, subject, nil, scheme)
+		if err != nil {
+			t.Fatalf("BuildCSR(scheme %d) over swtpm: %v", scheme, err)
+		}
+		csr, err := x509.ParseCertificateRequest(der)
+		if err != nil || csr.CheckSignature() != nil {
+			t.Fatalf("CSR over swtpm does not verify: %v", err)
+		}
+	}
+}

@@ -1,0 +1,265 @@
+// Package attest holds the station's checks on what a device agent reports about its TPM: EK
+// public areas against EK certificates, DevID key attributes, credentials for the proof of
+// residency, CSRs, and signatures over station nonces. The agent's word is evidence, never
+// truth: every value this package returns is computed from bytes it has checked, never taken
+// from the agent (a Name, for instance, is always recomputed from the public area).
+//
+// The functions are pure and safe for concurrent use.
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/subtle"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+// Sentinel errors; the workflow maps each to a stable error code.
+var (
+	// ErrMalformed: the bytes are not a well-formed TPM structure or certificate request.
+	ErrMalformed = errors.New("malformed")
+	// ErrEKMismatch: the EK public area does not hold the EK certificate's key.
+	ErrEKMismatch = errors.New("EK public area does not match the EK certificate")
+	// ErrEKTemplate: the EK public area is not a TCG default EK.
+	ErrEKTemplate = errors.New("EK public area is not a TCG default endorsement key")
+	// ErrKeyAttributes: a DevID key lacks a required attribute or has a forbidden one.
+	ErrKeyAttributes = errors.New("key attributes do not meet the DevID profile")
+	// ErrActivation: the credential secret returned by the agent is wrong.
+	ErrActivation = errors.New("credential activation proof failed")
+	// ErrCSR: the CSR is not signed by the attested key or asks for something else.
+	ErrCSR = errors.New("CSR does not match the request")
+	// ErrSignature: a signature does not verify.
+	ErrSignature = errors.New("signature does not verify")
+)
+
+// Key is a TPM object's public area with what is derived from it.
+type Key struct {
+	// Public is the parsed public area.
+	Public tpm2.TPMTPublic
+	// Raw is the marshalled public area as checked.
+	Raw []byte
+	// PublicKey is the Go public key (*rsa.PublicKey or *ecdsa.PublicKey).
+	PublicKey crypto.PublicKey
+	// Name is the TPM Name computed from Raw (nameAlg || H(Raw)).
+	Name []byte
+}
+
+// ParsePublic parses a marshalled TPMT_PUBLIC, refuses trailing bytes and computes its Name.
+func ParsePublic(raw []byte) (*Key, error) {
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public area: %v", ErrMalformed, err)
+	}
+	if !bytes.Equal(tpm2.Marshal(pub), raw) {
+		return nil, fmt.Errorf("%w: public area has trailing or non-canonical bytes", ErrMalformed)
+	}
+	if pub.NameAlg != tpm2.TPMAlgSHA256 {
+		return nil, fmt.Errorf("%w: name algorithm %#x is not SHA-256", ErrKeyAttributes, pub.NameAlg)
+	}
+	name, err := tpm2.ObjectName(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: computing name: %v", ErrMalformed, err)
+	}
+	pk, err := tpm2.Pub(*pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key: %v", ErrMalformed, err)
+	}
+	if err := checkKeySize(pk); err != nil {
+		return nil, err
+	}
+	return &Key{Public: *pub, Raw: raw, PublicKey: pk, Name: name.Buffer}, nil
+}
+
+func checkKeySize(pk crypto.PublicKey) error {
+	switch k := pk.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() != 2048 {
+			return fmt.Errorf("%w: RSA modulus of %d bits, want 2048", ErrKeyAttributes, k.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return fmt.Errorf("%w: ECC curve %s, want P-256", ErrKeyAttributes, k.Curve.Params().Name)
+		}
+	default:
+		return fmt.Errorf("%w: unsupported key type %T", ErrKeyAttributes, pk)
+	}
+	return nil
+}
+
+// CheckEK checks that raw is a TCG default EK (restricted decryption key, fixedTPM,
+// fixedParent, sensitiveDataOrigin, admin by the PolicySecret(TPM_RH_ENDORSEMENT) policy) whose
+// key equals the certificate's public key.
+func CheckEK(raw []byte, cert *x509.Certificate) (*Key, error) {
+	k, err := ParsePublic(raw)
+	if err != nil {
+		return nil, err
+	}
+	var tmpl tpm2.TPMTPublic
+	switch k.Public.Type {
+	case tpm2.TPMAlgRSA:
+		tmpl = tpm2.RSAEKTemplate
+	case tpm2.TPMAlgECC:
+		tmpl = tpm2.ECCEKTemplate
+	default:
+		return nil, fmt.Errorf("%w: type %#x", ErrEKTemplate, k.Public.Type)
+	}
+	if k.Public.ObjectAttributes != tmpl.ObjectAttributes {
+		return nil, fmt.Errorf("%w: object attributes %#x", ErrEKTemplate, attrBits(k.Public.ObjectAttributes))
+	}
+	if !bytes.Equal(k.Public.AuthPolicy.Buffer, tmpl.AuthPolicy.Buffer) {
+		return nil, fmt.Errorf("%w: auth policy is not PolicySecret(TPM_RH_ENDORSEMENT)", ErrEKTemplate)
+	}
+	if !publicKeysEqual(k.PublicKey, cert.PublicKey) {
+		return nil, ErrEKMismatch
+	}
+	return k, nil
+}
+
+// CheckDevID checks that raw is a DevID signing key as TCG's device identity profile requires:
+// fixedTPM, fixedParent, sensitiveDataOrigin and sign set; decrypt and restricted clear; RSA-2048
+// or ECC P-256; name algorithm SHA-256.
+func CheckDevID(raw []byte) (*Key, error) {
+	k, err := ParsePublic(raw)
+	if err != nil {
+		return nil, err
+	}
+	a := k.Public.ObjectAttributes
+	var missing []string
+	for _, c := range []struct {
+		ok   bool
+		what string
+	}{
+		{a.FixedTPM, "fixedTPM"},
+		{a.FixedParent, "fixedParent"},
+		{a.SensitiveDataOrigin, "sensitiveDataOrigin"},
+		{a.SignEncrypt, "sign"},
+		{!a.Decrypt, "not decrypt"},
+		{!a.Restricted, "not restricted"},
+	} {
+		if !c.ok {
+			missing = append(missing, c.what)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: want %v", ErrKeyAttributes, missing)
+	}
+	return k, nil
+}
+
+func attrBits(a tpm2.TPMAObject) []byte { return tpm2.Marshal(a) }
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(b)
+}
+
+// Challenge is a credential for one key under one EK, with the secret only the station knows.
+type Challenge struct {
+	// CredentialBlob is the TPM2B_ID_OBJECT contents for ActivateCredential.
+	CredentialBlob []byte
+	// EncryptedSecret is the TPM2B_ENCRYPTED_SECRET contents for ActivateCredential.
+	EncryptedSecret []byte
+	secret          []byte
+}
+
+// NewChallenge makes a credential (TPM2_MakeCredential in software) binding a fresh 32-byte
+// secret to key's Name under ek. Only a TPM holding both ek and an object with that Name can
+// recover the secret. rnd is crypto/rand.Reader unless a test passes another.
+func NewChallenge(rnd io.Reader, ek, key *Key) (*Challenge, error) {
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	secret := make([]byte, 32)
+	if _, err := io.ReadFull(rnd, secret); err != nil {
+		return nil, fmt.Errorf("drawing credential secret: %w", err)
+	}
+	kem, err := tpm2.ImportEncapsulationKey(&ek.Public)
+	if err != nil {
+		return nil, fmt.Errorf("%w: EK cannot encapsulate: %v", ErrEKTemplate, err)
+	}
+	blob, enc, err := tpm2.CreateCredential(rnd, kem, key.Name, secret)
+	if err != nil {
+		return nil, fmt.Errorf("making credential: %w", err)
+	}
+	return &Challenge{CredentialBlob: blob, EncryptedSecret: enc, secret: secret}, nil
+}
+
+// Verify compares the agent's answer with the secret in constant time.
+func (c *Challenge) Verify(answer []byte) error {
+	if len(answer) != len(c.secret) || subtle.ConstantTimeCompare(answer, c.secret) != 1 {
+		return ErrActivation
+	}
+	return nil
+}
+
+// CheckCSR parses a PKCS#10 request and checks that its signature verifies, that its key is
+// the attested key, that its subject is byte for byte wantSubject and that its extensions are
+// exactly wantExts, in order.
+func CheckCSR(der []byte, key *Key, wantSubject []byte, wantExts []pkix.Extension) (*x509.CertificateRequest, error) {
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: parsing: %v", ErrMalformed, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%w: signature: %v", ErrCSR, err)
+	}
+	if !publicKeysEqual(key.PublicKey, csr.PublicKey) {
+		return nil, fmt.Errorf("%w: CSR key is not the attested key", ErrCSR)
+	}
+	if !bytes.Equal(csr.RawSubject, wantSubject) {
+		return nil, fmt.Errorf("%w: subject differs", ErrCSR)
+	}
+	if len(csr.Extensions) != len(wantExts) {
+		return nil, fmt.Errorf("%w: %d extensions, want %d", ErrCSR, len(csr.Extensions), len(wantExts))
+	}
+	for i, e := range csr.Extensions {
+		w := wantExts[i]
+		if !e.Id.Equal(w.Id) || e.Critical != w.Critical || !bytes.Equal(e.Value, w.Value) {
+			return nil, fmt.Errorf("%w: extension %d (%s) differs", ErrCSR, i, e.Id)
+		}
+	}
+	return csr, nil
+}
+
+// NewNonce draws a fresh 32-byte nonce for a signature proof.
+func NewNonce() ([]byte, error) {
+	n := make([]byte, 32)
+	if _, err := rand.Read(n); err != nil {
+		return nil, fmt.Errorf("drawing nonce: %w", err)
+	}
+	return n, nil
+}
+
+// VerifySignature checks sig over digest (made with hash) with pub: ECDSA (ASN.1), or for RSA
+// PKCS #1 v1.5 unless pss is set.
+func VerifySignature(pub crypto.PublicKey, hash crypto.Hash, digest, sig []byte, pss bool) error {
+	var err error
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if !ecdsa.VerifyASN1(k, digest, sig) {
+			err = errors.New("ECDSA")
+		}
+	case *rsa.PublicKey:
+		if pss {
+			err = rsa.VerifyPSS(k, hash, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
+		} else {
+			err = rsa.VerifyPKCS1v15(k, hash, digest, sig)
+		}
+	default:
+		err = fmt.Errorf("unsupported key type %T", pub)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	return nil
+}
