@@ -51,5 +51,9 @@ tidy-check: ## fail when go.mod/go.sum are not tidy
 	$(GO) mod tidy
 	@git diff --exit-code -- go.mod go.sum || { echo "go.mod/go.sum not tidy: run go mod tidy and commit"; exit 1; }
 
+demo: ## run a simulated line of 8 units (station, dev CAs, TPM simulators) into out/demo
+	rm -rf out/demo
+	CGO_ENABLED=1 $(GO) run ./fixture/cmd/fixture run --units 8 --out out/demo
+
 clean: ## remove build output
 	rm -rf bin .bin out

@@ -71,6 +71,11 @@ type Config struct {
 	// FileRoots are the absolute directories WriteFile and ReadFile may touch (and below).
 	// Without roots every file command fails with PATH_NOT_ALLOWED.
 	FileRoots []string
+	// Sysroot, when set, is an absolute directory every station path maps into: a root R and
+	// a path P of a file command stand for Sysroot/R and Sysroot/P, and the roots are checked
+	// after that mapping (a test fixture gives each simulated unit its own file system this
+	// way). Empty means the real root.
+	Sysroot string
 	// Backoff paces reconnects.
 	Backoff Backoff
 	// MaxMessageBytes bounds every message sent or received; 0 means DefaultMaxMessageBytes.
@@ -172,6 +177,7 @@ type settings struct {
 	maxBytes int
 	log      *slog.Logger
 	roots    []string
+	sysroot  string
 }
 
 // validate checks cfg and fills in defaults.
@@ -213,11 +219,17 @@ func (cfg Config) validate() (*settings, error) {
 	if s.backoff, err = cfg.Backoff.withDefaults(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if cfg.Sysroot != "" {
+		if !filepath.IsAbs(cfg.Sysroot) {
+			return nil, fmt.Errorf("config: sysroot %q is not absolute", cfg.Sysroot)
+		}
+		s.sysroot = filepath.Clean(cfg.Sysroot)
+	}
 	for _, r := range cfg.FileRoots {
 		if !filepath.IsAbs(r) {
 			return nil, fmt.Errorf("config: file root %q is not absolute", r)
 		}
-		s.roots = append(s.roots, filepath.Clean(r))
+		s.roots = append(s.roots, filepath.Join(s.sysroot, filepath.Clean(r)))
 	}
 	return s, nil
 }

@@ -33,7 +33,8 @@ func (e *fileError) notFound() bool { return errors.Is(e.err, fs.ErrNotExist) }
 // reached from. The agent is assumed to be the only writer below its roots while a command
 // runs. It is not safe for concurrent use.
 type fileRoots struct {
-	roots []string // cleaned absolute paths
+	roots   []string // cleaned absolute paths, below sysroot when it is set
+	sysroot string   // Config.Sysroot, cleaned; "" for the real root
 }
 
 // target is a checked path: the resolved parent directory and the final name.
@@ -62,7 +63,7 @@ func (r *fileRoots) resolve(p string, create bool) (target, error) {
 			return target{}, fmt.Errorf("%w: %q contains \"..\"", ErrPathNotAllowed, p)
 		}
 	}
-	c := filepath.Clean(p)
+	c := filepath.Join(r.sysroot, filepath.Clean(p))
 	for _, root := range r.roots {
 		resolvedRoot, err := filepath.EvalSymlinks(root)
 		rel := ""

@@ -53,7 +53,7 @@ func Run(ctx context.Context, cfg Config, t TPM) (Verdict, error) {
 		log: log,
 		d: &dispatcher{
 			tpm:      t,
-			files:    &fileRoots{roots: s.roots},
+			files:    &fileRoots{roots: s.roots, sysroot: s.sysroot},
 			maxBytes: s.maxBytes,
 			log:      log,
 		},

@@ -1,0 +1,264 @@
+// Package travelertest writes units into a station store the way station/workflow journals
+// them (the same step names, intents and result JSON shapes), so that readers of the store —
+// the traveler record, the station API — can be tested without running agents and CAs. It is
+// for tests only.
+package travelertest
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"math/big"
+	"sync"
+	"testing"
+	"time"
+
+	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/station/store"
+)
+
+// Clock is a manual clock for store.Options.Clock. It is safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock stopped at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// Unit describes a unit to write.
+type Unit struct {
+	// Serial, WorkOrder and Profile identify the unit.
+	Serial, WorkOrder, Profile string
+	// FailAt names the step that fails with FailCode; empty runs every step to completion.
+	FailAt, FailCode string
+	// StopBefore names a step the unit does not reach: it stays running at the step before.
+	StopBefore string
+	// Slot is the fixture slot the agent claims.
+	Slot string
+	// Clock, when set, is advanced by StepTime after each step.
+	Clock    *Clock
+	StepTime time.Duration
+}
+
+// Written is what WriteUnit wrote.
+type Written struct {
+	// EKCert, IDevID and LDevID are the certificates' DER (nil when not reached).
+	EKCert, IDevID, LDevID []byte
+	// EKFingerprint is the hex SHA-256 of the EK public key.
+	EKFingerprint string
+	// Checks is the verify step's result.
+	Checks map[string]string
+}
+
+// Step names of the workflow (station/workflow), in order.
+var steps = []string{"verify_ek", "authorize", "idevid_key", "idevid_residency", "idevid_csr", "idevid_enroll",
+	"idevid_install", "ldevid_key", "ldevid_residency", "ldevid_csr", "ldevid_enroll", "ldevid_install",
+	"onboarding", "verify", "complete"}
+
+// identifyResult has the shape of the workflow's identifyResult.
+type identifyResult struct {
+	Info  *agentv1.InfoResult
+	EKs   []*agentv1.EndorsementKey
+	Chain [][]byte
+	Hello *agentv1.Hello
+}
+
+// CA is a throwaway certificate authority.
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// NewCA returns a self-signed CA named cn.
+func NewCA(t testing.TB, cn string) *CA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn, Organization: []string{"test"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatalf("creating CA %s: %v", cn, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CA{Cert: cert, Key: key}
+}
+
+var serialNumbers struct {
+	sync.Mutex
+	n int64
+}
+
+// Issue returns a certificate for pub signed by the CA, with tmpl's subject, extended key
+// usages and validity (defaults: one day from an hour ago).
+func (ca *CA) Issue(t testing.TB, tmpl *x509.Certificate, pub crypto.PublicKey) []byte {
+	t.Helper()
+	serialNumbers.Lock()
+	serialNumbers.n++
+	tmpl.SerialNumber = big.NewInt(1000 + serialNumbers.n)
+	serialNumbers.Unlock()
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	}
+	tmpl.KeyUsage |= x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+	if err != nil {
+		t.Fatalf("issuing %s: %v", tmpl.Subject, err)
+	}
+	return der
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// WriteUnit journals u in st through the store's calls, step by step, as the workflow does
+// for a unit whose agent, TPM and CAs all answer (or that fails at u.FailAt).
+func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
+	t.Helper()
+	ctx := context.Background()
+	var w Written
+	tick := func() {
+		if u.Clock != nil {
+			u.Clock.Advance(u.StepTime)
+		}
+	}
+	check := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("writing unit %s: %v", u.Serial, err)
+		}
+	}
+	ekCA := NewCA(t, "Test EK CA "+u.Serial)
+	devCA := NewCA(t, "Test DevID CA "+u.Serial)
+	ekKey := newKey(t)
+	w.EKCert = ekCA.Issue(t, &x509.Certificate{}, ekKey.Public())
+	pubDER, err := x509.MarshalPKIXPublicKey(ekKey.Public())
+	check(err)
+	w.EKFingerprint = store.EKFingerprint(pubDER)
+	ident, err := json.Marshal(identifyResult{
+		Info: &agentv1.InfoResult{Manufacturer: 0x49465800, ManufacturerId: "IFX", VendorString: "SLB9670",
+			FirmwareVersion: 7<<48 | 85<<32 | 4555<<16, Family: "2.0", SpecLevel: 0, SpecRevision: 159, SpecYear: 2019},
+		EKs: []*agentv1.EndorsementKey{{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, PublicArea: []byte{0, 0x23},
+			Certificate: w.EKCert, CertificateIndex: 0x01c0000a}},
+		Hello: &agentv1.Hello{ProtocolVersion: 1, AgentVersion: "test", HardwareSerial: u.Serial, FixtureSlot: u.Slot,
+			BootId: "boot-1", TpmTransport: "simulator", SerialSource: "flag"},
+	})
+	check(err)
+
+	// open: the workflow marks the unit running once its agent identified it.
+	_, err = st.UpdateUnit(ctx, u.Serial, func(s *store.UnitState) error { s.Status = store.StatusRunning; return nil })
+	check(err)
+	keys := map[string]*ecdsa.PrivateKey{"IDevID": newKey(t), "LDevID": newKey(t)}
+	for _, step := range steps {
+		if step == u.StopBefore {
+			return w
+		}
+		intent := map[string]string{"step": step}
+		if step == "verify_ek" {
+			intent["identify"] = string(ident)
+		}
+		ib, err := json.Marshal(intent)
+		check(err)
+		ref, err := st.BeginStep(ctx, u.Serial, step, ib)
+		check(err)
+		tick()
+		if step == u.FailAt {
+			check(st.EndStep(ctx, ref, nil, u.FailCode))
+			_, err = st.UpdateUnit(ctx, u.Serial, func(s *store.UnitState) error {
+				s.Status, s.ErrorCode, s.ErrorMessage, s.CurrentStep = store.StatusFailed, u.FailCode, "test failure at "+step, step
+				return nil
+			})
+			check(err)
+			_, err = st.AppendEvent(ctx, u.Serial, "unit.failed", "test failure at "+step, map[string]string{"code": u.FailCode, "step": step})
+			check(err)
+			return w
+		}
+		var result any
+		switch step {
+		case "verify_ek":
+			check(st.BindEK(ctx, w.EKFingerprint, u.Serial))
+			result = map[string]string{"algorithm": "KEY_ALGORITHM_ECC_P256", "ek_fingerprint": w.EKFingerprint,
+				"ek_cert_sha256": sha(w.EKCert), "issuer": ekCA.Cert.Subject.String(), "manufacturer": "id:49465800"}
+		case "authorize":
+			_, err := st.UpdateUnit(ctx, u.Serial, func(s *store.UnitState) error {
+				s.WorkOrderID, s.Profile = u.WorkOrder, u.Profile
+				return nil
+			})
+			check(err)
+			result = map[string]string{"work_order": u.WorkOrder, "profile": u.Profile}
+		case "idevid_key", "ldevid_key":
+			result = map[string]any{"handle": 0x81020000, "public": []byte{1}, "name": []byte{2}, "existed": false}
+		case "idevid_enroll", "ldevid_enroll":
+			role := store.RoleIDevID
+			if step == "ldevid_enroll" {
+				role = store.RoleLDevID
+			}
+			der := devCA.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: u.Serial + " " + string(role), SerialNumber: u.Serial}},
+				keys[string(role)].Public())
+			_, err := st.RecordCertificate(ctx, u.Serial, role, der)
+			check(err)
+			if role == store.RoleIDevID {
+				w.IDevID = der
+			} else {
+				w.LDevID = der
+			}
+			result = map[string]any{"cert": der, "chain": [][]byte{devCA.Cert.Raw}}
+		case "verify":
+			w.Checks = map[string]string{"idevid_nv": "ok", "ldevid_file": "ok", "IDevID_signature": "ok", "LDevID_signature": "ok"}
+			result = map[string]any{"checks": w.Checks}
+		case "complete":
+			_, err := st.UpdateUnit(ctx, u.Serial, func(s *store.UnitState) error {
+				s.Status, s.CurrentStep, s.ErrorCode, s.ErrorMessage = store.StatusDone, "complete", "", ""
+				return nil
+			})
+			check(err)
+			_, err = st.AppendEvent(ctx, u.Serial, "unit.done", "provisioned and verified", map[string]string{"work_order": u.WorkOrder})
+			check(err)
+			result = map[string]string{"work_order": u.WorkOrder}
+		default:
+			result = map[string]any{"where": "test", "sha256": sha([]byte(step))}
+		}
+		rb, err := json.Marshal(result)
+		check(err)
+		check(st.EndStep(ctx, ref, rb, ""))
+	}
+	return w
+}

@@ -1,0 +1,271 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	stationv1 "github.com/devid-station/devid/proto/station/v1"
+	"github.com/devid-station/devid/reports/traveler"
+	"github.com/devid-station/devid/station/store"
+)
+
+// stepVerifyEK is the workflow step whose intent holds the agent's identify report and whose
+// result names the verified EK certificate (station/workflow).
+const stepVerifyEK = "verify_ek"
+
+// minRateSpan is the shortest span GetStatus measures units per hour over.
+const minRateSpan = time.Minute
+
+// GetUnit implements stationv1.StationServer.
+func (s *Server) GetUnit(ctx context.Context, req *stationv1.GetUnitRequest) (*stationv1.Unit, error) {
+	const method = "GetUnit"
+	if req.GetSerial() == "" {
+		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
+	}
+	u, err := s.cfg.Store.Unit(ctx, req.GetSerial())
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	pb, err := s.unitProto(ctx, u, s.running())
+	return pb, s.err(method, err)
+}
+
+// ListUnits implements stationv1.StationServer: units in serial order; the page token is the
+// last serial of the previous page.
+func (s *Server) ListUnits(ctx context.Context, req *stationv1.ListUnitsRequest) (*stationv1.ListUnitsResponse, error) {
+	const method = "ListUnits"
+	serials, err := s.index.after(ctx, req.GetPageToken(), 0)
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	running := s.running()
+	n := pageSize(req.GetPageSize())
+	resp := &stationv1.ListUnitsResponse{}
+	for i, serial := range serials {
+		u, err := s.cfg.Store.Unit(ctx, serial)
+		if err != nil {
+			return nil, s.err(method, err)
+		}
+		if (req.GetWorkOrder() != "" && u.WorkOrderID != req.GetWorkOrder()) ||
+			(req.GetErrorCode() != "" && u.ErrorCode != req.GetErrorCode()) {
+			continue
+		}
+		st := unitStatus(u, running)
+		if req.GetStatus() != stationv1.UnitStatus_UNIT_STATUS_UNSPECIFIED && st != req.GetStatus() {
+			continue
+		}
+		pb, err := s.unitProto(ctx, u, running)
+		if err != nil {
+			return nil, s.err(method, err)
+		}
+		resp.Units = append(resp.Units, pb)
+		if len(resp.Units) == n {
+			if i < len(serials)-1 {
+				resp.NextPageToken = serial
+			}
+			break
+		}
+	}
+	return resp, nil
+}
+
+// AbortUnit implements stationv1.StationServer.
+func (s *Server) AbortUnit(ctx context.Context, req *stationv1.AbortUnitRequest) (*stationv1.Unit, error) {
+	const method = "AbortUnit"
+	c, _ := CallerFrom(ctx)
+	switch {
+	case req.GetSerial() == "":
+		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
+	case req.GetReason() == "":
+		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
+	case s.cfg.Runner == nil:
+		return nil, s.err(method, fmt.Errorf("aborting units: %w", ErrUnavailable))
+	}
+	if _, err := s.cfg.Store.Unit(ctx, req.GetSerial()); err != nil {
+		return nil, s.err(method, err)
+	}
+	u, err := s.cfg.Runner.Abort(ctx, req.GetSerial(), c.Principal, req.GetReason())
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	s.log.Info("unit aborted", "serial", u.Serial, "principal", c.Principal, "reason", req.GetReason())
+	pb, err := s.unitProto(ctx, u, s.running())
+	return pb, s.err(method, err)
+}
+
+// AuthorizeRework implements stationv1.StationServer. Only a unit that ended (done, failed
+// or aborted) can be reworked.
+func (s *Server) AuthorizeRework(ctx context.Context, req *stationv1.AuthorizeReworkRequest) (*stationv1.Unit, error) {
+	const method = "AuthorizeRework"
+	c, _ := CallerFrom(ctx)
+	switch {
+	case req.GetSerial() == "":
+		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
+	case req.GetReason() == "":
+		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
+	}
+	u, err := s.cfg.Store.Unit(ctx, req.GetSerial())
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	if u.Status != store.StatusDone && u.Status != store.StatusFailed && u.Status != store.StatusAborted {
+		return nil, s.err(method, fmt.Errorf("unit %q is %s: %w", u.Serial, u.Status, ErrUnitNotEnded))
+	}
+	u, err = s.cfg.Store.AuthorizeRework(ctx, req.GetSerial(), c.Principal, req.GetReason())
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	s.log.Info("rework authorized", "serial", u.Serial, "principal", c.Principal, "reason", req.GetReason())
+	pb, err := s.unitProto(ctx, u, s.running())
+	return pb, s.err(method, err)
+}
+
+// GetTraveler implements stationv1.StationServer.
+func (s *Server) GetTraveler(ctx context.Context, req *stationv1.GetTravelerRequest) (*stationv1.Traveler, error) {
+	const method = "GetTraveler"
+	if req.GetSerial() == "" {
+		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
+	}
+	rec, err := traveler.Build(ctx, s.cfg.Store, req.GetSerial())
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	b, err := rec.JSON()
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	return &stationv1.Traveler{Serial: rec.Serial, Json: b}, nil
+}
+
+// GetStatus implements stationv1.StationServer.
+func (s *Server) GetStatus(ctx context.Context, _ *stationv1.GetStatusRequest) (*stationv1.Status, error) {
+	const method = "GetStatus"
+	now := s.cfg.Clock.Now()
+	st := &stationv1.Status{
+		StationId: s.cfg.StationID, Version: s.cfg.Version, UnitsPerStep: map[string]uint32{},
+		WindowMinutes: uint32(math.Round(s.cfg.StatusWindow.Minutes())),
+	}
+	if s.cfg.Agents != nil {
+		st.AgentsConnected = uint32(s.cfg.Agents.Connected())
+	}
+	if s.cfg.CAs != nil {
+		for _, h := range s.cfg.CAs() {
+			st.Cas = append(st.Cas, &stationv1.CAHealth{Name: h.Name, Breaker: h.Breaker, Requests: h.Requests,
+				Errors: h.Errors, P50Ms: ms(h.P50.Seconds()), P95Ms: ms(h.P95.Seconds())})
+		}
+	}
+	running := s.running()
+	err := s.index.forEach(ctx, func(u store.UnitState) bool {
+		switch unitStatus(u, running) {
+		case stationv1.UnitStatus_UNIT_STATUS_RUNNING:
+			st.UnitsPerStep[u.CurrentStep]++
+		case stationv1.UnitStatus_UNIT_STATUS_DONE:
+			st.UnitsDone++
+		case stationv1.UnitStatus_UNIT_STATUS_FAILED:
+			st.UnitsFailed++
+		}
+		return true
+	})
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	// The rate is measured over the window, or over the store's life when it is shorter.
+	span := s.cfg.StatusWindow
+	if created, err := s.cfg.Store.CreatedAt(ctx); err == nil && now.Sub(created) < span {
+		span = max(now.Sub(created), minRateSpan)
+	}
+	done, err := s.index.doneSince(ctx, now.Add(-span))
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	st.UnitsPerHour = float64(done) * 3600 / span.Seconds()
+	return st, nil
+}
+
+// ms converts seconds to milliseconds.
+func ms(sec float64) float64 { return sec * 1000 }
+
+// running returns the serials the runner drives now, or nil without a runner.
+func (s *Server) running() map[string]bool {
+	if s.cfg.Runner == nil {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, serial := range s.cfg.Runner.Running() {
+		m[serial] = true
+	}
+	return m
+}
+
+// unitStatus maps a store status to the API's: a unit marked running that no session drives
+// waits for its agent to reconnect (without a runner, running counts as running).
+func unitStatus(u store.UnitState, running map[string]bool) stationv1.UnitStatus {
+	switch u.Status {
+	case store.StatusRunning:
+		if running == nil || running[u.Serial] {
+			return stationv1.UnitStatus_UNIT_STATUS_RUNNING
+		}
+		return stationv1.UnitStatus_UNIT_STATUS_WAITING
+	case store.StatusPending:
+		return stationv1.UnitStatus_UNIT_STATUS_WAITING
+	case store.StatusDone:
+		return stationv1.UnitStatus_UNIT_STATUS_DONE
+	case store.StatusFailed, store.StatusAborted:
+		return stationv1.UnitStatus_UNIT_STATUS_FAILED
+	}
+	return stationv1.UnitStatus_UNIT_STATUS_UNSPECIFIED
+}
+
+// unitProto converts u, adding the EK certificate digest and fixture slot from its verify_ek
+// step record.
+func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[string]bool) (*stationv1.Unit, error) {
+	pb := &stationv1.Unit{
+		Serial: u.Serial, WorkOrder: u.WorkOrderID, Profile: u.Profile, Status: unitStatus(u, running),
+		Step: u.CurrentStep, ErrorCode: u.ErrorCode, ErrorMessage: u.ErrorMessage,
+		Attempts: uint32(u.Steps[stepVerifyEK].Attempts), StartTime: timestamppb.New(u.CreatedAt),
+		UpdateTime: timestamppb.New(u.UpdatedAt),
+	}
+	recs, err := s.cfg.Store.StepRecords(ctx, u.Serial)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		rec := recs[i]
+		if rec.Step != stepVerifyEK {
+			continue
+		}
+		pb.FixtureSlot = fixtureSlot(rec.Intent)
+		if rec.Ended && rec.ErrorCode == "" {
+			var res struct {
+				CertSHA256 string `json:"ek_cert_sha256"`
+			}
+			if json.Unmarshal(rec.Result, &res) == nil {
+				pb.EkSha256 = res.CertSHA256
+			}
+		}
+		break
+	}
+	return pb, nil
+}
+
+// fixtureSlot reads the slot the agent claimed from a verify_ek intent; "" when absent.
+func fixtureSlot(intent []byte) string {
+	var m map[string]string
+	if json.Unmarshal(intent, &m) != nil || m["identify"] == "" {
+		return ""
+	}
+	var id struct {
+		Hello *struct {
+			FixtureSlot string `json:"fixture_slot"`
+		}
+	}
+	if json.Unmarshal([]byte(m["identify"]), &id) != nil || id.Hello == nil {
+		return ""
+	}
+	return id.Hello.FixtureSlot
+}

@@ -1,0 +1,631 @@
+// Package config reads the station's TOML configuration strictly (an unknown key is an error),
+// validates every value and turns it into the typed runtime configuration stationd runs with:
+// TLS material loaded and checked, trust bundles parsed, secrets read from their files, profiles
+// built for the workflow. deploy/station.example.toml documents every key.
+package config
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/station/workflow"
+)
+
+// Duration is a time.Duration written as a Go duration string ("90s", "5m").
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %s", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// File is the configuration file as written.
+type File struct {
+	StationID string    `toml:"station_id"`
+	StorePath string    `toml:"store_path"`
+	Agents    Agents    `toml:"agents"`
+	API       API       `toml:"api"`
+	TPMVendor TPMVendor `toml:"tpm_vendor"`
+	Workflow  Workflow  `toml:"workflow"`
+	CAs       []CA      `toml:"ca"`
+	Profiles  []Profile `toml:"profile"`
+}
+
+// Agents is the agent gateway listener.
+type Agents struct {
+	Listen           string   `toml:"listen"`
+	CertFile         string   `toml:"cert_file"`
+	KeyFile          string   `toml:"key_file"`
+	MaxUnitsInFlight int      `toml:"max_units_in_flight"`
+	HelloTimeout     Duration `toml:"hello_timeout"`
+}
+
+// API is the MES/operator API listener.
+type API struct {
+	Listen       string        `toml:"listen"`
+	CertFile     string        `toml:"cert_file"`
+	KeyFile      string        `toml:"key_file"`
+	ClientCAFile string        `toml:"client_ca_file"`
+	Roles        []RoleBinding `toml:"role"`
+}
+
+// RoleBinding gives the holder of a client certificate a role.
+type RoleBinding struct {
+	CommonName string `toml:"common_name"`
+	Role       string `toml:"role"`
+}
+
+// TPMVendor is the pinned trust for EK certificates.
+type TPMVendor struct {
+	Roots         []string `toml:"roots"`
+	Intermediates []string `toml:"intermediates"`
+	EKAlgorithms  []string `toml:"ek_algorithms"`
+}
+
+// Workflow holds per-step timeouts.
+type Workflow struct {
+	StepTimeout  Duration            `toml:"step_timeout"`
+	StepTimeouts map[string]Duration `toml:"step_timeouts"`
+}
+
+// CA is one EST certificate authority.
+type CA struct {
+	Name          string   `toml:"name"`
+	URL           string   `toml:"url"`
+	Label         string   `toml:"label"`
+	TrustAnchors  []string `toml:"trust_anchors"`
+	IssuerAnchors []string `toml:"issuer_anchors"`
+	Auth          CAAuth   `toml:"auth"`
+	Batch         Batch    `toml:"batch"`
+	Retry         Retry    `toml:"retry"`
+}
+
+// CAAuth is how the station authenticates to a CA. Secrets live in files, never here.
+type CAAuth struct {
+	BasicUser         string `toml:"basic_user"`
+	BasicPasswordFile string `toml:"basic_password_file"`
+	HeaderName        string `toml:"header_name"`
+	HeaderSecretFile  string `toml:"header_secret_file"`
+	ClientCertFile    string `toml:"client_cert_file"`
+	ClientKeyFile     string `toml:"client_key_file"`
+}
+
+// Batch tunes the batcher in front of a CA.
+type Batch struct {
+	MaxBatch    int      `toml:"max_batch"`
+	MaxWait     Duration `toml:"max_wait"`
+	MaxInFlight int      `toml:"max_in_flight"`
+	RateLimit   float64  `toml:"rate_limit"`
+	Burst       int      `toml:"burst"`
+}
+
+// Retry tunes the EST client's retries.
+type Retry struct {
+	Max             int      `toml:"max"`
+	WaitMin         Duration `toml:"wait_min"`
+	WaitMax         Duration `toml:"wait_max"`
+	PendingDeadline Duration `toml:"pending_deadline"`
+	Timeout         Duration `toml:"timeout"`
+}
+
+// Profile is how one kind of unit is provisioned.
+type Profile struct {
+	Name           string      `toml:"name"`
+	IDevID         Key         `toml:"idevid"`
+	IDevIDNV       NV          `toml:"idevid_nv"`
+	LDevID         Key         `toml:"ldevid"`
+	SRKHandle      uint32      `toml:"srk_handle"`
+	LDevIDCertPath string      `toml:"ldevid_cert_path"`
+	LDevIDAuth     string      `toml:"ldevid_auth"`
+	Onboarding     *Onboarding `toml:"onboarding"`
+}
+
+// Key is one DevID key and its certificate request.
+type Key struct {
+	Algorithm          string  `toml:"algorithm"`
+	Handle             uint32  `toml:"handle"`
+	CA                 string  `toml:"ca"`
+	Subject            Subject `toml:"subject"`
+	HardwareModuleType string  `toml:"hardware_module_type"`
+}
+
+// Subject is a certificate subject; common_name may hold "{serial}".
+type Subject struct {
+	Country            []string `toml:"country"`
+	Organization       []string `toml:"organization"`
+	OrganizationalUnit []string `toml:"organizational_unit"`
+	CommonName         string   `toml:"common_name"`
+}
+
+// NV is the IDevID certificate's NV index.
+type NV struct {
+	Index uint32 `toml:"index"`
+	Auth  string `toml:"auth"`
+	Lock  bool   `toml:"lock"`
+}
+
+// Decode parses a configuration strictly.
+func Decode(data []byte) (*File, error) {
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var f File
+	if err := dec.Decode(&f); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			return nil, fmt.Errorf("unknown configuration keys:\n%s", strict.String())
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return nil, fmt.Errorf("line %d column %d: %s", row, col, de.Error())
+		}
+		return nil, err
+	}
+	return &f, nil
+}
+
+// Load reads, decodes and validates the file at path; relative paths inside it are relative
+// to its folder.
+func Load(path string) (*Runtime, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	f, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	rt, err := f.Validate(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return rt, nil
+}
+
+// Runtime is the validated configuration.
+type Runtime struct {
+	StationID        string
+	StorePath        string
+	AgentListen      string
+	AgentTLS         *tls.Config
+	MaxUnitsInFlight int
+	HelloTimeout     time.Duration
+	APIListen        string
+	APITLS           *tls.Config
+	// Roles maps a client certificate CommonName to its role.
+	Roles           map[string]string
+	EKRoots         []*x509.Certificate
+	EKIntermediates []*x509.Certificate
+	EKAlgorithms    []agentv1.KeyAlgorithm
+	StepTimeout     time.Duration
+	StepTimeouts    map[string]time.Duration
+	CAs             []CARuntime
+	Profiles        map[string]*workflow.Profile
+}
+
+// CARuntime is one validated CA.
+type CARuntime struct {
+	Name          string
+	URL, Label    string
+	TrustAnchors  []*x509.Certificate
+	IssuerAnchors []*x509.Certificate
+	BasicUser     string
+	BasicPassword string
+	HeaderName    string
+	HeaderSecret  string
+	ClientCert    *workflow.ClientCert
+	Batch         Batch
+	Retry         Retry
+}
+
+// Roles a client certificate may have.
+var roles = []string{"operator", "mes", "qa", "admin"}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	headerRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+)
+
+type problems []string
+
+func (p *problems) addf(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// Validate checks every value and loads the files the configuration names (relative to dir).
+// It reports all problems at once.
+func (f *File) Validate(dir string) (*Runtime, error) {
+	var p problems
+	abs := func(path string) string {
+		if path == "" || filepath.IsAbs(path) {
+			return path
+		}
+		return filepath.Join(dir, path)
+	}
+	rt := &Runtime{
+		StationID: f.StationID, StorePath: abs(f.StorePath),
+		AgentListen: f.Agents.Listen, MaxUnitsInFlight: f.Agents.MaxUnitsInFlight, HelloTimeout: time.Duration(f.Agents.HelloTimeout),
+		APIListen: f.API.Listen, Roles: map[string]string{},
+		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
+		Profiles: map[string]*workflow.Profile{},
+	}
+	if !nameRE.MatchString(f.StationID) {
+		p.addf("station_id %q: want 1-64 characters of [a-z0-9._-]", f.StationID)
+	}
+	if f.StorePath == "" {
+		p.addf("store_path is required")
+	}
+	if rt.MaxUnitsInFlight == 0 {
+		rt.MaxUnitsInFlight = 256
+	}
+	if rt.MaxUnitsInFlight < 0 || rt.MaxUnitsInFlight > 10000 {
+		p.addf("agents.max_units_in_flight %d: want 1-10000", rt.MaxUnitsInFlight)
+	}
+	if f.Agents.Listen == "" || f.API.Listen == "" {
+		p.addf("agents.listen and api.listen are required")
+	}
+
+	if cert, err := loadKeyPair(abs(f.Agents.CertFile), abs(f.Agents.KeyFile)); err != nil {
+		p.addf("agents: %v", err)
+	} else {
+		rt.AgentTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if cert, err := loadKeyPair(abs(f.API.CertFile), abs(f.API.KeyFile)); err != nil {
+		p.addf("api: %v", err)
+	} else if cas, err := loadCerts(abs(f.API.ClientCAFile)); err != nil {
+		p.addf("api.client_ca_file: %v", err)
+	} else {
+		pool := x509.NewCertPool()
+		for _, c := range cas {
+			pool.AddCert(c)
+		}
+		// A caller without a certificate gets through the handshake only to be refused with a
+		// clear Unauthenticated by the API; a certificate from another CA fails the handshake.
+		rt.APITLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS13}
+	}
+	for i, r := range f.API.Roles {
+		switch {
+		case r.CommonName == "":
+			p.addf("api.role[%d]: common_name is required", i)
+		case !contains(roles, r.Role):
+			p.addf("api.role[%d] %q: role %q is not one of %v", i, r.CommonName, r.Role, roles)
+		case rt.Roles[r.CommonName] != "":
+			p.addf("api.role[%d]: common_name %q bound twice", i, r.CommonName)
+		default:
+			rt.Roles[r.CommonName] = r.Role
+		}
+	}
+
+	for _, path := range f.TPMVendor.Roots {
+		certs, err := loadCerts(abs(path))
+		if err != nil {
+			p.addf("tpm_vendor.roots: %v", err)
+		}
+		rt.EKRoots = append(rt.EKRoots, certs...)
+	}
+	if len(f.TPMVendor.Roots) == 0 {
+		p.addf("tpm_vendor.roots: at least one TPM vendor root is required")
+	}
+	for _, path := range f.TPMVendor.Intermediates {
+		certs, err := loadCerts(abs(path))
+		if err != nil {
+			p.addf("tpm_vendor.intermediates: %v", err)
+		}
+		rt.EKIntermediates = append(rt.EKIntermediates, certs...)
+	}
+	for _, a := range f.TPMVendor.EKAlgorithms {
+		alg, err := algorithm(a)
+		if err != nil {
+			p.addf("tpm_vendor.ek_algorithms: %v", err)
+		}
+		rt.EKAlgorithms = append(rt.EKAlgorithms, alg)
+	}
+
+	for step, d := range f.Workflow.StepTimeouts {
+		if !contains(workflow.Steps, step) {
+			p.addf("workflow.step_timeouts: unknown step %q (steps: %s)", step, strings.Join(workflow.Steps, ", "))
+		}
+		rt.StepTimeouts[step] = time.Duration(d)
+	}
+
+	caNames := map[string]bool{}
+	for i, ca := range f.CAs {
+		c, err := ca.validate(abs)
+		if err != nil {
+			p.addf("ca[%d] %q: %v", i, ca.Name, err)
+			continue
+		}
+		if caNames[ca.Name] {
+			p.addf("ca[%d]: name %q used twice", i, ca.Name)
+		}
+		caNames[ca.Name] = true
+		rt.CAs = append(rt.CAs, *c)
+	}
+	if len(f.Profiles) == 0 {
+		p.addf("at least one [[profile]] is required")
+	}
+	for i, prof := range f.Profiles {
+		wp, errs := prof.validate(caNames, abs)
+		for _, e := range errs {
+			p.addf("profile[%d] %q: %s", i, prof.Name, e)
+		}
+		if rt.Profiles[prof.Name] != nil {
+			p.addf("profile[%d]: name %q used twice", i, prof.Name)
+		}
+		rt.Profiles[prof.Name] = wp
+	}
+	if len(p) > 0 {
+		sort.Strings(p)
+		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(p, "\n  "))
+	}
+	return rt, nil
+}
+
+func (ca CA) validate(abs func(string) string) (*CARuntime, error) {
+	if !nameRE.MatchString(ca.Name) {
+		return nil, errors.New("name: want 1-64 characters of [a-z0-9._-]")
+	}
+	if !strings.HasPrefix(ca.URL, "https://") {
+		return nil, fmt.Errorf("url %q: EST needs https", ca.URL)
+	}
+	c := &CARuntime{Name: ca.Name, URL: ca.URL, Label: ca.Label, BasicUser: ca.Auth.BasicUser,
+		HeaderName: ca.Auth.HeaderName, Batch: ca.Batch, Retry: ca.Retry}
+	for _, path := range ca.TrustAnchors {
+		certs, err := loadCerts(abs(path))
+		if err != nil {
+			return nil, fmt.Errorf("trust_anchors: %w", err)
+		}
+		c.TrustAnchors = append(c.TrustAnchors, certs...)
+	}
+	if len(c.TrustAnchors) == 0 {
+		return nil, errors.New("trust_anchors: at least one is required (system roots are never used)")
+	}
+	for _, path := range ca.IssuerAnchors {
+		certs, err := loadCerts(abs(path))
+		if err != nil {
+			return nil, fmt.Errorf("issuer_anchors: %w", err)
+		}
+		c.IssuerAnchors = append(c.IssuerAnchors, certs...)
+	}
+	if (ca.Auth.BasicUser == "") != (ca.Auth.BasicPasswordFile == "") {
+		return nil, errors.New("auth: basic_user and basic_password_file go together")
+	}
+	if ca.Auth.BasicPasswordFile != "" {
+		s, err := readSecret(abs(ca.Auth.BasicPasswordFile))
+		if err != nil {
+			return nil, fmt.Errorf("auth.basic_password_file: %w", err)
+		}
+		c.BasicPassword = s
+	}
+	if (ca.Auth.HeaderName == "") != (ca.Auth.HeaderSecretFile == "") {
+		return nil, errors.New("auth: header_name and header_secret_file go together")
+	}
+	if ca.Auth.HeaderName != "" {
+		if !headerRE.MatchString(ca.Auth.HeaderName) {
+			return nil, fmt.Errorf("auth.header_name %q is not a valid header name", ca.Auth.HeaderName)
+		}
+		s, err := readSecret(abs(ca.Auth.HeaderSecretFile))
+		if err != nil {
+			return nil, fmt.Errorf("auth.header_secret_file: %w", err)
+		}
+		c.HeaderSecret = s
+	}
+	if ca.Auth.ClientCertFile != "" || ca.Auth.ClientKeyFile != "" {
+		cert, err := loadKeyPair(abs(ca.Auth.ClientCertFile), abs(ca.Auth.ClientKeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("auth client certificate: %w", err)
+		}
+		key, ok := cert.PrivateKey.(crypto.Signer)
+		if !ok {
+			return nil, errors.New("auth client key cannot sign")
+		}
+		c.ClientCert = &workflow.ClientCert{Key: key}
+		for _, der := range cert.Certificate {
+			x, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, fmt.Errorf("auth client certificate: %w", err)
+			}
+			c.ClientCert.Chain = append(c.ClientCert.Chain, x)
+		}
+	}
+	if b := ca.Batch; b.MaxBatch < 0 || b.MaxInFlight < 0 || b.RateLimit < 0 || b.Burst < 0 {
+		return nil, errors.New("batch: values must not be negative")
+	}
+	return c, nil
+}
+
+func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*workflow.Profile, []string) {
+	var p problems
+	if !nameRE.MatchString(pr.Name) {
+		p.addf("name: want 1-64 characters of [a-z0-9._-]")
+	}
+	wp := &workflow.Profile{Name: pr.Name, SRKHandle: pr.SRKHandle, LDevIDCertPath: pr.LDevIDCertPath, LDevIDAuth: pr.LDevIDAuth}
+	if wp.SRKHandle == 0 {
+		wp.SRKHandle = 0x81000001
+	}
+	var err error
+	if wp.IDevID, err = pr.IDevID.validate(caNames); err != nil {
+		p.addf("idevid: %v", err)
+	}
+	if wp.LDevID, err = pr.LDevID.validate(caNames); err != nil {
+		p.addf("ldevid: %v", err)
+	}
+	if inStorage := func(h uint32) bool { return h >= 0x81000000 && h <= 0x8100FFFF }; !inStorage(wp.SRKHandle) || !inStorage(wp.LDevID.Handle) {
+		p.addf("srk_handle %#x and ldevid.handle %#x must be storage-hierarchy handles (0x81000000-0x8100FFFF)", wp.SRKHandle, wp.LDevID.Handle)
+	}
+	if wp.SRKHandle == wp.LDevID.Handle || wp.IDevID.Handle == wp.LDevID.Handle || wp.IDevID.Handle == wp.SRKHandle {
+		p.addf("idevid.handle, ldevid.handle and srk_handle must differ")
+	}
+	if wp.IDevID.Handle >= 0x81000000 && wp.IDevID.Handle <= 0x8100FFFF {
+		p.addf("idevid.handle %#x is in the storage range; the IDevID lives in the endorsement hierarchy", wp.IDevID.Handle)
+	}
+	wp.IDevIDNV = workflow.NVProfile{Index: pr.IDevIDNV.Index, Lock: pr.IDevIDNV.Lock}
+	switch pr.IDevIDNV.Auth {
+	case "platform":
+		wp.IDevIDNV.Auth = agentv1.Hierarchy_HIERARCHY_PLATFORM
+	case "owner":
+		wp.IDevIDNV.Auth = agentv1.Hierarchy_HIERARCHY_OWNER
+	default:
+		p.addf("idevid_nv.auth %q: want platform or owner", pr.IDevIDNV.Auth)
+	}
+	if i := pr.IDevIDNV.Index; i < 0x01000000 || i > 0x01FFFFFF {
+		p.addf("idevid_nv.index %#x is not an NV index", i)
+	}
+	if !filepath.IsAbs(pr.LDevIDCertPath) {
+		p.addf("ldevid_cert_path %q must be absolute (a path on the unit)", pr.LDevIDCertPath)
+	}
+	switch pr.LDevIDAuth {
+	case workflow.AuthStationRA, workflow.AuthIDevIDMTLS:
+	default:
+		p.addf("ldevid_auth %q: want %s or %s", pr.LDevIDAuth, workflow.AuthStationRA, workflow.AuthIDevIDMTLS)
+	}
+	if pr.Onboarding != nil {
+		o, err := pr.Onboarding.validate(abs)
+		if err != nil {
+			p.addf("onboarding: %v", err)
+		}
+		wp.Onboarding = o
+	}
+	return wp, p
+}
+
+func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, error) {
+	kp := workflow.KeyProfile{Handle: k.Handle, Issuer: k.CA, Subject: workflow.Subject(k.Subject)}
+	var err error
+	if kp.Algorithm, err = algorithm(k.Algorithm); err != nil {
+		return kp, err
+	}
+	if k.Handle < 0x81000000 || k.Handle >= 0x81800000 {
+		return kp, fmt.Errorf("handle %#x is not an owner/endorsement persistent handle", k.Handle)
+	}
+	if !caNames[k.CA] {
+		return kp, fmt.Errorf("ca %q is not a configured [[ca]]", k.CA)
+	}
+	if k.HardwareModuleType != "" {
+		oid, err := parseOID(k.HardwareModuleType)
+		if err != nil {
+			return kp, fmt.Errorf("hardware_module_type: %w", err)
+		}
+		kp.HardwareModuleType = oid
+	}
+	return kp, nil
+}
+
+func algorithm(s string) (agentv1.KeyAlgorithm, error) {
+	switch s {
+	case "ecc-p256":
+		return agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, nil
+	case "rsa-2048":
+		return agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048, nil
+	}
+	return 0, fmt.Errorf("algorithm %q: want ecc-p256 or rsa-2048", s)
+}
+
+func parseOID(s string) (asn1.ObjectIdentifier, error) {
+	var oid asn1.ObjectIdentifier
+	for _, part := range strings.Split(s, ".") {
+		var n int
+		if _, err := fmt.Sscanf(part, "%d", &n); err != nil || n < 0 || fmt.Sprint(n) != part {
+			return nil, fmt.Errorf("%q is not a dotted OID", s)
+		}
+		oid = append(oid, n)
+	}
+	if len(oid) < 2 {
+		return nil, fmt.Errorf("%q is not a dotted OID", s)
+	}
+	return oid, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	if certFile == "" || keyFile == "" {
+		return tls.Certificate{}, errors.New("cert_file and key_file are required")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		// The error of LoadX509KeyPair never holds key material.
+		return tls.Certificate{}, fmt.Errorf("loading %s: %w", certFile, err)
+	}
+	return cert, nil
+}
+
+// loadCerts reads every CERTIFICATE block of a PEM file.
+func loadCerts(path string) ([]*x509.Certificate, error) {
+	if path == "" {
+		return nil, errors.New("a certificate file is required")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return out, nil
+}
+
+// readSecret reads a secret file; its content never appears in an error.
+func readSecret(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s is readable by group or others (mode %v): chmod 600", path, st.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(data), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}

@@ -1,0 +1,50 @@
+package server
+
+import (
+	"sort"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/devid-station/devid/station/api"
+)
+
+// newAPI builds the MES/operator API and its gRPC server (mTLS, role interceptors, health,
+// reflection).
+func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
+	roles := api.RoleTable{CommonNames: map[string]api.Role{}}
+	for cn, r := range s.rt.Roles {
+		roles.CommonNames[cn] = api.Role(r)
+	}
+	if err := roles.Validate(); err != nil {
+		return nil, nil, err
+	}
+	profiles := make([]string, 0, len(s.rt.Profiles))
+	for name := range s.rt.Profiles {
+		profiles = append(profiles, name)
+	}
+	sort.Strings(profiles)
+	a, err := api.New(api.Config{
+		Store: s.store, Runner: s.runner, Agents: s.gw, CAs: s.caHealth, Profiles: profiles,
+		StationID: s.rt.StationID, Version: opts.Version, Roles: roles.Lookup, Clock: opts.Clock,
+		Logger: s.log.With("component", "api"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	gs := grpc.NewServer(append(a.ServerOptions(), grpc.Creds(credentials.NewTLS(s.rt.APITLS)))...)
+	a.Register(gs)
+	return gs, a, nil
+}
+
+// caHealth reports each CA client's state.
+func (s *Server) caHealth() []api.CAHealth {
+	out := make([]api.CAHealth, 0, len(s.issuers))
+	for name, is := range s.issuers {
+		m := is.batcher.Metrics()
+		out = append(out, api.CAHealth{Name: name, Breaker: m.Breaker.String(), Requests: uint64(m.Requests),
+			Errors: uint64(m.Failed), P50: m.LatencyP50(), P95: m.LatencyP95()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

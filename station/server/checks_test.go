@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"testing"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/devid-station/devid/device-agent/agent"
+	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/fixture/devpki"
+	"github.com/devid-station/devid/fixture/estca"
+	"github.com/devid-station/devid/station/store"
+	"github.com/devid-station/devid/station/workflow"
+)
+
+// lyingTPM is a compromised agent: a real TPM behind it, with some answers replaced.
+type lyingTPM struct {
+	agent.TPM
+	readEK    func(tpm.Algorithm) (*tpm.EK, error)
+	createKey func(tpm.KeyRequest) (*tpm.Key, error)
+	buildCSR  func(uint32, []byte, []pkix.Extension, tpm.Scheme) ([]byte, error)
+}
+
+func (l *lyingTPM) ReadEK(alg tpm.Algorithm) (*tpm.EK, error) {
+	if l.readEK != nil {
+		return l.readEK(alg)
+	}
+	return l.TPM.ReadEK(alg)
+}
+
+func (l *lyingTPM) CreateKey(req tpm.KeyRequest) (*tpm.Key, error) {
+	if l.createKey != nil {
+		return l.createKey(req)
+	}
+	return l.TPM.CreateKey(req)
+}
+
+func (l *lyingTPM) BuildCSR(h uint32, subject []byte, exts []pkix.Extension, s tpm.Scheme) ([]byte, error) {
+	if l.buildCSR != nil {
+		return l.buildCSR(h, subject, exts, s)
+	}
+	return l.TPM.BuildCSR(h, subject, exts, s)
+}
+
+// softwarePublic puts a software key into a TPM template, as a lying agent would.
+func softwarePublic(t *testing.T, tmpl tpm2.TPMTPublic, k *ecdsa.PublicKey) []byte {
+	t.Helper()
+	tmpl.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+		X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, 32))},
+		Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, 32))},
+	})
+	return tpm2.Marshal(tmpl)
+}
+
+func softwareKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestChecksRefuse makes each check fail on purpose: the unit fails with its stable code, the
+// failure is in the store, and the dev CA issued nothing.
+func TestChecksRefuse(t *testing.T) {
+	otherVendor, err := devpki.New(devpki.Options{TPMVendorOrg: "Unknown TPM Vendor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		serial string
+		ekCA   *devpki.CA
+		knobs  estca.Knobs
+		lie    func(t *testing.T, real *tpm.TPM, l *lyingTPM)
+		code   string
+		issued int
+	}{
+		{name: "unknown EK vendor CA", ekCA: otherVendor.EKIssuing, code: workflow.CodeEKUntrusted},
+		{name: "EK public area not its certificate's", code: workflow.CodeEKMismatch,
+			lie: func(t *testing.T, real *tpm.TPM, l *lyingTPM) {
+				l.readEK = func(alg tpm.Algorithm) (*tpm.EK, error) {
+					ek, err := real.ReadEK(alg)
+					if err == nil && alg == tpm.ECCP256 {
+						ek.Public = softwarePublic(t, tpm2.ECCEKTemplate, &softwareKey(t).PublicKey)
+					}
+					return ek, err
+				}
+			}},
+		{name: "agent answers with a software key", code: workflow.CodeActivationFailed,
+			lie: func(t *testing.T, real *tpm.TPM, l *lyingTPM) {
+				l.createKey = func(req tpm.KeyRequest) (*tpm.Key, error) {
+					if _, err := real.CreateKey(req); err != nil { // a real key sits at the handle
+						return nil, err
+					}
+					pub := softwarePublic(t, tpm.DevIDTemplate(tpm.ECCP256), &softwareKey(t).PublicKey)
+					name, err := tpm.Name(pub)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return &tpm.Key{Public: pub, Name: name, Handle: req.Handle}, nil
+				}
+			}},
+		{name: "agent reports a Name that is not its key's", code: workflow.CodeKeyNameMismatch,
+			lie: func(t *testing.T, real *tpm.TPM, l *lyingTPM) {
+				l.createKey = func(req tpm.KeyRequest) (*tpm.Key, error) {
+					k, err := real.CreateKey(req)
+					if err == nil {
+						k.Name = append([]byte{0, 0x0b}, make([]byte, 32)...)
+					}
+					return k, err
+				}
+			}},
+		{name: "CSR signed by another key", code: workflow.CodeCSRInvalid,
+			lie: func(t *testing.T, real *tpm.TPM, l *lyingTPM) {
+				l.buildCSR = func(_ uint32, subject []byte, exts []pkix.Extension, _ tpm.Scheme) ([]byte, error) {
+					return x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: subject, ExtraExtensions: exts}, softwareKey(t))
+				}
+			}},
+		{name: "CSR with another subject", code: workflow.CodeCSRInvalid,
+			lie: func(t *testing.T, real *tpm.TPM, l *lyingTPM) {
+				l.buildCSR = func(h uint32, _ []byte, exts []pkix.Extension, s tpm.Scheme) ([]byte, error) {
+					other, _ := workflowSubject("SN-EVIL")
+					return real.BuildCSR(h, other, exts, s)
+				}
+			}},
+		{name: "serial outside every work order", serial: "SN-9999", code: workflow.CodeNotAuthorized},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newTestLine(t, lineOptions{knobs: tc.knobs})
+			l.workOrder("WO-1", "SN-0001")
+			serial := tc.serial
+			if serial == "" {
+				serial = "SN-0001"
+			}
+			real := l.manufacture(tc.ekCA, tpm.ECCP256, tpm.RSA2048)
+			lying := &lyingTPM{TPM: real}
+			if tc.lie != nil {
+				tc.lie(t, real, lying)
+			}
+			v := l.runUnit(context.Background(), serial, lying)
+			if v.Passed || v.Code != tc.code {
+				t.Fatalf("verdict %+v, want failed with %s", v, tc.code)
+			}
+			if u := l.unit(serial); u.Status != store.StatusFailed || u.ErrorCode != tc.code {
+				// A refused identity may fail before the unit record exists.
+				if !(tc.code == workflow.CodeEKUntrusted || tc.code == workflow.CodeEKMismatch) || u.Status != "" {
+					t.Errorf("stored unit %+v, want failed with %s", u, tc.code)
+				}
+			}
+			if n := len(l.ca.Ledger()); n != tc.issued {
+				t.Errorf("the CA issued %d certificates, want %d", n, tc.issued)
+			}
+			l.issuedAllKnown(l.srv.Store())
+		})
+	}
+}
+
+func workflowSubject(serial string) ([]byte, error) {
+	return asn1.Marshal(pkix.Name{CommonName: serial, SerialNumber: serial}.ToRDNSequence())
+}
+
+// TestEKBoundToAnotherSerial provisions one TPM, then presents it under another serial.
+func TestEKBoundToAnotherSerial(t *testing.T) {
+	l := newTestLine(t, lineOptions{})
+	l.workOrder("WO-1", "SN-0001", "SN-0002")
+	sim := l.manufacture(nil, tpm.ECCP256)
+	if v := l.runUnit(context.Background(), "SN-0001", sim); !v.Passed {
+		t.Fatalf("first unit: %+v", v)
+	}
+	v := l.runUnit(context.Background(), "SN-0002", sim)
+	if v.Passed || v.Code != workflow.CodeEKBound {
+		t.Fatalf("second serial on the same TPM: %+v, want %s", v, workflow.CodeEKBound)
+	}
+	if n := len(l.ca.Ledger()); n != 2 {
+		t.Errorf("the CA issued %d certificates, want the first unit's 2", n)
+	}
+	// The first unit reconnecting with its own serial is told it is already provisioned.
+	if v := l.runUnit(context.Background(), "SN-0001", sim); !v.Passed {
+		t.Errorf("provisioned unit reconnecting: %+v", v)
+	}
+	if n := len(l.ca.Ledger()); n != 2 {
+		t.Errorf("a reconnect of a provisioned unit issued certificates: ledger %d", n)
+	}
+}
+
+// TestCAMisissues has the IDevID CA certify another key: the unit fails, and the certificate
+// the CA issued is still recorded (and flagged) in the store.
+func TestCAMisissues(t *testing.T) {
+	l := newTestLine(t, lineOptions{knobs: estca.Knobs{MisissueOtherKey: true}})
+	l.workOrder("WO-1", "SN-0001")
+	sim := l.manufacture(nil, tpm.ECCP256)
+	v := l.runUnit(context.Background(), "SN-0001", sim)
+	if v.Passed || v.Code != workflow.CodeCertInvalid {
+		t.Fatalf("verdict %+v, want %s", v, workflow.CodeCertInvalid)
+	}
+	if n := len(l.ca.Ledger()); n != 1 {
+		t.Fatalf("ledger %d, want the one misissued certificate", n)
+	}
+	l.issuedAllKnown(l.srv.Store())
+	if nv, err := sim.NVRead(0x01C90000); err == nil {
+		t.Errorf("a refused certificate was installed (%d bytes)", len(nv.Data))
+	}
+}

@@ -1,0 +1,205 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/devid-station/devid/device-agent/agent"
+	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/station/store"
+	"github.com/devid-station/devid/station/workflow"
+)
+
+var errStationDown = errors.New("station is down")
+
+// boundaryJournal counts step boundaries (a committed step intent, a committed step result)
+// and calls at() at boundary number stopAt, right after that commit. Once down, every further
+// write fails as it would in a dead process.
+type boundaryJournal struct {
+	workflow.Journal
+	stopAt int
+	count  atomic.Int64
+	down   atomic.Bool
+	at     func()
+}
+
+func (j *boundaryJournal) boundary() {
+	if int(j.count.Add(1)) == j.stopAt && j.at != nil {
+		j.at()
+	}
+}
+
+func (j *boundaryJournal) BeginStep(ctx context.Context, serial, step string, intent []byte) (store.StepRef, error) {
+	if j.down.Load() {
+		return store.StepRef{}, errStationDown
+	}
+	ref, err := j.Journal.BeginStep(ctx, serial, step, intent)
+	if err == nil {
+		j.boundary()
+	}
+	return ref, err
+}
+
+func (j *boundaryJournal) EndStep(ctx context.Context, ref store.StepRef, result []byte, code string) error {
+	if j.down.Load() {
+		return errStationDown
+	}
+	err := j.Journal.EndStep(ctx, ref, result, code)
+	if err == nil {
+		j.boundary()
+	}
+	return err
+}
+
+func (j *boundaryJournal) UpdateUnit(ctx context.Context, serial string, fn func(*store.UnitState) error) (store.UnitState, error) {
+	if j.down.Load() {
+		return store.UnitState{}, errStationDown
+	}
+	return j.Journal.UpdateUnit(ctx, serial, fn)
+}
+
+func (j *boundaryJournal) RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte) (store.CertRecord, error) {
+	if j.down.Load() {
+		return store.CertRecord{}, errStationDown
+	}
+	return j.Journal.RecordCertificate(ctx, serial, role, der)
+}
+
+func (j *boundaryJournal) BindEK(ctx context.Context, fp, serial string) error {
+	if j.down.Load() {
+		return errStationDown
+	}
+	return j.Journal.BindEK(ctx, fp, serial)
+}
+
+// boundaries is the number of step boundaries of one unit's run: an intent and a result for
+// every journaled step.
+var boundaries = 2 * (len(workflow.Steps) - 1)
+
+// TestResumeAfterStationCrash stops the station hard at every step boundary of a unit's run,
+// starts a new station on the same store file, and lets the unit's agent reconnect: the unit
+// completes, and every certificate the CA issued is in the store.
+func TestResumeAfterStationCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("resume at every boundary: skipped in -short")
+	}
+	for k := 1; k <= boundaries; k++ {
+		t.Run(fmt.Sprintf("boundary %02d", k), func(t *testing.T) {
+			var l *testLine
+			crashed := make(chan struct{})
+			j := &boundaryJournal{stopAt: k}
+			dead := make(chan struct{})
+			t.Cleanup(func() { close(dead) })
+			j.at = func() {
+				// The process dies right after this commit: nothing more is written or sent,
+				// and this goroutine never goes on.
+				j.down.Store(true)
+				l.stop(true)
+				close(crashed)
+				<-dead
+			}
+			l = newTestLine(t, lineOptions{wrap: func(inner workflow.Journal) workflow.Journal { j.Journal = inner; return j }})
+			l.workOrder("WO-1", "SN-0001")
+			sim := l.manufacture(nil, tpm.ECCP256)
+
+			verdict := make(chan agent.Verdict, 1)
+			go func() { verdict <- l.runUnit(context.Background(), "SN-0001", sim) }()
+			var v agent.Verdict
+			got := false
+			select {
+			case <-crashed:
+			case v = <-verdict:
+				// Only the last boundary comes after the verdict was sent.
+				if k != boundaries {
+					t.Fatalf("unit finished (%+v) before boundary %d", v, k)
+				}
+				got = true
+				<-crashed
+			case <-time.After(time.Minute):
+				t.Fatal("no crash")
+			}
+			l.start(nil) // a new station process on the same store and port
+			if !got {
+				select {
+				case v = <-verdict:
+				case <-time.After(time.Minute):
+					t.Fatal("the unit did not complete after the restart")
+				}
+			}
+			if !v.Passed {
+				t.Fatalf("verdict: %+v", v)
+			}
+			if u := l.unit("SN-0001"); u.Status != store.StatusDone {
+				t.Fatalf("unit %+v", u)
+			}
+			if n := len(l.ca.Ledger()); n != 2 {
+				t.Errorf("the CA issued %d certificates, want 2", n)
+			}
+			l.issuedAllKnown(l.srv.Store())
+		})
+	}
+}
+
+// TestResumeAfterAgentKilled kills the unit's agent at every step boundary and starts a new one
+// on the same TPM (the unit rebooted): the unit completes with no second certificate.
+func TestResumeAfterAgentKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("resume at every boundary: skipped in -short")
+	}
+	for k := 1; k <= boundaries; k++ {
+		t.Run(fmt.Sprintf("boundary %02d", k), func(t *testing.T) {
+			var (
+				mu       sync.Mutex
+				killFunc context.CancelFunc
+			)
+			j := &boundaryJournal{stopAt: k}
+			killed := make(chan struct{})
+			j.at = func() {
+				mu.Lock()
+				killFunc()
+				mu.Unlock()
+				close(killed)
+			}
+			l := newTestLine(t, lineOptions{wrap: func(inner workflow.Journal) workflow.Journal { j.Journal = inner; return j }})
+			l.workOrder("WO-1", "SN-0001")
+			sim := l.manufacture(nil, tpm.ECCP256)
+
+			ctx, cancel := context.WithCancel(context.Background())
+			mu.Lock()
+			killFunc = cancel
+			mu.Unlock()
+			first := make(chan error, 1)
+			go func() {
+				v, err := agent.Run(ctx, l.agentConfig("SN-0001"), sim)
+				if err == nil {
+					err = fmt.Errorf("first agent got a verdict: %+v", v)
+				}
+				first <- err
+			}()
+			select {
+			case <-killed:
+			case err := <-first:
+				t.Fatalf("before boundary %d: %v", k, err)
+			case <-time.After(time.Minute):
+				t.Fatal("no kill")
+			}
+			// After the last boundary the verdict was already sent: the kill finds it delivered.
+			if err := <-first; !errors.Is(err, context.Canceled) && !(k == boundaries && err != nil && strings.Contains(err.Error(), "Passed:true")) {
+				t.Fatalf("killed agent: %v", err)
+			}
+			if v := l.runUnit(context.Background(), "SN-0001", sim); !v.Passed {
+				t.Fatalf("verdict of the restarted agent: %+v", v)
+			}
+			if n := len(l.ca.Ledger()); n != 2 {
+				t.Errorf("the CA issued %d certificates, want 2", n)
+			}
+			l.issuedAllKnown(l.srv.Store())
+		})
+	}
+}

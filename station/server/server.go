@@ -1,0 +1,195 @@
+// Package server assembles a running station from its validated configuration: the bbolt
+// store, one batched EST client per CA, the workflow, the agent gateway and the MES/operator
+// API, each on its own TLS listener. stationd and the fixture both run a station through it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/station/api"
+	"github.com/devid-station/devid/station/config"
+	"github.com/devid-station/devid/station/gateway"
+	"github.com/devid-station/devid/station/store"
+	"github.com/devid-station/devid/station/workflow"
+)
+
+// maxMessageBytes bounds every agent message (the agent uses the same bound).
+const maxMessageBytes = 1 << 20
+
+// Options are what the configuration file does not hold.
+type Options struct {
+	// Version is the station's build version, shown by the API.
+	Version string
+	// Logger receives the station's logs; nil discards them.
+	Logger *slog.Logger
+	// Clock defaults to the system clock.
+	Clock workflow.Clock
+	// WrapJournal, when set, wraps the store as the workflow sees it (tests use it to stop the
+	// station at a chosen step boundary).
+	WrapJournal func(workflow.Journal) workflow.Journal
+}
+
+// Server is a station. Create it with New, then Start it; Close stops it.
+type Server struct {
+	rt      *config.Runtime
+	log     *slog.Logger
+	store   *store.Store
+	issuers map[string]*issuer
+	runner  *workflow.Runner
+	gw      *gateway.Server
+
+	agentSrv, apiSrv *grpc.Server
+	api              *api.Server
+	agentLis, apiLis net.Listener
+	wg               sync.WaitGroup
+	outcomes         chan workflow.Outcome
+}
+
+// New opens the store and builds every part; it listens on nothing yet.
+func New(rt *config.Runtime, opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight, Logger: log, Clock: opts.Clock})
+	if err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}}
+	wfIssuers := map[string]workflow.Issuer{}
+	for _, c := range rt.CAs {
+		is, err := newIssuer(c, log)
+		if err != nil {
+			s.closeIssuers()
+			st.Close()
+			return nil, err
+		}
+		s.issuers[c.Name], wfIssuers[c.Name] = is, is
+	}
+	var journal workflow.Journal = st
+	if opts.WrapJournal != nil {
+		journal = opts.WrapJournal(st)
+	}
+	s.runner, err = workflow.New(workflow.Config{
+		Journal: journal, Profiles: rt.Profiles, Issuers: wfIssuers,
+		EKRoots: rt.EKRoots, EKIntermediates: rt.EKIntermediates, EKAlgorithms: rt.EKAlgorithms,
+		StepTimeout: rt.StepTimeout, StepTimeouts: rt.StepTimeouts, Clock: opts.Clock, Logger: log,
+	})
+	if err != nil {
+		s.closeIssuers()
+		st.Close()
+		return nil, err
+	}
+	s.gw = gateway.New(gateway.Config{
+		MaxInFlight: rt.MaxUnitsInFlight, HelloTimeout: rt.HelloTimeout, Logger: log,
+		Handler: func(ctx context.Context, sess *gateway.Session) error {
+			out := s.runner.Run(ctx, sess)
+			if s.outcomes != nil {
+				select {
+				case s.outcomes <- out:
+				default:
+				}
+			}
+			if out.Interrupted {
+				return errors.New(out.Message)
+			}
+			return nil
+		},
+	})
+	s.agentSrv = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(rt.AgentTLS)),
+		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	agentv1.RegisterAgentGatewayServer(s.agentSrv, s.gw)
+	if s.apiSrv, s.api, err = s.newAPI(opts); err != nil {
+		s.closeIssuers()
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start listens on the configured addresses and serves until Close.
+func (s *Server) Start() error {
+	var err error
+	if s.agentLis, err = net.Listen("tcp", s.rt.AgentListen); err != nil {
+		return fmt.Errorf("agent listener: %w", err)
+	}
+	if s.apiLis, err = net.Listen("tcp", s.rt.APIListen); err != nil {
+		s.agentLis.Close()
+		return fmt.Errorf("API listener: %w", err)
+	}
+	for _, p := range []struct {
+		srv *grpc.Server
+		lis net.Listener
+	}{{s.agentSrv, s.agentLis}, {s.apiSrv, s.apiLis}} {
+		s.wg.Go(func() {
+			if err := p.srv.Serve(p.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				s.log.Error("gRPC server stopped", "addr", p.lis.Addr().String(), "error", err)
+			}
+		})
+	}
+	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String())
+	return nil
+}
+
+// AgentAddr is the agent gateway's listening address (after Start).
+func (s *Server) AgentAddr() string { return s.agentLis.Addr().String() }
+
+// APIAddr is the API's listening address (after Start).
+func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
+
+// Store returns the station's store.
+func (s *Server) Store() *store.Store { return s.store }
+
+// Outcomes returns a channel that receives the outcome of every agent session (dropped when
+// nobody reads fast enough). Call it before Start.
+func (s *Server) Outcomes() <-chan workflow.Outcome {
+	if s.outcomes == nil {
+		s.outcomes = make(chan workflow.Outcome, 1024)
+	}
+	return s.outcomes
+}
+
+// Close stops accepting, lets running sessions end until ctx is done, then closes every
+// connection (without waiting for the workflows they ran: those fail their next write) and
+// closes the store.
+func (s *Server) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.apiSrv.GracefulStop()
+		s.agentSrv.GracefulStop()
+		close(done)
+	}()
+	s.api.Shutdown()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.apiSrv.Stop()
+		s.agentSrv.Stop()
+	}
+	s.wg.Wait()
+	s.closeIssuers()
+	return s.store.Close()
+}
+
+func (s *Server) closeIssuers() {
+	for _, is := range s.issuers {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = is.batcher.Close(ctx)
+		cancel()
+	}
+}

@@ -1,0 +1,171 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// auditDomain separates audit hashes from every other SHA-256 use.
+const auditDomain = "devid-station/audit/v1\x00"
+
+// verifyChunk is how many audit records VerifyChain reads per transaction,
+// so that a long walk never holds one read transaction for long.
+const verifyChunk = 4096
+
+// canonical returns the encoding that Hash covers: a fixed field order,
+// length-prefixed strings, Details sorted by key, time as Unix nanoseconds.
+func (a *AuditEvent) canonical() []byte {
+	b := make([]byte, 0, 256)
+	str := func(s string) []byte {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		return append(b, s...)
+	}
+	b = append(b, auditDomain...)
+	b = binary.BigEndian.AppendUint64(b, a.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(a.Time.UnixNano()))
+	for _, s := range []string{a.StationID, a.Principal, a.Serial, a.Action, a.Result, a.ErrorCode} {
+		b = str(s)
+	}
+	keys := make([]string, 0, len(a.Details))
+	for k := range a.Details {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(keys)))
+	for _, k := range keys {
+		b = str(k)
+		b = str(a.Details[k])
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(a.Fingerprints)))
+	for _, f := range a.Fingerprints {
+		b = str(f)
+	}
+	b = str(string(a.PrevHash))
+	return b
+}
+
+// computeHash returns SHA-256 over the canonical encoding.
+func (a *AuditEvent) computeHash() []byte {
+	h := sha256.Sum256(a.canonical())
+	return h[:]
+}
+
+func encodeHead(h ChainHead) []byte {
+	return append(u64key(h.Seq), h.Hash...)
+}
+
+func readHead(meta *bolt.Bucket) ChainHead {
+	v := meta.Get(kAuditHead)
+	return ChainHead{Seq: binary.BigEndian.Uint64(v[:8]), Hash: append([]byte(nil), v[8:]...)}
+}
+
+// audit appends a to the chain in the current transaction. It fills Seq,
+// Time, StationID, Principal, PrevHash and Hash from the current head; an
+// empty Result means ResultOK.
+func (w *wtx) audit(a AuditEvent) error {
+	if a.Result == "" {
+		a.Result = ResultOK
+	}
+	meta := w.tx.Bucket(bMeta)
+	head := readHead(meta)
+	a.Seq = head.Seq + 1
+	a.Time = w.now
+	a.StationID = w.s.stationID
+	a.Principal = w.principal
+	a.PrevHash = head.Hash
+	a.Hash = a.computeHash()
+	if err := put(w.tx.Bucket(bAudit), u64key(a.Seq), &a); err != nil {
+		return fmt.Errorf("writing audit record %d: %w", a.Seq, err)
+	}
+	return meta.Put(kAuditHead, encodeHead(ChainHead{Seq: a.Seq, Hash: a.Hash}))
+}
+
+// ChainHead returns the current head of the audit chain.
+func (s *Store) ChainHead(ctx context.Context) (ChainHead, error) {
+	var h ChainHead
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		h = readHead(tx.Bucket(bMeta))
+		return nil
+	})
+	return h, err
+}
+
+// AuditAfter returns up to limit audit records with Seq > after, in order.
+// limit <= 0 means 100.
+func (s *Store) AuditAfter(ctx context.Context, after uint64, limit int) ([]AuditEvent, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []AuditEvent
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bAudit).Cursor()
+		for k, v := c.Seek(u64key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			var a AuditEvent
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// VerifyChain walks the audit log from the genesis record and checks every
+// link: sequence, previous hash, recomputed hash, and that the head stored in
+// meta is the last record. It returns the verified head, or a
+// *ChainBrokenError (matching ErrChainBroken) naming the first bad record.
+// Records appended during the walk are not covered; the returned head says
+// how far it went.
+func (s *Store) VerifyChain(ctx context.Context) (ChainHead, error) {
+	want, err := s.ChainHead(ctx)
+	if err != nil {
+		return ChainHead{}, err
+	}
+	prev := ChainHead{Hash: make([]byte, 32)}
+	for prev.Seq < want.Seq {
+		err := s.view(ctx, func(tx *bolt.Tx) error {
+			c := tx.Bucket(bAudit).Cursor()
+			k, v := c.Seek(u64key(prev.Seq + 1))
+			for n := 0; n < verifyChunk && prev.Seq < want.Seq; n++ {
+				seq := prev.Seq + 1
+				if k == nil || binary.BigEndian.Uint64(k) != seq {
+					return &ChainBrokenError{Seq: seq, Reason: "record missing"}
+				}
+				var a AuditEvent
+				if err := json.Unmarshal(v, &a); err != nil {
+					return &ChainBrokenError{Seq: seq, Reason: "record does not decode"}
+				}
+				switch {
+				case a.Seq != seq:
+					return &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", a.Seq)}
+				case !bytes.Equal(a.PrevHash, prev.Hash):
+					return &ChainBrokenError{Seq: seq, Reason: "previous hash does not match"}
+				case !bytes.Equal(a.computeHash(), a.Hash):
+					return &ChainBrokenError{Seq: seq, Reason: "hash does not match content"}
+				}
+				prev = ChainHead{Seq: seq, Hash: a.Hash}
+				k, v = c.Next()
+			}
+			return nil
+		})
+		if err != nil {
+			return ChainHead{}, err
+		}
+	}
+	if !bytes.Equal(prev.Hash, want.Hash) {
+		return ChainHead{}, &ChainBrokenError{Seq: want.Seq, Reason: "head in meta does not match the log"}
+	}
+	return prev, nil
+}

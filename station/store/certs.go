@@ -1,0 +1,125 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// issuerSerialKey returns the issuer + serial index key of a certificate and
+// its parts.
+func issuerSerialKey(rawIssuer []byte, serial *big.Int) (key []byte, issuerHash, serialHex string) {
+	h := sha256.Sum256(rawIssuer)
+	issuerHash, serialHex = hex.EncodeToString(h[:]), serial.Text(16)
+	return []byte("iss/" + issuerHash + "/" + serialHex), issuerHash, serialHex
+}
+
+func shaKey(sha string) []byte { return []byte("sha256/" + sha) }
+
+// RecordCertificate indexes a certificate issued to the unit serial (which
+// must exist) in role, by issuer + serial number and by SHA-256, and adds it
+// to the unit's certificates. Recording the same DER again returns the
+// existing record. A second, different certificate for the same unit and
+// role is recorded too, with Duplicate set, and the event and audit record
+// say so. A certificate already recorded for another unit or role, or a new
+// certificate reusing a recorded issuer + serial number, is refused.
+func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role, der []byte) (CertRecord, error) {
+	if err := checkSerial(serial); err != nil {
+		return CertRecord{}, err
+	}
+	if role != RoleIDevID && role != RoleLDevID {
+		return CertRecord{}, fmt.Errorf("certificate role %q: %w", role, ErrInvalidArgument)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return CertRecord{}, fmt.Errorf("parsing certificate: %w: %w", ErrInvalidArgument, err)
+	}
+	issKey, issuerHash, serialHex := issuerSerialKey(cert.RawIssuer, cert.SerialNumber)
+	sha := digest(der)
+	var out CertRecord
+	err = s.update(ctx, func(w *wtx) error {
+		ub, u, err := loadUnit(w.tx, serial)
+		if err != nil {
+			return skip(err)
+		}
+		idx := w.tx.Bucket(bCertIndex)
+		a := AuditEvent{Serial: serial, Action: EventCertRecorded, Fingerprints: []string{sha},
+			Details: map[string]string{"role": string(role), "issuer_hash": issuerHash, "serial_hex": serialHex}}
+		var existing CertRecord
+		if ok, err := get(idx, shaKey(sha), &existing); err != nil {
+			return err
+		} else if ok {
+			if existing.Serial == serial && existing.Role == role {
+				out = existing
+				return nil
+			}
+			a.Details["recorded_serial"], a.Details["recorded_role"] = existing.Serial, string(existing.Role)
+			return w.refuse(a, fmt.Errorf("certificate %s: %w", sha, ErrCertBoundElsewhere))
+		}
+		if idx.Get(issKey) != nil {
+			return w.refuse(a, fmt.Errorf("certificate %s: issuer %s serial %s: %w", sha, issuerHash, serialHex, ErrCertSerialReused))
+		}
+		rec := CertRecord{Serial: serial, Role: role, SHA256: sha, IssuerHash: issuerHash, SerialHex: serialHex,
+			DER: der, RecordedAt: w.now}
+		for _, c := range u.Certificates {
+			if c.Role == role {
+				rec.Duplicate = true
+			}
+		}
+		for _, k := range [][]byte{issKey, shaKey(sha)} {
+			if err := put(idx, k, &rec); err != nil {
+				return err
+			}
+		}
+		u.Certificates = append(u.Certificates, CertRef{Role: role, SHA256: sha, IssuerHash: issuerHash,
+			SerialHex: serialHex, Duplicate: rec.Duplicate})
+		if err := w.saveUnit(ub, &u); err != nil {
+			return err
+		}
+		data := map[string]string{"role": string(role), "sha256": sha}
+		if rec.Duplicate {
+			data["duplicate"] = "true"
+			a.Details["duplicate"] = "true"
+		}
+		if err := w.event(Event{Serial: serial, Type: EventCertRecorded, Status: u.Status, Data: data}); err != nil {
+			return err
+		}
+		out = rec
+		a.Result = ResultOK
+		return w.audit(a)
+	})
+	if err != nil {
+		return CertRecord{}, err
+	}
+	return out, nil
+}
+
+// CertificateBySHA256 returns the certificate whose DER has the hex SHA-256
+// sha, or ErrNotFound.
+func (s *Store) CertificateBySHA256(ctx context.Context, sha string) (CertRecord, error) {
+	return s.certificate(ctx, shaKey(sha))
+}
+
+// CertificateByIssuerSerial returns the certificate with the raw issuer DN
+// (x509.Certificate.RawIssuer) and serial number, or ErrNotFound.
+func (s *Store) CertificateByIssuerSerial(ctx context.Context, rawIssuer []byte, serial *big.Int) (CertRecord, error) {
+	key, _, _ := issuerSerialKey(rawIssuer, serial)
+	return s.certificate(ctx, key)
+}
+
+func (s *Store) certificate(ctx context.Context, key []byte) (CertRecord, error) {
+	var rec CertRecord
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		ok, err := get(tx.Bucket(bCertIndex), key, &rec)
+		if err == nil && !ok {
+			err = fmt.Errorf("certificate %s: %w", key, ErrNotFound)
+		}
+		return err
+	})
+	return rec, err
+}

@@ -1,0 +1,108 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors returned by the Store. Callers test them with errors.Is;
+// the typed errors below unwrap to one of them.
+var (
+	// ErrNotFound reports that a unit, step record, certificate, work order
+	// or EK binding does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidArgument reports a malformed serial, step name, fingerprint,
+	// work order or certificate. Nothing was written.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrSchemaTooNew reports a store file written by a newer station.
+	ErrSchemaTooNew = errors.New("store schema is newer than this station supports")
+	// ErrStationMismatch reports a store file that belongs to another station.
+	ErrStationMismatch = errors.New("store belongs to another station")
+	// ErrEKBoundElsewhere reports an EK already bound to another serial; the
+	// returned error is an *EKBoundError naming that serial.
+	ErrEKBoundElsewhere = errors.New("EK bound to another serial")
+	// ErrEKMismatch reports a unit already bound to a different EK.
+	ErrEKMismatch = errors.New("unit bound to a different EK")
+	// ErrIntentOpen reports a step whose latest intent has no result yet: the
+	// caller must resolve it (EndStep) before beginning the step again.
+	ErrIntentOpen = errors.New("step has an open intent")
+	// ErrStepEnded reports an EndStep on a step record that already holds a
+	// different result.
+	ErrStepEnded = errors.New("step already ended with another result")
+	// ErrUnitClosed reports a write that needs a unit that is not done or
+	// aborted.
+	ErrUnitClosed = errors.New("unit is done or aborted")
+	// ErrCertBoundElsewhere reports a certificate already recorded for another
+	// unit or role.
+	ErrCertBoundElsewhere = errors.New("certificate recorded for another unit or role")
+	// ErrCertSerialReused reports a different certificate with the same issuer
+	// and serial number as one already recorded.
+	ErrCertSerialReused = errors.New("issuer and serial number already used by another certificate")
+	// ErrWorkOrderExists reports a work order id already used with other
+	// content.
+	ErrWorkOrderExists = errors.New("work order exists with other content")
+	// ErrNotAuthorized reports a serial outside every open work order for the
+	// profile, or a provisioned unit without an authorized rework.
+	ErrNotAuthorized = errors.New("not authorized")
+	// ErrChainBroken reports an audit log whose hash chain does not verify;
+	// the returned error is a *ChainBrokenError naming the first bad record.
+	ErrChainBroken = errors.New("audit chain broken")
+)
+
+// EKBoundError is returned when an EK fingerprint is already bound to another
+// serial. It matches ErrEKBoundElsewhere with errors.Is.
+type EKBoundError struct {
+	// Fingerprint is the EK fingerprint (hex SHA-256 of the EK public key DER).
+	Fingerprint string
+	// Serial is the serial the EK is bound to.
+	Serial string
+}
+
+// Error implements error.
+func (e *EKBoundError) Error() string {
+	return fmt.Sprintf("EK %s bound to serial %q", e.Fingerprint, e.Serial)
+}
+
+// Unwrap returns ErrEKBoundElsewhere.
+func (e *EKBoundError) Unwrap() error { return ErrEKBoundElsewhere }
+
+// ChainBrokenError names the first audit record whose link does not verify.
+// It matches ErrChainBroken with errors.Is.
+type ChainBrokenError struct {
+	// Seq is the sequence number of the first record that fails.
+	Seq uint64
+	// Reason says what failed (hash, previous hash, sequence, head).
+	Reason string
+}
+
+// Error implements error.
+func (e *ChainBrokenError) Error() string {
+	return fmt.Sprintf("audit chain broken at seq %d: %s", e.Seq, e.Reason)
+}
+
+// Unwrap returns ErrChainBroken.
+func (e *ChainBrokenError) Unwrap() error { return ErrChainBroken }
+
+// errorCode maps a refusal to the stable code written in the audit log.
+func errorCode(err error) string {
+	codes := []struct {
+		err  error
+		code string
+	}{
+		{ErrEKBoundElsewhere, "ek_bound_elsewhere"},
+		{ErrEKMismatch, "ek_mismatch"},
+		{ErrIntentOpen, "intent_open"},
+		{ErrStepEnded, "step_ended"},
+		{ErrUnitClosed, "unit_closed"},
+		{ErrCertBoundElsewhere, "cert_bound_elsewhere"},
+		{ErrCertSerialReused, "cert_serial_reused"},
+		{ErrWorkOrderExists, "work_order_exists"},
+		{ErrNotAuthorized, "not_authorized"},
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "internal"
+}

@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// stepClock is a Clock that advances 1ms on every call.
+type stepClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newStepClock() *stepClock {
+	return &stepClock{t: time.Date(2026, 11, 28, 8, 0, 0, 0, time.UTC)}
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Millisecond)
+	return c.t
+}
+
+const testStation = "station-test-1"
+
+// openAt opens the store at path and closes it at the end of the test.
+func openAt(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path, Options{StationID: testStation, Clock: newStepClock()})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// openTemp opens a new store in a temporary directory and returns its path.
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "station.db")
+	return openAt(t, path), path
+}
+
+func mustUnit(t *testing.T, s *Store, serial string, status Status) UnitState {
+	t.Helper()
+	u, err := s.UpdateUnit(context.Background(), serial, func(u *UnitState) error {
+		u.Status = status
+		u.Profile = "default"
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateUnit(%s): %v", serial, err)
+	}
+	return u
+}
+
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	if want == nil && err != nil {
+		t.Fatalf("%s: unexpected error %v", what, err)
+	}
+	if want != nil && !errors.Is(err, want) {
+		t.Fatalf("%s: error %v, want %v", what, err, want)
+	}
+}
+
+// lastAudit returns the newest audit record.
+func lastAudit(t *testing.T, s *Store) AuditEvent {
+	t.Helper()
+	ctx := context.Background()
+	head, err := s.ChainHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.AuditAfter(ctx, head.Seq-1, 1)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("AuditAfter: %v (%d records)", err, len(recs))
+	}
+	return recs[0]
+}
+
+// testCA issues certificates for tests.
+type testCA struct {
+	key  *ecdsa.PrivateKey
+	cert *x509.Certificate
+}
+
+func newTestCA(t *testing.T, cn string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{key: key, cert: cert}
+}
+
+// issue returns the DER of a leaf certificate with the serial number and
+// subject serialNumber given.
+func (ca *testCA) issue(t *testing.T, serial int64, unit string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{SerialNumber: unit},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func mustParse(t *testing.T, der []byte) *x509.Certificate {
+	t.Helper()
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

@@ -1,0 +1,445 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// unitBucket returns the bucket of serial, or nil.
+func unitBucket(tx *bolt.Tx, serial string) *bolt.Bucket {
+	return tx.Bucket(bUnits).Bucket([]byte(serial))
+}
+
+// loadUnit reads the unit's state; ErrNotFound if absent.
+func loadUnit(tx *bolt.Tx, serial string) (*bolt.Bucket, UnitState, error) {
+	var u UnitState
+	ub := unitBucket(tx, serial)
+	if ub == nil {
+		return nil, u, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
+	}
+	if _, err := get(ub, kState, &u); err != nil {
+		return nil, u, fmt.Errorf("unit %q: %w", serial, err)
+	}
+	return ub, u, nil
+}
+
+// saveUnit stamps and writes the unit's state.
+func (w *wtx) saveUnit(ub *bolt.Bucket, u *UnitState) error {
+	u.UpdatedAt = w.now
+	return put(ub, kState, u)
+}
+
+// event appends ev to the unit's log (when ev.Serial is set) and to the
+// outbox, stamping its sequences and time.
+func (w *wtx) event(ev Event) error {
+	_, err := w.stampEvent(ev)
+	return err
+}
+
+// stampEvent is event returning the stamped copy.
+func (w *wtx) stampEvent(ev Event) (Event, error) {
+	ev.Time = w.now
+	ob := w.tx.Bucket(bOutbox)
+	seq, err := ob.NextSequence()
+	if err != nil {
+		return ev, err
+	}
+	ev.Seq = seq
+	if ev.Serial != "" {
+		eb := unitBucket(w.tx, ev.Serial).Bucket(bEvents)
+		if ev.UnitSeq, err = eb.NextSequence(); err != nil {
+			return ev, err
+		}
+		if err := put(eb, u64key(ev.UnitSeq), &ev); err != nil {
+			return ev, err
+		}
+	}
+	return ev, put(ob, u64key(seq), &ev)
+}
+
+// Unit returns the state of serial, or ErrNotFound.
+func (s *Store) Unit(ctx context.Context, serial string) (UnitState, error) {
+	var u UnitState
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		_, u, err = loadUnit(tx, serial)
+		return err
+	})
+	return u, err
+}
+
+// UpdateUnit creates the unit if it does not exist (status pending) and
+// applies fn to its state. fn may run more than once and must have no side
+// effects. Fields managed by other calls (EKFingerprint, Steps, Attempts,
+// Certificates, Rework, Reworks, timestamps) are kept as they were. Moving a
+// done or aborted unit to another status consumes its rework authorization;
+// without one the call is refused with ErrNotAuthorized.
+func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitState) error) (UnitState, error) {
+	if err := checkSerial(serial); err != nil {
+		return UnitState{}, err
+	}
+	var out UnitState
+	err := s.update(ctx, func(w *wtx) error {
+		units := w.tx.Bucket(bUnits)
+		ub := units.Bucket([]byte(serial))
+		var before UnitState
+		created := ub == nil
+		if created {
+			var err error
+			if ub, err = createUnitBucket(units, serial); err != nil {
+				return err
+			}
+			before = UnitState{Serial: serial, Status: StatusPending, CreatedAt: w.now}
+		} else if _, err := get(ub, kState, &before); err != nil {
+			return err
+		}
+		u := before
+		u.Steps, u.Keys = maps.Clone(before.Steps), maps.Clone(before.Keys)
+		u.Certificates, u.Reworks = slices.Clone(before.Certificates), slices.Clone(before.Reworks)
+		if err := fn(&u); err != nil {
+			return fmt.Errorf("updating unit %q: %w", serial, err)
+		}
+		u.Serial, u.EKFingerprint, u.Attempts, u.Steps = before.Serial, before.EKFingerprint, before.Attempts, before.Steps
+		u.Certificates, u.Rework, u.Reworks, u.CreatedAt = before.Certificates, before.Rework, before.Reworks, before.CreatedAt
+		a := AuditEvent{Serial: serial, Action: EventUnitUpdated, Fingerprints: unitFingerprints(&before),
+			Details: map[string]string{"status": string(u.Status), "current_step": u.CurrentStep, "error_code": u.ErrorCode}}
+		if !u.Status.valid() {
+			return fmt.Errorf("unit %q: status %q: %w", serial, u.Status, ErrInvalidArgument)
+		}
+		if before.Status.closed() && u.Status != before.Status {
+			if before.Rework == nil {
+				return w.refuse(a, fmt.Errorf("reopening %s unit %q without rework: %w", before.Status, serial, ErrNotAuthorized))
+			}
+			r := *before.Rework
+			r.UsedAt = w.now
+			u.Reworks = append(append([]Rework(nil), before.Reworks...), r)
+			u.Rework = nil
+			a.Details["rework_by"] = r.By
+		}
+		if created {
+			a.Details["created"] = "true"
+			if err := w.event(Event{Serial: serial, Type: EventUnitCreated, Status: StatusPending}); err != nil {
+				return err
+			}
+		}
+		if err := w.saveUnit(ub, &u); err != nil {
+			return err
+		}
+		if err := w.event(Event{Serial: serial, Type: EventUnitUpdated, Step: u.CurrentStep, Status: u.Status,
+			ErrorCode: u.ErrorCode, Message: u.ErrorMessage}); err != nil {
+			return err
+		}
+		out = u
+		return w.audit(a)
+	})
+	if err != nil {
+		return UnitState{}, err
+	}
+	return out, nil
+}
+
+func createUnitBucket(units *bolt.Bucket, serial string) (*bolt.Bucket, error) {
+	ub, err := units.CreateBucket([]byte(serial))
+	if err != nil {
+		return nil, fmt.Errorf("creating unit %q: %w", serial, err)
+	}
+	for _, name := range [][]byte{bSteps, bEvents} {
+		if _, err := ub.CreateBucket(name); err != nil {
+			return nil, fmt.Errorf("creating unit %q: %w", serial, err)
+		}
+	}
+	return ub, nil
+}
+
+func unitFingerprints(u *UnitState) []string {
+	if u.EKFingerprint == "" {
+		return nil
+	}
+	return []string{u.EKFingerprint}
+}
+
+func checkStep(step string) error {
+	if !stepRE.MatchString(step) {
+		return fmt.Errorf("step %q: %w", step, ErrInvalidArgument)
+	}
+	return nil
+}
+
+func digest(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// BeginStep records the intent of a new attempt of step before its side
+// effect, marks the unit running at that step, and logs and audits it, all in
+// one transaction. Intents and results are stored as given and must not hold
+// secrets; the audit log keeps only their SHA-256. The unit must exist and not be done or aborted, and the
+// step's previous attempt must have a result (else ErrIntentOpen).
+func (s *Store) BeginStep(ctx context.Context, serial, step string, intent []byte) (StepRef, error) {
+	if err := checkSerial(serial); err != nil {
+		return StepRef{}, err
+	}
+	if err := checkStep(step); err != nil {
+		return StepRef{}, err
+	}
+	var ref StepRef
+	err := s.update(ctx, func(w *wtx) error {
+		ub, u, err := loadUnit(w.tx, serial)
+		if err != nil {
+			return skip(err)
+		}
+		a := AuditEvent{Serial: serial, Action: EventStepBegun, Fingerprints: unitFingerprints(&u),
+			Details: map[string]string{"step": step, "intent_sha256": digest(intent)}}
+		if u.Status.closed() {
+			return w.refuse(a, fmt.Errorf("beginning step %q of %s unit %q: %w", step, u.Status, serial, ErrUnitClosed))
+		}
+		sb, err := ub.Bucket(bSteps).CreateBucketIfNotExists([]byte(step))
+		if err != nil {
+			return err
+		}
+		if k, v := sb.Cursor().Last(); k != nil {
+			var last StepRecord
+			if err := json.Unmarshal(v, &last); err != nil {
+				return fmt.Errorf("decoding step %q: %w", step, err)
+			}
+			if !last.Ended {
+				a.Details["open_attempt"] = fmt.Sprint(last.Attempt)
+				return w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", step, last.Attempt, serial, ErrIntentOpen))
+			}
+		}
+		attempt, err := sb.NextSequence()
+		if err != nil {
+			return err
+		}
+		ref = StepRef{Serial: serial, Step: step, Attempt: attempt}
+		rec := StepRecord{StepRef: ref, Intent: intent, BeganAt: w.now}
+		if err := put(sb, u64key(attempt), &rec); err != nil {
+			return err
+		}
+		if u.Status == StatusFailed {
+			u.ErrorCode, u.ErrorMessage = "", ""
+		}
+		u.CurrentStep, u.Status = step, StatusRunning
+		u.Attempts++
+		if u.Steps == nil {
+			u.Steps = map[string]StepSummary{}
+		}
+		sum := u.Steps[step]
+		sum.Attempts++
+		sum.StartedAt = w.now
+		u.Steps[step] = sum
+		if err := w.saveUnit(ub, &u); err != nil {
+			return err
+		}
+		if err := w.event(Event{Serial: serial, Type: EventStepBegun, Step: step, Attempt: attempt, Status: u.Status}); err != nil {
+			return err
+		}
+		a.Details["attempt"] = fmt.Sprint(attempt)
+		return w.audit(a)
+	})
+	if err != nil {
+		return StepRef{}, err
+	}
+	return ref, nil
+}
+
+// EndStep records the result of the attempt ref after its side effect;
+// errCode is empty on success. Ending an attempt again with the same result
+// and code is a no-op; with another result it is refused with ErrStepEnded.
+// It does not change the unit's status: that is the workflow's decision.
+func (s *Store) EndStep(ctx context.Context, ref StepRef, result []byte, errCode string) error {
+	if err := checkSerial(ref.Serial); err != nil {
+		return err
+	}
+	if err := checkStep(ref.Step); err != nil {
+		return err
+	}
+	return s.update(ctx, func(w *wtx) error {
+		ub, u, err := loadUnit(w.tx, ref.Serial)
+		if err != nil {
+			return skip(err)
+		}
+		notFound := fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound)
+		sb := ub.Bucket(bSteps).Bucket([]byte(ref.Step))
+		if sb == nil {
+			return skip(notFound)
+		}
+		var rec StepRecord
+		if ok, err := get(sb, u64key(ref.Attempt), &rec); err != nil {
+			return err
+		} else if !ok {
+			return skip(notFound)
+		}
+		a := AuditEvent{Serial: ref.Serial, Action: EventStepEnded, Fingerprints: unitFingerprints(&u),
+			Details: map[string]string{"step": ref.Step, "attempt": fmt.Sprint(ref.Attempt),
+				"result_sha256": digest(result), "step_error_code": errCode}}
+		if rec.Ended {
+			if bytes.Equal(rec.Result, result) && rec.ErrorCode == errCode {
+				return nil
+			}
+			return w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrStepEnded))
+		}
+		rec.Ended, rec.Result, rec.ErrorCode, rec.EndedAt = true, result, errCode, w.now
+		if err := put(sb, u64key(ref.Attempt), &rec); err != nil {
+			return err
+		}
+		if u.Steps == nil {
+			u.Steps = map[string]StepSummary{}
+		}
+		sum := u.Steps[ref.Step]
+		sum.EndedAt, sum.ErrorCode = w.now, errCode
+		u.Steps[ref.Step] = sum
+		if err := w.saveUnit(ub, &u); err != nil {
+			return err
+		}
+		if err := w.event(Event{Serial: ref.Serial, Type: EventStepEnded, Step: ref.Step, Attempt: ref.Attempt,
+			Status: u.Status, ErrorCode: errCode}); err != nil {
+			return err
+		}
+		if errCode != "" {
+			a.Result, a.ErrorCode = ResultError, errCode
+		} else {
+			a.Result = ResultOK
+		}
+		return w.audit(a)
+	})
+}
+
+// stepRecords returns the unit's step records accepted by keep, ordered by
+// BeganAt, then step, then attempt.
+func (s *Store) stepRecords(ctx context.Context, serial string, keep func(*StepRecord) bool) ([]StepRecord, error) {
+	var out []StepRecord
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		ub, _, err := loadUnit(tx, serial)
+		if err != nil {
+			return err
+		}
+		steps := ub.Bucket(bSteps)
+		return steps.ForEachBucket(func(name []byte) error {
+			return steps.Bucket(name).ForEach(func(_, v []byte) error {
+				var rec StepRecord
+				if err := json.Unmarshal(v, &rec); err != nil {
+					return fmt.Errorf("decoding step %q: %w", name, err)
+				}
+				if keep(&rec) {
+					out = append(out, rec)
+				}
+				return nil
+			})
+		})
+	})
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.BeganAt.Equal(b.BeganAt) {
+			return a.BeganAt.Before(b.BeganAt)
+		}
+		if a.Step != b.Step {
+			return a.Step < b.Step
+		}
+		return a.Attempt < b.Attempt
+	})
+	return out, err
+}
+
+// OpenIntents returns the unit's step attempts that have an intent and no
+// result: after a crash, the workflow resolves each before going on.
+func (s *Store) OpenIntents(ctx context.Context, serial string) ([]StepRecord, error) {
+	return s.stepRecords(ctx, serial, func(r *StepRecord) bool { return !r.Ended })
+}
+
+// StepRecords returns every step attempt of the unit.
+func (s *Store) StepRecords(ctx context.Context, serial string) ([]StepRecord, error) {
+	return s.stepRecords(ctx, serial, func(*StepRecord) bool { return true })
+}
+
+// AppendEvent appends an event of type typ to the unit's log and the outbox,
+// audited as "unit.event". The unit must exist.
+func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (Event, error) {
+	if err := checkSerial(serial); err != nil {
+		return Event{}, err
+	}
+	if typ == "" {
+		return Event{}, fmt.Errorf("event type: %w", ErrInvalidArgument)
+	}
+	var out Event
+	err := s.update(ctx, func(w *wtx) error {
+		_, u, err := loadUnit(w.tx, serial)
+		if err != nil {
+			return skip(err)
+		}
+		out, err = w.stampEvent(Event{Serial: serial, Type: typ, Step: u.CurrentStep, Status: u.Status,
+			Message: message, Data: data})
+		if err != nil {
+			return err
+		}
+		return w.audit(AuditEvent{Serial: serial, Action: auditActionUnitEvent, Result: ResultOK,
+			Fingerprints: unitFingerprints(&u), Details: map[string]string{"type": typ}})
+	})
+	if err != nil {
+		return Event{}, err
+	}
+	return out, nil
+}
+
+// UnitEvents returns up to limit events of the unit's log with UnitSeq >
+// after, in order. limit <= 0 means all.
+func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]Event, error) {
+	var out []Event
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		ub, _, err := loadUnit(tx, serial)
+		if err != nil {
+			return err
+		}
+		out, err = scanEvents(ub.Bucket(bEvents), after, limit)
+		return err
+	})
+	return out, err
+}
+
+func scanEvents(b *bolt.Bucket, after uint64, limit int) ([]Event, error) {
+	var out []Event
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	c := b.Cursor()
+	for k, v := c.Seek(u64key(after + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+		var ev Event
+		if err := json.Unmarshal(v, &ev); err != nil {
+			return nil, fmt.Errorf("decoding event: %w", err)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// OutboxAfter returns up to limit events for the MES with Seq > token, in
+// order, and the token to resume from (the last Seq returned, or token when
+// none). limit <= 0 means 100. Nothing is removed: consumers keep their token.
+func (s *Store) OutboxAfter(ctx context.Context, token uint64, limit int) ([]Event, uint64, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []Event
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		out, err = scanEvents(tx.Bucket(bOutbox), token, limit)
+		return err
+	})
+	if err != nil {
+		return nil, token, err
+	}
+	if len(out) > 0 {
+		token = out[len(out)-1].Seq
+	}
+	return out, token, nil
+}

@@ -1,0 +1,73 @@
+package workflow
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Stable error codes. They are recorded in the store, shown to operators and sent to the MES;
+// never rename one.
+const (
+	CodeAgentError         = "AGENT_ERROR"
+	CodeEKCertMissing      = "EK_CERT_MISSING"
+	CodeEKUntrusted        = "EK_UNTRUSTED"
+	CodeEKCertInvalid      = "EK_CERT_INVALID"
+	CodeEKMismatch         = "EK_PUBLIC_MISMATCH"
+	CodeEKBound            = "EK_BOUND_TO_OTHER_SERIAL"
+	CodeEKChanged          = "EK_CHANGED"
+	CodeNotAuthorized      = "NOT_AUTHORIZED"
+	CodeAlreadyProvisioned = "ALREADY_PROVISIONED"
+	CodeProfileUnknown     = "PROFILE_UNKNOWN"
+	CodeHandleOccupied     = "HANDLE_OCCUPIED"
+	CodeKeyChanged         = "KEY_CHANGED"
+	CodeKeyAttributes      = "KEY_ATTRIBUTES"
+	CodeKeyNameMismatch    = "KEY_NAME_MISMATCH"
+	CodeActivationFailed   = "ACTIVATION_FAILED"
+	CodeCSRInvalid         = "CSR_INVALID"
+	CodeCARejected         = "CA_REJECTED"
+	CodeCAUnavailable      = "CA_UNAVAILABLE"
+	CodeCertInvalid        = "CERT_INVALID"
+	CodeInstallFailed      = "INSTALL_FAILED"
+	CodeReadbackMismatch   = "READBACK_MISMATCH"
+	CodeProofFailed        = "PROOF_FAILED"
+	CodeStepTimeout        = "STEP_TIMEOUT"
+	CodeAborted            = "ABORTED"
+	CodeSerialBusy         = "SERIAL_IN_PROGRESS"
+	CodeInternal           = "INTERNAL"
+)
+
+// Error is a unit failure with a stable code and a human message.
+type Error struct {
+	// Code is one of the Code constants.
+	Code string
+	// Msg explains the failure to an operator.
+	Msg string
+	// Err is the underlying cause, if any.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Msg, e.Err)
+	}
+	return e.Code + ": " + e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func fail(code string, err error, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...), Err: err}
+}
+
+// CodeOf returns the stable code of err, CodeInternal when it carries none.
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// errInterrupted marks a session that ended before the unit finished; the unit resumes when
+// its agent reconnects.
+var errInterrupted = errors.New("session interrupted")

@@ -1,0 +1,619 @@
+package workflow
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+
+	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/station/attest"
+	"github.com/devid-station/devid/station/ekcert"
+	"github.com/devid-station/devid/station/store"
+)
+
+const (
+	roleIDevID = string(store.RoleIDevID)
+	roleLDevID = string(store.RoleLDevID)
+	// nvWriteLocked is TPMA_NV_WRITELOCKED.
+	nvWriteLocked = 1 << 11
+)
+
+// identifyResult is what the agent reported about its TPM: evidence, checked in verify_ek.
+type identifyResult struct {
+	Info  *agentv1.InfoResult
+	EKs   []*agentv1.EndorsementKey
+	Chain [][]byte
+	Hello *agentv1.Hello
+}
+
+func (u *unit) identify(ctx context.Context) (any, error) {
+	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_Info{Info: &agentv1.InfoRequest{}}})
+	if err != nil {
+		return nil, err
+	}
+	u.info = res.GetInfo()
+	out := identifyResult{Info: u.info, Hello: u.agent.Hello()}
+	// One EK at a time, in order of preference: recreating an EK that is not persisted is a
+	// key generation (seconds for RSA on a real TPM), so the next type is read only when the
+	// preferred one has no certificate.
+	for _, alg := range u.r.cfg.EKAlgorithms {
+		res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ReadEk{ReadEk: &agentv1.ReadEKRequest{Algorithms: []agentv1.KeyAlgorithm{alg}}}})
+		if err != nil {
+			return nil, err
+		}
+		out.EKs = append(out.EKs, res.GetReadEk().GetKeys()...)
+		out.Chain = res.GetReadEk().GetChainCertificates()
+		if slices.ContainsFunc(res.GetReadEk().GetKeys(), func(k *agentv1.EndorsementKey) bool { return len(k.GetCertificate()) > 0 }) {
+			break
+		}
+	}
+	return out, nil
+}
+
+// ekFingerprint identifies a TPM by the SHA-256 of its EK public key (SubjectPublicKeyInfo).
+func ekFingerprint(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// checkEK verifies the reported EK certificate chain and public area; it writes nothing.
+func (u *unit) checkEK() error {
+	var id identifyResult
+	if err := json.Unmarshal(u.results[StepIdentify], &id); err != nil {
+		return fail(CodeInternal, err, "decoding identify result")
+	}
+	var intermediates []*x509.Certificate
+	intermediates = append(intermediates, u.r.cfg.EKIntermediates...)
+	for _, der := range id.Chain {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			intermediates = append(intermediates, c) // untrusted: only a path candidate
+		}
+	}
+	prefs := u.r.cfg.EKAlgorithms
+	var lastErr error
+	for _, alg := range prefs {
+		i := slices.IndexFunc(id.EKs, func(k *agentv1.EndorsementKey) bool { return k.GetAlgorithm() == alg })
+		if i < 0 || len(id.EKs[i].GetCertificate()) == 0 {
+			continue
+		}
+		ek := id.EKs[i]
+		info, err := ekcert.VerifyEKCert(ek.GetCertificate(), u.r.cfg.EKRoots, intermediates, u.r.cfg.Clock.Now())
+		if err != nil {
+			code := CodeEKCertInvalid
+			if errors.Is(err, ekcert.ErrUntrusted) {
+				code = CodeEKUntrusted
+			}
+			lastErr = fail(code, err, "%s EK certificate", alg)
+			continue
+		}
+		key, err := attest.CheckEK(ek.GetPublicArea(), info.Certificate)
+		if err != nil {
+			return fail(CodeEKMismatch, err, "%s EK public area", alg)
+		}
+		fp, err := ekFingerprint(info.PublicKey)
+		if err != nil {
+			return fail(CodeInternal, err, "EK fingerprint")
+		}
+		u.ekAlg, u.ek, u.ekCert, u.ekFP = alg, key, info, fp
+		return nil
+	}
+	if lastErr != nil {
+		return lastErr
+	}
+	return fail(CodeEKCertMissing, nil, "no EK certificate for %v", prefs)
+}
+
+type verifyEKResult struct {
+	Algorithm    string `json:"algorithm"`
+	Fingerprint  string `json:"ek_fingerprint"`
+	CertSHA256   string `json:"ek_cert_sha256"`
+	Issuer       string `json:"issuer"`
+	Manufacturer string `json:"manufacturer"`
+}
+
+func (u *unit) verifyEK(ctx context.Context) (any, error) {
+	if err := u.checkEK(); err != nil {
+		return nil, err
+	}
+	if u.state.EKFingerprint != "" && u.state.EKFingerprint != u.ekFP {
+		return nil, fail(CodeEKChanged, nil, "serial was seen with another TPM (EK %s), now EK %s", short(u.state.EKFingerprint), short(u.ekFP))
+	}
+	if err := u.r.cfg.Journal.BindEK(ctx, u.ekFP, u.serial); err != nil {
+		if errors.Is(err, store.ErrEKBoundElsewhere) {
+			return nil, fail(CodeEKBound, err, "EK %s belongs to another serial", short(u.ekFP))
+		}
+		return nil, fail(CodeInternal, err, "binding EK")
+	}
+	sum := sha256.Sum256(u.ekCert.Certificate.Raw)
+	return verifyEKResult{
+		Algorithm: u.ekAlg.String(), Fingerprint: u.ekFP, CertSHA256: hex.EncodeToString(sum[:]),
+		Issuer: u.ekCert.Certificate.Issuer.String(), Manufacturer: u.ekCert.Manufacturer,
+	}, nil
+}
+
+func short(fp string) string {
+	if len(fp) > 16 {
+		return fp[:16]
+	}
+	return fp
+}
+
+type authorizeResult struct {
+	WorkOrder string `json:"work_order"`
+	Profile   string `json:"profile"`
+}
+
+func (u *unit) authorize(ctx context.Context) (any, error) {
+	names := make([]string, 0, len(u.r.cfg.Profiles))
+	for n := range u.r.cfg.Profiles {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		wo, err := u.r.cfg.Journal.Authorize(ctx, u.serial, n)
+		if errors.Is(err, store.ErrNotAuthorized) {
+			continue
+		}
+		if err != nil {
+			return nil, fail(CodeInternal, err, "authorizing")
+		}
+		u.profile, u.workOrder = u.r.cfg.Profiles[n], wo.ID
+		if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
+			s.WorkOrderID, s.Profile = wo.ID, n
+			return nil
+		}); err != nil {
+			return nil, fail(CodeInternal, err, "recording the work order")
+		}
+		return authorizeResult{WorkOrder: wo.ID, Profile: n}, nil
+	}
+	return nil, fail(CodeNotAuthorized, nil, "serial %q is in no open work order of a configured profile", u.serial)
+}
+
+func (u *unit) keyProfile(role string) KeyProfile {
+	if role == roleIDevID {
+		return u.profile.IDevID
+	}
+	return u.profile.LDevID
+}
+
+type keyResult struct {
+	Handle  uint32 `json:"handle"`
+	Public  []byte `json:"public"`
+	Name    []byte `json:"name"`
+	Existed bool   `json:"existed"`
+}
+
+func (u *unit) createKey(ctx context.Context, role string) (any, error) {
+	kp := u.keyProfile(role)
+	req := &agentv1.CreateKeyRequest{Algorithm: kp.Algorithm, Handle: kp.Handle}
+	step := StepIDevIDKey
+	if role == roleIDevID {
+		req.Role = agentv1.KeyRole_KEY_ROLE_IDEVID
+	} else {
+		req.Role, req.SrkHandle, step = agentv1.KeyRole_KEY_ROLE_LDEVID, u.profile.SRKHandle, StepLDevIDKey
+	}
+	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_CreateKey{CreateKey: req}})
+	if err != nil {
+		return nil, err
+	}
+	ck := res.GetCreateKey()
+	key, err := attest.CheckDevID(ck.GetPublicArea())
+	if err != nil {
+		return nil, fail(CodeKeyAttributes, err, "%s key", role)
+	}
+	if want := kp.Algorithm; algorithmOf(key) != want {
+		return nil, fail(CodeKeyAttributes, nil, "%s key is %s, profile wants %s", role, algorithmOf(key), want)
+	}
+	if !bytes.Equal(key.Name, ck.GetName()) {
+		return nil, fail(CodeKeyNameMismatch, nil, "%s key: the Name the agent reported is not the Name of its public area", role)
+	}
+	if prev, ok := u.results[step]; ok {
+		var p keyResult
+		if err := json.Unmarshal(prev, &p); err == nil && !bytes.Equal(p.Name, key.Name) {
+			return nil, fail(CodeKeyChanged, nil, "%s key at %#x is not the key recorded earlier", role, kp.Handle)
+		}
+	}
+	u.keys[role] = &devKey{role: store.Role(role), profile: kp, key: key}
+	if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
+		if s.Keys == nil {
+			s.Keys = map[string]store.KeyRef{}
+		}
+		s.Keys[role] = store.KeyRef{Handle: kp.Handle, Name: key.Name}
+		return nil
+	}); err != nil {
+		return nil, fail(CodeInternal, err, "recording the %s key", role)
+	}
+	return keyResult{Handle: kp.Handle, Public: key.Raw, Name: key.Name, Existed: ck.GetExisted()}, nil
+}
+
+func algorithmOf(k *attest.Key) agentv1.KeyAlgorithm {
+	if k.Public.Type == 0x0001 { // TPM_ALG_RSA
+		return agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048
+	}
+	return agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256
+}
+
+type proofResult struct {
+	Name  []byte `json:"name"`
+	EKAlg string `json:"ek_algorithm"`
+}
+
+func (u *unit) proveResidency(ctx context.Context, role string) (any, error) {
+	k := u.keys[role]
+	ch, err := attest.NewChallenge(nil, u.ek, k.key)
+	if err != nil {
+		return nil, fail(CodeInternal, err, "making a credential")
+	}
+	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ActivateCredential{ActivateCredential: &agentv1.ActivateCredentialRequest{
+		KeyHandle: k.profile.Handle, EkAlgorithm: u.ekAlg, CredentialBlob: ch.CredentialBlob, EncryptedSecret: ch.EncryptedSecret,
+	}}})
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Code == CodeAgentError {
+			e.Code = CodeActivationFailed
+		}
+		return nil, err
+	}
+	if err := ch.Verify(res.GetActivateCredential().GetSecret()); err != nil {
+		return nil, fail(CodeActivationFailed, err, "%s key is not proven to reside beside the EK", role)
+	}
+	return proofResult{Name: k.key.Name, EKAlg: u.ekAlg.String()}, nil
+}
+
+// request returns the subject and extensions the station dictates for role.
+func (u *unit) request(role string) ([]byte, []pkix.Extension, error) {
+	kp := u.keyProfile(role)
+	subject, err := kp.Subject.subjectDER(u.serial)
+	if err != nil {
+		return nil, nil, err
+	}
+	san, ok, err := sanExtension(kp.HardwareModuleType, u.serial)
+	if err != nil {
+		return nil, nil, err
+	}
+	var exts []pkix.Extension
+	if ok {
+		exts = append(exts, san)
+	}
+	return subject, exts, nil
+}
+
+type csrResult struct {
+	CSR []byte `json:"csr"`
+}
+
+func (u *unit) buildCSR(ctx context.Context, role string) (any, error) {
+	k := u.keys[role]
+	subject, exts, err := u.request(role)
+	if err != nil {
+		return nil, fail(CodeInternal, err, "building the %s request", role)
+	}
+	req := &agentv1.BuildCSRRequest{KeyHandle: k.profile.Handle, Subject: subject}
+	for _, e := range exts {
+		req.Extensions = append(req.Extensions, &agentv1.Extension{Oid: e.Id.String(), Critical: e.Critical, Value: e.Value})
+	}
+	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_BuildCsr{BuildCsr: req}})
+	if err != nil {
+		return nil, err
+	}
+	csr := res.GetBuildCsr().GetCsr()
+	if _, err := attest.CheckCSR(csr, k.key, subject, exts); err != nil {
+		return nil, fail(CodeCSRInvalid, err, "%s CSR", role)
+	}
+	k.csr = csr
+	return csrResult{CSR: csr}, nil
+}
+
+type enrollResult struct {
+	Cert      []byte   `json:"cert"`
+	Chain     [][]byte `json:"chain"`
+	Duplicate bool     `json:"duplicate,omitempty"`
+}
+
+func (u *unit) enroll(ctx context.Context, role string) (any, error) {
+	k := u.keys[role]
+	issuer := u.r.cfg.Issuers[k.profile.Issuer]
+	req := EnrollRequest{Serial: u.serial, CSR: k.csr}
+	if role == roleLDevID && u.profile.LDevIDAuth == AuthIDevIDMTLS {
+		id := u.keys[roleIDevID]
+		req.ClientCert = &ClientCert{
+			Chain: append([]*x509.Certificate{id.cert}, id.chain...),
+			Key:   &agentSigner{ctx: ctx, u: u, handle: id.profile.Handle, pub: id.cert.PublicKey},
+		}
+	}
+	issued, err := issuer.Enroll(ctx, req)
+	if err != nil {
+		if ua, ok := errors.AsType[UnusableAnswer](err); ok {
+			for _, c := range ua.IssuedCertificates() {
+				if c.IsCA {
+					continue // a CA's own certificate in the answer, not an issuance
+				}
+				if _, rerr := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, c.Raw); rerr != nil {
+					u.log.Error("recording a refused certificate", "step", u.step, "error", rerr)
+				}
+				u.event(ctx, eventCertRefused, "the CA answered with a certificate the station refused", map[string]string{"sha256": sha(c.Raw), "role": role})
+			}
+		}
+		if _, ok := errors.AsType[*Error](err); ok {
+			return nil, err
+		}
+		return nil, fail(CodeCAUnavailable, err, "enrolling the %s certificate at %s", role, k.profile.Issuer)
+	}
+	// Record first: the store must know every certificate a CA issued, valid or not.
+	rec, err := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, issued.Leaf.Raw)
+	if err != nil {
+		return nil, fail(CodeInternal, err, "recording the %s certificate", role)
+	}
+	if rec.Duplicate {
+		u.event(ctx, eventDuplicateCert, "a second "+role+" certificate was issued for this unit", map[string]string{"sha256": rec.SHA256})
+	}
+	if err := u.checkIssued(role, issued); err != nil {
+		return nil, err
+	}
+	k.cert, k.chain = issued.Leaf, issued.Chain
+	out := enrollResult{Cert: issued.Leaf.Raw, Duplicate: rec.Duplicate}
+	for _, c := range issued.Chain {
+		out.Chain = append(out.Chain, c.Raw)
+	}
+	return out, nil
+}
+
+// checkIssued verifies a CA's answer: the attested key, the subject and SAN requested, not a
+// CA, and a chain to the CA's roots.
+func (u *unit) checkIssued(role string, issued *Issued) error {
+	k := u.keys[role]
+	leaf := issued.Leaf
+	subject, exts, err := u.request(role)
+	if err != nil {
+		return fail(CodeInternal, err, "rebuilding the %s request", role)
+	}
+	if !publicKeyEqual(leaf.PublicKey, k.key.PublicKey) {
+		return fail(CodeCertInvalid, nil, "%s certificate is for another key", role)
+	}
+	if !bytes.Equal(leaf.RawSubject, subject) {
+		return fail(CodeCertInvalid, nil, "%s certificate subject %q is not the one requested", role, leaf.Subject)
+	}
+	if leaf.IsCA {
+		return fail(CodeCertInvalid, nil, "%s certificate is a CA certificate", role)
+	}
+	for _, want := range exts {
+		i := slices.IndexFunc(leaf.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(want.Id) })
+		if i < 0 || !sameHardwareModuleName(leaf.Extensions[i].Value, want.Value) {
+			return fail(CodeCertInvalid, nil, "%s certificate lacks the requested hardwareModuleName", role)
+		}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range issued.Chain {
+		inter.AddCert(c)
+	}
+	issuer := u.r.cfg.Issuers[k.profile.Issuer]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: issuer.Roots(), Intermediates: inter,
+		CurrentTime: u.r.cfg.Clock.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fail(CodeCertInvalid, err, "%s certificate does not chain to %s", role, k.profile.Issuer)
+	}
+	return nil
+}
+
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(b)
+}
+
+type installResult struct {
+	Where  string `json:"where"`
+	SHA256 string `json:"sha256"`
+	Locked bool   `json:"locked,omitempty"`
+}
+
+func (u *unit) installIDevID(ctx context.Context) (any, error) {
+	k, nv := u.keys[roleIDevID], u.profile.IDevIDNV
+	data := k.cert.Raw
+	_, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_NvWrite{NvWrite: &agentv1.NVWriteRequest{
+		Index: nv.Index, Auth: nv.Auth, Data: data, WriteLock: nv.Lock,
+	}}})
+	if err != nil && !isAgentCode(err, agentv1.ErrorCode_ERROR_CODE_NV_LOCKED) {
+		return nil, fail(CodeInstallFailed, err, "writing the IDevID certificate to NV %#x", nv.Index)
+	}
+	// A locked index is fine only if it already holds exactly this certificate (a resumed
+	// install); the read-back decides.
+	if err := u.readBackNV(ctx, nv, data); err != nil {
+		return nil, err
+	}
+	return installResult{Where: fmt.Sprintf("nv:%#x", nv.Index), SHA256: sha(data), Locked: nv.Lock}, nil
+}
+
+func (u *unit) readBackNV(ctx context.Context, nv NVProfile, want []byte) error {
+	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_NvRead{NvRead: &agentv1.NVReadRequest{Index: nv.Index}}})
+	if err != nil {
+		return fail(CodeReadbackMismatch, err, "reading back NV %#x", nv.Index)
+	}
+	r := res.GetNvRead()
+	if !bytes.Equal(r.GetData(), want) {
+		return fail(CodeReadbackMismatch, nil, "NV %#x holds %d bytes that are not the IDevID certificate", nv.Index, len(r.GetData()))
+	}
+	if nv.Lock && r.GetAttributes()&nvWriteLocked == 0 {
+		return fail(CodeReadbackMismatch, nil, "NV %#x is not write-locked", nv.Index)
+	}
+	return nil
+}
+
+func isAgentCode(err error, code agentv1.ErrorCode) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == CodeAgentError && bytes.Contains([]byte(e.Msg), []byte(code.String()))
+}
+
+// ldevidPEM is the LDevID file: the certificate, then its chain.
+func (u *unit) ldevidPEM() []byte {
+	k := u.keys[roleLDevID]
+	var b bytes.Buffer
+	for _, c := range append([]*x509.Certificate{k.cert}, k.chain...) {
+		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return b.Bytes()
+}
+
+func (u *unit) installLDevID(ctx context.Context) (any, error) {
+	data := u.ldevidPEM()
+	if err := u.writeFile(ctx, u.profile.LDevIDCertPath, data, 0o644); err != nil {
+		return nil, err
+	}
+	return installResult{Where: u.profile.LDevIDCertPath, SHA256: sha(data)}, nil
+}
+
+// writeFile writes a file on the unit and reads it back.
+func (u *unit) writeFile(ctx context.Context, path string, data []byte, mode uint32) error {
+	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_WriteFile{WriteFile: &agentv1.WriteFileRequest{Path: path, Content: data, Mode: mode}}})
+	if err != nil {
+		return fail(CodeInstallFailed, err, "writing %s", path)
+	}
+	sum := sha256.Sum256(data)
+	if !bytes.Equal(res.GetWriteFile().GetSha256(), sum[:]) {
+		return fail(CodeReadbackMismatch, nil, "%s: the agent reports another digest", path)
+	}
+	return u.readBackFile(ctx, path, data)
+}
+
+func (u *unit) readBackFile(ctx context.Context, path string, want []byte) error {
+	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ReadFile{ReadFile: &agentv1.ReadFileRequest{Path: path}}})
+	if err != nil {
+		return fail(CodeReadbackMismatch, err, "reading back %s", path)
+	}
+	if !bytes.Equal(res.GetReadFile().GetContent(), want) {
+		return fail(CodeReadbackMismatch, nil, "%s does not hold what was written", path)
+	}
+	return nil
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func (u *unit) onboardingContent() ([]byte, error) {
+	o := u.profile.Onboarding
+	k := u.keys[roleLDevID]
+	return o.Render(OnboardingInput{Serial: u.serial, LDevIDCertPath: u.profile.LDevIDCertPath, LDevIDHandle: k.profile.Handle, LDevIDCert: k.cert})
+}
+
+func (u *unit) onboarding(ctx context.Context) (any, error) {
+	o := u.profile.Onboarding
+	if o == nil {
+		return installResult{Where: "none"}, nil
+	}
+	data, err := u.onboardingContent()
+	if err != nil {
+		return nil, fail(CodeInternal, err, "rendering the onboarding configuration")
+	}
+	if err := u.writeFile(ctx, o.Path, data, o.Mode); err != nil {
+		return nil, err
+	}
+	return installResult{Where: o.Path, SHA256: sha(data)}, nil
+}
+
+type verifyResult struct {
+	Checks map[string]string `json:"checks"`
+}
+
+// verify reads back every installed object and has each key sign a fresh nonce.
+func (u *unit) verify(ctx context.Context) (any, error) {
+	checks := map[string]string{}
+	if err := u.readBackNV(ctx, u.profile.IDevIDNV, u.keys[roleIDevID].cert.Raw); err != nil {
+		return nil, err
+	}
+	checks["idevid_nv"] = "ok"
+	if err := u.readBackFile(ctx, u.profile.LDevIDCertPath, u.ldevidPEM()); err != nil {
+		return nil, err
+	}
+	checks["ldevid_file"] = "ok"
+	if o := u.profile.Onboarding; o != nil {
+		data, err := u.onboardingContent()
+		if err != nil {
+			return nil, fail(CodeInternal, err, "rendering the onboarding configuration")
+		}
+		if err := u.readBackFile(ctx, o.Path, data); err != nil {
+			return nil, err
+		}
+		checks["onboarding_file"] = "ok"
+	}
+	for _, role := range []string{roleIDevID, roleLDevID} {
+		k := u.keys[role]
+		nonce, err := attest.NewNonce()
+		if err != nil {
+			return nil, fail(CodeInternal, err, "drawing a nonce")
+		}
+		digest := sha256.Sum256(nonce)
+		res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_Sign{Sign: &agentv1.SignRequest{
+			KeyHandle: k.profile.Handle, Digest: digest[:], Hash: agentv1.HashAlgorithm_HASH_ALGORITHM_SHA256,
+		}}})
+		if err != nil {
+			return nil, fail(CodeProofFailed, err, "%s key signing a nonce", role)
+		}
+		if err := attest.VerifySignature(k.cert.PublicKey, crypto.SHA256, digest[:], res.GetSign().GetSignature(), false); err != nil {
+			return nil, fail(CodeProofFailed, err, "%s nonce signature does not verify with its certificate", role)
+		}
+		checks[role+"_signature"] = "ok"
+	}
+	return verifyResult{Checks: checks}, nil
+}
+
+func (u *unit) complete(ctx context.Context) (any, error) {
+	if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
+		s.Status, s.CurrentStep, s.ErrorCode, s.ErrorMessage = store.StatusDone, StepComplete, "", ""
+		return nil
+	}); err != nil {
+		return nil, fail(CodeInternal, err, "marking the unit done")
+	}
+	u.event(ctx, eventUnitDone, "provisioned and verified", map[string]string{"work_order": u.workOrder})
+	// The unit is done whatever happens to the verdict message.
+	_, _ = u.agent.Do(ctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Passed: true, Message: "provisioned and verified"}}})
+	return map[string]string{"work_order": u.workOrder}, nil
+}
+
+// restore rebuilds the facts a skipped step produced.
+func (u *unit) restore(step string, raw json.RawMessage) error {
+	role := roleFor(step)
+	switch step {
+	case StepIDevIDCSR, StepLDevIDCSR:
+		var r csrResult
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return err
+		}
+		u.keys[role].csr = r.CSR
+	case StepIDevIDEnroll, StepLDevIDEnroll:
+		var r enrollResult
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return err
+		}
+		k := u.keys[role]
+		cert, err := x509.ParseCertificate(r.Cert)
+		if err != nil {
+			return err
+		}
+		if !publicKeyEqual(cert.PublicKey, k.key.PublicKey) {
+			return fmt.Errorf("recorded %s certificate is for another key", role)
+		}
+		k.cert, k.chain = cert, nil
+		for _, der := range r.Chain {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				return err
+			}
+			k.chain = append(k.chain, c)
+		}
+	}
+	return nil
+}

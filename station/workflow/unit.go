@@ -1,0 +1,329 @@
+package workflow
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/station/attest"
+	"github.com/devid-station/devid/station/ekcert"
+	"github.com/devid-station/devid/station/store"
+)
+
+// Codes recorded on step attempts that did not end by themselves.
+const (
+	codeInterrupted = "INTERRUPTED"
+	codeAnswerLost  = "ANSWER_LOST"
+)
+
+// unit is one Run: the verified facts gathered so far for one serial. Only Run's goroutine
+// touches it.
+type unit struct {
+	r      *Runner
+	agent  Agent
+	serial string
+	log    *slog.Logger
+	step   string
+
+	state   store.UnitState
+	results map[string]json.RawMessage // last successful result per step
+	intents map[string]store.StepRecord
+
+	profile   *Profile
+	workOrder string
+	info      *agentv1.InfoResult
+	ekAlg     agentv1.KeyAlgorithm
+	ek        *attest.Key
+	ekCert    *ekcert.EKCertInfo
+	ekFP      string
+	keys      map[string]*devKey // by role: roleIDevID, roleLDevID
+}
+
+// devKey is what the workflow learned about one DevID key.
+type devKey struct {
+	role    store.Role
+	profile KeyProfile
+	key     *attest.Key
+	csr     []byte
+	cert    *x509.Certificate
+	chain   []*x509.Certificate
+}
+
+func (u *unit) run(ctx context.Context) error {
+	if err := u.load(ctx); err != nil {
+		return err
+	}
+	for _, step := range Steps {
+		if step == StepVerifyEK {
+			if err := u.open(ctx); err != nil {
+				if errors.Is(err, errAlreadyDone) {
+					return nil
+				}
+				return u.finishFailed(ctx, err)
+			}
+		}
+		if err := u.runStep(ctx, step); err != nil {
+			return u.finishFailed(ctx, err)
+		}
+	}
+	return nil
+}
+
+// errAlreadyDone ends a session of a unit that was provisioned earlier and still has its TPM.
+var errAlreadyDone = errors.New("already provisioned")
+
+// open marks the unit running once its agent identified it. A done unit without rework is
+// only re-identified: the same TPM gets the passed verdict again, anything else fails. A done
+// or aborted unit with a rework authorization is reopened and its TPM objects removed.
+func (u *unit) open(ctx context.Context) error {
+	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted
+	if closed && u.state.Rework == nil {
+		if u.state.Status == store.StatusAborted {
+			return fail(CodeAborted, nil, "unit was aborted; it needs a rework authorization")
+		}
+		if err := u.checkEK(); err != nil {
+			return err
+		}
+		if u.ekFP != u.state.EKFingerprint {
+			return fail(CodeEKChanged, nil, "provisioned serial now reports another TPM (EK %s)", short(u.ekFP))
+		}
+		u.event(ctx, eventAlreadyDone, "unit reconnected after it was provisioned", nil)
+		_, _ = u.agent.Do(ctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Passed: true, Message: "already provisioned"}}})
+		return errAlreadyDone
+	}
+	st, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
+		s.Status, s.ErrorCode, s.ErrorMessage = store.StatusRunning, "", ""
+		return nil
+	})
+	if err != nil {
+		return u.journalErr(err, "opening the unit")
+	}
+	u.state = st
+	if closed {
+		u.results = map[string]json.RawMessage{StepIdentify: u.results[StepIdentify]}
+		return u.reworkCleanup(ctx)
+	}
+	return nil
+}
+
+// load reads what the store knows of the unit: its state, each step's last good result and
+// the intents that never got a result.
+func (u *unit) load(ctx context.Context) error {
+	st, err := u.r.cfg.Journal.Unit(ctx, u.serial)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("loading unit: %w", err)
+	}
+	u.state = st
+	recs, err := u.r.cfg.Journal.StepRecords(ctx, u.serial)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("loading step records: %w", err)
+	}
+	// Results from before the last rework belong to the unit's previous life.
+	var since time.Time
+	if n := len(st.Reworks); n > 0 {
+		since = st.Reworks[n-1].UsedAt
+	}
+	u.intents = map[string]store.StepRecord{}
+	for _, rec := range recs {
+		switch {
+		case !rec.Ended:
+			u.intents[rec.Step] = rec
+		case rec.ErrorCode == "" && !rec.EndedAt.Before(since):
+			u.results[rec.Step] = rec.Result
+		}
+	}
+	u.keys = map[string]*devKey{}
+	return nil
+}
+
+var stepFuncs = map[string]func(*unit, context.Context) (any, error){
+	StepIdentify:      (*unit).identify,
+	StepVerifyEK:      (*unit).verifyEK,
+	StepAuthorize:     (*unit).authorize,
+	StepIDevIDKey:     func(u *unit, ctx context.Context) (any, error) { return u.createKey(ctx, roleIDevID) },
+	StepIDevIDProof:   func(u *unit, ctx context.Context) (any, error) { return u.proveResidency(ctx, roleIDevID) },
+	StepIDevIDCSR:     func(u *unit, ctx context.Context) (any, error) { return u.buildCSR(ctx, roleIDevID) },
+	StepIDevIDEnroll:  func(u *unit, ctx context.Context) (any, error) { return u.enroll(ctx, roleIDevID) },
+	StepIDevIDInstall: (*unit).installIDevID,
+	StepLDevIDKey:     func(u *unit, ctx context.Context) (any, error) { return u.createKey(ctx, roleLDevID) },
+	StepLDevIDProof:   func(u *unit, ctx context.Context) (any, error) { return u.proveResidency(ctx, roleLDevID) },
+	StepLDevIDCSR:     func(u *unit, ctx context.Context) (any, error) { return u.buildCSR(ctx, roleLDevID) },
+	StepLDevIDEnroll:  func(u *unit, ctx context.Context) (any, error) { return u.enroll(ctx, roleLDevID) },
+	StepLDevIDInstall: (*unit).installLDevID,
+	StepOnboarding:    (*unit).onboarding,
+	StepVerify:        (*unit).verify,
+	StepComplete:      (*unit).complete,
+}
+
+// resumable steps are skipped when a good result is recorded: their effect is durable and the
+// steps that always run (identify, verify_ek, authorize, the key steps and verify) re-check the
+// unit against it.
+var resumable = map[string]bool{
+	StepIDevIDProof: true, StepIDevIDCSR: true, StepIDevIDEnroll: true, StepIDevIDInstall: true,
+	StepLDevIDProof: true, StepLDevIDCSR: true, StepLDevIDEnroll: true, StepLDevIDInstall: true,
+	StepOnboarding: true,
+}
+
+// runStep runs one step with its timeout, journaling intent and result around it.
+func (u *unit) runStep(ctx context.Context, step string) error {
+	u.step = step
+	if prev, ok := u.results[step]; ok && resumable[step] {
+		if err := u.restore(step, prev); err != nil {
+			return fail(CodeInternal, err, "restoring step %s", step)
+		}
+		u.log.Debug("step restored from the store", "step", step)
+		return nil
+	}
+	if rec, ok := u.intents[step]; ok {
+		// The station stopped, or the session broke, between this step's intent and its
+		// result. Close that attempt as such before starting a new one.
+		code := codeInterrupted
+		if step == StepIDevIDEnroll || step == StepLDevIDEnroll {
+			code = codeAnswerLost
+			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling the same CSR again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
+		}
+		if err := u.r.cfg.Journal.EndStep(ctx, rec.StepRef, nil, code); err != nil {
+			return fmt.Errorf("closing interrupted step %s: %w", step, err)
+		}
+		delete(u.intents, step)
+	}
+	timeout := u.r.cfg.StepTimeout
+	if t, ok := u.r.cfg.StepTimeouts[step]; ok {
+		timeout = t
+	}
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	var ref store.StepRef
+	var err error
+	if step != StepIdentify { // the unit record exists once identify has run
+		if ref, err = u.r.cfg.Journal.BeginStep(ctx, u.serial, step, u.intent(step)); err != nil {
+			return u.journalErr(err, "recording the intent of %s", step)
+		}
+	}
+	result, err := stepFuncs[step](u, sctx)
+	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+		err = fail(CodeStepTimeout, err, "step %s took longer than %s", step, timeout)
+	}
+	if step == StepIdentify {
+		if err != nil {
+			return err
+		}
+		// identify only reads; its facts are journaled as the verify_ek intent.
+		u.results[step], _ = json.Marshal(result)
+		return nil
+	}
+	if err != nil {
+		// An interrupted step keeps its intent open: the resume decides what it did.
+		return u.endFailed(ctx, ref, err)
+	}
+	raw, err := json.Marshal(result)
+	if err != nil {
+		return fail(CodeInternal, err, "encoding the result of %s", step)
+	}
+	if err := u.r.cfg.Journal.EndStep(ctx, ref, raw, ""); err != nil {
+		return u.journalErr(err, "recording the result of %s", step)
+	}
+	u.results[step] = raw
+	return nil
+}
+
+// journalErr turns a store error into a unit error: a refused transition is the unit's fault
+// (e.g. a done unit without rework), anything else is the station's.
+func (u *unit) journalErr(err error, format string, args ...any) error {
+	if errors.Is(err, store.ErrUnitClosed) || errors.Is(err, store.ErrNotAuthorized) {
+		return fail(CodeAlreadyProvisioned, err, format, args...)
+	}
+	return fail(CodeInternal, err, format, args...)
+}
+
+// intent is what a step is about to do, journaled before it does it.
+func (u *unit) intent(step string) []byte {
+	m := map[string]string{"step": step}
+	switch step {
+	case StepVerifyEK:
+		m["identify"] = string(u.results[StepIdentify])
+	case StepIDevIDEnroll, StepLDevIDEnroll:
+		k := u.keys[roleFor(step)]
+		if k != nil {
+			sum := sha256.Sum256(k.csr)
+			m["csr_sha256"] = hex.EncodeToString(sum[:])
+			m["ca"] = k.profile.Issuer
+		}
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func roleFor(step string) string {
+	switch step {
+	case StepIDevIDKey, StepIDevIDProof, StepIDevIDCSR, StepIDevIDEnroll, StepIDevIDInstall:
+		return roleIDevID
+	}
+	return roleLDevID
+}
+
+// do sends one command; transport failures interrupt the unit, agent errors fail it.
+func (u *unit) do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, error) {
+	res, err := u.agent.Do(ctx, cmd)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", errInterrupted, err)
+	}
+	if e := res.GetError(); e != nil {
+		code := CodeAgentError
+		switch e.GetCode() {
+		case agentv1.ErrorCode_ERROR_CODE_HANDLE_OCCUPIED:
+			code = CodeHandleOccupied
+		case agentv1.ErrorCode_ERROR_CODE_ACTIVATION_FAILED:
+			code = CodeActivationFailed
+		}
+		return nil, fail(code, nil, "agent: %s: %s (tpm rc %#x)", e.GetCode(), e.GetMessage(), e.GetTpmRc())
+	}
+	return res, nil
+}
+
+func (u *unit) event(ctx context.Context, typ, msg string, data map[string]string) {
+	if _, err := u.r.cfg.Journal.AppendEvent(ctx, u.serial, typ, msg, data); err != nil && !errors.Is(err, store.ErrNotFound) {
+		u.log.Error("appending event", "type", typ, "error", err)
+	}
+}
+
+// finishFailed records the failure and tells the agent. Interruptions are not failures.
+func (u *unit) finishFailed(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), errAborted) {
+		err = fail(CodeAborted, err, "aborted by an operator")
+	} else if errors.Is(err, errInterrupted) || ctx.Err() != nil {
+		return fmt.Errorf("%w: %v", errInterrupted, err)
+	}
+	code, msg := CodeOf(err), err.Error()
+	bg := context.WithoutCancel(ctx)
+	if errors.Is(context.Cause(ctx), errAborted) {
+		// Abort recorded the unit's status; the agent still gets its verdict.
+		code, msg = CodeAborted, "aborted by an operator"
+	} else if code != CodeAlreadyProvisioned {
+		if _, jerr := u.r.cfg.Journal.UpdateUnit(bg, u.serial, func(s *store.UnitState) error {
+			s.Status, s.ErrorCode, s.ErrorMessage = store.StatusFailed, code, msg
+			s.CurrentStep = u.step
+			return nil
+		}); jerr != nil && !errors.Is(jerr, store.ErrNotFound) {
+			u.log.Error("recording unit failure", "error", jerr)
+		}
+	}
+	u.event(bg, eventUnitFailed, msg, map[string]string{"code": code, "step": u.step})
+	fctx, cancel := context.WithTimeout(bg, u.r.cfg.StepTimeout)
+	defer cancel()
+	_, _ = u.agent.Do(fctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Passed: false, Code: code, Message: msg}}})
+	return err
+}

@@ -1,0 +1,268 @@
+// Package workflow provisions one unit under test: DESIGN.md steps 1 to 17 as one durable state
+// machine per unit, keyed by serial and bound to the unit's EK. Every step that has an effect
+// outside the station writes its intent to the store first and its result after, so a station
+// crash, a unit power loss or a CA timeout resumes without losing or silently duplicating
+// anything. Everything the agent reports is checked here, where it is consumed.
+package workflow
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/station/store"
+)
+
+// Step names, in workflow order. They are stored: never rename one.
+const (
+	StepIdentify       = "identify"
+	StepVerifyEK       = "verify_ek"
+	StepAuthorize      = "authorize"
+	StepIDevIDKey      = "idevid_key"
+	StepIDevIDProof    = "idevid_residency"
+	StepIDevIDCSR      = "idevid_csr"
+	StepIDevIDEnroll   = "idevid_enroll"
+	StepIDevIDInstall  = "idevid_install"
+	StepLDevIDKey      = "ldevid_key"
+	StepLDevIDProof    = "ldevid_residency"
+	StepLDevIDCSR      = "ldevid_csr"
+	StepLDevIDEnroll   = "ldevid_enroll"
+	StepLDevIDInstall  = "ldevid_install"
+	StepOnboarding     = "onboarding"
+	StepVerify         = "verify"
+	StepComplete       = "complete"
+	stepHello          = "hello"
+	stepFinish         = "finish"
+	eventUnitDone      = "unit.done"
+	eventUnitFailed    = "unit.failed"
+	eventUnitWaiting   = "unit.waiting"
+	eventAlreadyDone   = "unit.already_provisioned"
+	eventLostAnswer    = "enroll.answer_lost"
+	eventDuplicateCert = "cert.duplicate"
+	eventCertRefused   = "cert.refused"
+)
+
+// Steps lists the workflow steps in order.
+var Steps = []string{
+	StepIdentify, StepVerifyEK, StepAuthorize,
+	StepIDevIDKey, StepIDevIDProof, StepIDevIDCSR, StepIDevIDEnroll, StepIDevIDInstall,
+	StepLDevIDKey, StepLDevIDProof, StepLDevIDCSR, StepLDevIDEnroll, StepLDevIDInstall,
+	StepOnboarding, StepVerify, StepComplete,
+}
+
+// Agent is the workflow's view of an agent session.
+type Agent interface {
+	// Hello returns the agent's Hello (claims, not facts).
+	Hello() *agentv1.Hello
+	// Do sends a command and waits for its result.
+	Do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, error)
+}
+
+// Journal is the durable store the workflow writes to; *store.Store implements it.
+type Journal interface {
+	Unit(ctx context.Context, serial string) (store.UnitState, error)
+	UpdateUnit(ctx context.Context, serial string, fn func(*store.UnitState) error) (store.UnitState, error)
+	BeginStep(ctx context.Context, serial, step string, intent []byte) (store.StepRef, error)
+	EndStep(ctx context.Context, ref store.StepRef, result []byte, errCode string) error
+	StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error)
+	BindEK(ctx context.Context, fingerprint, serial string) error
+	Authorize(ctx context.Context, serial, profile string) (store.WorkOrder, error)
+	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte) (store.CertRecord, error)
+	AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (store.Event, error)
+}
+
+// Clock tells the time.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Config configures a Runner.
+type Config struct {
+	// Journal is the store.
+	Journal Journal
+	// Profiles by name.
+	Profiles map[string]*Profile
+	// Issuers by CA name.
+	Issuers map[string]Issuer
+	// EKRoots are the pinned TPM vendor roots; EKIntermediates are offline intermediates
+	// (e.g. cross certificates) used beside those the TPM stores.
+	EKRoots, EKIntermediates []*x509.Certificate
+	// EKAlgorithms lists the EK types to use, in order of preference; the first one whose
+	// certificate verifies is used (default ECC P-256, then RSA-2048).
+	EKAlgorithms []agentv1.KeyAlgorithm
+	// StepTimeout bounds each step (0 = 2 minutes); StepTimeouts overrides it per step.
+	StepTimeout  time.Duration
+	StepTimeouts map[string]time.Duration
+	// Clock defaults to the system clock.
+	Clock Clock
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+}
+
+// Runner runs units. It is safe for concurrent use: each Run drives one unit.
+type Runner struct {
+	cfg     Config
+	mu      sync.Mutex
+	running map[string]*run // by serial
+}
+
+// run is one unit being driven.
+type run struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+}
+
+// handoverWait bounds how long a new session of a serial waits for the previous session's run
+// to end (its agent reconnected while the station was still busy with the old session).
+const handoverWait = 30 * time.Second
+
+// New validates cfg and returns a Runner.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Journal == nil {
+		return nil, errors.New("workflow: no journal")
+	}
+	if len(cfg.EKRoots) == 0 {
+		return nil, errors.New("workflow: no TPM vendor roots")
+	}
+	for _, p := range cfg.Profiles {
+		if err := p.validate(cfg.Issuers); err != nil {
+			return nil, fmt.Errorf("workflow: %w", err)
+		}
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = 2 * time.Minute
+	}
+	if len(cfg.EKAlgorithms) == 0 {
+		cfg.EKAlgorithms = []agentv1.KeyAlgorithm{agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{cfg: cfg, running: map[string]*run{}}, nil
+}
+
+// Outcome is how a Run ended.
+type Outcome struct {
+	// Serial is the unit's serial as the agent claimed it.
+	Serial string
+	// Done is true when the unit is provisioned and verified.
+	Done bool
+	// Interrupted is true when the session ended early; the unit resumes on reconnect.
+	Interrupted bool
+	// Code and Message describe a failure.
+	Code, Message string
+}
+
+// Run drives the unit behind agent as far as it can go in this session.
+func (r *Runner) Run(ctx context.Context, agent Agent) Outcome {
+	u := &unit{r: r, agent: agent, serial: agent.Hello().GetHardwareSerial(), results: map[string]json.RawMessage{}}
+	u.log = r.cfg.Logger.With("serial", u.serial)
+	out := Outcome{Serial: u.serial}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if !r.track(ctx, u.serial, cancel) {
+		// Another live session drives this serial: two units claim it, or a stale session
+		// lingers. Touch nothing of the running unit's record.
+		out.Code, out.Message = CodeSerialBusy, "another session is provisioning this serial"
+		u.event(ctx, eventUnitFailed, out.Message, map[string]string{"code": out.Code, "peer_boot_id": agent.Hello().GetBootId()})
+		_, _ = agent.Do(ctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Code: out.Code, Message: out.Message}}})
+		return out
+	}
+	defer r.untrack(u.serial)
+
+	err := u.run(ctx)
+	switch {
+	case err == nil:
+		out.Done = true
+	case errors.Is(err, errInterrupted):
+		out.Interrupted = true
+		out.Message = err.Error()
+		u.log.Info("unit interrupted; resumes on reconnect", "step", u.step, "error", err)
+		u.event(context.WithoutCancel(ctx), eventUnitWaiting, err.Error(), nil)
+	default:
+		out.Code, out.Message = CodeOf(err), err.Error()
+		u.log.Warn("unit failed", "step", u.step, "code", out.Code, "error", err)
+	}
+	return out
+}
+
+// track registers the serial's run. A previous run of the same serial is waited for (its
+// session ends when its agent goes away) up to handoverWait; false if it is still running.
+func (r *Runner) track(ctx context.Context, serial string, cancel context.CancelCauseFunc) bool {
+	timer := time.NewTimer(handoverWait)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		prev := r.running[serial]
+		if prev == nil {
+			r.running[serial] = &run{cancel: cancel, done: make(chan struct{})}
+			r.mu.Unlock()
+			return true
+		}
+		r.mu.Unlock()
+		select {
+		case <-prev.done:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (r *Runner) untrack(serial string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.running[serial]; e != nil {
+		close(e.done)
+		delete(r.running, serial)
+	}
+}
+
+// Running reports the serials being provisioned now.
+func (r *Runner) Running() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.running))
+	for s := range r.running {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Abort stops the unit's workflow if it runs and marks the unit aborted with reason; by names
+// the caller for the audit trail.
+func (r *Runner) Abort(ctx context.Context, serial, by, reason string) (store.UnitState, error) {
+	r.mu.Lock()
+	e := r.running[serial]
+	r.mu.Unlock()
+	if e != nil {
+		e.cancel(errAborted)
+	}
+	if _, err := r.cfg.Journal.Unit(ctx, serial); err != nil {
+		return store.UnitState{}, err
+	}
+	st, err := r.cfg.Journal.UpdateUnit(ctx, serial, func(s *store.UnitState) error {
+		s.Status, s.ErrorCode, s.ErrorMessage = store.StatusAborted, CodeAborted, fmt.Sprintf("aborted by %s: %s", by, reason)
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	if _, err := r.cfg.Journal.AppendEvent(ctx, serial, eventAborted, reason, map[string]string{"by": by}); err != nil {
+		r.cfg.Logger.Error("appending the abort event", "serial", serial, "error", err)
+	}
+	return st, nil
+}
