@@ -67,6 +67,16 @@ func Open(spec string) (*TPM, error) { return OpenWithOptions(spec) }
 
 // OpenWithOptions is Open with options (e.g. WithLogger).
 func OpenWithOptions(spec string, opts ...Option) (*TPM, error) {
+	tr, err := OpenTransport(spec)
+	if err != nil {
+		return nil, err
+	}
+	return New(tr, spec, opts...), nil
+}
+
+// OpenTransport opens the raw transport of a spec (see Open), for callers that wrap it (a
+// latency model, a recorder) before handing it to New.
+func OpenTransport(spec string) (transport.TPMCloser, error) {
 	var (
 		tr  transport.TPMCloser
 		err error
@@ -88,7 +98,7 @@ func OpenWithOptions(spec string, opts ...Option) (*TPM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening TPM %q: %w", spec, err)
 	}
-	return New(tr, spec, opts...), nil
+	return tr, nil
 }
 
 // Close closes the transport. The TPM must not be used afterwards.

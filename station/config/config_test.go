@@ -170,8 +170,8 @@ func TestInvalid(t *testing.T) {
 func TestTOMLStringEscapes(t *testing.T) {
 	for _, s := range []string{`plain`, `quote " inside`, `back\slash`, "new\nline", "tab\t", "ctl\x01"} {
 		var v struct{ K string }
-		if err := toml.Unmarshal([]byte("K = "+tomlString(s)), &v); err != nil || v.K != s {
-			t.Errorf("tomlString(%q) = %s: decoded %q, %v", s, tomlString(s), v.K, err)
+		if err := toml.Unmarshal([]byte("K = "+TOMLString(s)), &v); err != nil || v.K != s {
+			t.Errorf("TOMLString(%q) = %s: decoded %q, %v", s, TOMLString(s), v.K, err)
 		}
 	}
 }

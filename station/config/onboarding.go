@@ -50,11 +50,11 @@ type templateData struct {
 
 var funcs = template.FuncMap{
 	// toml quotes a string as a TOML basic string.
-	"toml": tomlString,
+	"toml": TOMLString,
 }
 
-// tomlString quotes s as a TOML basic string.
-func tomlString(s string) string {
+// TOMLString quotes s as a TOML basic string (for templates that write TOML).
+func TOMLString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
 	for _, r := range s {

@@ -29,7 +29,7 @@ import (
 const Usage = `usage: stationctl [global flags] COMMAND [flags]
 
 global flags:
-  -addr HOST:PORT   station API address (default $STATIONCTL_ADDR or 127.0.0.1:7443)
+  -addr HOST:PORT   station API address (default $STATIONCTL_ADDR or 127.0.0.1:7444)
   -cert FILE        client certificate (PEM); -key FILE its private key (PEM)
   -ca FILE          CA certificates (PEM) that verify the station
   -server-name NAME name expected in the station's certificate (default: the host of -addr)
@@ -81,7 +81,7 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(io.Discard)
 	addr := os.Getenv("STATIONCTL_ADDR")
 	if addr == "" {
-		addr = "127.0.0.1:7443"
+		addr = "127.0.0.1:7444"
 	}
 	fs.StringVar(&o.addr, "addr", addr, "")
 	fs.StringVar(&o.cert, "cert", "", "")
