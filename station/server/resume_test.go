@@ -18,7 +18,7 @@ import (
 
 var errStationDown = errors.New("station is down")
 
-// boundaryJournal counts step boundaries (a committed step intent, a committed step result)
+// boundaryJournal counts step boundaries (a committed step intent, result, or both at once)
 // and calls at() at boundary number stopAt, right after that commit. Once down, every further
 // write fails as it would in a dead process.
 type boundaryJournal struct {
@@ -57,6 +57,17 @@ func (j *boundaryJournal) EndStep(ctx context.Context, ref store.StepRef, result
 	return err
 }
 
+func (j *boundaryJournal) Advance(ctx context.Context, end store.StepRef, result []byte, step string, intent []byte) (store.StepRef, error) {
+	if j.down.Load() {
+		return store.StepRef{}, errStationDown
+	}
+	ref, err := j.Journal.Advance(ctx, end, result, step, intent)
+	if err == nil {
+		j.boundary()
+	}
+	return ref, err
+}
+
 func (j *boundaryJournal) UpdateUnit(ctx context.Context, serial string, fn func(*store.UnitState) error) (store.UnitState, error) {
 	if j.down.Load() {
 		return store.UnitState{}, errStationDown
@@ -78,9 +89,10 @@ func (j *boundaryJournal) BindEK(ctx context.Context, fp, serial string) error {
 	return j.Journal.BindEK(ctx, fp, serial)
 }
 
-// boundaries is the number of step boundaries of one unit's run: an intent and a result for
-// every journaled step.
-var boundaries = 2 * (len(workflow.Steps) - 1)
+// boundaries is the number of step boundaries of one unit's run: the first intent, then the
+// result of each journaled step written with the next one's intent (Advance), then the last
+// result.
+var boundaries = len(workflow.Steps)
 
 // TestResumeAfterStationCrash stops the station hard at every step boundary of a unit's run,
 // starts a new station on the same store file, and lets the unit's agent reconnect: the unit

@@ -579,3 +579,56 @@ func TestOutboxPagination(t *testing.T) {
 		t.Fatalf("resumed page: %d events, token %d, %v", len(evs), token, err)
 	}
 }
+
+func TestAdvance(t *testing.T) {
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "station.db"))
+	if _, err := s.UpdateUnit(ctx, "SN1", func(*UnitState) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.BeginStep(ctx, "SN1", "step_a", []byte("intent a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Advance(ctx, a, []byte("result a"), "step_b", []byte("intent b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.StepRecords(ctx, "SN1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || !recs[0].Ended || string(recs[0].Result) != "result a" || recs[1].Ended || recs[1].StepRef != b {
+		t.Fatalf("records after Advance: %+v", recs)
+	}
+	u, err := s.Unit(ctx, "SN1")
+	if err != nil || u.CurrentStep != "step_b" || u.Steps["step_a"].EndedAt.IsZero() {
+		t.Fatalf("unit after Advance: %+v, %v", u, err)
+	}
+	// Ending b with another result than it already has is refused, and c is not begun.
+	if err := s.EndStep(ctx, b, []byte("result b"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Advance(ctx, b, []byte("other"), "step_c", nil); !errors.Is(err, ErrStepEnded) {
+		t.Fatalf("Advance from a step ended otherwise: %v, want ErrStepEnded", err)
+	}
+	// An open intent of the next step refuses the begin, but the end is committed.
+	c, err := s.BeginStep(ctx, "SN1", "step_c", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.BeginStep(ctx, "SN1", "step_d", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Advance(ctx, d, []byte("result d"), "step_c", nil); !errors.Is(err, ErrIntentOpen) {
+		t.Fatalf("Advance into a step with an open intent: %v, want ErrIntentOpen", err)
+	}
+	open, err := s.OpenIntents(ctx, "SN1")
+	if err != nil || len(open) != 1 || open[0].StepRef != c {
+		t.Fatalf("open intents %+v (%v), want only %v", open, err, c)
+	}
+	if _, err := s.VerifyChain(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

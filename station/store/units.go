@@ -198,59 +198,66 @@ func (s *Store) BeginStep(ctx context.Context, serial, step string, intent []byt
 		if err != nil {
 			return skip(err)
 		}
-		a := AuditEvent{Serial: serial, Action: EventStepBegun, Fingerprints: unitFingerprints(&u),
-			Details: map[string]string{"step": step, "intent_sha256": digest(intent)}}
-		if u.Status.closed() {
-			return w.refuse(a, fmt.Errorf("beginning step %q of %s unit %q: %w", step, u.Status, serial, ErrUnitClosed))
-		}
-		sb, err := ub.Bucket(bSteps).CreateBucketIfNotExists([]byte(step))
-		if err != nil {
-			return err
-		}
-		if k, v := sb.Cursor().Last(); k != nil {
-			var last StepRecord
-			if err := json.Unmarshal(v, &last); err != nil {
-				return fmt.Errorf("decoding step %q: %w", step, err)
-			}
-			if !last.Ended {
-				a.Details["open_attempt"] = fmt.Sprint(last.Attempt)
-				return w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", step, last.Attempt, serial, ErrIntentOpen))
-			}
-		}
-		attempt, err := sb.NextSequence()
-		if err != nil {
-			return err
-		}
-		ref = StepRef{Serial: serial, Step: step, Attempt: attempt}
-		rec := StepRecord{StepRef: ref, Intent: intent, BeganAt: w.now}
-		if err := put(sb, u64key(attempt), &rec); err != nil {
-			return err
-		}
-		if u.Status == StatusFailed {
-			u.ErrorCode, u.ErrorMessage = "", ""
-		}
-		u.CurrentStep, u.Status = step, StatusRunning
-		u.Attempts++
-		if u.Steps == nil {
-			u.Steps = map[string]StepSummary{}
-		}
-		sum := u.Steps[step]
-		sum.Attempts++
-		sum.StartedAt = w.now
-		u.Steps[step] = sum
-		if err := w.saveUnit(ub, &u); err != nil {
-			return err
-		}
-		if err := w.event(Event{Serial: serial, Type: EventStepBegun, Step: step, Attempt: attempt, Status: u.Status}); err != nil {
-			return err
-		}
-		a.Details["attempt"] = fmt.Sprint(attempt)
-		return w.audit(a)
+		ref, err = w.beginStep(ub, &u, step, intent)
+		return err
 	})
 	if err != nil {
 		return StepRef{}, err
 	}
 	return ref, nil
+}
+
+// beginStep is BeginStep inside a write transaction, for the unit ub whose state is u.
+func (w *wtx) beginStep(ub *bolt.Bucket, u *UnitState, step string, intent []byte) (StepRef, error) {
+	serial := u.Serial
+	a := AuditEvent{Serial: serial, Action: EventStepBegun, Fingerprints: unitFingerprints(u),
+		Details: map[string]string{"step": step, "intent_sha256": digest(intent)}}
+	if u.Status.closed() {
+		return StepRef{}, w.refuse(a, fmt.Errorf("beginning step %q of %s unit %q: %w", step, u.Status, serial, ErrUnitClosed))
+	}
+	sb, err := ub.Bucket(bSteps).CreateBucketIfNotExists([]byte(step))
+	if err != nil {
+		return StepRef{}, err
+	}
+	if k, v := sb.Cursor().Last(); k != nil {
+		var last StepRecord
+		if err := json.Unmarshal(v, &last); err != nil {
+			return StepRef{}, fmt.Errorf("decoding step %q: %w", step, err)
+		}
+		if !last.Ended {
+			a.Details["open_attempt"] = fmt.Sprint(last.Attempt)
+			return StepRef{}, w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", step, last.Attempt, serial, ErrIntentOpen))
+		}
+	}
+	attempt, err := sb.NextSequence()
+	if err != nil {
+		return StepRef{}, err
+	}
+	ref := StepRef{Serial: serial, Step: step, Attempt: attempt}
+	rec := StepRecord{StepRef: ref, Intent: intent, BeganAt: w.now}
+	if err := put(sb, u64key(attempt), &rec); err != nil {
+		return StepRef{}, err
+	}
+	if u.Status == StatusFailed {
+		u.ErrorCode, u.ErrorMessage = "", ""
+	}
+	u.CurrentStep, u.Status = step, StatusRunning
+	u.Attempts++
+	if u.Steps == nil {
+		u.Steps = map[string]StepSummary{}
+	}
+	sum := u.Steps[step]
+	sum.Attempts++
+	sum.StartedAt = w.now
+	u.Steps[step] = sum
+	if err := w.saveUnit(ub, u); err != nil {
+		return StepRef{}, err
+	}
+	if err := w.event(Event{Serial: serial, Type: EventStepBegun, Step: step, Attempt: attempt, Status: u.Status}); err != nil {
+		return StepRef{}, err
+	}
+	a.Details["attempt"] = fmt.Sprint(attempt)
+	return ref, w.audit(a)
 }
 
 // EndStep records the result of the attempt ref after its side effect;
@@ -269,50 +276,86 @@ func (s *Store) EndStep(ctx context.Context, ref StepRef, result []byte, errCode
 		if err != nil {
 			return skip(err)
 		}
-		notFound := fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound)
-		sb := ub.Bucket(bSteps).Bucket([]byte(ref.Step))
-		if sb == nil {
-			return skip(notFound)
-		}
-		var rec StepRecord
-		if ok, err := get(sb, u64key(ref.Attempt), &rec); err != nil {
-			return err
-		} else if !ok {
-			return skip(notFound)
-		}
-		a := AuditEvent{Serial: ref.Serial, Action: EventStepEnded, Fingerprints: unitFingerprints(&u),
-			Details: map[string]string{"step": ref.Step, "attempt": fmt.Sprint(ref.Attempt),
-				"result_sha256": digest(result), "step_error_code": errCode}}
-		if rec.Ended {
-			if bytes.Equal(rec.Result, result) && rec.ErrorCode == errCode {
-				return nil
-			}
-			return w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrStepEnded))
-		}
-		rec.Ended, rec.Result, rec.ErrorCode, rec.EndedAt = true, result, errCode, w.now
-		if err := put(sb, u64key(ref.Attempt), &rec); err != nil {
-			return err
-		}
-		if u.Steps == nil {
-			u.Steps = map[string]StepSummary{}
-		}
-		sum := u.Steps[ref.Step]
-		sum.EndedAt, sum.ErrorCode = w.now, errCode
-		u.Steps[ref.Step] = sum
-		if err := w.saveUnit(ub, &u); err != nil {
-			return err
-		}
-		if err := w.event(Event{Serial: ref.Serial, Type: EventStepEnded, Step: ref.Step, Attempt: ref.Attempt,
-			Status: u.Status, ErrorCode: errCode}); err != nil {
-			return err
-		}
-		if errCode != "" {
-			a.Result, a.ErrorCode = ResultError, errCode
-		} else {
-			a.Result = ResultOK
-		}
-		return w.audit(a)
+		return w.endStep(ub, &u, ref, result, errCode)
 	})
+}
+
+// Advance ends the attempt end with its successful result and begins step (of the same unit)
+// with its intent, in one transaction: the result of one step and the intent of the next are
+// both written after the first step's side effect and before the second's, as EndStep then
+// BeginStep would, for one commit instead of two.
+func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step string, intent []byte) (StepRef, error) {
+	if err := checkSerial(end.Serial); err != nil {
+		return StepRef{}, err
+	}
+	for _, st := range []string{end.Step, step} {
+		if err := checkStep(st); err != nil {
+			return StepRef{}, err
+		}
+	}
+	var ref StepRef
+	err := s.update(ctx, func(w *wtx) error {
+		ub, u, err := loadUnit(w.tx, end.Serial)
+		if err != nil {
+			return skip(err)
+		}
+		if err := w.endStep(ub, &u, end, result, ""); err != nil {
+			return err
+		}
+		ref, err = w.beginStep(ub, &u, step, intent)
+		return err
+	})
+	if err != nil {
+		return StepRef{}, err
+	}
+	return ref, nil
+}
+
+// endStep is EndStep inside a write transaction, for the unit ub whose state is u.
+func (w *wtx) endStep(ub *bolt.Bucket, u *UnitState, ref StepRef, result []byte, errCode string) error {
+	notFound := fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound)
+	sb := ub.Bucket(bSteps).Bucket([]byte(ref.Step))
+	if sb == nil {
+		return skip(notFound)
+	}
+	var rec StepRecord
+	if ok, err := get(sb, u64key(ref.Attempt), &rec); err != nil {
+		return err
+	} else if !ok {
+		return skip(notFound)
+	}
+	a := AuditEvent{Serial: ref.Serial, Action: EventStepEnded, Fingerprints: unitFingerprints(u),
+		Details: map[string]string{"step": ref.Step, "attempt": fmt.Sprint(ref.Attempt),
+			"result_sha256": digest(result), "step_error_code": errCode}}
+	if rec.Ended {
+		if bytes.Equal(rec.Result, result) && rec.ErrorCode == errCode {
+			return nil
+		}
+		return w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrStepEnded))
+	}
+	rec.Ended, rec.Result, rec.ErrorCode, rec.EndedAt = true, result, errCode, w.now
+	if err := put(sb, u64key(ref.Attempt), &rec); err != nil {
+		return err
+	}
+	if u.Steps == nil {
+		u.Steps = map[string]StepSummary{}
+	}
+	sum := u.Steps[ref.Step]
+	sum.EndedAt, sum.ErrorCode = w.now, errCode
+	u.Steps[ref.Step] = sum
+	if err := w.saveUnit(ub, u); err != nil {
+		return err
+	}
+	if err := w.event(Event{Serial: ref.Serial, Type: EventStepEnded, Step: ref.Step, Attempt: ref.Attempt,
+		Status: u.Status, ErrorCode: errCode}); err != nil {
+		return err
+	}
+	if errCode != "" {
+		a.Result, a.ErrorCode = ResultError, errCode
+	} else {
+		a.Result = ResultOK
+	}
+	return w.audit(a)
 }
 
 // stepRecords returns the unit's step records accepted by keep, ordered by

@@ -35,6 +35,7 @@ type unit struct {
 	state   store.UnitState
 	results map[string]json.RawMessage // last successful result per step
 	intents map[string]store.StepRecord
+	pending *pendingEnd // a step result to write with the next intent
 
 	profile   *Profile
 	workOrder string
@@ -73,7 +74,7 @@ func (u *unit) run(ctx context.Context) error {
 			return u.finishFailed(ctx, err)
 		}
 	}
-	return nil
+	return u.flush(ctx)
 }
 
 // errAlreadyDone ends a session of a unit that was provisioned earlier and still has its TPM.
@@ -206,7 +207,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	var ref store.StepRef
 	var err error
 	if step != StepIdentify { // the unit record exists once identify has run
-		if ref, err = u.r.cfg.Journal.BeginStep(ctx, u.serial, step, u.intent(step)); err != nil {
+		if ref, err = u.begin(ctx, step); err != nil {
 			return u.journalErr(err, "recording the intent of %s", step)
 		}
 	}
@@ -230,10 +231,38 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	if err != nil {
 		return fail(CodeInternal, err, "encoding the result of %s", step)
 	}
-	if err := u.r.cfg.Journal.EndStep(ctx, ref, raw, ""); err != nil {
-		return u.journalErr(err, "recording the result of %s", step)
-	}
+	// The result is written with the next step's intent (Advance), or by flush.
+	u.pending = &pendingEnd{ref: ref, result: raw}
 	u.results[step] = raw
+	return nil
+}
+
+// pendingEnd is a step result not written yet: it goes with the next step's intent, in one
+// commit, which keeps "result after the effect, next intent before the next effect".
+type pendingEnd struct {
+	ref    store.StepRef
+	result []byte
+}
+
+// begin journals the intent of step, with the pending result of the previous step if any.
+func (u *unit) begin(ctx context.Context, step string) (store.StepRef, error) {
+	if p := u.pending; p != nil {
+		u.pending = nil
+		return u.r.cfg.Journal.Advance(ctx, p.ref, p.result, step, u.intent(step))
+	}
+	return u.r.cfg.Journal.BeginStep(ctx, u.serial, step, u.intent(step))
+}
+
+// flush writes the pending result, if any.
+func (u *unit) flush(ctx context.Context) error {
+	p := u.pending
+	if p == nil {
+		return nil
+	}
+	u.pending = nil
+	if err := u.r.cfg.Journal.EndStep(ctx, p.ref, p.result, ""); err != nil {
+		return u.journalErr(err, "recording the result of %s", p.ref.Step)
+	}
 	return nil
 }
 
@@ -302,6 +331,10 @@ func (u *unit) event(ctx context.Context, typ, msg string, data map[string]strin
 
 // finishFailed records the failure and tells the agent. Interruptions are not failures.
 func (u *unit) finishFailed(ctx context.Context, err error) error {
+	// The last completed step's result is a fact, whatever happens next.
+	if ferr := u.flush(context.WithoutCancel(ctx)); ferr != nil {
+		u.log.Error("recording a step result", "error", ferr)
+	}
 	if errors.Is(context.Cause(ctx), errAborted) {
 		err = fail(CodeAborted, err, "aborted by an operator")
 	} else if errors.Is(err, errInterrupted) || ctx.Err() != nil {

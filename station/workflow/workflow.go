@@ -70,6 +70,7 @@ type Journal interface {
 	UpdateUnit(ctx context.Context, serial string, fn func(*store.UnitState) error) (store.UnitState, error)
 	BeginStep(ctx context.Context, serial, step string, intent []byte) (store.StepRef, error)
 	EndStep(ctx context.Context, ref store.StepRef, result []byte, errCode string) error
+	Advance(ctx context.Context, end store.StepRef, result []byte, step string, intent []byte) (store.StepRef, error)
 	StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error)
 	BindEK(ctx context.Context, fingerprint, serial string) error
 	Authorize(ctx context.Context, serial, profile string) (store.WorkOrder, error)
