@@ -21,6 +21,9 @@ func RequireTools(tb testing.TB, names ...string) {
 	tb.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
+			if os.Getenv("CI") != "" {
+				tb.Fatalf("CI installs %s (make setup), but it is missing: %v", n, err)
+			}
 			tb.Skipf("skipping: %s is not installed (%v)", n, err)
 		}
 	}
