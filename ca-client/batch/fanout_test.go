@@ -16,11 +16,9 @@ type fakeSingle struct {
 	delay time.Duration
 	gate  chan struct{} // when set, each call waits for it or ctx
 
-	mu       sync.Mutex
-	n, cur   int
-	max      int
-	retries  int64
-	openConn int64
+	mu     sync.Mutex
+	n, cur int
+	max    int
 }
 
 func (f *fakeSingle) Enroll(ctx context.Context, csr []byte) (*x509.Certificate, []*x509.Certificate, error) {

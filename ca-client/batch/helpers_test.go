@@ -122,12 +122,6 @@ func (f *fakeBackend) sizes() []int {
 
 func (f *fakeBackend) calls() int { return len(f.seen()) }
 
-func (f *fakeBackend) maxConcurrent() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.max
-}
-
 // checkGoroutines fails the test if goroutines started during it are still
 // running once it and its cleanups are done. Call it first in a test.
 func checkGoroutines(t *testing.T) {

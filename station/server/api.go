@@ -42,8 +42,9 @@ func (s *Server) caHealth() []api.CAHealth {
 	out := make([]api.CAHealth, 0, len(s.issuers))
 	for name, is := range s.issuers {
 		m := is.batcher.Metrics()
-		out = append(out, api.CAHealth{Name: name, Breaker: m.Breaker.String(), Requests: uint64(m.Requests),
-			Errors: uint64(m.Failed), P50: m.LatencyP50(), P95: m.LatencyP95()})
+		out = append(out, api.CAHealth{Name: name, Breaker: m.Breaker.String(),
+			Requests: uint64(m.Requests + is.unitRequests.Load()), Errors: uint64(m.Failed + is.unitFailures.Load()),
+			P50: m.LatencyP50(), P95: m.LatencyP95()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/devid-station/devid/ca-client/batch"
@@ -23,6 +24,8 @@ type issuer struct {
 	batcher *batch.Batcher
 	roots   *x509.CertPool
 	unitSem chan struct{}
+	// Enrollments authenticated as the unit bypass the batcher; counted here for health.
+	unitRequests, unitFailures atomic.Int64
 }
 
 func newIssuer(c config.CARuntime, log *slog.Logger) (*issuer, error) {
@@ -92,8 +95,10 @@ func (i *issuer) enrollAsUnit(ctx context.Context, req workflow.EnrollRequest) (
 	if err != nil {
 		return nil, fmt.Errorf("CA %s: %w", i.name, err)
 	}
+	i.unitRequests.Add(1)
 	r, err := c.Enroll(ctx, req.CSR)
 	if err != nil {
+		i.unitFailures.Add(1)
 		return nil, i.classify(err)
 	}
 	return &workflow.Issued{Leaf: r.Leaf, Chain: r.Chain}, nil

@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -277,5 +276,3 @@ func (l *testLine) unit(serial string) store.UnitState {
 	}
 	return u
 }
-
-var _ = big.NewInt

@@ -452,8 +452,8 @@ func (u *unit) readBackNV(ctx context.Context, nv NVProfile, want []byte) error 
 }
 
 func isAgentCode(err error, code agentv1.ErrorCode) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == CodeAgentError && bytes.Contains([]byte(e.Msg), []byte(code.String()))
+	e, ok := errors.AsType[*AgentError](err)
+	return ok && e.Code == code
 }
 
 // ldevidPEM is the LDevID file: the certificate, then its chain.

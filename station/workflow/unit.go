@@ -318,9 +318,24 @@ func (u *unit) do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, e
 		case agentv1.ErrorCode_ERROR_CODE_ACTIVATION_FAILED:
 			code = CodeActivationFailed
 		}
-		return nil, fail(code, nil, "agent: %s: %s (tpm rc %#x)", e.GetCode(), e.GetMessage(), e.GetTpmRc())
+		return nil, fail(code, &AgentError{Code: e.GetCode(), TPMRC: e.GetTpmRc()}, "agent: %s", e.GetMessage())
 	}
 	return res, nil
+}
+
+// AgentError is a structured error an agent answered a command with.
+type AgentError struct {
+	// Code is the agent's stable error code.
+	Code agentv1.ErrorCode
+	// TPMRC is the TPM response code, if any.
+	TPMRC uint32
+}
+
+func (e *AgentError) Error() string {
+	if e.TPMRC != 0 {
+		return fmt.Sprintf("%s (tpm rc %#x)", e.Code, e.TPMRC)
+	}
+	return e.Code.String()
 }
 
 func (u *unit) event(ctx context.Context, typ, msg string, data map[string]string) {
