@@ -84,7 +84,10 @@ func auditBy(t *testing.T, st *store.Store, action, serial, key, value string) [
 
 // blockingAgent is an agent whose unit never answers until its session ends: a unit stuck in
 // a step. It answers the final verdict at once.
-type blockingAgent struct{ serial string }
+type blockingAgent struct {
+	serial string
+	asked  chan struct{} // receives once per command the agent blocks on
+}
 
 func (a blockingAgent) Hello() *agentv1.Hello { return &agentv1.Hello{HardwareSerial: a.serial} }
 
@@ -92,21 +95,26 @@ func (a blockingAgent) Do(ctx context.Context, cmd *agentv1.Command) (*agentv1.R
 	if cmd.GetFinish() != nil {
 		return &agentv1.Result{}, nil
 	}
+	select {
+	case a.asked <- struct{}{}:
+	default:
+	}
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
 
 // startRun runs the workflow for serial with a blocking agent and waits until the runner
-// tracks it; the returned channel closes when Run returns.
+// blocks on the agent's first command (the unit is then running at its first step); the
+// returned channel receives Run's outcome.
 func (e *testEnv) startRun(t *testing.T, ctx context.Context, serial string) <-chan workflow.Outcome {
 	t.Helper()
 	done := make(chan workflow.Outcome, 1)
-	go func() { done <- e.runner.Run(ctx, blockingAgent{serial: serial}) }()
-	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(e.runner.Running(), serial); {
-		if time.Now().After(deadline) {
-			t.Fatalf("runner does not track %s", serial)
-		}
-		time.Sleep(5 * time.Millisecond)
+	a := blockingAgent{serial: serial, asked: make(chan struct{}, 1)}
+	go func() { done <- e.runner.Run(ctx, a) }()
+	select {
+	case <-a.asked:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the runner sent %s no command", serial)
 	}
 	return done
 }
@@ -742,7 +750,8 @@ func TestGetStatus(t *testing.T) {
 		{"agents", st.GetAgentsConnected(), uint32(3)},
 		{"done", st.GetUnitsDone(), uint64(3)},
 		{"failed", st.GetUnitsFailed(), uint64(2)},
-		{"running at onboarding", st.GetUnitsPerStep()["onboarding"], uint32(1)},
+		// A resumed unit re-identifies its TPM first.
+		{"running at identify", st.GetUnitsPerStep()["identify"], uint32(1)},
 		{"steps", len(st.GetUnitsPerStep()), 1},
 		{"window", st.GetWindowMinutes(), uint32(15)},
 		// The store is younger than a minute: three units over the one-minute floor.

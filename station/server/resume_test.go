@@ -90,9 +90,8 @@ func (j *boundaryJournal) BindEK(ctx context.Context, fp, serial string) error {
 }
 
 // boundaries is the number of step boundaries of one unit's run: the first intent, then the
-// result of each journaled step written with the next one's intent (Advance), then the last
-// result.
-var boundaries = len(workflow.Steps)
+// result of each step written with the next one's intent (Advance), then the last result.
+var boundaries = len(workflow.Steps) + 1
 
 // TestResumeAfterStationCrash stops the station hard at every step boundary of a unit's run,
 // starts a new station on the same store file, and lets the unit's agent reconnect: the unit

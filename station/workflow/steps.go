@@ -57,7 +57,32 @@ func (u *unit) identify(ctx context.Context) (any, error) {
 			break
 		}
 	}
-	return out, nil
+	if u.evidence, err = json.Marshal(out); err != nil {
+		return nil, fail(CodeInternal, err, "encoding the identify report")
+	}
+	// The journal keeps a summary; the whole report is verify_ek's intent.
+	sum := identifySummary{Manufacturer: u.info.GetManufacturerId(), VendorString: u.info.GetVendorString(),
+		FirmwareVersion: u.info.GetFirmwareVersion(), BootID: out.Hello.GetBootId(), FixtureSlot: out.Hello.GetFixtureSlot()}
+	for _, k := range out.EKs {
+		sum.EKs = append(sum.EKs, ekSummary{Algorithm: k.GetAlgorithm().String(), Certificate: len(k.GetCertificate()) > 0, Persisted: k.GetPersisted()})
+	}
+	return sum, nil
+}
+
+// identifySummary is the journaled result of identify.
+type identifySummary struct {
+	Manufacturer    string      `json:"manufacturer"`
+	VendorString    string      `json:"vendor_string"`
+	FirmwareVersion uint64      `json:"firmware_version"`
+	BootID          string      `json:"boot_id"`
+	FixtureSlot     string      `json:"fixture_slot"`
+	EKs             []ekSummary `json:"eks"`
+}
+
+type ekSummary struct {
+	Algorithm   string `json:"algorithm"`
+	Certificate bool   `json:"certificate"`
+	Persisted   bool   `json:"persisted"`
 }
 
 // ekFingerprint identifies a TPM by the SHA-256 of its EK public key (SubjectPublicKeyInfo).
@@ -73,7 +98,7 @@ func ekFingerprint(pub crypto.PublicKey) (string, error) {
 // checkEK verifies the reported EK certificate chain and public area; it writes nothing.
 func (u *unit) checkEK() error {
 	var id identifyResult
-	if err := json.Unmarshal(u.results[StepIdentify], &id); err != nil {
+	if err := json.Unmarshal(u.evidence, &id); err != nil {
 		return fail(CodeInternal, err, "decoding identify result")
 	}
 	var intermediates []*x509.Certificate

@@ -37,6 +37,7 @@ type unit struct {
 	intents map[string]store.StepRecord
 	pending *pendingEnd // a step result to write with the next intent
 
+	evidence  json.RawMessage // what the agent reported in identify, checked in verify_ek
 	profile   *Profile
 	workOrder string
 	info      *agentv1.InfoResult
@@ -61,15 +62,13 @@ func (u *unit) run(ctx context.Context) error {
 	if err := u.load(ctx); err != nil {
 		return err
 	}
-	for _, step := range Steps {
-		if step == StepVerifyEK {
-			if err := u.open(ctx); err != nil {
-				if errors.Is(err, errAlreadyDone) {
-					return nil
-				}
-				return u.finishFailed(ctx, err)
-			}
+	if err := u.open(ctx); err != nil {
+		if errors.Is(err, errAlreadyDone) {
+			return nil
 		}
+		return u.finishFailed(ctx, err)
+	}
+	for _, step := range Steps {
 		if err := u.runStep(ctx, step); err != nil {
 			return u.finishFailed(ctx, err)
 		}
@@ -80,14 +79,19 @@ func (u *unit) run(ctx context.Context) error {
 // errAlreadyDone ends a session of a unit that was provisioned earlier and still has its TPM.
 var errAlreadyDone = errors.New("already provisioned")
 
-// open marks the unit running once its agent identified it. A done unit without rework is
-// only re-identified: the same TPM gets the passed verdict again, anything else fails. A done
-// or aborted unit with a rework authorization is reopened and its TPM objects removed.
+// open marks the unit running (creating its record). A done unit without rework is only
+// re-identified, without journaling: the same TPM gets the passed verdict again, anything else
+// fails. A done or aborted unit with a rework authorization is reopened and its TPM objects
+// removed.
 func (u *unit) open(ctx context.Context) error {
 	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted
 	if closed && u.state.Rework == nil {
 		if u.state.Status == store.StatusAborted {
 			return fail(CodeAborted, nil, "unit was aborted; it needs a rework authorization")
+		}
+		u.step = StepIdentify
+		if _, err := u.identify(ctx); err != nil {
+			return err
 		}
 		if err := u.checkEK(); err != nil {
 			return err
@@ -108,7 +112,7 @@ func (u *unit) open(ctx context.Context) error {
 	}
 	u.state = st
 	if closed {
-		u.results = map[string]json.RawMessage{StepIdentify: u.results[StepIdentify]}
+		u.results = map[string]json.RawMessage{}
 		return u.reworkCleanup(ctx)
 	}
 	return nil
@@ -204,24 +208,13 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	var ref store.StepRef
-	var err error
-	if step != StepIdentify { // the unit record exists once identify has run
-		if ref, err = u.begin(ctx, step); err != nil {
-			return u.journalErr(err, "recording the intent of %s", step)
-		}
+	ref, err := u.begin(ctx, step)
+	if err != nil {
+		return u.journalErr(err, "recording the intent of %s", step)
 	}
 	result, err := stepFuncs[step](u, sctx)
 	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
 		err = fail(CodeStepTimeout, err, "step %s took longer than %s", step, timeout)
-	}
-	if step == StepIdentify {
-		if err != nil {
-			return err
-		}
-		// identify only reads; its facts are journaled as the verify_ek intent.
-		u.results[step], _ = json.Marshal(result)
-		return nil
 	}
 	if err != nil {
 		// An interrupted step keeps its intent open: the resume decides what it did.
@@ -280,7 +273,7 @@ func (u *unit) intent(step string) []byte {
 	m := map[string]string{"step": step}
 	switch step {
 	case StepVerifyEK:
-		m["identify"] = string(u.results[StepIdentify])
+		m["identify"] = string(u.evidence)
 	case StepIDevIDEnroll, StepLDevIDEnroll:
 		k := u.keys[roleFor(step)]
 		if k != nil {
