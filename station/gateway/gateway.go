@@ -191,10 +191,12 @@ func (s *Session) recvLoop() {
 			close(s.done)
 			return
 		}
+		// Do takes results in order and drops late answers to commands whose caller gave up;
+		// until it does, this waits (the stream's end also ends the wait).
 		select {
 		case s.results <- r:
-		default:
-			s.err = fmt.Errorf("%w: result %d with no command waiting", ErrProtocol, r.GetId())
+		case <-s.stream.Context().Done():
+			s.err = s.stream.Context().Err()
 			close(s.done)
 			return
 		}
