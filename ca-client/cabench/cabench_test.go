@@ -2,7 +2,6 @@ package cabench
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
 	"net/http"
 	"runtime"
 	"slices"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/devid-station/devid/ca-client/batch"
 	"github.com/devid-station/devid/ca-client/est"
+	"github.com/devid-station/devid/fixture/devpki"
 	"github.com/devid-station/devid/fixture/estca"
 )
 
@@ -82,10 +81,12 @@ type caFixture struct {
 // rate-limit bucket and zeroed Stats.
 func startCA(tb testing.TB) *caFixture {
 	tb.Helper()
-	rootKey, issuingKey, tlsKey := newKey(tb), newKey(tb), newKey(tb)
-	root := newCACert(tb, "cabench root", rootKey, nil, nil)
-	issuing := newCACert(tb, "cabench IDevID issuing CA", issuingKey, root, rootKey)
-	tlsCert, err := estca.NewTLSCertificate(root, rootKey, nil, tlsKey, []string{"127.0.0.1"}, time.Now(), time.Hour)
+	pki, err := devpki.New(devpki.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	root, issuing := pki.MakerRoot.Cert, pki.IDevIDIssuing.Cert
+	tlsCert, err := estca.NewTLSCertificate(root, pki.MakerRoot.Signer, nil, newKey(tb), []string{"127.0.0.1"}, time.Now(), time.Hour)
 	if err != nil {
 		tb.Fatalf("TLS certificate: %v", err)
 	}
@@ -99,7 +100,7 @@ func startCA(tb testing.TB) *caFixture {
 		CAs: []estca.CAConfig{{
 			Label:         caLabel,
 			Issuer:        issuing,
-			Signer:        issuingKey,
+			Signer:        pki.IDevIDIssuing.Signer,
 			ChainInEnroll: true, // the client verifies the chain without a /cacerts call
 			Profile: estca.Profile{
 				Validity:    24 * time.Hour,
@@ -144,37 +145,6 @@ func newKey(tb testing.TB) *ecdsa.PrivateKey {
 		tb.Fatal(err)
 	}
 	return k
-}
-
-// newCACert returns a CA certificate for key signed by parent, self-signed
-// when parent is nil.
-func newCACert(tb testing.TB, name string, key crypto.Signer, parent *x509.Certificate, parentKey crypto.Signer) *x509.Certificate {
-	tb.Helper()
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return c
 }
 
 // newCSRs returns n DER CSRs, each for a fresh P-256 key with a unit serial

@@ -37,8 +37,6 @@ const (
 	StepOnboarding     = "onboarding"
 	StepVerify         = "verify"
 	StepComplete       = "complete"
-	stepHello          = "hello"
-	stepFinish         = "finish"
 	eventUnitDone      = "unit.done"
 	eventUnitFailed    = "unit.failed"
 	eventUnitWaiting   = "unit.waiting"
