@@ -41,6 +41,7 @@ func openAt(t *testing.T, path string) *Store {
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
+	s.states.check = true // every remembered unit state is checked against its bytes
 	t.Cleanup(func() { s.Close() })
 	return s
 }

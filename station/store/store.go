@@ -88,6 +88,7 @@ type Store struct {
 	clock     Clock
 	log       *slog.Logger
 	stationID string
+	states    unitStates
 }
 
 // Open opens or creates the store file at path.

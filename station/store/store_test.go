@@ -628,6 +628,9 @@ func TestAdvance(t *testing.T) {
 	if err != nil || len(open) != 1 || open[0].StepRef != c {
 		t.Fatalf("open intents %+v (%v), want only %v", open, err, c)
 	}
+	if u, err := s.Unit(ctx, "SN1"); err != nil || u.Steps["step_d"].EndedAt.IsZero() {
+		t.Fatalf("unit after the refused begin: %+v, %v; want step_d's end in its summary", u, err)
+	}
 	if _, err := s.VerifyChain(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -6,11 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -21,13 +24,13 @@ func unitBucket(tx *bolt.Tx, serial string) *bolt.Bucket {
 }
 
 // loadUnit reads the unit's state; ErrNotFound if absent.
-func loadUnit(tx *bolt.Tx, serial string) (*bolt.Bucket, UnitState, error) {
-	var u UnitState
+func (s *Store) loadUnit(tx *bolt.Tx, serial string) (*bolt.Bucket, UnitState, error) {
 	ub := unitBucket(tx, serial)
 	if ub == nil {
-		return nil, u, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
+		return nil, UnitState{}, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
 	}
-	if _, err := get(ub, kState, &u); err != nil {
+	u, err := s.decodeUnit(serial, ub.Get(kState))
+	if err != nil {
 		return nil, u, fmt.Errorf("unit %q: %w", serial, err)
 	}
 	return ub, u, nil
@@ -36,7 +39,122 @@ func loadUnit(tx *bolt.Tx, serial string) (*bolt.Bucket, UnitState, error) {
 // saveUnit stamps and writes the unit's state.
 func (w *wtx) saveUnit(ub *bolt.Bucket, u *UnitState) error {
 	u.UpdatedAt = w.now
-	return put(ub, kState, u)
+	data, err := json.Marshal(u)
+	if err != nil {
+		return fmt.Errorf("encoding unit %q: %w", u.Serial, err)
+	}
+	if err := ub.Put(kState, data); err != nil {
+		return err
+	}
+	w.s.states.put(u.Serial, data, u.decoded())
+	return nil
+}
+
+// unitStates remembers the last decoded state of each unit, keyed by the stored bytes: every
+// step reads the state its previous step wrote, and decoding it again would be most of the
+// step's store work. An entry is used only when the bytes a transaction reads equal its key,
+// so an entry from a transaction that rolled back is never used. It is safe for concurrent
+// use.
+type unitStates struct {
+	mu sync.Mutex
+	m  map[string]unitMemo
+	// check, for tests, decodes on every hit too and panics when the entry differs.
+	check bool
+}
+
+type unitMemo struct {
+	raw []byte
+	u   UnitState
+}
+
+// unitStatesMax bounds the memo; it starts over when full (units in flight are far fewer).
+const unitStatesMax = 4096
+
+func (c *unitStates) get(serial string, raw []byte) (UnitState, bool) {
+	c.mu.Lock()
+	m, ok := c.m[serial]
+	c.mu.Unlock()
+	if !ok || !bytes.Equal(m.raw, raw) {
+		return UnitState{}, false
+	}
+	return m.u.clone(), true
+}
+
+func (c *unitStates) put(serial string, raw []byte, u UnitState) {
+	m := unitMemo{raw: bytes.Clone(raw), u: u.clone()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= unitStatesMax {
+		c.m = make(map[string]unitMemo)
+	}
+	c.m[serial] = m
+}
+
+// decodeUnit decodes a unit's stored state, from the memo when it holds these bytes.
+func (s *Store) decodeUnit(serial string, raw []byte) (UnitState, error) {
+	var u UnitState
+	if raw == nil {
+		return u, fmt.Errorf("state: %w", ErrNotFound)
+	}
+	if m, ok := s.states.get(serial, raw); ok {
+		if s.states.check {
+			if err := json.Unmarshal(raw, &u); err != nil || !reflect.DeepEqual(u, m) {
+				panic(fmt.Sprintf("store: remembered state of %q differs from its bytes:\n%+v\n%+v", serial, m, u))
+			}
+		}
+		return m, nil
+	}
+	if err := json.Unmarshal(raw, &u); err != nil {
+		return u, fmt.Errorf("decoding state: %w", err)
+	}
+	s.states.put(serial, raw, u)
+	return u, nil
+}
+
+// clone copies u deeply enough that changing the copy changes nothing in u.
+func (u UnitState) clone() UnitState {
+	u.Steps = maps.Clone(u.Steps)
+	if u.Keys != nil {
+		keys := make(map[string]KeyRef, len(u.Keys))
+		for k, v := range u.Keys {
+			v.Name = bytes.Clone(v.Name)
+			keys[k] = v
+		}
+		u.Keys = keys
+	}
+	u.Certificates = slices.Clone(u.Certificates)
+	if u.Rework != nil {
+		r := *u.Rework
+		u.Rework = &r
+	}
+	u.Reworks = slices.Clone(u.Reworks)
+	return u
+}
+
+// decoded returns u as decoding its JSON encoding gives it: empty collections that the
+// encoding omits become nil. (Times are the store's UTC clock readings and survive as they
+// are.)
+func (u *UnitState) decoded() UnitState {
+	d := u.clone()
+	if len(d.Steps) == 0 {
+		d.Steps = nil
+	}
+	if len(d.Keys) == 0 {
+		d.Keys = nil
+	}
+	for k, v := range d.Keys {
+		if len(v.Name) == 0 {
+			v.Name = nil
+			d.Keys[k] = v
+		}
+	}
+	if len(d.Certificates) == 0 {
+		d.Certificates = nil
+	}
+	if len(d.Reworks) == 0 {
+		d.Reworks = nil
+	}
+	return d
 }
 
 // event appends ev to the unit's log (when ev.Serial is set) and to the
@@ -55,16 +173,24 @@ func (w *wtx) stampEvent(ev Event) (Event, error) {
 		return ev, err
 	}
 	ev.Seq = seq
+	var eb *bolt.Bucket
 	if ev.Serial != "" {
-		eb := unitBucket(w.tx, ev.Serial).Bucket(bEvents)
+		eb = unitBucket(w.tx, ev.Serial).Bucket(bEvents)
 		if ev.UnitSeq, err = eb.NextSequence(); err != nil {
 			return ev, err
 		}
-		if err := put(eb, u64key(ev.UnitSeq), &ev); err != nil {
+	}
+	// The unit's log and the outbox hold the same record: encode it once.
+	data, err := json.Marshal(&ev)
+	if err != nil {
+		return ev, fmt.Errorf("encoding event: %w", err)
+	}
+	if eb != nil {
+		if err := eb.Put(u64key(ev.UnitSeq), data); err != nil {
 			return ev, err
 		}
 	}
-	return ev, put(ob, u64key(seq), &ev)
+	return ev, ob.Put(u64key(seq), data)
 }
 
 // Unit returns the state of serial, or ErrNotFound.
@@ -72,7 +198,7 @@ func (s *Store) Unit(ctx context.Context, serial string) (UnitState, error) {
 	var u UnitState
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
-		_, u, err = loadUnit(tx, serial)
+		_, u, err = s.loadUnit(tx, serial)
 		return err
 	})
 	return u, err
@@ -93,19 +219,17 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 		units := w.tx.Bucket(bUnits)
 		ub := units.Bucket([]byte(serial))
 		var before UnitState
+		var err error
 		created := ub == nil
 		if created {
-			var err error
 			if ub, err = createUnitBucket(units, serial); err != nil {
 				return err
 			}
 			before = UnitState{Serial: serial, Status: StatusPending, CreatedAt: w.now}
-		} else if _, err := get(ub, kState, &before); err != nil {
-			return err
+		} else if before, err = w.s.decodeUnit(serial, ub.Get(kState)); err != nil {
+			return fmt.Errorf("unit %q: %w", serial, err)
 		}
-		u := before
-		u.Steps, u.Keys = maps.Clone(before.Steps), maps.Clone(before.Keys)
-		u.Certificates, u.Reworks = slices.Clone(before.Certificates), slices.Clone(before.Reworks)
+		u := before.clone()
 		if err := fn(&u); err != nil {
 			return fmt.Errorf("updating unit %q: %w", serial, err)
 		}
@@ -194,12 +318,14 @@ func (s *Store) BeginStep(ctx context.Context, serial, step string, intent []byt
 	}
 	var ref StepRef
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := loadUnit(w.tx, serial)
+		ub, u, err := w.s.loadUnit(w.tx, serial)
 		if err != nil {
 			return skip(err)
 		}
-		ref, err = w.beginStep(ub, &u, step, intent)
-		return err
+		if ref, err = w.beginStep(ub, &u, step, intent); err != nil {
+			return err
+		}
+		return w.saveUnit(ub, &u)
 	})
 	if err != nil {
 		return StepRef{}, err
@@ -207,7 +333,8 @@ func (s *Store) BeginStep(ctx context.Context, serial, step string, intent []byt
 	return ref, nil
 }
 
-// beginStep is BeginStep inside a write transaction, for the unit ub whose state is u.
+// beginStep is BeginStep inside a write transaction, for the unit ub whose state is u; the
+// caller saves u.
 func (w *wtx) beginStep(ub *bolt.Bucket, u *UnitState, step string, intent []byte) (StepRef, error) {
 	serial := u.Serial
 	a := AuditEvent{Serial: serial, Action: EventStepBegun, Fingerprints: unitFingerprints(u),
@@ -250,9 +377,6 @@ func (w *wtx) beginStep(ub *bolt.Bucket, u *UnitState, step string, intent []byt
 	sum.Attempts++
 	sum.StartedAt = w.now
 	u.Steps[step] = sum
-	if err := w.saveUnit(ub, u); err != nil {
-		return StepRef{}, err
-	}
 	if err := w.event(Event{Serial: serial, Type: EventStepBegun, Step: step, Attempt: attempt, Status: u.Status}); err != nil {
 		return StepRef{}, err
 	}
@@ -272,11 +396,15 @@ func (s *Store) EndStep(ctx context.Context, ref StepRef, result []byte, errCode
 		return err
 	}
 	return s.update(ctx, func(w *wtx) error {
-		ub, u, err := loadUnit(w.tx, ref.Serial)
+		ub, u, err := w.s.loadUnit(w.tx, ref.Serial)
 		if err != nil {
 			return skip(err)
 		}
-		return w.endStep(ub, &u, ref, result, errCode)
+		saved, err := w.endStep(ub, &u, ref, result, errCode)
+		if err != nil || !saved {
+			return err
+		}
+		return w.saveUnit(ub, &u)
 	})
 }
 
@@ -295,14 +423,23 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 	}
 	var ref StepRef
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := loadUnit(w.tx, end.Serial)
+		ub, u, err := w.s.loadUnit(w.tx, end.Serial)
 		if err != nil {
 			return skip(err)
 		}
-		if err := w.endStep(ub, &u, end, result, ""); err != nil {
+		ended, err := w.endStep(ub, &u, end, result, "")
+		if err != nil {
 			return err
 		}
 		ref, err = w.beginStep(ub, &u, step, intent)
+		var r *refusal
+		if err != nil && !(ended && errors.As(err, &r)) {
+			return err
+		}
+		// A refused begin still commits the ended step: save the unit's summary of it.
+		if serr := w.saveUnit(ub, &u); serr != nil {
+			return serr
+		}
 		return err
 	})
 	if err != nil {
@@ -311,31 +448,32 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 	return ref, nil
 }
 
-// endStep is EndStep inside a write transaction, for the unit ub whose state is u.
-func (w *wtx) endStep(ub *bolt.Bucket, u *UnitState, ref StepRef, result []byte, errCode string) error {
+// endStep is EndStep inside a write transaction, for the unit ub whose state is u. It reports
+// whether it changed u, which the caller then saves.
+func (w *wtx) endStep(ub *bolt.Bucket, u *UnitState, ref StepRef, result []byte, errCode string) (bool, error) {
 	notFound := fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound)
 	sb := ub.Bucket(bSteps).Bucket([]byte(ref.Step))
 	if sb == nil {
-		return skip(notFound)
+		return false, skip(notFound)
 	}
 	var rec StepRecord
 	if ok, err := get(sb, u64key(ref.Attempt), &rec); err != nil {
-		return err
+		return false, err
 	} else if !ok {
-		return skip(notFound)
+		return false, skip(notFound)
 	}
 	a := AuditEvent{Serial: ref.Serial, Action: EventStepEnded, Fingerprints: unitFingerprints(u),
 		Details: map[string]string{"step": ref.Step, "attempt": fmt.Sprint(ref.Attempt),
 			"result_sha256": digest(result), "step_error_code": errCode}}
 	if rec.Ended {
 		if bytes.Equal(rec.Result, result) && rec.ErrorCode == errCode {
-			return nil
+			return false, nil
 		}
-		return w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrStepEnded))
+		return false, w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrStepEnded))
 	}
 	rec.Ended, rec.Result, rec.ErrorCode, rec.EndedAt = true, result, errCode, w.now
 	if err := put(sb, u64key(ref.Attempt), &rec); err != nil {
-		return err
+		return false, err
 	}
 	if u.Steps == nil {
 		u.Steps = map[string]StepSummary{}
@@ -343,19 +481,16 @@ func (w *wtx) endStep(ub *bolt.Bucket, u *UnitState, ref StepRef, result []byte,
 	sum := u.Steps[ref.Step]
 	sum.EndedAt, sum.ErrorCode = w.now, errCode
 	u.Steps[ref.Step] = sum
-	if err := w.saveUnit(ub, u); err != nil {
-		return err
-	}
 	if err := w.event(Event{Serial: ref.Serial, Type: EventStepEnded, Step: ref.Step, Attempt: ref.Attempt,
 		Status: u.Status, ErrorCode: errCode}); err != nil {
-		return err
+		return false, err
 	}
 	if errCode != "" {
 		a.Result, a.ErrorCode = ResultError, errCode
 	} else {
 		a.Result = ResultOK
 	}
-	return w.audit(a)
+	return true, w.audit(a)
 }
 
 // stepRecords returns the unit's step records accepted by keep, ordered by
@@ -363,7 +498,7 @@ func (w *wtx) endStep(ub *bolt.Bucket, u *UnitState, ref StepRef, result []byte,
 func (s *Store) stepRecords(ctx context.Context, serial string, keep func(*StepRecord) bool) ([]StepRecord, error) {
 	var out []StepRecord
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		ub, _, err := loadUnit(tx, serial)
+		ub, _, err := s.loadUnit(tx, serial)
 		if err != nil {
 			return err
 		}
@@ -416,7 +551,7 @@ func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, da
 	}
 	var out Event
 	err := s.update(ctx, func(w *wtx) error {
-		_, u, err := loadUnit(w.tx, serial)
+		_, u, err := w.s.loadUnit(w.tx, serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -439,7 +574,7 @@ func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, da
 func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]Event, error) {
 	var out []Event
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		ub, _, err := loadUnit(tx, serial)
+		ub, _, err := s.loadUnit(tx, serial)
 		if err != nil {
 			return err
 		}

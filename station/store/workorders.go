@@ -172,7 +172,7 @@ func (s *Store) Authorize(ctx context.Context, serial, profile string) (WorkOrde
 		if unitBucket(tx, serial) == nil {
 			return nil
 		}
-		_, u, err := loadUnit(tx, serial)
+		_, u, err := s.loadUnit(tx, serial)
 		if err != nil {
 			return err
 		}
@@ -201,7 +201,7 @@ func (s *Store) AuthorizeRework(ctx context.Context, serial, by, reason string) 
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := loadUnit(w.tx, serial)
+		ub, u, err := w.s.loadUnit(w.tx, serial)
 		if err != nil {
 			return skip(err)
 		}
