@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/devid-station/devid/fixture/devpki"
 )
 
 // stepClock is a Clock that advances 1ms on every call.
@@ -91,58 +93,23 @@ func lastAudit(t *testing.T, s *Store) AuditEvent {
 	return recs[0]
 }
 
-// testCA issues certificates for tests.
-type testCA struct {
-	key  *ecdsa.PrivateKey
-	cert *x509.Certificate
-}
-
-func newTestCA(t *testing.T, cn string) *testCA {
+// issueLeaf returns the DER of a leaf certificate from ca with the serial number and subject
+// serialNumber given.
+func issueLeaf(t *testing.T, ca *devpki.CA, serial int64, unit string) []byte {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{key: key, cert: cert}
-}
-
-// issue returns the DER of a leaf certificate with the serial number and
-// subject serialNumber given.
-func (ca *testCA) issue(t *testing.T, serial int64, unit string) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
+	cert, err := ca.Issue(&x509.Certificate{
 		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{SerialNumber: unit},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	}, &key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return der
+	return cert.Raw
 }
 
 func mustParse(t *testing.T, der []byte) *x509.Certificate {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/devid-station/devid/fixture/devpki"
 )
 
 func TestOpen(t *testing.T) {
@@ -335,11 +337,15 @@ func TestCertificateIndex(t *testing.T) {
 	s, _ := openTemp(t)
 	mustUnit(t, s, "SN-A", StatusRunning)
 	mustUnit(t, s, "SN-B", StatusRunning)
-	ca := newTestCA(t, "IDevID CA")
-	first := ca.issue(t, 1001, "SN-A")
-	retried := ca.issue(t, 1002, "SN-A")
-	sameSerial := ca.issue(t, 1001, "SN-B")
-	forB := ca.issue(t, 2001, "SN-B")
+	pki, err := devpki.New(devpki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := pki.IDevIDIssuing
+	first := issueLeaf(t, ca, 1001, "SN-A")
+	retried := issueLeaf(t, ca, 1002, "SN-A")
+	sameSerial := issueLeaf(t, ca, 1001, "SN-B")
+	forB := issueLeaf(t, ca, 2001, "SN-B")
 
 	tests := []struct {
 		name          string
@@ -358,7 +364,7 @@ func TestCertificateIndex(t *testing.T) {
 		{name: "other unit", serial: "SN-B", role: RoleLDevID, der: forB},
 		{name: "not a certificate", serial: "SN-B", role: RoleIDevID, der: []byte("junk"), wantErr: ErrInvalidArgument},
 		{name: "bad role", serial: "SN-B", role: "EK", der: forB, wantErr: ErrInvalidArgument},
-		{name: "unknown unit", serial: "SN-C", role: RoleIDevID, der: ca.issue(t, 3001, "SN-C"), wantErr: ErrNotFound},
+		{name: "unknown unit", serial: "SN-C", role: RoleIDevID, der: issueLeaf(t, ca, 3001, "SN-C"), wantErr: ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -374,7 +380,7 @@ func TestCertificateIndex(t *testing.T) {
 			if err != nil || string(bySHA.DER) != string(tt.der) {
 				t.Fatalf("CertificateBySHA256: %v", err)
 			}
-			bySerial, err := s.CertificateByIssuerSerial(ctx, ca.cert.RawSubject, mustParse(t, tt.der).SerialNumber)
+			bySerial, err := s.CertificateByIssuerSerial(ctx, ca.Cert.RawSubject, mustParse(t, tt.der).SerialNumber)
 			if err != nil || bySerial.SHA256 != bySHA.SHA256 || bySerial.Serial != tt.serial {
 				t.Fatalf("CertificateByIssuerSerial = %+v, %v", bySerial, err)
 			}

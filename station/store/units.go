@@ -50,11 +50,12 @@ func (w *wtx) saveUnit(ub *bolt.Bucket, u *UnitState) error {
 	return nil
 }
 
-// unitStates remembers the last decoded state of each unit, keyed by the stored bytes: every
-// step reads the state its previous step wrote, and decoding it again would be most of the
-// step's store work. An entry is used only when the bytes a transaction reads equal its key,
-// so an entry from a transaction that rolled back is never used. It is safe for concurrent
-// use.
+// unitStates remembers the state this store last wrote for each unit, keyed by the stored
+// bytes: every step reads the state its previous step wrote, and decoding it again would be
+// most of the step's store work. An entry is used only when the bytes a transaction reads
+// equal its key, so an entry from a transaction that rolled back is never used. Reads do not
+// add entries, so listing many units does not push out the units in flight. It is safe for
+// concurrent use.
 type unitStates struct {
 	mu sync.Mutex
 	m  map[string]unitMemo
@@ -107,7 +108,6 @@ func (s *Store) decodeUnit(serial string, raw []byte) (UnitState, error) {
 	if err := json.Unmarshal(raw, &u); err != nil {
 		return u, fmt.Errorf("decoding state: %w", err)
 	}
-	s.states.put(serial, raw, u)
 	return u, nil
 }
 
