@@ -3,22 +3,36 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help setup build test bench bench-ca bench-line lint generate generate-check tidy-check demo ci clean
+.PHONY: help deps setup build test bench bench-ca bench-line lint generate generate-check tidy-check demo ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-# System packages the build and the tests need (Debian names).
-DEB_PACKAGES := protobuf-compiler swtpm swtpm-tools tpm2-tools openssl curl
+# Debian packages the build, the demo and the tests need, named one by one: apt installs no
+# recommends here, so nothing arrives unless it is on this list.
+#   gcc libc6-dev libssl-dev      cgo build of the in-process TPM simulator (links libcrypto)
+#   protobuf-compiler             protoc, for make generate / generate-check
+#   libprotobuf-dev               the well-known .proto files protoc imports (timestamp.proto)
+#   swtpm swtpm-tools             software TPM processes for the swtpm test tier and fixture units
+#   tpm2-tools                    independent read-back of TPM state in tests
+#   openssl curl                  independent checks of certificates and of the EST CA in tests
+#   git ca-certificates           generate-check and module downloads
+DEB_PACKAGES := gcc libc6-dev libssl-dev protobuf-compiler libprotobuf-dev swtpm swtpm-tools \
+	tpm2-tools openssl curl git ca-certificates
 
-setup: ## install the system packages (apt, as root or with sudo) and download Go modules
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+deps: ## install the Debian packages and Go modules the build and tests need (quick when all are there)
+	@installed=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(DEB_PACKAGES) 2>/dev/null | awk '$$NF=="installed"{print $$1}'); \
+	missing=$$(for p in $(DEB_PACKAGES); do grep -qx "$$p" <<<"$$installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		echo "installing:" $$missing; \
-		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		echo "==> installing Debian packages (apt, no recommends; about a minute):" $$missing; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+		echo "==> installed:" $$missing; \
 	fi
-	$(GO) mod download
+	@$(GO) mod download
+
+setup: deps ## the same as deps (kept for old habits)
 
 build: ## build every binary into bin/
 	CGO_ENABLED=1 $(GO) build -o bin/ ./...
