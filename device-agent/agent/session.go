@@ -65,6 +65,7 @@ func Run(ctx context.Context, cfg Config, t TPM) (Verdict, error) {
 			FixtureSlot:     validUTF8(cfg.FixtureSlot),
 			BootId:          bootID,
 			TpmTransport:    validUTF8(t.Description()),
+			FileRoots:       s.announcedRoots(),
 		},
 	}
 	return a.run(ctx)
