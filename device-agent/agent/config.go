@@ -76,9 +76,9 @@ type Config struct {
 	// Sysroot, when set, is an existing absolute directory every unit path maps into, for
 	// running an agent on a bench machine: a root R and a path P of a file command stand for
 	// Sysroot/R and Sysroot/P, and the roots are checked after that mapping. Without
-	// FileRoots the root is "/", that is the whole of Sysroot. Nothing outside Sysroot is
-	// written or read: a symlink below it that leads outside it is refused. Empty means the
-	// real root.
+	// FileRoots the root is "/", that is the whole of Sysroot. Run creates missing roots
+	// below Sysroot. Nothing outside Sysroot is written or read: a symlink below it that
+	// leads outside it is refused. Empty means the real root.
 	Sysroot string
 	// Backoff paces reconnects.
 	Backoff Backoff

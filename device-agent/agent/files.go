@@ -110,6 +110,29 @@ func (r *fileRoots) inSysroot(root, resolvedRoot string) error {
 	return nil
 }
 
+// makeRoots creates the roots that are missing below the sysroot, as a unit's image has the
+// folders the station writes to; a symlink leading off the sysroot is refused. Without a
+// sysroot it does nothing: a unit's roots are its own.
+func (r *fileRoots) makeRoots() error {
+	if r.sysroot == "" {
+		return nil
+	}
+	sys, err := filepath.EvalSymlinks(r.sysroot)
+	if err != nil {
+		return &fileError{op: "resolving sysroot", path: r.sysroot, err: err}
+	}
+	for _, root := range r.roots {
+		rel, err := filepath.Rel(r.sysroot, root)
+		if err != nil {
+			return fmt.Errorf("file root %s: %w", root, err)
+		}
+		if _, err := walkDir(sys, rel, true); err != nil {
+			return fmt.Errorf("creating file root %s: %w", root, err)
+		}
+	}
+	return nil
+}
+
 // walkDir descends from root through rel one component at a time, refusing symlinks that
 // lead outside root and creating missing directories when create is set. It returns the
 // resolved directory.

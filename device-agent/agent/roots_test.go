@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -76,10 +77,13 @@ func TestSysrootFiles(t *testing.T) {
 	})
 	t.Run("roots below the sysroot", func(t *testing.T) {
 		sys := t.TempDir()
-		if err := os.MkdirAll(filepath.Join(sys, "etc/devid"), 0o755); err != nil {
+		d := sysrootDispatcher(t, sys, "/etc/devid")
+		if err := d.files.makeRoots(); err != nil {
 			t.Fatal(err)
 		}
-		d := sysrootDispatcher(t, sys, "/etc/devid")
+		if fi, err := os.Stat(filepath.Join(sys, "etc/devid")); err != nil || !fi.IsDir() {
+			t.Fatalf("root not created below the sysroot: %v", err)
+		}
 		if res := d.execute(writeCmd("/etc/devid/ldevid.pem", []byte("x"), 0o644)); res.GetError() != nil {
 			t.Fatalf("write inside the root: %v", res.GetError())
 		}
@@ -96,6 +100,13 @@ func TestSysrootFiles(t *testing.T) {
 		sys, outside := t.TempDir(), t.TempDir()
 		if err := os.Symlink(outside, filepath.Join(sys, "etc")); err != nil {
 			t.Fatal(err)
+		}
+		err := sysrootDispatcher(t, sys, "/etc/devid").files.makeRoots()
+		if !errors.Is(err, ErrPathNotAllowed) {
+			t.Fatalf("creating a root through a symlink off the sysroot: %v, want PATH_NOT_ALLOWED", err)
+		}
+		if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+			t.Fatalf("created outside the sysroot: %v", entries)
 		}
 		if err := os.Mkdir(filepath.Join(outside, "devid"), 0o755); err != nil {
 			t.Fatal(err)
