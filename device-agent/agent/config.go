@@ -181,7 +181,7 @@ type settings struct {
 	maxBytes int
 	log      *slog.Logger
 	roots    []string // FileRoots as directories of this machine (below sysroot)
-	unit     []string // FileRoots as unit paths, cleaned: what Hello announces
+	unit     []string // FileRoots as unit paths, cleaned, valid UTF-8: what Hello announces
 	sysroot  string
 }
 
@@ -246,17 +246,8 @@ func (cfg Config) validate() (*settings, error) {
 			return nil, fmt.Errorf("config: file root %q is not absolute", r)
 		}
 		r = filepath.Clean(r)
-		s.unit = append(s.unit, r)
+		s.unit = append(s.unit, validUTF8(r))
 		s.roots = append(s.roots, filepath.Join(s.sysroot, r))
 	}
 	return s, nil
-}
-
-// announcedRoots returns the unit roots for Hello, as valid UTF-8.
-func (s *settings) announcedRoots() []string {
-	out := make([]string, 0, len(s.unit))
-	for _, r := range s.unit {
-		out = append(out, validUTF8(r))
-	}
-	return out
 }

@@ -29,8 +29,8 @@ const finishDrainTimeout = 5 * time.Second
 // session_attempt; the backoff restarts from Backoff.Initial after a session that received
 // at least one command. Run returns an error only for an invalid Config, an unreadable
 // serial or roots that cannot be created below the Sysroot (before any connection), or when
-// ctx is cancelled (an error wrapping ctx.Err()). Run
-// does not close t. Runs for distinct units (each with its own TPM) may proceed concurrently.
+// ctx is cancelled (an error wrapping ctx.Err()). Run does not close t. Runs for distinct
+// units (each with its own TPM) may proceed concurrently.
 func Run(ctx context.Context, cfg Config, t TPM) (Verdict, error) {
 	s, err := cfg.validate()
 	if err != nil {
@@ -70,7 +70,7 @@ func Run(ctx context.Context, cfg Config, t TPM) (Verdict, error) {
 			FixtureSlot:     validUTF8(cfg.FixtureSlot),
 			BootId:          bootID,
 			TpmTransport:    validUTF8(t.Description()),
-			FileRoots:       s.announcedRoots(),
+			FileRoots:       s.unit,
 		},
 	}
 	return a.run(ctx)

@@ -51,7 +51,7 @@ func run(args []string, stderr io.Writer) int {
 		bootID     = fs.String("boot-id-file", agent.DefaultBootIDFile, "file holding the boot id")
 		keepalive  = fs.Duration("keepalive", 0, "ping the station after this much silence (0: off; the station must allow it)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
-		sysroot    = fs.String("sysroot", "", "bench option: an existing folder that stands for the unit's file system; every unit path P (and every -root) is taken as DIR/P, nothing outside DIR is touched, and without -root the whole of DIR is writable (root /)")
+		sysroot    = fs.String("sysroot", "", "bench option: an existing folder `DIR` that stands for the unit's file system: every unit path P, -root included, is taken as DIR/P (missing roots are created), nothing outside DIR is touched (symlinks leading off it are refused), and without -root the whole of DIR is writable (root /); the roots announced to the station stay unit paths")
 		roots      stringList
 	)
 	fs.Var(&roots, "root", "unit directory below which files may be written and read (repeatable; announced to the station, which refuses a unit whose roots miss a file its profile writes); with -sysroot it is taken below DIR")
