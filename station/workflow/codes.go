@@ -36,6 +36,10 @@ const (
 	CodeInternal           = "INTERNAL"
 )
 
+// CodeFileRootsUnsuitable: the file roots the agent announced in Hello miss a file the
+// profile writes (or it announced none); refused before any key exists. Stable like the above.
+const CodeFileRootsUnsuitable = "FILE_ROOTS_UNSUITABLE"
+
 // Error is a unit failure with a stable code and a human message.
 type Error struct {
 	// Code is one of the Code constants.
