@@ -192,7 +192,7 @@ func (r *Runner) Run(ctx context.Context, agent Agent) Outcome {
 		u.event(context.WithoutCancel(ctx), eventUnitWaiting, err.Error(), nil)
 	default:
 		out.Code, out.Message = CodeOf(err), MessageOf(err)
-		u.log.Warn("unit failed", "step", u.step, "code", out.Code, "error", err)
+		u.log.Warn("unit failed", "step", u.step, "code", out.Code, "error", out.Message)
 	}
 	return out
 }
