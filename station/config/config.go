@@ -22,6 +22,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/devid-station/devid/device-agent/tpm/reserved"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -492,6 +493,11 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	}
 	if i := pr.IDevIDNV.Index; i < 0x01000000 || i > 0x01FFFFFF {
 		p.addf("idevid_nv.index %#x is not an NV index", i)
+	} else if reserved.Endorsement(i) {
+		p.addf("idevid_nv.index %#x is in the TCG-reserved EK certificate range (%#x-%#x)", i, reserved.EKNVIndexFirst, reserved.EKNVIndexLast)
+	}
+	if reserved.Endorsement(wp.SRKHandle) {
+		p.addf("srk_handle %#x is in the TCG-reserved EK handle range (%#x-%#x)", wp.SRKHandle, reserved.EKHandleFirst, reserved.EKHandleLast)
 	}
 	if !filepath.IsAbs(pr.LDevIDCertPath) {
 		p.addf("ldevid_cert_path %q must be absolute (a path on the unit)", pr.LDevIDCertPath)
@@ -519,6 +525,9 @@ func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, error) {
 	}
 	if k.Handle < 0x81000000 || k.Handle >= 0x81800000 {
 		return kp, fmt.Errorf("handle %#x is not an owner/endorsement persistent handle", k.Handle)
+	}
+	if reserved.Endorsement(k.Handle) {
+		return kp, fmt.Errorf("handle %#x is in the TCG-reserved EK handle range (%#x-%#x)", k.Handle, reserved.EKHandleFirst, reserved.EKHandleLast)
 	}
 	if !caNames[k.CA] {
 		return kp, fmt.Errorf("ca %q is not a configured [[ca]]", k.CA)

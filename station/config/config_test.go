@@ -175,3 +175,31 @@ func TestTOMLStringEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestEndorsementLocationsRefused: a profile that places the IDevID, its certificate or the
+// SRK in a TCG-reserved endorsement location is refused, so that no rework can ever undefine
+// an EK certificate index or evict an EK.
+func TestEndorsementLocationsRefused(t *testing.T) {
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"idevid handle on the RSA EK", "handle = 0x81020000", "handle = 0x81010001", "idevid: handle 0x81010001 is in the TCG-reserved EK handle range"},
+		{"idevid handle at the range end", "handle = 0x81020000", "handle = 0x810100ff", "idevid: handle 0x810100ff is in the TCG-reserved EK handle range"},
+		{"idevid nv on the RSA EK certificate", "index = 0x01C90000", "index = 0x01C00002", "idevid_nv.index 0x1c00002 is in the TCG-reserved EK certificate range"},
+		{"idevid nv on the ECC EK certificate", "index = 0x01C90000", "index = 0x01C0000A", "idevid_nv.index 0x1c0000a is in the TCG-reserved EK certificate range"},
+		{"idevid nv on the EK chain", "index = 0x01C90000", "index = 0x01C00100", "idevid_nv.index 0x1c00100 is in the TCG-reserved EK certificate range"},
+		{"srk on an EK handle", "srk_handle = 0x81000001", "srk_handle = 0x81010002", "srk_handle 0x81010002 is in the TCG-reserved EK handle range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			if !strings.Contains(string(data), tc.from) {
+				t.Fatalf("example has no %q", tc.from)
+			}
+			write(t, path, []byte(strings.Replace(string(data), tc.from, tc.to, 1)), 0o644)
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load: %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
