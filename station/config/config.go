@@ -24,6 +24,7 @@ import (
 
 	"github.com/devid-station/devid/device-agent/tpm/reserved"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/secret"
 	"github.com/devid-station/devid/station/workflow"
 )
 
@@ -234,9 +235,9 @@ type CARuntime struct {
 	TrustAnchors  []*x509.Certificate
 	IssuerAnchors []*x509.Certificate
 	BasicUser     string
-	BasicPassword string
+	BasicPassword secret.Secret
 	HeaderName    string
-	HeaderSecret  string
+	HeaderSecret  secret.Secret
 	ClientCert    *workflow.ClientCert
 	Batch         Batch
 	Retry         Retry
@@ -414,7 +415,7 @@ func (ca CA) validate(abs func(string) string) (*CARuntime, error) {
 		return nil, errors.New("auth: basic_user and basic_password_file go together")
 	}
 	if ca.Auth.BasicPasswordFile != "" {
-		s, err := readSecret(abs(ca.Auth.BasicPasswordFile))
+		s, err := secret.ReadFile(abs(ca.Auth.BasicPasswordFile))
 		if err != nil {
 			return nil, fmt.Errorf("auth.basic_password_file: %w", err)
 		}
@@ -427,7 +428,7 @@ func (ca CA) validate(abs func(string) string) (*CARuntime, error) {
 		if !headerRE.MatchString(ca.Auth.HeaderName) {
 			return nil, fmt.Errorf("auth.header_name %q is not a valid header name", ca.Auth.HeaderName)
 		}
-		s, err := readSecret(abs(ca.Auth.HeaderSecretFile))
+		s, err := secret.ReadFile(abs(ca.Auth.HeaderSecretFile))
 		if err != nil {
 			return nil, fmt.Errorf("auth.header_secret_file: %w", err)
 		}
@@ -576,9 +577,13 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// loadKeyPair loads a certificate and its private key; the key file must pass secret.CheckFile.
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	if certFile == "" || keyFile == "" {
 		return tls.Certificate{}, errors.New("cert_file and key_file are required")
+	}
+	if err := secret.CheckFile(keyFile); err != nil {
+		return tls.Certificate{}, fmt.Errorf("key file: %w", err)
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -617,24 +622,4 @@ func loadCerts(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate", path)
 	}
 	return out, nil
-}
-
-// readSecret reads a secret file; its content never appears in an error.
-func readSecret(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s is readable by group or others (mode %v): chmod 600", path, st.Mode().Perm())
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := strings.TrimRight(string(data), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
 }
