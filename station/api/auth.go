@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -143,27 +144,31 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 	return c, ok
 }
 
-// authenticate returns the caller of ctx, or a gRPC status error.
+// authenticate returns the caller of ctx, or a gRPC status error. Every refusal is logged and
+// recorded in the audit trail (bounded, see refusalAuditor).
 func (s *Server) authenticate(ctx context.Context, method string) (Caller, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return Caller{}, status.Error(codes.Unauthenticated, "no peer")
 	}
+	details := map[string]string{"peer": peerHost(p)}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		s.log.Warn("api call refused: no client certificate", "method", method, "peer", details["peer"])
+		s.refusals.record(refusal{principal: "unauthenticated", method: method, code: RefusedUnauthenticated, details: details})
 		return Caller{}, status.Error(codes.Unauthenticated, "a client certificate issued by a CA this station trusts is required")
 	}
 	leaf := ti.State.VerifiedChains[0][0]
+	details["fingerprint"] = Fingerprint(leaf)
+	details["subject"] = leaf.Subject.String()
 	role, ok := s.cfg.Roles(leaf)
 	if !ok || !role.Valid() {
 		s.log.Warn("api call refused: certificate has no role", "method", method,
-			"subject", leaf.Subject.String(), "fingerprint", Fingerprint(leaf))
+			"subject", details["subject"], "fingerprint", details["fingerprint"])
+		s.refusals.record(refusal{principal: principalOf("", leaf), method: method, code: RefusedNoRole, details: details})
 		return Caller{}, status.Errorf(codes.PermissionDenied, "client certificate %q has no role at this station", leaf.Subject.CommonName)
 	}
-	c := Caller{Role: role, Principal: string(role) + ":CN=" + leaf.Subject.CommonName}
-	if leaf.Subject.CommonName == "" {
-		c.Principal = string(role) + ":sha256=" + Fingerprint(leaf)[:16]
-	}
+	c := Caller{Role: role, Principal: principalOf(role, leaf)}
 	if allowedAny(method) {
 		return c, nil
 	}
@@ -173,7 +178,33 @@ func (s *Server) authenticate(ctx context.Context, method string) (Caller, error
 		}
 	}
 	s.log.Warn("api call refused: role not allowed", "method", method, "principal", c.Principal)
+	s.refusals.record(refusal{principal: c.Principal, method: method, code: RefusedRoleNotAllowed, details: details})
 	return Caller{}, status.Errorf(codes.PermissionDenied, "role %s may not call %s", role, method)
+}
+
+// principalOf names the holder of cert in the audit trail: "<role>:CN=<common name>", or
+// "<role>:sha256=<first 16 hex digits>" without a CommonName; without the "<role>:" prefix
+// for a certificate that has no role.
+func principalOf(role Role, cert *x509.Certificate) string {
+	id := "CN=" + cert.Subject.CommonName
+	if cert.Subject.CommonName == "" {
+		id = "sha256=" + Fingerprint(cert)[:16]
+	}
+	if role == "" {
+		return id
+	}
+	return string(role) + ":" + id
+}
+
+// peerHost returns the caller's address without its port.
+func peerHost(p *peer.Peer) string {
+	if p.Addr == nil {
+		return ""
+	}
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return host
+	}
+	return p.Addr.String()
 }
 
 // withCaller returns ctx carrying the caller for this package and, for the store's audit
