@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -70,18 +71,22 @@ func allowedAny(method string) bool {
 	return false
 }
 
-// RoleTable maps client certificates to roles, by the SHA-256 fingerprint of the leaf
-// certificate (checked first) or by its subject CommonName. The certificate has already been
-// verified against the configured client CAs by the TLS handshake. A RoleTable is read-only
-// once built and then safe for concurrent use.
+// RoleTable maps client certificates to roles. A certificate is looked up, in this order, by
+// the SHA-256 fingerprint of its DER, then by the URIs of its subjectAltName, then by its
+// subject CommonName; the first binding found decides (a certificate whose SAN URIs are bound
+// to different roles has no role). The certificate has already been verified against the
+// configured client CAs by the TLS handshake. A RoleTable is read-only once built and then
+// safe for concurrent use.
 type RoleTable struct {
 	// Fingerprints maps the lowercase hex SHA-256 of a client certificate's DER to a role.
 	Fingerprints map[string]Role
+	// URIs maps a subjectAltName URI (e.g. a SPIFFE ID) to a role.
+	URIs map[string]Role
 	// CommonNames maps a client certificate's subject CommonName to a role.
 	CommonNames map[string]Role
 }
 
-// Validate checks every role and fingerprint.
+// Validate checks every role, fingerprint and URI.
 func (t RoleTable) Validate() error {
 	for fp, r := range t.Fingerprints {
 		if len(fp) != 64 || strings.ToLower(fp) != fp || !isHex(fp) {
@@ -89,6 +94,14 @@ func (t RoleTable) Validate() error {
 		}
 		if !r.Valid() {
 			return fmt.Errorf("role table: fingerprint %s: unknown role %q", fp[:16], r)
+		}
+	}
+	for u, r := range t.URIs {
+		if pu, err := url.Parse(u); err != nil || !pu.IsAbs() {
+			return fmt.Errorf("role table: URI %q is not an absolute URI", u)
+		}
+		if !r.Valid() {
+			return fmt.Errorf("role table: URI %q: unknown role %q", u, r)
 		}
 	}
 	for cn, r := range t.CommonNames {
@@ -107,10 +120,25 @@ func isHex(s string) bool {
 	return err == nil
 }
 
-// Lookup returns the role of the verified client certificate cert.
+// Lookup returns the role of the verified client certificate cert: by fingerprint, else by SAN
+// URI, else by CommonName.
 func (t RoleTable) Lookup(cert *x509.Certificate) (Role, bool) {
 	if r, ok := t.Fingerprints[Fingerprint(cert)]; ok {
 		return r, true
+	}
+	var byURI Role
+	for _, u := range cert.URIs {
+		r, ok := t.URIs[u.String()]
+		switch {
+		case !ok:
+		case byURI != "" && r != byURI:
+			return "", false // bound to two roles: refuse rather than pick one
+		default:
+			byURI = r
+		}
+	}
+	if byURI != "" {
+		return byURI, true
 	}
 	if cn := cert.Subject.CommonName; cn != "" {
 		if r, ok := t.CommonNames[cn]; ok {

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -74,10 +75,13 @@ type API struct {
 	Roles        []RoleBinding `toml:"role"`
 }
 
-// RoleBinding gives the holder of a client certificate a role.
+// RoleBinding gives the holder of a client certificate a role. Exactly one of CommonName,
+// Fingerprint and URI names the certificate.
 type RoleBinding struct {
-	CommonName string `toml:"common_name"`
-	Role       string `toml:"role"`
+	CommonName  string `toml:"common_name"`
+	Fingerprint string `toml:"fingerprint"`
+	URI         string `toml:"uri"`
+	Role        string `toml:"role"`
 }
 
 // TPMVendor is the pinned trust for EK certificates.
@@ -217,15 +221,19 @@ type Runtime struct {
 	HelloTimeout     time.Duration
 	APIListen        string
 	APITLS           *tls.Config
-	// Roles maps a client certificate CommonName to its role.
-	Roles           map[string]string
-	EKRoots         []*x509.Certificate
-	EKIntermediates []*x509.Certificate
-	EKAlgorithms    []agentv1.KeyAlgorithm
-	StepTimeout     time.Duration
-	StepTimeouts    map[string]time.Duration
-	CAs             []CARuntime
-	Profiles        map[string]*workflow.Profile
+	// Roles maps a client certificate CommonName to its role, RoleFingerprints the lowercase
+	// hex SHA-256 of a certificate's DER, RoleURIs a subjectAltName URI. The API looks a
+	// certificate up by fingerprint, then URI, then CommonName.
+	Roles            map[string]string
+	RoleFingerprints map[string]string
+	RoleURIs         map[string]string
+	EKRoots          []*x509.Certificate
+	EKIntermediates  []*x509.Certificate
+	EKAlgorithms     []agentv1.KeyAlgorithm
+	StepTimeout      time.Duration
+	StepTimeouts     map[string]time.Duration
+	CAs              []CARuntime
+	Profiles         map[string]*workflow.Profile
 }
 
 // CARuntime is one validated CA.
@@ -247,8 +255,9 @@ type CARuntime struct {
 var roles = []string{"operator", "mes", "qa", "admin"}
 
 var (
-	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	headerRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	nameRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	fingerprintRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	headerRE      = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 )
 
 type problems []string
@@ -268,7 +277,7 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	rt := &Runtime{
 		StationID: f.StationID, StorePath: abs(f.StorePath),
 		AgentListen: f.Agents.Listen, MaxUnitsInFlight: f.Agents.MaxUnitsInFlight, HelloTimeout: time.Duration(f.Agents.HelloTimeout),
-		APIListen: f.API.Listen, Roles: map[string]string{},
+		APIListen: f.API.Listen, Roles: map[string]string{}, RoleFingerprints: map[string]string{}, RoleURIs: map[string]string{},
 		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
 		Profiles: map[string]*workflow.Profile{},
 	}
@@ -308,15 +317,8 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS13}
 	}
 	for i, r := range f.API.Roles {
-		switch {
-		case r.CommonName == "":
-			p.addf("api.role[%d]: common_name is required", i)
-		case !contains(roles, r.Role):
-			p.addf("api.role[%d] %q: role %q is not one of %v", i, r.CommonName, r.Role, roles)
-		case rt.Roles[r.CommonName] != "":
-			p.addf("api.role[%d]: common_name %q bound twice", i, r.CommonName)
-		default:
-			rt.Roles[r.CommonName] = r.Role
+		if err := rt.bindRole(r); err != nil {
+			p.addf("api.role[%d]: %v", i, err)
 		}
 	}
 
@@ -383,6 +385,43 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(p, "\n  "))
 	}
 	return rt, nil
+}
+
+// bindRole adds one [[api.role]] to rt.
+func (rt *Runtime) bindRole(r RoleBinding) error {
+	named := 0
+	for _, v := range []string{r.CommonName, r.Fingerprint, r.URI} {
+		if v != "" {
+			named++
+		}
+	}
+	var table map[string]string
+	var key string
+	switch {
+	case named != 1:
+		return errors.New("exactly one of common_name, fingerprint and uri is required")
+	case r.CommonName != "":
+		table, key = rt.Roles, r.CommonName
+	case r.Fingerprint != "":
+		key = strings.ToLower(strings.ReplaceAll(r.Fingerprint, ":", ""))
+		if !fingerprintRE.MatchString(key) {
+			return fmt.Errorf("fingerprint %q: want the SHA-256 of the certificate's DER, 64 hex digits (colons allowed)", r.Fingerprint)
+		}
+		table = rt.RoleFingerprints
+	default:
+		if u, err := url.Parse(r.URI); err != nil || !u.IsAbs() {
+			return fmt.Errorf("uri %q is not an absolute URI", r.URI)
+		}
+		table, key = rt.RoleURIs, r.URI
+	}
+	if !contains(roles, r.Role) {
+		return fmt.Errorf("%q: role %q is not one of %v", key, r.Role, roles)
+	}
+	if table[key] != "" {
+		return fmt.Errorf("%q bound twice", key)
+	}
+	table[key] = r.Role
+	return nil
 }
 
 func (ca CA) validate(abs func(string) string) (*CARuntime, error) {

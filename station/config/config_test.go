@@ -260,3 +260,37 @@ func TestKeyFilesMustBePrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestRoleBindings: [[api.role]] names a certificate by common_name, fingerprint or uri, one of
+// them exactly; fingerprints are normalized to lowercase hex without colons.
+func TestRoleBindings(t *testing.T) {
+	dir := exampleDir(t)
+	rt, err := Load(filepath.Join(dir, "station.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const fp = "5f3a9c0e7d21b468aa19c24e8b70d136ee029f5bc8417a630db92e84f157c608"
+	if rt.RoleFingerprints[fp] != "qa" || rt.RoleURIs["spiffe://factory.example/mes/line-2"] != "mes" || rt.Roles["qa-1"] != "qa" {
+		t.Fatalf("roles %v, fingerprints %v, URIs %v", rt.Roles, rt.RoleFingerprints, rt.RoleURIs)
+	}
+	for _, tc := range []struct{ name, role, want string }{
+		{"two names", "common_name = \"x\"\nuri = \"spiffe://a/b\"\nrole = \"qa\"", "exactly one of common_name, fingerprint and uri"},
+		{"no name", "role = \"qa\"", "exactly one of common_name, fingerprint and uri"},
+		{"short fingerprint", "fingerprint = \"5f3a9c\"\nrole = \"qa\"", "64 hex digits"},
+		{"relative uri", "uri = \"mes/line-2\"\nrole = \"qa\"", "not an absolute URI"},
+		{"fingerprint bound twice", "fingerprint = \"" + strings.ToUpper(fp) + "\"\nrole = \"qa\"", "bound twice"},
+		{"uri with an unknown role", "uri = \"spiffe://a/b\"\nrole = \"boss\"", "boss"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			edited := strings.Replace(string(data), "[tpm_vendor]", "[[api.role]]\n"+tc.role+"\n\n[tpm_vendor]", 1)
+			write(t, path, []byte(edited), 0o644)
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load: %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
