@@ -3,8 +3,8 @@ package api_test
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"crypto/x509/pkix"
+	"fmt"
 	"net/url"
 	"sync/atomic"
 	"testing"
