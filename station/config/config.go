@@ -536,9 +536,6 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	} else if reserved.Endorsement(i) {
 		p.addf("idevid_nv.index %#x is in the TCG-reserved EK certificate range (%#x-%#x)", i, reserved.EKNVIndexFirst, reserved.EKNVIndexLast)
 	}
-	if reserved.Endorsement(wp.SRKHandle) {
-		p.addf("srk_handle %#x is in the TCG-reserved EK handle range (%#x-%#x)", wp.SRKHandle, reserved.EKHandleFirst, reserved.EKHandleLast)
-	}
 	if !filepath.IsAbs(pr.LDevIDCertPath) {
 		p.addf("ldevid_cert_path %q must be absolute (a path on the unit)", pr.LDevIDCertPath)
 	}

@@ -180,8 +180,8 @@ func TestTOMLStringEscapes(t *testing.T) {
 	}
 }
 
-// TestProfileRefusesWhatTheAgentRefuses: a profile that places the IDevID, its certificate or
-// the SRK in a TCG-reserved endorsement location is refused, so that no rework can ever
+// TestProfileRefusesWhatTheAgentRefuses: a profile that places a DevID key or the IDevID
+// certificate in a TCG-reserved endorsement location is refused, so that no rework can ever
 // undefine an EK certificate index or evict an EK; so is an onboarding file mode that group or
 // others could write.
 func TestProfileRefusesWhatTheAgentRefuses(t *testing.T) {
@@ -191,7 +191,7 @@ func TestProfileRefusesWhatTheAgentRefuses(t *testing.T) {
 		{"idevid nv on the RSA EK certificate", "index = 0x01C90000", "index = 0x01C00002", "idevid_nv.index 0x1c00002 is in the TCG-reserved EK certificate range"},
 		{"idevid nv on the ECC EK certificate", "index = 0x01C90000", "index = 0x01C0000A", "idevid_nv.index 0x1c0000a is in the TCG-reserved EK certificate range"},
 		{"idevid nv on the EK chain", "index = 0x01C90000", "index = 0x01C00100", "idevid_nv.index 0x1c00100 is in the TCG-reserved EK certificate range"},
-		{"srk on an EK handle", "srk_handle = 0x81000001", "srk_handle = 0x81010002", "srk_handle 0x81010002 is in the TCG-reserved EK handle range"},
+		{"ldevid on an EK handle", "handle = 0x81000002", "handle = 0x81010002", "ldevid: handle 0x81010002 is in the TCG-reserved EK handle range"},
 		{"onboarding file writable by others", "mode = 0o600", "mode = 0o666", "mode 666 lets group or others write"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
