@@ -77,6 +77,11 @@ func TestOpenRefusesCorruptStore(t *testing.T) {
 		{"units page zeroed", func(t *testing.T, path string, root uint64, pageSize int) {
 			overwrite(t, path, int64(root)*int64(pageSize), make([]byte, pageSize))
 		}},
+		{"file truncated", func(t *testing.T, path string, _ uint64, pageSize int) {
+			if err := os.Truncate(path, 4*int64(pageSize)); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"both meta pages damaged", func(t *testing.T, path string, _ uint64, pageSize int) {
 			for _, page := range []int64{0, 1} {
 				overwrite(t, path, page*int64(pageSize)+32, []byte("garbage!"))
@@ -149,5 +154,24 @@ func TestCorruptPageAtRunTime(t *testing.T) {
 	// or issued on a damaged file.
 	if _, err := s.CreateWorkOrder(ctx, WorkOrder{ID: "WO-after", Profile: "default", Serials: []string{"SN-9999"}}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("write after the damage: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestTruncatedFileAtRunTime cuts the store file under an open store (a disk or a copy gone
+// wrong): reading a page that is no longer backed by the file faults, and the fault becomes
+// STORE_CORRUPT instead of killing the process.
+func TestTruncatedFileAtRunTime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "station.db")
+	populated(t, path)
+	s, err := Open(path, Options{StationID: testStation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := os.Truncate(path, 4096*4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UnitEvents(context.Background(), "SN-0150", 0, 10); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read of a page past the end of the file: %v, want ErrCorrupt", err)
 	}
 }

@@ -21,7 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -122,6 +124,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 			s, err = nil, &CorruptError{Path: path, Reason: fmt.Sprintf("bbolt panicked: %v", p)}
 		}
 	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
 		return nil, &CorruptError{Path: path, Reason: err.Error()}
@@ -154,10 +157,20 @@ func Open(path string, opts Options) (s *Store, err error) {
 // maxCheckErrors bounds the consistency problems a CorruptError names.
 const maxCheckErrors = 3
 
-// check runs bbolt's consistency check over every page.
+// check runs bbolt's consistency check over every page, after making sure
+// the file holds every page its meta page counts (the check runs on bbolt's
+// own goroutine, where reading past the end of the file would be fatal).
 func check(db *bolt.DB, path string) error {
 	var problems []string
 	err := db.View(func(tx *bolt.Tx) error {
+		st, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		if st.Size() < tx.Size() {
+			problems = append(problems, fmt.Sprintf("file has %d bytes, its pages need %d (truncated)", st.Size(), tx.Size()))
+			return nil
+		}
 		for err := range tx.Check() {
 			if len(problems) < maxCheckErrors {
 				problems = append(problems, err.Error())
@@ -343,11 +356,8 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 		return err
 	}
 	// A panic of fn in a batch is re-run alone by bbolt in this goroutine.
-	defer func() {
-		if p := recover(); p != nil {
-			err = s.markCorrupt(p)
-		}
-	}()
+	defer s.recoverCorrupt(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	p := principal(ctx)
 	var refused error
 	err = s.db.Batch(func(tx *bolt.Tx) error {
@@ -369,18 +379,25 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	return refused
 }
 
-// view runs fn in a read transaction. A bbolt panic on a damaged page marks
-// the store corrupt and returns the *CorruptError.
+// view runs fn in a read transaction. A bbolt panic on a damaged page (or a
+// memory fault on the mapped file) marks the store corrupt and returns the
+// *CorruptError.
 func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = s.markCorrupt(p)
-		}
-	}()
+	defer s.recoverCorrupt(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	return s.db.View(fn)
+}
+
+// recoverCorrupt, deferred at the store boundary, turns a bbolt panic on a
+// damaged page, or a fault reading a page no longer backed by the file
+// (SetPanicOnFault), into the store's *CorruptError in *err.
+func (s *Store) recoverCorrupt(err *error) {
+	if p := recover(); p != nil {
+		*err = s.markCorrupt(p)
+	}
 }
 
 // put marshals v as JSON under key.
