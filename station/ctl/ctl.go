@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
+	"github.com/devid-station/devid/secret"
 )
 
 // Usage is the command summary printed on usage errors.
@@ -135,6 +136,9 @@ func dial(o options) (*grpc.ClientConn, error) {
 		return nil, usagef("-cert and -key go together")
 	}
 	if o.cert != "" {
+		if err := secret.CheckFile(o.key); err != nil {
+			return nil, fmt.Errorf("-key: %w", err)
+		}
 		c, err := tls.LoadX509KeyPair(o.cert, o.key)
 		if err != nil {
 			return nil, fmt.Errorf("loading the client certificate: %w", err)
