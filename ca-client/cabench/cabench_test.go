@@ -10,7 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/devid-station/devid/secret"
+	"github.com/devid-station/devid/ca-client/secret"
 	"math"
 	"net/http"
 	"runtime"

@@ -8,7 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"errors"
-	"github.com/devid-station/devid/secret"
+	"github.com/devid-station/devid/ca-client/secret"
 	"net"
 	"net/http"
 	"strings"

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/devid-station/devid/secret"
+	"github.com/devid-station/devid/ca-client/secret"
 )
 
 // Defaults applied by New to zero Config fields.

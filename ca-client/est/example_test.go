@@ -5,7 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
-	"github.com/devid-station/devid/secret"
+	"github.com/devid-station/devid/ca-client/secret"
 	"log/slog"
 	"time"
 

@@ -8,7 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/devid-station/devid/secret"
+	"github.com/devid-station/devid/ca-client/secret"
 	"log/slog"
 	"math/big"
 	"net/http"

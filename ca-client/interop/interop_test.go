@@ -13,7 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"github.com/devid-station/devid/secret"
+	"github.com/devid-station/devid/ca-client/secret"
 	"io"
 	"math/big"
 	"os"

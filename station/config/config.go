@@ -23,9 +23,9 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/devid-station/devid/ca-client/secret"
 	"github.com/devid-station/devid/device-agent/tpm/reserved"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
-	"github.com/devid-station/devid/secret"
 	"github.com/devid-station/devid/station/workflow"
 )
 

@@ -22,8 +22,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/devid-station/devid/ca-client/secret"
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
-	"github.com/devid-station/devid/secret"
 )
 
 // Usage is the command summary printed on usage errors.
