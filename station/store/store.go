@@ -3,7 +3,8 @@
 // result after), event log, the EK and certificate indexes, work orders, the
 // MES outbox and a hash-chained audit log.
 //
-// Nothing is ever deleted. Every mutating call commits its effect, its events
+// Nothing is ever deleted: an EK binding an admin releases is emptied (and audited), and
+// refused sessions live in a ring of fixed slots (RecordRefusal). Every mutating call commits its effect, its events
 // and its audit record in one transaction through bbolt's DB.Batch, so that
 // many concurrent units share each fsync; reads use DB.View. Refusals (an EK
 // bound elsewhere, an open intent, ...) are audited too. A call's context is
@@ -80,6 +81,9 @@ type Options struct {
 	MaxBatchDelay time.Duration
 	// Logger receives debug logs (open, refused writes); nil means silence.
 	Logger *slog.Logger
+	// RefusalsKept is how many refused sessions RecordRefusal keeps; 0 means
+	// DefaultRefusalsKept.
+	RefusalsKept int
 }
 
 // Store is a station's store. It is safe for concurrent use.
@@ -89,11 +93,16 @@ type Store struct {
 	log       *slog.Logger
 	stationID string
 	states    unitStates
+	// refusalsKept bounds the ring of refused sessions.
+	refusalsKept int
 }
 
 // Open opens or creates the store file at path.
 func Open(path string, opts Options) (*Store, error) {
-	s := &Store{clock: opts.Clock, log: opts.Logger}
+	s := &Store{clock: opts.Clock, log: opts.Logger, refusalsKept: opts.RefusalsKept}
+	if s.refusalsKept <= 0 {
+		s.refusalsKept = DefaultRefusalsKept
+	}
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}
