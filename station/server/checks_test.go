@@ -82,10 +82,12 @@ func TestChecksRefuse(t *testing.T) {
 		knobs  estca.Knobs
 		lie    func(t *testing.T, real *tpm.TPM, l *lyingTPM)
 		code   string
-		issued int
+		// refused: the session fails the first checks and writes nothing of the unit.
+		refused bool
+		issued  int
 	}{
-		{name: "unknown EK vendor CA", ekCA: otherVendor.EKIssuing, code: workflow.CodeEKUntrusted},
-		{name: "EK public area not its certificate's", code: workflow.CodeEKMismatch,
+		{name: "unknown EK vendor CA", ekCA: otherVendor.EKIssuing, code: workflow.CodeEKUntrusted, refused: true},
+		{name: "EK public area not its certificate's", code: workflow.CodeEKMismatch, refused: true,
 			lie: func(t *testing.T, real *tpm.TPM, l *lyingTPM) {
 				l.readEK = func(alg tpm.Algorithm) (*tpm.EK, error) {
 					ek, err := real.ReadEK(alg)
@@ -132,7 +134,7 @@ func TestChecksRefuse(t *testing.T) {
 					return real.BuildCSR(h, other, exts, s)
 				}
 			}},
-		{name: "serial outside every work order", serial: "SN-9999", code: workflow.CodeNotAuthorized},
+		{name: "serial outside every work order", serial: "SN-9999", code: workflow.CodeNotAuthorized, refused: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -151,11 +153,17 @@ func TestChecksRefuse(t *testing.T) {
 			if v.Passed || v.Code != tc.code {
 				t.Fatalf("verdict %+v, want failed with %s", v, tc.code)
 			}
-			if u := l.unit(serial); u.Status != store.StatusFailed || u.ErrorCode != tc.code {
-				// A refused identity may fail before the unit record exists.
-				if !(tc.code == workflow.CodeEKUntrusted || tc.code == workflow.CodeEKMismatch) || u.Status != "" {
-					t.Errorf("stored unit %+v, want failed with %s", u, tc.code)
+			if tc.refused {
+				// Refused before its first checks passed: no unit record, one bounded refusal.
+				if u := l.unit(serial); u.Status != "" {
+					t.Errorf("a refused session wrote the unit %+v", u)
 				}
+				refusals, _, err := l.srv.Store().Refusals(context.Background())
+				if err != nil || len(refusals) != 1 || refusals[0].Code != tc.code || refusals[0].Serial != serial {
+					t.Errorf("refusals %+v (%v), want one %s for %s", refusals, err, tc.code, serial)
+				}
+			} else if u := l.unit(serial); u.Status != store.StatusFailed || u.ErrorCode != tc.code {
+				t.Errorf("stored unit %+v, want failed with %s", u, tc.code)
 			}
 			if n := len(l.ca.Ledger()); n != tc.issued {
 				t.Errorf("the CA issued %d certificates, want %d", n, tc.issued)
