@@ -314,6 +314,16 @@ func unitRework(e *env, args []string) error {
 	return e.printUnit(e.client.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: serial, Reason: reason}))
 }
 
+func unitReleaseEK(e *env, args []string) error {
+	serial, reason, err := serialReason("unit release-ek", args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := e.call()
+	defer cancel()
+	return e.printUnit(e.client.ReleaseEK(ctx, &stationv1.ReleaseEKRequest{Serial: serial, Reason: reason}))
+}
+
 // --- events
 
 // eventLine is the fixed-width table layout of events: a stream cannot be aligned after the

@@ -41,6 +41,7 @@ commands:
   workorder get ID | workorder close ID | workorder list [--status open|closed] [--limit N]
   unit get SERIAL | unit list [--status running|waiting|done|failed] [--work-order ID] [--error-code C] [--limit N]
   unit abort SERIAL --reason TEXT | unit rework SERIAL --reason TEXT
+  unit release-ek SERIAL --reason TEXT   (admin: unbind the unit's TPM, e.g. after an RMA)
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
   status`
@@ -193,7 +194,7 @@ var workorderCommands = map[string]func(*env, []string) error{
 }
 
 var unitCommands = map[string]func(*env, []string) error{
-	"get": unitGet, "list": unitList, "abort": unitAbort, "rework": unitRework,
+	"get": unitGet, "list": unitList, "abort": unitAbort, "rework": unitRework, "release-ek": unitReleaseEK,
 }
 
 func sub(e *env, name string, args []string, cmds map[string]func(*env, []string) error) error {

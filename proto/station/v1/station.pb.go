@@ -1244,6 +1244,61 @@ func (x *AuthorizeReworkRequest) GetReason() string {
 	return ""
 }
 
+// ReleaseEKRequest releases a unit's EK binding.
+type ReleaseEKRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the unit's serial.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// reason is recorded in the audit trail; required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseEKRequest) Reset() {
+	*x = ReleaseEKRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseEKRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseEKRequest) ProtoMessage() {}
+
+func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseEKRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseEKRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReleaseEKRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ReleaseEKRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // GetTravelerRequest names a unit.
 type GetTravelerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1255,7 +1310,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1322,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1335,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -1303,7 +1358,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1370,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1383,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -1354,7 +1409,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1421,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1434,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -1403,7 +1458,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1470,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1483,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CAHealth) GetName() string {
@@ -1500,7 +1555,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1567,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1580,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Status) GetStationId() string {
@@ -1689,6 +1744,9 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"H\n" +
 	"\x16AuthorizeReworkRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
+	"\x10ReleaseEKRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
 	"\x12GetTravelerRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\"6\n" +
@@ -1728,7 +1786,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x13UNIT_STATUS_RUNNING\x10\x01\x12\x14\n" +
 	"\x10UNIT_STATUS_DONE\x10\x02\x12\x16\n" +
 	"\x12UNIT_STATUS_FAILED\x10\x03\x12\x17\n" +
-	"\x13UNIT_STATUS_WAITING\x10\x042\x99\a\n" +
+	"\x13UNIT_STATUS_WAITING\x10\x042\xe2\a\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -1738,7 +1796,8 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\tListUnits\x12\".devid.station.v1.ListUnitsRequest\x1a#.devid.station.v1.ListUnitsResponse\x12N\n" +
 	"\vWatchEvents\x12$.devid.station.v1.WatchEventsRequest\x1a\x17.devid.station.v1.Event0\x01\x12G\n" +
 	"\tAbortUnit\x12\".devid.station.v1.AbortUnitRequest\x1a\x16.devid.station.v1.Unit\x12S\n" +
-	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12O\n" +
+	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12G\n" +
+	"\tReleaseEK\x12\".devid.station.v1.ReleaseEKRequest\x1a\x16.devid.station.v1.Unit\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
 	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.StatusB;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
 
@@ -1755,7 +1814,7 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
@@ -1774,30 +1833,31 @@ var file_proto_station_v1_station_proto_goTypes = []any{
 	(*Event)(nil),                  // 14: devid.station.v1.Event
 	(*AbortUnitRequest)(nil),       // 15: devid.station.v1.AbortUnitRequest
 	(*AuthorizeReworkRequest)(nil), // 16: devid.station.v1.AuthorizeReworkRequest
-	(*GetTravelerRequest)(nil),     // 17: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),               // 18: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),       // 19: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),               // 20: devid.station.v1.CAHealth
-	(*Status)(nil),                 // 21: devid.station.v1.Status
-	nil,                            // 22: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
+	(*ReleaseEKRequest)(nil),       // 17: devid.station.v1.ReleaseEKRequest
+	(*GetTravelerRequest)(nil),     // 18: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),               // 19: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),       // 20: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),               // 21: devid.station.v1.CAHealth
+	(*Status)(nil),                 // 22: devid.station.v1.Status
+	nil,                            // 23: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
 	2,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	23, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	23, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	24, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	24, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
 	2,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
 	3,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	23, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	23, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	24, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	24, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
 	9,  // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	23, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
-	22, // 13: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	20, // 14: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	24, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	23, // 13: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	21, // 14: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
 	4,  // 15: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
 	5,  // 16: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
 	6,  // 17: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
@@ -1807,21 +1867,23 @@ var file_proto_station_v1_station_proto_depIdxs = []int32{
 	13, // 21: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
 	15, // 22: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
 	16, // 23: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	17, // 24: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	19, // 25: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	3,  // 26: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	3,  // 27: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	7,  // 28: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	3,  // 29: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	9,  // 30: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	12, // 31: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	14, // 32: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	9,  // 33: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	9,  // 34: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	18, // 35: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	21, // 36: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
+	17, // 24: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
+	18, // 25: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	20, // 26: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	3,  // 27: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	3,  // 28: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	7,  // 29: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	3,  // 30: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	9,  // 31: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	12, // 32: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	14, // 33: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	9,  // 34: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	9,  // 35: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	9,  // 36: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	19, // 37: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	22, // 38: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	27, // [27:39] is the sub-list for method output_type
+	15, // [15:27] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1838,7 +1900,7 @@ func file_proto_station_v1_station_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
