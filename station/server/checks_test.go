@@ -23,9 +23,25 @@ import (
 // lyingTPM is a compromised agent: a real TPM behind it, with some answers replaced.
 type lyingTPM struct {
 	agent.TPM
-	readEK    func(tpm.Algorithm) (*tpm.EK, error)
-	createKey func(tpm.KeyRequest) (*tpm.Key, error)
-	buildCSR  func(uint32, []byte, []pkix.Extension, tpm.Scheme) ([]byte, error)
+	readEK      func(tpm.Algorithm) (*tpm.EK, error)
+	readEKChain func() ([][]byte, error)
+	createKey   func(tpm.KeyRequest) (*tpm.Key, error)
+	activate    func(keyHandle uint32, ekAlg tpm.Algorithm, blob, secret []byte) ([]byte, error)
+	buildCSR    func(uint32, []byte, []pkix.Extension, tpm.Scheme) ([]byte, error)
+}
+
+func (l *lyingTPM) ReadEKChain() ([][]byte, error) {
+	if l.readEKChain != nil {
+		return l.readEKChain()
+	}
+	return l.TPM.ReadEKChain()
+}
+
+func (l *lyingTPM) ActivateCredential(keyHandle uint32, ekAlg tpm.Algorithm, blob, secret []byte) ([]byte, error) {
+	if l.activate != nil {
+		return l.activate(keyHandle, ekAlg, blob, secret)
+	}
+	return l.TPM.ActivateCredential(keyHandle, ekAlg, blob, secret)
 }
 
 func (l *lyingTPM) ReadEK(alg tpm.Algorithm) (*tpm.EK, error) {

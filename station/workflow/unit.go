@@ -173,9 +173,9 @@ func (u *unit) refuse(ctx context.Context, err error) Outcome {
 	return out
 }
 
-// finish sends the verdict, waiting finishTimeout at most for the agent's answer.
+// finish sends the verdict, waiting FinishTimeout at most for the agent's answer.
 func (u *unit) finish(ctx context.Context, f *agentv1.FinishRequest) {
-	fctx, cancel := context.WithTimeout(ctx, finishTimeout)
+	fctx, cancel := context.WithTimeout(ctx, u.r.cfg.FinishTimeout)
 	defer cancel()
 	_, _ = u.agent.Do(fctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: f}})
 }

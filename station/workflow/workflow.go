@@ -112,6 +112,9 @@ type Config struct {
 	// run to end (its agent reconnected while the station was still busy with the old
 	// session); 0 = 30 s. Past it the new session is refused with SERIAL_IN_PROGRESS.
 	HandoverWait time.Duration
+	// FinishTimeout bounds the wait for the agent's answer to a verdict (Finish); 0 = 10 s.
+	// The verdict is recorded before it is sent: a silent agent must not hold its session.
+	FinishTimeout time.Duration
 	// Clock defaults to the system clock.
 	Clock Clock
 	// Logger defaults to discarding.
@@ -131,10 +134,6 @@ type run struct {
 	done   chan struct{}
 }
 
-// finishTimeout bounds the wait for the agent's answer to a verdict (Finish): the verdict is
-// recorded before it is sent, and a silent agent must not hold its session for long.
-const finishTimeout = 10 * time.Second
-
 // New validates cfg and returns a Runner.
 func New(cfg Config) (*Runner, error) {
 	if cfg.Journal == nil {
@@ -153,6 +152,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.HandoverWait <= 0 {
 		cfg.HandoverWait = 30 * time.Second
+	}
+	if cfg.FinishTimeout <= 0 {
+		cfg.FinishTimeout = 10 * time.Second
 	}
 	if len(cfg.EKAlgorithms) == 0 {
 		cfg.EKAlgorithms = []agentv1.KeyAlgorithm{agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048}
