@@ -182,12 +182,18 @@ func (s *Server) Session(stream agentv1.AgentGateway_SessionServer) error {
 }
 
 // peerHost is the host part of a peer address: sessions of one machine share their limits
-// whatever their source ports.
+// whatever their source ports. IPv6 peers are grouped by /64, the block one host can draw
+// addresses from at will.
 func peerHost(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
 		return host
 	}
-	return addr
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // peers tracks each peer address's open sessions and recent refusals. It is safe for

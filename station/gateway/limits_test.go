@@ -139,3 +139,18 @@ func TestPeerLimits(t *testing.T) {
 		t.Fatalf("session after the window's deadline: %v", err)
 	}
 }
+
+func TestPeerHost(t *testing.T) {
+	tests := []struct{ addr, want string }{
+		{"10.0.0.1:4000", "10.0.0.1"},
+		{"[2001:db8:1:2:aaaa::1]:4000", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:bbbb::7]:4001", "2001:db8:1:2::/64"},
+		{"[::ffff:10.0.0.1]:4000", "::ffff:10.0.0.1"},
+		{"pipe", "pipe"},
+	}
+	for _, tc := range tests {
+		if got := peerHost(tc.addr); got != tc.want {
+			t.Errorf("peerHost(%q) = %q, want %q", tc.addr, got, tc.want)
+		}
+	}
+}

@@ -75,7 +75,7 @@ func (u *unit) identify(ctx context.Context) error {
 	return nil
 }
 
-// claimMax bounds each string the agent claims that the journal keeps.
+// claimMax bounds each string from the agent that the journal keeps (claims, error messages).
 const claimMax = 128
 
 // clip cuts an agent's claim to claimMax bytes of valid UTF-8.

@@ -194,7 +194,9 @@ func (u *unit) open(ctx context.Context) error {
 	u.state = st
 	if closed {
 		u.results = map[string]json.RawMessage{}
-		return u.reworkCleanup(ctx)
+		rctx, cancel := context.WithTimeout(ctx, u.r.timeout(stepRework))
+		defer cancel()
+		return u.timedOut(ctx, rctx, stepRework, u.reworkCleanup(rctx))
 	}
 	return nil
 }
@@ -390,7 +392,7 @@ func (u *unit) do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, e
 		case agentv1.ErrorCode_ERROR_CODE_ACTIVATION_FAILED:
 			code = CodeActivationFailed
 		}
-		return nil, fail(code, &AgentError{Code: e.GetCode(), TPMRC: e.GetTpmRc()}, "agent: %s", e.GetMessage())
+		return nil, fail(code, &AgentError{Code: e.GetCode(), TPMRC: e.GetTpmRc()}, "agent: %s", clip(e.GetMessage()))
 	}
 	return res, nil
 }
