@@ -56,6 +56,7 @@ var permissions = map[string][]Role{
 	stationv1.Station_ListUnits_FullMethodName:       allRoles,
 	stationv1.Station_WatchEvents_FullMethodName:     allRoles,
 	stationv1.Station_GetTraveler_FullMethodName:     allRoles,
+	stationv1.Station_ListRefusals_FullMethodName:    allRoles,
 	stationv1.Station_GetStatus_FullMethodName:       allRoles,
 }
 

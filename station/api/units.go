@@ -149,6 +149,24 @@ func (s *Server) ReleaseEK(ctx context.Context, req *stationv1.ReleaseEKRequest)
 	return pb, s.err(method, err)
 }
 
+// ListRefusals implements stationv1.StationServer.
+func (s *Server) ListRefusals(ctx context.Context, req *stationv1.ListRefusalsRequest) (*stationv1.ListRefusalsResponse, error) {
+	const method = "ListRefusals"
+	refusals, total, err := s.cfg.Store.Refusals(ctx)
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	resp := &stationv1.ListRefusalsResponse{Total: total}
+	for _, r := range refusals {
+		if req.GetSerial() != "" && r.Serial != req.GetSerial() {
+			continue
+		}
+		resp.Refusals = append(resp.Refusals, &stationv1.Refusal{Seq: r.Seq, Time: timestamppb.New(r.Time), Peer: r.Peer,
+			Serial: r.Serial, BootId: r.BootID, Code: r.Code, Message: r.Message, Fingerprints: r.Fingerprints})
+	}
+	return resp, nil
+}
+
 // GetTraveler implements stationv1.StationServer.
 func (s *Server) GetTraveler(ctx context.Context, req *stationv1.GetTravelerRequest) (*stationv1.Traveler, error) {
 	const method = "GetTraveler"

@@ -44,6 +44,7 @@ commands:
   unit release-ek SERIAL --reason TEXT   (admin: unbind the unit's TPM, e.g. after an RMA)
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
+  refusals [--serial S]   (sessions refused before their first checks passed: no unit record)
   status`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
@@ -186,6 +187,7 @@ var commands = map[string]func(*env, []string) error{
 	"unit":      func(e *env, args []string) error { return sub(e, "unit", args, unitCommands) },
 	"events":    events,
 	"traveler":  travelerCmd,
+	"refusals":  refusalsCmd,
 	"status":    statusCmd,
 }
 

@@ -251,6 +251,29 @@ func TestReleaseEK(t *testing.T) {
 	}
 }
 
+// TestRefusals lists the sessions the station refused before their first checks passed.
+func TestRefusals(t *testing.T) {
+	f := newFixture(t)
+	for _, r := range []store.Refusal{
+		{Peer: "10.0.0.7:4000", Serial: "SN-9001", Code: workflow.CodeNotAuthorized, Message: "not in a work order", Fingerprints: []string{"ab"}},
+		{Peer: "10.0.0.8:4000", Serial: "SN-0001", Code: workflow.CodeEKUntrusted, Message: "unknown vendor"},
+	} {
+		if err := f.env.Store.RecordRefusal(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := f.mustRun(t, apitest.Operator, "refusals")
+	if column(t, out, 1, "SERIAL") != "SN-9001" || column(t, out, 2, "CODE") != workflow.CodeEKUntrusted || !strings.Contains(out, "2 refused sessions in all") {
+		t.Errorf("refusals:\n%s", out)
+	}
+	out = f.mustRun(t, apitest.QA, "-o", "json", "refusals", "--serial", "SN-0001")
+	var resp stationv1.ListRefusalsResponse
+	unmarshal(t, out, &resp)
+	if len(resp.GetRefusals()) != 1 || resp.GetRefusals()[0].GetPeer() != "10.0.0.8:4000" || resp.GetTotal() != 2 {
+		t.Errorf("refusals --serial -o json:\n%s", out)
+	}
+}
+
 func TestTravelerAndStatus(t *testing.T) {
 	f := newFixture(t)
 	writeUnits(t, f.env.Store)
