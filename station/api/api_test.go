@@ -157,6 +157,14 @@ var calls = []call{
 		_, err := c.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "none", Reason: "test"})
 		return err
 	}),
+	stationCall("ReleaseEK", func(ctx context.Context, c stationv1.StationClient, _ string) error {
+		_, err := c.ReleaseEK(ctx, &stationv1.ReleaseEKRequest{Serial: "none", Reason: "test"})
+		return err
+	}),
+	stationCall("ListRefusals", func(ctx context.Context, c stationv1.StationClient, _ string) error {
+		_, err := c.ListRefusals(ctx, &stationv1.ListRefusalsRequest{})
+		return err
+	}),
 	stationCall("GetTraveler", func(ctx context.Context, c stationv1.StationClient, _ string) error {
 		_, err := c.GetTraveler(ctx, &stationv1.GetTravelerRequest{Serial: "none"})
 		return err
@@ -200,6 +208,7 @@ func TestRolePermissions(t *testing.T) {
 		"CloseWorkOrder":  {apitest.MES, apitest.Admin},
 		"AbortUnit":       {apitest.Operator, apitest.Admin},
 		"AuthorizeRework": {apitest.Admin},
+		"ReleaseEK":       {apitest.Admin},
 	}
 	for _, cn := range append(all, apitest.NoRole) {
 		for _, c := range calls {
