@@ -51,12 +51,14 @@ var permissions = map[string][]Role{
 	stationv1.Station_CloseWorkOrder_FullMethodName:  {RoleMES, RoleAdmin},
 	stationv1.Station_AbortUnit_FullMethodName:       {RoleOperator, RoleAdmin},
 	stationv1.Station_AuthorizeRework_FullMethodName: {RoleAdmin},
+	stationv1.Station_ReleaseEK_FullMethodName:       {RoleAdmin},
 	stationv1.Station_GetWorkOrder_FullMethodName:    allRoles,
 	stationv1.Station_ListWorkOrders_FullMethodName:  allRoles,
 	stationv1.Station_GetUnit_FullMethodName:         allRoles,
 	stationv1.Station_ListUnits_FullMethodName:       allRoles,
 	stationv1.Station_WatchEvents_FullMethodName:     allRoles,
 	stationv1.Station_GetTraveler_FullMethodName:     allRoles,
+	stationv1.Station_ListRefusals_FullMethodName:    allRoles,
 	stationv1.Station_GetStatus_FullMethodName:       allRoles,
 }
 

@@ -18,6 +18,8 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrUnitNotEnded reports a rework of a unit that has not ended (done, failed or aborted).
 	ErrUnitNotEnded = errors.New("unit has not ended")
+	// ErrUnitInSession reports a change refused while a session drives the unit.
+	ErrUnitInSession = errors.New("unit is in a session")
 	// ErrShuttingDown ends following event streams when the server shuts down.
 	ErrShuttingDown = errors.New("station API shutting down")
 	// ErrUnavailable reports a method whose backing component was not configured (e.g.
@@ -35,6 +37,7 @@ var codeTable = []struct {
 	{store.ErrNotFound, codes.NotFound},
 	{store.ErrWorkOrderExists, codes.AlreadyExists},
 	{ErrUnitNotEnded, codes.FailedPrecondition},
+	{ErrUnitInSession, codes.FailedPrecondition},
 	{store.ErrNotAuthorized, codes.FailedPrecondition},
 	{store.ErrUnitClosed, codes.FailedPrecondition},
 	{store.ErrIntentOpen, codes.FailedPrecondition},

@@ -64,6 +64,14 @@ type Agents struct {
 	KeyFile          string   `toml:"key_file"`
 	MaxUnitsInFlight int      `toml:"max_units_in_flight"`
 	HelloTimeout     Duration `toml:"hello_timeout"`
+	// SlotWait bounds the wait of a session that passed its first checks for a free slot.
+	SlotWait Duration `toml:"slot_wait"`
+	// MaxSessionsPerPeer bounds the open sessions of one peer address.
+	MaxSessionsPerPeer int `toml:"max_sessions_per_peer"`
+	// MaxRefusalsPerPeer refused sessions of one peer address within RefusalWindow block its
+	// new sessions until the window ends.
+	MaxRefusalsPerPeer int      `toml:"max_refusals_per_peer"`
+	RefusalWindow      Duration `toml:"refusal_window"`
 }
 
 // API is the MES/operator API listener.
@@ -95,6 +103,7 @@ type TPMVendor struct {
 type Workflow struct {
 	StepTimeout  Duration            `toml:"step_timeout"`
 	StepTimeouts map[string]Duration `toml:"step_timeouts"`
+	HandoverWait Duration            `toml:"handover_wait"`
 }
 
 // CA is one EST certificate authority.
@@ -219,8 +228,14 @@ type Runtime struct {
 	AgentTLS         *tls.Config
 	MaxUnitsInFlight int
 	HelloTimeout     time.Duration
-	APIListen        string
-	APITLS           *tls.Config
+	// SlotWait, MaxSessionsPerPeer, MaxRefusalsPerPeer and RefusalWindow bound agent sessions
+	// (gateway.Config; 0 = its default).
+	SlotWait           time.Duration
+	MaxSessionsPerPeer int
+	MaxRefusalsPerPeer int
+	RefusalWindow      time.Duration
+	APIListen          string
+	APITLS             *tls.Config
 	// Roles maps a client certificate CommonName to its role, RoleFingerprints the lowercase
 	// hex SHA-256 of a certificate's DER, RoleURIs a subjectAltName URI. The API looks a
 	// certificate up by fingerprint, then URI, then CommonName.
@@ -232,6 +247,7 @@ type Runtime struct {
 	EKAlgorithms     []agentv1.KeyAlgorithm
 	StepTimeout      time.Duration
 	StepTimeouts     map[string]time.Duration
+	HandoverWait     time.Duration
 	CAs              []CARuntime
 	Profiles         map[string]*workflow.Profile
 }
@@ -277,7 +293,10 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	rt := &Runtime{
 		StationID: f.StationID, StorePath: abs(f.StorePath),
 		AgentListen: f.Agents.Listen, MaxUnitsInFlight: f.Agents.MaxUnitsInFlight, HelloTimeout: time.Duration(f.Agents.HelloTimeout),
-		APIListen: f.API.Listen, Roles: map[string]string{}, RoleFingerprints: map[string]string{}, RoleURIs: map[string]string{},
+		SlotWait: time.Duration(f.Agents.SlotWait), MaxSessionsPerPeer: f.Agents.MaxSessionsPerPeer,
+		MaxRefusalsPerPeer: f.Agents.MaxRefusalsPerPeer, RefusalWindow: time.Duration(f.Agents.RefusalWindow),
+		HandoverWait: time.Duration(f.Workflow.HandoverWait),
+		APIListen:    f.API.Listen, Roles: map[string]string{}, RoleFingerprints: map[string]string{}, RoleURIs: map[string]string{},
 		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
 		Profiles: map[string]*workflow.Profile{},
 	}
@@ -292,6 +311,17 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	}
 	if rt.MaxUnitsInFlight < 0 || rt.MaxUnitsInFlight > 10000 {
 		p.addf("agents.max_units_in_flight %d: want 1-10000", rt.MaxUnitsInFlight)
+	}
+	for name, n := range map[string]int{"max_sessions_per_peer": rt.MaxSessionsPerPeer, "max_refusals_per_peer": rt.MaxRefusalsPerPeer} {
+		if n < 0 || n > 10000 {
+			p.addf("agents.%s %d: want 1-10000 (0 for the default)", name, n)
+		}
+	}
+	for name, d := range map[string]time.Duration{"agents.hello_timeout": rt.HelloTimeout, "agents.slot_wait": rt.SlotWait,
+		"agents.refusal_window": rt.RefusalWindow, "workflow.handover_wait": rt.HandoverWait} {
+		if d < 0 {
+			p.addf("%s %s: want a positive duration (0 for the default)", name, d)
+		}
 	}
 	if f.Agents.Listen == "" || f.API.Listen == "" {
 		p.addf("agents.listen and api.listen are required")

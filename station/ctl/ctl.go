@@ -42,8 +42,10 @@ commands:
   workorder get ID | workorder close ID | workorder list [--status open|closed] [--limit N]
   unit get SERIAL | unit list [--status running|waiting|done|failed] [--work-order ID] [--error-code C] [--limit N]
   unit abort SERIAL --reason TEXT | unit rework SERIAL --reason TEXT
+  unit release-ek SERIAL --reason TEXT   (admin: unbind the unit's TPM, e.g. after an RMA)
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
+  refusals [--serial S]   (sessions refused before their first checks passed: no unit record)
   status`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
@@ -197,6 +199,7 @@ var commands = map[string]func(*env, []string) error{
 	"unit":      func(e *env, args []string) error { return sub(e, "unit", args, unitCommands) },
 	"events":    events,
 	"traveler":  travelerCmd,
+	"refusals":  refusalsCmd,
 	"status":    statusCmd,
 }
 
@@ -205,7 +208,7 @@ var workorderCommands = map[string]func(*env, []string) error{
 }
 
 var unitCommands = map[string]func(*env, []string) error{
-	"get": unitGet, "list": unitList, "abort": unitAbort, "rework": unitRework,
+	"get": unitGet, "list": unitList, "abort": unitAbort, "rework": unitRework, "release-ek": unitReleaseEK,
 }
 
 func sub(e *env, name string, args []string, cmds map[string]func(*env, []string) error) error {

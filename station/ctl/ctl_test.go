@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -203,6 +205,72 @@ func TestUnitCommands(t *testing.T) {
 	st, err := f.env.Store.Unit(t.Context(), "SN-0003")
 	if err != nil || st.Rework == nil || st.Rework.By != "admin:CN=admin-1" {
 		t.Errorf("rework not recorded: %+v %v", st.Rework, err)
+	}
+}
+
+// TestReleaseEK releases a unit's EK binding with stationctl: only an admin may, with a
+// reason, and the release is in the audit trail with the admin and the reason.
+func TestReleaseEK(t *testing.T) {
+	f := newFixture(t)
+	writeUnits(t, f.env.Store)
+	ctx := t.Context()
+	before, err := f.env.Store.Unit(ctx, "SN-0001")
+	if err != nil || before.EKFingerprint == "" {
+		t.Fatalf("SN-0001 has no EK binding: %+v %v", before, err)
+	}
+	if _, err := f.run(t, apitest.Operator, "unit", "release-ek", "SN-0001", "--reason", "rma"); err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
+		t.Errorf("release by an operator: %v, want PermissionDenied", err)
+	}
+	if _, err := f.run(t, apitest.Admin, "unit", "release-ek", "SN-0001"); ctl.ExitCode(err) != 2 {
+		t.Errorf("release without a reason: %v, want a usage error", err)
+	}
+	out := f.mustRun(t, apitest.Admin, "-o", "json", "unit", "release-ek", "SN-0001", "--reason", "RMA 7: TPM replaced")
+	var u stationv1.Unit
+	unmarshal(t, out, &u)
+	if u.GetSerial() != "SN-0001" {
+		t.Errorf("unit release-ek -o json:\n%s", out)
+	}
+	if _, err := f.env.Store.UnitByEK(ctx, before.EKFingerprint); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("EK still bound after its release: %v", err)
+	}
+	recs, err := f.env.Store.AuditAfter(ctx, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, a := range recs {
+		if a.Action == store.EventEKReleased && a.Serial == "SN-0001" {
+			found = a.Principal == "admin:CN=admin-1" && a.Details["reason"] == "RMA 7: TPM replaced" && slices.Contains(a.Fingerprints, before.EKFingerprint)
+		}
+	}
+	if !found {
+		t.Error("no audit record of the release by admin:CN=admin-1 with its reason and fingerprint")
+	}
+	if _, err := f.run(t, apitest.Admin, "unit", "release-ek", "SN-0001", "--reason", "again"); err == nil || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("releasing an unbound unit: %v, want NotFound", err)
+	}
+}
+
+// TestRefusals lists the sessions the station refused before their first checks passed.
+func TestRefusals(t *testing.T) {
+	f := newFixture(t)
+	for _, r := range []store.Refusal{
+		{Peer: "10.0.0.7:4000", Serial: "SN-9001", Code: workflow.CodeNotAuthorized, Message: "not in a work order", Fingerprints: []string{"ab"}},
+		{Peer: "10.0.0.8:4000", Serial: "SN-0001", Code: workflow.CodeEKUntrusted, Message: "unknown vendor"},
+	} {
+		if err := f.env.Store.RecordRefusal(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := f.mustRun(t, apitest.Operator, "refusals")
+	if column(t, out, 1, "SERIAL") != "SN-9001" || column(t, out, 2, "CODE") != workflow.CodeEKUntrusted || !strings.Contains(out, "2 refused sessions in all") {
+		t.Errorf("refusals:\n%s", out)
+	}
+	out = f.mustRun(t, apitest.QA, "-o", "json", "refusals", "--serial", "SN-0001")
+	var resp stationv1.ListRefusalsResponse
+	unmarshal(t, out, &resp)
+	if len(resp.GetRefusals()) != 1 || resp.GetRefusals()[0].GetPeer() != "10.0.0.8:4000" || resp.GetTotal() != 2 {
+		t.Errorf("refusals --serial -o json:\n%s", out)
 	}
 }
 

@@ -42,6 +42,7 @@ type lineOptions struct {
 	ldevidAuth string
 	knobs      estca.Knobs // for the IDevID CA
 	wrap       func(workflow.Journal) workflow.Journal
+	configure  func(*config.File) // adjusts the station's configuration before it starts
 }
 
 const headerSecret = "line-test-secret"
@@ -174,6 +175,9 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(stationCA.Cert)
+	if opts.configure != nil {
+		opts.configure(f)
+	}
 	l := &testLine{t: t, dir: dir, pki: pki, ca: ca, file: f, stationCA: pool, unitRoot: unitRoot}
 	l.start(opts.wrap)
 	return l

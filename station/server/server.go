@@ -27,6 +27,10 @@ import (
 // maxMessageBytes bounds every agent message (the agent uses the same bound).
 const maxMessageBytes = 1 << 20
 
+// maxStreamsPerConn bounds the concurrent streams of one agent connection: an agent opens one
+// session per connection; the gateway bounds the sessions of each peer address.
+const maxStreamsPerConn = 4
+
 // Options are what the configuration file does not hold.
 type Options struct {
 	// Version is the station's build version, shown by the API.
@@ -94,7 +98,7 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	s.runner, err = workflow.New(workflow.Config{
 		Journal: journal, Profiles: rt.Profiles, Issuers: wfIssuers,
 		EKRoots: rt.EKRoots, EKIntermediates: rt.EKIntermediates, EKAlgorithms: rt.EKAlgorithms,
-		StepTimeout: rt.StepTimeout, StepTimeouts: rt.StepTimeouts, Clock: opts.Clock, Logger: log,
+		StepTimeout: rt.StepTimeout, StepTimeouts: rt.StepTimeouts, HandoverWait: rt.HandoverWait, Clock: opts.Clock, Logger: log,
 	})
 	if err != nil {
 		s.closeIssuers()
@@ -102,7 +106,9 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.gw = gateway.New(gateway.Config{
-		MaxInFlight: rt.MaxUnitsInFlight, HelloTimeout: rt.HelloTimeout, Logger: log,
+		MaxInFlight: rt.MaxUnitsInFlight, SlotWait: rt.SlotWait, HelloTimeout: rt.HelloTimeout,
+		MaxSessionsPerPeer: rt.MaxSessionsPerPeer, MaxRefusalsPerPeer: rt.MaxRefusalsPerPeer, RefusalWindow: rt.RefusalWindow,
+		Logger: log,
 		Handler: func(ctx context.Context, sess *gateway.Session) error {
 			out := s.runner.Run(ctx, sess)
 			if s.outcomes != nil {
@@ -111,7 +117,10 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 				default:
 				}
 			}
-			if out.Interrupted {
+			switch {
+			case out.Refused:
+				return fmt.Errorf("%w: %s", gateway.ErrRefused, out.Code)
+			case out.Interrupted:
 				return errors.New(out.Message)
 			}
 			return nil
@@ -119,7 +128,7 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	})
 	s.agentSrv = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(rt.AgentTLS)),
-		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
+		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes), grpc.MaxConcurrentStreams(maxStreamsPerConn),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)

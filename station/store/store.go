@@ -3,7 +3,8 @@
 // result after), event log, the EK and certificate indexes, work orders, the
 // MES outbox and a hash-chained audit log.
 //
-// Nothing is ever deleted. Every mutating call commits its effect, its events
+// Nothing is ever deleted: an EK binding an admin releases is emptied (and audited), and
+// refused sessions live in a ring of fixed slots (RecordRefusal). Every mutating call commits its effect, its events
 // and its audit record in one transaction through bbolt's DB.Batch, so that
 // many concurrent units share each fsync; reads use DB.View. Refusals (an EK
 // bound elsewhere, an open intent, ...) are audited too. A call's context is
@@ -88,6 +89,9 @@ type Options struct {
 	// OnCorrupt, when set, is called once (in its own goroutine) when a
 	// damaged page is met after Open; from then on every write is refused.
 	OnCorrupt func(error)
+	// RefusalsKept is how many refused sessions RecordRefusal keeps; 0 means
+	// DefaultRefusalsKept.
+	RefusalsKept int
 }
 
 // Store is a station's store. It is safe for concurrent use.
@@ -100,6 +104,8 @@ type Store struct {
 	states    unitStates
 	onCorrupt func(error)
 	corrupt   atomic.Pointer[CorruptError] // set once a damaged page was met
+	// refusalsKept bounds the ring of refused sessions.
+	refusalsKept int
 }
 
 // Open opens or creates the store file at path. A file whose pages do not
@@ -108,7 +114,10 @@ type Store struct {
 // station's lifetime and the only way to find damage before a unit depends on
 // it.
 func Open(path string, opts Options) (s *Store, err error) {
-	s = &Store{path: path, clock: opts.Clock, log: opts.Logger, onCorrupt: opts.OnCorrupt}
+	s = &Store{path: path, clock: opts.Clock, log: opts.Logger, onCorrupt: opts.OnCorrupt, refusalsKept: opts.RefusalsKept}
+	if s.refusalsKept <= 0 {
+		s.refusalsKept = DefaultRefusalsKept
+	}
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}

@@ -132,6 +132,7 @@ const (
 	EventStepBegun        = "step.begun"
 	EventStepEnded        = "step.ended"
 	EventEKBound          = "ek.bound"
+	EventEKReleased       = "ek.released"
 	EventCertRecorded     = "cert.recorded"
 	EventReworkAuthorized = "rework.authorized"
 	EventWorkOrderCreated = "work_order.created"

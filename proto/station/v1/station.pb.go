@@ -1244,6 +1244,267 @@ func (x *AuthorizeReworkRequest) GetReason() string {
 	return ""
 }
 
+// ReleaseEKRequest releases a unit's EK binding.
+type ReleaseEKRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the unit's serial.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// reason is recorded in the audit trail; required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseEKRequest) Reset() {
+	*x = ReleaseEKRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseEKRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseEKRequest) ProtoMessage() {}
+
+func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseEKRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseEKRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReleaseEKRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ReleaseEKRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ListRefusalsRequest filters refused sessions.
+type ListRefusalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial, when set, keeps the sessions that claimed this serial.
+	Serial        string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRefusalsRequest) Reset() {
+	*x = ListRefusalsRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRefusalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRefusalsRequest) ProtoMessage() {}
+
+func (x *ListRefusalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRefusalsRequest.ProtoReflect.Descriptor instead.
+func (*ListRefusalsRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListRefusalsRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+// Refusal is a session refused before it passed its first checks.
+type Refusal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq numbers refusals since the station's store was created.
+	Seq  uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// peer is the agent's network address.
+	Peer string `protobuf:"bytes,3,opt,name=peer,proto3" json:"peer,omitempty"`
+	// serial and boot_id are what the agent claimed.
+	Serial string `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
+	BootId string `protobuf:"bytes,5,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// code is the stable workflow code (e.g. NOT_AUTHORIZED, EK_UNTRUSTED); message explains it.
+	Code    string `protobuf:"bytes,6,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
+	// fingerprints are the EK fingerprint and EK certificate digests ("cert:" prefix) shown.
+	Fingerprints  []string `protobuf:"bytes,8,rep,name=fingerprints,proto3" json:"fingerprints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Refusal) Reset() {
+	*x = Refusal{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refusal) ProtoMessage() {}
+
+func (x *Refusal) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
+func (*Refusal) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Refusal) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Refusal) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Refusal) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *Refusal) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *Refusal) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *Refusal) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *Refusal) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Refusal) GetFingerprints() []string {
+	if x != nil {
+		return x.Fingerprints
+	}
+	return nil
+}
+
+// ListRefusalsResponse holds the refusals the station still keeps.
+type ListRefusalsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Refusals []*Refusal             `protobuf:"bytes,1,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	// total is how many sessions were refused in all; the station keeps the most recent ones.
+	Total         uint64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRefusalsResponse) Reset() {
+	*x = ListRefusalsResponse{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRefusalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRefusalsResponse) ProtoMessage() {}
+
+func (x *ListRefusalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRefusalsResponse.ProtoReflect.Descriptor instead.
+func (*ListRefusalsResponse) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListRefusalsResponse) GetRefusals() []*Refusal {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+func (x *ListRefusalsResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 // GetTravelerRequest names a unit.
 type GetTravelerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1255,7 +1516,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1528,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1541,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -1303,7 +1564,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1576,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1589,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -1354,7 +1615,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1627,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1640,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -1403,7 +1664,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1676,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1689,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CAHealth) GetName() string {
@@ -1500,7 +1761,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1773,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1786,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Status) GetStationId() string {
@@ -1689,7 +1950,24 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"H\n" +
 	"\x16AuthorizeReworkRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
+	"\x10ReleaseEKRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"-\n" +
+	"\x13ListRefusalsRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xe2\x01\n" +
+	"\aRefusal\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04peer\x18\x03 \x01(\tR\x04peer\x12\x16\n" +
+	"\x06serial\x18\x04 \x01(\tR\x06serial\x12\x17\n" +
+	"\aboot_id\x18\x05 \x01(\tR\x06bootId\x12\x12\n" +
+	"\x04code\x18\x06 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\a \x01(\tR\amessage\x12\"\n" +
+	"\ffingerprints\x18\b \x03(\tR\ffingerprints\"c\n" +
+	"\x14ListRefusalsResponse\x125\n" +
+	"\brefusals\x18\x01 \x03(\v2\x19.devid.station.v1.RefusalR\brefusals\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\",\n" +
 	"\x12GetTravelerRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\"6\n" +
 	"\bTraveler\x12\x16\n" +
@@ -1728,7 +2006,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x13UNIT_STATUS_RUNNING\x10\x01\x12\x14\n" +
 	"\x10UNIT_STATUS_DONE\x10\x02\x12\x16\n" +
 	"\x12UNIT_STATUS_FAILED\x10\x03\x12\x17\n" +
-	"\x13UNIT_STATUS_WAITING\x10\x042\x99\a\n" +
+	"\x13UNIT_STATUS_WAITING\x10\x042\xc1\b\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -1738,7 +2016,9 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\tListUnits\x12\".devid.station.v1.ListUnitsRequest\x1a#.devid.station.v1.ListUnitsResponse\x12N\n" +
 	"\vWatchEvents\x12$.devid.station.v1.WatchEventsRequest\x1a\x17.devid.station.v1.Event0\x01\x12G\n" +
 	"\tAbortUnit\x12\".devid.station.v1.AbortUnitRequest\x1a\x16.devid.station.v1.Unit\x12S\n" +
-	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12O\n" +
+	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12G\n" +
+	"\tReleaseEK\x12\".devid.station.v1.ReleaseEKRequest\x1a\x16.devid.station.v1.Unit\x12]\n" +
+	"\fListRefusals\x12%.devid.station.v1.ListRefusalsRequest\x1a&.devid.station.v1.ListRefusalsResponse\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
 	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.StatusB;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
 
@@ -1755,7 +2035,7 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
@@ -1774,57 +2054,67 @@ var file_proto_station_v1_station_proto_goTypes = []any{
 	(*Event)(nil),                  // 14: devid.station.v1.Event
 	(*AbortUnitRequest)(nil),       // 15: devid.station.v1.AbortUnitRequest
 	(*AuthorizeReworkRequest)(nil), // 16: devid.station.v1.AuthorizeReworkRequest
-	(*GetTravelerRequest)(nil),     // 17: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),               // 18: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),       // 19: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),               // 20: devid.station.v1.CAHealth
-	(*Status)(nil),                 // 21: devid.station.v1.Status
-	nil,                            // 22: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
+	(*ReleaseEKRequest)(nil),       // 17: devid.station.v1.ReleaseEKRequest
+	(*ListRefusalsRequest)(nil),    // 18: devid.station.v1.ListRefusalsRequest
+	(*Refusal)(nil),                // 19: devid.station.v1.Refusal
+	(*ListRefusalsResponse)(nil),   // 20: devid.station.v1.ListRefusalsResponse
+	(*GetTravelerRequest)(nil),     // 21: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),               // 22: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),       // 23: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),               // 24: devid.station.v1.CAHealth
+	(*Status)(nil),                 // 25: devid.station.v1.Status
+	nil,                            // 26: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
 	2,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	23, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	23, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	27, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	27, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
 	2,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
 	3,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	23, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	23, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	27, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	27, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
 	9,  // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	23, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
-	22, // 13: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	20, // 14: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	4,  // 15: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	5,  // 16: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	6,  // 17: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	8,  // 18: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	10, // 19: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	11, // 20: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	13, // 21: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	15, // 22: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	16, // 23: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	17, // 24: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	19, // 25: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	3,  // 26: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	3,  // 27: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	7,  // 28: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	3,  // 29: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	9,  // 30: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	12, // 31: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	14, // 32: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	9,  // 33: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	9,  // 34: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	18, // 35: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	21, // 36: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	27, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	27, // 13: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
+	19, // 14: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
+	26, // 15: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	24, // 16: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	4,  // 17: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	5,  // 18: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	6,  // 19: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	8,  // 20: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	10, // 21: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	11, // 22: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	13, // 23: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	15, // 24: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	16, // 25: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	17, // 26: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
+	18, // 27: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
+	21, // 28: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	23, // 29: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	3,  // 30: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	3,  // 31: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	7,  // 32: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	3,  // 33: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	9,  // 34: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	12, // 35: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	14, // 36: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	9,  // 37: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	9,  // 38: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	9,  // 39: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	20, // 40: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
+	22, // 41: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	25, // 42: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	30, // [30:43] is the sub-list for method output_type
+	17, // [17:30] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_proto_station_v1_station_proto_init() }
@@ -1838,7 +2128,7 @@ func file_proto_station_v1_station_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,8 @@ const (
 	Station_WatchEvents_FullMethodName     = "/devid.station.v1.Station/WatchEvents"
 	Station_AbortUnit_FullMethodName       = "/devid.station.v1.Station/AbortUnit"
 	Station_AuthorizeRework_FullMethodName = "/devid.station.v1.Station/AuthorizeRework"
+	Station_ReleaseEK_FullMethodName       = "/devid.station.v1.Station/ReleaseEK"
+	Station_ListRefusals_FullMethodName    = "/devid.station.v1.Station/ListRefusals"
 	Station_GetTraveler_FullMethodName     = "/devid.station.v1.Station/GetTraveler"
 	Station_GetStatus_FullMethodName       = "/devid.station.v1.Station/GetStatus"
 )
@@ -61,6 +63,15 @@ type StationClient interface {
 	AbortUnit(ctx context.Context, in *AbortUnitRequest, opts ...grpc.CallOption) (*Unit, error)
 	// AuthorizeRework lets a provisioned or failed unit be provisioned again. Roles: admin.
 	AuthorizeRework(ctx context.Context, in *AuthorizeReworkRequest, opts ...grpc.CallOption) (*Unit, error)
+	// ReleaseEK releases the binding of a unit's serial to its TPM's EK (an RMA, a unit that
+	// booted with a wrong serial): the EK may then be bound again, to this or another serial,
+	// once its TPM proves possession anew. The unit must not be in a session. Recorded in the
+	// unit's events and the audit trail with the caller and reason. Roles: admin.
+	ReleaseEK(ctx context.Context, in *ReleaseEKRequest, opts ...grpc.CallOption) (*Unit, error)
+	// ListRefusals lists the most recent agent sessions the station refused before they passed
+	// their first checks (EK certificate chain, serial authorized, serial not busy): such a
+	// session writes no unit record, only this bounded record. Oldest first. Roles: all.
+	ListRefusals(ctx context.Context, in *ListRefusalsRequest, opts ...grpc.CallOption) (*ListRefusalsResponse, error)
 	// GetTraveler returns the traveler record of a unit as JSON. Roles: all.
 	GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
@@ -174,6 +185,26 @@ func (c *stationClient) AuthorizeRework(ctx context.Context, in *AuthorizeRework
 	return out, nil
 }
 
+func (c *stationClient) ReleaseEK(ctx context.Context, in *ReleaseEKRequest, opts ...grpc.CallOption) (*Unit, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Unit)
+	err := c.cc.Invoke(ctx, Station_ReleaseEK_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stationClient) ListRefusals(ctx context.Context, in *ListRefusalsRequest, opts ...grpc.CallOption) (*ListRefusalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRefusalsResponse)
+	err := c.cc.Invoke(ctx, Station_ListRefusals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *stationClient) GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Traveler)
@@ -219,6 +250,15 @@ type StationServer interface {
 	AbortUnit(context.Context, *AbortUnitRequest) (*Unit, error)
 	// AuthorizeRework lets a provisioned or failed unit be provisioned again. Roles: admin.
 	AuthorizeRework(context.Context, *AuthorizeReworkRequest) (*Unit, error)
+	// ReleaseEK releases the binding of a unit's serial to its TPM's EK (an RMA, a unit that
+	// booted with a wrong serial): the EK may then be bound again, to this or another serial,
+	// once its TPM proves possession anew. The unit must not be in a session. Recorded in the
+	// unit's events and the audit trail with the caller and reason. Roles: admin.
+	ReleaseEK(context.Context, *ReleaseEKRequest) (*Unit, error)
+	// ListRefusals lists the most recent agent sessions the station refused before they passed
+	// their first checks (EK certificate chain, serial authorized, serial not busy): such a
+	// session writes no unit record, only this bounded record. Oldest first. Roles: all.
+	ListRefusals(context.Context, *ListRefusalsRequest) (*ListRefusalsResponse, error)
 	// GetTraveler returns the traveler record of a unit as JSON. Roles: all.
 	GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
@@ -259,6 +299,12 @@ func (UnimplementedStationServer) AbortUnit(context.Context, *AbortUnitRequest) 
 }
 func (UnimplementedStationServer) AuthorizeRework(context.Context, *AuthorizeReworkRequest) (*Unit, error) {
 	return nil, status.Error(codes.Unimplemented, "method AuthorizeRework not implemented")
+}
+func (UnimplementedStationServer) ReleaseEK(context.Context, *ReleaseEKRequest) (*Unit, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseEK not implemented")
+}
+func (UnimplementedStationServer) ListRefusals(context.Context, *ListRefusalsRequest) (*ListRefusalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRefusals not implemented")
 }
 func (UnimplementedStationServer) GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTraveler not implemented")
@@ -442,6 +488,42 @@ func _Station_AuthorizeRework_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Station_ReleaseEK_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseEKRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).ReleaseEK(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_ReleaseEK_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).ReleaseEK(ctx, req.(*ReleaseEKRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Station_ListRefusals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRefusalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).ListRefusals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_ListRefusals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).ListRefusals(ctx, req.(*ListRefusalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Station_GetTraveler_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTravelerRequest)
 	if err := dec(in); err != nil {
@@ -516,6 +598,14 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AuthorizeRework",
 			Handler:    _Station_AuthorizeRework_Handler,
+		},
+		{
+			MethodName: "ReleaseEK",
+			Handler:    _Station_ReleaseEK_Handler,
+		},
+		{
+			MethodName: "ListRefusals",
+			Handler:    _Station_ListRefusals_Handler,
 		},
 		{
 			MethodName: "GetTraveler",
