@@ -1,0 +1,149 @@
+package printable
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// rgb is a colour.
+type rgb struct{ r, g, b int }
+
+func (c rgb) hex() string { return fmt.Sprintf("#%02x%02x%02x", c.r, c.g, c.b) }
+
+var (
+	black   = rgb{0, 0, 0}
+	ink     = rgb{33, 37, 41}
+	muted   = rgb{108, 117, 125}
+	rule    = rgb{206, 212, 218}
+	barBlue = rgb{52, 101, 164}
+	barRed  = rgb{192, 57, 43}
+	accent  = rgb{230, 126, 34}
+	okGreen = rgb{39, 133, 72}
+)
+
+// canvas is what charts and symbols draw on: the PDF page and the SVG element implement it.
+// Coordinates are millimetres from the top left of the drawing; text y is the baseline and
+// size is in millimetres.
+type canvas interface {
+	rect(x, y, w, h float64, fill rgb)
+	line(x1, y1, x2, y2, width float64, stroke rgb, dashed bool)
+	polyline(xs, ys []float64, width float64, stroke rgb)
+	text(x, y float64, s string, size float64, anchor string, c rgb)
+}
+
+// chart is a bar chart: one bar per label, optionally with the cumulative share of the total
+// as a line on a right-hand percentage axis (a Pareto chart) and vertical markers at positions
+// measured in bars (bar i spans [i, i+1]).
+type chart struct {
+	title          string
+	xLabel, yLabel string
+	labels         []string
+	values         []float64
+	colour         rgb
+	cumulative     bool
+	markers        []marker
+}
+
+type marker struct {
+	at    float64
+	label string
+}
+
+// chart geometry in millimetres.
+const (
+	chartW = 180.0
+	chartH = 62.0
+)
+
+// draw draws the chart into the chartW x chartH box at the canvas origin (ox, oy).
+func (c *chart) draw(cv canvas, ox, oy float64) {
+	left, right, top, bottom := 16.0, 6.0, 7.0, 14.0
+	if c.cumulative {
+		right = 14
+	}
+	pw, ph := chartW-left-right, chartH-top-bottom
+	x0, y0 := ox+left, oy+top+ph // plot origin (bottom left)
+	cv.text(ox, oy+3.5, c.title, 3.6, "start", ink)
+
+	maxV := 0.0
+	total := 0.0
+	for _, v := range c.values {
+		maxV = math.Max(maxV, v)
+		total += v
+	}
+	top1 := niceCeil(maxV)
+	ticks := 4
+	for i := 0; i <= ticks; i++ {
+		v := top1 * float64(i) / float64(ticks)
+		y := y0 - ph*float64(i)/float64(ticks)
+		cv.line(x0, y, x0+pw, y, 0.15, rule, i > 0)
+		cv.text(x0-1.5, y+1, fmtNum(v), 2.6, "end", muted)
+		if c.cumulative {
+			cv.text(x0+pw+1.5, y+1, strconv.Itoa(100*i/ticks)+"%", 2.6, "start", muted)
+		}
+	}
+	n := len(c.values)
+	if n == 0 {
+		cv.text(x0+pw/2, y0-ph/2, "no data", 3, "middle", muted)
+	} else {
+		slot := pw / float64(n)
+		gap := math.Min(slot*0.2, 2)
+		every := int(math.Ceil(float64(n) / math.Max(1, math.Floor(pw/14))))
+		for i, v := range c.values {
+			h := ph * v / top1
+			x := x0 + slot*float64(i)
+			if h > 0 {
+				cv.rect(x+gap/2, y0-h, slot-gap, h, c.colour)
+			}
+			if i%every == 0 {
+				cv.text(x+slot/2, y0+3.5, c.labels[i], 2.5, "middle", ink)
+			}
+			if n <= 24 && v > 0 {
+				cv.text(x+slot/2, y0-h-0.8, fmtNum(v), 2.4, "middle", ink)
+			}
+		}
+		if c.cumulative && total > 0 {
+			xs, ys := make([]float64, n), make([]float64, n)
+			run := 0.0
+			for i, v := range c.values {
+				run += v
+				xs[i] = x0 + slot*(float64(i)+0.5)
+				ys[i] = y0 - ph*run/total
+			}
+			cv.polyline(xs, ys, 0.5, accent)
+			for i := range xs {
+				cv.rect(xs[i]-0.7, ys[i]-0.7, 1.4, 1.4, accent)
+			}
+		}
+		for _, m := range c.markers {
+			x := x0 + slot*m.at
+			cv.line(x, y0, x, y0-ph-1, 0.4, accent, true)
+			cv.text(x+0.8, y0-ph+1.5, m.label, 2.6, "start", accent)
+		}
+	}
+	cv.line(x0, y0, x0+pw, y0, 0.3, ink, false)
+	cv.line(x0, y0, x0, y0-ph, 0.3, ink, false)
+	cv.text(x0+pw/2, oy+chartH-1.5, c.xLabel, 2.8, "middle", muted)
+	cv.text(x0-1.5, oy+top-1.5, c.yLabel, 2.6, "end", muted)
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten (at least 1), so that four ticks
+// land on round numbers.
+func niceCeil(v float64) float64 {
+	if v <= 1 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 4, 5, 8, 10} {
+		if m*p >= v {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// fmtNum prints v with at most two decimals and no trailing zeros.
+func fmtNum(v float64) string {
+	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)
+}
