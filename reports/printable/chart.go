@@ -58,13 +58,13 @@ const (
 
 // draw draws the chart into the chartW x chartH box at the canvas origin (ox, oy).
 func (c *chart) draw(cv canvas, ox, oy float64) {
-	left, right, top, bottom := 16.0, 6.0, 7.0, 14.0
+	left, right, top, bottom := 16.0, 6.0, 10.0, 12.0
 	if c.cumulative {
 		right = 14
 	}
 	pw, ph := chartW-left-right, chartH-top-bottom
 	x0, y0 := ox+left, oy+top+ph // plot origin (bottom left)
-	cv.text(ox, oy+3.5, c.title, 3.6, "start", ink)
+	cv.text(ox, oy+3.5, c.title, 3.2, "start", ink)
 
 	maxV := 0.0
 	total := 0.0
@@ -72,8 +72,11 @@ func (c *chart) draw(cv canvas, ox, oy float64) {
 		maxV = math.Max(maxV, v)
 		total += v
 	}
-	top1 := niceCeil(maxV)
 	ticks := 4
+	top1 := niceCeil(maxV)
+	if top1 < float64(ticks) {
+		top1 = float64(ticks) // counts: whole-number ticks
+	}
 	for i := 0; i <= ticks; i++ {
 		v := top1 * float64(i) / float64(ticks)
 		y := y0 - ph*float64(i)/float64(ticks)
@@ -87,19 +90,24 @@ func (c *chart) draw(cv canvas, ox, oy float64) {
 	if n == 0 {
 		cv.text(x0+pw/2, y0-ph/2, "no data", 3, "middle", muted)
 	} else {
-		slot := pw / float64(n)
-		gap := math.Min(slot*0.2, 2)
+		slot := math.Min(pw/float64(n), 28)
+		bx := x0 + (pw-slot*float64(n))/2 // few bars: narrower, centred
+		gap := math.Min(slot*0.2, 3)
 		every := int(math.Ceil(float64(n) / math.Max(1, math.Floor(pw/14))))
 		for i, v := range c.values {
 			h := ph * v / top1
-			x := x0 + slot*float64(i)
+			x := bx + slot*float64(i)
 			if h > 0 {
 				cv.rect(x+gap/2, y0-h, slot-gap, h, c.colour)
 			}
 			if i%every == 0 {
 				cv.text(x+slot/2, y0+3.5, c.labels[i], 2.5, "middle", ink)
 			}
-			if n <= 24 && v > 0 {
+			switch {
+			case n > 24 || v == 0:
+			case h > 5:
+				cv.text(x+slot/2, y0-h+3.2, fmtNum(v), 2.4, "middle", rgb{255, 255, 255})
+			default:
 				cv.text(x+slot/2, y0-h-0.8, fmtNum(v), 2.4, "middle", ink)
 			}
 		}
@@ -108,7 +116,7 @@ func (c *chart) draw(cv canvas, ox, oy float64) {
 			run := 0.0
 			for i, v := range c.values {
 				run += v
-				xs[i] = x0 + slot*(float64(i)+0.5)
+				xs[i] = bx + slot*(float64(i)+0.5)
 				ys[i] = y0 - ph*run/total
 			}
 			cv.polyline(xs, ys, 0.5, accent)
@@ -117,7 +125,7 @@ func (c *chart) draw(cv canvas, ox, oy float64) {
 			}
 		}
 		for _, m := range c.markers {
-			x := x0 + slot*m.at
+			x := bx + slot*m.at
 			cv.line(x, y0, x, y0-ph-1, 0.4, accent, true)
 			cv.text(x+0.8, y0-ph+1.5, m.label, 2.6, "start", accent)
 		}

@@ -46,10 +46,14 @@ func (d *document) writePDF(w io.Writer, created time.Time) error {
 	f.AddPage()
 	p.y = margin
 	p.header(d)
-	for _, blk := range d.blocks {
+	for i, blk := range d.blocks {
 		switch v := blk.(type) {
 		case section:
-			p.section(string(v))
+			var next block
+			if i+1 < len(d.blocks) {
+				next = d.blocks[i+1]
+			}
+			p.section(string(v), leadHeight(next))
 		case kv:
 			p.kv(v)
 		case table:
@@ -200,8 +204,20 @@ func (p *pdfDoc) drawSymbol(s *symbol, x, y, module, height float64) {
 	}
 }
 
-func (p *pdfDoc) section(title string) {
-	p.ensure(22)
+// leadHeight is how much of b must fit on the page below its section heading, so that a
+// heading never ends a page alone.
+func leadHeight(b block) float64 {
+	switch b.(type) {
+	case *chart:
+		return chartH + 2
+	case tiles:
+		return 20
+	}
+	return 10
+}
+
+func (p *pdfDoc) section(title string, lead float64) {
+	p.ensure(12 + lead)
 	p.y += 5
 	p.font("B", 11, ink)
 	p.textAt(margin, p.y, title)
@@ -234,7 +250,8 @@ func (p *pdfDoc) kv(pairs kv) {
 }
 
 // columnWidths fits natural column widths into contentW: the narrow columns keep theirs and
-// the wide ones share what is left (their text wraps).
+// the wide ones share what is left (their text wraps). A table that fits keeps its natural
+// widths.
 func columnWidths(natural []float64) []float64 {
 	sum := 0.0
 	for _, w := range natural {
@@ -243,7 +260,6 @@ func columnWidths(natural []float64) []float64 {
 	out := make([]float64, len(natural))
 	if sum <= contentW {
 		copy(out, natural)
-		out[len(out)-1] += contentW - sum
 		return out
 	}
 	lo, hi := 0.0, contentW
@@ -285,6 +301,10 @@ func (p *pdfDoc) table(t table) {
 		}
 	}
 	widths := columnWidths(natural)
+	tableW := 0.0
+	for _, w := range widths {
+		tableW += w
+	}
 	drawRow := func(cells []string, style func(int) string, c rgb) {
 		lines := make([][]string, len(cells))
 		n := 1
@@ -308,7 +328,7 @@ func (p *pdfDoc) table(t table) {
 		p.y += float64(n)*lh + 0.8
 		p.f.SetDrawColor(233, 236, 239)
 		p.f.SetLineWidth(0.2)
-		p.f.Line(margin, p.y-0.4, margin+contentW, p.y-0.4)
+		p.f.Line(margin, p.y-0.4, margin+tableW, p.y-0.4)
 	}
 	head := func() {
 		drawRow(t.head, func(int) string { return "B" }, muted)

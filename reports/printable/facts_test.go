@@ -1,0 +1,78 @@
+package printable
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/devid-station/devid/reports/traveler"
+)
+
+// A record that gains fields (history, attempts, ...) still prints them: otherFacts lays out
+// every JSON key the traveler does not lay out itself.
+func TestOtherFactsPrintsUnknownFields(t *testing.T) {
+	type attempt struct {
+		Session int    `json:"session"`
+		Code    string `json:"code,omitempty"`
+	}
+	rec := struct {
+		traveler.Record
+		AttemptHistory []attempt         `json:"attempt_history"`
+		Station        map[string]string `json:"station_build"`
+		Operator       string            `json:"operator"`
+		Empty          *traveler.TPMInfo `json:"empty"`
+	}{
+		Record:         traveler.Record{Serial: "SN-1", Result: "done", StationID: "st"},
+		AttemptHistory: []attempt{{1, "CA_TIMEOUT"}, {Session: 2}},
+		Station:        map[string]string{"version": "1.2.3"},
+		Operator:       "operator:jane",
+	}
+	blocks, err := otherFacts(rec, travelerFields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []block{
+		note("attempt history"),
+		table{head: []string{"code", "session"}, rows: [][]string{{"CA_TIMEOUT", "1"}, {"", "2"}}},
+		kv{{k: "operator", v: "operator:jane"}},
+		note("station build"),
+		kv{{k: "version", v: "1.2.3"}},
+	}
+	if len(blocks) != len(want) {
+		t.Fatalf("otherFacts gave %d blocks %#v, want %#v", len(blocks), blocks, want)
+	}
+	for i := range want {
+		if !sameBlock(blocks[i], want[i]) {
+			t.Errorf("block %d = %#v, want %#v", i, blocks[i], want[i])
+		}
+	}
+}
+
+func sameBlock(a, b block) bool {
+	switch x := a.(type) {
+	case note:
+		return x == b
+	case kv:
+		y, ok := b.(kv)
+		return ok && slices.Equal(x, y)
+	case table:
+		y, ok := b.(table)
+		return ok && slices.Equal(x.head, y.head) && slices.EqualFunc(x.rows, y.rows, slices.Equal)
+	}
+	return false
+}
+
+// Every field the traveler record has today is laid out by the traveler itself.
+func TestTravelerLaysOutEveryRecordField(t *testing.T) {
+	rec := traveler.Record{Schema: traveler.Schema, Serial: "SN-1", WorkOrder: "WO", Profile: "p", StationID: "st",
+		Result: "failed", ErrorCode: "X", ErrorMessage: "m", Attempts: 1, CycleTimeSeconds: 1,
+		Steps: []traveler.Step{{Name: "verify_ek"}}, TPM: &traveler.TPMInfo{}, EK: &traveler.EKCertificate{},
+		IDevID: &traveler.Certificate{}, LDevID: &traveler.Certificate{}, Certificates: []traveler.CertificateRef{{}},
+		Verification: map[string]string{"a": "ok"}}
+	blocks, err := otherFacts(rec, travelerFields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blocks) != 0 {
+		t.Errorf("fields of the record the traveler does not lay out: %#v", blocks)
+	}
+}
