@@ -127,7 +127,11 @@ func (c *chart) draw(cv canvas, ox, oy float64) {
 		for _, m := range c.markers {
 			x := bx + slot*m.at
 			cv.line(x, y0, x, y0-ph-1, 0.4, accent, true)
-			cv.text(x+0.8, y0-ph+1.5, m.label, 2.6, "start", accent)
+			if x > x0+pw-20 {
+				cv.text(x-0.8, y0-ph+1.5, m.label, 2.6, "end", accent)
+			} else {
+				cv.text(x+0.8, y0-ph+1.5, m.label, 2.6, "start", accent)
+			}
 		}
 	}
 	cv.line(x0, y0, x0+pw, y0, 0.3, ink, false)

@@ -76,3 +76,32 @@ func TestTravelerLaysOutEveryRecordField(t *testing.T) {
 		t.Errorf("fields of the record the traveler does not lay out: %#v", blocks)
 	}
 }
+
+// A histogram's bins hold their values and its markers sit inside the bars, also when the
+// values lie on bin edges that floating point misses (0.94 - 0.88 = 0.0599...).
+func TestHistogramBins(t *testing.T) {
+	cases := []struct {
+		name   string
+		vs     []float64
+		labels []string
+		counts []float64
+	}{
+		{"edges", []float64{0.88, 0.90, 0.91, 0.94}, []string{"0.88-0.89", "0.89-0.9", "0.9-0.91", "0.91-0.92", "0.92-0.93", "0.93-0.94", "0.94-0.95"},
+			[]float64{1, 0, 1, 1, 0, 0, 1}},
+		{"one value", []float64{5, 5}, []string{"5-5.5"}, []float64{2}},
+		{"none", nil, nil, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := histogram("h", "s", "units", c.vs)
+			if !slices.Equal(h.labels, c.labels) || !slices.Equal(h.values, c.counts) {
+				t.Errorf("bins %v %v, want %v %v", h.labels, h.values, c.labels, c.counts)
+			}
+			for _, m := range h.markers {
+				if m.at < 0 || m.at > float64(len(h.values)) {
+					t.Errorf("marker %s at %v, outside the %d bins", m.label, m.at, len(h.values))
+				}
+			}
+		})
+	}
+}

@@ -173,13 +173,14 @@ func histogram(title, unit, counted string, vs []float64) *chart {
 		width = nice(math.Max(hi/10, 0.01))
 	}
 	lo = math.Floor(lo/width) * width
-	n := int(math.Floor((hi-lo)/width)) + 1
+	bin := func(v float64) int { return int(math.Floor((v-lo)/width + 1e-9)) } // 1e-9: 0.94-0.88 is 0.0599...
+	n := bin(hi) + 1
 	c.values = make([]float64, n)
 	for i := range n {
 		c.labels = append(c.labels, fmtNum(lo+float64(i)*width)+"-"+fmtNum(lo+float64(i+1)*width))
 	}
 	for _, v := range vs {
-		c.values[min(int((v-lo)/width), n-1)]++
+		c.values[min(bin(v), n-1)]++
 	}
 	for _, m := range []struct {
 		p     int
