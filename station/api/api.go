@@ -86,6 +86,9 @@ type Config struct {
 	Clock Clock
 	// Logger receives refusals and internal errors; nil discards.
 	Logger *slog.Logger
+	// ReportsDir is the station's reports folder (reports/reportdir) that GetReport serves;
+	// empty: GetReport answers Unimplemented.
+	ReportsDir string
 }
 
 // Server implements stationv1.StationServer. It is safe for concurrent use.

@@ -43,6 +43,8 @@ commands:
   unit abort SERIAL --reason TEXT | unit rework SERIAL --reason TEXT
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
+  report traveler SERIAL [--format pdf|html] [--out FILE|DIR|-]
+  report lot WORK_ORDER [--format pdf|html|csv] [--out FILE|DIR|-]
   status`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
@@ -185,6 +187,7 @@ var commands = map[string]func(*env, []string) error{
 	"unit":      func(e *env, args []string) error { return sub(e, "unit", args, unitCommands) },
 	"events":    events,
 	"traveler":  travelerCmd,
+	"report":    reportCmd,
 	"status":    statusCmd,
 }
 
