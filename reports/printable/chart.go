@@ -56,6 +56,9 @@ const (
 	chartH = 62.0
 )
 
+func (c *chart) height() float64 { return chartH }
+func (c *chart) caption() string { return c.title }
+
 // draw draws the chart into the chartW x chartH box at the canvas origin (ox, oy).
 func (c *chart) draw(cv canvas, ox, oy float64) {
 	left, right, top, bottom := 16.0, 6.0, 10.0, 12.0

@@ -27,8 +27,15 @@ type document struct {
 	blocks  []block
 }
 
-// block is one of section, kv, table, tiles, *chart, note.
+// block is one of section, kv, table, tiles, figure, note.
 type block any
+
+// figure is a drawing chartW millimetres wide: *chart, *timeline.
+type figure interface {
+	draw(cv canvas, ox, oy float64)
+	height() float64
+	caption() string
+}
 
 // section starts a titled part of the report.
 type section string

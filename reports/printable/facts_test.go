@@ -1,6 +1,7 @@
 package printable
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -103,5 +104,35 @@ func TestHistogramBins(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestListedUnits(t *testing.T) {
+	var recs []*traveler.Record
+	for i := range maxUnitRows + 10 {
+		r := &traveler.Record{Serial: fmt.Sprintf("SN-%05d", i), Result: "done"}
+		if i%100 == 99 {
+			r.Result = "failed"
+		}
+		recs = append(recs, r)
+	}
+	got := listedUnits(recs)
+	if len(got) != maxUnitRows {
+		t.Fatalf("%d units listed, want %d", len(got), maxUnitRows)
+	}
+	failed := 0
+	for i, r := range got {
+		if r.Result == "failed" {
+			failed++
+			if i >= 12 {
+				t.Errorf("failed unit %s listed at %d, after passed ones", r.Serial, i)
+			}
+		}
+	}
+	if failed != 12 {
+		t.Errorf("%d failed units listed, want all 12", failed)
+	}
+	if got := listedUnits(recs[:10]); len(got) != 10 || got[0].Serial != "SN-00000" {
+		t.Errorf("a small lot is not listed whole and in order: %d units", len(got))
 	}
 }

@@ -119,11 +119,11 @@ func (d *document) writeHTML(w io.Writer) error {
 				fmt.Fprintf(&b, "<div class=\"tile\"><span>%s</span><b>%s</b><span>%s</span></div>\n", esc(t.label), esc(t.value), esc(t.note))
 			}
 			b.WriteString("</div>\n")
-		case *chart:
+		case figure:
 			sv := &svg{}
 			v.draw(sv, 0, 0)
 			fmt.Fprintf(&b, "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %g %g\" role=\"img\" aria-label=\"%s\" font-family=\"Helvetica,Arial,sans-serif\">\n%s</svg></figure>\n",
-				chartW, chartH, esc(v.title), sv.String())
+				chartW, v.height(), esc(v.caption()), sv.String())
 		case note:
 			fmt.Fprintf(&b, "<p class=\"note\">%s</p>\n", esc(string(v)))
 		default:

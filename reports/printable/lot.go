@@ -356,7 +356,8 @@ func (l Lot) document() *document {
 
 	units := table{head: []string{"Serial", "Result", "Error code", "Attempts", "First pass", "Cycle time", "Ended (UTC)", "TPM", "EK"},
 		right: []bool{false, false, false, true, false, true}}
-	for _, r := range l.Records {
+	listed := listedUnits(l.Records)
+	for _, r := range listed {
 		fp := "no"
 		if firstPass(r) {
 			fp = "yes"
@@ -376,8 +377,37 @@ func (l Lot) document() *document {
 			stampPtr(r.EndedAt), tpm, ek})
 		units.bad = append(units.bad, r.Result == "failed" || r.Result == "aborted")
 	}
-	d.blocks = append(d.blocks, section("Units"), units)
+	d.blocks = append(d.blocks, section("Units"))
+	if len(listed) < len(l.Records) {
+		d.blocks = append(d.blocks, note(fmt.Sprintf("%d of %d units listed: every unit that did not pass first, then "+
+			"passed units in order. The lot CSV lists all %d.", len(listed), len(l.Records), len(l.Records))))
+	}
+	d.blocks = append(d.blocks, units)
 	return d
+}
+
+// maxUnitRows bounds the units table of the HTML and PDF (a page holds about 60 rows); the
+// CSV lists every unit.
+const maxUnitRows = 1200
+
+// listedUnits are the units the table lists: all of them when they fit, else every unit that
+// did not pass and then passed units, in order, up to maxUnitRows.
+func listedUnits(recs []*traveler.Record) []*traveler.Record {
+	if len(recs) <= maxUnitRows {
+		return recs
+	}
+	var out []*traveler.Record
+	for _, pass := range []bool{false, true} {
+		for _, r := range recs {
+			if len(out) == maxUnitRows {
+				return out
+			}
+			if (r.Result == string(store.StatusDone)) == pass {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }
 
 // serialSet describes the work order's serials.

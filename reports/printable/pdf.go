@@ -60,10 +60,10 @@ func (d *document) writePDF(w io.Writer, created time.Time) error {
 			p.table(v)
 		case tiles:
 			p.tiles(v)
-		case *chart:
-			p.ensure(chartH + 2)
+		case figure:
+			p.ensure(v.height() + 2)
 			v.draw(p, margin, p.y)
-			p.y += chartH + 2
+			p.y += v.height() + 2
 		case note:
 			p.note(string(v))
 		default:
@@ -207,9 +207,9 @@ func (p *pdfDoc) drawSymbol(s *symbol, x, y, module, height float64) {
 // leadHeight is how much of b must fit on the page below its section heading, so that a
 // heading never ends a page alone.
 func leadHeight(b block) float64 {
-	switch b.(type) {
-	case *chart:
-		return chartH + 2
+	switch v := b.(type) {
+	case figure:
+		return v.height() + 2
 	case tiles:
 		return 20
 	}

@@ -87,12 +87,14 @@ func (t Traveler) document() (*document, error) {
 		d.blocks = append(d.blocks, section("Principals"), p)
 	}
 	if len(r.Steps) > 0 {
+		d.blocks = append(d.blocks, section("Step timeline"))
+		if tl := stepTimeline(r.Steps); tl != nil {
+			d.blocks = append(d.blocks, tl)
+		}
 		var day time.Time
 		if r.StartedAt != nil {
 			day = *r.StartedAt
-			d.blocks = append(d.blocks, section("Step timeline"), note("Times of day on "+day.UTC().Format("2006-01-02")+" (UTC) unless dated."))
-		} else {
-			d.blocks = append(d.blocks, section("Step timeline"))
+			d.blocks = append(d.blocks, note("Times of day on "+day.UTC().Format("2006-01-02")+" (UTC) unless dated."))
 		}
 		d.blocks = append(d.blocks, stepTable(r.Steps, day))
 	}
