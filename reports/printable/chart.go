@@ -12,7 +12,6 @@ type rgb struct{ r, g, b int }
 func (c rgb) hex() string { return fmt.Sprintf("#%02x%02x%02x", c.r, c.g, c.b) }
 
 var (
-	black   = rgb{0, 0, 0}
 	ink     = rgb{33, 37, 41}
 	muted   = rgb{108, 117, 125}
 	rule    = rgb{206, 212, 218}

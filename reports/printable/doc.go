@@ -77,14 +77,11 @@ func stamp(t time.Time) string {
 // clock formats t as a time of day to the millisecond when it falls on day's date (UTC), as
 // stamp otherwise.
 func clock(t time.Time, day time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	t = t.UTC()
-	if y, m, d := t.Date(); day.IsZero() || y != day.UTC().Year() || m != day.UTC().Month() || d != day.UTC().Day() {
+	const date = "2006-01-02"
+	if t.IsZero() || day.IsZero() || t.UTC().Format(date) != day.UTC().Format(date) {
 		return stamp(t)
 	}
-	return t.Format("15:04:05.000")
+	return t.UTC().Format("15:04:05.000")
 }
 
 // stampPtr is stamp of an optional time ("" when absent).

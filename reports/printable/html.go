@@ -18,7 +18,7 @@ h1{font-size:28px;margin:0 0 2mm}
 .badge{display:inline-block;padding:1px 10px;border-radius:4px;color:#fff;font-weight:bold;text-transform:uppercase;font-size:14px;vertical-align:middle;margin-left:4mm}
 .good{background:#278548}.bad{background:#c0392b}
 .meta{color:#495057;font-size:12px}
-.barcode img{height:16mm;image-rendering:pixelated;display:block;margin-top:2mm}
+.barcode img{height:16mm;max-width:100%;image-rendering:pixelated;display:block;margin-top:2mm}
 .qr{text-align:center;font-size:9px;color:#6c757d}
 .qr img{width:30mm;height:30mm;image-rendering:pixelated;display:block}
 .qr code{display:block;max-width:32mm;word-break:break-all}

@@ -31,6 +31,7 @@ func (d *document) writePDF(w io.Writer, created time.Time) error {
 	f := fpdf.New("P", "mm", "A4", "")
 	f.SetMargins(margin, margin, margin)
 	f.SetAutoPageBreak(false, 0)
+	f.SetCatalogSort(true) // fonts in a fixed order: the same input gives the same bytes
 	f.SetCreationDate(created)
 	f.SetModificationDate(created)
 	f.SetTitle(d.kind+" "+d.heading, true)
@@ -166,7 +167,9 @@ func (p *pdfDoc) header(d *document) {
 	}
 	if d.barcode != nil {
 		y += 3
-		const module = 0.33
+		// 0.33 mm bars (Code 128's usual X dimension), narrower for a long serial that would
+		// not fit beside the QR code.
+		module := min(0.33, leftW/float64(d.barcode.cols()))
 		p.drawSymbol(d.barcode, margin-float64(d.barcode.quiet)*module, y, module, 13)
 		y += 13 + 4
 		p.font("mono", 9, ink)

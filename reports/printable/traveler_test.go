@@ -152,3 +152,32 @@ func TestTravelerHTML(t *testing.T) {
 		t.Errorf("the HTML's images decode to %v, want %v", got, want)
 	}
 }
+
+// The same record and date give the same PDF bytes (the reports folder can be compared and
+// archived by hash).
+func TestPDFIsReproducible(t *testing.T) {
+	clock := travelertest.NewClock(fixedTime())
+	st := openStore(t, clock)
+	travelertest.WriteUnit(t, st, travelertest.Unit{Serial: "SN-0004", WorkOrder: "WO-7", Profile: "default",
+		Clock: clock, StepTime: time.Second})
+	rec := build(t, st, "SN-0004")
+	lot := printable.Lot{Records: []*traveler.Record{rec}, Generated: fixedTime()}
+	for name, render := range map[string]func(*bytes.Buffer) error{
+		"traveler": func(b *bytes.Buffer) error { return printable.Traveler{Record: rec, Generated: fixedTime()}.PDF(b) },
+		"lot":      func(b *bytes.Buffer) error { return lot.PDF(b) },
+	} {
+		var first bytes.Buffer
+		if err := render(&first); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			var again bytes.Buffer
+			if err := render(&again); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(first.Bytes(), again.Bytes()) {
+				t.Fatalf("two renderings of the %s PDF differ", name)
+			}
+		}
+	}
+}
