@@ -74,18 +74,18 @@ func (c *chart) draw(cv canvas, ox, oy float64) {
 		maxV = math.Max(maxV, v)
 		total += v
 	}
-	ticks := 4
-	top1 := niceCeil(maxV)
-	if top1 < float64(ticks) {
-		top1 = float64(ticks) // counts: whole-number ticks
-	}
+	// The bars count things: whole-number ticks of 1, 2 or 5 times a power of ten, at most
+	// five of them above zero.
+	step := math.Max(nice(maxV/4), 1)
+	ticks := int(math.Max(math.Ceil(maxV/step-1e-9), 1))
+	top1 := step * float64(ticks)
 	for i := 0; i <= ticks; i++ {
-		v := top1 * float64(i) / float64(ticks)
+		v := step * float64(i)
 		y := y0 - ph*float64(i)/float64(ticks)
 		cv.line(x0, y, x0+pw, y, 0.15, rule, i > 0)
 		cv.text(x0-1.5, y+1, fmtNum(v), 2.6, "end", muted)
 		if c.cumulative {
-			cv.text(x0+pw+1.5, y+1, strconv.Itoa(100*i/ticks)+"%", 2.6, "start", muted)
+			cv.text(x0+pw+1.5, y+1, fmtNum(100*v/top1)+"%", 2.6, "start", muted)
 		}
 	}
 	n := len(c.values)
@@ -140,21 +140,6 @@ func (c *chart) draw(cv canvas, ox, oy float64) {
 	cv.line(x0, y0, x0, y0-ph, 0.3, ink, false)
 	cv.text(x0+pw/2, oy+chartH-1.5, c.xLabel, 2.8, "middle", muted)
 	cv.text(x0-1.5, oy+top-1.5, c.yLabel, 2.6, "end", muted)
-}
-
-// niceCeil rounds v up to 1, 2 or 5 times a power of ten (at least 1), so that four ticks
-// land on round numbers.
-func niceCeil(v float64) float64 {
-	if v <= 1 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 4, 5, 8, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
 }
 
 // fmtNum prints v with at most two decimals and no trailing zeros.
