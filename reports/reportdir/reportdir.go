@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -57,8 +56,6 @@ type Writer struct {
 	token uint64
 	// Poll is how often Run reads the outbox.
 	Poll time.Duration
-	// Now stamps the documents; nil: time.Now.
-	Now func() time.Time
 }
 
 // New returns a writer of dir (created, mode 0755), resuming at the outbox position its last
@@ -98,16 +95,21 @@ func LotFiles(dir, workOrder string) (html, pdf, csv string) {
 	return base + ".html", base + ".pdf", base + ".csv"
 }
 
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._:-]`)
-
-// fileName makes a serial or work order id a file name: serials are already safe
-// ([A-Za-z0-9._:-]); anything else becomes '_', and a leading dot is escaped.
+// fileName makes a serial or work order id a file name, one to one: serials are already safe
+// ([A-Za-z0-9._:-]); any other byte, '%' and a leading dot become %XX.
 func fileName(s string) string {
-	s = unsafeName.ReplaceAllString(s, "_")
-	if s == "" || s[0] == '.' {
-		s = "_" + s
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		safe := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == ':' || c == '-' ||
+			c == '.' && i > 0
+		if safe {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
 	}
-	return s
+	return b.String()
 }
 
 // Run writes reports as the outbox grows, every Poll, until ctx ends; it then writes what the
@@ -185,12 +187,7 @@ func ended(s store.Status) bool {
 	return s == store.StatusDone || s == store.StatusFailed || s == store.StatusAborted
 }
 
-func (w *Writer) now() time.Time {
-	if w.Now != nil {
-		return w.Now().UTC().Truncate(time.Second)
-	}
-	return time.Now().UTC().Truncate(time.Second)
-}
+func now() time.Time { return time.Now().UTC().Truncate(time.Second) }
 
 // unit writes serial's traveler if the unit has ended.
 func (w *Writer) unit(ctx context.Context, serial string) error {
@@ -213,7 +210,7 @@ func (w *Writer) unit(ctx context.Context, serial string) error {
 		w.log.Error("building a traveler for the reports folder", "serial", serial, "error", err)
 		return nil
 	}
-	t := printable.Traveler{Record: rec, Generated: w.now()}
+	t := printable.Traveler{Record: rec, Generated: now()}
 	if rec.WorkOrder != "" {
 		if wo, err := w.st.WorkOrder(ctx, rec.WorkOrder); err == nil {
 			t.WorkOrder = &wo
@@ -231,9 +228,14 @@ func (w *Writer) unit(ctx context.Context, serial string) error {
 }
 
 // lot writes the lot report of work order id: every unit of its serial set that the store
-// knows and that was provisioned under it (or failed before it was authorized).
+// knows and that was provisioned under it (or failed before it was authorized). Only a read
+// or write failure is an error (Sync retries it); a lot it cannot report is logged.
 func (w *Writer) lot(ctx context.Context, id string) error {
 	wo, err := w.st.WorkOrder(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		w.log.Error("a closed work order is not in the store: no lot report", "work_order", id)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("reading work order %s: %w", id, err)
 	}
@@ -253,10 +255,12 @@ func (w *Writer) lot(ctx context.Context, id string) error {
 		return ctx.Err()
 	}
 	if r := wo.Range; r != nil {
-		if r.To >= r.From && r.To-r.From >= maxRangeUnits {
-			return fmt.Errorf("work order %s: a range of %d serials is more than a lot report covers (%d)", id, r.To-r.From+1, maxRangeUnits)
+		if r.To-r.From >= maxRangeUnits {
+			w.log.Error("a work order's range is more than a lot report covers: no lot report", "work_order", id,
+				"serials", r.To-r.From+1, "max", maxRangeUnits)
+			return nil
 		}
-		for n := r.From; n <= r.To; n++ {
+		for n := r.From; n >= r.From && n <= r.To; n++ { // n >= From: stops if n wraps past 2^64-1
 			if err := add(fmt.Sprintf("%s%0*d", r.Prefix, r.Width, n)); err != nil {
 				return err
 			}
@@ -267,7 +271,7 @@ func (w *Writer) lot(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	lot := printable.Lot{WorkOrder: &wo, StationID: w.st.StationID(), Records: recs, Generated: w.now()}
+	lot := printable.Lot{WorkOrder: &wo, StationID: w.st.StationID(), Records: recs, Generated: now()}
 	html, pdf, csv := LotFiles(w.dir, id)
 	for _, f := range []struct {
 		path   string

@@ -96,8 +96,8 @@ func TestWriterFollowsTheOutbox(t *testing.T) {
 		t.Error("no traveler for SN-0004 once its complete step ended")
 	}
 	lh, lp, lc := reportdir.LotFiles(dir, wo.ID)
-	if filepath.Base(lc) != "WO_9.csv" {
-		t.Errorf("lot CSV %s, want WO_9.csv (a work order id is made a file name)", lc)
+	if filepath.Base(lc) != "WO%2F9.csv" {
+		t.Errorf("lot CSV %s, want WO%%2F9.csv (a work order id is made a file name)", lc)
 	}
 	if !exists(t, lh, lp, lc) {
 		t.Fatalf("no lot report for %s after it closed", wo.ID)
@@ -181,4 +181,15 @@ func (s signalling) OutboxAfter(ctx context.Context, token uint64, limit int) ([
 	default:
 	}
 	return evs, next, err
+}
+
+func TestFileNamesAreOneToOne(t *testing.T) {
+	cases := map[string]string{"SN-0001": "SN-0001", "a.b:c_d": "a.b:c_d", "WO/9": "WO%2F9", "WO_9": "WO_9",
+		"WO%2F9": "WO%252F9", "..": "%2E.", ".hidden": "%2Ehidden", "x y": "x%20y"}
+	for id, want := range cases {
+		_, _, csv := reportdir.LotFiles("/r", id)
+		if got := strings.TrimSuffix(filepath.Base(csv), ".csv"); got != want {
+			t.Errorf("the file name of %q is %q, want %q", id, got, want)
+		}
+	}
 }
