@@ -142,6 +142,20 @@ func (c *chart) draw(cv canvas, ox, oy float64) {
 	cv.text(x0-1.5, oy+top-1.5, c.yLabel, 2.6, "end", muted)
 }
 
+// nice rounds v up to 1, 2 or 5 times a power of ten.
+func nice(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= v*(1-1e-9) {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
 // fmtNum prints v with at most two decimals and no trailing zeros.
 func fmtNum(v float64) string {
 	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)

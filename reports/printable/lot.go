@@ -146,20 +146,6 @@ func percentile(vs []float64, p int) float64 {
 	return s[max(rank, 1)-1]
 }
 
-// nice rounds v up to 1, 2 or 5 times a power of ten.
-func nice(v float64) float64 {
-	if v <= 0 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= v*(1-1e-9) {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
 // histogram bins vs into about ten bins of a round width (bin lo-hi holds lo <= v < hi), with
 // markers at p50 and p95; counted names what the bars count.
 func histogram(title, unit, counted string, vs []float64) *chart {
@@ -198,10 +184,10 @@ var buckets = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 
 	30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 24 * time.Hour}
 
 // throughput counts units completed per time bucket, with at most 24 buckets.
-func throughput(ends []time.Time) (*chart, time.Duration) {
+func throughput(ends []time.Time) *chart {
 	c := &chart{title: "Throughput: units completed per interval", yLabel: "units", colour: okGreen}
 	if len(ends) == 0 {
-		return c, 0
+		return c
 	}
 	first, last := slices.MinFunc(ends, time.Time.Compare), slices.MaxFunc(ends, time.Time.Compare)
 	b := buckets[len(buckets)-1]
@@ -225,7 +211,7 @@ func throughput(ends []time.Time) (*chart, time.Duration) {
 		c.values[int(e.Sub(start)/b)]++
 	}
 	c.xLabel = "interval start (UTC), " + b.String() + " each"
-	return c, b
+	return c
 }
 
 // title is the work order the report covers.
@@ -337,8 +323,7 @@ func (l Lot) document() *document {
 	}
 
 	d.blocks = append(d.blocks, section("Cycle time"), histogram("Cycle time of passed units", "seconds", "units", s.cycles))
-	tp, _ := throughput(s.ends)
-	d.blocks = append(d.blocks, section("Throughput"), tp)
+	d.blocks = append(d.blocks, section("Throughput"), throughput(s.ends))
 
 	d.blocks = append(d.blocks, section("CA latency and step durations"),
 		histogram("CA latency: IDevID and LDevID enroll step durations", "milliseconds", "attempts", s.ca))
