@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test test-reports bench bench-ca bench-line lint generate generate-check tidy-check demo ci clean
+.PHONY: help deps setup build test test-reports bench bench-ca bench-line lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -99,6 +99,10 @@ demo: deps ## run a simulated line of 8 units (station, dev CAs, TPM simulators)
 	@$(call ticking,still building,CGO_ENABLED=1 $(GO) build -o .bin/fixture ./fixture/cmd/fixture)
 	rm -rf out/demo
 	.bin/fixture run --units 8 --out out/demo
+
+dev-config: ## write fresh dev material into deploy/dev/ (gitignored) and check deploy/station.example.toml with it
+	CGO_ENABLED=1 $(GO) run ./fixture/cmd/fixture devpki --out deploy/dev
+	$(GO) run ./station/cmd/stationd -config deploy/station.example.toml -check
 
 clean: ## remove build output
 	rm -rf bin .bin out

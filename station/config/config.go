@@ -298,11 +298,15 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	} else {
 		rt.AgentTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	if cert, err := loadKeyPair(abs(f.API.CertFile), abs(f.API.KeyFile)); err != nil {
-		p.addf("api: %v", err)
-	} else if cas, err := loadCerts(abs(f.API.ClientCAFile)); err != nil {
-		p.addf("api.client_ca_file: %v", err)
-	} else {
+	cert, certErr := loadKeyPair(abs(f.API.CertFile), abs(f.API.KeyFile))
+	if certErr != nil {
+		p.addf("api: %v", certErr)
+	}
+	cas, casErr := loadCerts(abs(f.API.ClientCAFile))
+	if casErr != nil {
+		p.addf("api.client_ca_file: %v", casErr)
+	}
+	if certErr == nil && casErr == nil {
 		pool := x509.NewCertPool()
 		for _, c := range cas {
 			pool.AddCert(c)
@@ -357,18 +361,21 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		rt.StepTimeouts[step] = time.Duration(d)
 	}
 
+	// A [[ca]] that fails to load is still configured: its own errors say what is wrong, and a
+	// profile naming it is not reported as well.
 	caNames := map[string]bool{}
 	for i, ca := range f.CAs {
-		c, err := ca.validate(abs)
-		if err != nil {
-			p.addf("ca[%d] %q: %v", i, ca.Name, err)
-			continue
-		}
 		if caNames[ca.Name] {
 			p.addf("ca[%d]: name %q used twice", i, ca.Name)
 		}
 		caNames[ca.Name] = true
-		rt.CAs = append(rt.CAs, *c)
+		c, errs := ca.validate(abs)
+		for _, e := range errs {
+			p.addf("ca[%d] %q: %s", i, ca.Name, e)
+		}
+		if len(errs) == 0 {
+			rt.CAs = append(rt.CAs, *c)
+		}
 	}
 	if len(f.Profiles) == 0 {
 		p.addf("at least one [[profile]] is required")
@@ -390,77 +397,88 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	return rt, nil
 }
 
-func (ca CA) validate(abs func(string) string) (*CARuntime, error) {
+// validate checks the CA and loads its files. It returns every problem; the runtime CA is
+// only complete when there are none.
+func (ca CA) validate(abs func(string) string) (*CARuntime, []string) {
+	var p problems
 	if !nameRE.MatchString(ca.Name) {
-		return nil, errors.New("name: want 1-64 characters of [a-z0-9._-]")
+		p.addf("name: want 1-64 characters of [a-z0-9._-]")
 	}
 	if !strings.HasPrefix(ca.URL, "https://") {
-		return nil, fmt.Errorf("url %q: EST needs https", ca.URL)
+		p.addf("url %q: EST needs https", ca.URL)
 	}
 	c := &CARuntime{Name: ca.Name, URL: ca.URL, Label: ca.Label, BasicUser: ca.Auth.BasicUser,
 		HeaderName: ca.Auth.HeaderName, Batch: ca.Batch, Retry: ca.Retry}
 	for _, path := range ca.TrustAnchors {
 		certs, err := loadCerts(abs(path))
 		if err != nil {
-			return nil, fmt.Errorf("trust_anchors: %w", err)
+			p.addf("trust_anchors: %v", err)
 		}
 		c.TrustAnchors = append(c.TrustAnchors, certs...)
 	}
-	if len(c.TrustAnchors) == 0 {
-		return nil, errors.New("trust_anchors: at least one is required (system roots are never used)")
+	if len(ca.TrustAnchors) == 0 {
+		p.addf("trust_anchors: at least one is required (system roots are never used)")
 	}
 	for _, path := range ca.IssuerAnchors {
 		certs, err := loadCerts(abs(path))
 		if err != nil {
-			return nil, fmt.Errorf("issuer_anchors: %w", err)
+			p.addf("issuer_anchors: %v", err)
 		}
 		c.IssuerAnchors = append(c.IssuerAnchors, certs...)
 	}
 	if (ca.Auth.BasicUser == "") != (ca.Auth.BasicPasswordFile == "") {
-		return nil, errors.New("auth: basic_user and basic_password_file go together")
-	}
-	if ca.Auth.BasicPasswordFile != "" {
+		p.addf("auth: basic_user and basic_password_file go together")
+	} else if ca.Auth.BasicPasswordFile != "" {
 		s, err := readSecret(abs(ca.Auth.BasicPasswordFile))
 		if err != nil {
-			return nil, fmt.Errorf("auth.basic_password_file: %w", err)
+			p.addf("auth.basic_password_file: %v", err)
 		}
 		c.BasicPassword = s
 	}
 	if (ca.Auth.HeaderName == "") != (ca.Auth.HeaderSecretFile == "") {
-		return nil, errors.New("auth: header_name and header_secret_file go together")
-	}
-	if ca.Auth.HeaderName != "" {
+		p.addf("auth: header_name and header_secret_file go together")
+	} else if ca.Auth.HeaderName != "" {
 		if !headerRE.MatchString(ca.Auth.HeaderName) {
-			return nil, fmt.Errorf("auth.header_name %q is not a valid header name", ca.Auth.HeaderName)
+			p.addf("auth.header_name %q is not a valid header name", ca.Auth.HeaderName)
 		}
 		s, err := readSecret(abs(ca.Auth.HeaderSecretFile))
 		if err != nil {
-			return nil, fmt.Errorf("auth.header_secret_file: %w", err)
+			p.addf("auth.header_secret_file: %v", err)
 		}
 		c.HeaderSecret = s
 	}
 	if ca.Auth.ClientCertFile != "" || ca.Auth.ClientKeyFile != "" {
-		cert, err := loadKeyPair(abs(ca.Auth.ClientCertFile), abs(ca.Auth.ClientKeyFile))
+		cc, err := loadClientCert(abs(ca.Auth.ClientCertFile), abs(ca.Auth.ClientKeyFile))
 		if err != nil {
-			return nil, fmt.Errorf("auth client certificate: %w", err)
+			p.addf("auth client certificate: %v", err)
 		}
-		key, ok := cert.PrivateKey.(crypto.Signer)
-		if !ok {
-			return nil, errors.New("auth client key cannot sign")
-		}
-		c.ClientCert = &workflow.ClientCert{Key: key}
-		for _, der := range cert.Certificate {
-			x, err := x509.ParseCertificate(der)
-			if err != nil {
-				return nil, fmt.Errorf("auth client certificate: %w", err)
-			}
-			c.ClientCert.Chain = append(c.ClientCert.Chain, x)
-		}
+		c.ClientCert = cc
 	}
 	if b := ca.Batch; b.MaxBatch < 0 || b.MaxInFlight < 0 || b.RateLimit < 0 || b.Burst < 0 {
-		return nil, errors.New("batch: values must not be negative")
+		p.addf("batch: values must not be negative")
 	}
-	return c, nil
+	return c, p
+}
+
+// loadClientCert loads the station's TLS client certificate for a CA.
+func loadClientCert(certFile, keyFile string) (*workflow.ClientCert, error) {
+	cert, err := loadKeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("the key cannot sign")
+	}
+	cc := &workflow.ClientCert{Key: key}
+	for _, der := range cert.Certificate {
+		x, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		cc.Chain = append(cc.Chain, x)
+	}
+	return cc, nil
 }
 
 func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*workflow.Profile, []string) {
@@ -472,21 +490,30 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	if wp.SRKHandle == 0 {
 		wp.SRKHandle = 0x81000001
 	}
-	var err error
-	if wp.IDevID, err = pr.IDevID.validate(caNames); err != nil {
-		p.addf("idevid: %v", err)
+	var errs []string
+	wp.IDevID, errs = pr.IDevID.validate(caNames)
+	for _, e := range errs {
+		p.addf("idevid: %s", e)
 	}
-	if wp.LDevID, err = pr.LDevID.validate(caNames); err != nil {
-		p.addf("ldevid: %v", err)
+	wp.LDevID, errs = pr.LDevID.validate(caNames)
+	for _, e := range errs {
+		p.addf("ldevid: %s", e)
 	}
-	if inStorage := func(h uint32) bool { return h >= 0x81000000 && h <= 0x8100FFFF }; !inStorage(wp.SRKHandle) || !inStorage(wp.LDevID.Handle) {
-		p.addf("srk_handle %#x and ldevid.handle %#x must be storage-hierarchy handles (0x81000000-0x8100FFFF)", wp.SRKHandle, wp.LDevID.Handle)
+	// The checks across handles look only at handles that are valid on their own: a handle
+	// already reported is not reported again.
+	srkOK, idOK, ldOK := storageHandle(wp.SRKHandle), persistentHandle(wp.IDevID.Handle), persistentHandle(wp.LDevID.Handle)
+	if !srkOK {
+		p.addf("srk_handle %#x must be a storage-hierarchy handle (0x81000000-0x8100FFFF)", wp.SRKHandle)
 	}
-	if wp.SRKHandle == wp.LDevID.Handle || wp.IDevID.Handle == wp.LDevID.Handle || wp.IDevID.Handle == wp.SRKHandle {
-		p.addf("idevid.handle, ldevid.handle and srk_handle must differ")
+	if ldOK && !storageHandle(wp.LDevID.Handle) {
+		p.addf("ldevid.handle %#x must be a storage-hierarchy handle (0x81000000-0x8100FFFF)", wp.LDevID.Handle)
 	}
-	if wp.IDevID.Handle >= 0x81000000 && wp.IDevID.Handle <= 0x8100FFFF {
+	if idOK && storageHandle(wp.IDevID.Handle) {
 		p.addf("idevid.handle %#x is in the storage range; the IDevID lives in the endorsement hierarchy", wp.IDevID.Handle)
+	}
+	if (srkOK && ldOK && wp.SRKHandle == wp.LDevID.Handle) || (idOK && ldOK && wp.IDevID.Handle == wp.LDevID.Handle) ||
+		(idOK && srkOK && wp.IDevID.Handle == wp.SRKHandle) {
+		p.addf("idevid.handle, ldevid.handle and srk_handle must differ")
 	}
 	wp.IDevIDNV = workflow.NVProfile{Index: pr.IDevIDNV.Index, Lock: pr.IDevIDNV.Lock}
 	switch pr.IDevIDNV.Auth {
@@ -518,27 +545,37 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	return wp, p
 }
 
-func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, error) {
+// validate checks the key and returns every problem.
+func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
+	var p problems
 	kp := workflow.KeyProfile{Handle: k.Handle, Issuer: k.CA, Subject: workflow.Subject(k.Subject)}
 	var err error
 	if kp.Algorithm, err = algorithm(k.Algorithm); err != nil {
-		return kp, err
+		p.addf("%v", err)
 	}
-	if k.Handle < 0x81000000 || k.Handle >= 0x81800000 {
-		return kp, fmt.Errorf("handle %#x is not an owner/endorsement persistent handle", k.Handle)
+	if !persistentHandle(k.Handle) {
+		p.addf("handle %#x is not an owner/endorsement persistent handle", k.Handle)
 	}
-	if !caNames[k.CA] {
-		return kp, fmt.Errorf("ca %q is not a configured [[ca]]", k.CA)
+	switch {
+	case k.CA == "":
+		p.addf("ca is required")
+	case !caNames[k.CA]:
+		p.addf("ca %q is not a configured [[ca]]", k.CA)
 	}
 	if k.HardwareModuleType != "" {
-		oid, err := parseOID(k.HardwareModuleType)
-		if err != nil {
-			return kp, fmt.Errorf("hardware_module_type: %w", err)
+		if kp.HardwareModuleType, err = parseOID(k.HardwareModuleType); err != nil {
+			p.addf("hardware_module_type: %v", err)
 		}
-		kp.HardwareModuleType = oid
 	}
-	return kp, nil
+	return kp, p
 }
+
+// persistentHandle reports whether h is a persistent handle of the owner or endorsement
+// hierarchy.
+func persistentHandle(h uint32) bool { return h >= 0x81000000 && h < 0x81800000 }
+
+// storageHandle reports whether h is in the storage hierarchy's persistent range.
+func storageHandle(h uint32) bool { return h >= 0x81000000 && h <= 0x8100FFFF }
 
 func algorithm(s string) (agentv1.KeyAlgorithm, error) {
 	switch s {

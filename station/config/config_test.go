@@ -53,7 +53,8 @@ func write(t *testing.T, path string, data []byte, mode os.FileMode) {
 	}
 }
 
-// exampleDir copies deploy/station.example.toml into a folder with every file it names.
+// exampleDir copies deploy/station.example.toml into a folder with a stand-in for every file
+// it names. (fixture/line checks the example against the real dev material.)
 func exampleDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -62,14 +63,14 @@ func exampleDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	write(t, filepath.Join(dir, "station.toml"), example, 0o644)
-	for _, name := range []string{"agents", "api"} {
-		writeCert(t, filepath.Join(dir, "tls", name+".pem"), filepath.Join(dir, "tls", name+".key"))
+	for _, name := range []string{"agent", "api"} {
+		writeCert(t, filepath.Join(dir, "dev/tls", name+".pem"), filepath.Join(dir, "dev/tls/keys", name+".key"))
 	}
-	for _, name := range []string{"tls/api-clients-ca.pem", "pki/tpm-vendor-bundle.pem", "pki/ek-intermediates.pem", "pki/maker-root-ca.pem", "pki/customer-root-ca.pem"} {
-		writeCert(t, filepath.Join(dir, name), "")
+	for _, name := range []string{"tls/station-ca.pem", "pki/tpm-vendor-bundle.pem", "pki/ek-intermediates.pem", "pki/maker-root-ca.pem", "pki/customer-root-ca.pem"} {
+		writeCert(t, filepath.Join(dir, "dev", name), "")
 	}
-	write(t, filepath.Join(dir, "secrets/maker-ca.secret"), []byte("s3cret-maker\n"), 0o600)
-	write(t, filepath.Join(dir, "secrets/customer-ca.secret"), []byte("s3cret-customer\n"), 0o600)
+	write(t, filepath.Join(dir, "dev/secrets/maker-ca.secret"), []byte("s3cret-maker\n"), 0o600)
+	write(t, filepath.Join(dir, "dev/secrets/customer-ca.secret"), []byte("s3cret-customer\n"), 0o600)
 	return dir
 }
 
@@ -156,7 +157,7 @@ func TestInvalid(t *testing.T) {
 			path := filepath.Join(dir, "station.toml")
 			data, _ := os.ReadFile(path)
 			write(t, path, []byte(tc.edit(string(data))), 0o644)
-			if err := os.Chmod(filepath.Join(dir, "secrets/maker-ca.secret"), tc.secrets); err != nil {
+			if err := os.Chmod(filepath.Join(dir, "dev/secrets/maker-ca.secret"), tc.secrets); err != nil {
 				t.Fatal(err)
 			}
 			_, err := Load(path)
@@ -176,5 +177,87 @@ func TestTOMLStringEscapes(t *testing.T) {
 		if err := toml.Unmarshal([]byte("K = "+TOMLString(s)), &v); err != nil || v.K != s {
 			t.Errorf("TOMLString(%q) = %s: decoded %q, %v", s, TOMLString(s), v.K, err)
 		}
+	}
+}
+
+// TestOneErrorPerFault checks that every fault is reported once, and only faults: an error
+// that follows from another one (a profile naming a [[ca]] that failed to load, a handle
+// checked again across the profile) is not reported as a fault of its own.
+func TestOneErrorPerFault(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(t *testing.T, dir, s string) string
+		want []string // one entry per reported problem, a part of its text
+	}{
+		{"CA file missing", func(t *testing.T, dir, s string) string {
+			if err := os.Remove(filepath.Join(dir, "dev/pki/maker-root-ca.pem")); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}, []string{`ca[0] "maker-idevid": issuer_anchors: open`}},
+		{"CA over plain http", func(t *testing.T, dir, s string) string {
+			return strings.Replace(s, `url = "https://ca.maker.example:8443"`, `url = "http://ca.maker.example:8443"`, 1)
+		}, []string{`ca[0] "maker-idevid": url`}},
+		{"CA with a bad name", func(t *testing.T, dir, s string) string {
+			s = strings.Replace(s, `name = "maker-idevid"`, `name = "Maker IDevID"`, 1)
+			return strings.Replace(s, `ca = "maker-idevid"`, `ca = "Maker IDevID"`, 1)
+		}, []string{`ca[0] "Maker IDevID": name`}},
+		{"every fault of a CA", func(t *testing.T, dir, s string) string {
+			if err := os.Remove(filepath.Join(dir, "dev/secrets/customer-ca.secret")); err != nil {
+				t.Fatal(err)
+			}
+			return strings.Replace(s, `url = "https://ca.customer.example:8443"`, `url = "ftp://ca.customer.example"`, 1)
+		}, []string{`ca[1] "customer-ldevid": url`, `ca[1] "customer-ldevid": auth.header_secret_file`}},
+		{"ldevid handle not persistent", func(t *testing.T, dir, s string) string {
+			return strings.Replace(s, "handle = 0x81000002", "handle = 0x01000002", 1)
+		}, []string{`profile[0] "default": ldevid: handle 0x1000002 is not`}},
+		{"every fault of a key", func(t *testing.T, dir, s string) string {
+			s = strings.Replace(s, `algorithm = "ecc-p256"`, `algorithm = "ecc-p384"`, 1)
+			return strings.Replace(s, "handle = 0x81020000", "handle = 0x40000001", 1)
+		}, []string{`idevid: algorithm "ecc-p384"`, `idevid: handle 0x40000001 is not`}},
+		{"CA name unknown", func(t *testing.T, dir, s string) string {
+			return strings.Replace(s, `ca = "customer-ldevid"`, `ca = "nope"`, 1)
+		}, []string{`ldevid: ca "nope" is not a configured [[ca]]`}},
+		{"CA name twice, the second CA broken", func(t *testing.T, dir, s string) string {
+			s = strings.Replace(s, `name = "customer-ldevid"`, `name = "maker-idevid"`, 1)
+			return strings.Replace(s, `url = "https://ca.customer.example:8443"`, `url = "http://ca.customer.example:8443"`, 1)
+		}, []string{`ca[1]: name "maker-idevid" used twice`, `ca[1] "maker-idevid": url`, `ldevid: ca "customer-ldevid" is not a configured [[ca]]`}},
+		{"API certificate and client CA both missing", func(t *testing.T, dir, s string) string {
+			for _, f := range []string{"dev/tls/api.pem", "dev/tls/station-ca.pem"} {
+				if err := os.Remove(filepath.Join(dir, f)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return strings.Replace(s, `trust_anchors = ["dev/tls/station-ca.pem"]`, `trust_anchors = ["dev/pki/maker-root-ca.pem"]`, 2)
+		}, []string{"api: loading", "api.client_ca_file: open"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, path, []byte(tc.edit(t, dir, string(data))), 0o644)
+			_, err = Load(path)
+			if err == nil {
+				t.Fatalf("Load succeeded, want %d problems", len(tc.want))
+			}
+			_, list, _ := strings.Cut(err.Error(), "invalid configuration:\n")
+			got := strings.Split(list, "\n")
+			if len(got) != len(tc.want) {
+				t.Fatalf("Load reported %d problems, want %d (%q):\n%v", len(got), len(tc.want), tc.want, err)
+			}
+			for _, w := range tc.want {
+				found := false
+				for _, g := range got {
+					found = found || strings.Contains(g, w)
+				}
+				if !found {
+					t.Errorf("no problem mentions %q:\n%v", w, err)
+				}
+			}
+		})
 	}
 }

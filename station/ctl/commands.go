@@ -210,6 +210,14 @@ func unitRow(u *stationv1.Unit) []string {
 		dash(u.GetProfile()), fmt.Sprint(u.GetAttempts()), dash(u.GetErrorCode()), dash(u.GetFixtureSlot()), ts(u.GetUpdateTime())}
 }
 
+// failure shows a failure's stable code and its message (which does not repeat the code).
+func failure(code, msg string) string {
+	if code == "" || msg == "" {
+		return code + msg
+	}
+	return code + ": " + msg
+}
+
 func (e *env) printUnit(u *stationv1.Unit, err error) error {
 	if err != nil {
 		return rpcErr(err)
@@ -397,7 +405,7 @@ func printTraveler(w io.Writer, r *traveler.Record) error {
 	}
 	kv := [][]string{
 		{"serial", r.Serial}, {"work order", dash(r.WorkOrder)}, {"profile", dash(r.Profile)},
-		{"station", r.StationID}, {"result", r.Result}, {"error", dash(strings.TrimSpace(r.ErrorCode + " " + oneLine(r.ErrorMessage)))},
+		{"station", r.StationID}, {"result", r.Result}, {"error", dash(failure(r.ErrorCode, oneLine(r.ErrorMessage)))},
 		{"attempts", fmt.Sprint(r.Attempts)}, {"started", timeOr(r.StartedAt)}, {"ended", timeOr(r.EndedAt)},
 		{"cycle time", (time.Duration(r.CycleTimeSeconds * float64(time.Second))).Round(time.Millisecond).String()},
 	}

@@ -92,7 +92,10 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.serverName, "server-name", "", "")
 	fs.StringVar(&o.output, "o", "table", "")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		_, err = fmt.Fprintln(stdout, Usage)
+		return err
+	} else if err != nil {
 		return usagef("%v", err)
 	}
 	if o.output != "table" && o.output != "json" {
@@ -112,7 +115,12 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer cc.Close()
 	e := &env{ctx: ctx, client: stationv1.NewStationClient(cc), out: stdout, json: o.output == "json", timeout: o.timeout}
-	return cmd(e, rest[1:])
+	if err := cmd(e, rest[1:]); !errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	// -h or --help after a command.
+	_, err = fmt.Fprintln(stdout, Usage)
+	return err
 }
 
 // dial prepares a client connection; it connects on the first call.
@@ -204,7 +212,10 @@ func sub(e *env, name string, args []string, cmds map[string]func(*env, []string
 		return usagef("%s: no subcommand", name)
 	}
 	cmd, ok := cmds[args[0]]
-	if !ok {
+	switch {
+	case args[0] == "-h" || args[0] == "--help":
+		return flag.ErrHelp
+	case !ok:
 		return usagef("%s: unknown subcommand %q", name, args[0])
 	}
 	return cmd(e, args[1:])
@@ -216,7 +227,9 @@ func parse(fs *flag.FlagSet, args []string, positional int) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		} else if err != nil {
 			return nil, usagef("%s: %v", fs.Name(), err)
 		}
 		args = fs.Args()

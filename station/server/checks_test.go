@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -151,11 +152,18 @@ func TestChecksRefuse(t *testing.T) {
 			if v.Passed || v.Code != tc.code {
 				t.Fatalf("verdict %+v, want failed with %s", v, tc.code)
 			}
+			// The code travels in a field of its own; the message does not repeat it.
+			if v.Message == "" || strings.Contains(v.Message, tc.code+": ") {
+				t.Errorf("verdict message %q: want a message without the code %s", v.Message, tc.code)
+			}
 			if u := l.unit(serial); u.Status != store.StatusFailed || u.ErrorCode != tc.code {
 				// A refused identity may fail before the unit record exists.
 				if !(tc.code == workflow.CodeEKUntrusted || tc.code == workflow.CodeEKMismatch) || u.Status != "" {
 					t.Errorf("stored unit %+v, want failed with %s", u, tc.code)
 				}
+			}
+			if strings.Contains(l.unit(serial).ErrorMessage, tc.code+": ") {
+				t.Errorf("stored error message %q repeats the code %s", l.unit(serial).ErrorMessage, tc.code)
 			}
 			if n := len(l.ca.Ledger()); n != tc.issued {
 				t.Errorf("the CA issued %d certificates, want %d", n, tc.issued)

@@ -124,6 +124,16 @@ type Issuer interface {
 	Roots() *x509.CertPool
 }
 
+// Files returns every path on the unit the profile writes: the LDevID certificate file and
+// the onboarding configuration, if any.
+func (p *Profile) Files() []string {
+	files := []string{p.LDevIDCertPath}
+	if p.Onboarding != nil {
+		files = append(files, p.Onboarding.Path)
+	}
+	return files
+}
+
 func (p *Profile) validate(issuers map[string]Issuer) error {
 	for _, k := range []KeyProfile{p.IDevID, p.LDevID} {
 		if _, ok := issuers[k.Issuer]; !ok {

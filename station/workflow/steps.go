@@ -203,6 +203,10 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 		}); err != nil {
 			return nil, fail(CodeInternal, err, "recording the work order")
 		}
+		// Before the first key: a unit that cannot take the profile's files never gets one.
+		if err := checkFileRoots(u.profile, u.agent.Hello().GetFileRoots()); err != nil {
+			return nil, err
+		}
 		return authorizeResult{WorkOrder: wo.ID, Profile: n}, nil
 	}
 	return nil, fail(CodeNotAuthorized, nil, "serial %q is in no open work order of a configured profile", u.serial)

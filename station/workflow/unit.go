@@ -348,7 +348,7 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 	} else if errors.Is(err, errInterrupted) || ctx.Err() != nil {
 		return fmt.Errorf("%w: %v", errInterrupted, err)
 	}
-	code, msg := CodeOf(err), err.Error()
+	code, msg := CodeOf(err), MessageOf(err)
 	bg := context.WithoutCancel(ctx)
 	if errors.Is(context.Cause(ctx), errAborted) {
 		// Abort recorded the unit's status; the agent still gets its verdict.

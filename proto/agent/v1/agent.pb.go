@@ -575,8 +575,16 @@ type Hello struct {
 	TpmTransport string `protobuf:"bytes,7,opt,name=tpm_transport,json=tpmTransport,proto3" json:"tpm_transport,omitempty"`
 	// session_attempt counts sessions this agent process opened, starting at 1.
 	SessionAttempt uint32 `protobuf:"varint,8,opt,name=session_attempt,json=sessionAttempt,proto3" json:"session_attempt,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// file_roots lists the absolute, cleaned directories on the unit below which the agent
+	// writes and reads files (WriteFile, ReadFile): the paths as the station names them, so an
+	// agent that maps them into a bench folder (-sysroot) announces the unit paths, not the
+	// folder's. "/" stands for the whole file system. Empty means the agent takes no files (it
+	// has no roots, or predates this field). The station refuses, before it creates any key, a
+	// unit whose roots do not cover every file its profile writes. At most 16 entries of at
+	// most 1024 bytes each.
+	FileRoots     []string `protobuf:"bytes,9,rep,name=file_roots,json=fileRoots,proto3" json:"file_roots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -663,6 +671,13 @@ func (x *Hello) GetSessionAttempt() uint32 {
 		return x.SessionAttempt
 	}
 	return 0
+}
+
+func (x *Hello) GetFileRoots() []string {
+	if x != nil {
+		return x.FileRoots
+	}
+	return nil
 }
 
 // Command is one operation the station asks for. Exactly one op is set.
@@ -3113,7 +3128,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x04body\"M\n" +
 	"\x0eStationMessage\x123\n" +
 	"\acommand\x18\x01 \x01(\v2\x17.devid.agent.v1.CommandH\x00R\acommandB\x06\n" +
-	"\x04body\"\xaf\x02\n" +
+	"\x04body\"\xce\x02\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12'\n" +
@@ -3122,7 +3137,9 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\ffixture_slot\x18\x05 \x01(\tR\vfixtureSlot\x12\x17\n" +
 	"\aboot_id\x18\x06 \x01(\tR\x06bootId\x12#\n" +
 	"\rtpm_transport\x18\a \x01(\tR\ftpmTransport\x12'\n" +
-	"\x0fsession_attempt\x18\b \x01(\rR\x0esessionAttempt\"\xcf\x06\n" +
+	"\x0fsession_attempt\x18\b \x01(\rR\x0esessionAttempt\x12\x1d\n" +
+	"\n" +
+	"file_roots\x18\t \x03(\tR\tfileRoots\"\xcf\x06\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x04info\x18\n" +
