@@ -50,26 +50,24 @@ func (s *Server) GetReport(req *stationv1.GetReportRequest, stream grpc.ServerSt
 	if err != nil {
 		return s.err(method, err)
 	}
-	first := &stationv1.ReportChunk{FileName: filepath.Base(path), Size: fi.Size()}
 	buf := make([]byte, reportChunk)
-	for {
+	for sent := false; ; sent = true {
 		n, rerr := io.ReadFull(f, buf)
-		if n > 0 || first != nil {
-			c := first
-			if c == nil {
-				c = &stationv1.ReportChunk{}
+		end := errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)
+		if rerr != nil && !end {
+			return s.err(method, rerr)
+		}
+		if n > 0 || !sent { // an empty file still gets its naming chunk
+			c := &stationv1.ReportChunk{Data: buf[:n]}
+			if !sent {
+				c.FileName, c.Size = filepath.Base(path), fi.Size()
 			}
-			first = nil
-			c.Data = buf[:n]
 			if err := stream.Send(c); err != nil {
 				return err
 			}
 		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+		if end {
 			return nil
-		}
-		if rerr != nil {
-			return s.err(method, rerr)
 		}
 	}
 }
