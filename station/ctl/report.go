@@ -36,7 +36,7 @@ func reportCmd(e *env, args []string) error {
 		return rpcErr(err)
 	}
 	name := filepath.Base(first.GetFileName())
-	if name == "." || name == string(filepath.Separator) {
+	if name == "." || name == ".." || name == string(filepath.Separator) {
 		return fmt.Errorf("the station named the report %q", first.GetFileName())
 	}
 	if *out == "-" {
@@ -54,9 +54,6 @@ func reportCmd(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("writing the report %s: %w", path, err)
 	}
-	if err := checkSize(path, n, first.GetSize()); err != nil {
-		return err
-	}
 	fmt.Fprintf(e.out, "%s (%d bytes)\n", path, n)
 	return nil
 }
@@ -73,13 +70,16 @@ func checkSize(name string, got, announced int64) error {
 }
 
 // writeReport writes the chunks to path (mode 0644) through a temporary file and a rename, so
-// that a broken stream leaves no partial report.
+// that a broken stream or a short file leaves no partial report.
 func writeReport(path string, first *stationv1.ReportChunk, stream chunks) (int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return 0, err
 	}
 	n, err := copyChunks(f, first, stream)
+	if err == nil {
+		err = checkSize(filepath.Base(path), n, first.GetSize())
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
