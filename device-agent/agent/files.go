@@ -186,6 +186,9 @@ func (r *fileRoots) writeFile(req *agentv1.WriteFileRequest) (*agentv1.WriteFile
 	if mode > maxFileMode {
 		return nil, fmt.Errorf("%w: mode %#o has bits beyond 0777", ErrInvalidArgument, mode)
 	}
+	if mode&groupOtherWrite != 0 {
+		return nil, fmt.Errorf("%w: mode %#o lets group or others write", ErrInvalidArgument, mode)
+	}
 	if mode == 0 {
 		mode = defaultFileMode
 	}

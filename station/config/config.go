@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/devid-station/devid/ca-client/secret"
+	"github.com/devid-station/devid/device-agent/tpm/reserved"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -75,10 +78,13 @@ type API struct {
 	Roles        []RoleBinding `toml:"role"`
 }
 
-// RoleBinding gives the holder of a client certificate a role.
+// RoleBinding gives the holder of a client certificate a role. Exactly one of CommonName,
+// Fingerprint and URI names the certificate.
 type RoleBinding struct {
-	CommonName string `toml:"common_name"`
-	Role       string `toml:"role"`
+	CommonName  string `toml:"common_name"`
+	Fingerprint string `toml:"fingerprint"`
+	URI         string `toml:"uri"`
+	Role        string `toml:"role"`
 }
 
 // TPMVendor is the pinned trust for EK certificates.
@@ -218,15 +224,19 @@ type Runtime struct {
 	HelloTimeout     time.Duration
 	APIListen        string
 	APITLS           *tls.Config
-	// Roles maps a client certificate CommonName to its role.
-	Roles           map[string]string
-	EKRoots         []*x509.Certificate
-	EKIntermediates []*x509.Certificate
-	EKAlgorithms    []agentv1.KeyAlgorithm
-	StepTimeout     time.Duration
-	StepTimeouts    map[string]time.Duration
-	CAs             []CARuntime
-	Profiles        map[string]*workflow.Profile
+	// Roles maps a client certificate CommonName to its role, RoleFingerprints the lowercase
+	// hex SHA-256 of a certificate's DER, RoleURIs a subjectAltName URI. The API looks a
+	// certificate up by fingerprint, then URI, then CommonName.
+	Roles            map[string]string
+	RoleFingerprints map[string]string
+	RoleURIs         map[string]string
+	EKRoots          []*x509.Certificate
+	EKIntermediates  []*x509.Certificate
+	EKAlgorithms     []agentv1.KeyAlgorithm
+	StepTimeout      time.Duration
+	StepTimeouts     map[string]time.Duration
+	CAs              []CARuntime
+	Profiles         map[string]*workflow.Profile
 
 	// ReportsDir is the absolute reports folder; empty: the station writes no report files.
 	ReportsDir string
@@ -239,9 +249,9 @@ type CARuntime struct {
 	TrustAnchors  []*x509.Certificate
 	IssuerAnchors []*x509.Certificate
 	BasicUser     string
-	BasicPassword string
+	BasicPassword secret.Secret
 	HeaderName    string
-	HeaderSecret  string
+	HeaderSecret  secret.Secret
 	ClientCert    *workflow.ClientCert
 	Batch         Batch
 	Retry         Retry
@@ -251,8 +261,9 @@ type CARuntime struct {
 var roles = []string{"operator", "mes", "qa", "admin"}
 
 var (
-	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	headerRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	nameRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	fingerprintRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	headerRE      = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 )
 
 type problems []string
@@ -272,7 +283,7 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	rt := &Runtime{
 		StationID: f.StationID, StorePath: abs(f.StorePath),
 		AgentListen: f.Agents.Listen, MaxUnitsInFlight: f.Agents.MaxUnitsInFlight, HelloTimeout: time.Duration(f.Agents.HelloTimeout),
-		APIListen: f.API.Listen, Roles: map[string]string{},
+		APIListen: f.API.Listen, Roles: map[string]string{}, RoleFingerprints: map[string]string{}, RoleURIs: map[string]string{},
 		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
 		Profiles: map[string]*workflow.Profile{},
 	}
@@ -317,15 +328,8 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS13}
 	}
 	for i, r := range f.API.Roles {
-		switch {
-		case r.CommonName == "":
-			p.addf("api.role[%d]: common_name is required", i)
-		case !contains(roles, r.Role):
-			p.addf("api.role[%d] %q: role %q is not one of %v", i, r.CommonName, r.Role, roles)
-		case rt.Roles[r.CommonName] != "":
-			p.addf("api.role[%d]: common_name %q bound twice", i, r.CommonName)
-		default:
-			rt.Roles[r.CommonName] = r.Role
+		if err := rt.bindRole(r); err != nil {
+			p.addf("api.role[%d]: %v", i, err)
 		}
 	}
 
@@ -397,6 +401,43 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	return rt, nil
 }
 
+// bindRole adds one [[api.role]] to rt.
+func (rt *Runtime) bindRole(r RoleBinding) error {
+	named := 0
+	for _, v := range []string{r.CommonName, r.Fingerprint, r.URI} {
+		if v != "" {
+			named++
+		}
+	}
+	var table map[string]string
+	var key string
+	switch {
+	case named != 1:
+		return errors.New("exactly one of common_name, fingerprint and uri is required")
+	case r.CommonName != "":
+		table, key = rt.Roles, r.CommonName
+	case r.Fingerprint != "":
+		key = strings.ToLower(strings.ReplaceAll(r.Fingerprint, ":", ""))
+		if !fingerprintRE.MatchString(key) {
+			return fmt.Errorf("fingerprint %q: want the SHA-256 of the certificate's DER, 64 hex digits (colons allowed)", r.Fingerprint)
+		}
+		table = rt.RoleFingerprints
+	default:
+		if u, err := url.Parse(r.URI); err != nil || !u.IsAbs() {
+			return fmt.Errorf("uri %q is not an absolute URI", r.URI)
+		}
+		table, key = rt.RoleURIs, r.URI
+	}
+	if !contains(roles, r.Role) {
+		return fmt.Errorf("%q: role %q is not one of %v", key, r.Role, roles)
+	}
+	if table[key] != "" {
+		return fmt.Errorf("%q bound twice", key)
+	}
+	table[key] = r.Role
+	return nil
+}
+
 // validate checks the CA and loads its files. It returns every problem; the runtime CA is
 // only complete when there are none.
 func (ca CA) validate(abs func(string) string) (*CARuntime, []string) {
@@ -429,7 +470,7 @@ func (ca CA) validate(abs func(string) string) (*CARuntime, []string) {
 	if (ca.Auth.BasicUser == "") != (ca.Auth.BasicPasswordFile == "") {
 		p.addf("auth: basic_user and basic_password_file go together")
 	} else if ca.Auth.BasicPasswordFile != "" {
-		s, err := readSecret(abs(ca.Auth.BasicPasswordFile))
+		s, err := secret.ReadFile(abs(ca.Auth.BasicPasswordFile))
 		if err != nil {
 			p.addf("auth.basic_password_file: %v", err)
 		}
@@ -441,7 +482,7 @@ func (ca CA) validate(abs func(string) string) (*CARuntime, []string) {
 		if !headerRE.MatchString(ca.Auth.HeaderName) {
 			p.addf("auth.header_name %q is not a valid header name", ca.Auth.HeaderName)
 		}
-		s, err := readSecret(abs(ca.Auth.HeaderSecretFile))
+		s, err := secret.ReadFile(abs(ca.Auth.HeaderSecretFile))
 		if err != nil {
 			p.addf("auth.header_secret_file: %v", err)
 		}
@@ -526,6 +567,8 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	}
 	if i := pr.IDevIDNV.Index; i < 0x01000000 || i > 0x01FFFFFF {
 		p.addf("idevid_nv.index %#x is not an NV index", i)
+	} else if reserved.Endorsement(i) {
+		p.addf("idevid_nv.index %#x is in the TCG-reserved EK certificate range (%#x-%#x)", i, reserved.EKNVIndexFirst, reserved.EKNVIndexLast)
 	}
 	if !filepath.IsAbs(pr.LDevIDCertPath) {
 		p.addf("ldevid_cert_path %q must be absolute (a path on the unit)", pr.LDevIDCertPath)
@@ -555,6 +598,9 @@ func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
 	}
 	if !persistentHandle(k.Handle) {
 		p.addf("handle %#x is not an owner/endorsement persistent handle", k.Handle)
+	}
+	if reserved.Endorsement(k.Handle) {
+		p.addf("handle %#x is in the TCG-reserved EK handle range (%#x-%#x)", k.Handle, reserved.EKHandleFirst, reserved.EKHandleLast)
 	}
 	switch {
 	case k.CA == "":
@@ -611,9 +657,13 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// loadKeyPair loads a certificate and its private key; the key file must pass secret.CheckFile.
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	if certFile == "" || keyFile == "" {
 		return tls.Certificate{}, errors.New("cert_file and key_file are required")
+	}
+	if err := secret.CheckFile(keyFile); err != nil {
+		return tls.Certificate{}, fmt.Errorf("key file: %w", err)
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -652,24 +702,4 @@ func loadCerts(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate", path)
 	}
 	return out, nil
-}
-
-// readSecret reads a secret file; its content never appears in an error.
-func readSecret(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s is readable by group or others (mode %v): chmod 600", path, st.Mode().Perm())
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := strings.TrimRight(string(data), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
 }

@@ -1,12 +1,16 @@
 package config
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -84,7 +88,7 @@ func TestExampleLoads(t *testing.T) {
 	if p == nil || p.IDevID.Handle != 0x81020000 || p.IDevIDNV.Index != 0x01C90000 || p.LDevIDAuth != workflow.AuthIDevIDMTLS {
 		t.Fatalf("default profile = %+v", p)
 	}
-	if rt.CAs[0].HeaderSecret != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
+	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
 	if rt.ReportsDir != "/var/lib/devid/reports" {
@@ -257,6 +261,121 @@ func TestOneErrorPerFault(t *testing.T) {
 				if !found {
 					t.Errorf("no problem mentions %q:\n%v", w, err)
 				}
+			}
+		})
+	}
+}
+
+// TestProfileRefusesWhatTheAgentRefuses: a profile that places a DevID key or the IDevID
+// certificate in a TCG-reserved endorsement location is refused, so that no rework can ever
+// undefine an EK certificate index or evict an EK; so is an onboarding file mode that group or
+// others could write.
+func TestProfileRefusesWhatTheAgentRefuses(t *testing.T) {
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"idevid handle on the RSA EK", "handle = 0x81020000", "handle = 0x81010001", "idevid: handle 0x81010001 is in the TCG-reserved EK handle range"},
+		{"idevid handle at the range end", "handle = 0x81020000", "handle = 0x810100ff", "idevid: handle 0x810100ff is in the TCG-reserved EK handle range"},
+		{"idevid nv on the RSA EK certificate", "index = 0x01C90000", "index = 0x01C00002", "idevid_nv.index 0x1c00002 is in the TCG-reserved EK certificate range"},
+		{"idevid nv on the ECC EK certificate", "index = 0x01C90000", "index = 0x01C0000A", "idevid_nv.index 0x1c0000a is in the TCG-reserved EK certificate range"},
+		{"idevid nv on the EK chain", "index = 0x01C90000", "index = 0x01C00100", "idevid_nv.index 0x1c00100 is in the TCG-reserved EK certificate range"},
+		{"ldevid on an EK handle", "handle = 0x81000002", "handle = 0x81010002", "ldevid: handle 0x81010002 is in the TCG-reserved EK handle range"},
+		{"onboarding file writable by others", "mode = 0o600", "mode = 0o666", "mode 666 lets group or others write"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			if !strings.Contains(string(data), tc.from) {
+				t.Fatalf("example has no %q", tc.from)
+			}
+			write(t, path, []byte(strings.Replace(string(data), tc.from, tc.to, 1)), 0o644)
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load: %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestRuntimeNeverPrintsSecrets: the validated configuration holds the CA secrets, yet no
+// fmt verb, JSON or slog rendering of it shows them.
+func TestRuntimeNeverPrintsSecrets(t *testing.T) {
+	dir := exampleDir(t)
+	rt, err := Load(filepath.Join(dir, "station.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[1].HeaderSecret.Reveal() != "s3cret-customer" {
+		t.Fatal("the secrets were not loaded")
+	}
+	var outs []string
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x", "%q"} {
+		for _, v := range []any{rt, *rt, rt.CAs, rt.CAs[0], rt.CAs[0].HeaderSecret} {
+			outs = append(outs, fmt.Sprintf(verb, v))
+		}
+	}
+	j, err := json.Marshal(rt.CAs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("config", "cas", rt.CAs, "ca", rt.CAs[0])
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("config", "cas", rt.CAs, "ca", rt.CAs[0])
+	outs = append(outs, string(j), logs.String())
+	for _, out := range outs {
+		if strings.Contains(out, "s3cret") || strings.Contains(out, fmt.Sprintf("%x", "s3cret")) {
+			t.Fatalf("a secret is printed: %.300s", out)
+		}
+	}
+}
+
+// TestKeyFilesMustBePrivate: a TLS private key file open to group or others is refused like a
+// CA secret file.
+func TestKeyFilesMustBePrivate(t *testing.T) {
+	for _, key := range []string{"dev/tls/keys/agent.key", "dev/tls/keys/api.key"} {
+		for _, mode := range []os.FileMode{0o640, 0o604, 0o660} {
+			t.Run(fmt.Sprintf("%s %o", key, mode), func(t *testing.T) {
+				dir := exampleDir(t)
+				if err := os.Chmod(filepath.Join(dir, key), mode); err != nil {
+					t.Fatal(err)
+				}
+				_, err := Load(filepath.Join(dir, "station.toml"))
+				if err == nil || !strings.Contains(err.Error(), "chmod 600") || !strings.Contains(err.Error(), key) {
+					t.Fatalf("Load: %v, want a chmod 600 error naming %s", err, key)
+				}
+			})
+		}
+	}
+}
+
+// TestRoleBindings: [[api.role]] names a certificate by common_name, fingerprint or uri, one of
+// them exactly; fingerprints are normalized to lowercase hex without colons.
+func TestRoleBindings(t *testing.T) {
+	dir := exampleDir(t)
+	rt, err := Load(filepath.Join(dir, "station.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const fp = "5f3a9c0e7d21b468aa19c24e8b70d136ee029f5bc8417a630db92e84f157c608"
+	if rt.RoleFingerprints[fp] != "qa" || rt.RoleURIs["spiffe://factory.example/mes/line-2"] != "mes" || rt.Roles["qa-1"] != "qa" {
+		t.Fatalf("roles %v, fingerprints %v, URIs %v", rt.Roles, rt.RoleFingerprints, rt.RoleURIs)
+	}
+	for _, tc := range []struct{ name, role, want string }{
+		{"two names", "common_name = \"x\"\nuri = \"spiffe://a/b\"\nrole = \"qa\"", "exactly one of common_name, fingerprint and uri"},
+		{"no name", "role = \"qa\"", "exactly one of common_name, fingerprint and uri"},
+		{"short fingerprint", "fingerprint = \"5f3a9c\"\nrole = \"qa\"", "64 hex digits"},
+		{"relative uri", "uri = \"mes/line-2\"\nrole = \"qa\"", "not an absolute URI"},
+		{"fingerprint bound twice", "fingerprint = \"" + strings.ToUpper(fp) + "\"\nrole = \"qa\"", "bound twice"},
+		{"uri with an unknown role", "uri = \"spiffe://a/b\"\nrole = \"boss\"", "boss"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			edited := strings.Replace(string(data), "[tpm_vendor]", "[[api.role]]\n"+tc.role+"\n\n[tpm_vendor]", 1)
+			write(t, path, []byte(edited), 0o644)
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load: %v, want an error mentioning %q", err, tc.want)
 			}
 		})
 	}

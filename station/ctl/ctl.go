@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/devid-station/devid/ca-client/secret"
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
 )
 
@@ -137,6 +138,9 @@ func dial(o options) (*grpc.ClientConn, error) {
 		return nil, usagef("-cert and -key go together")
 	}
 	if o.cert != "" {
+		if err := secret.CheckFile(o.key); err != nil {
+			return nil, fmt.Errorf("-key: %w", err)
+		}
 		c, err := tls.LoadX509KeyPair(o.cert, o.key)
 		if err != nil {
 			return nil, fmt.Errorf("loading the client certificate: %w", err)

@@ -5,7 +5,9 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 )
@@ -100,6 +102,23 @@ type ClientCert struct {
 	// Key signs the TLS handshake.
 	Key crypto.Signer
 }
+
+// String describes the certificate by its leaf subject, never the key.
+func (c *ClientCert) String() string {
+	if c == nil || len(c.Chain) == 0 {
+		return "ClientCert{}"
+	}
+	return "ClientCert{Subject:" + c.Chain[0].Subject.String() + " Key:[redacted]}"
+}
+
+// Format implements fmt.Formatter: every verb prints String, so no verb reaches the key.
+func (c *ClientCert) Format(f fmt.State, _ rune) { fmt.Fprint(f, c.String()) }
+
+// LogValue implements slog.LogValuer without the key.
+func (c *ClientCert) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON implements json.Marshaler without the key.
+func (c *ClientCert) MarshalJSON() ([]byte, error) { return json.Marshal(c.String()) }
 
 // Issued is a CA's answer.
 type Issued struct {

@@ -60,6 +60,10 @@ const (
 	ErrorCode_ERROR_CODE_NV_LOCKED ErrorCode = 12
 	// ERROR_CODE_INTERNAL: an agent bug; the message says more.
 	ErrorCode_ERROR_CODE_INTERNAL ErrorCode = 13
+	// ERROR_CODE_ENDORSEMENT_RESERVED: the command would write, undefine or evict in a
+	// TCG-reserved endorsement range (EK handles 0x81010000-0x810100FF, EK certificate and
+	// template NV indexes 0x01C00000-0x01C07FFF); the agent never does, whatever the station says.
+	ErrorCode_ERROR_CODE_ENDORSEMENT_RESERVED ErrorCode = 14
 )
 
 // Enum value maps for ErrorCode.
@@ -79,22 +83,24 @@ var (
 		11: "ERROR_CODE_ACTIVATION_FAILED",
 		12: "ERROR_CODE_NV_LOCKED",
 		13: "ERROR_CODE_INTERNAL",
+		14: "ERROR_CODE_ENDORSEMENT_RESERVED",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_CODE_UNSPECIFIED":       0,
-		"ERROR_CODE_UNKNOWN_COMMAND":   1,
-		"ERROR_CODE_INVALID_ARGUMENT":  2,
-		"ERROR_CODE_TPM":               3,
-		"ERROR_CODE_HANDLE_OCCUPIED":   4,
-		"ERROR_CODE_NOT_FOUND":         5,
-		"ERROR_CODE_NV_TOO_LARGE":      6,
-		"ERROR_CODE_PATH_NOT_ALLOWED":  7,
-		"ERROR_CODE_IO":                8,
-		"ERROR_CODE_MESSAGE_TOO_LARGE": 9,
-		"ERROR_CODE_WRONG_HIERARCHY":   10,
-		"ERROR_CODE_ACTIVATION_FAILED": 11,
-		"ERROR_CODE_NV_LOCKED":         12,
-		"ERROR_CODE_INTERNAL":          13,
+		"ERROR_CODE_UNSPECIFIED":          0,
+		"ERROR_CODE_UNKNOWN_COMMAND":      1,
+		"ERROR_CODE_INVALID_ARGUMENT":     2,
+		"ERROR_CODE_TPM":                  3,
+		"ERROR_CODE_HANDLE_OCCUPIED":      4,
+		"ERROR_CODE_NOT_FOUND":            5,
+		"ERROR_CODE_NV_TOO_LARGE":         6,
+		"ERROR_CODE_PATH_NOT_ALLOWED":     7,
+		"ERROR_CODE_IO":                   8,
+		"ERROR_CODE_MESSAGE_TOO_LARGE":    9,
+		"ERROR_CODE_WRONG_HIERARCHY":      10,
+		"ERROR_CODE_ACTIVATION_FAILED":    11,
+		"ERROR_CODE_NV_LOCKED":            12,
+		"ERROR_CODE_INTERNAL":             13,
+		"ERROR_CODE_ENDORSEMENT_RESERVED": 14,
 	}
 )
 
@@ -3317,7 +3323,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"+\n" +
 	"\fFinishResult\x12\x1b\n" +
-	"\texit_code\x18\x01 \x01(\x05R\bexitCode*\x9e\x03\n" +
+	"\texit_code\x18\x01 \x01(\x05R\bexitCode*\xc3\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_CODE_UNKNOWN_COMMAND\x10\x01\x12\x1f\n" +
@@ -3333,7 +3339,8 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x12 \n" +
 	"\x1cERROR_CODE_ACTIVATION_FAILED\x10\v\x12\x18\n" +
 	"\x14ERROR_CODE_NV_LOCKED\x10\f\x12\x17\n" +
-	"\x13ERROR_CODE_INTERNAL\x10\r*e\n" +
+	"\x13ERROR_CODE_INTERNAL\x10\r\x12#\n" +
+	"\x1fERROR_CODE_ENDORSEMENT_RESERVED\x10\x0e*e\n" +
 	"\fKeyAlgorithm\x12\x1d\n" +
 	"\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16KEY_ALGORITHM_RSA_2048\x10\x01\x12\x1a\n" +
