@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test bench bench-ca bench-line lint generate generate-check tidy-check demo dev-config ci clean
+.PHONY: help deps setup build test test-reports bench bench-ca bench-line lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -17,8 +17,10 @@ help: ## list targets
 #   tpm2-tools                    independent read-back of TPM state in tests
 #   openssl curl                  independent checks of certificates and of the EST CA in tests
 #   git ca-certificates           generate-check and module downloads
+#   poppler-utils zbar-tools      the printable reports' tests: pdftotext/pdftoppm read the PDFs,
+#                                 zbarimg scans their barcodes
 DEB_PACKAGES := gcc libc6-dev libssl-dev protobuf-compiler libprotobuf-dev swtpm swtpm-tools \
-	tpm2-tools openssl curl git ca-certificates
+	tpm2-tools openssl curl git ca-certificates poppler-utils zbar-tools
 
 deps: ## install the Debian packages and Go modules the build and tests need (quick when all are there)
 	@installed=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(DEB_PACKAGES) 2>/dev/null | awk '$$NF=="installed"{print $$1}'); \
@@ -54,6 +56,11 @@ test: deps ## run every test, then the concurrent packages again under the race 
 	@$(GOTEST) ./... | .bin/testprogress
 	@echo "==> the concurrent packages again under the race detector"
 	@$(GOTEST) -race $(RACE_PKGS) | .bin/testprogress
+
+test-reports: deps ## the printable reports' tests, leaving the PDFs, HTML and page-one PNGs in out/reports-test/
+	rm -rf out/reports-test
+	PRINTABLE_ARTIFACTS=$(CURDIR)/out/reports-test $(GO) test -count=1 ./reports/printable/
+	@echo "==> rendered reports and their page-one images: out/reports-test/"
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...

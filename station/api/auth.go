@@ -60,6 +60,7 @@ var permissions = map[string][]Role{
 	stationv1.Station_GetTraveler_FullMethodName:     allRoles,
 	stationv1.Station_ListRefusals_FullMethodName:    allRoles,
 	stationv1.Station_GetStatus_FullMethodName:       allRoles,
+	stationv1.Station_GetReport_FullMethodName:       allRoles,
 }
 
 // allowedAny reports the services any caller with a role may use: gRPC health and reflection.

@@ -25,6 +25,8 @@ var (
 	// ErrUnavailable reports a method whose backing component was not configured (e.g.
 	// AbortUnit without a workflow runner).
 	ErrUnavailable = errors.New("not available at this station")
+	// ErrNoReport reports a report file the station has not written (yet).
+	ErrNoReport = errors.New("report not written")
 )
 
 // codeTable maps sentinel errors to gRPC codes, first match wins.
@@ -35,6 +37,7 @@ var codeTable = []struct {
 	{ErrInvalidRequest, codes.InvalidArgument},
 	{store.ErrInvalidArgument, codes.InvalidArgument},
 	{store.ErrNotFound, codes.NotFound},
+	{ErrNoReport, codes.NotFound},
 	{store.ErrWorkOrderExists, codes.AlreadyExists},
 	{ErrUnitNotEnded, codes.FailedPrecondition},
 	{ErrUnitInSession, codes.FailedPrecondition},

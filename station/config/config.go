@@ -55,6 +55,9 @@ type File struct {
 	Workflow  Workflow  `toml:"workflow"`
 	CAs       []CA      `toml:"ca"`
 	Profiles  []Profile `toml:"profile"`
+
+	// ReportsDir is where printable reports are written (empty: none).
+	ReportsDir string `toml:"reports_dir"`
 }
 
 // Agents is the agent gateway listener.
@@ -250,6 +253,9 @@ type Runtime struct {
 	HandoverWait     time.Duration
 	CAs              []CARuntime
 	Profiles         map[string]*workflow.Profile
+
+	// ReportsDir is the absolute reports folder; empty: the station writes no report files.
+	ReportsDir string
 }
 
 // CARuntime is one validated CA.
@@ -306,6 +312,7 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	if f.StorePath == "" {
 		p.addf("store_path is required")
 	}
+	rt.ReportsDir = abs(f.ReportsDir)
 	if rt.MaxUnitsInFlight == 0 {
 		rt.MaxUnitsInFlight = 256
 	}

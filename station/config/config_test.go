@@ -91,6 +91,9 @@ func TestExampleLoads(t *testing.T) {
 	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
+	if rt.ReportsDir != "/var/lib/devid/reports" {
+		t.Errorf("reports_dir = %q", rt.ReportsDir)
+	}
 	if rt.Roles["mes-1"] != "mes" || rt.StepTimeouts["idevid_key"] != 10*time.Minute {
 		t.Errorf("roles %v, timeouts %v", rt.Roles, rt.StepTimeouts)
 	}

@@ -46,6 +46,8 @@ commands:
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
   refusals [--serial S]   (sessions refused before their first checks passed: no unit record)
+  report traveler SERIAL [--format pdf|html] [--out FILE|DIR|-]
+  report lot WORK_ORDER [--format pdf|html|csv] [--out FILE|DIR|-]
   status`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
@@ -200,6 +202,7 @@ var commands = map[string]func(*env, []string) error{
 	"events":    events,
 	"traveler":  travelerCmd,
 	"refusals":  refusalsCmd,
+	"report":    reportCmd,
 	"status":    statusCmd,
 }
 

@@ -32,7 +32,7 @@ func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
 	a, err := api.New(api.Config{
 		Store: s.store, Runner: s.runner, Agents: s.gw, CAs: s.caHealth, Profiles: profiles,
 		StationID: s.rt.StationID, Version: opts.Version, Roles: roles.Lookup, Clock: opts.Clock,
-		Logger: s.log.With("component", "api"),
+		Logger: s.log.With("component", "api"), ReportsDir: s.rt.ReportsDir,
 	})
 	if err != nil {
 		return nil, nil, err

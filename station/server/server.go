@@ -1,6 +1,7 @@
 // Package server assembles a running station from its validated configuration: the bbolt
 // store, one batched EST client per CA, the workflow, the agent gateway and the MES/operator
-// API, each on its own TLS listener. stationd and the fixture both run a station through it.
+// API, each on its own TLS listener, and (when reports_dir is set) the writer of the reports
+// folder. stationd and the fixture both run a station through it.
 package server
 
 import (
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/reports/reportdir"
 	"github.com/devid-station/devid/station/api"
 	"github.com/devid-station/devid/station/config"
 	"github.com/devid-station/devid/station/gateway"
@@ -59,7 +61,13 @@ type Server struct {
 	wg               sync.WaitGroup
 	outcomes         chan workflow.Outcome
 	fatal            chan error
+
+	reports     *reportdir.Writer // nil: no reports folder configured
+	stopReports context.CancelFunc
 }
+
+// reportsFinal bounds the reports writer's last pass when the station closes.
+const reportsFinal = 30 * time.Second
 
 // New opens the store and builds every part; it listens on nothing yet.
 func New(rt *config.Runtime, opts Options) (*Server, error) {
@@ -138,6 +146,13 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if rt.ReportsDir != "" {
+		if s.reports, err = reportdir.New(rt.ReportsDir, st, log.With("part", "reports")); err != nil {
+			s.closeIssuers()
+			st.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -160,6 +175,11 @@ func (s *Server) Start() error {
 				s.log.Error("gRPC server stopped", "addr", p.lis.Addr().String(), "error", err)
 			}
 		})
+	}
+	if s.reports != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopReports = cancel
+		s.wg.Go(func() { s.reports.Run(ctx, reportsFinal) })
 	}
 	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String())
 	return nil
@@ -204,6 +224,9 @@ func (s *Server) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		s.apiSrv.Stop()
 		s.agentSrv.Stop()
+	}
+	if s.stopReports != nil {
+		s.stopReports() // the writer's last pass writes what the sessions left
 	}
 	s.wg.Wait()
 	s.closeIssuers()

@@ -1852,6 +1852,136 @@ func (x *Status) GetUnitsFailed() uint64 {
 	return 0
 }
 
+// GetReportRequest names one report file.
+type GetReportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "traveler" (id is a serial; written when the unit ended) or "lot" (id is a work
+	// order; written when it closed).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// id is the serial or the work order id.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// format is "pdf", "html" or, for a lot, "csv".
+	Format        string `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReportRequest) Reset() {
+	*x = GetReportRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReportRequest) ProtoMessage() {}
+
+func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
+func (*GetReportRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetReportRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *GetReportRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetReportRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+// ReportChunk is a piece of a report file; the chunks come in order and the first one names
+// the file.
+type ReportChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// file_name is the file's name in the reports folder (first chunk only).
+	FileName string `protobuf:"bytes,1,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
+	// size is the file's size in bytes (first chunk only).
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// data is the next piece of the file.
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportChunk) Reset() {
+	*x = ReportChunk{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportChunk) ProtoMessage() {}
+
+func (x *ReportChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportChunk.ProtoReflect.Descriptor instead.
+func (*ReportChunk) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReportChunk) GetFileName() string {
+	if x != nil {
+		return x.FileName
+	}
+	return ""
+}
+
+func (x *ReportChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ReportChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_proto_station_v1_station_proto protoreflect.FileDescriptor
 
 const file_proto_station_v1_station_proto_rawDesc = "" +
@@ -1995,7 +2125,15 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\funits_failed\x18\t \x01(\x04R\vunitsFailed\x1a?\n" +
 	"\x11UnitsPerStepEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01*n\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"N\n" +
+	"\x10GetReportRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\tR\x06format\"R\n" +
+	"\vReportChunk\x12\x1b\n" +
+	"\tfile_name\x18\x01 \x01(\tR\bfileName\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data*n\n" +
 	"\x0fWorkOrderStatus\x12!\n" +
 	"\x1dWORK_ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORK_ORDER_STATUS_OPEN\x10\x01\x12\x1c\n" +
@@ -2006,7 +2144,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x13UNIT_STATUS_RUNNING\x10\x01\x12\x14\n" +
 	"\x10UNIT_STATUS_DONE\x10\x02\x12\x16\n" +
 	"\x12UNIT_STATUS_FAILED\x10\x03\x12\x17\n" +
-	"\x13UNIT_STATUS_WAITING\x10\x042\xc1\b\n" +
+	"\x13UNIT_STATUS_WAITING\x10\x042\x93\t\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -2020,7 +2158,8 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\tReleaseEK\x12\".devid.station.v1.ReleaseEKRequest\x1a\x16.devid.station.v1.Unit\x12]\n" +
 	"\fListRefusals\x12%.devid.station.v1.ListRefusalsRequest\x1a&.devid.station.v1.ListRefusalsResponse\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
-	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.StatusB;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
+	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.Status\x12P\n" +
+	"\tGetReport\x12\".devid.station.v1.GetReportRequest\x1a\x1d.devid.station.v1.ReportChunk0\x01B;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
 
 var (
 	file_proto_station_v1_station_proto_rawDescOnce sync.Once
@@ -2035,7 +2174,7 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
@@ -2063,26 +2202,28 @@ var file_proto_station_v1_station_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),       // 23: devid.station.v1.GetStatusRequest
 	(*CAHealth)(nil),               // 24: devid.station.v1.CAHealth
 	(*Status)(nil),                 // 25: devid.station.v1.Status
-	nil,                            // 26: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
+	(*GetReportRequest)(nil),       // 26: devid.station.v1.GetReportRequest
+	(*ReportChunk)(nil),            // 27: devid.station.v1.ReportChunk
+	nil,                            // 28: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
 	2,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	27, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	27, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	29, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	29, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
 	2,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
 	3,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	27, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	27, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	29, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	29, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
 	9,  // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	27, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
-	27, // 13: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
+	29, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	29, // 13: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
 	19, // 14: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
-	26, // 15: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	28, // 15: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
 	24, // 16: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
 	4,  // 17: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
 	5,  // 18: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
@@ -2097,21 +2238,23 @@ var file_proto_station_v1_station_proto_depIdxs = []int32{
 	18, // 27: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
 	21, // 28: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
 	23, // 29: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	3,  // 30: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	3,  // 31: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	7,  // 32: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	3,  // 33: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	9,  // 34: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	12, // 35: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	14, // 36: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	9,  // 37: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	9,  // 38: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	9,  // 39: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
-	20, // 40: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
-	22, // 41: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	25, // 42: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	30, // [30:43] is the sub-list for method output_type
-	17, // [17:30] is the sub-list for method input_type
+	26, // 30: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
+	3,  // 31: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	3,  // 32: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	7,  // 33: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	3,  // 34: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	9,  // 35: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	12, // 36: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	14, // 37: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	9,  // 38: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	9,  // 39: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	9,  // 40: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	20, // 41: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
+	22, // 42: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	25, // 43: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	27, // 44: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
+	31, // [31:45] is the sub-list for method output_type
+	17, // [17:31] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2128,7 +2271,7 @@ func file_proto_station_v1_station_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

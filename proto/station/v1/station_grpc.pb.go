@@ -36,6 +36,7 @@ const (
 	Station_ListRefusals_FullMethodName    = "/devid.station.v1.Station/ListRefusals"
 	Station_GetTraveler_FullMethodName     = "/devid.station.v1.Station/GetTraveler"
 	Station_GetStatus_FullMethodName       = "/devid.station.v1.Station/GetStatus"
+	Station_GetReport_FullMethodName       = "/devid.station.v1.Station/GetReport"
 )
 
 // StationClient is the client API for Station service.
@@ -76,6 +77,9 @@ type StationClient interface {
 	GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*Status, error)
+	// GetReport streams one file of the station's reports folder (reports_dir): a unit's
+	// printable traveler or a work order's lot report, as the station wrote it. Roles: all.
+	GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReportChunk], error)
 }
 
 type stationClient struct {
@@ -225,6 +229,25 @@ func (c *stationClient) GetStatus(ctx context.Context, in *GetStatusRequest, opt
 	return out, nil
 }
 
+func (c *stationClient) GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReportChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Station_ServiceDesc.Streams[1], Station_GetReport_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetReportRequest, ReportChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Station_GetReportClient = grpc.ServerStreamingClient[ReportChunk]
+
 // StationServer is the server API for Station service.
 // All implementations must embed UnimplementedStationServer
 // for forward compatibility.
@@ -263,6 +286,9 @@ type StationServer interface {
 	GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
 	GetStatus(context.Context, *GetStatusRequest) (*Status, error)
+	// GetReport streams one file of the station's reports folder (reports_dir): a unit's
+	// printable traveler or a work order's lot report, as the station wrote it. Roles: all.
+	GetReport(*GetReportRequest, grpc.ServerStreamingServer[ReportChunk]) error
 	mustEmbedUnimplementedStationServer()
 }
 
@@ -311,6 +337,9 @@ func (UnimplementedStationServer) GetTraveler(context.Context, *GetTravelerReque
 }
 func (UnimplementedStationServer) GetStatus(context.Context, *GetStatusRequest) (*Status, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedStationServer) GetReport(*GetReportRequest, grpc.ServerStreamingServer[ReportChunk]) error {
+	return status.Error(codes.Unimplemented, "method GetReport not implemented")
 }
 func (UnimplementedStationServer) mustEmbedUnimplementedStationServer() {}
 func (UnimplementedStationServer) testEmbeddedByValue()                 {}
@@ -560,6 +589,17 @@ func _Station_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Station_GetReport_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetReportRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StationServer).GetReport(m, &grpc.GenericServerStream[GetReportRequest, ReportChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Station_GetReportServer = grpc.ServerStreamingServer[ReportChunk]
+
 // Station_ServiceDesc is the grpc.ServiceDesc for Station service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -620,6 +660,11 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchEvents",
 			Handler:       _Station_WatchEvents_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetReport",
+			Handler:       _Station_GetReport_Handler,
 			ServerStreams: true,
 		},
 	},
