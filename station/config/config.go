@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -52,6 +53,12 @@ type File struct {
 	Workflow  Workflow  `toml:"workflow"`
 	CAs       []CA      `toml:"ca"`
 	Profiles  []Profile `toml:"profile"`
+	Metrics   Metrics   `toml:"metrics"`
+}
+
+// Metrics is the Prometheus listener.
+type Metrics struct {
+	Listen string `toml:"listen"`
 }
 
 // Agents is the agent gateway listener.
@@ -224,6 +231,8 @@ type Runtime struct {
 	StepTimeouts    map[string]time.Duration
 	CAs             []CARuntime
 	Profiles        map[string]*workflow.Profile
+	// MetricsListen is the Prometheus /metrics listener's address; empty: none.
+	MetricsListen string
 }
 
 // CARuntime is one validated CA.
@@ -268,7 +277,8 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		AgentListen: f.Agents.Listen, MaxUnitsInFlight: f.Agents.MaxUnitsInFlight, HelloTimeout: time.Duration(f.Agents.HelloTimeout),
 		APIListen: f.API.Listen, Roles: map[string]string{},
 		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
-		Profiles: map[string]*workflow.Profile{},
+		Profiles:      map[string]*workflow.Profile{},
+		MetricsListen: f.Metrics.Listen,
 	}
 	if !nameRE.MatchString(f.StationID) {
 		p.addf("station_id %q: want 1-64 characters of [a-z0-9._-]", f.StationID)
@@ -284,6 +294,11 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	}
 	if f.Agents.Listen == "" || f.API.Listen == "" {
 		p.addf("agents.listen and api.listen are required")
+	}
+	if f.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
+			p.addf("metrics.listen %q: want host:port (or empty for no metrics): %v", f.Metrics.Listen, err)
+		}
 	}
 
 	if cert, err := loadKeyPair(abs(f.Agents.CertFile), abs(f.Agents.KeyFile)); err != nil {

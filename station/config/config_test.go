@@ -86,6 +86,9 @@ func TestExampleLoads(t *testing.T) {
 	if rt.CAs[0].HeaderSecret != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
+	if rt.MetricsListen != "127.0.0.1:9464" {
+		t.Errorf("metrics listen %q", rt.MetricsListen)
+	}
 	if rt.Roles["mes-1"] != "mes" || rt.StepTimeouts["idevid_key"] != 10*time.Minute {
 		t.Errorf("roles %v, timeouts %v", rt.Roles, rt.StepTimeouts)
 	}
@@ -146,6 +149,9 @@ func TestInvalid(t *testing.T) {
 		}, 0o600, "absolute"},
 		{"onboarding value missing", func(s string) string { return strings.Replace(s, `id_scope = "0ne00000000"`, ``, 1) }, 0o600, "id_scope"},
 		{"secret readable by others", func(s string) string { return s }, 0o644, "chmod 600"},
+		{"bad metrics address", func(s string) string {
+			return strings.Replace(s, `listen = "127.0.0.1:9464"`, `listen = "9464"`, 1)
+		}, 0o600, "metrics.listen"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

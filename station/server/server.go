@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -20,6 +22,7 @@ import (
 	"github.com/devid-station/devid/station/api"
 	"github.com/devid-station/devid/station/config"
 	"github.com/devid-station/devid/station/gateway"
+	"github.com/devid-station/devid/station/metrics"
 	"github.com/devid-station/devid/station/store"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -54,6 +57,11 @@ type Server struct {
 	agentLis, apiLis net.Listener
 	wg               sync.WaitGroup
 	outcomes         chan workflow.Outcome
+
+	registry   *prometheus.Registry
+	metrics    *metrics.Metrics
+	metricsSrv *http.Server // nil when metrics are off
+	metricsLis net.Listener
 }
 
 // New opens the store and builds every part; it listens on nothing yet.
@@ -62,14 +70,19 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight, Logger: log, Clock: opts.Clock})
+	reg, m, err := newMetrics()
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight, Logger: log, Clock: opts.Clock,
+		Commits: m.StoreCommit})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
-	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}}
+	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, registry: reg, metrics: m}
 	wfIssuers := map[string]workflow.Issuer{}
 	for _, c := range rt.CAs {
-		is, err := newIssuer(c, log)
+		is, err := newIssuer(c, log, m)
 		if err != nil {
 			s.closeIssuers()
 			st.Close()
@@ -81,6 +94,8 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	if opts.WrapJournal != nil {
 		journal = opts.WrapJournal(st)
 	}
+	steps := newStepTimer(journal, m)
+	journal = steps
 	s.runner, err = workflow.New(workflow.Config{
 		Journal: journal, Profiles: rt.Profiles, Issuers: wfIssuers,
 		EKRoots: rt.EKRoots, EKIntermediates: rt.EKIntermediates, EKAlgorithms: rt.EKAlgorithms,
@@ -95,6 +110,8 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		MaxInFlight: rt.MaxUnitsInFlight, HelloTimeout: rt.HelloTimeout, Logger: log,
 		Handler: func(ctx context.Context, sess *gateway.Session) error {
 			out := s.runner.Run(ctx, sess)
+			steps.forget(out.Serial)
+			s.countOutcome(out)
 			if s.outcomes != nil {
 				select {
 				case s.outcomes <- out:
@@ -119,6 +136,11 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := s.watch(); err != nil {
+		s.closeIssuers()
+		st.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -132,6 +154,11 @@ func (s *Server) Start() error {
 		s.agentLis.Close()
 		return fmt.Errorf("API listener: %w", err)
 	}
+	if err := s.serveMetrics(s.registry); err != nil {
+		s.agentLis.Close()
+		s.apiLis.Close()
+		return err
+	}
 	for _, p := range []struct {
 		srv *grpc.Server
 		lis net.Listener
@@ -142,7 +169,8 @@ func (s *Server) Start() error {
 			}
 		})
 	}
-	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String())
+	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String(),
+		"metrics", s.MetricsAddr())
 	return nil
 }
 
@@ -175,6 +203,9 @@ func (s *Server) Close(ctx context.Context) error {
 		close(done)
 	}()
 	s.api.Shutdown()
+	if s.metricsSrv != nil {
+		_ = s.metricsSrv.Close() // a scrape has nothing worth waiting for
+	}
 	select {
 	case <-done:
 	case <-ctx.Done():

@@ -24,6 +24,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -80,6 +81,9 @@ type Options struct {
 	MaxBatchDelay time.Duration
 	// Logger receives debug logs (open, refused writes); nil means silence.
 	Logger *slog.Logger
+	// Commits observes, in seconds, each write's time from the call to its durable commit
+	// (waiting for its batch included); nil discards.
+	Commits prometheus.Observer
 }
 
 // Store is a station's store. It is safe for concurrent use.
@@ -89,16 +93,20 @@ type Store struct {
 	log       *slog.Logger
 	stationID string
 	states    unitStates
+	commits   prometheus.Observer
 }
 
 // Open opens or creates the store file at path.
 func Open(path string, opts Options) (*Store, error) {
-	s := &Store{clock: opts.Clock, log: opts.Logger}
+	s := &Store{clock: opts.Clock, log: opts.Logger, commits: opts.Commits}
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.commits == nil {
+		s.commits = prometheus.ObserverFunc(func(float64) {})
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if err != nil {
@@ -268,6 +276,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) error {
 	}
 	p := principal(ctx)
 	var refused error
+	start := time.Now()
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		refused = nil
 		err := fn(&wtx{tx: tx, s: s, now: s.now(), principal: p})
@@ -281,6 +290,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) error {
 	if err != nil {
 		return err
 	}
+	s.commits.Observe(time.Since(start).Seconds())
 	if refused != nil {
 		s.log.Debug("store write refused", "principal", p, "error", refused)
 	}
