@@ -43,7 +43,8 @@ commands:
   unit abort SERIAL --reason TEXT | unit rework SERIAL --reason TEXT
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
-  status`
+  status
+  watch [--interval D] [--count N]   live view of the line (counters, units in flight) until Ctrl-C`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
 type UsageError struct{ Msg string }
@@ -186,6 +187,7 @@ var commands = map[string]func(*env, []string) error{
 	"events":    events,
 	"traveler":  travelerCmd,
 	"status":    statusCmd,
+	"watch":     watch,
 }
 
 var workorderCommands = map[string]func(*env, []string) error{
