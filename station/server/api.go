@@ -40,9 +40,11 @@ func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
 // caHealth reports each CA client's state.
 func (s *Server) caHealth() []api.CAHealth {
 	out := make([]api.CAHealth, 0, len(s.issuers))
-	for _, c := range s.caStates() {
+	for _, is := range s.issuers {
+		m := is.batcher.Metrics()
+		c := is.state(m)
 		p50, p95 := s.metrics.CAQuantiles(c.Name)
-		out = append(out, api.CAHealth{Name: c.Name, Breaker: s.issuers[c.Name].batcher.Metrics().Breaker.String(),
+		out = append(out, api.CAHealth{Name: c.Name, Breaker: m.Breaker.String(),
 			Requests: uint64(c.Requests), Errors: uint64(c.Errors), P50: p50, P95: p95})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

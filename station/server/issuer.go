@@ -53,10 +53,11 @@ func newIssuer(c config.CARuntime, log *slog.Logger, m *metrics.Metrics) (*issue
 	if inFlight == 0 {
 		inFlight = 16
 	}
+	latency := m.CALatency.WithLabelValues(c.Name)
 	b, err := batch.NewEST(c.Name, stationCfg, batch.Config{
 		MaxBatch: c.Batch.MaxBatch, MaxWait: time.Duration(c.Batch.MaxWait), MaxInFlight: inFlight,
 		RateLimit: c.Batch.RateLimit, Burst: c.Batch.Burst, Logger: log.With("ca", c.Name),
-		Latency: m.CALatency.WithLabelValues(c.Name), BatchSize: m.CABatchSize.WithLabelValues(c.Name),
+		Latency: latency, BatchSize: m.CABatchSize.WithLabelValues(c.Name),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("CA %s: %w", c.Name, err)
@@ -70,7 +71,7 @@ func newIssuer(c config.CARuntime, log *slog.Logger, m *metrics.Metrics) (*issue
 		roots.AddCert(a)
 	}
 	return &issuer{name: c.Name, cfg: cfg, batcher: b, roots: roots, unitSem: make(chan struct{}, inFlight),
-		latency: m.CALatency.WithLabelValues(c.Name)}, nil
+		latency: latency}, nil
 }
 
 func (i *issuer) Roots() *x509.CertPool { return i.roots }

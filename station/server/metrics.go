@@ -43,18 +43,22 @@ func (s *Server) watch() error {
 	return s.metrics.WatchCAs(s.caStates)
 }
 
-// caStates reads every CA client's counters; enrollments authenticated as the unit bypass the
-// batcher and are added to its counts.
+// caStates reads every CA client's counters.
 func (s *Server) caStates() []metrics.CAState {
 	out := make([]metrics.CAState, 0, len(s.issuers))
-	for name, is := range s.issuers {
-		m := is.batcher.Metrics()
-		out = append(out, metrics.CAState{Name: name,
-			Requests: m.Requests + is.unitRequests.Load(), Errors: m.Failed + is.unitFailures.Load(),
-			Retries: m.Retries, RateLimited: m.RateLimited, CircuitOpen: m.CircuitOpen,
-			InFlight: m.InFlight + is.unitInFlight.Load(), Breaker: breakerValue(m.Breaker)})
+	for _, is := range s.issuers {
+		out = append(out, is.state(is.batcher.Metrics()))
 	}
 	return out
+}
+
+// state is the CA client's counters given its batcher's: enrollments authenticated as the unit
+// bypass the batcher and are added to its counts.
+func (i *issuer) state(m batch.Metrics) metrics.CAState {
+	return metrics.CAState{Name: i.name,
+		Requests: m.Requests + i.unitRequests.Load(), Errors: m.Failed + i.unitFailures.Load(),
+		Retries: m.Retries, RateLimited: m.RateLimited, CircuitOpen: m.CircuitOpen,
+		InFlight: m.InFlight + i.unitInFlight.Load(), Breaker: breakerValue(m.Breaker)}
 }
 
 // breakerValue is the devid_ca_breaker_state value of st.
