@@ -54,10 +54,16 @@ type File struct {
 	CAs       []CA      `toml:"ca"`
 	Profiles  []Profile `toml:"profile"`
 	Metrics   Metrics   `toml:"metrics"`
+	Console   Console   `toml:"console"`
 }
 
 // Metrics is the Prometheus listener.
 type Metrics struct {
+	Listen string `toml:"listen"`
+}
+
+// Console is the operator console's HTTPS listener (the API's certificate and client CAs).
+type Console struct {
 	Listen string `toml:"listen"`
 }
 
@@ -233,6 +239,8 @@ type Runtime struct {
 	Profiles        map[string]*workflow.Profile
 	// MetricsListen is the Prometheus /metrics listener's address; empty: none.
 	MetricsListen string
+	// ConsoleListen is the operator console's HTTPS listener address; empty: none.
+	ConsoleListen string
 }
 
 // CARuntime is one validated CA.
@@ -278,7 +286,7 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		APIListen: f.API.Listen, Roles: map[string]string{},
 		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
 		Profiles:      map[string]*workflow.Profile{},
-		MetricsListen: f.Metrics.Listen,
+		MetricsListen: f.Metrics.Listen, ConsoleListen: f.Console.Listen,
 	}
 	if !nameRE.MatchString(f.StationID) {
 		p.addf("station_id %q: want 1-64 characters of [a-z0-9._-]", f.StationID)
@@ -295,9 +303,12 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	if f.Agents.Listen == "" || f.API.Listen == "" {
 		p.addf("agents.listen and api.listen are required")
 	}
-	if f.Metrics.Listen != "" {
-		if _, _, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
-			p.addf("metrics.listen %q: want host:port (or empty for no metrics): %v", f.Metrics.Listen, err)
+	for _, l := range []struct{ key, addr string }{{"metrics.listen", f.Metrics.Listen}, {"console.listen", f.Console.Listen}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			p.addf("%s %q: want host:port (or empty for none): %v", l.key, l.addr, err)
 		}
 	}
 

@@ -86,8 +86,8 @@ func TestExampleLoads(t *testing.T) {
 	if rt.CAs[0].HeaderSecret != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
-	if rt.MetricsListen != "127.0.0.1:9464" {
-		t.Errorf("metrics listen %q", rt.MetricsListen)
+	if rt.MetricsListen != "127.0.0.1:9464" || rt.ConsoleListen != "127.0.0.1:7445" {
+		t.Errorf("metrics listen %q, console listen %q", rt.MetricsListen, rt.ConsoleListen)
 	}
 	if rt.Roles["mes-1"] != "mes" || rt.StepTimeouts["idevid_key"] != 10*time.Minute {
 		t.Errorf("roles %v, timeouts %v", rt.Roles, rt.StepTimeouts)
@@ -152,6 +152,9 @@ func TestInvalid(t *testing.T) {
 		{"bad metrics address", func(s string) string {
 			return strings.Replace(s, `listen = "127.0.0.1:9464"`, `listen = "9464"`, 1)
 		}, 0o600, "metrics.listen"},
+		{"bad console address", func(s string) string {
+			return strings.Replace(s, `listen = "127.0.0.1:7445"`, `listen = "localhost"`, 1)
+		}, 0o600, "console.listen"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

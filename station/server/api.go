@@ -19,6 +19,7 @@ func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
 	if err := roles.Validate(); err != nil {
 		return nil, nil, err
 	}
+	s.roles = roles
 	profiles := make([]string, 0, len(s.rt.Profiles))
 	for name := range s.rt.Profiles {
 		profiles = append(profiles, name)

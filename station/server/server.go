@@ -62,6 +62,10 @@ type Server struct {
 	metrics    *metrics.Metrics
 	metricsSrv *http.Server // nil when metrics are off
 	metricsLis net.Listener
+
+	roles      api.RoleTable
+	consoleSrv *http.Server // nil when the console is off
+	consoleLis net.Listener
 }
 
 // New opens the store and builds every part; it listens on nothing yet.
@@ -159,6 +163,14 @@ func (s *Server) Start() error {
 		s.apiLis.Close()
 		return err
 	}
+	if err := s.serveConsole(); err != nil {
+		s.agentLis.Close()
+		s.apiLis.Close()
+		if s.metricsSrv != nil {
+			s.metricsSrv.Close()
+		}
+		return err
+	}
 	for _, p := range []struct {
 		srv *grpc.Server
 		lis net.Listener
@@ -170,7 +182,7 @@ func (s *Server) Start() error {
 		})
 	}
 	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String(),
-		"metrics", s.MetricsAddr())
+		"metrics", s.MetricsAddr(), "console", s.ConsoleURL())
 	return nil
 }
 
@@ -205,6 +217,9 @@ func (s *Server) Close(ctx context.Context) error {
 	s.api.Shutdown()
 	if s.metricsSrv != nil {
 		_ = s.metricsSrv.Close() // a scrape has nothing worth waiting for
+	}
+	if s.consoleSrv != nil {
+		_ = s.consoleSrv.Close() // nor a page (its event streams reconnect)
 	}
 	select {
 	case <-done:

@@ -44,3 +44,28 @@ func TestCommitsObserved(t *testing.T) {
 		}
 	}
 }
+
+// TestOutboxHead checks the head is 0 on an empty outbox and then the token of the newest event.
+func TestOutboxHead(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "station.db"), Options{StationID: "st-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if head, err := s.OutboxHead(ctx); err != nil || head != 0 {
+		t.Fatalf("empty outbox head %d, %v; want 0", head, err)
+	}
+	for _, id := range []string{"WO-1", "WO-2"} {
+		if _, err := s.CreateWorkOrder(ctx, WorkOrder{ID: id, Profile: "default", Serials: []string{"SN-" + id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, last, err := s.OutboxAfter(ctx, 0, 0)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("outbox: %d events, %v", len(evs), err)
+	}
+	if head, err := s.OutboxHead(ctx); err != nil || head != last {
+		t.Errorf("head %d, %v; want the newest event's token %d", head, err, last)
+	}
+}
