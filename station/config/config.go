@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -65,6 +66,9 @@ type Metrics struct {
 // Console is the operator console's HTTPS listener (the API's certificate and client CAs).
 type Console struct {
 	Listen string `toml:"listen"`
+	// WallDisplay lists the addresses (CIDR prefixes) that may view the console read-only
+	// without a client certificate.
+	WallDisplay []string `toml:"wall_display"`
 }
 
 // Agents is the agent gateway listener.
@@ -241,6 +245,8 @@ type Runtime struct {
 	MetricsListen string
 	// ConsoleListen is the operator console's HTTPS listener address; empty: none.
 	ConsoleListen string
+	// ConsoleWallDisplay are the addresses that may view the console without a certificate.
+	ConsoleWallDisplay []netip.Prefix
 }
 
 // CARuntime is one validated CA.
@@ -310,6 +316,14 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		if _, _, err := net.SplitHostPort(l.addr); err != nil {
 			p.addf("%s %q: want host:port (or empty for none): %v", l.key, l.addr, err)
 		}
+	}
+	for _, w := range f.Console.WallDisplay {
+		pfx, err := netip.ParsePrefix(w)
+		if err != nil {
+			p.addf("console.wall_display %q: want an address prefix such as 10.1.2.0/24 or 10.1.2.3/32: %v", w, err)
+			continue
+		}
+		rt.ConsoleWallDisplay = append(rt.ConsoleWallDisplay, pfx.Masked())
 	}
 
 	if cert, err := loadKeyPair(abs(f.Agents.CertFile), abs(f.Agents.KeyFile)); err != nil {

@@ -155,6 +155,9 @@ func TestInvalid(t *testing.T) {
 		{"bad console address", func(s string) string {
 			return strings.Replace(s, `listen = "127.0.0.1:7445"`, `listen = "localhost"`, 1)
 		}, 0o600, "console.listen"},
+		{"bad wall display prefix", func(s string) string {
+			return strings.Replace(s, `wall_display = []`, `wall_display = ["10.1.2.300/24"]`, 1)
+		}, 0o600, "console.wall_display"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,8 +3,9 @@
 // the counters, CA health and agents of GetStatus, and one tile per unit in flight with its
 // step and time in it — updated through Server-Sent Events fed by the station's event stream
 // (the store's outbox). Every request needs a client certificate bound to a role, as the API
-// does (the listener's TLS asks for it; the role comes from the same table). This slice is
-// read-only: no action changes the station through it.
+// does (the listener's TLS asks for it; the role comes from the same table), or must come
+// from a wall display's address. This slice is read-only: no action changes the station
+// through it.
 package console
 
 import (
@@ -18,6 +19,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -50,6 +53,9 @@ type Config struct {
 	Events Events
 	// Role returns the role bound to a verified client certificate, false for none.
 	Role func(*x509.Certificate) (string, bool)
+	// WallDisplay are the addresses whose browsers may view the console without a client
+	// certificate (a wall screen beside the line); the console is read-only for them.
+	WallDisplay []netip.Prefix
 	// Steps are the workflow's steps in order, for each tile's progress.
 	Steps []string
 	// Poll is how often the event stream is read (default 500 ms).
@@ -90,10 +96,15 @@ func New(cfg Config) (http.Handler, error) {
 
 type console struct{ cfg Config }
 
-// authorize lets through requests whose verified client certificate has a role.
+// authorize lets through requests whose verified client certificate has a role, and requests
+// without a certificate from a wall display's address.
 func (c *console) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			if c.wallDisplay(r.RemoteAddr) {
+				next.ServeHTTP(w, r)
+				return
+			}
 			c.cfg.Logger.Warn("console request refused: no verified client certificate", "path", r.URL.Path, "remote", r.RemoteAddr)
 			http.Error(w, "a client certificate is required", http.StatusUnauthorized)
 			return
@@ -106,6 +117,16 @@ func (c *console) authorize(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// wallDisplay reports whether remote (host:port) is a wall display's address.
+func (c *console) wallDisplay(remote string) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	return slices.ContainsFunc(c.cfg.WallDisplay, func(p netip.Prefix) bool { return p.Contains(addr) })
 }
 
 // securityHeaders keeps the page to its own origin: no script, style or connection elsewhere,

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,7 +48,7 @@ type fixture struct {
 }
 
 // newFixture serves the console over real mutual TLS in front of a real API and store.
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, wall ...netip.Prefix) *fixture {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "station.db"), store.Options{StationID: "st-console"})
 	if err != nil {
@@ -61,7 +62,7 @@ func newFixture(t *testing.T) *fixture {
 	live := &liveRunner{Runner: runner}
 	env := apitest.Start(t, api.Config{Store: st, Runner: live, Version: "v-console"})
 	h, err := New(Config{Line: env.API, Events: st, Steps: workflow.Steps, Poll: 20 * time.Millisecond,
-		Role: func(c *x509.Certificate) (string, bool) { r, ok := apitest.Roles.Lookup(c); return string(r), ok }})
+		Role: func(c *x509.Certificate) (string, bool) { r, ok := apitest.Roles.Lookup(c); return string(r), ok }, WallDisplay: wall})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +124,22 @@ func TestAccess(t *testing.T) {
 			}
 		})
 	}
+	// A wall display views without a certificate; a certificate without a role stays refused.
+	wall := newFixture(t, netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"))
+	for _, path := range []string{"/", "/api/line"} {
+		if resp, body := get(t, wall.client(nil), wall.url+path); resp.StatusCode != http.StatusOK {
+			t.Errorf("wall display GET %s: %s: %s", path, resp.Status, body)
+		}
+	}
+	wallNoRole := wall.env.PKI.Client(t, apitest.NoRole)
+	if resp, _ := get(t, wall.client(&wallNoRole), wall.url+"/"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("certificate without a role from a wall display's address: %s, want 403", resp.Status)
+	}
+	other := newFixture(t, netip.MustParsePrefix("10.0.0.0/8"))
+	if resp, _ := get(t, other.client(nil), other.url+"/"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("no certificate from outside the wall displays: %s, want 401", resp.Status)
+	}
+
 	untrusted := f.env.PKI.Untrusted(t, apitest.Admin)
 	if _, err := f.client(&untrusted).Get(f.url + "/"); err == nil {
 		t.Error("a certificate from another CA got through the handshake")

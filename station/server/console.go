@@ -20,7 +20,8 @@ func (s *Server) serveConsole() error {
 	}
 	h, err := console.New(console.Config{
 		Line: s.api, Events: s.store, Steps: workflow.Steps, Logger: s.log.With("component", "console"),
-		Role: func(c *x509.Certificate) (string, bool) { r, ok := s.roles.Lookup(c); return string(r), ok },
+		Role:        func(c *x509.Certificate) (string, bool) { r, ok := s.roles.Lookup(c); return string(r), ok },
+		WallDisplay: s.rt.ConsoleWallDisplay,
 	})
 	if err != nil {
 		return err
