@@ -18,8 +18,9 @@ help: ## list targets
 #   openssl curl                  independent checks of certificates and of the EST CA in tests
 #   git ca-certificates           generate-check and module downloads
 #   systemd                       systemd-analyze verify/security of deploy/systemd units (needs no running systemd)
+#   chromium                      the operator console's browser test (headless, driven from Go)
 DEB_PACKAGES := gcc libc6-dev libssl-dev protobuf-compiler libprotobuf-dev swtpm swtpm-tools \
-	tpm2-tools openssl curl git ca-certificates systemd
+	tpm2-tools openssl curl git ca-certificates systemd chromium
 
 deps: ## install the Debian packages and Go modules the build and tests need (quick when all are there)
 	@installed=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(DEB_PACKAGES) 2>/dev/null | awk '$$NF=="installed"{print $$1}'); \
