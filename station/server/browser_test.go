@@ -55,8 +55,8 @@ func chromium(t *testing.T) string {
 // TestConsoleInBrowser opens the operator console in headless Chromium as the line's wall
 // display and provisions a unit: the page goes live, the unit's tile appears and moves through
 // the steps, and once the unit is done its tile leaves and the counters show it. A screenshot
-// of the line view mid-run is saved (path in the log; out/artifacts/ when CONSOLE_ARTIFACTS
-// is unset and the repository's out/ exists).
+// of the line view mid-run is saved to $CONSOLE_ARTIFACTS (make test sets out/artifacts/), or
+// to the test's temporary folder; the log names the file.
 func TestConsoleInBrowser(t *testing.T) {
 	exe := chromium(t)
 	l := newTestLine(t, lineOptions{})
@@ -144,9 +144,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	dir := os.Getenv("CONSOLE_ARTIFACTS")
 	if dir == "" {
 		dir = t.TempDir()
-		if _, err := os.Stat(filepath.Join("..", "..", "out")); err == nil {
-			dir = filepath.Join("..", "..", "out", "artifacts")
-		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
