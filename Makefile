@@ -19,8 +19,10 @@ help: ## list targets
 #   git ca-certificates           generate-check and module downloads
 #   poppler-utils zbar-tools      the printable reports' tests: pdftotext/pdftoppm read the PDFs,
 #                                 zbarimg scans their barcodes
+#   systemd                       systemd-analyze verify/security of deploy/systemd units (needs no running systemd)
+#   chromium                      the operator console's browser test (headless, driven from Go)
 DEB_PACKAGES := gcc libc6-dev libssl-dev protobuf-compiler libprotobuf-dev swtpm swtpm-tools \
-	tpm2-tools openssl curl git ca-certificates poppler-utils zbar-tools
+	tpm2-tools openssl curl git ca-certificates poppler-utils zbar-tools systemd chromium
 
 deps: ## install the Debian packages and Go modules the build and tests need (quick when all are there)
 	@installed=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(DEB_PACKAGES) 2>/dev/null | awk '$$NF=="installed"{print $$1}'); \
@@ -49,7 +51,8 @@ RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station
 
 # go test -json through testprogress: go test's package lines, failures in full, a line every
 # 20 s naming slow packages, and a closing "N passed, N failed, N skipped".
-GOTEST = set -o pipefail; $(GO) build -o .bin/testprogress ./fixture/cmd/testprogress && $(GO) test -count=1 -json
+# The console's browser test saves its screenshot under out/artifacts/.
+GOTEST = set -o pipefail; $(GO) build -o .bin/testprogress ./fixture/cmd/testprogress && CONSOLE_ARTIFACTS=$(CURDIR)/out/artifacts $(GO) test -count=1 -json
 
 test: deps ## run every test, then the concurrent packages again under the race detector
 	@echo "==> every test (fixture/line, station/server and ca-client/cabench take a minute or more)"

@@ -13,6 +13,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -57,7 +59,22 @@ type File struct {
 	Profiles  []Profile `toml:"profile"`
 
 	// ReportsDir is where printable reports are written (empty: none).
-	ReportsDir string `toml:"reports_dir"`
+	ReportsDir string  `toml:"reports_dir"`
+	Metrics    Metrics `toml:"metrics"`
+	Console    Console `toml:"console"`
+}
+
+// Metrics is the Prometheus listener.
+type Metrics struct {
+	Listen string `toml:"listen"`
+}
+
+// Console is the operator console's HTTPS listener (the API's certificate and client CAs).
+type Console struct {
+	Listen string `toml:"listen"`
+	// WallDisplay lists the addresses (CIDR prefixes) that may view the console read-only
+	// without a client certificate.
+	WallDisplay []string `toml:"wall_display"`
 }
 
 // Agents is the agent gateway listener.
@@ -256,6 +273,12 @@ type Runtime struct {
 
 	// ReportsDir is the absolute reports folder; empty: the station writes no report files.
 	ReportsDir string
+	// MetricsListen is the Prometheus /metrics listener's address; empty: none.
+	MetricsListen string
+	// ConsoleListen is the operator console's HTTPS listener address; empty: none.
+	ConsoleListen string
+	// ConsoleWallDisplay are the addresses that may view the console without a certificate.
+	ConsoleWallDisplay []netip.Prefix
 }
 
 // CARuntime is one validated CA.
@@ -304,7 +327,8 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		HandoverWait: time.Duration(f.Workflow.HandoverWait),
 		APIListen:    f.API.Listen, Roles: map[string]string{}, RoleFingerprints: map[string]string{}, RoleURIs: map[string]string{},
 		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
-		Profiles: map[string]*workflow.Profile{},
+		Profiles:      map[string]*workflow.Profile{},
+		MetricsListen: f.Metrics.Listen, ConsoleListen: f.Console.Listen,
 	}
 	if !nameRE.MatchString(f.StationID) {
 		p.addf("station_id %q: want 1-64 characters of [a-z0-9._-]", f.StationID)
@@ -332,6 +356,22 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	}
 	if f.Agents.Listen == "" || f.API.Listen == "" {
 		p.addf("agents.listen and api.listen are required")
+	}
+	for _, l := range []struct{ key, addr string }{{"metrics.listen", f.Metrics.Listen}, {"console.listen", f.Console.Listen}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			p.addf("%s %q: want host:port (or empty for none): %v", l.key, l.addr, err)
+		}
+	}
+	for _, w := range f.Console.WallDisplay {
+		pfx, err := netip.ParsePrefix(w)
+		if err != nil {
+			p.addf("console.wall_display %q: want an address prefix such as 10.1.2.0/24 or 10.1.2.3/32: %v", w, err)
+			continue
+		}
+		rt.ConsoleWallDisplay = append(rt.ConsoleWallDisplay, pfx.Masked())
 	}
 
 	if cert, err := loadKeyPair(abs(f.Agents.CertFile), abs(f.Agents.KeyFile)); err != nil {

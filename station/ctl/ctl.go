@@ -48,7 +48,8 @@ commands:
   refusals [--serial S]   (sessions refused before their first checks passed: no unit record)
   report traveler SERIAL [--format pdf|html] [--out FILE|DIR|-]
   report lot WORK_ORDER [--format pdf|html|csv] [--out FILE|DIR|-]
-  status`
+  status
+  watch [--interval D] [--count N]   live view of the line (counters, units in flight) until Ctrl-C`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
 type UsageError struct{ Msg string }
@@ -204,6 +205,7 @@ var commands = map[string]func(*env, []string) error{
 	"refusals":  refusalsCmd,
 	"report":    reportCmd,
 	"status":    statusCmd,
+	"watch":     watch,
 }
 
 var workorderCommands = map[string]func(*env, []string) error{

@@ -31,7 +31,10 @@ type fixture struct {
 	flags map[string][]string // global flags per client common name
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureRunner(t, nil) }
+
+// newFixtureRunner is newFixture with the runner the API sees wrapped by wrap, when set.
+func newFixtureRunner(t *testing.T, wrap func(api.Runner) api.Runner) *fixture {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "station.db"), store.Options{StationID: "st-ctl"})
 	if err != nil {
@@ -42,7 +45,11 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := apitest.Start(t, api.Config{Store: st, Runner: runner, Version: "v-ctl", PollInterval: 20 * time.Millisecond})
+	var r api.Runner = runner
+	if wrap != nil {
+		r = wrap(runner)
+	}
+	env := apitest.Start(t, api.Config{Store: st, Runner: r, Version: "v-ctl", PollInterval: 20 * time.Millisecond})
 	f := &fixture{env: env, flags: map[string][]string{}}
 	ca := env.PKI.CAFile(t)
 	for _, cn := range []string{apitest.Operator, apitest.MES, apitest.QA, apitest.Admin} {

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -22,6 +24,7 @@ import (
 	"github.com/devid-station/devid/station/api"
 	"github.com/devid-station/devid/station/config"
 	"github.com/devid-station/devid/station/gateway"
+	"github.com/devid-station/devid/station/metrics"
 	"github.com/devid-station/devid/station/store"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -64,6 +67,15 @@ type Server struct {
 
 	reports     *reportdir.Writer // nil: no reports folder configured
 	stopReports context.CancelFunc
+
+	registry   *prometheus.Registry
+	metrics    *metrics.Metrics
+	metricsSrv *http.Server // nil when metrics are off
+	metricsLis net.Listener
+
+	roles      api.RoleTable
+	consoleSrv *http.Server // nil when the console is off
+	consoleLis net.Listener
 }
 
 // reportsFinal bounds the reports writer's last pass when the station closes.
@@ -75,6 +87,10 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	reg, m, err := newMetrics()
+	if err != nil {
+		return nil, err
+	}
 	fatal := make(chan error, 1)
 	onCorrupt := func(err error) {
 		log.Error("station must stop: its store is corrupt; nothing more is issued", "code", store.CodeStoreCorrupt, "error", err)
@@ -84,14 +100,14 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		}
 	}
 	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight,
-		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt})
+		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
-	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal}
+	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal, registry: reg, metrics: m}
 	wfIssuers := map[string]workflow.Issuer{}
 	for _, c := range rt.CAs {
-		is, err := newIssuer(c, log)
+		is, err := newIssuer(c, log, m)
 		if err != nil {
 			s.closeIssuers()
 			st.Close()
@@ -103,6 +119,8 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	if opts.WrapJournal != nil {
 		journal = opts.WrapJournal(st)
 	}
+	steps := newStepTimer(journal, m)
+	journal = steps
 	s.runner, err = workflow.New(workflow.Config{
 		Journal: journal, Profiles: rt.Profiles, Issuers: wfIssuers,
 		EKRoots: rt.EKRoots, EKIntermediates: rt.EKIntermediates, EKAlgorithms: rt.EKAlgorithms,
@@ -119,6 +137,8 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		Logger: log,
 		Handler: func(ctx context.Context, sess *gateway.Session) error {
 			out := s.runner.Run(ctx, sess)
+			steps.forget(out.Serial)
+			s.countOutcome(out)
 			if s.outcomes != nil {
 				select {
 				case s.outcomes <- out:
@@ -153,6 +173,11 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	if err := s.watch(); err != nil {
+		s.closeIssuers()
+		st.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -165,6 +190,19 @@ func (s *Server) Start() error {
 	if s.apiLis, err = net.Listen("tcp", s.rt.APIListen); err != nil {
 		s.agentLis.Close()
 		return fmt.Errorf("API listener: %w", err)
+	}
+	if err := s.serveMetrics(s.registry); err != nil {
+		s.agentLis.Close()
+		s.apiLis.Close()
+		return err
+	}
+	if err := s.serveConsole(); err != nil {
+		s.agentLis.Close()
+		s.apiLis.Close()
+		if s.metricsSrv != nil {
+			s.metricsSrv.Close()
+		}
+		return err
 	}
 	for _, p := range []struct {
 		srv *grpc.Server
@@ -181,7 +219,8 @@ func (s *Server) Start() error {
 		s.stopReports = cancel
 		s.wg.Go(func() { s.reports.Run(ctx, reportsFinal) })
 	}
-	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String())
+	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String(),
+		"metrics", s.MetricsAddr(), "console", s.ConsoleURL())
 	return nil
 }
 
@@ -219,6 +258,12 @@ func (s *Server) Close(ctx context.Context) error {
 		close(done)
 	}()
 	s.api.Shutdown()
+	if s.metricsSrv != nil {
+		_ = s.metricsSrv.Close() // a scrape has nothing worth waiting for
+	}
+	if s.consoleSrv != nil {
+		_ = s.consoleSrv.Close() // nor a page (its event streams reconnect)
+	}
 	select {
 	case <-done:
 	case <-ctx.Done():

@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -92,6 +93,9 @@ type Options struct {
 	// RefusalsKept is how many refused sessions RecordRefusal keeps; 0 means
 	// DefaultRefusalsKept.
 	RefusalsKept int
+	// Commits observes, in seconds, each write's time from the call to its durable commit
+	// (waiting for its batch included); nil discards.
+	Commits prometheus.Observer
 }
 
 // Store is a station's store. It is safe for concurrent use.
@@ -106,6 +110,7 @@ type Store struct {
 	corrupt   atomic.Pointer[CorruptError] // set once a damaged page was met
 	// refusalsKept bounds the ring of refused sessions.
 	refusalsKept int
+	commits      prometheus.Observer
 }
 
 // Open opens or creates the store file at path. A file whose pages do not
@@ -114,7 +119,7 @@ type Store struct {
 // station's lifetime and the only way to find damage before a unit depends on
 // it.
 func Open(path string, opts Options) (s *Store, err error) {
-	s = &Store{path: path, clock: opts.Clock, log: opts.Logger, onCorrupt: opts.OnCorrupt, refusalsKept: opts.RefusalsKept}
+	s = &Store{path: path, clock: opts.Clock, log: opts.Logger, onCorrupt: opts.OnCorrupt, refusalsKept: opts.RefusalsKept, commits: opts.Commits}
 	if s.refusalsKept <= 0 {
 		s.refusalsKept = DefaultRefusalsKept
 	}
@@ -123,6 +128,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.commits == nil {
+		s.commits = prometheus.ObserverFunc(func(float64) {})
 	}
 	var db *bolt.DB
 	defer func() {
@@ -369,6 +377,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	p := principal(ctx)
 	var refused error
+	start := time.Now()
 	err = s.db.Batch(func(tx *bolt.Tx) error {
 		refused = nil
 		err := fn(&wtx{tx: tx, s: s, now: s.now(), principal: p})
@@ -382,6 +391,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	if err != nil {
 		return err
 	}
+	s.commits.Observe(time.Since(start).Seconds())
 	if refused != nil {
 		s.log.Debug("store write refused", "principal", p, "error", refused)
 	}
