@@ -43,7 +43,7 @@ func (s *Server) caHealth() []api.CAHealth {
 	for name, is := range s.issuers {
 		m := is.batcher.Metrics()
 		out = append(out, api.CAHealth{Name: name, Breaker: m.Breaker.String(),
-			Requests: uint64(m.Requests + is.unitRequests.Load()), Errors: uint64(m.Failed + is.unitFailures.Load()),
+			Requests: uint64(m.Requests), Errors: uint64(m.Failed),
 			P50: m.LatencyP50(), P95: m.LatencyP95()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
