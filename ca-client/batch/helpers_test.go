@@ -191,6 +191,26 @@ func await(t *testing.T, ch <-chan result) result {
 	}
 }
 
+// awaitAdvancing is await for a batcher that may wait on clk for rate
+// tokens: the dispatcher reads the clock and then starts its timer, so an
+// Advance between the two leaves the timer one step behind. Every 10 ms of
+// real time without an answer, the clock moves on by step (at least 1 ms).
+func awaitAdvancing(t *testing.T, clk *fakeClock, step time.Duration, ch <-chan result) result {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case r := <-ch:
+			return r
+		case <-time.After(10 * time.Millisecond):
+			clk.Advance(max(step, time.Millisecond))
+		case <-deadline:
+			t.Fatal("Enroll did not return")
+			return result{}
+		}
+	}
+}
+
 // checkOK fails the test unless r is a success for its own serial.
 func checkOK(t *testing.T, r result) {
 	t.Helper()
