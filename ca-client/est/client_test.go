@@ -102,7 +102,7 @@ func TestEnroll(t *testing.T) {
 			key := tc.key(t)
 			csr := newCSR(t, key)
 			c := newClient(t, f.config())
-			res, err := c.Enroll(ctxTimeout(t, 10*time.Second), csr)
+			res, err := c.Enroll(ctxTimeout(t, time.Minute), csr)
 			if err != nil {
 				t.Fatalf("Enroll: %v", err)
 			}
@@ -153,7 +153,7 @@ func TestCACertsCache(t *testing.T) {
 	cfg.Clock = clock
 	cfg.CACertsTTL = time.Minute
 	c := newClient(t, cfg)
-	ctx := ctxTimeout(t, 10*time.Second)
+	ctx := ctxTimeout(t, time.Minute)
 
 	steps := []struct {
 		name     string
@@ -190,7 +190,7 @@ func TestCACertsConcurrentShareOneRequest(t *testing.T) {
 		writeCerts(t, w, pki.issuing.cert)
 	})
 	c := newClient(t, f.config())
-	ctx := ctxTimeout(t, 10*time.Second)
+	ctx := ctxTimeout(t, time.Minute)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for range 8 {
@@ -260,7 +260,7 @@ func TestCSRAttrs(t *testing.T) {
 				}
 				tc.handle(w)
 			})
-			got, err := newClient(t, f.config()).CSRAttrs(ctxTimeout(t, 10*time.Second))
+			got, err := newClient(t, f.config()).CSRAttrs(ctxTimeout(t, time.Minute))
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
 			}
@@ -300,7 +300,7 @@ func TestPaths(t *testing.T) {
 			cfg.BaseURL += tc.suffix
 			cfg.Label = tc.label
 			c := newClient(t, cfg)
-			ctx := ctxTimeout(t, 10*time.Second)
+			ctx := ctxTimeout(t, time.Minute)
 			if _, err := c.CACerts(ctx); err != nil {
 				t.Errorf("CACerts: %v", err)
 			}
@@ -370,7 +370,7 @@ func TestAuthHeaders(t *testing.T) {
 			})
 			cfg := f.config()
 			cfg.Auth = tc.auth
-			if _, err := newClient(t, cfg).Enroll(ctxTimeout(t, 10*time.Second), newCSR(t, newECKey(t))); err != nil {
+			if _, err := newClient(t, cfg).Enroll(ctxTimeout(t, time.Minute), newCSR(t, newECKey(t))); err != nil {
 				t.Fatal(err)
 			}
 			reqs := f.requests()
@@ -399,7 +399,7 @@ func TestClientCertAuthWithOpaqueSigner(t *testing.T) {
 	cfg.ClientCert = &ClientCertificate{Chain: []*x509.Certificate{clientLeaf}, Key: signer}
 	cfg.Auth = HeaderSecret{Name: "X-Station", Value: "v"}
 	c := newClient(t, cfg)
-	ctx := ctxTimeout(t, 10*time.Second)
+	ctx := ctxTimeout(t, time.Minute)
 	for _, op := range []struct {
 		name string
 		fn   func(context.Context, []byte) (*Result, error)
@@ -432,7 +432,7 @@ func TestReenrollNeedsClientCert(t *testing.T) {
 	f := newFakeCA(t, pki, nil, func(w http.ResponseWriter, _ *http.Request, _ int, _ []byte) {
 		t.Error("no request expected")
 	})
-	_, err := newClient(t, f.config()).Reenroll(ctxTimeout(t, 5*time.Second), newCSR(t, newECKey(t)))
+	_, err := newClient(t, f.config()).Reenroll(ctxTimeout(t, time.Minute), newCSR(t, newECKey(t)))
 	if !errors.Is(err, ErrNoClientCert) {
 		t.Fatalf("err = %v, want ErrNoClientCert", err)
 	}
@@ -493,7 +493,7 @@ func TestPending(t *testing.T) {
 			cfg.PendingDeadline = tc.deadline
 			cfg.Observer = obs
 			csr := newCSR(t, newECKey(t))
-			res, err := newClient(t, cfg).Enroll(ctxTimeout(t, 10*time.Second), csr)
+			res, err := newClient(t, cfg).Enroll(ctxTimeout(t, time.Minute), csr)
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
 			}
@@ -591,7 +591,7 @@ func TestRetries(t *testing.T) {
 			if tc.retryMax != 0 {
 				cfg.RetryMax = tc.retryMax
 			}
-			res, err := newClient(t, cfg).Enroll(ctxTimeout(t, 10*time.Second), newCSR(t, newECKey(t)))
+			res, err := newClient(t, cfg).Enroll(ctxTimeout(t, time.Minute), newCSR(t, newECKey(t)))
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
 			}
@@ -649,7 +649,7 @@ func TestRetryAfterHTTPDateUsesClock(t *testing.T) {
 	cfg.Clock = clock
 	cfg.Observer = obs
 	cfg.RetryWaitMax = time.Hour
-	if _, err := newClient(t, cfg).Enroll(ctxTimeout(t, 10*time.Second), newCSR(t, newECKey(t))); err != nil {
+	if _, err := newClient(t, cfg).Enroll(ctxTimeout(t, time.Minute), newCSR(t, newECKey(t))); err != nil {
 		t.Fatal(err)
 	}
 	_, _, retries := obs.snapshot()
@@ -676,7 +676,7 @@ func TestTransportErrorRetried(t *testing.T) {
 	obs := &recObserver{}
 	cfg := f.config()
 	cfg.Observer = obs
-	res, err := newClient(t, cfg).Enroll(ctxTimeout(t, 10*time.Second), newCSR(t, newECKey(t)))
+	res, err := newClient(t, cfg).Enroll(ctxTimeout(t, time.Minute), newCSR(t, newECKey(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -698,7 +698,7 @@ func TestTLSFailureNotRetried(t *testing.T) {
 	cfg := f.config()
 	cfg.TrustAnchors = []*x509.Certificate{newRootCA(t, "Some Other Root").cert}
 	cfg.Observer = obs
-	_, err := newClient(t, cfg).Enroll(ctxTimeout(t, 10*time.Second), newCSR(t, newECKey(t)))
+	_, err := newClient(t, cfg).Enroll(ctxTimeout(t, time.Minute), newCSR(t, newECKey(t)))
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
@@ -803,7 +803,7 @@ func TestBadResponses(t *testing.T) {
 					}
 				}
 			})
-			_, err := newClient(t, f.config()).Enroll(ctxTimeout(t, 10*time.Second), newCSR(t, newECKey(t)))
+			_, err := newClient(t, f.config()).Enroll(ctxTimeout(t, time.Minute), newCSR(t, newECKey(t)))
 			if !errors.Is(err, ErrBadResponse) {
 				t.Fatalf("err = %v, want ErrBadResponse", err)
 			}
@@ -837,7 +837,7 @@ func TestInvalidCSR(t *testing.T) {
 	csr := newCSR(t, newECKey(t))
 	csr[len(csr)-3] ^= 0x55 // break the signature
 	for _, in := range [][]byte{nil, []byte("junk"), csr} {
-		if _, err := c.Enroll(ctxTimeout(t, 5*time.Second), in); !errors.Is(err, ErrInvalidCSR) {
+		if _, err := c.Enroll(ctxTimeout(t, time.Minute), in); !errors.Is(err, ErrInvalidCSR) {
 			t.Errorf("Enroll(%.8x...) err = %v, want ErrInvalidCSR", in, err)
 		}
 	}
