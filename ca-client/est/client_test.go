@@ -909,9 +909,19 @@ func TestContextCancel(t *testing.T) {
 
 func TestConcurrentEnroll(t *testing.T) {
 	pki := newTestPKI(t)
-	var f *fakeCA
-	f = newFakeCA(t, pki, nil, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
-		if n%3 == 0 {
+	var (
+		f    *fakeCA
+		mu   sync.Mutex
+		seen = map[string]bool{}
+	)
+	// The first attempt of each CSR is refused: every enrollment is retried
+	// exactly once, however the concurrent requests interleave.
+	f = newFakeCA(t, pki, nil, func(w http.ResponseWriter, r *http.Request, _ int, body []byte) {
+		mu.Lock()
+		again := seen[string(body)]
+		seen[string(body)] = true
+		mu.Unlock()
+		if !again {
 			http.Error(w, "busy", http.StatusServiceUnavailable)
 			return
 		}
@@ -920,9 +930,8 @@ func TestConcurrentEnroll(t *testing.T) {
 	obs := &recObserver{}
 	cfg := f.config()
 	cfg.Observer = obs
-	cfg.RetryMax = 10
 	c := newClient(t, cfg)
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := ctxTimeout(t, time.Minute)
 	const n = 16
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -939,8 +948,8 @@ func TestConcurrentEnroll(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if attempts, _, _ := obs.snapshot(); attempts != len(f.requests()) {
-		t.Errorf("observer saw %d attempts, CA saw %d", attempts, len(f.requests()))
+	if attempts, _, _ := obs.snapshot(); attempts != 2*n || len(f.requests()) != 2*n {
+		t.Errorf("observer saw %d attempts, CA saw %d, want %d each", attempts, len(f.requests()), 2*n)
 	}
 }
 
