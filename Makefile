@@ -41,9 +41,13 @@ build: ## build every binary into bin/
 # Packages whose concurrency the race detector must see.
 RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station/workflow/... ./station/api/... ./device-agent/agent/... ./fixture/estca/...
 
+# go test's timeout only guards against a hung test; on a loaded machine under -race a package
+# may need several minutes, so it is generous.
+TEST_TIMEOUT := 30m
+
 test: ## run every test, then the concurrent packages again under the race detector
-	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race $(RACE_PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -race $(RACE_PKGS)
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
