@@ -453,9 +453,9 @@ func targetProblems(r result, callers int) []string {
 }
 
 // TestBatchedEnrollsEveryCSR runs the batched client against the
-// rate-limited dev CA with 256 concurrent callers (one enrollment each,
-// far above MaxInFlight and the CA's rate, so the token bucket, the CA's 429
-// answers and the retries all take part) and with one caller, and asserts
+// rate-limited dev CA with 256 concurrent callers (one enrollment each, far
+// above MaxInFlight and the CA's rate: the batcher's token bucket holds
+// requests back, and the CA may answer 429) and with one caller, and asserts
 // what holds however the machine schedules the work: every enrollment
 // succeeds, the CA issues exactly one certificate per enrollment, the client
 // used at least one connection, and no enrollment returned faster than the
