@@ -213,7 +213,10 @@ var calls = []call{
 		if err != nil {
 			return err
 		}
-		if err := s.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		// When the server has already ended the stream (a refused caller),
+		// Send fails with io.EOF, depending on which side gets there first;
+		// Recv then returns the stream's status.
+		if err := s.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 		resp, err := s.Recv()
