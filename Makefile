@@ -51,8 +51,11 @@ RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station
 
 # go test -json through testprogress: go test's package lines, failures in full, a line every
 # 20 s naming slow packages, and a closing "N passed, N failed, N skipped".
-# The console's browser test saves its screenshot under out/artifacts/.
-GOTEST = set -o pipefail; $(GO) build -o .bin/testprogress ./fixture/cmd/testprogress && CONSOLE_ARTIFACTS=$(CURDIR)/out/artifacts $(GO) test -count=1 -json
+# The console's browser test saves its screenshot under out/artifacts/. go test's timeout only
+# guards against a hung test; on a loaded machine under -race a package may need several
+# minutes, so it is generous.
+TEST_TIMEOUT := 30m
+GOTEST = set -o pipefail; $(GO) build -o .bin/testprogress ./fixture/cmd/testprogress && CONSOLE_ARTIFACTS=$(CURDIR)/out/artifacts $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json
 
 test: deps ## run every test, then the concurrent packages again under the race detector
 	@echo "==> every test (fixture/line, station/server and ca-client/cabench take a minute or more)"

@@ -84,15 +84,20 @@ func TestBatchCloses(t *testing.T) {
 				return m.Queued+m.Requests == int64(tc.n)
 			})
 			if tc.holdFor > 0 {
+				// Full batches go without the clock: wait until they are sent.
+				waitFor(t, "full batches sent", func() bool { return b.Metrics().Requests >= tc.sentBefore })
 				clk.Advance(tc.holdFor)
-				time.Sleep(20 * time.Millisecond) // a wrongly early batch would show now
+				// Nothing is due before MaxWait. The pause only gives a wrongly
+				// early batch the chance to show: a correct batcher passes
+				// however long or short it is.
+				time.Sleep(20 * time.Millisecond)
 				if got := b.Metrics().Requests; got != tc.sentBefore {
 					t.Fatalf("after %v: %d requests sent, want %d", tc.holdFor, got, tc.sentBefore)
 				}
 			}
 			clk.Advance(tc.release)
 			for _, ch := range chans {
-				checkOK(t, await(t, ch))
+				checkOK(t, awaitAdvancing(t, clk, tc.release, ch))
 			}
 			if got := be.sizes(); !slices.Equal(got, tc.wantSizes) {
 				t.Errorf("batch sizes %v, want %v", got, tc.wantSizes)
@@ -366,6 +371,9 @@ func TestCancel(t *testing.T) {
 				a := enrollAsync(ctx, b, "A")
 				// A's batch is closed (MaxBatch 1) and waits for the slot.
 				waitFor(t, "A queued", func() bool { return b.Metrics().Queued == 1 })
+				// The pause lets the dispatcher take A's batch and wait for
+				// the slot; should it not have got that far, A is cancelled
+				// while gathering instead, and must not be sent either.
 				time.Sleep(10 * time.Millisecond)
 				cancel()
 				if r := await(t, a); !errors.Is(r.err, context.Canceled) {

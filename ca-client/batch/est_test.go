@@ -191,11 +191,24 @@ func TestESTBatchedReusesConnections(t *testing.T) {
 	if m.Succeeded != units || s.requests.Load() != units {
 		t.Errorf("Succeeded %d, CA requests %d, want %d", m.Succeeded, s.requests.Load(), units)
 	}
-	// Keep-alive: connections follow the concurrency, not the units. A dial
-	// that loses the race to a connection coming back to the pool adds one,
-	// so the bound is loose; one per unit would be 32.
-	if m.ConnectionsOpened < 1 || m.ConnectionsOpened > units/2 {
-		t.Errorf("%d connections for %d units at MaxInFlight %d", m.ConnectionsOpened, units, maxInFlight)
+	// How many connections the concurrent callers open depends on when each
+	// answer comes back to the pool, that is on the scheduler: the test asks
+	// only that every dial served a request (the benchmark in
+	// ca-client/cabench reports the counts under load).
+	if m.ConnectionsOpened < 1 || m.ConnectionsOpened > units {
+		t.Errorf("%d connections for %d units, want 1..%d", m.ConnectionsOpened, units, units)
+	}
+
+	// Keep-alive: enrollments one after another share one connection, the
+	// answer having been read to its end before the next request.
+	before := m.ConnectionsOpened
+	for i := range 4 {
+		if _, err := b.Enroll(context.Background(), Request{CSR: newCSR(t, fmt.Sprintf("SQ%03d", i))}); err != nil {
+			t.Fatalf("sequential unit %d: %v", i, err)
+		}
+	}
+	if got := b.Metrics().ConnectionsOpened - before; got != 0 {
+		t.Errorf("%d new connections for 4 sequential units after the pool was filled, want 0 (keep-alive)", got)
 	}
 
 	// The naive way, one client per unit, opens one connection per unit.

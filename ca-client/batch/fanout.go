@@ -42,11 +42,21 @@ func (f *fanOut) EnrollBatch(ctx context.Context, reqs []Request) []Response {
 	resps := make([]Response, len(reqs))
 	var wg sync.WaitGroup
 	for i, req := range reqs {
+		var err error
 		select {
 		case f.sem <- struct{}{}:
+			// A slot freed by a call that ctx ended and ctx itself can be
+			// ready together, and select picks either: after ctx ended, no
+			// call starts.
+			if err = ctx.Err(); err != nil {
+				<-f.sem
+			}
 		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
 			for j := i; j < len(reqs); j++ {
-				resps[j].Err = ctx.Err()
+				resps[j].Err = err
 			}
 			wg.Wait()
 			return resps

@@ -11,7 +11,11 @@
 //
 //	go test -run '^$' -bench . -benchmem ./ca-client/cabench/
 //
-// (or make bench-ca), and the assertion of the targets with
-//
-//	go test -run TestBatchedMeetsTargets -v ./ca-client/cabench/
+// (or make bench-ca); it logs each of the targets (throughput at
+// least 90% of the rate limit and connections bounded by MaxInFlight with
+// 256 callers, p50 within the round trip plus 2×MaxWait with one caller)
+// that the batched client missed. The targets depend on the machine and its
+// load, so no test asserts them: TestBatchedEnrollsEveryCSR asserts only
+// what holds under any scheduling (every enrollment succeeds, one
+// certificate each).
 package cabench

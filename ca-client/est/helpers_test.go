@@ -396,6 +396,9 @@ func (s *opaqueSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) 
 	return s.inner.Sign(r, digest, opts)
 }
 
+// ctxTimeout returns a context that ends after d or with the test. Where it
+// only guards against a hang, d is generous (a minute): a loaded machine may
+// be slow, and no test measures speed with it.
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)

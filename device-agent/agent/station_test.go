@@ -211,8 +211,8 @@ func (st *stubStation) next(t testing.TB) *stubSession {
 	select {
 	case s := <-st.gateway.sessions:
 		return s
-	case <-time.After(20 * time.Second):
-		t.Fatal("no agent session within 20s")
+	case <-time.After(time.Minute):
+		t.Fatal("no agent session within a minute")
 		return nil
 	}
 }
@@ -288,7 +288,7 @@ func startAgent(t testing.TB, cfg Config, tp TPM) *agentRun {
 		cancel()
 		select {
 		case <-r.done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(time.Minute):
 			panic(fmt.Sprintf("agent Run did not stop after cancel in %s", t.Name()))
 		}
 	})

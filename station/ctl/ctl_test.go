@@ -392,7 +392,7 @@ func TestEventsCommand(t *testing.T) {
 	if _, err := f.env.Store.CreateWorkOrder(t.Context(), store.WorkOrder{ID: "WO-F", Profile: "default", Serials: []string{"X-1"}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !strings.Contains(buf.String(), "work_order=WO-F") {
 		if time.Now().After(deadline) {
 			t.Fatalf("followed event not printed:\n%s", buf.String())

@@ -147,11 +147,11 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 	subject := config.Subject{Organization: []string{"Test Maker"}, CommonName: "{serial}"}
 	f := &config.File{
 		StationID: "test-station", StorePath: filepath.Join(dir, "station.db"),
-		Agents:    config.Agents{Listen: "127.0.0.1:0", CertFile: "tls/agents.pem", KeyFile: "tls/agents.key", HelloTimeout: config.Duration(5 * time.Second)},
+		Agents:    config.Agents{Listen: "127.0.0.1:0", CertFile: "tls/agents.pem", KeyFile: "tls/agents.key", HelloTimeout: config.Duration(time.Minute)},
 		API:       config.API{Listen: "127.0.0.1:0", CertFile: "tls/api.pem", KeyFile: "tls/api.key", ClientCAFile: "tls/clients-ca.pem"},
 		Metrics:   config.Metrics{Listen: "127.0.0.1:0"},
 		TPMVendor: config.TPMVendor{Roots: []string{"pki/" + devpki.FileTPMVendorBundle}, Intermediates: []string{"pki/" + devpki.FileEKIntermediates}},
-		Workflow:  config.Workflow{StepTimeout: config.Duration(20 * time.Second)},
+		Workflow:  config.Workflow{StepTimeout: config.Duration(2 * time.Minute)},
 		CAs: []config.CA{
 			{Name: "maker", URL: ca.URL(), Label: "idevid", TrustAnchors: []string{"pki/maker-root-ca.pem"},
 				Auth:  config.CAAuth{HeaderName: "Secret-Value", HeaderSecretFile: "ca.secret"},

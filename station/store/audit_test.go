@@ -181,13 +181,15 @@ func TestVerifyChainDetectsTampering(t *testing.T) {
 
 var errBoom = errors.New("boom")
 
-// TestConcurrentUnits runs 256 units at once, each writing 20 step records
+// TestConcurrentUnits runs 256 units at once, each writing 5 step records
 // and events, with refusals and failing calls mixed into the same batches,
-// then checks that the chain verifies and every count is exact.
+// then checks that the chain verifies and every count is exact. (With 20
+// steps it spent minutes in fsync under -race on a loaded machine, close to
+// go test's timeout, for no more coverage.)
 func TestConcurrentUnits(t *testing.T) {
 	const (
 		units = 256
-		steps = 20
+		steps = 5
 	)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "station.db")
@@ -258,12 +260,12 @@ func TestConcurrentUnits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// genesis + per unit: update, 20 × (begin, event, end), one BindEK
+	// genesis + per unit: update, steps × (begin, event, end), one BindEK
 	// (bound or refused, audited either way).
 	if want := uint64(1 + units*(1+steps*3+1)); head.Seq != want {
 		t.Fatalf("audit records = %d, want %d", head.Seq, want)
 	}
-	// per unit: created, updated, 20 × (begun, event, ended); one ek.bound.
+	// per unit: created, updated, steps × (begun, event, ended); one ek.bound.
 	perUnit := 2 + steps*3
 	evs, _, err := s.OutboxAfter(ctx, 0, units*perUnit+100)
 	if err != nil {

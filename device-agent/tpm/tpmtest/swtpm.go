@@ -105,7 +105,7 @@ func run(dir, network, addr string, channels ...string) (stop func(), err error)
 			<-exited
 		})
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a guard against a swtpm that never listens, not a speed target
 	for {
 		select {
 		case <-exited:
