@@ -454,6 +454,10 @@ func algorithm(a agentv1.KeyAlgorithm) (tpm.Algorithm, error) {
 		return tpm.RSA2048, nil
 	case agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256:
 		return tpm.ECCP256, nil
+	case agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P384:
+		return tpm.ECCP384, nil
+	case agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072:
+		return tpm.RSA3072, nil
 	}
 	return tpm.AlgUnspecified, fmt.Errorf("%w: key algorithm %v", ErrInvalidArgument, a)
 }

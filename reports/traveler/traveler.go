@@ -19,6 +19,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/store"
 )
@@ -105,20 +108,26 @@ type Step struct {
 // TPMInfo is the unit's TPM as its agent reported it during identify (claims that the EK
 // verification then bound to a genuine TPM).
 type TPMInfo struct {
-	Manufacturer    string   `json:"manufacturer"` // TPM_PT_MANUFACTURER as hex
-	ManufacturerID  string   `json:"manufacturer_id,omitempty"`
-	VendorString    string   `json:"vendor_string,omitempty"`
-	FirmwareVersion string   `json:"firmware_version,omitempty"` // four 16-bit parts, dotted
-	Family          string   `json:"family,omitempty"`
-	SpecLevel       uint32   `json:"spec_level,omitempty"`
-	SpecRevision    uint32   `json:"spec_revision,omitempty"`
-	SpecYear        uint32   `json:"spec_year,omitempty"`
-	EKAlgorithms    []string `json:"ek_algorithms,omitempty"`
-	AgentVersion    string   `json:"agent_version,omitempty"`
-	TPMTransport    string   `json:"tpm_transport,omitempty"`
-	SerialSource    string   `json:"serial_source,omitempty"`
-	FixtureSlot     string   `json:"fixture_slot,omitempty"`
-	BootID          string   `json:"boot_id,omitempty"`
+	Manufacturer    string `json:"manufacturer"` // TPM_PT_MANUFACTURER as hex
+	ManufacturerID  string `json:"manufacturer_id,omitempty"`
+	VendorString    string `json:"vendor_string,omitempty"`
+	FirmwareVersion string `json:"firmware_version,omitempty"` // four 16-bit parts, dotted
+	Family          string `json:"family,omitempty"`
+	SpecLevel       uint32 `json:"spec_level,omitempty"`
+	SpecRevision    uint32 `json:"spec_revision,omitempty"`
+	SpecYear        uint32 `json:"spec_year,omitempty"`
+	// EKsHeld names every EK type of the TCG EK Credential Profile the TPM holds (its EK
+	// handle or EK certificate index is present), e.g. "ECC-P256", "ECC-P384".
+	EKsHeld []string `json:"eks_held,omitempty"`
+	// EKsRead lists the EK algorithms the station read, in the order it read them.
+	EKsRead []string `json:"eks_read,omitempty"`
+	// EKUsed names the EK type the station verified and used, from its public area.
+	EKUsed       string `json:"ek_used,omitempty"`
+	AgentVersion string `json:"agent_version,omitempty"`
+	TPMTransport string `json:"tpm_transport,omitempty"`
+	SerialSource string `json:"serial_source,omitempty"`
+	FixtureSlot  string `json:"fixture_slot,omitempty"`
+	BootID       string `json:"boot_id,omitempty"`
 }
 
 // EKCertificate is the verified EK certificate.
@@ -283,7 +292,10 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 			t.FirmwareVersion = fmt.Sprintf("%d.%d.%d.%d", fw>>48, fw>>32&0xffff, fw>>16&0xffff, fw&0xffff)
 		}
 		for _, ek := range id.EKs {
-			t.EKAlgorithms = append(t.EKAlgorithms, ek.GetAlgorithm().String())
+			t.EKsRead = append(t.EKsRead, ek.GetAlgorithm().String())
+		}
+		for _, ty := range tcgek.Held(info.GetPersistentHandles(), info.GetNvIndices()) {
+			t.EKsHeld = append(t.EKsHeld, ty.Name)
 		}
 		if h := id.Hello; h != nil {
 			t.AgentVersion, t.TPMTransport, t.SerialSource = h.GetAgentVersion(), h.GetTpmTransport(), h.GetSerialSource()
@@ -307,6 +319,11 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 				return fmt.Errorf("parsing the EK certificate: %w", err)
 			}
 			ek.Subject, ek.Issuer, ek.SerialNumber = c.Subject.String(), c.Issuer.String(), c.SerialNumber.Text(16)
+			if p, err := tpm2.Unmarshal[tpm2.TPMTPublic](k.GetPublicArea()); err == nil && r.TPM != nil {
+				if ty, ok := tcgek.Match(*p); ok {
+					r.TPM.EKUsed = ty.Name
+				}
+			}
 		}
 	}
 	r.EK = ek

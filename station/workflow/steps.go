@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/ekcert"
@@ -45,8 +46,10 @@ func (u *unit) identify(ctx context.Context) (any, error) {
 	out := identifyResult{Info: u.info, Hello: u.agent.Hello()}
 	// One EK at a time, in order of preference: recreating an EK that is not persisted is a
 	// key generation (seconds for RSA on a real TPM), so the next type is read only when the
-	// preferred one has no certificate.
-	for _, alg := range u.r.cfg.EKAlgorithms {
+	// preferred one has no certificate, and only types whose certificate index the TPM lists
+	// are read (all of them when it lists none: the read then reports what is missing).
+	algs := heldPreferred(u.r.cfg.EKAlgorithms, u.info)
+	for _, alg := range algs {
 		res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ReadEk{ReadEk: &agentv1.ReadEKRequest{Algorithms: []agentv1.KeyAlgorithm{alg}}}})
 		if err != nil {
 			return nil, err
@@ -66,7 +69,33 @@ func (u *unit) identify(ctx context.Context) (any, error) {
 	for _, k := range out.EKs {
 		sum.EKs = append(sum.EKs, ekSummary{Algorithm: k.GetAlgorithm().String(), Certificate: len(k.GetCertificate()) > 0, Persisted: k.GetPersisted()})
 	}
+	for _, t := range tcgek.Held(u.info.GetPersistentHandles(), u.info.GetNvIndices()) {
+		sum.EKsHeld = append(sum.EKsHeld, t.Name)
+	}
 	return sum, nil
+}
+
+// ekTypes maps the agent contract's EK algorithms to the TCG EK types.
+var ekTypes = map[agentv1.KeyAlgorithm]tcgek.Type{
+	agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048: tcgek.RSA2048,
+	agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256: tcgek.ECCP256,
+	agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P384: tcgek.ECCP384,
+	agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072: tcgek.RSA3072,
+}
+
+// heldPreferred returns the preferred EK algorithms whose certificate index the TPM lists,
+// in order of preference; all of prefs when it lists none of them.
+func heldPreferred(prefs []agentv1.KeyAlgorithm, info *agentv1.InfoResult) []agentv1.KeyAlgorithm {
+	var out []agentv1.KeyAlgorithm
+	for _, a := range prefs {
+		if slices.Contains(info.GetNvIndices(), ekTypes[a].CertIndex) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return prefs
+	}
+	return out
 }
 
 // identifySummary is the journaled result of identify.
@@ -77,6 +106,8 @@ type identifySummary struct {
 	BootID          string      `json:"boot_id"`
 	FixtureSlot     string      `json:"fixture_slot"`
 	EKs             []ekSummary `json:"eks"`
+	// EKsHeld names the EK types the TPM holds (EK handle or certificate index present).
+	EKsHeld []string `json:"eks_held,omitempty"`
 }
 
 type ekSummary struct {
@@ -125,9 +156,12 @@ func (u *unit) checkEK() error {
 			lastErr = fail(code, err, "%s EK certificate", alg)
 			continue
 		}
-		key, err := attest.CheckEK(ek.GetPublicArea(), info.Certificate)
+		key, typ, err := attest.CheckEK(ek.GetPublicArea(), info.Certificate)
 		if err != nil {
 			return fail(CodeEKMismatch, err, "%s EK public area", alg)
+		}
+		if typ.Name != ekTypes[alg].Name {
+			return fail(CodeEKMismatch, nil, "the EK reported as %s follows the %s template", alg, typ.Name)
 		}
 		fp, err := ekFingerprint(info.PublicKey)
 		if err != nil {

@@ -95,7 +95,7 @@ type Config struct {
 	// (e.g. cross certificates) used beside those the TPM stores.
 	EKRoots, EKIntermediates []*x509.Certificate
 	// EKAlgorithms lists the EK types to use, in order of preference; the first one whose
-	// certificate verifies is used (default ECC P-256, then RSA-2048).
+	// certificate verifies is used (default ECC P-256, ECC P-384, RSA-2048, RSA-3072).
 	EKAlgorithms []agentv1.KeyAlgorithm
 	// StepTimeout bounds each step (0 = 2 minutes); StepTimeouts overrides it per step.
 	StepTimeout  time.Duration
@@ -131,6 +131,11 @@ func New(cfg Config) (*Runner, error) {
 	if len(cfg.EKRoots) == 0 {
 		return nil, errors.New("workflow: no TPM vendor roots")
 	}
+	for _, a := range cfg.EKAlgorithms {
+		if _, ok := ekTypes[a]; !ok {
+			return nil, fmt.Errorf("workflow: EK algorithm %v is no TCG EK type", a)
+		}
+	}
 	for _, p := range cfg.Profiles {
 		if err := p.validate(cfg.Issuers); err != nil {
 			return nil, fmt.Errorf("workflow: %w", err)
@@ -140,7 +145,8 @@ func New(cfg Config) (*Runner, error) {
 		cfg.StepTimeout = 2 * time.Minute
 	}
 	if len(cfg.EKAlgorithms) == 0 {
-		cfg.EKAlgorithms = []agentv1.KeyAlgorithm{agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048}
+		cfg.EKAlgorithms = []agentv1.KeyAlgorithm{agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P384,
+			agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048, agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072}
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = systemClock{}

@@ -135,6 +135,12 @@ const (
 	KeyAlgorithm_KEY_ALGORITHM_RSA_2048 KeyAlgorithm = 1
 	// KEY_ALGORITHM_ECC_P256: ECC on NIST P-256.
 	KeyAlgorithm_KEY_ALGORITHM_ECC_P256 KeyAlgorithm = 2
+	// KEY_ALGORITHM_ECC_P384: ECC on NIST P-384; EKs only (TCG EK template H-3, EK at
+	// 0x81010016, certificate in NV 0x01C00016; swtpm_setup's default ECC EK).
+	KeyAlgorithm_KEY_ALGORITHM_ECC_P384 KeyAlgorithm = 3
+	// KEY_ALGORITHM_RSA_3072: RSA with a 3072-bit modulus; EKs only (TCG EK template H-6, EK at
+	// 0x8101001C, certificate in NV 0x01C0001C).
+	KeyAlgorithm_KEY_ALGORITHM_RSA_3072 KeyAlgorithm = 4
 )
 
 // Enum value maps for KeyAlgorithm.
@@ -143,11 +149,15 @@ var (
 		0: "KEY_ALGORITHM_UNSPECIFIED",
 		1: "KEY_ALGORITHM_RSA_2048",
 		2: "KEY_ALGORITHM_ECC_P256",
+		3: "KEY_ALGORITHM_ECC_P384",
+		4: "KEY_ALGORITHM_RSA_3072",
 	}
 	KeyAlgorithm_value = map[string]int32{
 		"KEY_ALGORITHM_UNSPECIFIED": 0,
 		"KEY_ALGORITHM_RSA_2048":    1,
 		"KEY_ALGORITHM_ECC_P256":    2,
+		"KEY_ALGORITHM_ECC_P384":    3,
+		"KEY_ALGORITHM_RSA_3072":    4,
 	}
 )
 
@@ -3316,11 +3326,13 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x12 \n" +
 	"\x1cERROR_CODE_ACTIVATION_FAILED\x10\v\x12\x18\n" +
 	"\x14ERROR_CODE_NV_LOCKED\x10\f\x12\x17\n" +
-	"\x13ERROR_CODE_INTERNAL\x10\r*e\n" +
+	"\x13ERROR_CODE_INTERNAL\x10\r*\x9d\x01\n" +
 	"\fKeyAlgorithm\x12\x1d\n" +
 	"\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16KEY_ALGORITHM_RSA_2048\x10\x01\x12\x1a\n" +
-	"\x16KEY_ALGORITHM_ECC_P256\x10\x02*M\n" +
+	"\x16KEY_ALGORITHM_ECC_P256\x10\x02\x12\x1a\n" +
+	"\x16KEY_ALGORITHM_ECC_P384\x10\x03\x12\x1a\n" +
+	"\x16KEY_ALGORITHM_RSA_3072\x10\x04*M\n" +
 	"\aKeyRole\x12\x18\n" +
 	"\x14KEY_ROLE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKEY_ROLE_IDEVID\x10\x01\x12\x13\n" +
