@@ -213,6 +213,7 @@ func (d *dispatcher) info() (*agentv1.InfoResult, error) {
 		PersistentHandles: i.PersistentHandles,
 		NvIndices:         i.NVIndices,
 		VendorTpmType:     i.VendorTPMType,
+		StartupClear:      proto.Uint32(i.StartupClear),
 	}, nil
 }
 

@@ -34,6 +34,10 @@ const (
 	CodeAborted            = "ABORTED"
 	CodeSerialBusy         = "SERIAL_IN_PROGRESS"
 	CodeInternal           = "INTERNAL"
+	// CodePlatformDisabled: the profile installs the IDevID certificate in a
+	// platform-authorized NV index, but the TPM reports its platform hierarchy (or its NV
+	// part) disabled, as firmware leaves it after boot. Nothing is created or issued.
+	CodePlatformDisabled = "PLATFORM_HIERARCHY_DISABLED"
 )
 
 // Error is a unit failure with a stable code and a human message.

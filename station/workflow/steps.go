@@ -237,9 +237,33 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 		}); err != nil {
 			return nil, fail(CodeInternal, err, "recording the work order")
 		}
+		if err := u.checkPlatform(); err != nil {
+			return nil, err
+		}
 		return authorizeResult{WorkOrder: wo.ID, Profile: n}, nil
 	}
 	return nil, fail(CodeNotAuthorized, nil, "serial %q is in no open work order of a configured profile", u.serial)
+}
+
+// TPM_PT_STARTUP_CLEAR bits (TPMA_STARTUP_CLEAR).
+const (
+	phEnable   = 1 << 0
+	phEnableNV = 1 << 3
+)
+
+// checkPlatform fails at once, before any key or certificate, when the profile defines the
+// IDevID NV index with platform authorization and the TPM reports the platform hierarchy or its
+// NV use disabled. An agent that does not report TPM_PT_STARTUP_CLEAR is not stopped here: the
+// NV write would fail later.
+func (u *unit) checkPlatform() error {
+	if u.profile.IDevIDNV.Auth != agentv1.Hierarchy_HIERARCHY_PLATFORM || u.info == nil || u.info.StartupClear == nil {
+		return nil
+	}
+	if sc := u.info.GetStartupClear(); sc&phEnable == 0 || sc&phEnableNV == 0 {
+		return fail(CodePlatformDisabled, nil, "profile %s defines the IDevID NV index %#x with platform authorization, but the TPM's platform hierarchy is disabled (TPM_PT_STARTUP_CLEAR %#x); use idevid_nv.auth \"owner\" for units whose firmware disables it",
+			u.profile.Name, u.profile.IDevIDNV.Index, sc)
+	}
+	return nil
 }
 
 func (u *unit) keyProfile(role string) KeyProfile {

@@ -1380,6 +1380,10 @@ type InfoResult struct {
 	NvIndices []uint32 `protobuf:"varint,12,rep,packed,name=nv_indices,json=nvIndices,proto3" json:"nv_indices,omitempty"`
 	// vendor_tpm_type is TPM_PT_VENDOR_TPM_TYPE.
 	VendorTpmType uint32 `protobuf:"varint,13,opt,name=vendor_tpm_type,json=vendorTpmType,proto3" json:"vendor_tpm_type,omitempty"`
+	// startup_clear is TPM_PT_STARTUP_CLEAR: bit 0 phEnable, 1 shEnable, 2 ehEnable, 3
+	// phEnableNV, 31 orderly. Production firmware usually clears phEnable after boot, and with
+	// it every platform-authorized NV definition. Absent when the agent did not read it.
+	StartupClear  *uint32 `protobuf:"varint,14,opt,name=startup_clear,json=startupClear,proto3,oneof" json:"startup_clear,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1501,6 +1505,13 @@ func (x *InfoResult) GetNvIndices() []uint32 {
 func (x *InfoResult) GetVendorTpmType() uint32 {
 	if x != nil {
 		return x.VendorTpmType
+	}
+	return 0
+}
+
+func (x *InfoResult) GetStartupClear() uint32 {
+	if x != nil && x.StartupClear != nil {
+		return *x.StartupClear
 	}
 	return 0
 }
@@ -3178,7 +3189,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.devid.agent.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x15\n" +
 	"\x06tpm_rc\x18\x03 \x01(\rR\x05tpmRc\"\r\n" +
-	"\vInfoRequest\"\xe5\x03\n" +
+	"\vInfoRequest\"\xa1\x04\n" +
 	"\n" +
 	"InfoResult\x12\"\n" +
 	"\fmanufacturer\x18\x01 \x01(\rR\fmanufacturer\x12'\n" +
@@ -3196,7 +3207,9 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x12persistent_handles\x18\v \x03(\rR\x11persistentHandles\x12\x1d\n" +
 	"\n" +
 	"nv_indices\x18\f \x03(\rR\tnvIndices\x12&\n" +
-	"\x0fvendor_tpm_type\x18\r \x01(\rR\rvendorTpmType\"M\n" +
+	"\x0fvendor_tpm_type\x18\r \x01(\rR\rvendorTpmType\x12(\n" +
+	"\rstartup_clear\x18\x0e \x01(\rH\x00R\fstartupClear\x88\x01\x01B\x10\n" +
+	"\x0e_startup_clear\"M\n" +
 	"\rReadEKRequest\x12<\n" +
 	"\n" +
 	"algorithms\x18\x01 \x03(\x0e2\x1c.devid.agent.v1.KeyAlgorithmR\n" +
@@ -3506,6 +3519,7 @@ func file_proto_agent_v1_agent_proto_init() {
 		(*Result_NvUndefine)(nil),
 		(*Result_Finish)(nil),
 	}
+	file_proto_agent_v1_agent_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
