@@ -62,7 +62,7 @@ type Record struct {
 	Profile string `json:"profile,omitempty"`
 	// StationID names the station.
 	StationID string `json:"station_id"`
-	// Result is the unit's status: done, failed, aborted, running or pending.
+	// Result is the unit's status: done, failed, aborted, hold, scrapped, running or pending.
 	Result string `json:"result"`
 	// ErrorCode and ErrorMessage explain a failure.
 	ErrorCode    string `json:"error_code,omitempty"`
@@ -242,7 +242,7 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	if !start.IsZero() {
 		r.StartedAt = &start
 	}
-	if (u.Status == store.StatusDone || u.Status == store.StatusFailed || u.Status == store.StatusAborted) && !end.IsZero() {
+	if u.Status != store.StatusRunning && u.Status != store.StatusPending && !end.IsZero() {
 		if c, ok := last[stepComplete]; ok && u.Status == store.StatusDone {
 			end = c.EndedAt
 		}

@@ -178,6 +178,10 @@ var calls = []call{
 		_, err := c.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "none", Reason: "test"})
 		return err
 	}),
+	stationCall("DecideHold", func(ctx context.Context, c stationv1.StationClient, _ string) error {
+		_, err := c.DecideHold(ctx, &stationv1.DecideHoldRequest{Serial: "none", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP, Reason: "test"})
+		return err
+	}),
 	stationCall("GetTraveler", func(ctx context.Context, c stationv1.StationClient, _ string) error {
 		_, err := c.GetTraveler(ctx, &stationv1.GetTravelerRequest{Serial: "none"})
 		return err
@@ -221,6 +225,7 @@ func TestRolePermissions(t *testing.T) {
 		"CloseWorkOrder":  {apitest.MES, apitest.Admin},
 		"AbortUnit":       {apitest.Operator, apitest.Admin},
 		"AuthorizeRework": {apitest.Admin},
+		"DecideHold":      {apitest.QA, apitest.Admin},
 	}
 	for _, cn := range append(all, apitest.NoRole) {
 		for _, c := range calls {
@@ -718,6 +723,54 @@ func TestAbortAndRework(t *testing.T) {
 	}
 	if recs := auditBy(t, e.Store, store.EventReworkAuthorized, "SN-06", "", ""); len(recs) != 1 || recs[0].Principal != "admin:CN=admin-1" {
 		t.Errorf("rework audit records %+v", recs)
+	}
+}
+
+// TestDecideHold puts a unit on hold as the workflow does after a security failure: it is
+// reported on hold, only a hold decision (not a plain rework) releases it, and the decision is
+// audited with its principal.
+func TestDecideHold(t *testing.T) {
+	e := newEnv(t)
+	writeLine(t, e.Store)
+	ctx := t.Context()
+	if _, err := e.Store.UpdateUnit(ctx, "SN-HOLD", func(s *store.UnitState) error {
+		s.Status, s.ErrorCode = store.StatusHold, workflow.CodeCertInvalid
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	qa, admin := e.Client(t, apitest.QA), e.Client(t, apitest.Admin)
+	u, err := qa.GetUnit(ctx, &stationv1.GetUnitRequest{Serial: "SN-HOLD"})
+	if err != nil || u.GetStatus() != stationv1.UnitStatus_UNIT_STATUS_HOLD {
+		t.Fatalf("held unit: %v, %v", u, err)
+	}
+	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-HOLD", Reason: "x"}); code(err) != codes.FailedPrecondition {
+		t.Errorf("plain rework of a held unit: %v, want FailedPrecondition", err)
+	}
+	refusals := []struct {
+		name string
+		req  *stationv1.DecideHoldRequest
+		want codes.Code
+	}{
+		{"no decision", &stationv1.DecideHoldRequest{Serial: "SN-HOLD", Reason: "x"}, codes.InvalidArgument},
+		{"no reason", &stationv1.DecideHoldRequest{Serial: "SN-HOLD", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP}, codes.InvalidArgument},
+		{"not on hold", &stationv1.DecideHoldRequest{Serial: "SN-01", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP, Reason: "x"}, codes.FailedPrecondition},
+	}
+	for _, r := range refusals {
+		if _, err := qa.DecideHold(ctx, r.req); code(err) != r.want {
+			t.Errorf("%s: %v, want %v", r.name, err, r.want)
+		}
+	}
+	u, err = qa.DecideHold(ctx, &stationv1.DecideHoldRequest{Serial: "SN-HOLD", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP, Reason: "counterfeit TPM"})
+	if err != nil || u.GetStatus() != stationv1.UnitStatus_UNIT_STATUS_SCRAPPED {
+		t.Fatalf("scrap: %v, %v", u, err)
+	}
+	recs := auditBy(t, e.Store, store.EventHoldDecided, "SN-HOLD", "decision", store.DecisionScrap)
+	if len(recs) != 1 || recs[0].Principal != "qa:CN=qa-1" || recs[0].Details["reason"] != "counterfeit TPM" {
+		t.Errorf("hold decision audit records %+v", recs)
+	}
+	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-HOLD", Reason: "x"}); code(err) != codes.FailedPrecondition {
+		t.Errorf("rework of a scrapped unit: %v, want FailedPrecondition", err)
 	}
 }
 

@@ -49,6 +49,7 @@ var permissions = map[string][]Role{
 	stationv1.Station_CloseWorkOrder_FullMethodName:  {RoleMES, RoleAdmin},
 	stationv1.Station_AbortUnit_FullMethodName:       {RoleOperator, RoleAdmin},
 	stationv1.Station_AuthorizeRework_FullMethodName: {RoleAdmin},
+	stationv1.Station_DecideHold_FullMethodName:      {RoleQA, RoleAdmin},
 	stationv1.Station_GetWorkOrder_FullMethodName:    allRoles,
 	stationv1.Station_ListWorkOrders_FullMethodName:  allRoles,
 	stationv1.Station_GetUnit_FullMethodName:         allRoles,

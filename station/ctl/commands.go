@@ -249,7 +249,7 @@ func unitList(e *env, args []string) error {
 	if *st != "" {
 		v, ok := stationv1.UnitStatus_value["UNIT_STATUS_"+strings.ToUpper(*st)]
 		if !ok || v == 0 {
-			return usagef("unit list: --status %q: want running, waiting, done or failed", *st)
+			return usagef("unit list: --status %q: want running, waiting, done, failed, hold or scrapped", *st)
 		}
 		req.Status = stationv1.UnitStatus(v)
 	}
@@ -312,6 +312,26 @@ func unitRework(e *env, args []string) error {
 	ctx, cancel := e.call()
 	defer cancel()
 	return e.printUnit(e.client.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: serial, Reason: reason}))
+}
+
+func unitDecide(e *env, args []string) error {
+	fs := flag.NewFlagSet("unit decide", flag.ContinueOnError)
+	reason := fs.String("reason", "", "")
+	decision := fs.String("decision", "", "")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	d, ok := stationv1.HoldDecision_value["HOLD_DECISION_"+strings.ToUpper(*decision)]
+	switch {
+	case !ok || d == 0:
+		return usagef("unit decide: --decision %q: want rework or scrap", *decision)
+	case *reason == "":
+		return usagef("unit decide: --reason is required")
+	}
+	ctx, cancel := e.call()
+	defer cancel()
+	return e.printUnit(e.client.DecideHold(ctx, &stationv1.DecideHoldRequest{Serial: pos[0], Decision: stationv1.HoldDecision(d), Reason: *reason}))
 }
 
 // --- events

@@ -47,6 +47,8 @@ var (
 	// ErrChainBroken reports an audit log whose hash chain does not verify;
 	// the returned error is a *ChainBrokenError naming the first bad record.
 	ErrChainBroken = errors.New("audit chain broken")
+	// ErrNotOnHold reports a hold decision on a unit that is not on hold.
+	ErrNotOnHold = errors.New("unit is not on hold")
 )
 
 // EKBoundError is returned when an EK fingerprint is already bound to another

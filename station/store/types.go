@@ -16,18 +16,25 @@ const (
 	StatusDone    Status = "done"
 	StatusFailed  Status = "failed"
 	StatusAborted Status = "aborted"
+	// StatusHold: a security check failed (EK, activation, key, CSR, certificate); the unit is
+	// not provisioned again until QA or an admin decides (DecideHold): rework or scrap.
+	StatusHold Status = "hold"
+	// StatusScrapped: QA or an admin scrapped a held unit; nothing reopens it.
+	StatusScrapped Status = "scrapped"
 )
 
 func (s Status) valid() bool {
 	switch s {
-	case StatusPending, StatusRunning, StatusDone, StatusFailed, StatusAborted:
+	case StatusPending, StatusRunning, StatusDone, StatusFailed, StatusAborted, StatusHold, StatusScrapped:
 		return true
 	}
 	return false
 }
 
-// closed reports a status that only an authorized rework reopens.
-func (s Status) closed() bool { return s == StatusDone || s == StatusAborted }
+// closed reports a status that only an authorized rework reopens (scrapped: nothing does).
+func (s Status) closed() bool {
+	return s == StatusDone || s == StatusAborted || s == StatusHold || s == StatusScrapped
+}
 
 // UnitState is the durable state of one unit. Values are copies: changing one
 // changes nothing in the store.
@@ -134,6 +141,7 @@ const (
 	EventEKBound          = "ek.bound"
 	EventCertRecorded     = "cert.recorded"
 	EventReworkAuthorized = "rework.authorized"
+	EventHoldDecided      = "hold.decided"
 	EventWorkOrderCreated = "work_order.created"
 	EventWorkOrderClosed  = "work_order.closed"
 )

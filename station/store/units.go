@@ -241,7 +241,7 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 			return fmt.Errorf("unit %q: status %q: %w", serial, u.Status, ErrInvalidArgument)
 		}
 		if before.Status.closed() && u.Status != before.Status {
-			if before.Rework == nil {
+			if before.Rework == nil || before.Status == StatusScrapped {
 				return w.refuse(a, fmt.Errorf("reopening %s unit %q without rework: %w", before.Status, serial, ErrNotAuthorized))
 			}
 			r := *before.Rework

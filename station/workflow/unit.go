@@ -84,10 +84,16 @@ var errAlreadyDone = errors.New("already provisioned")
 // fails. A done or aborted unit with a rework authorization is reopened and its TPM objects
 // removed.
 func (u *unit) open(ctx context.Context) error {
-	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted
+	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted || u.state.Status == store.StatusHold
+	if u.state.Status == store.StatusScrapped {
+		return fail(CodeScrapped, nil, "unit was scrapped")
+	}
 	if closed && u.state.Rework == nil {
-		if u.state.Status == store.StatusAborted {
+		switch u.state.Status {
+		case store.StatusAborted:
 			return fail(CodeAborted, nil, "unit was aborted; it needs a rework authorization")
+		case store.StatusHold:
+			return fail(CodeOnHold, nil, "unit is on hold after %s; QA or an admin decides (rework or scrap)", u.state.ErrorCode)
 		}
 		u.step = StepIdentify
 		if _, err := u.identify(ctx); err != nil {
@@ -349,20 +355,30 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %v", errInterrupted, err)
 	}
 	code, msg := CodeOf(err), err.Error()
+	class := Class(code)
 	bg := context.WithoutCancel(ctx)
+	status := store.StatusFailed
+	// A security failure holds the unit only once its session passed the EK checks and
+	// authorization: an unauthenticated session must not be able to lock a serial out.
+	if class == ClassSecurity && u.workOrder != "" {
+		status = store.StatusHold
+	}
 	if errors.Is(context.Cause(ctx), errAborted) {
 		// Abort recorded the unit's status; the agent still gets its verdict.
 		code, msg = CodeAborted, "aborted by an operator"
-	} else if code != CodeAlreadyProvisioned {
+	} else if code != CodeAlreadyProvisioned && code != CodeOnHold && code != CodeScrapped {
 		if _, jerr := u.r.cfg.Journal.UpdateUnit(bg, u.serial, func(s *store.UnitState) error {
-			s.Status, s.ErrorCode, s.ErrorMessage = store.StatusFailed, code, msg
+			s.Status, s.ErrorCode, s.ErrorMessage = status, code, msg
 			s.CurrentStep = u.step
 			return nil
 		}); jerr != nil && !errors.Is(jerr, store.ErrNotFound) {
 			u.log.Error("recording unit failure", "error", jerr)
 		}
 	}
-	u.event(bg, eventUnitFailed, msg, map[string]string{"code": code, "step": u.step})
+	u.event(bg, eventUnitFailed, msg, map[string]string{"code": code, "step": u.step, "class": class})
+	if status == store.StatusHold {
+		msg = "on hold for QA: " + msg
+	}
 	fctx, cancel := context.WithTimeout(bg, u.r.cfg.StepTimeout)
 	defer cancel()
 	_, _ = u.agent.Do(fctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Passed: false, Code: code, Message: msg}}})

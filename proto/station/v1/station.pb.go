@@ -93,6 +93,11 @@ const (
 	UnitStatus_UNIT_STATUS_FAILED UnitStatus = 3
 	// UNIT_STATUS_WAITING: interrupted; resumes when its agent reconnects.
 	UnitStatus_UNIT_STATUS_WAITING UnitStatus = 4
+	// UNIT_STATUS_HOLD: a security check failed (EK, activation, key, CSR, certificate); the
+	// unit waits for QA's or an admin's decision (DecideHold).
+	UnitStatus_UNIT_STATUS_HOLD UnitStatus = 5
+	// UNIT_STATUS_SCRAPPED: scrapped by QA or an admin; never provisioned again.
+	UnitStatus_UNIT_STATUS_SCRAPPED UnitStatus = 6
 )
 
 // Enum value maps for UnitStatus.
@@ -103,6 +108,8 @@ var (
 		2: "UNIT_STATUS_DONE",
 		3: "UNIT_STATUS_FAILED",
 		4: "UNIT_STATUS_WAITING",
+		5: "UNIT_STATUS_HOLD",
+		6: "UNIT_STATUS_SCRAPPED",
 	}
 	UnitStatus_value = map[string]int32{
 		"UNIT_STATUS_UNSPECIFIED": 0,
@@ -110,6 +117,8 @@ var (
 		"UNIT_STATUS_DONE":        2,
 		"UNIT_STATUS_FAILED":      3,
 		"UNIT_STATUS_WAITING":     4,
+		"UNIT_STATUS_HOLD":        5,
+		"UNIT_STATUS_SCRAPPED":    6,
 	}
 )
 
@@ -138,6 +147,59 @@ func (x UnitStatus) Number() protoreflect.EnumNumber {
 // Deprecated: Use UnitStatus.Descriptor instead.
 func (UnitStatus) EnumDescriptor() ([]byte, []int) {
 	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{1}
+}
+
+// HoldDecision is what QA or an admin decides for a unit on hold.
+type HoldDecision int32
+
+const (
+	// HOLD_DECISION_UNSPECIFIED is invalid.
+	HoldDecision_HOLD_DECISION_UNSPECIFIED HoldDecision = 0
+	// HOLD_DECISION_REWORK: provision the unit again on its next connection.
+	HoldDecision_HOLD_DECISION_REWORK HoldDecision = 1
+	// HOLD_DECISION_SCRAP: scrap the unit.
+	HoldDecision_HOLD_DECISION_SCRAP HoldDecision = 2
+)
+
+// Enum value maps for HoldDecision.
+var (
+	HoldDecision_name = map[int32]string{
+		0: "HOLD_DECISION_UNSPECIFIED",
+		1: "HOLD_DECISION_REWORK",
+		2: "HOLD_DECISION_SCRAP",
+	}
+	HoldDecision_value = map[string]int32{
+		"HOLD_DECISION_UNSPECIFIED": 0,
+		"HOLD_DECISION_REWORK":      1,
+		"HOLD_DECISION_SCRAP":       2,
+	}
+)
+
+func (x HoldDecision) Enum() *HoldDecision {
+	p := new(HoldDecision)
+	*p = x
+	return p
+}
+
+func (x HoldDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HoldDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_station_v1_station_proto_enumTypes[2].Descriptor()
+}
+
+func (HoldDecision) Type() protoreflect.EnumType {
+	return &file_proto_station_v1_station_proto_enumTypes[2]
+}
+
+func (x HoldDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HoldDecision.Descriptor instead.
+func (HoldDecision) EnumDescriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{2}
 }
 
 // SerialRange is a run of serials: prefix followed by a zero-padded decimal number.
@@ -236,7 +298,7 @@ type WorkOrder struct {
 	UnitsTotal uint64 `protobuf:"varint,9,opt,name=units_total,json=unitsTotal,proto3" json:"units_total,omitempty"`
 	// units_done counts its units that completed.
 	UnitsDone uint64 `protobuf:"varint,10,opt,name=units_done,json=unitsDone,proto3" json:"units_done,omitempty"`
-	// units_failed counts its units whose last attempt failed.
+	// units_failed counts its units whose last attempt failed (on hold and scrapped included).
 	UnitsFailed   uint64 `protobuf:"varint,11,opt,name=units_failed,json=unitsFailed,proto3" json:"units_failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1244,6 +1306,70 @@ func (x *AuthorizeReworkRequest) GetReason() string {
 	return ""
 }
 
+// DecideHoldRequest decides on a unit on hold.
+type DecideHoldRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the unit's serial.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// decision is rework or scrap.
+	Decision HoldDecision `protobuf:"varint,2,opt,name=decision,proto3,enum=devid.station.v1.HoldDecision" json:"decision,omitempty"`
+	// reason is recorded in the audit trail; required.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideHoldRequest) Reset() {
+	*x = DecideHoldRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideHoldRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideHoldRequest) ProtoMessage() {}
+
+func (x *DecideHoldRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideHoldRequest.ProtoReflect.Descriptor instead.
+func (*DecideHoldRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DecideHoldRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *DecideHoldRequest) GetDecision() HoldDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return HoldDecision_HOLD_DECISION_UNSPECIFIED
+}
+
+func (x *DecideHoldRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // GetTravelerRequest names a unit.
 type GetTravelerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1255,7 +1381,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1393,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1406,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -1303,7 +1429,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1441,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1454,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -1354,7 +1480,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1492,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1505,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -1403,7 +1529,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1541,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1554,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CAHealth) GetName() string {
@@ -1500,7 +1626,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1638,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1651,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Status) GetStationId() string {
@@ -1689,7 +1815,11 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"H\n" +
 	"\x16AuthorizeReworkRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x7f\n" +
+	"\x11DecideHoldRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12:\n" +
+	"\bdecision\x18\x02 \x01(\x0e2\x1e.devid.station.v1.HoldDecisionR\bdecision\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\",\n" +
 	"\x12GetTravelerRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\"6\n" +
 	"\bTraveler\x12\x16\n" +
@@ -1721,14 +1851,20 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x0fWorkOrderStatus\x12!\n" +
 	"\x1dWORK_ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORK_ORDER_STATUS_OPEN\x10\x01\x12\x1c\n" +
-	"\x18WORK_ORDER_STATUS_CLOSED\x10\x02*\x89\x01\n" +
+	"\x18WORK_ORDER_STATUS_CLOSED\x10\x02*\xb9\x01\n" +
 	"\n" +
 	"UnitStatus\x12\x1b\n" +
 	"\x17UNIT_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UNIT_STATUS_RUNNING\x10\x01\x12\x14\n" +
 	"\x10UNIT_STATUS_DONE\x10\x02\x12\x16\n" +
 	"\x12UNIT_STATUS_FAILED\x10\x03\x12\x17\n" +
-	"\x13UNIT_STATUS_WAITING\x10\x042\x99\a\n" +
+	"\x13UNIT_STATUS_WAITING\x10\x04\x12\x14\n" +
+	"\x10UNIT_STATUS_HOLD\x10\x05\x12\x18\n" +
+	"\x14UNIT_STATUS_SCRAPPED\x10\x06*`\n" +
+	"\fHoldDecision\x12\x1d\n" +
+	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
+	"\x13HOLD_DECISION_SCRAP\x10\x022\xe4\a\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -1738,7 +1874,9 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\tListUnits\x12\".devid.station.v1.ListUnitsRequest\x1a#.devid.station.v1.ListUnitsResponse\x12N\n" +
 	"\vWatchEvents\x12$.devid.station.v1.WatchEventsRequest\x1a\x17.devid.station.v1.Event0\x01\x12G\n" +
 	"\tAbortUnit\x12\".devid.station.v1.AbortUnitRequest\x1a\x16.devid.station.v1.Unit\x12S\n" +
-	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12O\n" +
+	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12I\n" +
+	"\n" +
+	"DecideHold\x12#.devid.station.v1.DecideHoldRequest\x1a\x16.devid.station.v1.Unit\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
 	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.StatusB;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
 
@@ -1754,77 +1892,82 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 	return file_proto_station_v1_station_proto_rawDescData
 }
 
-var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
-	(*SerialRange)(nil),            // 2: devid.station.v1.SerialRange
-	(*WorkOrder)(nil),              // 3: devid.station.v1.WorkOrder
-	(*CreateWorkOrderRequest)(nil), // 4: devid.station.v1.CreateWorkOrderRequest
-	(*GetWorkOrderRequest)(nil),    // 5: devid.station.v1.GetWorkOrderRequest
-	(*ListWorkOrdersRequest)(nil),  // 6: devid.station.v1.ListWorkOrdersRequest
-	(*ListWorkOrdersResponse)(nil), // 7: devid.station.v1.ListWorkOrdersResponse
-	(*CloseWorkOrderRequest)(nil),  // 8: devid.station.v1.CloseWorkOrderRequest
-	(*Unit)(nil),                   // 9: devid.station.v1.Unit
-	(*GetUnitRequest)(nil),         // 10: devid.station.v1.GetUnitRequest
-	(*ListUnitsRequest)(nil),       // 11: devid.station.v1.ListUnitsRequest
-	(*ListUnitsResponse)(nil),      // 12: devid.station.v1.ListUnitsResponse
-	(*WatchEventsRequest)(nil),     // 13: devid.station.v1.WatchEventsRequest
-	(*Event)(nil),                  // 14: devid.station.v1.Event
-	(*AbortUnitRequest)(nil),       // 15: devid.station.v1.AbortUnitRequest
-	(*AuthorizeReworkRequest)(nil), // 16: devid.station.v1.AuthorizeReworkRequest
-	(*GetTravelerRequest)(nil),     // 17: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),               // 18: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),       // 19: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),               // 20: devid.station.v1.CAHealth
-	(*Status)(nil),                 // 21: devid.station.v1.Status
-	nil,                            // 22: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
+	(HoldDecision)(0),              // 2: devid.station.v1.HoldDecision
+	(*SerialRange)(nil),            // 3: devid.station.v1.SerialRange
+	(*WorkOrder)(nil),              // 4: devid.station.v1.WorkOrder
+	(*CreateWorkOrderRequest)(nil), // 5: devid.station.v1.CreateWorkOrderRequest
+	(*GetWorkOrderRequest)(nil),    // 6: devid.station.v1.GetWorkOrderRequest
+	(*ListWorkOrdersRequest)(nil),  // 7: devid.station.v1.ListWorkOrdersRequest
+	(*ListWorkOrdersResponse)(nil), // 8: devid.station.v1.ListWorkOrdersResponse
+	(*CloseWorkOrderRequest)(nil),  // 9: devid.station.v1.CloseWorkOrderRequest
+	(*Unit)(nil),                   // 10: devid.station.v1.Unit
+	(*GetUnitRequest)(nil),         // 11: devid.station.v1.GetUnitRequest
+	(*ListUnitsRequest)(nil),       // 12: devid.station.v1.ListUnitsRequest
+	(*ListUnitsResponse)(nil),      // 13: devid.station.v1.ListUnitsResponse
+	(*WatchEventsRequest)(nil),     // 14: devid.station.v1.WatchEventsRequest
+	(*Event)(nil),                  // 15: devid.station.v1.Event
+	(*AbortUnitRequest)(nil),       // 16: devid.station.v1.AbortUnitRequest
+	(*AuthorizeReworkRequest)(nil), // 17: devid.station.v1.AuthorizeReworkRequest
+	(*DecideHoldRequest)(nil),      // 18: devid.station.v1.DecideHoldRequest
+	(*GetTravelerRequest)(nil),     // 19: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),               // 20: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),       // 21: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),               // 22: devid.station.v1.CAHealth
+	(*Status)(nil),                 // 23: devid.station.v1.Status
+	nil,                            // 24: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
-	2,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
+	3,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	23, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	23, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
-	2,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
+	25, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	25, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	3,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
-	3,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
+	4,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	23, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	23, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	25, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	25, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
-	9,  // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	23, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
-	22, // 13: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	20, // 14: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	4,  // 15: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	5,  // 16: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	6,  // 17: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	8,  // 18: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	10, // 19: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	11, // 20: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	13, // 21: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	15, // 22: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	16, // 23: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	17, // 24: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	19, // 25: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	3,  // 26: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	3,  // 27: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	7,  // 28: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	3,  // 29: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	9,  // 30: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	12, // 31: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	14, // 32: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	9,  // 33: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	9,  // 34: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	18, // 35: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	21, // 36: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
+	25, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,  // 13: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
+	24, // 14: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	22, // 15: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	5,  // 16: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	6,  // 17: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	7,  // 18: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	9,  // 19: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	11, // 20: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	12, // 21: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	14, // 22: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	16, // 23: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	17, // 24: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	18, // 25: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
+	19, // 26: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	21, // 27: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	4,  // 28: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	4,  // 29: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	8,  // 30: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	4,  // 31: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	10, // 32: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	13, // 33: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	15, // 34: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	10, // 35: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	10, // 36: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	10, // 37: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
+	20, // 38: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	23, // 39: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	28, // [28:40] is the sub-list for method output_type
+	16, // [16:28] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_proto_station_v1_station_proto_init() }
@@ -1837,8 +1980,8 @@ func file_proto_station_v1_station_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   21,
+			NumEnums:      3,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

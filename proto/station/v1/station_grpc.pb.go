@@ -32,6 +32,7 @@ const (
 	Station_WatchEvents_FullMethodName     = "/devid.station.v1.Station/WatchEvents"
 	Station_AbortUnit_FullMethodName       = "/devid.station.v1.Station/AbortUnit"
 	Station_AuthorizeRework_FullMethodName = "/devid.station.v1.Station/AuthorizeRework"
+	Station_DecideHold_FullMethodName      = "/devid.station.v1.Station/DecideHold"
 	Station_GetTraveler_FullMethodName     = "/devid.station.v1.Station/GetTraveler"
 	Station_GetStatus_FullMethodName       = "/devid.station.v1.Station/GetStatus"
 )
@@ -61,6 +62,10 @@ type StationClient interface {
 	AbortUnit(ctx context.Context, in *AbortUnitRequest, opts ...grpc.CallOption) (*Unit, error)
 	// AuthorizeRework lets a provisioned or failed unit be provisioned again. Roles: admin.
 	AuthorizeRework(ctx context.Context, in *AuthorizeReworkRequest, opts ...grpc.CallOption) (*Unit, error)
+	// DecideHold decides on a unit on hold after a security failure: rework (provisioned again
+	// on its next connection, its TPM objects removed first) or scrap (never again). Audited.
+	// Roles: qa, admin.
+	DecideHold(ctx context.Context, in *DecideHoldRequest, opts ...grpc.CallOption) (*Unit, error)
 	// GetTraveler returns the traveler record of a unit as JSON. Roles: all.
 	GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
@@ -174,6 +179,16 @@ func (c *stationClient) AuthorizeRework(ctx context.Context, in *AuthorizeRework
 	return out, nil
 }
 
+func (c *stationClient) DecideHold(ctx context.Context, in *DecideHoldRequest, opts ...grpc.CallOption) (*Unit, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Unit)
+	err := c.cc.Invoke(ctx, Station_DecideHold_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *stationClient) GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Traveler)
@@ -219,6 +234,10 @@ type StationServer interface {
 	AbortUnit(context.Context, *AbortUnitRequest) (*Unit, error)
 	// AuthorizeRework lets a provisioned or failed unit be provisioned again. Roles: admin.
 	AuthorizeRework(context.Context, *AuthorizeReworkRequest) (*Unit, error)
+	// DecideHold decides on a unit on hold after a security failure: rework (provisioned again
+	// on its next connection, its TPM objects removed first) or scrap (never again). Audited.
+	// Roles: qa, admin.
+	DecideHold(context.Context, *DecideHoldRequest) (*Unit, error)
 	// GetTraveler returns the traveler record of a unit as JSON. Roles: all.
 	GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
@@ -259,6 +278,9 @@ func (UnimplementedStationServer) AbortUnit(context.Context, *AbortUnitRequest) 
 }
 func (UnimplementedStationServer) AuthorizeRework(context.Context, *AuthorizeReworkRequest) (*Unit, error) {
 	return nil, status.Error(codes.Unimplemented, "method AuthorizeRework not implemented")
+}
+func (UnimplementedStationServer) DecideHold(context.Context, *DecideHoldRequest) (*Unit, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecideHold not implemented")
 }
 func (UnimplementedStationServer) GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTraveler not implemented")
@@ -442,6 +464,24 @@ func _Station_AuthorizeRework_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Station_DecideHold_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideHoldRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).DecideHold(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_DecideHold_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).DecideHold(ctx, req.(*DecideHoldRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Station_GetTraveler_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTravelerRequest)
 	if err := dec(in); err != nil {
@@ -516,6 +556,10 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AuthorizeRework",
 			Handler:    _Station_AuthorizeRework_Handler,
+		},
+		{
+			MethodName: "DecideHold",
+			Handler:    _Station_DecideHold_Handler,
 		},
 		{
 			MethodName: "GetTraveler",
