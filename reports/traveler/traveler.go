@@ -47,6 +47,8 @@ type Store interface {
 	Unit(ctx context.Context, serial string) (store.UnitState, error)
 	StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error)
 	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
+	UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]store.Event, error)
+	WorkOrder(ctx context.Context, id string) (store.WorkOrder, error)
 }
 
 // Record is a unit's traveler record. Its JSON encoding is the published format (see Schema).
@@ -58,6 +60,9 @@ type Record struct {
 	Serial string `json:"serial"`
 	// WorkOrder is the work order the unit was provisioned under.
 	WorkOrder string `json:"work_order,omitempty"`
+	// WorkOrderCreatedBy is the principal that created the work order, as the audit trail and
+	// the event stream name it.
+	WorkOrderCreatedBy string `json:"work_order_created_by,omitempty"`
 	// Profile is the station profile used.
 	Profile string `json:"profile,omitempty"`
 	// StationID names the station.
@@ -91,6 +96,18 @@ type Record struct {
 	Verification map[string]string `json:"verification,omitempty"`
 	// Reworks lists the rework authorizations the unit consumed.
 	Reworks []store.Rework `json:"reworks,omitempty"`
+	// Actions lists what people did to the unit (aborts, rework authorizations, hold
+	// decisions), oldest first, each with the principal the audit trail names.
+	Actions []Action `json:"actions,omitempty"`
+}
+
+// Action is one event of the unit caused by an API caller rather than by the station.
+type Action struct {
+	Time      time.Time         `json:"time"`
+	Principal string            `json:"principal"`
+	Kind      string            `json:"kind"`
+	Message   string            `json:"message,omitempty"`
+	Data      map[string]string `json:"data,omitempty"`
 }
 
 // Step is one attempt of one workflow step.
@@ -257,6 +274,9 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	if err := r.addCertificates(ctx, st, &u, last); err != nil {
 		return nil, err
 	}
+	if err := r.addPrincipals(ctx, st, &u); err != nil {
+		return nil, err
+	}
 	if v, ok := last[stepVerify]; ok {
 		var vr verifyResult
 		if err := json.Unmarshal(v.Result, &vr); err != nil {
@@ -363,6 +383,27 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 			r.IDevID = c
 		case store.RoleLDevID:
 			r.LDevID = c
+		}
+	}
+	return nil
+}
+
+// addPrincipals fills WorkOrderCreatedBy and Actions.
+func (r *Record) addPrincipals(ctx context.Context, st Store, u *store.UnitState) error {
+	if u.WorkOrderID != "" {
+		wo, err := st.WorkOrder(ctx, u.WorkOrderID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("reading work order %s: %w", u.WorkOrderID, err)
+		}
+		r.WorkOrderCreatedBy = wo.CreatedBy
+	}
+	evs, err := st.UnitEvents(ctx, u.Serial, 0, 0)
+	if err != nil {
+		return fmt.Errorf("reading the unit's events: %w", err)
+	}
+	for _, ev := range evs {
+		if ev.Principal != "" && ev.Principal != store.PrincipalStation {
+			r.Actions = append(r.Actions, Action{Time: ev.Time, Principal: ev.Principal, Kind: ev.Type, Message: ev.Message, Data: ev.Data})
 		}
 	}
 	return nil

@@ -818,3 +818,66 @@ func TestGetStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestOnePrincipal creates a work order as an MES and reworks a unit of it as an admin: the
+// audit trail, the event stream, the work order's created_by and the unit's traveler all name
+// each caller with the same principal string.
+func TestOnePrincipal(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	const mesP, adminP = "mes:CN=mes-1", "admin:CN=admin-1"
+	mes, admin := e.Client(t, apitest.MES), e.Client(t, apitest.Admin)
+	wo, err := mes.CreateWorkOrder(ctx, &stationv1.CreateWorkOrderRequest{Id: "WO-P", Profile: "default", Serials: []string{"SN-P1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Store.UpdateUnit(ctx, "SN-P1", func(s *store.UnitState) error {
+		s.WorkOrderID, s.Profile, s.Status, s.ErrorCode = "WO-P", "default", store.StatusFailed, workflow.CodeCAUnavailable
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-P1", Reason: "new CA"}); err != nil {
+		t.Fatal(err)
+	}
+
+	if wo.GetCreatedBy() != mesP {
+		t.Errorf("work order created_by %q, want %q", wo.GetCreatedBy(), mesP)
+	}
+	if recs := auditBy(t, e.Store, store.EventWorkOrderCreated, "", "work_order", "WO-P"); len(recs) != 1 || recs[0].Principal != mesP {
+		t.Errorf("work order audit records %+v, want one by %s", recs, mesP)
+	}
+	s, err := e.Client(t, apitest.QA).WatchEvents(ctx, &stationv1.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	principals := map[string]string{}
+	for {
+		ev, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stationv1.ParseEventKind(ev.GetKind()) == stationv1.EventKind_EVENT_KIND_UNSPECIFIED {
+			t.Errorf("event kind %q is not a documented EventKind", ev.GetKind())
+		}
+		principals[ev.GetKind()] = ev.GetPrincipal()
+	}
+	if principals[stationv1.KindWorkOrderCreated] != mesP || principals[stationv1.KindReworkAuthorized] != adminP ||
+		principals[stationv1.KindUnitCreated] != store.PrincipalStation {
+		t.Errorf("event principals %v, want work_order.created by %s, rework.authorized by %s, unit.created by station", principals, mesP, adminP)
+	}
+	tr, err := admin.GetTraveler(ctx, &stationv1.GetTravelerRequest{Serial: "SN-P1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec traveler.Record
+	if err := json.Unmarshal(tr.GetJson(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.WorkOrderCreatedBy != mesP || len(rec.Actions) != 1 || rec.Actions[0].Principal != adminP || rec.Actions[0].Kind != stationv1.KindReworkAuthorized {
+		t.Errorf("traveler names work order creator %q and actions %+v", rec.WorkOrderCreatedBy, rec.Actions)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	stationv1 "github.com/devid-station/devid/proto/station/v1"
 )
 
 // Status is the workflow status of a unit.
@@ -120,10 +122,13 @@ type Event struct {
 	// Seq is the global outbox sequence (the resume token of OutboxAfter).
 	Seq uint64 `json:"seq"`
 	// UnitSeq is the sequence within the unit's log; 0 for station events.
-	UnitSeq   uint64            `json:"unit_seq,omitempty"`
-	Time      time.Time         `json:"time"`
-	Serial    string            `json:"serial,omitempty"`
-	Type      string            `json:"type"`
+	UnitSeq uint64    `json:"unit_seq,omitempty"`
+	Time    time.Time `json:"time"`
+	Serial  string    `json:"serial,omitempty"`
+	Type    string    `json:"type"`
+	// Principal is who caused the event, as the audit trail names it: "station" or the API
+	// caller (WithPrincipal). Empty in events stored before it was recorded.
+	Principal string            `json:"principal,omitempty"`
 	Step      string            `json:"step,omitempty"`
 	Attempt   uint64            `json:"attempt,omitempty"`
 	Status    Status            `json:"status,omitempty"`
@@ -132,18 +137,18 @@ type Event struct {
 	Data      map[string]string `json:"data,omitempty"`
 }
 
-// Event types written by the Store.
+// Event types written by the Store: the event kinds of the station API (stationv1.EventKind).
 const (
-	EventUnitCreated      = "unit.created"
-	EventUnitUpdated      = "unit.updated"
-	EventStepBegun        = "step.begun"
-	EventStepEnded        = "step.ended"
-	EventEKBound          = "ek.bound"
-	EventCertRecorded     = "cert.recorded"
-	EventReworkAuthorized = "rework.authorized"
-	EventHoldDecided      = "hold.decided"
-	EventWorkOrderCreated = "work_order.created"
-	EventWorkOrderClosed  = "work_order.closed"
+	EventUnitCreated      = stationv1.KindUnitCreated
+	EventUnitUpdated      = stationv1.KindUnitUpdated
+	EventStepBegun        = stationv1.KindStepBegun
+	EventStepEnded        = stationv1.KindStepEnded
+	EventEKBound          = stationv1.KindEKBound
+	EventCertRecorded     = stationv1.KindCertRecorded
+	EventReworkAuthorized = stationv1.KindReworkAuthorized
+	EventHoldDecided      = stationv1.KindHoldDecided
+	EventWorkOrderCreated = stationv1.KindWorkOrderCreated
+	EventWorkOrderClosed  = stationv1.KindWorkOrderClosed
 )
 
 // Audit actions that are not event types.

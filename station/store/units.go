@@ -166,7 +166,7 @@ func (w *wtx) event(ev Event) error {
 
 // stampEvent is event returning the stamped copy.
 func (w *wtx) stampEvent(ev Event) (Event, error) {
-	ev.Time = w.now
+	ev.Time, ev.Principal = w.now, w.principal
 	ob := w.tx.Bucket(bOutbox)
 	seq, err := ob.NextSequence()
 	if err != nil {

@@ -41,8 +41,9 @@ func (wo *WorkOrder) sameContent(o *WorkOrder) bool {
 }
 
 // CreateWorkOrder stores a new open work order. ID, Profile and either
-// Serials or Range are taken from wo; CreatedBy (unless set), CreatedAt and
-// Status are filled in. Creating an identical work order again returns the
+// Serials or Range are taken from wo; CreatedBy (the principal of ctx, as the
+// audit trail and the event name it, whatever wo says), CreatedAt and Status
+// are filled in. Creating an identical work order again returns the
 // stored one; another with the same id is refused with ErrWorkOrderExists.
 func (s *Store) CreateWorkOrder(ctx context.Context, wo WorkOrder) (WorkOrder, error) {
 	if err := wo.validate(); err != nil {
@@ -63,10 +64,7 @@ func (s *Store) CreateWorkOrder(ctx context.Context, wo WorkOrder) (WorkOrder, e
 			return w.refuse(a, fmt.Errorf("work order %q: %w", wo.ID, ErrWorkOrderExists))
 		}
 		n := wo
-		n.Status, n.CreatedAt, n.ClosedBy, n.ClosedAt = WorkOrderOpen, w.now, "", time.Time{}
-		if n.CreatedBy == "" {
-			n.CreatedBy = w.principal
-		}
+		n.Status, n.CreatedBy, n.CreatedAt, n.ClosedBy, n.ClosedAt = WorkOrderOpen, w.principal, w.now, "", time.Time{}
 		if err := put(b, []byte(n.ID), &n); err != nil {
 			return err
 		}

@@ -10,10 +10,7 @@ import (
 	"github.com/devid-station/devid/station/store"
 )
 
-const (
-	stepRework   = "rework"
-	eventAborted = "unit.aborted"
-)
+const stepRework = "rework"
 
 // errAborted is the cancel cause of a unit aborted through the API.
 var errAborted = errors.New("aborted by an operator")

@@ -16,34 +16,40 @@ import (
 	"time"
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	stationv1 "github.com/devid-station/devid/proto/station/v1"
 	"github.com/devid-station/devid/station/store"
 )
 
 // Step names, in workflow order. They are stored: never rename one.
 const (
-	StepIdentify       = "identify"
-	StepVerifyEK       = "verify_ek"
-	StepAuthorize      = "authorize"
-	StepIDevIDKey      = "idevid_key"
-	StepIDevIDProof    = "idevid_residency"
-	StepIDevIDCSR      = "idevid_csr"
-	StepIDevIDEnroll   = "idevid_enroll"
-	StepIDevIDInstall  = "idevid_install"
-	StepLDevIDKey      = "ldevid_key"
-	StepLDevIDProof    = "ldevid_residency"
-	StepLDevIDCSR      = "ldevid_csr"
-	StepLDevIDEnroll   = "ldevid_enroll"
-	StepLDevIDInstall  = "ldevid_install"
-	StepOnboarding     = "onboarding"
-	StepVerify         = "verify"
-	StepComplete       = "complete"
-	eventUnitDone      = "unit.done"
-	eventUnitFailed    = "unit.failed"
-	eventUnitWaiting   = "unit.waiting"
-	eventAlreadyDone   = "unit.already_provisioned"
-	eventLostAnswer    = "enroll.answer_lost"
-	eventDuplicateCert = "cert.duplicate"
-	eventCertRefused   = "cert.refused"
+	StepIdentify      = "identify"
+	StepVerifyEK      = "verify_ek"
+	StepAuthorize     = "authorize"
+	StepIDevIDKey     = "idevid_key"
+	StepIDevIDProof   = "idevid_residency"
+	StepIDevIDCSR     = "idevid_csr"
+	StepIDevIDEnroll  = "idevid_enroll"
+	StepIDevIDInstall = "idevid_install"
+	StepLDevIDKey     = "ldevid_key"
+	StepLDevIDProof   = "ldevid_residency"
+	StepLDevIDCSR     = "ldevid_csr"
+	StepLDevIDEnroll  = "ldevid_enroll"
+	StepLDevIDInstall = "ldevid_install"
+	StepOnboarding    = "onboarding"
+	StepVerify        = "verify"
+	StepComplete      = "complete"
+)
+
+// Event kinds the workflow writes (documented with stationv1.EventKind).
+const (
+	eventUnitDone      = stationv1.KindUnitDone
+	eventUnitFailed    = stationv1.KindUnitFailed
+	eventUnitWaiting   = stationv1.KindUnitWaiting
+	eventAlreadyDone   = stationv1.KindUnitAlreadyProvisioned
+	eventLostAnswer    = stationv1.KindEnrollAnswerLost
+	eventDuplicateCert = stationv1.KindCertDuplicate
+	eventCertRefused   = stationv1.KindCertRefused
+	eventAborted       = stationv1.KindUnitAborted
 )
 
 // Steps lists the workflow steps in order.

@@ -149,6 +149,125 @@ func (UnitStatus) EnumDescriptor() ([]byte, []int) {
 	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{1}
 }
 
+// EventKind lists every kind of Event. Event.kind carries the string given with each value;
+// proto/station/v1/kinds.go holds those strings as constants (Kind*), which the store and the
+// workflow write, and maps the enum to them.
+type EventKind int32
+
+const (
+	// EVENT_KIND_UNSPECIFIED is no event.
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// "unit.created": the station first heard of a unit.
+	EventKind_EVENT_KIND_UNIT_CREATED EventKind = 1
+	// "unit.updated": a unit's status, step or error changed.
+	EventKind_EVENT_KIND_UNIT_UPDATED EventKind = 2
+	// "step.begun": a workflow step attempt started (its intent is journaled).
+	EventKind_EVENT_KIND_STEP_BEGUN EventKind = 3
+	// "step.ended": a workflow step attempt ended; error_code is set when it failed.
+	EventKind_EVENT_KIND_STEP_ENDED EventKind = 4
+	// "ek.bound": a unit's EK was bound to its serial.
+	EventKind_EVENT_KIND_EK_BOUND EventKind = 5
+	// "cert.recorded": a certificate a CA issued for a unit was recorded.
+	EventKind_EVENT_KIND_CERT_RECORDED EventKind = 6
+	// "rework.authorized": a unit may be provisioned again.
+	EventKind_EVENT_KIND_REWORK_AUTHORIZED EventKind = 7
+	// "work_order.created": a work order was created.
+	EventKind_EVENT_KIND_WORK_ORDER_CREATED EventKind = 8
+	// "work_order.closed": a work order was closed.
+	EventKind_EVENT_KIND_WORK_ORDER_CLOSED EventKind = 9
+	// "hold.decided": QA or an admin decided on a unit on hold (rework or scrap).
+	EventKind_EVENT_KIND_HOLD_DECIDED EventKind = 10
+	// "unit.done": a unit was provisioned and verified.
+	EventKind_EVENT_KIND_UNIT_DONE EventKind = 11
+	// "unit.failed": a unit's session failed; error_code says why.
+	EventKind_EVENT_KIND_UNIT_FAILED EventKind = 12
+	// "unit.waiting": a unit's session was interrupted; it resumes when its agent reconnects.
+	EventKind_EVENT_KIND_UNIT_WAITING EventKind = 13
+	// "unit.already_provisioned": a provisioned unit reconnected and was told so.
+	EventKind_EVENT_KIND_UNIT_ALREADY_PROVISIONED EventKind = 14
+	// "unit.aborted": an operator aborted a unit.
+	EventKind_EVENT_KIND_UNIT_ABORTED EventKind = 15
+	// "enroll.answer_lost": a CA's answer was lost; the same CSR is enrolled again.
+	EventKind_EVENT_KIND_ENROLL_ANSWER_LOST EventKind = 16
+	// "cert.duplicate": a second certificate of one role was issued for a unit.
+	EventKind_EVENT_KIND_CERT_DUPLICATE EventKind = 17
+	// "cert.refused": a CA answered with a certificate the station refused.
+	EventKind_EVENT_KIND_CERT_REFUSED EventKind = 18
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0:  "EVENT_KIND_UNSPECIFIED",
+		1:  "EVENT_KIND_UNIT_CREATED",
+		2:  "EVENT_KIND_UNIT_UPDATED",
+		3:  "EVENT_KIND_STEP_BEGUN",
+		4:  "EVENT_KIND_STEP_ENDED",
+		5:  "EVENT_KIND_EK_BOUND",
+		6:  "EVENT_KIND_CERT_RECORDED",
+		7:  "EVENT_KIND_REWORK_AUTHORIZED",
+		8:  "EVENT_KIND_WORK_ORDER_CREATED",
+		9:  "EVENT_KIND_WORK_ORDER_CLOSED",
+		10: "EVENT_KIND_HOLD_DECIDED",
+		11: "EVENT_KIND_UNIT_DONE",
+		12: "EVENT_KIND_UNIT_FAILED",
+		13: "EVENT_KIND_UNIT_WAITING",
+		14: "EVENT_KIND_UNIT_ALREADY_PROVISIONED",
+		15: "EVENT_KIND_UNIT_ABORTED",
+		16: "EVENT_KIND_ENROLL_ANSWER_LOST",
+		17: "EVENT_KIND_CERT_DUPLICATE",
+		18: "EVENT_KIND_CERT_REFUSED",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED":              0,
+		"EVENT_KIND_UNIT_CREATED":             1,
+		"EVENT_KIND_UNIT_UPDATED":             2,
+		"EVENT_KIND_STEP_BEGUN":               3,
+		"EVENT_KIND_STEP_ENDED":               4,
+		"EVENT_KIND_EK_BOUND":                 5,
+		"EVENT_KIND_CERT_RECORDED":            6,
+		"EVENT_KIND_REWORK_AUTHORIZED":        7,
+		"EVENT_KIND_WORK_ORDER_CREATED":       8,
+		"EVENT_KIND_WORK_ORDER_CLOSED":        9,
+		"EVENT_KIND_HOLD_DECIDED":             10,
+		"EVENT_KIND_UNIT_DONE":                11,
+		"EVENT_KIND_UNIT_FAILED":              12,
+		"EVENT_KIND_UNIT_WAITING":             13,
+		"EVENT_KIND_UNIT_ALREADY_PROVISIONED": 14,
+		"EVENT_KIND_UNIT_ABORTED":             15,
+		"EVENT_KIND_ENROLL_ANSWER_LOST":       16,
+		"EVENT_KIND_CERT_DUPLICATE":           17,
+		"EVENT_KIND_CERT_REFUSED":             18,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_station_v1_station_proto_enumTypes[2].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_proto_station_v1_station_proto_enumTypes[2]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{2}
+}
+
 // HoldDecision is what QA or an admin decides for a unit on hold.
 type HoldDecision int32
 
@@ -186,11 +305,11 @@ func (x HoldDecision) String() string {
 }
 
 func (HoldDecision) Descriptor() protoreflect.EnumDescriptor {
-	return file_proto_station_v1_station_proto_enumTypes[2].Descriptor()
+	return file_proto_station_v1_station_proto_enumTypes[3].Descriptor()
 }
 
 func (HoldDecision) Type() protoreflect.EnumType {
-	return &file_proto_station_v1_station_proto_enumTypes[2]
+	return &file_proto_station_v1_station_proto_enumTypes[3]
 }
 
 func (x HoldDecision) Number() protoreflect.EnumNumber {
@@ -199,7 +318,7 @@ func (x HoldDecision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HoldDecision.Descriptor instead.
 func (HoldDecision) EnumDescriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{2}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{3}
 }
 
 // SerialRange is a run of serials: prefix followed by a zero-padded decimal number.
@@ -1096,7 +1215,7 @@ type Event struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	// serial is the unit concerned, if any.
 	Serial string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
-	// kind is what happened (e.g. "step_started", "step_done", "unit_done", "unit_failed").
+	// kind is what happened: the string of one EventKind (e.g. "step.begun", "unit.done").
 	Kind string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
 	// step is the workflow step concerned, if any.
 	Step string `protobuf:"bytes,5,opt,name=step,proto3" json:"step,omitempty"`
@@ -1104,7 +1223,8 @@ type Event struct {
 	ErrorCode string `protobuf:"bytes,6,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
 	// message is a human-readable summary.
 	Message string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
-	// principal is who caused it ("station" or the API caller).
+	// principal is who caused it: "station" for the station's own work, else the API caller as
+	// the audit trail names it ("<role>:CN=<common name>" or "<role>:sha256=<fingerprint>").
 	Principal     string `protobuf:"bytes,8,opt,name=principal,proto3" json:"principal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1860,7 +1980,28 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x12UNIT_STATUS_FAILED\x10\x03\x12\x17\n" +
 	"\x13UNIT_STATUS_WAITING\x10\x04\x12\x14\n" +
 	"\x10UNIT_STATUS_HOLD\x10\x05\x12\x18\n" +
-	"\x14UNIT_STATUS_SCRAPPED\x10\x06*`\n" +
+	"\x14UNIT_STATUS_SCRAPPED\x10\x06*\xca\x04\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17EVENT_KIND_UNIT_CREATED\x10\x01\x12\x1b\n" +
+	"\x17EVENT_KIND_UNIT_UPDATED\x10\x02\x12\x19\n" +
+	"\x15EVENT_KIND_STEP_BEGUN\x10\x03\x12\x19\n" +
+	"\x15EVENT_KIND_STEP_ENDED\x10\x04\x12\x17\n" +
+	"\x13EVENT_KIND_EK_BOUND\x10\x05\x12\x1c\n" +
+	"\x18EVENT_KIND_CERT_RECORDED\x10\x06\x12 \n" +
+	"\x1cEVENT_KIND_REWORK_AUTHORIZED\x10\a\x12!\n" +
+	"\x1dEVENT_KIND_WORK_ORDER_CREATED\x10\b\x12 \n" +
+	"\x1cEVENT_KIND_WORK_ORDER_CLOSED\x10\t\x12\x1b\n" +
+	"\x17EVENT_KIND_HOLD_DECIDED\x10\n" +
+	"\x12\x18\n" +
+	"\x14EVENT_KIND_UNIT_DONE\x10\v\x12\x1a\n" +
+	"\x16EVENT_KIND_UNIT_FAILED\x10\f\x12\x1b\n" +
+	"\x17EVENT_KIND_UNIT_WAITING\x10\r\x12'\n" +
+	"#EVENT_KIND_UNIT_ALREADY_PROVISIONED\x10\x0e\x12\x1b\n" +
+	"\x17EVENT_KIND_UNIT_ABORTED\x10\x0f\x12!\n" +
+	"\x1dEVENT_KIND_ENROLL_ANSWER_LOST\x10\x10\x12\x1d\n" +
+	"\x19EVENT_KIND_CERT_DUPLICATE\x10\x11\x12\x1b\n" +
+	"\x17EVENT_KIND_CERT_REFUSED\x10\x12*`\n" +
 	"\fHoldDecision\x12\x1d\n" +
 	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
@@ -1892,77 +2033,78 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 	return file_proto_station_v1_station_proto_rawDescData
 }
 
-var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
-	(HoldDecision)(0),              // 2: devid.station.v1.HoldDecision
-	(*SerialRange)(nil),            // 3: devid.station.v1.SerialRange
-	(*WorkOrder)(nil),              // 4: devid.station.v1.WorkOrder
-	(*CreateWorkOrderRequest)(nil), // 5: devid.station.v1.CreateWorkOrderRequest
-	(*GetWorkOrderRequest)(nil),    // 6: devid.station.v1.GetWorkOrderRequest
-	(*ListWorkOrdersRequest)(nil),  // 7: devid.station.v1.ListWorkOrdersRequest
-	(*ListWorkOrdersResponse)(nil), // 8: devid.station.v1.ListWorkOrdersResponse
-	(*CloseWorkOrderRequest)(nil),  // 9: devid.station.v1.CloseWorkOrderRequest
-	(*Unit)(nil),                   // 10: devid.station.v1.Unit
-	(*GetUnitRequest)(nil),         // 11: devid.station.v1.GetUnitRequest
-	(*ListUnitsRequest)(nil),       // 12: devid.station.v1.ListUnitsRequest
-	(*ListUnitsResponse)(nil),      // 13: devid.station.v1.ListUnitsResponse
-	(*WatchEventsRequest)(nil),     // 14: devid.station.v1.WatchEventsRequest
-	(*Event)(nil),                  // 15: devid.station.v1.Event
-	(*AbortUnitRequest)(nil),       // 16: devid.station.v1.AbortUnitRequest
-	(*AuthorizeReworkRequest)(nil), // 17: devid.station.v1.AuthorizeReworkRequest
-	(*DecideHoldRequest)(nil),      // 18: devid.station.v1.DecideHoldRequest
-	(*GetTravelerRequest)(nil),     // 19: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),               // 20: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),       // 21: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),               // 22: devid.station.v1.CAHealth
-	(*Status)(nil),                 // 23: devid.station.v1.Status
-	nil,                            // 24: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	(EventKind)(0),                 // 2: devid.station.v1.EventKind
+	(HoldDecision)(0),              // 3: devid.station.v1.HoldDecision
+	(*SerialRange)(nil),            // 4: devid.station.v1.SerialRange
+	(*WorkOrder)(nil),              // 5: devid.station.v1.WorkOrder
+	(*CreateWorkOrderRequest)(nil), // 6: devid.station.v1.CreateWorkOrderRequest
+	(*GetWorkOrderRequest)(nil),    // 7: devid.station.v1.GetWorkOrderRequest
+	(*ListWorkOrdersRequest)(nil),  // 8: devid.station.v1.ListWorkOrdersRequest
+	(*ListWorkOrdersResponse)(nil), // 9: devid.station.v1.ListWorkOrdersResponse
+	(*CloseWorkOrderRequest)(nil),  // 10: devid.station.v1.CloseWorkOrderRequest
+	(*Unit)(nil),                   // 11: devid.station.v1.Unit
+	(*GetUnitRequest)(nil),         // 12: devid.station.v1.GetUnitRequest
+	(*ListUnitsRequest)(nil),       // 13: devid.station.v1.ListUnitsRequest
+	(*ListUnitsResponse)(nil),      // 14: devid.station.v1.ListUnitsResponse
+	(*WatchEventsRequest)(nil),     // 15: devid.station.v1.WatchEventsRequest
+	(*Event)(nil),                  // 16: devid.station.v1.Event
+	(*AbortUnitRequest)(nil),       // 17: devid.station.v1.AbortUnitRequest
+	(*AuthorizeReworkRequest)(nil), // 18: devid.station.v1.AuthorizeReworkRequest
+	(*DecideHoldRequest)(nil),      // 19: devid.station.v1.DecideHoldRequest
+	(*GetTravelerRequest)(nil),     // 20: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),               // 21: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),       // 22: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),               // 23: devid.station.v1.CAHealth
+	(*Status)(nil),                 // 24: devid.station.v1.Status
+	nil,                            // 25: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
-	3,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
+	4,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	25, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	25, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
-	3,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
+	26, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	26, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	4,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
-	4,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
+	5,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	25, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	25, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	26, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	26, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
-	10, // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	25, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2,  // 13: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
-	24, // 14: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	22, // 15: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	5,  // 16: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	6,  // 17: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	7,  // 18: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	9,  // 19: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	11, // 20: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	12, // 21: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	14, // 22: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	16, // 23: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	17, // 24: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	18, // 25: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
-	19, // 26: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	21, // 27: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	4,  // 28: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	4,  // 29: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	8,  // 30: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	4,  // 31: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	10, // 32: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	13, // 33: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	15, // 34: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	10, // 35: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	10, // 36: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	10, // 37: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
-	20, // 38: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	23, // 39: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	11, // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
+	26, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	3,  // 13: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
+	25, // 14: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	23, // 15: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	6,  // 16: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	7,  // 17: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	8,  // 18: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	10, // 19: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	12, // 20: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	13, // 21: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	15, // 22: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	17, // 23: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	18, // 24: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	19, // 25: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
+	20, // 26: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	22, // 27: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	5,  // 28: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	5,  // 29: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	9,  // 30: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	5,  // 31: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	11, // 32: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	14, // 33: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	16, // 34: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	11, // 35: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	11, // 36: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	11, // 37: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
+	21, // 38: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	24, // 39: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
 	28, // [28:40] is the sub-list for method output_type
 	16, // [16:28] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
@@ -1980,7 +2122,7 @@ func file_proto_station_v1_station_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
