@@ -174,6 +174,9 @@ func (d *dispatcher) handle(cmd *agentv1.Command) (*agentv1.Result, error) {
 	case *agentv1.Command_ReadFile:
 		r, err := d.files.readFile(op.ReadFile, d.maxBytes)
 		return &agentv1.Result{Op: &agentv1.Result_ReadFile{ReadFile: r}}, err
+	case *agentv1.Command_RemoveFile:
+		r, err := d.files.removeFile(op.RemoveFile)
+		return &agentv1.Result{Op: &agentv1.Result_RemoveFile{RemoveFile: r}}, err
 	case *agentv1.Command_Evict:
 		r, err := d.evict(op.Evict)
 		return &agentv1.Result{Op: &agentv1.Result_Evict{Evict: r}}, err

@@ -90,8 +90,12 @@ type Record struct {
 	// IDevID and LDevID are the certificates the unit was provisioned with.
 	IDevID *Certificate `json:"idevid,omitempty"`
 	LDevID *Certificate `json:"ldevid,omitempty"`
-	// Certificates lists every certificate recorded for the unit, duplicates included.
+	// Certificates lists every certificate ever recorded for the unit, oldest first, with its
+	// status (active, superseded, refused, duplicate) and the reason of any other than active.
 	Certificates []CertificateRef `json:"certificates,omitempty"`
+	// RevocationCandidates lists the superseded and refused certificates: issued by a CA, not
+	// (or no longer) in use.
+	RevocationCandidates []CertificateRef `json:"revocation_candidates,omitempty"`
 	// Verification holds the end-to-end checks of the verify step (check name -> "ok").
 	Verification map[string]string `json:"verification,omitempty"`
 	// Reworks lists the rework authorizations the unit consumed.
@@ -172,9 +176,13 @@ type Certificate struct {
 
 // CertificateRef names one certificate recorded for the unit.
 type CertificateRef struct {
-	Role      string `json:"role"`
-	SHA256    string `json:"sha256"`
-	Duplicate bool   `json:"duplicate,omitempty"`
+	Role         string `json:"role"`
+	SHA256       string `json:"sha256"`
+	Duplicate    bool   `json:"duplicate,omitempty"`
+	Status       string `json:"status"`
+	Reason       string `json:"reason,omitempty"`
+	Issuer       string `json:"issuer,omitempty"`
+	SerialNumber string `json:"serial_number,omitempty"` // hex
 }
 
 // identify mirrors the workflow's identifyResult: encoding/json of the generated agentv1
@@ -350,16 +358,32 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 	return nil
 }
 
-// addCertificates fills IDevID, LDevID and Certificates. The certificate of a role is the one
-// the latest successful enroll step used; without one, the last recorded for the role.
+// addCertificates fills IDevID, LDevID, Certificates and RevocationCandidates. The certificate
+// of a role is its active one; without one, the one the latest successful enroll step used, or
+// the last recorded for the role.
 func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitState, last map[string]*store.StepRecord) error {
-	chosen := map[store.Role]string{}
+	chosen, active := map[store.Role]string{}, map[store.Role]bool{}
 	for _, c := range u.Certificates {
-		r.Certificates = append(r.Certificates, CertificateRef{Role: string(c.Role), SHA256: c.SHA256, Duplicate: c.Duplicate})
-		chosen[c.Role] = c.SHA256
+		ref := CertificateRef{Role: string(c.Role), SHA256: c.SHA256, Duplicate: c.Duplicate, Status: string(c.Current()),
+			Reason: c.Reason, SerialNumber: c.SerialHex}
+		if cr, err := st.CertificateBySHA256(ctx, c.SHA256); err == nil {
+			if cert, err := x509.ParseCertificate(cr.DER); err == nil {
+				ref.Issuer = cert.Issuer.String()
+			}
+		}
+		r.Certificates = append(r.Certificates, ref)
+		if c.RevocationCandidate() {
+			r.RevocationCandidates = append(r.RevocationCandidates, ref)
+		}
+		switch {
+		case c.Current() == store.CertActive:
+			chosen[c.Role], active[c.Role] = c.SHA256, true
+		case !active[c.Role] && !c.RevocationCandidate():
+			chosen[c.Role] = c.SHA256
+		}
 	}
 	for role, step := range map[store.Role]string{store.RoleIDevID: stepIDevIDEnroll, store.RoleLDevID: stepLDevIDEnroll} {
-		if rec, ok := last[step]; ok {
+		if rec, ok := last[step]; ok && !active[role] {
 			var er enrollResult
 			if err := json.Unmarshal(rec.Result, &er); err != nil {
 				return fmt.Errorf("decoding the %s result: %w", step, err)

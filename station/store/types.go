@@ -81,13 +81,53 @@ type KeyRef struct {
 	Name   []byte `json:"name,omitempty"` // TPM Name (nameAlg || digest)
 }
 
-// CertRef points from a unit to a certificate in the certificate index.
+// CertRef points from a unit to a certificate in the certificate index. A unit's
+// Certificates are its whole certificate history: nothing is ever removed from it.
 type CertRef struct {
 	Role       Role   `json:"role"`
 	SHA256     string `json:"sha256"`
 	IssuerHash string `json:"issuer_hash"`
 	SerialHex  string `json:"serial_hex"`
 	Duplicate  bool   `json:"duplicate,omitempty"`
+	// Status is CertActive, CertSuperseded, CertRefused or CertDuplicate ("" in records
+	// written before statuses: read as active, or duplicate when Duplicate is set).
+	Status CertStatus `json:"status,omitempty"`
+	// Reason explains a status other than active.
+	Reason string `json:"reason,omitempty"`
+}
+
+// CertStatus is where a certificate of a unit stands.
+type CertStatus string
+
+// Certificate statuses.
+const (
+	// CertActive: the unit holds and uses the certificate.
+	CertActive CertStatus = "active"
+	// CertSuperseded: a rework replaced the certificate (or its key is gone); revoke it.
+	CertSuperseded CertStatus = "superseded"
+	// CertRefused: the CA issued it but the station refused it (another key, no chain, ...);
+	// it was never installed; revoke it.
+	CertRefused CertStatus = "refused"
+	// CertDuplicate: issued while another certificate of the same role was active.
+	CertDuplicate CertStatus = "duplicate"
+)
+
+// Current returns the status of c, reading records written before statuses.
+func (c CertRef) Current() CertStatus {
+	switch {
+	case c.Status != "":
+		return c.Status
+	case c.Duplicate:
+		return CertDuplicate
+	}
+	return CertActive
+}
+
+// RevocationCandidate reports a certificate that was issued but must not stay valid:
+// superseded or refused.
+func (c CertRef) RevocationCandidate() bool {
+	s := c.Current()
+	return s == CertSuperseded || s == CertRefused
 }
 
 // Rework is an operator's authorization to provision a unit again.
@@ -145,6 +185,7 @@ const (
 	EventStepEnded        = stationv1.KindStepEnded
 	EventEKBound          = stationv1.KindEKBound
 	EventCertRecorded     = stationv1.KindCertRecorded
+	EventCertStatus       = stationv1.KindCertStatus
 	EventReworkAuthorized = stationv1.KindReworkAuthorized
 	EventHoldDecided      = stationv1.KindHoldDecided
 	EventWorkOrderCreated = stationv1.KindWorkOrderCreated

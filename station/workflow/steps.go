@@ -427,6 +427,8 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 				}
 				if _, rerr := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, c.Raw); rerr != nil {
 					u.log.Error("recording a refused certificate", "step", u.step, "error", rerr)
+				} else {
+					u.refuseCert(ctx, c.Raw, ua.Error())
 				}
 				u.event(ctx, eventCertRefused, "the CA answered with a certificate the station refused", map[string]string{"sha256": sha(c.Raw), "role": role})
 			}
@@ -445,6 +447,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		u.event(ctx, eventDuplicateCert, "a second "+role+" certificate was issued for this unit", map[string]string{"sha256": rec.SHA256})
 	}
 	if err := u.checkIssued(role, issued); err != nil {
+		u.refuseCert(ctx, issued.Leaf.Raw, err.Error())
 		return nil, err
 	}
 	k.cert, k.chain = issued.Leaf, issued.Chain
@@ -453,6 +456,14 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		out.Chain = append(out.Chain, c.Raw)
 	}
 	return out, nil
+}
+
+// refuseCert marks a recorded certificate refused: issued, never installed, a revocation
+// candidate.
+func (u *unit) refuseCert(ctx context.Context, der []byte, reason string) {
+	if err := u.r.cfg.Journal.SetCertificateStatus(context.WithoutCancel(ctx), u.serial, sha(der), store.CertRefused, reason); err != nil {
+		u.log.Error("marking a certificate refused", "step", u.step, "error", err)
+	}
 }
 
 // checkIssued verifies a CA's answer: the attested key, the subject and SAN requested, not a

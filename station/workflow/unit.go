@@ -118,7 +118,6 @@ func (u *unit) open(ctx context.Context) error {
 	}
 	u.state = st
 	if closed {
-		u.results = map[string]json.RawMessage{}
 		return u.reworkCleanup(ctx)
 	}
 	return nil
@@ -138,17 +137,29 @@ func (u *unit) load(ctx context.Context) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("loading step records: %w", err)
 	}
-	// Results from before the last rework belong to the unit's previous life.
-	var since time.Time
+	// Results from before the last rework belong to the unit's previous life, but for those of
+	// an IDevID that reworks kept: they belong to the life since the last rework that did not.
+	var since, idevidSince time.Time
 	if n := len(st.Reworks); n > 0 {
 		since = st.Reworks[n-1].UsedAt
 	}
+	for _, rec := range recs {
+		var r reworkResult
+		if rec.Step == stepRework && (!rec.Ended || rec.ErrorCode != "" || json.Unmarshal(rec.Result, &r) != nil || r.IDevID != reworkKept) &&
+			rec.BeganAt.After(idevidSince) {
+			idevidSince = rec.BeganAt
+		}
+	}
 	u.intents = map[string]store.StepRecord{}
 	for _, rec := range recs {
+		from := since
+		if idevidSteps[rec.Step] && idevidSince.Before(since) {
+			from = idevidSince
+		}
 		switch {
 		case !rec.Ended:
 			u.intents[rec.Step] = rec
-		case rec.ErrorCode == "" && !rec.EndedAt.Before(since):
+		case rec.ErrorCode == "" && !rec.EndedAt.Before(from):
 			u.results[rec.Step] = rec.Result
 		}
 	}

@@ -79,6 +79,7 @@ type Journal interface {
 	BindEK(ctx context.Context, fingerprint, serial string) error
 	Authorize(ctx context.Context, serial, profile string) (store.WorkOrder, error)
 	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte) (store.CertRecord, error)
+	SetCertificateStatus(ctx context.Context, serial, sha string, status store.CertStatus, reason string) error
 	AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (store.Event, error)
 }
 

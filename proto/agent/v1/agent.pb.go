@@ -697,6 +697,7 @@ type Command struct {
 	//	*Command_Evict
 	//	*Command_NvUndefine
 	//	*Command_Finish
+	//	*Command_RemoveFile
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -863,6 +864,15 @@ func (x *Command) GetFinish() *FinishRequest {
 	return nil
 }
 
+func (x *Command) GetRemoveFile() *RemoveFileRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RemoveFile); ok {
+			return x.RemoveFile
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -932,6 +942,11 @@ type Command_Finish struct {
 	Finish *FinishRequest `protobuf:"bytes,22,opt,name=finish,proto3,oneof"`
 }
 
+type Command_RemoveFile struct {
+	// remove_file removes a file below a configured root (rework).
+	RemoveFile *RemoveFileRequest `protobuf:"bytes,23,opt,name=remove_file,json=removeFile,proto3,oneof"`
+}
+
 func (*Command_Info) isCommand_Op() {}
 
 func (*Command_ReadEk) isCommand_Op() {}
@@ -958,6 +973,8 @@ func (*Command_NvUndefine) isCommand_Op() {}
 
 func (*Command_Finish) isCommand_Op() {}
 
+func (*Command_RemoveFile) isCommand_Op() {}
+
 // Result answers one Command. Either error is set, or the op matching the command.
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -982,6 +999,7 @@ type Result struct {
 	//	*Result_Evict
 	//	*Result_NvUndefine
 	//	*Result_Finish
+	//	*Result_RemoveFile
 	Op            isResult_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1155,6 +1173,15 @@ func (x *Result) GetFinish() *FinishResult {
 	return nil
 }
 
+func (x *Result) GetRemoveFile() *RemoveFileResult {
+	if x != nil {
+		if x, ok := x.Op.(*Result_RemoveFile); ok {
+			return x.RemoveFile
+		}
+	}
+	return nil
+}
+
 type isResult_Op interface {
 	isResult_Op()
 }
@@ -1224,6 +1251,11 @@ type Result_Finish struct {
 	Finish *FinishResult `protobuf:"bytes,22,opt,name=finish,proto3,oneof"`
 }
 
+type Result_RemoveFile struct {
+	// remove_file answers RemoveFileRequest.
+	RemoveFile *RemoveFileResult `protobuf:"bytes,23,opt,name=remove_file,json=removeFile,proto3,oneof"`
+}
+
 func (*Result_Info) isResult_Op() {}
 
 func (*Result_ReadEk) isResult_Op() {}
@@ -1249,6 +1281,8 @@ func (*Result_Evict) isResult_Op() {}
 func (*Result_NvUndefine) isResult_Op() {}
 
 func (*Result_Finish) isResult_Op() {}
+
+func (*Result_RemoveFile) isResult_Op() {}
 
 // Error is a structured failure.
 type Error struct {
@@ -2811,6 +2845,99 @@ func (x *ReadFileResult) GetMode() uint32 {
 	return 0
 }
 
+// RemoveFileRequest removes a regular file (or a symlink to one, not its target) below a
+// configured root; removing an absent file succeeds.
+type RemoveFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path is absolute and must lie below one of the agent's configured roots.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveFileRequest) Reset() {
+	*x = RemoveFileRequest{}
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveFileRequest) ProtoMessage() {}
+
+func (x *RemoveFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveFileRequest.ProtoReflect.Descriptor instead.
+func (*RemoveFileRequest) Descriptor() ([]byte, []int) {
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RemoveFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// RemoveFileResult confirms the removal.
+type RemoveFileResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// existed is false when there was no file at the path.
+	Existed       bool `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveFileResult) Reset() {
+	*x = RemoveFileResult{}
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveFileResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveFileResult) ProtoMessage() {}
+
+func (x *RemoveFileResult) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveFileResult.ProtoReflect.Descriptor instead.
+func (*RemoveFileResult) Descriptor() ([]byte, []int) {
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RemoveFileResult) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
 // EvictRequest removes a persistent object.
 type EvictRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2824,7 +2951,7 @@ type EvictRequest struct {
 
 func (x *EvictRequest) Reset() {
 	*x = EvictRequest{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +2963,7 @@ func (x *EvictRequest) String() string {
 func (*EvictRequest) ProtoMessage() {}
 
 func (x *EvictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +2976,7 @@ func (x *EvictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictRequest.ProtoReflect.Descriptor instead.
 func (*EvictRequest) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EvictRequest) GetHandle() uint32 {
@@ -2877,7 +3004,7 @@ type EvictResult struct {
 
 func (x *EvictResult) Reset() {
 	*x = EvictResult{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +3016,7 @@ func (x *EvictResult) String() string {
 func (*EvictResult) ProtoMessage() {}
 
 func (x *EvictResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3029,7 @@ func (x *EvictResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictResult.ProtoReflect.Descriptor instead.
 func (*EvictResult) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EvictResult) GetExisted() bool {
@@ -2925,7 +3052,7 @@ type NVUndefineRequest struct {
 
 func (x *NVUndefineRequest) Reset() {
 	*x = NVUndefineRequest{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3064,7 @@ func (x *NVUndefineRequest) String() string {
 func (*NVUndefineRequest) ProtoMessage() {}
 
 func (x *NVUndefineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3077,7 @@ func (x *NVUndefineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NVUndefineRequest.ProtoReflect.Descriptor instead.
 func (*NVUndefineRequest) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NVUndefineRequest) GetIndex() uint32 {
@@ -2978,7 +3105,7 @@ type NVUndefineResult struct {
 
 func (x *NVUndefineResult) Reset() {
 	*x = NVUndefineResult{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2990,7 +3117,7 @@ func (x *NVUndefineResult) String() string {
 func (*NVUndefineResult) ProtoMessage() {}
 
 func (x *NVUndefineResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3003,7 +3130,7 @@ func (x *NVUndefineResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NVUndefineResult.ProtoReflect.Descriptor instead.
 func (*NVUndefineResult) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NVUndefineResult) GetExisted() bool {
@@ -3028,7 +3155,7 @@ type FinishRequest struct {
 
 func (x *FinishRequest) Reset() {
 	*x = FinishRequest{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3167,7 @@ func (x *FinishRequest) String() string {
 func (*FinishRequest) ProtoMessage() {}
 
 func (x *FinishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3180,7 @@ func (x *FinishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishRequest.ProtoReflect.Descriptor instead.
 func (*FinishRequest) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FinishRequest) GetPassed() bool {
@@ -3088,7 +3215,7 @@ type FinishResult struct {
 
 func (x *FinishResult) Reset() {
 	*x = FinishResult{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3100,7 +3227,7 @@ func (x *FinishResult) String() string {
 func (*FinishResult) ProtoMessage() {}
 
 func (x *FinishResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3113,7 +3240,7 @@ func (x *FinishResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishResult.ProtoReflect.Descriptor instead.
 func (*FinishResult) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FinishResult) GetExitCode() int32 {
@@ -3143,7 +3270,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\ffixture_slot\x18\x05 \x01(\tR\vfixtureSlot\x12\x17\n" +
 	"\aboot_id\x18\x06 \x01(\tR\x06bootId\x12#\n" +
 	"\rtpm_transport\x18\a \x01(\tR\ftpmTransport\x12'\n" +
-	"\x0fsession_attempt\x18\b \x01(\rR\x0esessionAttempt\"\xcf\x06\n" +
+	"\x0fsession_attempt\x18\b \x01(\rR\x0esessionAttempt\"\x95\a\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x04info\x18\n" +
@@ -3162,8 +3289,10 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x05evict\x18\x14 \x01(\v2\x1c.devid.agent.v1.EvictRequestH\x00R\x05evict\x12D\n" +
 	"\vnv_undefine\x18\x15 \x01(\v2!.devid.agent.v1.NVUndefineRequestH\x00R\n" +
 	"nvUndefine\x127\n" +
-	"\x06finish\x18\x16 \x01(\v2\x1d.devid.agent.v1.FinishRequestH\x00R\x06finishB\x04\n" +
-	"\x02op\"\xee\x06\n" +
+	"\x06finish\x18\x16 \x01(\v2\x1d.devid.agent.v1.FinishRequestH\x00R\x06finish\x12D\n" +
+	"\vremove_file\x18\x17 \x01(\v2!.devid.agent.v1.RemoveFileRequestH\x00R\n" +
+	"removeFileB\x04\n" +
+	"\x02op\"\xb3\a\n" +
 	"\x06Result\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.devid.agent.v1.ErrorR\x05error\x120\n" +
@@ -3183,7 +3312,9 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x05evict\x18\x14 \x01(\v2\x1b.devid.agent.v1.EvictResultH\x00R\x05evict\x12C\n" +
 	"\vnv_undefine\x18\x15 \x01(\v2 .devid.agent.v1.NVUndefineResultH\x00R\n" +
 	"nvUndefine\x126\n" +
-	"\x06finish\x18\x16 \x01(\v2\x1c.devid.agent.v1.FinishResultH\x00R\x06finishB\x04\n" +
+	"\x06finish\x18\x16 \x01(\v2\x1c.devid.agent.v1.FinishResultH\x00R\x06finish\x12C\n" +
+	"\vremove_file\x18\x17 \x01(\v2 .devid.agent.v1.RemoveFileResultH\x00R\n" +
+	"removeFileB\x04\n" +
 	"\x02op\"g\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.devid.agent.v1.ErrorCodeR\x04code\x12\x18\n" +
@@ -3307,7 +3438,11 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x04path\x18\x01 \x01(\tR\x04path\">\n" +
 	"\x0eReadFileResult\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12\x12\n" +
-	"\x04mode\x18\x02 \x01(\rR\x04mode\"U\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\"'\n" +
+	"\x11RemoveFileRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\",\n" +
+	"\x10RemoveFileResult\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"U\n" +
 	"\fEvictRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\rR\x06handle\x12-\n" +
 	"\x04auth\x18\x02 \x01(\x0e2\x19.devid.agent.v1.HierarchyR\x04auth\"'\n" +
@@ -3380,7 +3515,7 @@ func file_proto_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_proto_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_proto_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_proto_agent_v1_agent_proto_goTypes = []any{
 	(ErrorCode)(0),                    // 0: devid.agent.v1.ErrorCode
 	(KeyAlgorithm)(0),                 // 1: devid.agent.v1.KeyAlgorithm
@@ -3416,12 +3551,14 @@ var file_proto_agent_v1_agent_proto_goTypes = []any{
 	(*WriteFileResult)(nil),           // 31: devid.agent.v1.WriteFileResult
 	(*ReadFileRequest)(nil),           // 32: devid.agent.v1.ReadFileRequest
 	(*ReadFileResult)(nil),            // 33: devid.agent.v1.ReadFileResult
-	(*EvictRequest)(nil),              // 34: devid.agent.v1.EvictRequest
-	(*EvictResult)(nil),               // 35: devid.agent.v1.EvictResult
-	(*NVUndefineRequest)(nil),         // 36: devid.agent.v1.NVUndefineRequest
-	(*NVUndefineResult)(nil),          // 37: devid.agent.v1.NVUndefineResult
-	(*FinishRequest)(nil),             // 38: devid.agent.v1.FinishRequest
-	(*FinishResult)(nil),              // 39: devid.agent.v1.FinishResult
+	(*RemoveFileRequest)(nil),         // 34: devid.agent.v1.RemoveFileRequest
+	(*RemoveFileResult)(nil),          // 35: devid.agent.v1.RemoveFileResult
+	(*EvictRequest)(nil),              // 36: devid.agent.v1.EvictRequest
+	(*EvictResult)(nil),               // 37: devid.agent.v1.EvictResult
+	(*NVUndefineRequest)(nil),         // 38: devid.agent.v1.NVUndefineRequest
+	(*NVUndefineResult)(nil),          // 39: devid.agent.v1.NVUndefineResult
+	(*FinishRequest)(nil),             // 40: devid.agent.v1.FinishRequest
+	(*FinishResult)(nil),              // 41: devid.agent.v1.FinishResult
 }
 var file_proto_agent_v1_agent_proto_depIdxs = []int32{
 	8,  // 0: devid.agent.v1.AgentMessage.hello:type_name -> devid.agent.v1.Hello
@@ -3437,44 +3574,46 @@ var file_proto_agent_v1_agent_proto_depIdxs = []int32{
 	28, // 10: devid.agent.v1.Command.nv_read:type_name -> devid.agent.v1.NVReadRequest
 	30, // 11: devid.agent.v1.Command.write_file:type_name -> devid.agent.v1.WriteFileRequest
 	32, // 12: devid.agent.v1.Command.read_file:type_name -> devid.agent.v1.ReadFileRequest
-	34, // 13: devid.agent.v1.Command.evict:type_name -> devid.agent.v1.EvictRequest
-	36, // 14: devid.agent.v1.Command.nv_undefine:type_name -> devid.agent.v1.NVUndefineRequest
-	38, // 15: devid.agent.v1.Command.finish:type_name -> devid.agent.v1.FinishRequest
-	11, // 16: devid.agent.v1.Result.error:type_name -> devid.agent.v1.Error
-	13, // 17: devid.agent.v1.Result.info:type_name -> devid.agent.v1.InfoResult
-	16, // 18: devid.agent.v1.Result.read_ek:type_name -> devid.agent.v1.ReadEKResult
-	18, // 19: devid.agent.v1.Result.create_key:type_name -> devid.agent.v1.CreateKeyResult
-	20, // 20: devid.agent.v1.Result.activate_credential:type_name -> devid.agent.v1.ActivateCredentialResult
-	23, // 21: devid.agent.v1.Result.build_csr:type_name -> devid.agent.v1.BuildCSRResult
-	25, // 22: devid.agent.v1.Result.sign:type_name -> devid.agent.v1.SignResult
-	27, // 23: devid.agent.v1.Result.nv_write:type_name -> devid.agent.v1.NVWriteResult
-	29, // 24: devid.agent.v1.Result.nv_read:type_name -> devid.agent.v1.NVReadResult
-	31, // 25: devid.agent.v1.Result.write_file:type_name -> devid.agent.v1.WriteFileResult
-	33, // 26: devid.agent.v1.Result.read_file:type_name -> devid.agent.v1.ReadFileResult
-	35, // 27: devid.agent.v1.Result.evict:type_name -> devid.agent.v1.EvictResult
-	37, // 28: devid.agent.v1.Result.nv_undefine:type_name -> devid.agent.v1.NVUndefineResult
-	39, // 29: devid.agent.v1.Result.finish:type_name -> devid.agent.v1.FinishResult
-	0,  // 30: devid.agent.v1.Error.code:type_name -> devid.agent.v1.ErrorCode
-	1,  // 31: devid.agent.v1.ReadEKRequest.algorithms:type_name -> devid.agent.v1.KeyAlgorithm
-	1,  // 32: devid.agent.v1.EndorsementKey.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	15, // 33: devid.agent.v1.ReadEKResult.keys:type_name -> devid.agent.v1.EndorsementKey
-	2,  // 34: devid.agent.v1.CreateKeyRequest.role:type_name -> devid.agent.v1.KeyRole
-	1,  // 35: devid.agent.v1.CreateKeyRequest.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	1,  // 36: devid.agent.v1.ActivateCredentialRequest.ek_algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	21, // 37: devid.agent.v1.BuildCSRRequest.extensions:type_name -> devid.agent.v1.Extension
-	4,  // 38: devid.agent.v1.BuildCSRRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
-	5,  // 39: devid.agent.v1.SignRequest.hash:type_name -> devid.agent.v1.HashAlgorithm
-	4,  // 40: devid.agent.v1.SignRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
-	3,  // 41: devid.agent.v1.NVWriteRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	3,  // 42: devid.agent.v1.EvictRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	3,  // 43: devid.agent.v1.NVUndefineRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	6,  // 44: devid.agent.v1.AgentGateway.Session:input_type -> devid.agent.v1.AgentMessage
-	7,  // 45: devid.agent.v1.AgentGateway.Session:output_type -> devid.agent.v1.StationMessage
-	45, // [45:46] is the sub-list for method output_type
-	44, // [44:45] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	36, // 13: devid.agent.v1.Command.evict:type_name -> devid.agent.v1.EvictRequest
+	38, // 14: devid.agent.v1.Command.nv_undefine:type_name -> devid.agent.v1.NVUndefineRequest
+	40, // 15: devid.agent.v1.Command.finish:type_name -> devid.agent.v1.FinishRequest
+	34, // 16: devid.agent.v1.Command.remove_file:type_name -> devid.agent.v1.RemoveFileRequest
+	11, // 17: devid.agent.v1.Result.error:type_name -> devid.agent.v1.Error
+	13, // 18: devid.agent.v1.Result.info:type_name -> devid.agent.v1.InfoResult
+	16, // 19: devid.agent.v1.Result.read_ek:type_name -> devid.agent.v1.ReadEKResult
+	18, // 20: devid.agent.v1.Result.create_key:type_name -> devid.agent.v1.CreateKeyResult
+	20, // 21: devid.agent.v1.Result.activate_credential:type_name -> devid.agent.v1.ActivateCredentialResult
+	23, // 22: devid.agent.v1.Result.build_csr:type_name -> devid.agent.v1.BuildCSRResult
+	25, // 23: devid.agent.v1.Result.sign:type_name -> devid.agent.v1.SignResult
+	27, // 24: devid.agent.v1.Result.nv_write:type_name -> devid.agent.v1.NVWriteResult
+	29, // 25: devid.agent.v1.Result.nv_read:type_name -> devid.agent.v1.NVReadResult
+	31, // 26: devid.agent.v1.Result.write_file:type_name -> devid.agent.v1.WriteFileResult
+	33, // 27: devid.agent.v1.Result.read_file:type_name -> devid.agent.v1.ReadFileResult
+	37, // 28: devid.agent.v1.Result.evict:type_name -> devid.agent.v1.EvictResult
+	39, // 29: devid.agent.v1.Result.nv_undefine:type_name -> devid.agent.v1.NVUndefineResult
+	41, // 30: devid.agent.v1.Result.finish:type_name -> devid.agent.v1.FinishResult
+	35, // 31: devid.agent.v1.Result.remove_file:type_name -> devid.agent.v1.RemoveFileResult
+	0,  // 32: devid.agent.v1.Error.code:type_name -> devid.agent.v1.ErrorCode
+	1,  // 33: devid.agent.v1.ReadEKRequest.algorithms:type_name -> devid.agent.v1.KeyAlgorithm
+	1,  // 34: devid.agent.v1.EndorsementKey.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	15, // 35: devid.agent.v1.ReadEKResult.keys:type_name -> devid.agent.v1.EndorsementKey
+	2,  // 36: devid.agent.v1.CreateKeyRequest.role:type_name -> devid.agent.v1.KeyRole
+	1,  // 37: devid.agent.v1.CreateKeyRequest.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	1,  // 38: devid.agent.v1.ActivateCredentialRequest.ek_algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	21, // 39: devid.agent.v1.BuildCSRRequest.extensions:type_name -> devid.agent.v1.Extension
+	4,  // 40: devid.agent.v1.BuildCSRRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
+	5,  // 41: devid.agent.v1.SignRequest.hash:type_name -> devid.agent.v1.HashAlgorithm
+	4,  // 42: devid.agent.v1.SignRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
+	3,  // 43: devid.agent.v1.NVWriteRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	3,  // 44: devid.agent.v1.EvictRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	3,  // 45: devid.agent.v1.NVUndefineRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	6,  // 46: devid.agent.v1.AgentGateway.Session:input_type -> devid.agent.v1.AgentMessage
+	7,  // 47: devid.agent.v1.AgentGateway.Session:output_type -> devid.agent.v1.StationMessage
+	47, // [47:48] is the sub-list for method output_type
+	46, // [46:47] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_proto_agent_v1_agent_proto_init() }
@@ -3503,6 +3642,7 @@ func file_proto_agent_v1_agent_proto_init() {
 		(*Command_Evict)(nil),
 		(*Command_NvUndefine)(nil),
 		(*Command_Finish)(nil),
+		(*Command_RemoveFile)(nil),
 	}
 	file_proto_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*Result_Info)(nil),
@@ -3518,6 +3658,7 @@ func file_proto_agent_v1_agent_proto_init() {
 		(*Result_Evict)(nil),
 		(*Result_NvUndefine)(nil),
 		(*Result_Finish)(nil),
+		(*Result_RemoveFile)(nil),
 	}
 	file_proto_agent_v1_agent_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
@@ -3526,7 +3667,7 @@ func file_proto_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_agent_v1_agent_proto_rawDesc), len(file_proto_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const (
 	KindEnrollAnswerLost       = "enroll.answer_lost"
 	KindCertDuplicate          = "cert.duplicate"
 	KindCertRefused            = "cert.refused"
+	KindCertStatus             = "cert.status"
 )
 
 // eventKinds maps every EventKind to its Event.kind string.
@@ -43,6 +44,7 @@ var eventKinds = map[EventKind]string{
 	EventKind_EVENT_KIND_ENROLL_ANSWER_LOST:       KindEnrollAnswerLost,
 	EventKind_EVENT_KIND_CERT_DUPLICATE:           KindCertDuplicate,
 	EventKind_EVENT_KIND_CERT_REFUSED:             KindCertRefused,
+	EventKind_EVENT_KIND_CERT_STATUS:              KindCertStatus,
 }
 
 // Kind returns the Event.kind string of k, "" for EVENT_KIND_UNSPECIFIED or an unknown value.

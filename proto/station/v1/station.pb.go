@@ -193,6 +193,9 @@ const (
 	EventKind_EVENT_KIND_CERT_DUPLICATE EventKind = 17
 	// "cert.refused": a CA answered with a certificate the station refused.
 	EventKind_EVENT_KIND_CERT_REFUSED EventKind = 18
+	// "cert.status": a certificate of a unit changed status (superseded by a rework, refused);
+	// superseded and refused certificates are revocation candidates.
+	EventKind_EVENT_KIND_CERT_STATUS EventKind = 19
 )
 
 // Enum value maps for EventKind.
@@ -217,6 +220,7 @@ var (
 		16: "EVENT_KIND_ENROLL_ANSWER_LOST",
 		17: "EVENT_KIND_CERT_DUPLICATE",
 		18: "EVENT_KIND_CERT_REFUSED",
+		19: "EVENT_KIND_CERT_STATUS",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":              0,
@@ -238,6 +242,7 @@ var (
 		"EVENT_KIND_ENROLL_ANSWER_LOST":       16,
 		"EVENT_KIND_CERT_DUPLICATE":           17,
 		"EVENT_KIND_CERT_REFUSED":             18,
+		"EVENT_KIND_CERT_STATUS":              19,
 	}
 )
 
@@ -1980,7 +1985,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x12UNIT_STATUS_FAILED\x10\x03\x12\x17\n" +
 	"\x13UNIT_STATUS_WAITING\x10\x04\x12\x14\n" +
 	"\x10UNIT_STATUS_HOLD\x10\x05\x12\x18\n" +
-	"\x14UNIT_STATUS_SCRAPPED\x10\x06*\xca\x04\n" +
+	"\x14UNIT_STATUS_SCRAPPED\x10\x06*\xe6\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_KIND_UNIT_CREATED\x10\x01\x12\x1b\n" +
@@ -2001,7 +2006,8 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x17EVENT_KIND_UNIT_ABORTED\x10\x0f\x12!\n" +
 	"\x1dEVENT_KIND_ENROLL_ANSWER_LOST\x10\x10\x12\x1d\n" +
 	"\x19EVENT_KIND_CERT_DUPLICATE\x10\x11\x12\x1b\n" +
-	"\x17EVENT_KIND_CERT_REFUSED\x10\x12*`\n" +
+	"\x17EVENT_KIND_CERT_REFUSED\x10\x12\x12\x1a\n" +
+	"\x16EVENT_KIND_CERT_STATUS\x10\x13*`\n" +
 	"\fHoldDecision\x12\x1d\n" +
 	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
