@@ -74,13 +74,16 @@ type Record struct {
 	ErrorMessage string `json:"error_message,omitempty"`
 	// Attempts counts workflow attempts (agent sessions that reached EK verification).
 	Attempts uint64 `json:"attempts"`
-	// StartedAt is the start of the first step of the current provisioning (since the last
-	// rework, if any).
+	// StartedAt is the start of the unit's first step ever.
 	StartedAt *time.Time `json:"started_at,omitempty"`
-	// EndedAt is when the unit completed or last failed; absent while it runs.
+	// EndedAt is the end of its last step when the unit has ended (done, failed, aborted, on
+	// hold, scrapped); absent while it runs or waits.
 	EndedAt *time.Time `json:"ended_at,omitempty"`
-	// CycleTimeSeconds is EndedAt - StartedAt.
+	// CycleTimeSeconds is the time the unit spent being provisioned: the sum of its
+	// provisionings' cycle times.
 	CycleTimeSeconds float64 `json:"cycle_time_seconds,omitempty"`
+	// Provisionings lists the unit's provisionings: the first, then one per consumed rework.
+	Provisionings []Provisioning `json:"provisionings"`
 	// Steps lists every step attempt, in the order they began.
 	Steps []Step `json:"steps"`
 	// TPM is what the agent reported about the unit's TPM.
@@ -96,7 +99,8 @@ type Record struct {
 	// RevocationCandidates lists the superseded and refused certificates: issued by a CA, not
 	// (or no longer) in use.
 	RevocationCandidates []CertificateRef `json:"revocation_candidates,omitempty"`
-	// Verification holds the end-to-end checks of the verify step (check name -> "ok").
+	// TPM and EK come from the latest EK verification; Verification holds the end-to-end checks
+	// of the latest successful verify step (check name -> "ok"), whichever provisioning ran it.
 	Verification map[string]string `json:"verification,omitempty"`
 	// Reworks lists the rework authorizations the unit consumed.
 	Reworks []store.Rework `json:"reworks,omitempty"`
@@ -112,6 +116,25 @@ type Action struct {
 	Kind      string            `json:"kind"`
 	Message   string            `json:"message,omitempty"`
 	Data      map[string]string `json:"data,omitempty"`
+}
+
+// Provisioning is one pass of the unit through the workflow: the first, or one opened by a
+// rework authorization.
+type Provisioning struct {
+	// Number counts provisionings from 1.
+	Number int `json:"number"`
+	// Rework is the authorization that opened it; absent for the first.
+	Rework *store.Rework `json:"rework,omitempty"`
+	// Result is the unit's status for the latest provisioning; for an earlier one done, failed
+	// or ended (stopped before completing without a failed step: aborted or reworked).
+	Result    string `json:"result"`
+	ErrorCode string `json:"error_code,omitempty"`
+	// StartedAt and EndedAt bound its steps; CycleTimeSeconds is EndedAt - StartedAt.
+	StartedAt        *time.Time `json:"started_at,omitempty"`
+	EndedAt          *time.Time `json:"ended_at,omitempty"`
+	CycleTimeSeconds float64    `json:"cycle_time_seconds,omitempty"`
+	// Verification holds its verify step's checks.
+	Verification map[string]string `json:"verification,omitempty"`
 }
 
 // Step is one attempt of one workflow step.
@@ -214,9 +237,10 @@ type verifyResult struct {
 	Checks map[string]string `json:"checks"`
 }
 
-// Build assembles the traveler record of serial. It returns an error matching
-// store.ErrNotFound when the unit does not exist. Step results that do not decode are
-// reported as errors: a traveler never silently omits recorded facts.
+// Build assembles the traveler record of serial: the full history of every attempt, never
+// erased by a rework or an abort. It returns an error matching store.ErrNotFound when the unit
+// does not exist. Step results that do not decode are reported as errors: a traveler never
+// silently omits recorded facts.
 func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	u, err := st.Unit(ctx, serial)
 	if err != nil {
@@ -232,12 +256,16 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 		ErrorMessage: u.ErrorMessage, Attempts: u.Steps[stepVerifyEK].Attempts,
 		Steps: make([]Step, 0, len(recs)), Reworks: u.Reworks,
 	}
-	var since time.Time // records before the last rework belong to the unit's previous life
-	if n := len(u.Reworks); n > 0 {
-		since = u.Reworks[n-1].UsedAt
+	// Provisioning i runs from the (i-1)th consumed rework on; the first from the start.
+	lives := make([]life, len(u.Reworks)+1)
+	lifeOf := func(t time.Time) int {
+		n := 0
+		for n < len(u.Reworks) && !t.Before(u.Reworks[n].UsedAt) {
+			n++
+		}
+		return n
 	}
-	var start, end time.Time
-	last := map[string]*store.StepRecord{} // latest successful attempt per step, current life
+	last := map[string]*store.StepRecord{} // latest successful attempt per step, whole history
 	var lastEK *store.StepRecord           // latest verify_ek attempt, ended or not
 	for i := range recs {
 		rec := &recs[i]
@@ -248,33 +276,31 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 			s.DurationMS = float64(rec.EndedAt.Sub(rec.BeganAt).Microseconds()) / 1000
 		}
 		r.Steps = append(r.Steps, s)
-		if rec.BeganAt.Before(since) {
-			continue
-		}
-		if start.IsZero() || rec.BeganAt.Before(start) {
-			start = rec.BeganAt
-		}
-		if rec.Ended && rec.EndedAt.After(end) {
-			end = rec.EndedAt
-		}
-		if rec.Ended && rec.ErrorCode == "" {
+		lives[lifeOf(rec.BeganAt)].add(rec)
+		if rec.Ended && rec.ErrorCode == "" && (last[rec.Step] == nil || !rec.BeganAt.Before(last[rec.Step].BeganAt)) {
 			last[rec.Step] = rec
 		}
-		if rec.Step == stepVerifyEK {
+		if rec.Step == stepVerifyEK && (lastEK == nil || !rec.BeganAt.Before(lastEK.BeganAt)) {
 			lastEK = rec
 		}
 	}
-	if !start.IsZero() {
-		r.StartedAt = &start
+	ended := u.Status != store.StatusRunning && u.Status != store.StatusPending
+	for i := range lives {
+		p, err := lives[i].provisioning(i, u, ended && i == len(lives)-1)
+		if err != nil {
+			return nil, err
+		}
+		r.Provisionings = append(r.Provisionings, p)
+		if p.StartedAt != nil && (r.StartedAt == nil || p.StartedAt.Before(*r.StartedAt)) {
+			r.StartedAt = p.StartedAt
+		}
+		if p.EndedAt != nil && (r.EndedAt == nil || p.EndedAt.After(*r.EndedAt)) {
+			r.EndedAt = p.EndedAt
+		}
+		r.CycleTimeSeconds += p.CycleTimeSeconds
 	}
-	if u.Status != store.StatusRunning && u.Status != store.StatusPending && !end.IsZero() {
-		if c, ok := last[stepComplete]; ok && u.Status == store.StatusDone {
-			end = c.EndedAt
-		}
-		r.EndedAt = &end
-		if !start.IsZero() {
-			r.CycleTimeSeconds = end.Sub(start).Seconds()
-		}
+	if !ended {
+		r.EndedAt = nil
 	}
 	if err := r.addTPM(lastEK, last[stepVerifyEK]); err != nil {
 		return nil, err
@@ -293,6 +319,78 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 		r.Verification = vr.Checks
 	}
 	return r, nil
+}
+
+// life gathers the step records of one provisioning.
+type life struct {
+	start, end  time.Time
+	complete    *store.StepRecord // successful complete step
+	verify      *store.StepRecord // latest successful verify step
+	lastFailure *store.StepRecord // latest failed step attempt
+}
+
+func (l *life) add(rec *store.StepRecord) {
+	if l.start.IsZero() || rec.BeganAt.Before(l.start) {
+		l.start = rec.BeganAt
+	}
+	if !rec.Ended {
+		return
+	}
+	if rec.EndedAt.After(l.end) {
+		l.end = rec.EndedAt
+	}
+	switch {
+	case rec.ErrorCode != "":
+		if l.lastFailure == nil || !rec.EndedAt.Before(l.lastFailure.EndedAt) {
+			l.lastFailure = rec
+		}
+	case rec.Step == stepComplete:
+		l.complete = rec
+	case rec.Step == stepVerify:
+		l.verify = rec
+	}
+}
+
+// provisioning summarizes life i. The latest one takes the unit's status; an earlier one is
+// done when its complete step succeeded, else failed when a step failed, else ended (aborted or
+// interrupted before any failure). ended says the latest one has ended.
+func (l *life) provisioning(i int, u store.UnitState, ended bool) (Provisioning, error) {
+	p := Provisioning{Number: i + 1}
+	if i > 0 {
+		rw := u.Reworks[i-1]
+		p.Rework = &rw
+	}
+	latest := i == len(u.Reworks)
+	switch {
+	case latest:
+		p.Result, p.ErrorCode = string(u.Status), u.ErrorCode
+	case l.complete != nil:
+		p.Result = string(store.StatusDone)
+	case l.lastFailure != nil:
+		p.Result, p.ErrorCode = string(store.StatusFailed), l.lastFailure.ErrorCode
+	default:
+		p.Result = "ended"
+	}
+	if !l.start.IsZero() {
+		t := l.start
+		p.StartedAt = &t
+	}
+	end := l.end
+	if l.complete != nil {
+		end = l.complete.EndedAt
+	}
+	if !end.IsZero() && (!latest || ended) {
+		p.EndedAt = &end
+		p.CycleTimeSeconds = end.Sub(l.start).Seconds()
+	}
+	if l.verify != nil {
+		var vr verifyResult
+		if err := json.Unmarshal(l.verify.Result, &vr); err != nil {
+			return p, fmt.Errorf("decoding the verify result: %w", err)
+		}
+		p.Verification = vr.Checks
+	}
+	return p, nil
 }
 
 // addTPM fills TPM and EK from the verify_ek intent (the identify report) and result.

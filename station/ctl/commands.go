@@ -440,6 +440,17 @@ func printTraveler(w io.Writer, r *traveler.Record) error {
 	for _, name := range sortedKeys(r.Verification) {
 		kv = append(kv, []string{"check " + name, r.Verification[name]})
 	}
+	for _, p := range r.Provisionings {
+		by := ""
+		if p.Rework != nil {
+			by = fmt.Sprintf(" (rework by %s: %s)", p.Rework.By, p.Rework.Reason)
+		}
+		kv = append(kv, []string{fmt.Sprintf("provisioning %d", p.Number), fmt.Sprintf("%s %s started %s cycle %s%s", p.Result, dash(p.ErrorCode),
+			timeOr(p.StartedAt), (time.Duration(p.CycleTimeSeconds * float64(time.Second))).Round(time.Millisecond), by)})
+	}
+	for _, c := range r.Certificates {
+		kv = append(kv, []string{"certificate", strings.TrimSpace(fmt.Sprintf("%s %s sha256 %s %s", c.Role, c.Status, c.SHA256, c.Reason))})
+	}
 	if err := table(w, kv); err != nil {
 		return err
 	}
