@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test bench bench-ca bench-line lint generate generate-check tidy-check demo ci clean
+.PHONY: help deps setup build test bench bench-ca bench-line lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,16 +34,26 @@ deps: ## install the Debian packages and Go modules the build and tests need (qu
 
 setup: deps ## the same as deps (kept for old habits)
 
-build: ## build every binary into bin/
-	CGO_ENABLED=1 $(GO) build -o bin/ ./...
+# ticking runs a long command ($(2)) and says every 15 s that it is still at it ($(1)).
+ticking = ( while sleep 15; do echo "... $(1) ($${SECONDS}s)"; done ) & ticker=$$!; $(2); rc=$$?; kill $$ticker 2>/dev/null; exit $$rc
+
+build: deps ## build every binary into bin/
+	@echo "==> building every binary into bin/ (the first build compiles the C TPM simulator: about a minute)"
+	@$(call ticking,still building,CGO_ENABLED=1 $(GO) build -o bin/ ./...)
 	CGO_ENABLED=0 $(GO) build -o bin/device-agent ./device-agent/cmd/device-agent
 
 # Packages whose concurrency the race detector must see.
 RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station/workflow/... ./station/api/... ./device-agent/agent/... ./fixture/estca/...
 
-test: ## run every test, then the concurrent packages again under the race detector
-	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race $(RACE_PKGS)
+# go test -json through testprogress: go test's package lines, failures in full, a line every
+# 20 s naming slow packages, and a closing "N passed, N failed, N skipped".
+GOTEST = set -o pipefail; $(GO) build -o .bin/testprogress ./fixture/cmd/testprogress && $(GO) test -count=1 -json
+
+test: deps ## run every test, then the concurrent packages again under the race detector
+	@echo "==> every test (fixture/line, station/server and ca-client/cabench take a minute or more)"
+	@$(GOTEST) ./... | .bin/testprogress
+	@echo "==> the concurrent packages again under the race detector"
+	@$(GOTEST) -race $(RACE_PKGS) | .bin/testprogress
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -59,7 +69,7 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 	@for m in $(NESTED_MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
-generate: ## regenerate protobuf code (protoc from Debian, plugins pinned in go.mod)
+generate: deps ## regenerate protobuf code (protoc from Debian, plugins pinned in go.mod)
 	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler"; exit 1; }
 	$(GO) build -o .bin/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	PATH="$(CURDIR)/.bin:$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
@@ -77,9 +87,15 @@ tidy-check: ## fail when go.mod/go.sum (also of the nested interop module) are n
 	$(GO) mod tidy
 	@git diff --exit-code -- go.mod go.sum || { echo "go.mod/go.sum not tidy: run go mod tidy and commit"; exit 1; }
 
-demo: ## run a simulated line of 8 units (station, dev CAs, TPM simulators) into out/demo
+demo: deps ## run a simulated line of 8 units (station, dev CAs, TPM simulators) into out/demo
+	@echo "==> building the fixture (the first build compiles the C TPM simulator: about a minute)"
+	@$(call ticking,still building,CGO_ENABLED=1 $(GO) build -o .bin/fixture ./fixture/cmd/fixture)
 	rm -rf out/demo
-	CGO_ENABLED=1 $(GO) run ./fixture/cmd/fixture run --units 8 --out out/demo
+	.bin/fixture run --units 8 --out out/demo
+
+dev-config: ## write fresh dev material into deploy/dev/ (gitignored) and check deploy/station.example.toml with it
+	CGO_ENABLED=1 $(GO) run ./fixture/cmd/fixture devpki --out deploy/dev
+	$(GO) run ./station/cmd/stationd -config deploy/station.example.toml -check
 
 clean: ## remove build output
 	rm -rf bin .bin out

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/devid-station/devid/ca-client/secret"
 	"math"
 	"net/http"
 	"runtime"
@@ -90,8 +91,8 @@ func startCA(tb testing.TB) *caFixture {
 	if err != nil {
 		tb.Fatalf("TLS certificate: %v", err)
 	}
-	secret := make([]byte, 16)
-	if _, err := rand.Read(secret); err != nil {
+	raw := make([]byte, 16)
+	if _, err := rand.Read(raw); err != nil {
 		tb.Fatal(err)
 	}
 	const secretHeader = "Secret-Value"
@@ -108,7 +109,7 @@ func startCA(tb testing.TB) *caFixture {
 				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 				CopySAN:     true,
 			},
-			Auth: estca.Auth{HeaderSecret: &estca.HeaderSecret{Name: secretHeader, Value: hex.EncodeToString(secret)}},
+			Auth: estca.Auth{HeaderSecret: &estca.HeaderSecret{Name: secretHeader, Value: hex.EncodeToString(raw)}},
 			Knobs: estca.Knobs{
 				AddedLatency: caLatency,
 				RateLimit:    caRateLimit,
@@ -133,7 +134,7 @@ func startCA(tb testing.TB) *caFixture {
 			BaseURL:      srv.URL(),
 			Label:        caLabel,
 			TrustAnchors: []*x509.Certificate{root},
-			Auth:         est.HeaderSecret{Name: secretHeader, Value: hex.EncodeToString(secret)},
+			Auth:         est.HeaderSecret{Name: secretHeader, Value: secret.New(hex.EncodeToString(raw))},
 		},
 	}
 }

@@ -202,12 +202,13 @@ func New(cfg Config) (*Client, error) {
 	case nil:
 	case Basic:
 		// The encoded header value is as secret as the password.
-		c.secrets = []string{a.Password, base64.StdEncoding.EncodeToString([]byte(a.User + ":" + a.Password))}
+		pw := a.Password.Reveal()
+		c.secrets = []string{pw, base64.StdEncoding.EncodeToString([]byte(a.User + ":" + pw))}
 	case HeaderSecret:
 		if !validHeaderName(a.Name) {
 			return nil, errors.New("est: HeaderSecret.Name is not a valid header name")
 		}
-		c.secrets = []string{a.Value}
+		c.secrets = []string{a.Value.Reveal()}
 	default:
 		return nil, errors.New("est: Auth must be a Basic or HeaderSecret value")
 	}

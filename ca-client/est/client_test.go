@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"errors"
+	"github.com/devid-station/devid/ca-client/secret"
 	"net"
 	"net/http"
 	"strings"
@@ -326,7 +327,7 @@ func TestAuthHeaders(t *testing.T) {
 		},
 		{
 			name: "basic",
-			auth: Basic{User: "station-7", Password: "s3cret pass:word"},
+			auth: Basic{User: "station-7", Password: secret.New("s3cret pass:word")},
 			check: func(t *testing.T, h http.Header) {
 				r := http.Request{Header: h}
 				u, p, ok := r.BasicAuth()
@@ -337,7 +338,7 @@ func TestAuthHeaders(t *testing.T) {
 		},
 		{
 			name: "header secret",
-			auth: HeaderSecret{Name: "X-Api-Key", Value: "k-123"},
+			auth: HeaderSecret{Name: "X-Api-Key", Value: secret.New("k-123")},
 			check: func(t *testing.T, h http.Header) {
 				if v := h.Values("X-Api-Key"); len(v) != 1 || v[0] != "k-123" {
 					t.Errorf("X-Api-Key = %q", v)
@@ -388,7 +389,7 @@ func TestClientCertAuthWithOpaqueSigner(t *testing.T) {
 	})
 	cfg := f.config()
 	cfg.ClientCert = &ClientCertificate{Chain: []*x509.Certificate{clientLeaf}, Key: signer}
-	cfg.Auth = HeaderSecret{Name: "X-Station", Value: "v"}
+	cfg.Auth = HeaderSecret{Name: "X-Station", Value: secret.New("v")}
 	c := newClient(t, cfg)
 	ctx := ctxTimeout(t, 10*time.Second)
 	for _, op := range []struct {
@@ -955,8 +956,8 @@ func TestNewValidation(t *testing.T) {
 			c.ClientCert = &ClientCertificate{Chain: []*x509.Certificate{leaf}, Key: key}
 		}, ok: true},
 		{name: "client cert without chain", mutate: func(c *Config) { c.ClientCert = &ClientCertificate{Key: key} }},
-		{name: "bad header name", mutate: func(c *Config) { c.Auth = HeaderSecret{Name: "X Key", Value: "v"} }},
-		{name: "pointer auth", mutate: func(c *Config) { c.Auth = &Basic{User: "u", Password: "p"} }},
+		{name: "bad header name", mutate: func(c *Config) { c.Auth = HeaderSecret{Name: "X Key", Value: secret.New("v")} }},
+		{name: "pointer auth", mutate: func(c *Config) { c.Auth = &Basic{User: "u", Password: secret.New("p")} }},
 		{name: "wait min above max", mutate: func(c *Config) { c.RetryWaitMin, c.RetryWaitMax = time.Second, time.Millisecond }},
 		{name: "DialTLSContext", mutate: func(c *Config) {
 			c.Transport = &http.Transport{DialTLSContext: func(context.Context, string, string) (net.Conn, error) { return nil, nil }}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/devid-station/devid/ca-client/secret"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -101,19 +103,18 @@ type Auth interface {
 	secret() string
 }
 
-// Basic is HTTP basic authentication. Its String and GoString methods never
-// show the password.
+// Basic is HTTP basic authentication. No print path shows the password.
 type Basic struct {
 	User     string
-	Password string
+	Password secret.Secret
 }
 
 func (b Basic) apply(h http.Header) {
 	r := http.Request{Header: h}
-	r.SetBasicAuth(b.User, b.Password)
+	r.SetBasicAuth(b.User, b.Password.Reveal())
 }
 
-func (b Basic) secret() string { return b.Password }
+func (b Basic) secret() string { return b.Password.Reveal() }
 
 // String implements fmt.Stringer without the password.
 func (b Basic) String() string { return "Basic{User:" + b.User + " Password:[redacted]}" }
@@ -128,16 +129,15 @@ func (b Basic) LogValue() slog.Value { return slog.StringValue(b.String()) }
 func (b Basic) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()) }
 
 // HeaderSecret sends a shared secret in a request header (for example an
-// API key header in front of the CA). Its String and GoString methods never
-// show the value.
+// API key header in front of the CA). No print path shows the value.
 type HeaderSecret struct {
 	Name  string
-	Value string
+	Value secret.Secret
 }
 
-func (s HeaderSecret) apply(h http.Header) { h.Set(s.Name, s.Value) }
+func (s HeaderSecret) apply(h http.Header) { h.Set(s.Name, s.Value.Reveal()) }
 
-func (s HeaderSecret) secret() string { return s.Value }
+func (s HeaderSecret) secret() string { return s.Value.Reveal() }
 
 // String implements fmt.Stringer without the value.
 func (s HeaderSecret) String() string { return "HeaderSecret{Name:" + s.Name + " Value:[redacted]}" }

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"github.com/devid-station/devid/ca-client/secret"
 	"log/slog"
 	"time"
 
@@ -25,7 +26,7 @@ func Example() {
 		Label:           "idevid",
 		TrustAnchors:    []*x509.Certificate{tlsRoot},
 		IssuerAnchors:   []*x509.Certificate{deviceRoot},
-		Auth:            est.Basic{User: "station-7", Password: "from the secret store"},
+		Auth:            est.Basic{User: "station-7", Password: secret.New("from the secret store")},
 		ClientCert:      &est.ClientCertificate{Chain: []*x509.Certificate{stationCert}, Key: tpmKey},
 		PendingDeadline: 2 * time.Minute,
 		Logger:          slog.Default(),

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/devid-station/devid/ca-client/secret"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -103,8 +104,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 		auth    Auth
 		secrets []string
 	}{
-		{"basic", Basic{User: "station", Password: password}, []string{password, base64.StdEncoding.EncodeToString([]byte("station:" + password))}},
-		{"header", HeaderSecret{Name: "X-Ca-Token", Value: headerValue}, []string{headerValue}},
+		{"basic", Basic{User: "station", Password: secret.New(password)}, []string{password, base64.StdEncoding.EncodeToString([]byte("station:" + password))}},
+		{"header", HeaderSecret{Name: "X-Ca-Token", Value: secret.New(headerValue)}, []string{headerValue}},
 	}
 	for _, a := range auths {
 		t.Run(a.name, func(t *testing.T) {
@@ -191,6 +192,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 			texts = append(texts, logs.String(),
 				fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg),
 				fmt.Sprint(cfg.Auth), fmt.Sprint(cfg.ClientCert))
+			// Every verb, even those vet would flag, as a careless caller might use them.
+			for _, verb := range []string{"%d", "%x", "%q", "%10.40s"} {
+				texts = append(texts, fmt.Sprintf(verb, cfg), fmt.Sprintf(verb, cfg.Auth))
+			}
 			slogged := &syncBuffer{}
 			slog.New(slog.NewJSONHandler(slogged, nil)).Info("config", "auth", cfg.Auth, "cert", cfg.ClientCert, "cfg", cfg)
 			slog.New(slog.NewTextHandler(slogged, nil)).Info("config", "auth", cfg.Auth, "cert", cfg.ClientCert, "cfg", cfg)

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"github.com/devid-station/devid/ca-client/secret"
 	"io"
 	"math/big"
 	"os"
@@ -110,7 +111,7 @@ func TestGlobalSignESTServer(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				c := newClient(t, srv, est.Config{
 					Label: tt.label,
-					Auth:  est.Basic{User: srv.user, Password: srv.password},
+					Auth:  est.Basic{User: srv.user, Password: secret.New(srv.password)},
 				})
 				key := newKey(t)
 				if tt.label == "" {
@@ -138,8 +139,8 @@ func TestGlobalSignESTServer(t *testing.T) {
 			name string
 			auth est.Auth
 		}{
-			{name: "wrong password", auth: est.Basic{User: srv.user, Password: wrongPassword}},
-			{name: "unknown user", auth: est.Basic{User: "intruder", Password: srv.password}},
+			{name: "wrong password", auth: est.Basic{User: srv.user, Password: secret.New(wrongPassword)}},
+			{name: "unknown user", auth: est.Basic{User: "intruder", Password: secret.New(srv.password)}},
 			{name: "no credentials", auth: nil},
 		}
 		for _, tt := range tests {
@@ -186,7 +187,7 @@ func TestGlobalSignESTServer(t *testing.T) {
 		// certificate issued by the server's CA.
 		key := newKey(t)
 		c := newClient(t, srv, est.Config{
-			Auth: est.Basic{User: srv.user, Password: srv.password},
+			Auth: est.Basic{User: srv.user, Password: secret.New(srv.password)},
 			ClientCert: &est.ClientCertificate{
 				Chain: []*x509.Certificate{selfSigned(t, key, subject, dnsNames)},
 				Key:   &countingSigner{s: key},

@@ -64,6 +64,9 @@ var (
 	ErrPathNotAllowed = errors.New("path not allowed")
 	// ErrMessageTooLarge: a result would exceed the message bound.
 	ErrMessageTooLarge = errors.New("message too large")
+	// ErrEndorsementReserved: a write, undefine or evict in a TCG-reserved endorsement range
+	// (EK handles, EK certificate and template indexes), refused whatever the station asks.
+	ErrEndorsementReserved = errors.New("TCG-reserved endorsement location")
 )
 
 // Verdict is the station's final word on the unit, from its Finish command.

@@ -68,13 +68,17 @@ type Config struct {
 	// BootIDFile holds the boot id; empty means DefaultBootIDFile. An unreadable file yields an
 	// empty boot id and a warning.
 	BootIDFile string
-	// FileRoots are the absolute directories WriteFile and ReadFile may touch (and below).
-	// Without roots every file command fails with PATH_NOT_ALLOWED.
+	// FileRoots are the absolute directories WriteFile and ReadFile may touch (and below),
+	// as unit paths: the station's names, before any Sysroot mapping. Hello announces them,
+	// cleaned. Without roots (and without Sysroot) every file command fails with
+	// PATH_NOT_ALLOWED, and the station refuses the unit up front.
 	FileRoots []string
-	// Sysroot, when set, is an absolute directory every station path maps into: a root R and
-	// a path P of a file command stand for Sysroot/R and Sysroot/P, and the roots are checked
-	// after that mapping (a test fixture gives each simulated unit its own file system this
-	// way). Empty means the real root.
+	// Sysroot, when set, is an existing absolute directory every unit path maps into, for
+	// running an agent on a bench machine: a root R and a path P of a file command stand for
+	// Sysroot/R and Sysroot/P, and the roots are checked after that mapping. Without
+	// FileRoots the root is "/", that is the whole of Sysroot. Run creates missing roots
+	// below Sysroot. Nothing outside Sysroot is written or read: a symlink below it that
+	// leads outside it is refused. Empty means the real root.
 	Sysroot string
 	// Backoff paces reconnects.
 	Backoff Backoff
@@ -176,7 +180,8 @@ type settings struct {
 	backoff  Backoff
 	maxBytes int
 	log      *slog.Logger
-	roots    []string
+	roots    []string // FileRoots as directories of this machine (below sysroot)
+	unit     []string // FileRoots as unit paths, cleaned, valid UTF-8: what Hello announces
 	sysroot  string
 }
 
@@ -219,17 +224,30 @@ func (cfg Config) validate() (*settings, error) {
 	if s.backoff, err = cfg.Backoff.withDefaults(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	unitRoots := cfg.FileRoots
 	if cfg.Sysroot != "" {
 		if !filepath.IsAbs(cfg.Sysroot) {
 			return nil, fmt.Errorf("config: sysroot %q is not absolute", cfg.Sysroot)
 		}
+		fi, err := os.Stat(cfg.Sysroot)
+		if err != nil {
+			return nil, fmt.Errorf("config: sysroot: %w", err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("config: sysroot %q is not a directory", cfg.Sysroot)
+		}
 		s.sysroot = filepath.Clean(cfg.Sysroot)
+		if len(unitRoots) == 0 {
+			unitRoots = []string{"/"}
+		}
 	}
-	for _, r := range cfg.FileRoots {
+	for _, r := range unitRoots {
 		if !filepath.IsAbs(r) {
 			return nil, fmt.Errorf("config: file root %q is not absolute", r)
 		}
-		s.roots = append(s.roots, filepath.Join(s.sysroot, filepath.Clean(r)))
+		r = filepath.Clean(r)
+		s.unit = append(s.unit, validUTF8(r))
+		s.roots = append(s.roots, filepath.Join(s.sysroot, r))
 	}
 	return s, nil
 }

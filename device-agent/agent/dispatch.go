@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/device-agent/tpm/reserved"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -26,7 +27,18 @@ const (
 	nvIndexLast        uint32 = 0x01FFFFFF
 	maxFileMode        uint32 = 0o777
 	defaultFileMode    uint32 = 0o600
+	groupOtherWrite    uint32 = 0o022
 )
+
+// checkNotEndorsement fails with ErrEndorsementReserved when v is a TCG-reserved endorsement
+// handle or NV index. The agent calls it before every write, undefine and evict.
+func checkNotEndorsement(field string, v uint32) error {
+	if reserved.Endorsement(v) {
+		return fmt.Errorf("%w: %s %#x is reserved for the endorsement key and its certificates",
+			ErrEndorsementReserved, field, v)
+	}
+	return nil
+}
 
 // dispatcher executes one command at a time. It is not safe for concurrent use.
 type dispatcher struct {
@@ -109,6 +121,8 @@ func errorCode(err error) (agentv1.ErrorCode, uint32) {
 		return agentv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND, 0
 	case errors.Is(err, ErrInvalidArgument):
 		return agentv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, 0
+	case errors.Is(err, ErrEndorsementReserved):
+		return agentv1.ErrorCode_ERROR_CODE_ENDORSEMENT_RESERVED, 0
 	case errors.Is(err, ErrPathNotAllowed):
 		return agentv1.ErrorCode_ERROR_CODE_PATH_NOT_ALLOWED, 0
 	case errors.Is(err, ErrMessageTooLarge):
@@ -270,8 +284,14 @@ func (d *dispatcher) createKey(req *agentv1.CreateKeyRequest) (*agentv1.CreateKe
 	if err := checkRange("handle", req.GetHandle(), persistentFirst, persistentOwnerEnd); err != nil {
 		return nil, err
 	}
+	if err := checkNotEndorsement("handle", req.GetHandle()); err != nil {
+		return nil, err
+	}
 	if h := req.GetSrkHandle(); h != 0 {
 		if err := checkRange("srk_handle", h, persistentFirst, persistentOwnerEnd); err != nil {
+			return nil, err
+		}
+		if err := checkNotEndorsement("srk_handle", h); err != nil {
 			return nil, err
 		}
 	}
@@ -379,6 +399,9 @@ func (d *dispatcher) nvWrite(req *agentv1.NVWriteRequest) (*agentv1.NVWriteResul
 	if err := checkRange("index", req.GetIndex(), nvIndexFirst, nvIndexLast); err != nil {
 		return nil, err
 	}
+	if err := checkNotEndorsement("index", req.GetIndex()); err != nil {
+		return nil, err
+	}
 	auth, err := hierarchy(req.GetAuth())
 	if err != nil {
 		return nil, err
@@ -415,6 +438,9 @@ func (d *dispatcher) evict(req *agentv1.EvictRequest) (*agentv1.EvictResult, err
 	if err := checkRange("handle", req.GetHandle(), persistentFirst, persistentLast); err != nil {
 		return nil, err
 	}
+	if err := checkNotEndorsement("handle", req.GetHandle()); err != nil {
+		return nil, err
+	}
 	auth := tpm.Owner // unspecified means owner for Evict
 	if req.GetAuth() != agentv1.Hierarchy_HIERARCHY_UNSPECIFIED {
 		var err error
@@ -431,6 +457,9 @@ func (d *dispatcher) evict(req *agentv1.EvictRequest) (*agentv1.EvictResult, err
 
 func (d *dispatcher) nvUndefine(req *agentv1.NVUndefineRequest) (*agentv1.NVUndefineResult, error) {
 	if err := checkRange("index", req.GetIndex(), nvIndexFirst, nvIndexLast); err != nil {
+		return nil, err
+	}
+	if err := checkNotEndorsement("index", req.GetIndex()); err != nil {
 		return nil, err
 	}
 	auth, err := hierarchy(req.GetAuth())

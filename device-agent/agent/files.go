@@ -30,8 +30,9 @@ func (e *fileError) notFound() bool { return errors.Is(e.err, fs.ErrNotExist) }
 // fileRoots confines file commands to directories below configured roots. Roots are resolved
 // (symlinks followed) at each command, so a root may be created after the agent starts; paths
 // are checked component by component so that no symlink leads outside the root it was
-// reached from. The agent is assumed to be the only writer below its roots while a command
-// runs. It is not safe for concurrent use.
+// reached from, and with a sysroot no resolved root may lie outside the resolved sysroot. The
+// agent is assumed to be the only writer below its roots while a command runs. It is not safe
+// for concurrent use.
 type fileRoots struct {
 	roots   []string // cleaned absolute paths, below sysroot when it is set
 	sysroot string   // Config.Sysroot, cleaned; "" for the real root
@@ -81,6 +82,9 @@ func (r *fileRoots) resolve(p string, create bool) (target, error) {
 		if err != nil {
 			return target{}, &fileError{op: "resolving root", path: root, err: err}
 		}
+		if err := r.inSysroot(root, resolvedRoot); err != nil {
+			return target{}, err
+		}
 		dir, err := walkDir(resolvedRoot, filepath.Dir(rel), create)
 		if err != nil {
 			return target{}, err
@@ -88,6 +92,45 @@ func (r *fileRoots) resolve(p string, create bool) (target, error) {
 		return target{root: resolvedRoot, dir: dir, base: filepath.Base(rel)}, nil
 	}
 	return target{}, fmt.Errorf("%w: %q is outside the agent's file roots", ErrPathNotAllowed, p)
+}
+
+// inSysroot fails unless the resolved root lies below the resolved sysroot (when one is set):
+// a symlink on the way to a root must not lead off the bench folder.
+func (r *fileRoots) inSysroot(root, resolvedRoot string) error {
+	if r.sysroot == "" {
+		return nil
+	}
+	sys, err := filepath.EvalSymlinks(r.sysroot)
+	if err != nil {
+		return &fileError{op: "resolving sysroot", path: r.sysroot, err: err}
+	}
+	if !within(sys, resolvedRoot) {
+		return fmt.Errorf("%w: root %s leads outside the sysroot through a symlink", ErrPathNotAllowed, root)
+	}
+	return nil
+}
+
+// makeRoots creates the roots that are missing below the sysroot, as a unit's image has the
+// folders the station writes to; a symlink leading off the sysroot is refused. Without a
+// sysroot it does nothing: a unit's roots are its own.
+func (r *fileRoots) makeRoots() error {
+	if r.sysroot == "" {
+		return nil
+	}
+	sys, err := filepath.EvalSymlinks(r.sysroot)
+	if err != nil {
+		return &fileError{op: "resolving sysroot", path: r.sysroot, err: err}
+	}
+	for _, root := range r.roots {
+		rel, err := filepath.Rel(r.sysroot, root)
+		if err != nil {
+			return fmt.Errorf("file root %s: %w", root, err)
+		}
+		if _, err := walkDir(sys, rel, true); err != nil {
+			return fmt.Errorf("creating file root %s: %w", root, err)
+		}
+	}
+	return nil
 }
 
 // walkDir descends from root through rel one component at a time, refusing symlinks that
@@ -142,6 +185,9 @@ func (r *fileRoots) writeFile(req *agentv1.WriteFileRequest) (*agentv1.WriteFile
 	mode := req.GetMode()
 	if mode > maxFileMode {
 		return nil, fmt.Errorf("%w: mode %#o has bits beyond 0777", ErrInvalidArgument, mode)
+	}
+	if mode&groupOtherWrite != 0 {
+		return nil, fmt.Errorf("%w: mode %#o lets group or others write", ErrInvalidArgument, mode)
 	}
 	if mode == 0 {
 		mode = defaultFileMode

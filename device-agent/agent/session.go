@@ -27,9 +27,10 @@ const finishDrainTimeout = 5 * time.Second
 // then returns the verdict. When a session breaks (station restart, network failure, a
 // message above the bound) it reconnects after a backoff, sending a new Hello with the next
 // session_attempt; the backoff restarts from Backoff.Initial after a session that received
-// at least one command. Run returns an error only for an invalid Config or an unreadable
-// serial (before any connection), or when ctx is cancelled (an error wrapping ctx.Err()). Run
-// does not close t. Runs for distinct units (each with its own TPM) may proceed concurrently.
+// at least one command. Run returns an error only for an invalid Config, an unreadable
+// serial or roots that cannot be created below the Sysroot (before any connection), or when
+// ctx is cancelled (an error wrapping ctx.Err()). Run does not close t. Runs for distinct
+// units (each with its own TPM) may proceed concurrently.
 func Run(ctx context.Context, cfg Config, t TPM) (Verdict, error) {
 	s, err := cfg.validate()
 	if err != nil {
@@ -48,12 +49,16 @@ func Run(ctx context.Context, cfg Config, t TPM) (Verdict, error) {
 	} else {
 		bootID = validUTF8(strings.TrimSpace(string(b)))
 	}
+	files := &fileRoots{roots: s.roots, sysroot: s.sysroot}
+	if err := files.makeRoots(); err != nil {
+		return Verdict{}, fmt.Errorf("config: sysroot: %w", err)
+	}
 	a := &runner{
 		s:   s,
 		log: log,
 		d: &dispatcher{
 			tpm:      t,
-			files:    &fileRoots{roots: s.roots, sysroot: s.sysroot},
+			files:    files,
 			maxBytes: s.maxBytes,
 			log:      log,
 		},
@@ -65,6 +70,7 @@ func Run(ctx context.Context, cfg Config, t TPM) (Verdict, error) {
 			FixtureSlot:     validUTF8(cfg.FixtureSlot),
 			BootId:          bootID,
 			TpmTransport:    validUTF8(t.Description()),
+			FileRoots:       s.unit,
 		},
 	}
 	return a.run(ctx)

@@ -43,6 +43,7 @@ func checkHello(t *testing.T, h *agentv1.Hello, cfg Config, transport string, at
 		BootId:          "6f1c3a9e-0b7d-4c52-9d2e-1a2b3c4d5e6f",
 		TpmTransport:    transport,
 		SessionAttempt:  attempt,
+		FileRoots:       cfg.FileRoots,
 	}
 	if h.GetAgentVersion() == "" || !proto.Equal(h, want) {
 		t.Fatalf("hello = %v\nwant    %v (with a non-empty agent version)", h, want)

@@ -86,6 +86,9 @@ type Config struct {
 	Clock Clock
 	// Logger receives refusals and internal errors; nil discards.
 	Logger *slog.Logger
+	// RefusalWindow is the window of the refusal audit (0 = 1 minute): per window, up to 16
+	// refused calls get an audit record each and one summary record counts the rest.
+	RefusalWindow time.Duration
 }
 
 // Server implements stationv1.StationServer. It is safe for concurrent use.
@@ -95,6 +98,9 @@ type Server struct {
 	log    *slog.Logger
 	index  *unitIndex
 	health *health.Server
+
+	refusals  *refusalAuditor
+	auditDone chan struct{} // closed when the refusal auditor has written its last summary
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by Shutdown: following WatchEvents streams end
@@ -124,8 +130,13 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, index: newUnitIndex(cfg.Store), health: health.NewServer(),
-		stopping: make(chan struct{})}
+		refusals:  newRefusalAuditor(cfg.Store, cfg.Logger, cfg.RefusalWindow, cfg.Clock.Now),
+		auditDone: make(chan struct{}), stopping: make(chan struct{})}
 	s.health.SetServingStatus(stationv1.Station_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	go func() {
+		defer close(s.auditDone)
+		s.refusals.run(s.stopping)
+	}()
 	return s, nil
 }
 
@@ -146,14 +157,15 @@ func (s *Server) Register(gs *grpc.Server) {
 	reflection.Register(gs)
 }
 
-// Shutdown marks every service NOT_SERVING for health checkers and ends the WatchEvents
+// Shutdown marks every service NOT_SERVING for health checkers, ends the WatchEvents
 // streams that follow new events (they would otherwise hold grpc.Server.GracefulStop until
-// their clients leave). Call it before stopping the gRPC server; calling it again does
-// nothing.
+// their clients leave) and writes the summary of refused calls not yet audited. Call it
+// before stopping the gRPC server and closing the store; calling it again does nothing.
 func (s *Server) Shutdown() {
 	s.stopOnce.Do(func() {
 		s.health.Shutdown()
 		close(s.stopping)
+		<-s.auditDone
 	})
 }
 

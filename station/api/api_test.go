@@ -201,7 +201,9 @@ var calls = []call{
 		if err != nil {
 			return err
 		}
-		if err := s.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		// Send fails with io.EOF when the server already ended the stream (a refusal); the
+		// status comes from Recv.
+		if err := s.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 		resp, err := s.Recv()

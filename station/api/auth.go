@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -70,18 +72,22 @@ func allowedAny(method string) bool {
 	return false
 }
 
-// RoleTable maps client certificates to roles, by the SHA-256 fingerprint of the leaf
-// certificate (checked first) or by its subject CommonName. The certificate has already been
-// verified against the configured client CAs by the TLS handshake. A RoleTable is read-only
-// once built and then safe for concurrent use.
+// RoleTable maps client certificates to roles. A certificate is looked up, in this order, by
+// the SHA-256 fingerprint of its DER, then by the URIs of its subjectAltName, then by its
+// subject CommonName; the first binding found decides (a certificate whose SAN URIs are bound
+// to different roles has no role). The certificate has already been verified against the
+// configured client CAs by the TLS handshake. A RoleTable is read-only once built and then
+// safe for concurrent use.
 type RoleTable struct {
 	// Fingerprints maps the lowercase hex SHA-256 of a client certificate's DER to a role.
 	Fingerprints map[string]Role
+	// URIs maps a subjectAltName URI (e.g. a SPIFFE ID) to a role.
+	URIs map[string]Role
 	// CommonNames maps a client certificate's subject CommonName to a role.
 	CommonNames map[string]Role
 }
 
-// Validate checks every role and fingerprint.
+// Validate checks every role, fingerprint and URI.
 func (t RoleTable) Validate() error {
 	for fp, r := range t.Fingerprints {
 		if len(fp) != 64 || strings.ToLower(fp) != fp || !isHex(fp) {
@@ -89,6 +95,14 @@ func (t RoleTable) Validate() error {
 		}
 		if !r.Valid() {
 			return fmt.Errorf("role table: fingerprint %s: unknown role %q", fp[:16], r)
+		}
+	}
+	for u, r := range t.URIs {
+		if pu, err := url.Parse(u); err != nil || !pu.IsAbs() {
+			return fmt.Errorf("role table: URI %q is not an absolute URI", u)
+		}
+		if !r.Valid() {
+			return fmt.Errorf("role table: URI %q: unknown role %q", u, r)
 		}
 	}
 	for cn, r := range t.CommonNames {
@@ -107,10 +121,25 @@ func isHex(s string) bool {
 	return err == nil
 }
 
-// Lookup returns the role of the verified client certificate cert.
+// Lookup returns the role of the verified client certificate cert: by fingerprint, else by SAN
+// URI, else by CommonName.
 func (t RoleTable) Lookup(cert *x509.Certificate) (Role, bool) {
 	if r, ok := t.Fingerprints[Fingerprint(cert)]; ok {
 		return r, true
+	}
+	var byURI Role
+	for _, u := range cert.URIs {
+		r, ok := t.URIs[u.String()]
+		switch {
+		case !ok:
+		case byURI != "" && r != byURI:
+			return "", false // bound to two roles: refuse rather than pick one
+		default:
+			byURI = r
+		}
+	}
+	if byURI != "" {
+		return byURI, true
 	}
 	if cn := cert.Subject.CommonName; cn != "" {
 		if r, ok := t.CommonNames[cn]; ok {
@@ -144,27 +173,31 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 	return c, ok
 }
 
-// authenticate returns the caller of ctx, or a gRPC status error.
+// authenticate returns the caller of ctx, or a gRPC status error. Every refusal is logged and
+// recorded in the audit trail (bounded, see refusalAuditor).
 func (s *Server) authenticate(ctx context.Context, method string) (Caller, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return Caller{}, status.Error(codes.Unauthenticated, "no peer")
 	}
+	details := map[string]string{"peer": peerHost(p)}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		s.log.Warn("api call refused: no client certificate", "method", method, "peer", details["peer"])
+		s.refusals.record(refusal{principal: "unauthenticated", method: method, code: RefusedUnauthenticated, details: details})
 		return Caller{}, status.Error(codes.Unauthenticated, "a client certificate issued by a CA this station trusts is required")
 	}
 	leaf := ti.State.VerifiedChains[0][0]
+	details["fingerprint"] = Fingerprint(leaf)
+	details["subject"] = leaf.Subject.String()
 	role, ok := s.cfg.Roles(leaf)
 	if !ok || !role.Valid() {
 		s.log.Warn("api call refused: certificate has no role", "method", method,
-			"subject", leaf.Subject.String(), "fingerprint", Fingerprint(leaf))
+			"subject", details["subject"], "fingerprint", details["fingerprint"])
+		s.refusals.record(refusal{principal: principalOf("", leaf), method: method, code: RefusedNoRole, details: details})
 		return Caller{}, status.Errorf(codes.PermissionDenied, "client certificate %q has no role at this station", leaf.Subject.CommonName)
 	}
-	c := Caller{Role: role, Principal: string(role) + ":CN=" + leaf.Subject.CommonName}
-	if leaf.Subject.CommonName == "" {
-		c.Principal = string(role) + ":sha256=" + Fingerprint(leaf)[:16]
-	}
+	c := Caller{Role: role, Principal: principalOf(role, leaf)}
 	if allowedAny(method) {
 		return c, nil
 	}
@@ -174,7 +207,33 @@ func (s *Server) authenticate(ctx context.Context, method string) (Caller, error
 		}
 	}
 	s.log.Warn("api call refused: role not allowed", "method", method, "principal", c.Principal)
+	s.refusals.record(refusal{principal: c.Principal, method: method, code: RefusedRoleNotAllowed, details: details})
 	return Caller{}, status.Errorf(codes.PermissionDenied, "role %s may not call %s", role, method)
+}
+
+// principalOf names the holder of cert in the audit trail: "<role>:CN=<common name>", or
+// "<role>:sha256=<first 16 hex digits>" without a CommonName; without the "<role>:" prefix
+// for a certificate that has no role.
+func principalOf(role Role, cert *x509.Certificate) string {
+	id := "CN=" + cert.Subject.CommonName
+	if cert.Subject.CommonName == "" {
+		id = "sha256=" + Fingerprint(cert)[:16]
+	}
+	if role == "" {
+		return id
+	}
+	return string(role) + ":" + id
+}
+
+// peerHost returns the caller's address without its port.
+func peerHost(p *peer.Peer) string {
+	if p.Addr == nil {
+		return ""
+	}
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return host
+	}
+	return p.Addr.String()
 }
 
 // withCaller returns ctx carrying the caller for this package and, for the store's audit

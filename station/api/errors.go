@@ -45,6 +45,7 @@ var codeTable = []struct {
 	{store.ErrCertBoundElsewhere, codes.FailedPrecondition},
 	{store.ErrCertSerialReused, codes.FailedPrecondition},
 	{store.ErrChainBroken, codes.DataLoss},
+	{store.ErrCorrupt, codes.DataLoss},
 	{ErrUnavailable, codes.Unimplemented},
 	{ErrShuttingDown, codes.Unavailable},
 	{context.Canceled, codes.Canceled},

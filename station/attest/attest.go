@@ -17,6 +17,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -207,8 +208,8 @@ func (c *Challenge) Verify(answer []byte) error {
 }
 
 // CheckCSR parses a PKCS#10 request and checks that its signature verifies, that its key is
-// the attested key, that its subject is byte for byte wantSubject and that its extensions are
-// exactly wantExts, in order.
+// the attested key, that its subject is byte for byte wantSubject, that it carries no attribute
+// but the extension request, and that its extensions are exactly wantExts, in order.
 func CheckCSR(der []byte, key *Key, wantSubject []byte, wantExts []pkix.Extension) (*x509.CertificateRequest, error) {
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
@@ -216,6 +217,9 @@ func CheckCSR(der []byte, key *Key, wantSubject []byte, wantExts []pkix.Extensio
 	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("%w: signature: %v", ErrCSR, err)
+	}
+	if err := checkCSRAttributes(csr.RawTBSCertificateRequest); err != nil {
+		return nil, err
 	}
 	if !publicKeysEqual(key.PublicKey, csr.PublicKey) {
 		return nil, fmt.Errorf("%w: CSR key is not the attested key", ErrCSR)
@@ -233,6 +237,38 @@ func CheckCSR(der []byte, key *Key, wantSubject []byte, wantExts []pkix.Extensio
 		}
 	}
 	return csr, nil
+}
+
+// oidExtensionRequest is PKCS #9 extensionRequest, the one CSR attribute a DevID request carries.
+var oidExtensionRequest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 14}
+
+// checkCSRAttributes refuses every CSR attribute other than extensionRequest (a
+// challengePassword or anything else would reach the CA unchecked). x509 parses only the
+// attributes it understands, so the raw attribute list is read here; x509 itself refuses
+// duplicate extensions.
+func checkCSRAttributes(rawTBS []byte) error {
+	var tbs struct {
+		Version       int
+		Subject       asn1.RawValue
+		PublicKey     asn1.RawValue
+		RawAttributes []asn1.RawValue `asn1:"tag:0"`
+	}
+	if rest, err := asn1.Unmarshal(rawTBS, &tbs); err != nil || len(rest) != 0 {
+		return fmt.Errorf("%w: request info does not parse", ErrMalformed)
+	}
+	for i, raw := range tbs.RawAttributes {
+		var attr struct {
+			Type   asn1.ObjectIdentifier
+			Values asn1.RawValue `asn1:"set"`
+		}
+		if rest, err := asn1.Unmarshal(raw.FullBytes, &attr); err != nil || len(rest) != 0 {
+			return fmt.Errorf("%w: attribute %d does not parse", ErrMalformed, i)
+		}
+		if !attr.Type.Equal(oidExtensionRequest) {
+			return fmt.Errorf("%w: attribute %d (%s) is not allowed", ErrCSR, i, attr.Type)
+		}
+	}
+	return nil
 }
 
 // NewNonce draws a fresh 32-byte nonce for a signature proof.

@@ -254,3 +254,93 @@ func TestVerifySignature(t *testing.T) {
 		t.Fatalf("signature by another key: %v, want ErrSignature", err)
 	}
 }
+
+// csrWithAttributes builds a PKCS#10 request signed by priv whose attribute list is exactly
+// attrs (DER Attribute SEQUENCEs), as x509.CreateCertificateRequest cannot write a
+// challengePassword.
+func csrWithAttributes(t *testing.T, priv *ecdsa.PrivateKey, subject []byte, attrs ...[]byte) []byte {
+	t.Helper()
+	spki, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set []byte
+	for _, a := range attrs {
+		set = append(set, a...)
+	}
+	tbs, err := asn1.Marshal(struct {
+		Version   int
+		Subject   asn1.RawValue
+		PublicKey asn1.RawValue
+		Attrs     asn1.RawValue
+	}{0, asn1.RawValue{FullBytes: subject}, asn1.RawValue{FullBytes: spki},
+		asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: set}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(tbs)
+	sig, err := ecdsa.SignASN1(rand.Reader, priv, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: tbs}, pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}},
+		asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// attribute returns a DER Attribute of type oid with one value.
+func attribute(t *testing.T, oid asn1.ObjectIdentifier, value any) []byte {
+	t.Helper()
+	v, err := asn1.Marshal(value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := asn1.Marshal(struct {
+		Type   asn1.ObjectIdentifier
+		Values asn1.RawValue
+	}{oid, asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: v}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// TestCheckCSRAttributes: a CSR whose signature, key, subject and extensions are right but that
+// carries an attribute other than its one extension request is refused with ErrCSR.
+func TestCheckCSRAttributes(t *testing.T) {
+	priv := newKey(t)
+	key, err := ParsePublic(eccPublic(t, devIDTemplate(), &priv.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, _ := asn1.Marshal(pkix.Name{CommonName: "unit", SerialNumber: "SN1"}.ToRDNSequence())
+	ext := pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: []byte{0x30, 0x00}}
+	extReq := attribute(t, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 14}, []pkix.Extension{ext})
+	challengePassword := attribute(t, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}, "let-me-in")
+	unstructuredName := attribute(t, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 2}, "SN2")
+	for _, tc := range []struct {
+		name  string
+		attrs [][]byte
+		want  error
+	}{
+		{"extension request only", [][]byte{extReq}, nil},
+		{"challengePassword", [][]byte{extReq, challengePassword}, ErrCSR},
+		{"challengePassword first", [][]byte{challengePassword, extReq}, ErrCSR},
+		{"unstructuredName", [][]byte{extReq, unstructuredName}, ErrCSR},
+		{"no attribute and no extension", nil, ErrCSR},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der := csrWithAttributes(t, priv, subject, tc.attrs...)
+			if _, err := CheckCSR(der, key, subject, []pkix.Extension{ext}); !errors.Is(err, tc.want) {
+				t.Fatalf("CheckCSR: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}

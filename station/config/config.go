@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/devid-station/devid/ca-client/secret"
+	"github.com/devid-station/devid/device-agent/tpm/reserved"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -72,10 +75,13 @@ type API struct {
 	Roles        []RoleBinding `toml:"role"`
 }
 
-// RoleBinding gives the holder of a client certificate a role.
+// RoleBinding gives the holder of a client certificate a role. Exactly one of CommonName,
+// Fingerprint and URI names the certificate.
 type RoleBinding struct {
-	CommonName string `toml:"common_name"`
-	Role       string `toml:"role"`
+	CommonName  string `toml:"common_name"`
+	Fingerprint string `toml:"fingerprint"`
+	URI         string `toml:"uri"`
+	Role        string `toml:"role"`
 }
 
 // TPMVendor is the pinned trust for EK certificates.
@@ -215,15 +221,19 @@ type Runtime struct {
 	HelloTimeout     time.Duration
 	APIListen        string
 	APITLS           *tls.Config
-	// Roles maps a client certificate CommonName to its role.
-	Roles           map[string]string
-	EKRoots         []*x509.Certificate
-	EKIntermediates []*x509.Certificate
-	EKAlgorithms    []agentv1.KeyAlgorithm
-	StepTimeout     time.Duration
-	StepTimeouts    map[string]time.Duration
-	CAs             []CARuntime
-	Profiles        map[string]*workflow.Profile
+	// Roles maps a client certificate CommonName to its role, RoleFingerprints the lowercase
+	// hex SHA-256 of a certificate's DER, RoleURIs a subjectAltName URI. The API looks a
+	// certificate up by fingerprint, then URI, then CommonName.
+	Roles            map[string]string
+	RoleFingerprints map[string]string
+	RoleURIs         map[string]string
+	EKRoots          []*x509.Certificate
+	EKIntermediates  []*x509.Certificate
+	EKAlgorithms     []agentv1.KeyAlgorithm
+	StepTimeout      time.Duration
+	StepTimeouts     map[string]time.Duration
+	CAs              []CARuntime
+	Profiles         map[string]*workflow.Profile
 }
 
 // CARuntime is one validated CA.
@@ -233,9 +243,9 @@ type CARuntime struct {
 	TrustAnchors  []*x509.Certificate
 	IssuerAnchors []*x509.Certificate
 	BasicUser     string
-	BasicPassword string
+	BasicPassword secret.Secret
 	HeaderName    string
-	HeaderSecret  string
+	HeaderSecret  secret.Secret
 	ClientCert    *workflow.ClientCert
 	Batch         Batch
 	Retry         Retry
@@ -245,8 +255,9 @@ type CARuntime struct {
 var roles = []string{"operator", "mes", "qa", "admin"}
 
 var (
-	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	headerRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	nameRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	fingerprintRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	headerRE      = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 )
 
 type problems []string
@@ -266,7 +277,7 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	rt := &Runtime{
 		StationID: f.StationID, StorePath: abs(f.StorePath),
 		AgentListen: f.Agents.Listen, MaxUnitsInFlight: f.Agents.MaxUnitsInFlight, HelloTimeout: time.Duration(f.Agents.HelloTimeout),
-		APIListen: f.API.Listen, Roles: map[string]string{},
+		APIListen: f.API.Listen, Roles: map[string]string{}, RoleFingerprints: map[string]string{}, RoleURIs: map[string]string{},
 		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
 		Profiles: map[string]*workflow.Profile{},
 	}
@@ -291,11 +302,15 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	} else {
 		rt.AgentTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	if cert, err := loadKeyPair(abs(f.API.CertFile), abs(f.API.KeyFile)); err != nil {
-		p.addf("api: %v", err)
-	} else if cas, err := loadCerts(abs(f.API.ClientCAFile)); err != nil {
-		p.addf("api.client_ca_file: %v", err)
-	} else {
+	cert, certErr := loadKeyPair(abs(f.API.CertFile), abs(f.API.KeyFile))
+	if certErr != nil {
+		p.addf("api: %v", certErr)
+	}
+	cas, casErr := loadCerts(abs(f.API.ClientCAFile))
+	if casErr != nil {
+		p.addf("api.client_ca_file: %v", casErr)
+	}
+	if certErr == nil && casErr == nil {
 		pool := x509.NewCertPool()
 		for _, c := range cas {
 			pool.AddCert(c)
@@ -306,15 +321,8 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS13}
 	}
 	for i, r := range f.API.Roles {
-		switch {
-		case r.CommonName == "":
-			p.addf("api.role[%d]: common_name is required", i)
-		case !contains(roles, r.Role):
-			p.addf("api.role[%d] %q: role %q is not one of %v", i, r.CommonName, r.Role, roles)
-		case rt.Roles[r.CommonName] != "":
-			p.addf("api.role[%d]: common_name %q bound twice", i, r.CommonName)
-		default:
-			rt.Roles[r.CommonName] = r.Role
+		if err := rt.bindRole(r); err != nil {
+			p.addf("api.role[%d]: %v", i, err)
 		}
 	}
 
@@ -350,18 +358,21 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		rt.StepTimeouts[step] = time.Duration(d)
 	}
 
+	// A [[ca]] that fails to load is still configured: its own errors say what is wrong, and a
+	// profile naming it is not reported as well.
 	caNames := map[string]bool{}
 	for i, ca := range f.CAs {
-		c, err := ca.validate(abs)
-		if err != nil {
-			p.addf("ca[%d] %q: %v", i, ca.Name, err)
-			continue
-		}
 		if caNames[ca.Name] {
 			p.addf("ca[%d]: name %q used twice", i, ca.Name)
 		}
 		caNames[ca.Name] = true
-		rt.CAs = append(rt.CAs, *c)
+		c, errs := ca.validate(abs)
+		for _, e := range errs {
+			p.addf("ca[%d] %q: %s", i, ca.Name, e)
+		}
+		if len(errs) == 0 {
+			rt.CAs = append(rt.CAs, *c)
+		}
 	}
 	if len(f.Profiles) == 0 {
 		p.addf("at least one [[profile]] is required")
@@ -383,77 +394,125 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	return rt, nil
 }
 
-func (ca CA) validate(abs func(string) string) (*CARuntime, error) {
+// bindRole adds one [[api.role]] to rt.
+func (rt *Runtime) bindRole(r RoleBinding) error {
+	named := 0
+	for _, v := range []string{r.CommonName, r.Fingerprint, r.URI} {
+		if v != "" {
+			named++
+		}
+	}
+	var table map[string]string
+	var key string
+	switch {
+	case named != 1:
+		return errors.New("exactly one of common_name, fingerprint and uri is required")
+	case r.CommonName != "":
+		table, key = rt.Roles, r.CommonName
+	case r.Fingerprint != "":
+		key = strings.ToLower(strings.ReplaceAll(r.Fingerprint, ":", ""))
+		if !fingerprintRE.MatchString(key) {
+			return fmt.Errorf("fingerprint %q: want the SHA-256 of the certificate's DER, 64 hex digits (colons allowed)", r.Fingerprint)
+		}
+		table = rt.RoleFingerprints
+	default:
+		if u, err := url.Parse(r.URI); err != nil || !u.IsAbs() {
+			return fmt.Errorf("uri %q is not an absolute URI", r.URI)
+		}
+		table, key = rt.RoleURIs, r.URI
+	}
+	if !contains(roles, r.Role) {
+		return fmt.Errorf("%q: role %q is not one of %v", key, r.Role, roles)
+	}
+	if table[key] != "" {
+		return fmt.Errorf("%q bound twice", key)
+	}
+	table[key] = r.Role
+	return nil
+}
+
+// validate checks the CA and loads its files. It returns every problem; the runtime CA is
+// only complete when there are none.
+func (ca CA) validate(abs func(string) string) (*CARuntime, []string) {
+	var p problems
 	if !nameRE.MatchString(ca.Name) {
-		return nil, errors.New("name: want 1-64 characters of [a-z0-9._-]")
+		p.addf("name: want 1-64 characters of [a-z0-9._-]")
 	}
 	if !strings.HasPrefix(ca.URL, "https://") {
-		return nil, fmt.Errorf("url %q: EST needs https", ca.URL)
+		p.addf("url %q: EST needs https", ca.URL)
 	}
 	c := &CARuntime{Name: ca.Name, URL: ca.URL, Label: ca.Label, BasicUser: ca.Auth.BasicUser,
 		HeaderName: ca.Auth.HeaderName, Batch: ca.Batch, Retry: ca.Retry}
 	for _, path := range ca.TrustAnchors {
 		certs, err := loadCerts(abs(path))
 		if err != nil {
-			return nil, fmt.Errorf("trust_anchors: %w", err)
+			p.addf("trust_anchors: %v", err)
 		}
 		c.TrustAnchors = append(c.TrustAnchors, certs...)
 	}
-	if len(c.TrustAnchors) == 0 {
-		return nil, errors.New("trust_anchors: at least one is required (system roots are never used)")
+	if len(ca.TrustAnchors) == 0 {
+		p.addf("trust_anchors: at least one is required (system roots are never used)")
 	}
 	for _, path := range ca.IssuerAnchors {
 		certs, err := loadCerts(abs(path))
 		if err != nil {
-			return nil, fmt.Errorf("issuer_anchors: %w", err)
+			p.addf("issuer_anchors: %v", err)
 		}
 		c.IssuerAnchors = append(c.IssuerAnchors, certs...)
 	}
 	if (ca.Auth.BasicUser == "") != (ca.Auth.BasicPasswordFile == "") {
-		return nil, errors.New("auth: basic_user and basic_password_file go together")
-	}
-	if ca.Auth.BasicPasswordFile != "" {
-		s, err := readSecret(abs(ca.Auth.BasicPasswordFile))
+		p.addf("auth: basic_user and basic_password_file go together")
+	} else if ca.Auth.BasicPasswordFile != "" {
+		s, err := secret.ReadFile(abs(ca.Auth.BasicPasswordFile))
 		if err != nil {
-			return nil, fmt.Errorf("auth.basic_password_file: %w", err)
+			p.addf("auth.basic_password_file: %v", err)
 		}
 		c.BasicPassword = s
 	}
 	if (ca.Auth.HeaderName == "") != (ca.Auth.HeaderSecretFile == "") {
-		return nil, errors.New("auth: header_name and header_secret_file go together")
-	}
-	if ca.Auth.HeaderName != "" {
+		p.addf("auth: header_name and header_secret_file go together")
+	} else if ca.Auth.HeaderName != "" {
 		if !headerRE.MatchString(ca.Auth.HeaderName) {
-			return nil, fmt.Errorf("auth.header_name %q is not a valid header name", ca.Auth.HeaderName)
+			p.addf("auth.header_name %q is not a valid header name", ca.Auth.HeaderName)
 		}
-		s, err := readSecret(abs(ca.Auth.HeaderSecretFile))
+		s, err := secret.ReadFile(abs(ca.Auth.HeaderSecretFile))
 		if err != nil {
-			return nil, fmt.Errorf("auth.header_secret_file: %w", err)
+			p.addf("auth.header_secret_file: %v", err)
 		}
 		c.HeaderSecret = s
 	}
 	if ca.Auth.ClientCertFile != "" || ca.Auth.ClientKeyFile != "" {
-		cert, err := loadKeyPair(abs(ca.Auth.ClientCertFile), abs(ca.Auth.ClientKeyFile))
+		cc, err := loadClientCert(abs(ca.Auth.ClientCertFile), abs(ca.Auth.ClientKeyFile))
 		if err != nil {
-			return nil, fmt.Errorf("auth client certificate: %w", err)
+			p.addf("auth client certificate: %v", err)
 		}
-		key, ok := cert.PrivateKey.(crypto.Signer)
-		if !ok {
-			return nil, errors.New("auth client key cannot sign")
-		}
-		c.ClientCert = &workflow.ClientCert{Key: key}
-		for _, der := range cert.Certificate {
-			x, err := x509.ParseCertificate(der)
-			if err != nil {
-				return nil, fmt.Errorf("auth client certificate: %w", err)
-			}
-			c.ClientCert.Chain = append(c.ClientCert.Chain, x)
-		}
+		c.ClientCert = cc
 	}
 	if b := ca.Batch; b.MaxBatch < 0 || b.MaxInFlight < 0 || b.RateLimit < 0 || b.Burst < 0 {
-		return nil, errors.New("batch: values must not be negative")
+		p.addf("batch: values must not be negative")
 	}
-	return c, nil
+	return c, p
+}
+
+// loadClientCert loads the station's TLS client certificate for a CA.
+func loadClientCert(certFile, keyFile string) (*workflow.ClientCert, error) {
+	cert, err := loadKeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("the key cannot sign")
+	}
+	cc := &workflow.ClientCert{Key: key}
+	for _, der := range cert.Certificate {
+		x, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		cc.Chain = append(cc.Chain, x)
+	}
+	return cc, nil
 }
 
 func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*workflow.Profile, []string) {
@@ -465,21 +524,30 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	if wp.SRKHandle == 0 {
 		wp.SRKHandle = 0x81000001
 	}
-	var err error
-	if wp.IDevID, err = pr.IDevID.validate(caNames); err != nil {
-		p.addf("idevid: %v", err)
+	var errs []string
+	wp.IDevID, errs = pr.IDevID.validate(caNames)
+	for _, e := range errs {
+		p.addf("idevid: %s", e)
 	}
-	if wp.LDevID, err = pr.LDevID.validate(caNames); err != nil {
-		p.addf("ldevid: %v", err)
+	wp.LDevID, errs = pr.LDevID.validate(caNames)
+	for _, e := range errs {
+		p.addf("ldevid: %s", e)
 	}
-	if inStorage := func(h uint32) bool { return h >= 0x81000000 && h <= 0x8100FFFF }; !inStorage(wp.SRKHandle) || !inStorage(wp.LDevID.Handle) {
-		p.addf("srk_handle %#x and ldevid.handle %#x must be storage-hierarchy handles (0x81000000-0x8100FFFF)", wp.SRKHandle, wp.LDevID.Handle)
+	// The checks across handles look only at handles that are valid on their own: a handle
+	// already reported is not reported again.
+	srkOK, idOK, ldOK := storageHandle(wp.SRKHandle), persistentHandle(wp.IDevID.Handle), persistentHandle(wp.LDevID.Handle)
+	if !srkOK {
+		p.addf("srk_handle %#x must be a storage-hierarchy handle (0x81000000-0x8100FFFF)", wp.SRKHandle)
 	}
-	if wp.SRKHandle == wp.LDevID.Handle || wp.IDevID.Handle == wp.LDevID.Handle || wp.IDevID.Handle == wp.SRKHandle {
-		p.addf("idevid.handle, ldevid.handle and srk_handle must differ")
+	if ldOK && !storageHandle(wp.LDevID.Handle) {
+		p.addf("ldevid.handle %#x must be a storage-hierarchy handle (0x81000000-0x8100FFFF)", wp.LDevID.Handle)
 	}
-	if wp.IDevID.Handle >= 0x81000000 && wp.IDevID.Handle <= 0x8100FFFF {
+	if idOK && storageHandle(wp.IDevID.Handle) {
 		p.addf("idevid.handle %#x is in the storage range; the IDevID lives in the endorsement hierarchy", wp.IDevID.Handle)
+	}
+	if (srkOK && ldOK && wp.SRKHandle == wp.LDevID.Handle) || (idOK && ldOK && wp.IDevID.Handle == wp.LDevID.Handle) ||
+		(idOK && srkOK && wp.IDevID.Handle == wp.SRKHandle) {
+		p.addf("idevid.handle, ldevid.handle and srk_handle must differ")
 	}
 	wp.IDevIDNV = workflow.NVProfile{Index: pr.IDevIDNV.Index, Lock: pr.IDevIDNV.Lock}
 	switch pr.IDevIDNV.Auth {
@@ -492,6 +560,8 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	}
 	if i := pr.IDevIDNV.Index; i < 0x01000000 || i > 0x01FFFFFF {
 		p.addf("idevid_nv.index %#x is not an NV index", i)
+	} else if reserved.Endorsement(i) {
+		p.addf("idevid_nv.index %#x is in the TCG-reserved EK certificate range (%#x-%#x)", i, reserved.EKNVIndexFirst, reserved.EKNVIndexLast)
 	}
 	if !filepath.IsAbs(pr.LDevIDCertPath) {
 		p.addf("ldevid_cert_path %q must be absolute (a path on the unit)", pr.LDevIDCertPath)
@@ -511,27 +581,40 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	return wp, p
 }
 
-func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, error) {
+// validate checks the key and returns every problem.
+func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
+	var p problems
 	kp := workflow.KeyProfile{Handle: k.Handle, Issuer: k.CA, Subject: workflow.Subject(k.Subject)}
 	var err error
 	if kp.Algorithm, err = algorithm(k.Algorithm); err != nil {
-		return kp, err
+		p.addf("%v", err)
 	}
-	if k.Handle < 0x81000000 || k.Handle >= 0x81800000 {
-		return kp, fmt.Errorf("handle %#x is not an owner/endorsement persistent handle", k.Handle)
+	if !persistentHandle(k.Handle) {
+		p.addf("handle %#x is not an owner/endorsement persistent handle", k.Handle)
 	}
-	if !caNames[k.CA] {
-		return kp, fmt.Errorf("ca %q is not a configured [[ca]]", k.CA)
+	if reserved.Endorsement(k.Handle) {
+		p.addf("handle %#x is in the TCG-reserved EK handle range (%#x-%#x)", k.Handle, reserved.EKHandleFirst, reserved.EKHandleLast)
+	}
+	switch {
+	case k.CA == "":
+		p.addf("ca is required")
+	case !caNames[k.CA]:
+		p.addf("ca %q is not a configured [[ca]]", k.CA)
 	}
 	if k.HardwareModuleType != "" {
-		oid, err := parseOID(k.HardwareModuleType)
-		if err != nil {
-			return kp, fmt.Errorf("hardware_module_type: %w", err)
+		if kp.HardwareModuleType, err = parseOID(k.HardwareModuleType); err != nil {
+			p.addf("hardware_module_type: %v", err)
 		}
-		kp.HardwareModuleType = oid
 	}
-	return kp, nil
+	return kp, p
 }
+
+// persistentHandle reports whether h is a persistent handle of the owner or endorsement
+// hierarchy.
+func persistentHandle(h uint32) bool { return h >= 0x81000000 && h < 0x81800000 }
+
+// storageHandle reports whether h is in the storage hierarchy's persistent range.
+func storageHandle(h uint32) bool { return h >= 0x81000000 && h <= 0x8100FFFF }
 
 func algorithm(s string) (agentv1.KeyAlgorithm, error) {
 	switch s {
@@ -581,9 +664,13 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// loadKeyPair loads a certificate and its private key; the key file must pass secret.CheckFile.
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	if certFile == "" || keyFile == "" {
 		return tls.Certificate{}, errors.New("cert_file and key_file are required")
+	}
+	if err := secret.CheckFile(keyFile); err != nil {
+		return tls.Certificate{}, fmt.Errorf("key file: %w", err)
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -622,24 +709,4 @@ func loadCerts(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate", path)
 	}
 	return out, nil
-}
-
-// readSecret reads a secret file; its content never appears in an error.
-func readSecret(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s is readable by group or others (mode %v): chmod 600", path, st.Mode().Perm())
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := strings.TrimRight(string(data), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
 }

@@ -1,12 +1,16 @@
 package config
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -53,7 +57,8 @@ func write(t *testing.T, path string, data []byte, mode os.FileMode) {
 	}
 }
 
-// exampleDir copies deploy/station.example.toml into a folder with every file it names.
+// exampleDir copies deploy/station.example.toml into a folder with a stand-in for every file
+// it names. (fixture/line checks the example against the real dev material.)
 func exampleDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -62,14 +67,14 @@ func exampleDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	write(t, filepath.Join(dir, "station.toml"), example, 0o644)
-	for _, name := range []string{"agents", "api"} {
-		writeCert(t, filepath.Join(dir, "tls", name+".pem"), filepath.Join(dir, "tls", name+".key"))
+	for _, name := range []string{"agent", "api"} {
+		writeCert(t, filepath.Join(dir, "dev/tls", name+".pem"), filepath.Join(dir, "dev/tls/keys", name+".key"))
 	}
-	for _, name := range []string{"tls/api-clients-ca.pem", "pki/tpm-vendor-bundle.pem", "pki/ek-intermediates.pem", "pki/maker-root-ca.pem", "pki/customer-root-ca.pem"} {
-		writeCert(t, filepath.Join(dir, name), "")
+	for _, name := range []string{"tls/station-ca.pem", "pki/tpm-vendor-bundle.pem", "pki/ek-intermediates.pem", "pki/maker-root-ca.pem", "pki/customer-root-ca.pem"} {
+		writeCert(t, filepath.Join(dir, "dev", name), "")
 	}
-	write(t, filepath.Join(dir, "secrets/maker-ca.secret"), []byte("s3cret-maker\n"), 0o600)
-	write(t, filepath.Join(dir, "secrets/customer-ca.secret"), []byte("s3cret-customer\n"), 0o600)
+	write(t, filepath.Join(dir, "dev/secrets/maker-ca.secret"), []byte("s3cret-maker\n"), 0o600)
+	write(t, filepath.Join(dir, "dev/secrets/customer-ca.secret"), []byte("s3cret-customer\n"), 0o600)
 	return dir
 }
 
@@ -83,7 +88,7 @@ func TestExampleLoads(t *testing.T) {
 	if p == nil || p.IDevID.Handle != 0x81020000 || p.IDevIDNV.Index != 0x01C90000 || p.LDevIDAuth != workflow.AuthIDevIDMTLS {
 		t.Fatalf("default profile = %+v", p)
 	}
-	if rt.CAs[0].HeaderSecret != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
+	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
 	if rt.Roles["mes-1"] != "mes" || rt.StepTimeouts["idevid_key"] != 10*time.Minute {
@@ -153,7 +158,7 @@ func TestInvalid(t *testing.T) {
 			path := filepath.Join(dir, "station.toml")
 			data, _ := os.ReadFile(path)
 			write(t, path, []byte(tc.edit(string(data))), 0o644)
-			if err := os.Chmod(filepath.Join(dir, "secrets/maker-ca.secret"), tc.secrets); err != nil {
+			if err := os.Chmod(filepath.Join(dir, "dev/secrets/maker-ca.secret"), tc.secrets); err != nil {
 				t.Fatal(err)
 			}
 			_, err := Load(path)
@@ -173,5 +178,202 @@ func TestTOMLStringEscapes(t *testing.T) {
 		if err := toml.Unmarshal([]byte("K = "+TOMLString(s)), &v); err != nil || v.K != s {
 			t.Errorf("TOMLString(%q) = %s: decoded %q, %v", s, TOMLString(s), v.K, err)
 		}
+	}
+}
+
+// TestOneErrorPerFault checks that every fault is reported once, and only faults: an error
+// that follows from another one (a profile naming a [[ca]] that failed to load, a handle
+// checked again across the profile) is not reported as a fault of its own.
+func TestOneErrorPerFault(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(t *testing.T, dir, s string) string
+		want []string // one entry per reported problem, a part of its text
+	}{
+		{"CA file missing", func(t *testing.T, dir, s string) string {
+			if err := os.Remove(filepath.Join(dir, "dev/pki/maker-root-ca.pem")); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}, []string{`ca[0] "maker-idevid": issuer_anchors: open`}},
+		{"CA over plain http", func(t *testing.T, dir, s string) string {
+			return strings.Replace(s, `url = "https://ca.maker.example:8443"`, `url = "http://ca.maker.example:8443"`, 1)
+		}, []string{`ca[0] "maker-idevid": url`}},
+		{"CA with a bad name", func(t *testing.T, dir, s string) string {
+			s = strings.Replace(s, `name = "maker-idevid"`, `name = "Maker IDevID"`, 1)
+			return strings.Replace(s, `ca = "maker-idevid"`, `ca = "Maker IDevID"`, 1)
+		}, []string{`ca[0] "Maker IDevID": name`}},
+		{"every fault of a CA", func(t *testing.T, dir, s string) string {
+			if err := os.Remove(filepath.Join(dir, "dev/secrets/customer-ca.secret")); err != nil {
+				t.Fatal(err)
+			}
+			return strings.Replace(s, `url = "https://ca.customer.example:8443"`, `url = "ftp://ca.customer.example"`, 1)
+		}, []string{`ca[1] "customer-ldevid": url`, `ca[1] "customer-ldevid": auth.header_secret_file`}},
+		{"ldevid handle not persistent", func(t *testing.T, dir, s string) string {
+			return strings.Replace(s, "handle = 0x81000002", "handle = 0x01000002", 1)
+		}, []string{`profile[0] "default": ldevid: handle 0x1000002 is not`}},
+		{"every fault of a key", func(t *testing.T, dir, s string) string {
+			s = strings.Replace(s, `algorithm = "ecc-p256"`, `algorithm = "ecc-p384"`, 1)
+			return strings.Replace(s, "handle = 0x81020000", "handle = 0x40000001", 1)
+		}, []string{`idevid: algorithm "ecc-p384"`, `idevid: handle 0x40000001 is not`}},
+		{"CA name unknown", func(t *testing.T, dir, s string) string {
+			return strings.Replace(s, `ca = "customer-ldevid"`, `ca = "nope"`, 1)
+		}, []string{`ldevid: ca "nope" is not a configured [[ca]]`}},
+		{"CA name twice, the second CA broken", func(t *testing.T, dir, s string) string {
+			s = strings.Replace(s, `name = "customer-ldevid"`, `name = "maker-idevid"`, 1)
+			return strings.Replace(s, `url = "https://ca.customer.example:8443"`, `url = "http://ca.customer.example:8443"`, 1)
+		}, []string{`ca[1]: name "maker-idevid" used twice`, `ca[1] "maker-idevid": url`, `ldevid: ca "customer-ldevid" is not a configured [[ca]]`}},
+		{"API certificate and client CA both missing", func(t *testing.T, dir, s string) string {
+			for _, f := range []string{"dev/tls/api.pem", "dev/tls/station-ca.pem"} {
+				if err := os.Remove(filepath.Join(dir, f)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return strings.Replace(s, `trust_anchors = ["dev/tls/station-ca.pem"]`, `trust_anchors = ["dev/pki/maker-root-ca.pem"]`, 2)
+		}, []string{"api: loading", "api.client_ca_file: open"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, path, []byte(tc.edit(t, dir, string(data))), 0o644)
+			_, err = Load(path)
+			if err == nil {
+				t.Fatalf("Load succeeded, want %d problems", len(tc.want))
+			}
+			_, list, _ := strings.Cut(err.Error(), "invalid configuration:\n")
+			got := strings.Split(list, "\n")
+			if len(got) != len(tc.want) {
+				t.Fatalf("Load reported %d problems, want %d (%q):\n%v", len(got), len(tc.want), tc.want, err)
+			}
+			for _, w := range tc.want {
+				found := false
+				for _, g := range got {
+					found = found || strings.Contains(g, w)
+				}
+				if !found {
+					t.Errorf("no problem mentions %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestProfileRefusesWhatTheAgentRefuses: a profile that places a DevID key or the IDevID
+// certificate in a TCG-reserved endorsement location is refused, so that no rework can ever
+// undefine an EK certificate index or evict an EK; so is an onboarding file mode that group or
+// others could write.
+func TestProfileRefusesWhatTheAgentRefuses(t *testing.T) {
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"idevid handle on the RSA EK", "handle = 0x81020000", "handle = 0x81010001", "idevid: handle 0x81010001 is in the TCG-reserved EK handle range"},
+		{"idevid handle at the range end", "handle = 0x81020000", "handle = 0x810100ff", "idevid: handle 0x810100ff is in the TCG-reserved EK handle range"},
+		{"idevid nv on the RSA EK certificate", "index = 0x01C90000", "index = 0x01C00002", "idevid_nv.index 0x1c00002 is in the TCG-reserved EK certificate range"},
+		{"idevid nv on the ECC EK certificate", "index = 0x01C90000", "index = 0x01C0000A", "idevid_nv.index 0x1c0000a is in the TCG-reserved EK certificate range"},
+		{"idevid nv on the EK chain", "index = 0x01C90000", "index = 0x01C00100", "idevid_nv.index 0x1c00100 is in the TCG-reserved EK certificate range"},
+		{"ldevid on an EK handle", "handle = 0x81000002", "handle = 0x81010002", "ldevid: handle 0x81010002 is in the TCG-reserved EK handle range"},
+		{"onboarding file writable by others", "mode = 0o600", "mode = 0o666", "mode 666 lets group or others write"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			if !strings.Contains(string(data), tc.from) {
+				t.Fatalf("example has no %q", tc.from)
+			}
+			write(t, path, []byte(strings.Replace(string(data), tc.from, tc.to, 1)), 0o644)
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load: %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestRuntimeNeverPrintsSecrets: the validated configuration holds the CA secrets, yet no
+// fmt verb, JSON or slog rendering of it shows them.
+func TestRuntimeNeverPrintsSecrets(t *testing.T) {
+	dir := exampleDir(t)
+	rt, err := Load(filepath.Join(dir, "station.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[1].HeaderSecret.Reveal() != "s3cret-customer" {
+		t.Fatal("the secrets were not loaded")
+	}
+	var outs []string
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x", "%q"} {
+		for _, v := range []any{rt, *rt, rt.CAs, rt.CAs[0], rt.CAs[0].HeaderSecret} {
+			outs = append(outs, fmt.Sprintf(verb, v))
+		}
+	}
+	j, err := json.Marshal(rt.CAs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("config", "cas", rt.CAs, "ca", rt.CAs[0])
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("config", "cas", rt.CAs, "ca", rt.CAs[0])
+	outs = append(outs, string(j), logs.String())
+	for _, out := range outs {
+		if strings.Contains(out, "s3cret") || strings.Contains(out, fmt.Sprintf("%x", "s3cret")) {
+			t.Fatalf("a secret is printed: %.300s", out)
+		}
+	}
+}
+
+// TestKeyFilesMustBePrivate: a TLS private key file open to group or others is refused like a
+// CA secret file.
+func TestKeyFilesMustBePrivate(t *testing.T) {
+	for _, key := range []string{"dev/tls/keys/agent.key", "dev/tls/keys/api.key"} {
+		for _, mode := range []os.FileMode{0o640, 0o604, 0o660} {
+			t.Run(fmt.Sprintf("%s %o", key, mode), func(t *testing.T) {
+				dir := exampleDir(t)
+				if err := os.Chmod(filepath.Join(dir, key), mode); err != nil {
+					t.Fatal(err)
+				}
+				_, err := Load(filepath.Join(dir, "station.toml"))
+				if err == nil || !strings.Contains(err.Error(), "chmod 600") || !strings.Contains(err.Error(), key) {
+					t.Fatalf("Load: %v, want a chmod 600 error naming %s", err, key)
+				}
+			})
+		}
+	}
+}
+
+// TestRoleBindings: [[api.role]] names a certificate by common_name, fingerprint or uri, one of
+// them exactly; fingerprints are normalized to lowercase hex without colons.
+func TestRoleBindings(t *testing.T) {
+	dir := exampleDir(t)
+	rt, err := Load(filepath.Join(dir, "station.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const fp = "5f3a9c0e7d21b468aa19c24e8b70d136ee029f5bc8417a630db92e84f157c608"
+	if rt.RoleFingerprints[fp] != "qa" || rt.RoleURIs["spiffe://factory.example/mes/line-2"] != "mes" || rt.Roles["qa-1"] != "qa" {
+		t.Fatalf("roles %v, fingerprints %v, URIs %v", rt.Roles, rt.RoleFingerprints, rt.RoleURIs)
+	}
+	for _, tc := range []struct{ name, role, want string }{
+		{"two names", "common_name = \"x\"\nuri = \"spiffe://a/b\"\nrole = \"qa\"", "exactly one of common_name, fingerprint and uri"},
+		{"no name", "role = \"qa\"", "exactly one of common_name, fingerprint and uri"},
+		{"short fingerprint", "fingerprint = \"5f3a9c\"\nrole = \"qa\"", "64 hex digits"},
+		{"relative uri", "uri = \"mes/line-2\"\nrole = \"qa\"", "not an absolute URI"},
+		{"fingerprint bound twice", "fingerprint = \"" + strings.ToUpper(fp) + "\"\nrole = \"qa\"", "bound twice"},
+		{"uri with an unknown role", "uri = \"spiffe://a/b\"\nrole = \"boss\"", "boss"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			edited := strings.Replace(string(data), "[tpm_vendor]", "[[api.role]]\n"+tc.role+"\n\n[tpm_vendor]", 1)
+			write(t, path, []byte(edited), 0o644)
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load: %v, want an error mentioning %q", err, tc.want)
+			}
+		})
 	}
 }

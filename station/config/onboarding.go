@@ -111,6 +111,9 @@ func (o *Onboarding) validate(abs func(string) string) (*workflow.Onboarding, er
 	if mode > 0o777 {
 		return nil, fmt.Errorf("mode %o: want permission bits only", mode)
 	}
+	if mode&0o022 != 0 {
+		return nil, fmt.Errorf("mode %o lets group or others write (the device agent refuses it)", mode)
+	}
 	values := o.Values
 	render := func(in workflow.OnboardingInput) ([]byte, error) {
 		var b bytes.Buffer

@@ -210,6 +210,14 @@ func unitRow(u *stationv1.Unit) []string {
 		dash(u.GetProfile()), fmt.Sprint(u.GetAttempts()), dash(u.GetErrorCode()), dash(u.GetFixtureSlot()), ts(u.GetUpdateTime())}
 }
 
+// failure shows a failure's stable code and its message (which does not repeat the code).
+func failure(code, msg string) string {
+	if code == "" || msg == "" {
+		return code + msg
+	}
+	return code + ": " + msg
+}
+
 func (e *env) printUnit(u *stationv1.Unit, err error) error {
 	if err != nil {
 		return rpcErr(err)
@@ -417,7 +425,7 @@ func printTraveler(w io.Writer, r *traveler.Record) error {
 	}
 	kv := [][]string{
 		{"serial", r.Serial}, {"work order", dash(r.WorkOrder)}, {"profile", dash(r.Profile)},
-		{"station", r.StationID}, {"result", r.Result}, {"error", dash(strings.TrimSpace(r.ErrorCode + " " + oneLine(r.ErrorMessage)))},
+		{"station", r.StationID}, {"result", r.Result}, {"error", dash(failure(r.ErrorCode, oneLine(r.ErrorMessage)))},
 		{"attempts", fmt.Sprint(r.Attempts)}, {"started", timeOr(r.StartedAt)}, {"ended", timeOr(r.EndedAt)},
 		{"cycle time", (time.Duration(r.CycleTimeSeconds * float64(time.Second))).Round(time.Millisecond).String()},
 	}
@@ -440,19 +448,26 @@ func printTraveler(w io.Writer, r *traveler.Record) error {
 	for _, name := range sortedKeys(r.Verification) {
 		kv = append(kv, []string{"check " + name, r.Verification[name]})
 	}
-	for _, p := range r.Provisionings {
-		by := ""
-		if p.Rework != nil {
-			by = fmt.Sprintf(" (rework by %s: %s)", p.Rework.By, p.Rework.Reason)
-		}
-		kv = append(kv, []string{fmt.Sprintf("provisioning %d", p.Number), fmt.Sprintf("%s %s started %s cycle %s%s", p.Result, dash(p.ErrorCode),
-			timeOr(p.StartedAt), (time.Duration(p.CycleTimeSeconds * float64(time.Second))).Round(time.Millisecond), by)})
-	}
 	for _, c := range r.Certificates {
 		kv = append(kv, []string{"certificate", strings.TrimSpace(fmt.Sprintf("%s %s sha256 %s %s", c.Role, c.Status, c.SHA256, c.Reason))})
 	}
 	if err := table(w, kv); err != nil {
 		return err
+	}
+	if len(r.Provisionings) > 1 {
+		rows := [][]string{{"PROVISIONING", "RESULT", "CODE", "STARTED", "CYCLE", "REWORK"}}
+		for _, p := range r.Provisionings {
+			by := "-"
+			if p.Rework != nil {
+				by = fmt.Sprintf("by %s: %s", p.Rework.By, p.Rework.Reason)
+			}
+			rows = append(rows, []string{fmt.Sprint(p.Number), p.Result, dash(p.ErrorCode), timeOr(p.StartedAt),
+				(time.Duration(p.CycleTimeSeconds * float64(time.Second))).Round(time.Millisecond).String(), by})
+		}
+		fmt.Fprintln(w)
+		if err := table(w, rows); err != nil {
+			return err
+		}
 	}
 	rows := [][]string{{"STEP", "ATTEMPT", "STARTED", "DURATION", "CODE"}}
 	for _, s := range r.Steps {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/devid-station/devid/ca-client/secret"
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
 )
 
@@ -91,7 +92,10 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.serverName, "server-name", "", "")
 	fs.StringVar(&o.output, "o", "table", "")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		_, err = fmt.Fprintln(stdout, Usage)
+		return err
+	} else if err != nil {
 		return usagef("%v", err)
 	}
 	if o.output != "table" && o.output != "json" {
@@ -111,7 +115,12 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer cc.Close()
 	e := &env{ctx: ctx, client: stationv1.NewStationClient(cc), out: stdout, json: o.output == "json", timeout: o.timeout}
-	return cmd(e, rest[1:])
+	if err := cmd(e, rest[1:]); !errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	// -h or --help after a command.
+	_, err = fmt.Fprintln(stdout, Usage)
+	return err
 }
 
 // dial prepares a client connection; it connects on the first call.
@@ -128,6 +137,9 @@ func dial(o options) (*grpc.ClientConn, error) {
 		return nil, usagef("-cert and -key go together")
 	}
 	if o.cert != "" {
+		if err := secret.CheckFile(o.key); err != nil {
+			return nil, fmt.Errorf("-key: %w", err)
+		}
 		c, err := tls.LoadX509KeyPair(o.cert, o.key)
 		if err != nil {
 			return nil, fmt.Errorf("loading the client certificate: %w", err)
@@ -202,7 +214,10 @@ func sub(e *env, name string, args []string, cmds map[string]func(*env, []string
 		return usagef("%s: no subcommand", name)
 	}
 	cmd, ok := cmds[args[0]]
-	if !ok {
+	switch {
+	case args[0] == "-h" || args[0] == "--help":
+		return flag.ErrHelp
+	case !ok:
 		return usagef("%s: unknown subcommand %q", name, args[0])
 	}
 	return cmd(e, args[1:])
@@ -214,7 +229,9 @@ func parse(fs *flag.FlagSet, args []string, positional int) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		} else if err != nil {
 			return nil, usagef("%s: %v", fs.Name(), err)
 		}
 		args = fs.Args()

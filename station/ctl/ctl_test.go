@@ -256,6 +256,12 @@ func TestTravelerAndStatus(t *testing.T) {
 		}
 	}
 
+	// A failure shows its code once, then the message.
+	out = f.mustRun(t, apitest.QA, "traveler", "SN-0002")
+	if want := "\nerror         CA_REJECTED: test failure at idevid_enroll\n"; !strings.Contains(out, want) {
+		t.Errorf("traveler of a failed unit: want %q:\n%s", want, out)
+	}
+
 	out = f.mustRun(t, apitest.QA, "status")
 	for _, want := range []string{"station           st-ctl", "version           v-ctl", "units done        1", "units failed      1", "CA  BREAKER"} {
 		if !strings.Contains(out, want) {
@@ -336,6 +342,15 @@ func TestEventsCommand(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("events --follow ended with %v after an interrupt", err)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"unit", "-h"}, {"unit", "list", "-h"}, {"workorder", "create", "--help"}, {"traveler", "-h"}} {
+		var out bytes.Buffer
+		if err := ctl.Run(t.Context(), args, &out); err != nil || !strings.HasPrefix(out.String(), "usage: stationctl") {
+			t.Errorf("stationctl %s: %v (exit %d), output %q; want the usage and exit 0", strings.Join(args, " "), err, ctl.ExitCode(err), out.String())
+		}
 	}
 }
 

@@ -28,6 +28,12 @@ const ProtocolVersion = 1
 // serialNumber and a value in onboarding files, so it is kept to a safe alphabet.
 var serialRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
 
+// Bounds of Hello's file_roots (the contract's): they are kept in the unit's identify evidence.
+const (
+	maxFileRoots     = 16
+	maxFileRootBytes = 1024
+)
+
 // Errors a Session returns.
 var (
 	// ErrSessionClosed: the stream ended (agent gone, network broken) before the result came.
@@ -153,6 +159,14 @@ func ValidateHello(h *agentv1.Hello) error {
 	for name, v := range map[string]string{"boot id": h.GetBootId(), "fixture slot": h.GetFixtureSlot(), "agent version": h.GetAgentVersion()} {
 		if len(v) > 128 {
 			return fmt.Errorf("%w: %s longer than 128 bytes", ErrBadHello, name)
+		}
+	}
+	if n := len(h.GetFileRoots()); n > maxFileRoots {
+		return fmt.Errorf("%w: %d file roots, at most %d", ErrBadHello, n, maxFileRoots)
+	}
+	for _, r := range h.GetFileRoots() {
+		if len(r) > maxFileRootBytes {
+			return fmt.Errorf("%w: a file root longer than %d bytes", ErrBadHello, maxFileRootBytes)
 		}
 	}
 	return nil

@@ -126,6 +126,9 @@ func TestValidateHello(t *testing.T) {
 		{"padded serial", func(h *agentv1.Hello) { h.HardwareSerial = " SN1" }, "serial"},
 		{"long serial", func(h *agentv1.Hello) { h.HardwareSerial = strings.Repeat("A", 65) }, "serial"},
 		{"long boot id", func(h *agentv1.Hello) { h.BootId = strings.Repeat("b", 129) }, "boot id"},
+		{"16 file roots", func(h *agentv1.Hello) { h.FileRoots = make([]string, 16) }, ""},
+		{"17 file roots", func(h *agentv1.Hello) { h.FileRoots = make([]string, 17) }, "file roots"},
+		{"long file root", func(h *agentv1.Hello) { h.FileRoots = []string{"/" + strings.Repeat("r", 1024)} }, "file root"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,9 +12,14 @@ import (
 // newAPI builds the MES/operator API and its gRPC server (mTLS, role interceptors, health,
 // reflection).
 func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
-	roles := api.RoleTable{CommonNames: map[string]api.Role{}}
-	for cn, r := range s.rt.Roles {
-		roles.CommonNames[cn] = api.Role(r)
+	roles := api.RoleTable{CommonNames: map[string]api.Role{}, Fingerprints: map[string]api.Role{}, URIs: map[string]api.Role{}}
+	for _, b := range []struct {
+		from map[string]string
+		to   map[string]api.Role
+	}{{s.rt.Roles, roles.CommonNames}, {s.rt.RoleFingerprints, roles.Fingerprints}, {s.rt.RoleURIs, roles.URIs}} {
+		for k, r := range b.from {
+			b.to[k] = api.Role(r)
+		}
 	}
 	if err := roles.Validate(); err != nil {
 		return nil, nil, err

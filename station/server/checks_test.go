@@ -2,12 +2,15 @@ package server
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -132,6 +135,16 @@ func TestChecksRefuse(t *testing.T) {
 					return real.BuildCSR(h, other, exts, s)
 				}
 			}},
+		{name: "CSR with a challengePassword, signed by the TPM key", code: workflow.CodeCSRInvalid,
+			lie: func(t *testing.T, real *tpm.TPM, l *lyingTPM) {
+				l.buildCSR = func(h uint32, subject []byte, exts []pkix.Extension, s tpm.Scheme) ([]byte, error) {
+					csr, err := real.BuildCSR(h, subject, exts, s)
+					if err != nil {
+						return nil, err
+					}
+					return withChallengePassword(t, real, h, csr), nil
+				}
+			}},
 		{name: "serial outside every work order", serial: "SN-9999", code: workflow.CodeNotAuthorized},
 	}
 	for _, tc := range tests {
@@ -151,6 +164,10 @@ func TestChecksRefuse(t *testing.T) {
 			if v.Passed || v.Code != tc.code {
 				t.Fatalf("verdict %+v, want failed with %s", v, tc.code)
 			}
+			// The code travels in a field of its own; the message does not repeat it.
+			if v.Message == "" || strings.Contains(v.Message, tc.code+": ") {
+				t.Errorf("verdict message %q: want a message without the code %s", v.Message, tc.code)
+			}
 			// A security failure after authorization holds the unit for QA; the others fail it.
 			want := store.StatusFailed
 			if workflow.Class(tc.code) == workflow.ClassSecurity && tc.code != workflow.CodeEKUntrusted && tc.code != workflow.CodeEKMismatch {
@@ -162,12 +179,66 @@ func TestChecksRefuse(t *testing.T) {
 					t.Errorf("stored unit %+v, want %s with %s", u, want, tc.code)
 				}
 			}
+			if strings.Contains(l.unit(serial).ErrorMessage, tc.code+": ") {
+				t.Errorf("stored error message %q repeats the code %s", l.unit(serial).ErrorMessage, tc.code)
+			}
 			if n := len(l.ca.Ledger()); n != tc.issued {
 				t.Errorf("the CA issued %d certificates, want %d", n, tc.issued)
 			}
 			l.issuedAllKnown(l.srv.Store())
 		})
 	}
+}
+
+// withChallengePassword re-signs csr with the TPM key at h after adding a challengePassword
+// attribute: a CSR whose key, signature, subject and extensions all check out.
+func withChallengePassword(t *testing.T, real *tpm.TPM, h uint32, csr []byte) []byte {
+	t.Helper()
+	parsed, err := x509.ParseCertificateRequest(csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tbs struct {
+		Version             int
+		Subject, Key, Attrs asn1.RawValue
+	}
+	if _, err := asn1.Unmarshal(parsed.RawTBSCertificateRequest, &tbs); err != nil {
+		t.Fatal(err)
+	}
+	value, err := asn1.MarshalWithParams("let-me-in", "utf8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := asn1.Marshal(struct {
+		Type   asn1.ObjectIdentifier
+		Values asn1.RawValue
+	}{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}, asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: value}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbs.Attrs = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: append(tbs.Attrs.Bytes, pw...)}
+	raw, err := asn1.Marshal(tbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(raw)
+	sig, err := real.Sign(h, digest[:], crypto.SHA256, tpm.ECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: raw}, pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}},
+		asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := x509.ParseCertificateRequest(der); err != nil || p.CheckSignature() != nil {
+		t.Fatalf("the re-signed CSR does not verify: %v", err)
+	}
+	return der
 }
 
 func workflowSubject(serial string) ([]byte, error) {

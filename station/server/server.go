@@ -54,6 +54,7 @@ type Server struct {
 	agentLis, apiLis net.Listener
 	wg               sync.WaitGroup
 	outcomes         chan workflow.Outcome
+	fatal            chan error
 }
 
 // New opens the store and builds every part; it listens on nothing yet.
@@ -62,11 +63,20 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight, Logger: log, Clock: opts.Clock})
+	fatal := make(chan error, 1)
+	onCorrupt := func(err error) {
+		log.Error("station must stop: its store is corrupt; nothing more is issued", "code", store.CodeStoreCorrupt, "error", err)
+		select {
+		case fatal <- err:
+		default:
+		}
+	}
+	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight,
+		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
-	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}}
+	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal}
 	wfIssuers := map[string]workflow.Issuer{}
 	for _, c := range rt.CAs {
 		is, err := newIssuer(c, log)
@@ -151,6 +161,11 @@ func (s *Server) AgentAddr() string { return s.agentLis.Addr().String() }
 
 // APIAddr is the API's listening address (after Start).
 func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
+
+// Fatal delivers the error after which the station must not go on (a store found corrupt at
+// run time, code store.CodeStoreCorrupt; every write is already refused). The owner closes the
+// station and exits.
+func (s *Server) Fatal() <-chan error { return s.fatal }
 
 // Store returns the station's store.
 func (s *Server) Store() *store.Store { return s.store }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -86,6 +87,40 @@ func (w *wtx) audit(a AuditEvent) error {
 		return fmt.Errorf("writing audit record %d: %w", a.Seq, err)
 	}
 	return meta.Put(kAuditHead, encodeHead(ChainHead{Seq: a.Seq, Hash: a.Hash}))
+}
+
+// Bounds of an AuditAPIRefusal record, so that a caller cannot grow the store
+// with large refusals.
+const (
+	maxRefusalDetails     = 16
+	maxRefusalDetailBytes = 512
+)
+
+// AuditAPIRefusal appends an error audit record (action AuditActionAPIRefused)
+// for an API call refused before it reached the store: the principal is the
+// refused caller from ctx (WithPrincipal), code says why, details what
+// (method, peer, certificate fingerprint, how many refusals a summary
+// covers). Details are bounded in number and size; longer values are cut.
+// Rate limiting is the caller's.
+func (s *Store) AuditAPIRefusal(ctx context.Context, code string, details map[string]string) error {
+	if code == "" || len(details) > maxRefusalDetails {
+		return fmt.Errorf("API refusal record: code %q with %d details: %w", code, len(details), ErrInvalidArgument)
+	}
+	// Cut, then keep valid UTF-8 only: JSON would rewrite other bytes and the
+	// stored record would no longer match its hash.
+	bound := func(v string) string {
+		if len(v) > maxRefusalDetailBytes {
+			v = v[:maxRefusalDetailBytes]
+		}
+		return strings.ToValidUTF8(v, "")
+	}
+	d := make(map[string]string, len(details))
+	for k, v := range details {
+		d[bound(k)] = bound(v)
+	}
+	return s.update(ctx, func(w *wtx) error {
+		return w.audit(AuditEvent{Action: AuditActionAPIRefused, Result: ResultError, ErrorCode: code, Details: d})
+	})
 }
 
 // ChainHead returns the current head of the audit chain.

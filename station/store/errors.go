@@ -49,7 +49,33 @@ var (
 	ErrChainBroken = errors.New("audit chain broken")
 	// ErrNotOnHold reports a hold decision on a unit that is not on hold.
 	ErrNotOnHold = errors.New("unit is not on hold")
+	// ErrCorrupt reports a store file whose pages are damaged: Open refuses it,
+	// and once a damaged page is met at run time every later write is refused.
+	// The returned error is a *CorruptError.
+	ErrCorrupt = errors.New("store file corrupt")
 )
+
+// CodeStoreCorrupt is the stable code of a corrupt store file, in every
+// CorruptError message.
+const CodeStoreCorrupt = "STORE_CORRUPT"
+
+// CorruptError describes a damaged store file. It matches ErrCorrupt with
+// errors.Is.
+type CorruptError struct {
+	// Path is the store file.
+	Path string
+	// Reason says what was found (the first consistency check failures, or
+	// the panic bbolt raised on a damaged page).
+	Reason string
+}
+
+// Error implements error; it starts with CodeStoreCorrupt.
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("%s: store file %s is corrupt (%s); restore it from a backup", CodeStoreCorrupt, e.Path, e.Reason)
+}
+
+// Unwrap returns ErrCorrupt.
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
 
 // EKBoundError is returned when an EK fingerprint is already bound to another
 // serial. It matches ErrEKBoundElsewhere with errors.Is.

@@ -21,10 +21,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the schema this package writes. Open refuses newer files.
@@ -80,29 +85,56 @@ type Options struct {
 	MaxBatchDelay time.Duration
 	// Logger receives debug logs (open, refused writes); nil means silence.
 	Logger *slog.Logger
+	// OnCorrupt, when set, is called once (in its own goroutine) when a
+	// damaged page is met after Open; from then on every write is refused.
+	OnCorrupt func(error)
 }
 
 // Store is a station's store. It is safe for concurrent use.
 type Store struct {
 	db        *bolt.DB
+	path      string
 	clock     Clock
 	log       *slog.Logger
 	stationID string
 	states    unitStates
+	onCorrupt func(error)
+	corrupt   atomic.Pointer[CorruptError] // set once a damaged page was met
 }
 
-// Open opens or creates the store file at path.
-func Open(path string, opts Options) (*Store, error) {
-	s := &Store{clock: opts.Clock, log: opts.Logger}
+// Open opens or creates the store file at path. A file whose pages do not
+// pass bbolt's consistency check (or on which bbolt panics) is refused with a
+// *CorruptError; the check reads every page once, which is cheap next to a
+// station's lifetime and the only way to find damage before a unit depends on
+// it.
+func Open(path string, opts Options) (s *Store, err error) {
+	s = &Store{path: path, clock: opts.Clock, log: opts.Logger, onCorrupt: opts.OnCorrupt}
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	var db *bolt.DB
+	defer func() {
+		if p := recover(); p != nil {
+			if db != nil {
+				db.Close()
+			}
+			s, err = nil, &CorruptError{Path: path, Reason: fmt.Sprintf("bbolt panicked: %v", p)}
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
+		return nil, &CorruptError{Path: path, Reason: err.Error()}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	if err := check(db, path); err != nil {
+		db.Close()
+		return nil, err
 	}
 	db.MaxBatchSize = opts.MaxBatchSize
 	if db.MaxBatchSize <= 0 {
@@ -120,6 +152,60 @@ func Open(path string, opts Options) (*Store, error) {
 	s.log.Debug("store opened", "path", path, "station_id", s.stationID,
 		"max_batch_size", db.MaxBatchSize, "max_batch_delay", db.MaxBatchDelay)
 	return s, nil
+}
+
+// maxCheckErrors bounds the consistency problems a CorruptError names.
+const maxCheckErrors = 3
+
+// check runs bbolt's consistency check over every page, after making sure
+// the file holds every page its meta page counts (the check runs on bbolt's
+// own goroutine, where reading past the end of the file would be fatal).
+func check(db *bolt.DB, path string) error {
+	var problems []string
+	err := db.View(func(tx *bolt.Tx) error {
+		st, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		if st.Size() < tx.Size() {
+			problems = append(problems, fmt.Sprintf("file has %d bytes, its pages need %d (truncated)", st.Size(), tx.Size()))
+			return nil
+		}
+		for err := range tx.Check() {
+			if len(problems) < maxCheckErrors {
+				problems = append(problems, err.Error())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return &CorruptError{Path: path, Reason: err.Error()}
+	}
+	if len(problems) > 0 {
+		return &CorruptError{Path: path, Reason: strings.Join(problems, "; ")}
+	}
+	return nil
+}
+
+// markCorrupt latches the store as corrupt after bbolt panicked with p and
+// returns the error every later write gets.
+func (s *Store) markCorrupt(p any) error {
+	ce := &CorruptError{Path: s.path, Reason: fmt.Sprintf("bbolt panicked: %v", p)}
+	if s.corrupt.CompareAndSwap(nil, ce) {
+		s.log.Error("store corrupt: refusing every write", "code", CodeStoreCorrupt, "path", s.path, "panic", fmt.Sprint(p))
+		if s.onCorrupt != nil {
+			go s.onCorrupt(ce)
+		}
+	}
+	return s.corrupt.Load()
+}
+
+// Corrupt returns the *CorruptError once a damaged page was met, else nil.
+func (s *Store) Corrupt() error {
+	if ce := s.corrupt.Load(); ce != nil {
+		return ce
+	}
+	return nil
 }
 
 // init checks or creates the schema and checks the audit chain head.
@@ -265,13 +351,19 @@ func (w *wtx) refuse(a AuditEvent, err error) error {
 // update runs fn in a batched write transaction. fn may run more than once
 // (bbolt re-runs batches); it must only touch the transaction and values it
 // resets itself. A refusal from fn commits the transaction and is returned.
-func (s *Store) update(ctx context.Context, fn func(w *wtx) error) error {
+func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.Corrupt(); err != nil {
+		return err
+	}
+	// A panic of fn in a batch is re-run alone by bbolt in this goroutine.
+	defer s.recoverCorrupt(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	p := principal(ctx)
 	var refused error
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err = s.db.Batch(func(tx *bolt.Tx) error {
 		refused = nil
 		err := fn(&wtx{tx: tx, s: s, now: s.now(), principal: p})
 		var r *refusal
@@ -290,12 +382,25 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) error {
 	return refused
 }
 
-// view runs fn in a read transaction.
-func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+// view runs fn in a read transaction. A bbolt panic on a damaged page (or a
+// memory fault on the mapped file) marks the store corrupt and returns the
+// *CorruptError.
+func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer s.recoverCorrupt(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	return s.db.View(fn)
+}
+
+// recoverCorrupt, deferred at the store boundary, turns a bbolt panic on a
+// damaged page, or a fault reading a page no longer backed by the file
+// (SetPanicOnFault), into the store's *CorruptError in *err.
+func (s *Store) recoverCorrupt(err *error) {
+	if p := recover(); p != nil {
+		*err = s.markCorrupt(p)
+	}
 }
 
 // put marshals v as JSON under key.

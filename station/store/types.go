@@ -196,6 +196,9 @@ const (
 const (
 	auditActionStoreCreate = "store.created"
 	auditActionUnitEvent   = "unit.event"
+	// AuditActionAPIRefused records API calls refused for authentication or role (see
+	// AuditAPIRefusal).
+	AuditActionAPIRefused = "api.refused"
 )
 
 // Role is the role of a device certificate.

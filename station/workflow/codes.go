@@ -3,6 +3,7 @@ package workflow
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Stable error codes. They are recorded in the store, shown to operators and sent to the MES;
@@ -77,6 +78,10 @@ func Class(code string) string {
 	return ClassOther
 }
 
+// CodeFileRootsUnsuitable: the file roots the agent announced in Hello miss a file the
+// profile writes (or it announced none); refused before any key exists. Stable like the above.
+const CodeFileRootsUnsuitable = "FILE_ROOTS_UNSUITABLE"
+
 // Error is a unit failure with a stable code and a human message.
 type Error struct {
 	// Code is one of the Code constants.
@@ -98,6 +103,17 @@ func (e *Error) Unwrap() error { return e.Err }
 
 func fail(code string, err error, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...), Err: err}
+}
+
+// MessageOf returns err's text for an operator without the stable code CodeOf reports: a
+// failure's record, event and verdict carry that code in a field of their own, and a printer
+// shows code and message side by side. Codes of other errors in the chain stay in the text.
+func MessageOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return strings.Replace(err.Error(), e.Code+": ", "", 1)
+	}
+	return err.Error()
 }
 
 // CodeOf returns the stable code of err, CodeInternal when it carries none.

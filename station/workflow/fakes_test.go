@@ -79,7 +79,7 @@ func newSoftUnit(tb testing.TB, serial string, vendor *devpki.CA) *softUnit {
 		tb.Fatal(err)
 	}
 	return &softUnit{
-		hello: &agentv1.Hello{ProtocolVersion: 1, HardwareSerial: serial, BootId: "boot"},
+		hello: &agentv1.Hello{ProtocolVersion: 1, HardwareSerial: serial, BootId: "boot", FileRoots: []string{"/etc"}},
 		ek:    ek, ekPub: eccPublic(tpm2.ECCEKTemplate, x, y), cert: cert,
 		keys: map[uint32]*ecdsa.PrivateKey{}, nv: map[uint32][]byte{}, files: map[string][]byte{},
 	}

@@ -5,7 +5,9 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 )
@@ -101,6 +103,23 @@ type ClientCert struct {
 	Key crypto.Signer
 }
 
+// String describes the certificate by its leaf subject, never the key.
+func (c *ClientCert) String() string {
+	if c == nil || len(c.Chain) == 0 {
+		return "ClientCert{}"
+	}
+	return "ClientCert{Subject:" + c.Chain[0].Subject.String() + " Key:[redacted]}"
+}
+
+// Format implements fmt.Formatter: every verb prints String, so no verb reaches the key.
+func (c *ClientCert) Format(f fmt.State, _ rune) { fmt.Fprint(f, c.String()) }
+
+// LogValue implements slog.LogValuer without the key.
+func (c *ClientCert) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON implements json.Marshaler without the key.
+func (c *ClientCert) MarshalJSON() ([]byte, error) { return json.Marshal(c.String()) }
+
 // Issued is a CA's answer.
 type Issued struct {
 	// Leaf is the issued certificate.
@@ -122,6 +141,16 @@ type Issuer interface {
 	Enroll(ctx context.Context, req EnrollRequest) (*Issued, error)
 	// Roots returns the trust anchors issued certificates must chain to.
 	Roots() *x509.CertPool
+}
+
+// Files returns every path on the unit the profile writes: the LDevID certificate file and
+// the onboarding configuration, if any.
+func (p *Profile) Files() []string {
+	files := []string{p.LDevIDCertPath}
+	if p.Onboarding != nil {
+		files = append(files, p.Onboarding.Path)
+	}
+	return files
 }
 
 func (p *Profile) validate(issuers map[string]Issuer) error {

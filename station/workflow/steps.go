@@ -237,6 +237,11 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 		}); err != nil {
 			return nil, fail(CodeInternal, err, "recording the work order")
 		}
+		// Before the first key: a unit that cannot take the profile's files or its IDevID NV
+		// index never gets one.
+		if err := checkFileRoots(u.profile, u.agent.Hello().GetFileRoots()); err != nil {
+			return nil, err
+		}
 		if err := u.checkPlatform(); err != nil {
 			return nil, err
 		}

@@ -365,7 +365,7 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 	} else if errors.Is(err, errInterrupted) || ctx.Err() != nil {
 		return fmt.Errorf("%w: %v", errInterrupted, err)
 	}
-	code, msg := CodeOf(err), err.Error()
+	code, msg := CodeOf(err), MessageOf(err)
 	class := Class(code)
 	bg := context.WithoutCancel(ctx)
 	status := store.StatusFailed

@@ -204,8 +204,8 @@ func (r *Runner) Run(ctx context.Context, agent Agent) Outcome {
 		u.log.Info("unit interrupted; resumes on reconnect", "step", u.step, "error", err)
 		u.event(context.WithoutCancel(ctx), eventUnitWaiting, err.Error(), nil)
 	default:
-		out.Code, out.Message = CodeOf(err), err.Error()
-		u.log.Warn("unit failed", "step", u.step, "code", out.Code, "error", err)
+		out.Code, out.Message = CodeOf(err), MessageOf(err)
+		u.log.Warn("unit failed", "step", u.step, "code", out.Code, "error", out.Message)
 	}
 	return out
 }

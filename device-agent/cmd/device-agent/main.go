@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -50,9 +51,10 @@ func run(args []string, stderr io.Writer) int {
 		bootID     = fs.String("boot-id-file", agent.DefaultBootIDFile, "file holding the boot id")
 		keepalive  = fs.Duration("keepalive", 0, "ping the station after this much silence (0: off; the station must allow it)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		sysroot    = fs.String("sysroot", "", "bench option: an existing folder `DIR` that stands for the unit's file system: every unit path P, -root included, is taken as DIR/P (missing roots are created), nothing outside DIR is touched (symlinks leading off it are refused), and without -root the whole of DIR is writable (root /); the roots announced to the station stay unit paths")
 		roots      stringList
 	)
-	fs.Var(&roots, "root", "directory below which files may be written and read (repeatable)")
+	fs.Var(&roots, "root", "unit directory below which files may be written and read (repeatable; announced to the station, which refuses a unit whose roots miss a file its profile writes); with -sysroot it is taken below DIR")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -65,6 +67,14 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "device-agent: need -station, -station-ca and exactly one of -serial, -serial-file")
 		fs.Usage()
 		return exitUsage
+	}
+	if *sysroot != "" {
+		abs, err := filepath.Abs(*sysroot)
+		if err != nil {
+			fmt.Fprintf(stderr, "device-agent: bad -sysroot %q: %v\n", *sysroot, err)
+			return exitUsage
+		}
+		*sysroot = abs
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
@@ -89,6 +99,7 @@ func run(args []string, stderr io.Writer) int {
 		FixtureSlot:       *slot,
 		BootIDFile:        *bootID,
 		FileRoots:         roots,
+		Sysroot:           *sysroot,
 		KeepaliveInterval: *keepalive,
 		Logger:            log,
 	}, t)

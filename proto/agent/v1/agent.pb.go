@@ -60,6 +60,10 @@ const (
 	ErrorCode_ERROR_CODE_NV_LOCKED ErrorCode = 12
 	// ERROR_CODE_INTERNAL: an agent bug; the message says more.
 	ErrorCode_ERROR_CODE_INTERNAL ErrorCode = 13
+	// ERROR_CODE_ENDORSEMENT_RESERVED: the command would write, undefine or evict in a
+	// TCG-reserved endorsement range (EK handles 0x81010000-0x810100FF, EK certificate and
+	// template NV indexes 0x01C00000-0x01C07FFF); the agent never does, whatever the station says.
+	ErrorCode_ERROR_CODE_ENDORSEMENT_RESERVED ErrorCode = 14
 )
 
 // Enum value maps for ErrorCode.
@@ -79,22 +83,24 @@ var (
 		11: "ERROR_CODE_ACTIVATION_FAILED",
 		12: "ERROR_CODE_NV_LOCKED",
 		13: "ERROR_CODE_INTERNAL",
+		14: "ERROR_CODE_ENDORSEMENT_RESERVED",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_CODE_UNSPECIFIED":       0,
-		"ERROR_CODE_UNKNOWN_COMMAND":   1,
-		"ERROR_CODE_INVALID_ARGUMENT":  2,
-		"ERROR_CODE_TPM":               3,
-		"ERROR_CODE_HANDLE_OCCUPIED":   4,
-		"ERROR_CODE_NOT_FOUND":         5,
-		"ERROR_CODE_NV_TOO_LARGE":      6,
-		"ERROR_CODE_PATH_NOT_ALLOWED":  7,
-		"ERROR_CODE_IO":                8,
-		"ERROR_CODE_MESSAGE_TOO_LARGE": 9,
-		"ERROR_CODE_WRONG_HIERARCHY":   10,
-		"ERROR_CODE_ACTIVATION_FAILED": 11,
-		"ERROR_CODE_NV_LOCKED":         12,
-		"ERROR_CODE_INTERNAL":          13,
+		"ERROR_CODE_UNSPECIFIED":          0,
+		"ERROR_CODE_UNKNOWN_COMMAND":      1,
+		"ERROR_CODE_INVALID_ARGUMENT":     2,
+		"ERROR_CODE_TPM":                  3,
+		"ERROR_CODE_HANDLE_OCCUPIED":      4,
+		"ERROR_CODE_NOT_FOUND":            5,
+		"ERROR_CODE_NV_TOO_LARGE":         6,
+		"ERROR_CODE_PATH_NOT_ALLOWED":     7,
+		"ERROR_CODE_IO":                   8,
+		"ERROR_CODE_MESSAGE_TOO_LARGE":    9,
+		"ERROR_CODE_WRONG_HIERARCHY":      10,
+		"ERROR_CODE_ACTIVATION_FAILED":    11,
+		"ERROR_CODE_NV_LOCKED":            12,
+		"ERROR_CODE_INTERNAL":             13,
+		"ERROR_CODE_ENDORSEMENT_RESERVED": 14,
 	}
 )
 
@@ -585,8 +591,16 @@ type Hello struct {
 	TpmTransport string `protobuf:"bytes,7,opt,name=tpm_transport,json=tpmTransport,proto3" json:"tpm_transport,omitempty"`
 	// session_attempt counts sessions this agent process opened, starting at 1.
 	SessionAttempt uint32 `protobuf:"varint,8,opt,name=session_attempt,json=sessionAttempt,proto3" json:"session_attempt,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// file_roots lists the absolute, cleaned directories on the unit below which the agent
+	// writes and reads files (WriteFile, ReadFile): the paths as the station names them, so an
+	// agent that maps them into a bench folder (-sysroot) announces the unit paths, not the
+	// folder's. "/" stands for the whole file system. Empty means the agent takes no files (it
+	// has no roots, or predates this field). The station refuses, before it creates any key, a
+	// unit whose roots do not cover every file its profile writes. At most 16 entries of at
+	// most 1024 bytes each.
+	FileRoots     []string `protobuf:"bytes,9,rep,name=file_roots,json=fileRoots,proto3" json:"file_roots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -673,6 +687,13 @@ func (x *Hello) GetSessionAttempt() uint32 {
 		return x.SessionAttempt
 	}
 	return 0
+}
+
+func (x *Hello) GetFileRoots() []string {
+	if x != nil {
+		return x.FileRoots
+	}
+	return nil
 }
 
 // Command is one operation the station asks for. Exactly one op is set.
@@ -3261,7 +3282,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x04body\"M\n" +
 	"\x0eStationMessage\x123\n" +
 	"\acommand\x18\x01 \x01(\v2\x17.devid.agent.v1.CommandH\x00R\acommandB\x06\n" +
-	"\x04body\"\xaf\x02\n" +
+	"\x04body\"\xce\x02\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12'\n" +
@@ -3270,7 +3291,9 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\ffixture_slot\x18\x05 \x01(\tR\vfixtureSlot\x12\x17\n" +
 	"\aboot_id\x18\x06 \x01(\tR\x06bootId\x12#\n" +
 	"\rtpm_transport\x18\a \x01(\tR\ftpmTransport\x12'\n" +
-	"\x0fsession_attempt\x18\b \x01(\rR\x0esessionAttempt\"\x95\a\n" +
+	"\x0fsession_attempt\x18\b \x01(\rR\x0esessionAttempt\x12\x1d\n" +
+	"\n" +
+	"file_roots\x18\t \x03(\tR\tfileRoots\"\x95\a\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x04info\x18\n" +
@@ -3458,7 +3481,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"+\n" +
 	"\fFinishResult\x12\x1b\n" +
-	"\texit_code\x18\x01 \x01(\x05R\bexitCode*\x9e\x03\n" +
+	"\texit_code\x18\x01 \x01(\x05R\bexitCode*\xc3\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_CODE_UNKNOWN_COMMAND\x10\x01\x12\x1f\n" +
@@ -3474,7 +3497,8 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x12 \n" +
 	"\x1cERROR_CODE_ACTIVATION_FAILED\x10\v\x12\x18\n" +
 	"\x14ERROR_CODE_NV_LOCKED\x10\f\x12\x17\n" +
-	"\x13ERROR_CODE_INTERNAL\x10\r*\x9d\x01\n" +
+	"\x13ERROR_CODE_INTERNAL\x10\r\x12#\n" +
+	"\x1fERROR_CODE_ENDORSEMENT_RESERVED\x10\x0e*\x9d\x01\n" +
 	"\fKeyAlgorithm\x12\x1d\n" +
 	"\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16KEY_ALGORITHM_RSA_2048\x10\x01\x12\x1a\n" +

@@ -82,6 +82,14 @@ func (p *PKI) Client(t testing.TB, cn string) tls.Certificate {
 	return issue(t, p.CA, &x509.Certificate{Subject: pkix.Name{CommonName: cn}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 }
 
+// ClientFrom returns a client certificate from the trusted CA made from tmpl (a subject, SAN
+// URIs, ...); the serial number, validity and client-auth usage are filled in.
+func (p *PKI) ClientFrom(t testing.TB, tmpl *x509.Certificate) tls.Certificate {
+	t.Helper()
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	return issue(t, p.CA, tmpl)
+}
+
 // Untrusted returns a client certificate for cn from the CA the station does not trust.
 func (p *PKI) Untrusted(t testing.TB, cn string) tls.Certificate {
 	t.Helper()

@@ -52,12 +52,19 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	<-ctx.Done()
-	log.Info("stopping")
+	code := 0
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+	case err := <-srv.Fatal():
+		fmt.Fprintln(os.Stderr, "stationd:", err)
+		code = 1
+	}
 	closeCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := srv.Close(closeCtx); err != nil {
 		log.Error("closing", "error", err)
-		os.Exit(1)
+		code = 1
 	}
+	os.Exit(code)
 }

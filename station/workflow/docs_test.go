@@ -1,0 +1,81 @@
+package workflow
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// workflowDoc is the architecture page that describes the step table and the error codes.
+const workflowDoc = "../../docs/workflow.md"
+
+// codeConstants returns the exported Code* constants of codes.go by name, with their values,
+// read from the source so that a constant added there is checked without editing this test.
+func codeConstants(t *testing.T) map[string]string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "codes.go", nil, 0)
+	if err != nil {
+		t.Fatalf("parsing codes.go: %v", err)
+	}
+	codes := map[string]string{}
+	for _, decl := range f.Decls {
+		gd, ok := decl.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "Code") {
+					continue
+				}
+				if i >= len(vs.Values) {
+					t.Fatalf("codes.go: %s has no explicit value", name.Name)
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					t.Fatalf("codes.go: %s is not a string literal", name.Name)
+				}
+				v, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatalf("codes.go: %s: %v", name.Name, err)
+				}
+				codes[name.Name] = v
+			}
+		}
+	}
+	return codes
+}
+
+// TestDocsCoverStepsAndCodes keeps docs/workflow.md in step with the code: every step of Steps
+// and every Code* constant (its name and its stored value) must appear in it, in backticks.
+func TestDocsCoverStepsAndCodes(t *testing.T) {
+	raw, err := os.ReadFile(workflowDoc)
+	if err != nil {
+		t.Fatalf("reading %s: %v", workflowDoc, err)
+	}
+	doc := string(raw)
+	for _, step := range Steps {
+		if !strings.Contains(doc, "`"+step+"`") {
+			t.Errorf("%s does not mention step `%s`", workflowDoc, step)
+		}
+	}
+	codes := codeConstants(t)
+	// The parse must find the codes the workflow itself uses, or the check below proves nothing.
+	for name, want := range map[string]string{"CodeInternal": CodeInternal, "CodeStepTimeout": CodeStepTimeout} {
+		if codes[name] != want {
+			t.Fatalf("codes.go parse: %s = %q, want %q", name, codes[name], want)
+		}
+	}
+	for name, value := range codes {
+		for _, s := range []string{name, value} {
+			if !strings.Contains(doc, "`"+s+"`") {
+				t.Errorf("%s does not mention `%s` (codes.go %s = %q)", workflowDoc, s, name, value)
+			}
+		}
+	}
+}
