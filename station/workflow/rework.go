@@ -74,7 +74,7 @@ func (u *unit) reworkCleanup(ctx context.Context) error {
 		}
 		res.Done["evict_"+role] = fmt.Sprint(r.GetEvict().GetExisted())
 	}
-	seen := map[string]bool{}
+	seen, undefined := map[string]bool{}, map[uint32]bool{}
 	for _, pr := range profiles {
 		paths := []string{pr.LDevIDCertPath}
 		if pr.Onboarding != nil {
@@ -91,11 +91,11 @@ func (u *unit) reworkCleanup(ctx context.Context) error {
 			}
 			res.Done["remove_"+path] = fmt.Sprint(r.GetRemoveFile().GetExisted())
 		}
-		if why == "" || seen[fmt.Sprint(pr.IDevIDNV.Index)] {
+		nv := pr.IDevIDNV
+		if why == "" || undefined[nv.Index] {
 			continue
 		}
-		seen[fmt.Sprint(pr.IDevIDNV.Index)] = true
-		nv := pr.IDevIDNV
+		undefined[nv.Index] = true
 		r, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_NvUndefine{NvUndefine: &agentv1.NVUndefineRequest{Index: nv.Index, Auth: nv.Auth}}})
 		if err != nil {
 			return u.endFailed(ctx, ref, fail(CodeInstallFailed, err, "removing the old IDevID NV index %#x", nv.Index))

@@ -81,8 +81,8 @@ var errAlreadyDone = errors.New("already provisioned")
 
 // open marks the unit running (creating its record). A done unit without rework is only
 // re-identified, without journaling: the same TPM gets the passed verdict again, anything else
-// fails. A done or aborted unit with a rework authorization is reopened and its TPM objects
-// removed.
+// fails. A unit on hold or scrapped is refused. A done, aborted or held unit with a rework
+// authorization is reopened and reworked (reworkCleanup).
 func (u *unit) open(ctx context.Context) error {
 	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted || u.state.Status == store.StatusHold
 	if u.state.Status == store.StatusScrapped {

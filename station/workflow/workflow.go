@@ -20,28 +20,25 @@ import (
 	"github.com/devid-station/devid/station/store"
 )
 
-// Step names, in workflow order. They are stored: never rename one.
+// Step names, in workflow order. They are stored: never rename one. The event kinds the
+// workflow writes are the station API's (documented with stationv1.EventKind).
 const (
-	StepIdentify      = "identify"
-	StepVerifyEK      = "verify_ek"
-	StepAuthorize     = "authorize"
-	StepIDevIDKey     = "idevid_key"
-	StepIDevIDProof   = "idevid_residency"
-	StepIDevIDCSR     = "idevid_csr"
-	StepIDevIDEnroll  = "idevid_enroll"
-	StepIDevIDInstall = "idevid_install"
-	StepLDevIDKey     = "ldevid_key"
-	StepLDevIDProof   = "ldevid_residency"
-	StepLDevIDCSR     = "ldevid_csr"
-	StepLDevIDEnroll  = "ldevid_enroll"
-	StepLDevIDInstall = "ldevid_install"
-	StepOnboarding    = "onboarding"
-	StepVerify        = "verify"
-	StepComplete      = "complete"
-)
-
-// Event kinds the workflow writes (documented with stationv1.EventKind).
-const (
+	StepIdentify       = "identify"
+	StepVerifyEK       = "verify_ek"
+	StepAuthorize      = "authorize"
+	StepIDevIDKey      = "idevid_key"
+	StepIDevIDProof    = "idevid_residency"
+	StepIDevIDCSR      = "idevid_csr"
+	StepIDevIDEnroll   = "idevid_enroll"
+	StepIDevIDInstall  = "idevid_install"
+	StepLDevIDKey      = "ldevid_key"
+	StepLDevIDProof    = "ldevid_residency"
+	StepLDevIDCSR      = "ldevid_csr"
+	StepLDevIDEnroll   = "ldevid_enroll"
+	StepLDevIDInstall  = "ldevid_install"
+	StepOnboarding     = "onboarding"
+	StepVerify         = "verify"
+	StepComplete       = "complete"
 	eventUnitDone      = stationv1.KindUnitDone
 	eventUnitFailed    = stationv1.KindUnitFailed
 	eventUnitWaiting   = stationv1.KindUnitWaiting
