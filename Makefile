@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test bench bench-ca bench-line lint generate generate-check tidy-check demo dev-config ci clean
+.PHONY: help deps setup build test test-reports bench bench-ca bench-line lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -17,8 +17,12 @@ help: ## list targets
 #   tpm2-tools                    independent read-back of TPM state in tests
 #   openssl curl                  independent checks of certificates and of the EST CA in tests
 #   git ca-certificates           generate-check and module downloads
+#   poppler-utils zbar-tools      the printable reports' tests: pdftotext/pdftoppm read the PDFs,
+#                                 zbarimg scans their barcodes
+#   systemd                       systemd-analyze verify/security of deploy/systemd units (needs no running systemd)
+#   chromium                      the operator console's browser test (headless, driven from Go)
 DEB_PACKAGES := gcc libc6-dev libssl-dev protobuf-compiler libprotobuf-dev swtpm swtpm-tools \
-	tpm2-tools openssl curl git ca-certificates
+	tpm2-tools openssl curl git ca-certificates poppler-utils zbar-tools systemd chromium
 
 deps: ## install the Debian packages and Go modules the build and tests need (quick when all are there)
 	@installed=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(DEB_PACKAGES) 2>/dev/null | awk '$$NF=="installed"{print $$1}'); \
@@ -47,13 +51,19 @@ RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station
 
 # go test -json through testprogress: go test's package lines, failures in full, a line every
 # 20 s naming slow packages, and a closing "N passed, N failed, N skipped".
-GOTEST = set -o pipefail; $(GO) build -o .bin/testprogress ./fixture/cmd/testprogress && $(GO) test -count=1 -json
+# The console's browser test saves its screenshot under out/artifacts/.
+GOTEST = set -o pipefail; $(GO) build -o .bin/testprogress ./fixture/cmd/testprogress && CONSOLE_ARTIFACTS=$(CURDIR)/out/artifacts $(GO) test -count=1 -json
 
 test: deps ## run every test, then the concurrent packages again under the race detector
 	@echo "==> every test (fixture/line, station/server and ca-client/cabench take a minute or more)"
 	@$(GOTEST) ./... | .bin/testprogress
 	@echo "==> the concurrent packages again under the race detector"
 	@$(GOTEST) -race $(RACE_PKGS) | .bin/testprogress
+
+test-reports: deps ## the printable reports' tests, leaving the PDFs, HTML and page-one PNGs in out/reports-test/
+	rm -rf out/reports-test
+	PRINTABLE_ARTIFACTS=$(CURDIR)/out/reports-test $(GO) test -count=1 ./reports/printable/
+	@echo "==> rendered reports and their page-one images: out/reports-test/"
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -125,8 +125,6 @@ func New(name string, backend Backend, cfg Config) *Batcher {
 		br:      breaker{cfg: cfg.Breaker},
 		rate:    newAIMD(cfg),
 	}
-	b.m.BatchSize = newHistogram(sizeBounds)
-	b.m.Latency = newHistogram(latencyBounds)
 	go b.run()
 	return b
 }
@@ -341,7 +339,7 @@ func (b *Batcher) dispatch(bt *batch) {
 	b.m.Queued -= k
 	b.m.Requests += k
 	b.m.Batches++
-	b.m.BatchSize.observe(float64(k))
+	b.cfg.BatchSize.Observe(float64(k))
 	b.m.InFlight += k
 	b.m.MaxInFlight = max(b.m.MaxInFlight, b.m.InFlight)
 	b.calls.Add(1)
@@ -439,7 +437,7 @@ func (b *Batcher) send(ctx context.Context, bt *batch, sent []*item) {
 			b.m.Succeeded++
 		}
 		if !it.abandoned {
-			b.m.Latency.observe(now.Sub(it.start).Seconds())
+			b.cfg.Latency.Observe(now.Sub(it.start).Seconds())
 		}
 		if ours && r.Err != nil {
 			b.br.release(it.probe)
@@ -491,8 +489,6 @@ func (b *Batcher) NoteRateLimited() {
 func (b *Batcher) Metrics() Metrics {
 	b.mu.Lock()
 	m := b.m
-	m.BatchSize = m.BatchSize.clone()
-	m.Latency = m.Latency.clone()
 	m.Breaker = b.br.state
 	if m.Breaker == BreakerOpen && b.clock.Now().Sub(b.br.openedAt) >= b.cfg.Breaker.OpenFor {
 		m.Breaker = BreakerHalfOpen // would let a probe through now

@@ -138,9 +138,10 @@ func TestInFlightBound(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkGoroutines(t)
 			se := &fakeSingle{delay: 200 * time.Microsecond}
-			b := newTestBatcher(t, FanOut(se, tc.fanOut), Config{
+			obs := newObserved()
+			b := newTestBatcher(t, FanOut(se, tc.fanOut), obs.with(Config{
 				MaxBatch: tc.maxBatch, MaxWait: time.Millisecond, MaxInFlight: tc.maxInFlight,
-			})
+			}))
 			var wg sync.WaitGroup
 			errs := make(chan error, callers)
 			for i := range callers {
@@ -173,10 +174,8 @@ func TestInFlightBound(t *testing.T) {
 			if m.Requests != callers || se.calls() != callers {
 				t.Errorf("Requests = %d, CA calls = %d, want %d", m.Requests, se.calls(), callers)
 			}
-			if m.BatchSize.Max > float64(tc.maxBatch) {
-				t.Errorf("largest batch %v > MaxBatch %d", m.BatchSize.Max, tc.maxBatch)
-			}
 			checkCounts(t, m)
+			obs.check(t, m, tc.maxBatch)
 		})
 	}
 }
@@ -641,7 +640,8 @@ func TestMetricsConsistent(t *testing.T) {
 		}
 		return nil
 	})
-	b := newTestBatcher(t, be, Config{MaxBatch: 8, MaxWait: 2 * time.Millisecond, MaxInFlight: 16})
+	obs := newObserved()
+	b := newTestBatcher(t, be, obs.with(Config{MaxBatch: 8, MaxWait: 2 * time.Millisecond, MaxInFlight: 16}))
 	const callers = 200
 	var wg sync.WaitGroup
 	for i := range callers {
@@ -671,14 +671,9 @@ func TestMetricsConsistent(t *testing.T) {
 	if m.Succeeded+m.Failed != m.Requests {
 		t.Errorf("Succeeded+Failed = %d, Requests = %d", m.Succeeded+m.Failed, m.Requests)
 	}
-	if m.Latency.Count != m.Requests-m.Abandoned {
-		t.Errorf("latency observations %d, want Requests-Abandoned = %d", m.Latency.Count, m.Requests-m.Abandoned)
-	}
-	if p50, p95 := m.LatencyP50(), m.LatencyP95(); p50 <= 0 || p95 < p50 {
-		t.Errorf("latency p50 %v, p95 %v", p50, p95)
-	}
-	t.Logf("metrics: enrolls %d requests %d batches %d cancelled %d abandoned %d failed %d p50 %v p95 %v",
-		m.Enrolls, m.Requests, m.Batches, m.Cancelled, m.Abandoned, m.Failed, m.LatencyP50(), m.LatencyP95())
+	obs.check(t, m, 8)
+	t.Logf("metrics: enrolls %d requests %d batches %d cancelled %d abandoned %d failed %d",
+		m.Enrolls, m.Requests, m.Batches, m.Cancelled, m.Abandoned, m.Failed)
 }
 
 func TestBackendShortAnswer(t *testing.T) {

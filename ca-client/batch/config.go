@@ -4,7 +4,12 @@ import (
 	"log/slog"
 	"math"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
+
+// discard is the Observer of measurements nobody collects.
+var discard = prometheus.ObserverFunc(func(float64) {})
 
 // Config tunes a Batcher. The zero value is usable: every request is sent at
 // once (set MaxWait to gather batches of up to MaxBatch = 16), at most 16
@@ -38,6 +43,10 @@ type Config struct {
 	Clock Clock
 	// Logger receives state changes (breaker, rate); nil means silence.
 	Logger *slog.Logger
+	// Latency observes, in seconds, the time from Enroll to the Backend's
+	// answer of every answered request whose caller still waited; BatchSize
+	// observes the size of every batch handed to the Backend. Nil discards.
+	Latency, BatchSize prometheus.Observer
 }
 
 // BackoffConfig is the AIMD (additive increase, multiplicative decrease)
@@ -123,6 +132,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Latency == nil {
+		cfg.Latency = discard
+	}
+	if cfg.BatchSize == nil {
+		cfg.BatchSize = discard
 	}
 	return cfg
 }

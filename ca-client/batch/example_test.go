@@ -35,5 +35,5 @@ func ExampleNewEST() {
 		return
 	}
 	m := b.Metrics()
-	fmt.Println(resp.Leaf.Subject, m.Batches, m.ConnectionsOpened, m.LatencyP95())
+	fmt.Println(resp.Leaf.Subject, m.Batches, m.ConnectionsOpened, m.Breaker)
 }

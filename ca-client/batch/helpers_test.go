@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"runtime"
 	"slices"
 	"sync"
@@ -208,10 +210,53 @@ func checkCounts(t *testing.T, m Metrics) {
 	if got := m.Requests + m.Queued + m.Cancelled + m.CircuitOpen + m.Dropped; got != m.Enrolls {
 		t.Errorf("Requests+Queued+Cancelled+CircuitOpen+Dropped = %d, Enrolls = %d (%+v)", got, m.Enrolls, m)
 	}
-	if int64(m.BatchSize.Sum) != m.Requests {
-		t.Errorf("sum of batch sizes = %v, Requests = %d", m.BatchSize.Sum, m.Requests)
+}
+
+// observed is a pair of Prometheus histograms a test hands to a Batcher.
+type observed struct{ latency, size prometheus.Histogram }
+
+func newObserved() observed {
+	return observed{
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "latency_seconds", Buckets: prometheus.DefBuckets}),
+		size:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "batch_size", Buckets: prometheus.ExponentialBuckets(1, 2, 9)}),
 	}
-	if m.BatchSize.Count != m.Batches {
-		t.Errorf("batch-size observations = %d, Batches = %d", m.BatchSize.Count, m.Batches)
+}
+
+// with returns cfg observing into o.
+func (o observed) with(cfg Config) Config {
+	cfg.Latency, cfg.BatchSize = o.latency, o.size
+	return cfg
+}
+
+// histogram reads h through the library's own data model.
+func histogram(t *testing.T, h prometheus.Histogram) *dto.Histogram {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram()
+}
+
+// check asserts what the observers saw agrees with m: one size per batch, their sum the
+// requests, none above maxBatch, and one latency per answered request whose caller waited.
+func (o observed) check(t *testing.T, m Metrics, maxBatch int) {
+	t.Helper()
+	size := histogram(t, o.size)
+	if int64(size.GetSampleSum()) != m.Requests || int64(size.GetSampleCount()) != m.Batches {
+		t.Errorf("batch sizes: sum %v over %d batches; Requests = %d, Batches = %d",
+			size.GetSampleSum(), size.GetSampleCount(), m.Requests, m.Batches)
+	}
+	for _, b := range size.GetBucket() {
+		if b.GetUpperBound() < float64(maxBatch) {
+			continue
+		}
+		if b.GetCumulativeCount() != size.GetSampleCount() {
+			t.Errorf("%d of %d batches larger than MaxBatch %d", size.GetSampleCount()-b.GetCumulativeCount(), size.GetSampleCount(), maxBatch)
+		}
+		break
+	}
+	if got, want := int64(histogram(t, o.latency).GetSampleCount()), m.Requests-m.Abandoned; got != want {
+		t.Errorf("latency observations %d, want Requests-Abandoned = %d", got, want)
 	}
 }

@@ -9,48 +9,19 @@ import (
 	"time"
 )
 
-func TestHistogramQuantile(t *testing.T) {
-	tests := []struct {
-		name   string
-		values []float64
-		q      float64
-		want   float64
-	}{
-		{name: "empty", q: 0.5, want: 0},
-		{name: "median in a bucket", values: []float64{1, 2, 3, 3, 8}, q: 0.5, want: 4},
-		{name: "p95 in the top bucket", values: []float64{1, 2, 3, 3, 8}, q: 0.95, want: 8},
-		{name: "bound above the max is capped", values: []float64{3, 3}, q: 0.5, want: 3},
-		{name: "overflow returns max", values: []float64{1, 1000}, q: 0.95, want: 1000},
-		{name: "exact bound", values: []float64{2, 2, 2}, q: 0.5, want: 2},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHistogram(sizeBounds)
-			for _, v := range tc.values {
-				h.observe(v)
-			}
-			if got := h.Quantile(tc.q); got != tc.want {
-				t.Errorf("Quantile(%v) = %v, want %v (counts %v)", tc.q, got, tc.want, h.Counts)
-			}
-			if h.Count != int64(len(tc.values)) {
-				t.Errorf("Count = %d", h.Count)
-			}
-		})
-	}
-}
-
-func TestHistogramSnapshotIsACopy(t *testing.T) {
-	b := newTestBatcher(t, &fakeBackend{}, Config{})
+// TestObserversSeeEveryRequest checks a lone request reaches both observers: a batch of one and
+// a latency no longer than the call.
+func TestObserversSeeEveryRequest(t *testing.T) {
+	obs := newObserved()
+	b := newTestBatcher(t, &fakeBackend{}, obs.with(Config{}))
+	start := time.Now()
 	if _, err := b.Enroll(context.Background(), Request{Serial: "U"}); err != nil {
 		t.Fatal(err)
 	}
-	m := b.Metrics()
-	m.BatchSize.Counts[0] = 99
-	if got := b.Metrics().BatchSize.Counts[0]; got != 1 {
-		t.Errorf("batcher's histogram changed through a snapshot: %d", got)
-	}
-	if p := b.Metrics().LatencyP95(); p <= 0 || p > time.Second {
-		t.Errorf("p95 %v for an instant backend", p)
+	took := time.Since(start).Seconds()
+	obs.check(t, b.Metrics(), 1)
+	if lat := histogram(t, obs.latency); lat.GetSampleCount() != 1 || lat.GetSampleSum() < 0 || lat.GetSampleSum() > took {
+		t.Errorf("latency: %d observations summing to %vs; the call took %vs", lat.GetSampleCount(), lat.GetSampleSum(), took)
 	}
 }
 

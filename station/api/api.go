@@ -89,6 +89,9 @@ type Config struct {
 	// RefusalWindow is the window of the refusal audit (0 = 1 minute): per window, up to 16
 	// refused calls get an audit record each and one summary record counts the rest.
 	RefusalWindow time.Duration
+	// ReportsDir is the station's reports folder (reports/reportdir) that GetReport serves;
+	// empty: GetReport answers Unimplemented.
+	ReportsDir string
 }
 
 // Server implements stationv1.StationServer. It is safe for concurrent use.

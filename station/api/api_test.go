@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,7 +19,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
-	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/fixture/devpki"
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
 	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/reports/traveler/travelertest"
@@ -37,9 +36,10 @@ func (n agentCount) Connected() int { return int(n) }
 type testEnv struct {
 	*apitest.Env
 	runner *workflow.Runner
+	pki    *devpki.PKI
 }
 
-// newEnv serves the API over a fresh store, with a real workflow runner (no profiles: it only
+// newEnv serves the API over a fresh store, with a real workflow runner (no CAs: it only
 // aborts and tracks units the tests start by hand).
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
@@ -48,10 +48,7 @@ func newEnv(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	runner, err := workflow.New(workflow.Config{Journal: st, EKRoots: []*x509.Certificate{travelertest.NewCA(t, "EK root").Cert}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runner, pki := newRunner(t, st)
 	env := apitest.Start(t, api.Config{
 		Store: st, Runner: runner, Agents: agentCount(3), Version: "v-test", Profiles: []string{"default"},
 		CAs: func() []api.CAHealth {
@@ -59,7 +56,7 @@ func newEnv(t *testing.T) *testEnv {
 		},
 		PollInterval: 20 * time.Millisecond,
 	})
-	return &testEnv{Env: env, runner: runner}
+	return &testEnv{Env: env, runner: runner, pki: pki}
 }
 
 func code(err error) codes.Code { return status.Code(err) }
@@ -82,38 +79,22 @@ func auditBy(t *testing.T, st *store.Store, action, serial, key, value string) [
 	})
 }
 
-// blockingAgent is an agent whose unit never answers until its session ends: a unit stuck in
-// a step. It answers the final verdict at once.
-type blockingAgent struct {
-	serial string
-	asked  chan struct{} // receives once per command the agent blocks on
-}
-
-func (a blockingAgent) Hello() *agentv1.Hello { return &agentv1.Hello{HardwareSerial: a.serial} }
-
-func (a blockingAgent) Do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, error) {
-	if cmd.GetFinish() != nil {
-		return &agentv1.Result{}, nil
-	}
-	select {
-	case a.asked <- struct{}{}:
-	default:
-	}
-	<-ctx.Done()
-	return nil, ctx.Err()
-}
-
-// startRun runs the workflow for serial with a blocking agent and waits until the runner
-// blocks on the agent's first command (the unit is then running at its first step); the
-// returned channel receives Run's outcome.
+// startRun authorizes serial, runs the workflow for it with a blocking agent and waits until
+// the runner blocks on the agent's first command after the first checks (the unit is then
+// running at its first key step); the returned channel receives Run's outcome.
 func (e *testEnv) startRun(t *testing.T, ctx context.Context, serial string) <-chan workflow.Outcome {
 	t.Helper()
+	if _, err := e.Store.CreateWorkOrder(ctx, store.WorkOrder{ID: "WO-" + serial, Profile: "default", Serials: []string{serial}}); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan workflow.Outcome, 1)
-	a := blockingAgent{serial: serial, asked: make(chan struct{}, 1)}
+	a := blockingAgent{serial: serial, ek: testEK(t, e.pki), asked: make(chan struct{}, 1)}
 	go func() { done <- e.runner.Run(ctx, a) }()
 	select {
 	case <-a.asked:
-	case <-time.After(5 * time.Second):
+	case out := <-done:
+		t.Fatalf("the runner ended %s before its first key: %+v", serial, out)
+	case <-time.After(time.Minute):
 		t.Fatalf("the runner sent %s no command", serial)
 	}
 	return done
@@ -182,6 +163,14 @@ var calls = []call{
 		_, err := c.DecideHold(ctx, &stationv1.DecideHoldRequest{Serial: "none", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP, Reason: "test"})
 		return err
 	}),
+	stationCall("ReleaseEK", func(ctx context.Context, c stationv1.StationClient, _ string) error {
+		_, err := c.ReleaseEK(ctx, &stationv1.ReleaseEKRequest{Serial: "none", Reason: "test"})
+		return err
+	}),
+	stationCall("ListRefusals", func(ctx context.Context, c stationv1.StationClient, _ string) error {
+		_, err := c.ListRefusals(ctx, &stationv1.ListRefusalsRequest{})
+		return err
+	}),
 	stationCall("GetTraveler", func(ctx context.Context, c stationv1.StationClient, _ string) error {
 		_, err := c.GetTraveler(ctx, &stationv1.GetTravelerRequest{Serial: "none"})
 		return err
@@ -228,6 +217,7 @@ func TestRolePermissions(t *testing.T) {
 		"AbortUnit":       {apitest.Operator, apitest.Admin},
 		"AuthorizeRework": {apitest.Admin},
 		"DecideHold":      {apitest.QA, apitest.Admin},
+		"ReleaseEK":       {apitest.Admin},
 	}
 	for _, cn := range append(all, apitest.NoRole) {
 		for _, c := range calls {
@@ -662,10 +652,10 @@ func TestAbortAndRework(t *testing.T) {
 	ctx := t.Context()
 	op, admin := e.Client(t, apitest.Operator), e.Client(t, apitest.Admin)
 
-	done := e.startRun(t, ctx, "SN-06")
-	u, err := op.GetUnit(ctx, &stationv1.GetUnitRequest{Serial: "SN-06"})
+	done := e.startRun(t, ctx, "SN-07")
+	u, err := op.GetUnit(ctx, &stationv1.GetUnitRequest{Serial: "SN-07"})
 	if err != nil || u.GetStatus() != stationv1.UnitStatus_UNIT_STATUS_RUNNING {
-		t.Fatalf("SN-06 while its session runs: %v, %v", u, err)
+		t.Fatalf("SN-07 while its session runs: %v, %v", u, err)
 	}
 
 	refusals := []struct {
@@ -673,7 +663,7 @@ func TestAbortAndRework(t *testing.T) {
 		req  *stationv1.AbortUnitRequest
 		want codes.Code
 	}{
-		{"no reason", &stationv1.AbortUnitRequest{Serial: "SN-06"}, codes.InvalidArgument},
+		{"no reason", &stationv1.AbortUnitRequest{Serial: "SN-07"}, codes.InvalidArgument},
 		{"no serial", &stationv1.AbortUnitRequest{Reason: "x"}, codes.InvalidArgument},
 		{"unknown unit", &stationv1.AbortUnitRequest{Serial: "SN-404", Reason: "x"}, codes.NotFound},
 		{"done unit", &stationv1.AbortUnitRequest{Serial: "SN-01", Reason: "x"}, codes.FailedPrecondition},
@@ -689,7 +679,7 @@ func TestAbortAndRework(t *testing.T) {
 		t.Errorf("aborting an unknown serial created it: %v", err)
 	}
 
-	u, err = op.AbortUnit(ctx, &stationv1.AbortUnitRequest{Serial: "SN-06", Reason: "fixture jammed"})
+	u, err = op.AbortUnit(ctx, &stationv1.AbortUnitRequest{Serial: "SN-07", Reason: "fixture jammed"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -705,7 +695,7 @@ func TestAbortAndRework(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the unit's session did not end after the abort")
 	}
-	recs := auditBy(t, e.Store, store.EventUnitUpdated, "SN-06", "status", "aborted")
+	recs := auditBy(t, e.Store, store.EventUnitUpdated, "SN-07", "status", "aborted")
 	if len(recs) != 1 || recs[0].Principal != "operator:CN=operator-1" {
 		t.Errorf("abort audit records %+v, want one by operator:CN=operator-1", recs)
 	}
@@ -716,14 +706,14 @@ func TestAbortAndRework(t *testing.T) {
 	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-404", Reason: "x"}); code(err) != codes.NotFound {
 		t.Errorf("rework of an unknown unit: %v, want NotFound", err)
 	}
-	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-06", Reason: "retry"}); err != nil {
+	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-07", Reason: "retry"}); err != nil {
 		t.Errorf("rework of an aborted unit: %v", err)
 	}
-	st, err := e.Store.Unit(ctx, "SN-06")
+	st, err := e.Store.Unit(ctx, "SN-07")
 	if err != nil || st.Rework == nil || st.Rework.By != "admin:CN=admin-1" || st.Rework.Reason != "retry" {
 		t.Errorf("rework recorded as %+v, %v", st.Rework, err)
 	}
-	if recs := auditBy(t, e.Store, store.EventReworkAuthorized, "SN-06", "", ""); len(recs) != 1 || recs[0].Principal != "admin:CN=admin-1" {
+	if recs := auditBy(t, e.Store, store.EventReworkAuthorized, "SN-07", "", ""); len(recs) != 1 || recs[0].Principal != "admin:CN=admin-1" {
 		t.Errorf("rework audit records %+v", recs)
 	}
 }
@@ -789,7 +779,7 @@ func TestGetStatus(t *testing.T) {
 	e := newEnv(t)
 	writeLine(t, e.Store)
 	ctx, cancel := context.WithCancel(t.Context())
-	done := e.startRun(t, ctx, "SN-06")
+	done := e.startRun(t, ctx, "SN-07")
 	st, err := e.Client(t, apitest.QA).GetStatus(t.Context(), &stationv1.GetStatusRequest{})
 	cancel()
 	<-done
@@ -805,8 +795,8 @@ func TestGetStatus(t *testing.T) {
 		{"agents", st.GetAgentsConnected(), uint32(3)},
 		{"done", st.GetUnitsDone(), uint64(3)},
 		{"failed", st.GetUnitsFailed(), uint64(2)},
-		// A resumed unit re-identifies its TPM first.
-		{"running at identify", st.GetUnitsPerStep()["identify"], uint32(1)},
+		// A unit past its first checks, blocked at its first key; SN-06 waits for its agent.
+		{"running at idevid_key", st.GetUnitsPerStep()["idevid_key"], uint32(1)},
 		{"steps", len(st.GetUnitsPerStep()), 1},
 		{"window", st.GetWindowMinutes(), uint32(15)},
 		// The store is younger than a minute: three units over the one-minute floor.

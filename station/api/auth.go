@@ -52,13 +52,16 @@ var permissions = map[string][]Role{
 	stationv1.Station_AbortUnit_FullMethodName:       {RoleOperator, RoleAdmin},
 	stationv1.Station_AuthorizeRework_FullMethodName: {RoleAdmin},
 	stationv1.Station_DecideHold_FullMethodName:      {RoleQA, RoleAdmin},
+	stationv1.Station_ReleaseEK_FullMethodName:       {RoleAdmin},
 	stationv1.Station_GetWorkOrder_FullMethodName:    allRoles,
 	stationv1.Station_ListWorkOrders_FullMethodName:  allRoles,
 	stationv1.Station_GetUnit_FullMethodName:         allRoles,
 	stationv1.Station_ListUnits_FullMethodName:       allRoles,
 	stationv1.Station_WatchEvents_FullMethodName:     allRoles,
 	stationv1.Station_GetTraveler_FullMethodName:     allRoles,
+	stationv1.Station_ListRefusals_FullMethodName:    allRoles,
 	stationv1.Station_GetStatus_FullMethodName:       allRoles,
+	stationv1.Station_GetReport_FullMethodName:       allRoles,
 }
 
 // allowedAny reports the services any caller with a role may use: gRPC health and reflection.

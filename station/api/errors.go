@@ -18,11 +18,15 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrUnitNotEnded reports a rework of a unit that has not ended (done, failed or aborted).
 	ErrUnitNotEnded = errors.New("unit has not ended")
+	// ErrUnitInSession reports a change refused while a session drives the unit.
+	ErrUnitInSession = errors.New("unit is in a session")
 	// ErrShuttingDown ends following event streams when the server shuts down.
 	ErrShuttingDown = errors.New("station API shutting down")
 	// ErrUnavailable reports a method whose backing component was not configured (e.g.
 	// AbortUnit without a workflow runner).
 	ErrUnavailable = errors.New("not available at this station")
+	// ErrNoReport reports a report file the station has not written (yet).
+	ErrNoReport = errors.New("report not written")
 )
 
 // codeTable maps sentinel errors to gRPC codes, first match wins.
@@ -33,8 +37,10 @@ var codeTable = []struct {
 	{ErrInvalidRequest, codes.InvalidArgument},
 	{store.ErrInvalidArgument, codes.InvalidArgument},
 	{store.ErrNotFound, codes.NotFound},
+	{ErrNoReport, codes.NotFound},
 	{store.ErrWorkOrderExists, codes.AlreadyExists},
 	{ErrUnitNotEnded, codes.FailedPrecondition},
+	{ErrUnitInSession, codes.FailedPrecondition},
 	{store.ErrNotAuthorized, codes.FailedPrecondition},
 	{store.ErrUnitClosed, codes.FailedPrecondition},
 	{store.ErrNotOnHold, codes.FailedPrecondition},

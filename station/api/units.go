@@ -152,6 +152,48 @@ func (s *Server) DecideHold(ctx context.Context, req *stationv1.DecideHoldReques
 	return pb, s.err(method, err)
 }
 
+// ReleaseEK implements stationv1.StationServer: an admin releases the binding of a unit to
+// its EK, with a reason (the store records it in the unit's events and the audit trail).
+func (s *Server) ReleaseEK(ctx context.Context, req *stationv1.ReleaseEKRequest) (*stationv1.Unit, error) {
+	const method = "ReleaseEK"
+	c, _ := CallerFrom(ctx)
+	switch {
+	case req.GetSerial() == "":
+		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
+	case req.GetReason() == "":
+		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
+	}
+	running := s.running()
+	if running[req.GetSerial()] {
+		return nil, s.err(method, fmt.Errorf("unit %q: %w", req.GetSerial(), ErrUnitInSession))
+	}
+	u, err := s.cfg.Store.ReleaseEK(ctx, req.GetSerial(), req.GetReason())
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	s.log.Info("EK binding released", "serial", u.Serial, "principal", c.Principal, "reason", req.GetReason())
+	pb, err := s.unitProto(ctx, u, running)
+	return pb, s.err(method, err)
+}
+
+// ListRefusals implements stationv1.StationServer.
+func (s *Server) ListRefusals(ctx context.Context, req *stationv1.ListRefusalsRequest) (*stationv1.ListRefusalsResponse, error) {
+	const method = "ListRefusals"
+	refusals, total, err := s.cfg.Store.Refusals(ctx)
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	resp := &stationv1.ListRefusalsResponse{Total: total}
+	for _, r := range refusals {
+		if req.GetSerial() != "" && r.Serial != req.GetSerial() {
+			continue
+		}
+		resp.Refusals = append(resp.Refusals, &stationv1.Refusal{Seq: r.Seq, Time: timestamppb.New(r.Time), Peer: r.Peer,
+			Serial: r.Serial, BootId: r.BootID, Code: r.Code, Message: r.Message, Fingerprints: r.Fingerprints})
+	}
+	return resp, nil
+}
+
 // GetTraveler implements stationv1.StationServer.
 func (s *Server) GetTraveler(ctx context.Context, req *stationv1.GetTravelerRequest) (*stationv1.Traveler, error) {
 	const method = "GetTraveler"

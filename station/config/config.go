@@ -13,6 +13,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -55,6 +57,24 @@ type File struct {
 	Workflow  Workflow  `toml:"workflow"`
 	CAs       []CA      `toml:"ca"`
 	Profiles  []Profile `toml:"profile"`
+
+	// ReportsDir is where printable reports are written (empty: none).
+	ReportsDir string  `toml:"reports_dir"`
+	Metrics    Metrics `toml:"metrics"`
+	Console    Console `toml:"console"`
+}
+
+// Metrics is the Prometheus listener.
+type Metrics struct {
+	Listen string `toml:"listen"`
+}
+
+// Console is the operator console's HTTPS listener (the API's certificate and client CAs).
+type Console struct {
+	Listen string `toml:"listen"`
+	// WallDisplay lists the addresses (CIDR prefixes) that may view the console read-only
+	// without a client certificate.
+	WallDisplay []string `toml:"wall_display"`
 }
 
 // Agents is the agent gateway listener.
@@ -64,6 +84,14 @@ type Agents struct {
 	KeyFile          string   `toml:"key_file"`
 	MaxUnitsInFlight int      `toml:"max_units_in_flight"`
 	HelloTimeout     Duration `toml:"hello_timeout"`
+	// SlotWait bounds the wait of a session that passed its first checks for a free slot.
+	SlotWait Duration `toml:"slot_wait"`
+	// MaxSessionsPerPeer bounds the open sessions of one peer address.
+	MaxSessionsPerPeer int `toml:"max_sessions_per_peer"`
+	// MaxRefusalsPerPeer refused sessions of one peer address within RefusalWindow block its
+	// new sessions until the window ends.
+	MaxRefusalsPerPeer int      `toml:"max_refusals_per_peer"`
+	RefusalWindow      Duration `toml:"refusal_window"`
 }
 
 // API is the MES/operator API listener.
@@ -95,6 +123,7 @@ type TPMVendor struct {
 type Workflow struct {
 	StepTimeout  Duration            `toml:"step_timeout"`
 	StepTimeouts map[string]Duration `toml:"step_timeouts"`
+	HandoverWait Duration            `toml:"handover_wait"`
 }
 
 // CA is one EST certificate authority.
@@ -219,8 +248,14 @@ type Runtime struct {
 	AgentTLS         *tls.Config
 	MaxUnitsInFlight int
 	HelloTimeout     time.Duration
-	APIListen        string
-	APITLS           *tls.Config
+	// SlotWait, MaxSessionsPerPeer, MaxRefusalsPerPeer and RefusalWindow bound agent sessions
+	// (gateway.Config; 0 = its default).
+	SlotWait           time.Duration
+	MaxSessionsPerPeer int
+	MaxRefusalsPerPeer int
+	RefusalWindow      time.Duration
+	APIListen          string
+	APITLS             *tls.Config
 	// Roles maps a client certificate CommonName to its role, RoleFingerprints the lowercase
 	// hex SHA-256 of a certificate's DER, RoleURIs a subjectAltName URI. The API looks a
 	// certificate up by fingerprint, then URI, then CommonName.
@@ -232,8 +267,18 @@ type Runtime struct {
 	EKAlgorithms     []agentv1.KeyAlgorithm
 	StepTimeout      time.Duration
 	StepTimeouts     map[string]time.Duration
+	HandoverWait     time.Duration
 	CAs              []CARuntime
 	Profiles         map[string]*workflow.Profile
+
+	// ReportsDir is the absolute reports folder; empty: the station writes no report files.
+	ReportsDir string
+	// MetricsListen is the Prometheus /metrics listener's address; empty: none.
+	MetricsListen string
+	// ConsoleListen is the operator console's HTTPS listener address; empty: none.
+	ConsoleListen string
+	// ConsoleWallDisplay are the addresses that may view the console without a certificate.
+	ConsoleWallDisplay []netip.Prefix
 }
 
 // CARuntime is one validated CA.
@@ -277,9 +322,13 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	rt := &Runtime{
 		StationID: f.StationID, StorePath: abs(f.StorePath),
 		AgentListen: f.Agents.Listen, MaxUnitsInFlight: f.Agents.MaxUnitsInFlight, HelloTimeout: time.Duration(f.Agents.HelloTimeout),
-		APIListen: f.API.Listen, Roles: map[string]string{}, RoleFingerprints: map[string]string{}, RoleURIs: map[string]string{},
+		SlotWait: time.Duration(f.Agents.SlotWait), MaxSessionsPerPeer: f.Agents.MaxSessionsPerPeer,
+		MaxRefusalsPerPeer: f.Agents.MaxRefusalsPerPeer, RefusalWindow: time.Duration(f.Agents.RefusalWindow),
+		HandoverWait: time.Duration(f.Workflow.HandoverWait),
+		APIListen:    f.API.Listen, Roles: map[string]string{}, RoleFingerprints: map[string]string{}, RoleURIs: map[string]string{},
 		StepTimeout: time.Duration(f.Workflow.StepTimeout), StepTimeouts: map[string]time.Duration{},
-		Profiles: map[string]*workflow.Profile{},
+		Profiles:      map[string]*workflow.Profile{},
+		MetricsListen: f.Metrics.Listen, ConsoleListen: f.Console.Listen,
 	}
 	if !nameRE.MatchString(f.StationID) {
 		p.addf("station_id %q: want 1-64 characters of [a-z0-9._-]", f.StationID)
@@ -287,14 +336,42 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	if f.StorePath == "" {
 		p.addf("store_path is required")
 	}
+	rt.ReportsDir = abs(f.ReportsDir)
 	if rt.MaxUnitsInFlight == 0 {
 		rt.MaxUnitsInFlight = 256
 	}
 	if rt.MaxUnitsInFlight < 0 || rt.MaxUnitsInFlight > 10000 {
 		p.addf("agents.max_units_in_flight %d: want 1-10000", rt.MaxUnitsInFlight)
 	}
+	for name, n := range map[string]int{"max_sessions_per_peer": rt.MaxSessionsPerPeer, "max_refusals_per_peer": rt.MaxRefusalsPerPeer} {
+		if n < 0 || n > 10000 {
+			p.addf("agents.%s %d: want 1-10000 (0 for the default)", name, n)
+		}
+	}
+	for name, d := range map[string]time.Duration{"agents.hello_timeout": rt.HelloTimeout, "agents.slot_wait": rt.SlotWait,
+		"agents.refusal_window": rt.RefusalWindow, "workflow.handover_wait": rt.HandoverWait} {
+		if d < 0 {
+			p.addf("%s %s: want a positive duration (0 for the default)", name, d)
+		}
+	}
 	if f.Agents.Listen == "" || f.API.Listen == "" {
 		p.addf("agents.listen and api.listen are required")
+	}
+	for _, l := range []struct{ key, addr string }{{"metrics.listen", f.Metrics.Listen}, {"console.listen", f.Console.Listen}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			p.addf("%s %q: want host:port (or empty for none): %v", l.key, l.addr, err)
+		}
+	}
+	for _, w := range f.Console.WallDisplay {
+		pfx, err := netip.ParsePrefix(w)
+		if err != nil {
+			p.addf("console.wall_display %q: want an address prefix such as 10.1.2.0/24 or 10.1.2.3/32: %v", w, err)
+			continue
+		}
+		rt.ConsoleWallDisplay = append(rt.ConsoleWallDisplay, pfx.Masked())
 	}
 
 	if cert, err := loadKeyPair(abs(f.Agents.CertFile), abs(f.Agents.KeyFile)); err != nil {

@@ -91,6 +91,12 @@ func TestExampleLoads(t *testing.T) {
 	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
+	if rt.ReportsDir != "/var/lib/devid/reports" {
+		t.Errorf("reports_dir = %q", rt.ReportsDir)
+	}
+	if rt.MetricsListen != "127.0.0.1:9464" || rt.ConsoleListen != "127.0.0.1:7445" {
+		t.Errorf("metrics listen %q, console listen %q", rt.MetricsListen, rt.ConsoleListen)
+	}
 	if rt.Roles["mes-1"] != "mes" || rt.StepTimeouts["idevid_key"] != 10*time.Minute {
 		t.Errorf("roles %v, timeouts %v", rt.Roles, rt.StepTimeouts)
 	}
@@ -151,6 +157,15 @@ func TestInvalid(t *testing.T) {
 		}, 0o600, "absolute"},
 		{"onboarding value missing", func(s string) string { return strings.Replace(s, `id_scope = "0ne00000000"`, ``, 1) }, 0o600, "id_scope"},
 		{"secret readable by others", func(s string) string { return s }, 0o644, "chmod 600"},
+		{"bad metrics address", func(s string) string {
+			return strings.Replace(s, `listen = "127.0.0.1:9464"`, `listen = "9464"`, 1)
+		}, 0o600, "metrics.listen"},
+		{"bad console address", func(s string) string {
+			return strings.Replace(s, `listen = "127.0.0.1:7445"`, `listen = "localhost"`, 1)
+		}, 0o600, "console.listen"},
+		{"bad wall display prefix", func(s string) string {
+			return strings.Replace(s, `wall_display = []`, `wall_display = ["10.1.2.300/24"]`, 1)
+		}, 0o600, "console.wall_display"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -342,6 +342,16 @@ func unitDecide(e *env, args []string) error {
 	return e.printUnit(e.client.DecideHold(ctx, &stationv1.DecideHoldRequest{Serial: pos[0], Decision: stationv1.HoldDecision(d), Reason: *reason}))
 }
 
+func unitReleaseEK(e *env, args []string) error {
+	serial, reason, err := serialReason("unit release-ek", args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := e.call()
+	defer cancel()
+	return e.printUnit(e.client.ReleaseEK(ctx, &stationv1.ReleaseEKRequest{Serial: serial, Reason: reason}))
+}
+
 // --- events
 
 // eventLine is the fixed-width table layout of events: a stream cannot be aligned after the
@@ -390,6 +400,34 @@ func events(e *env, args []string) error {
 		fmt.Fprintf(e.out, eventLine, ev.GetToken(), ts(ev.GetTime()), dash(ev.GetSerial()), ev.GetKind(),
 			dash(ev.GetStep()), dash(ev.GetErrorCode()), oneLine(ev.GetMessage()))
 	}
+}
+
+// --- refused sessions
+
+func refusalsCmd(e *env, args []string) error {
+	fs := flag.NewFlagSet("refusals", flag.ContinueOnError)
+	serial := fs.String("serial", "", "")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	ctx, cancel := e.call()
+	defer cancel()
+	resp, err := e.client.ListRefusals(ctx, &stationv1.ListRefusalsRequest{Serial: *serial})
+	if err != nil {
+		return rpcErr(err)
+	}
+	if e.json {
+		return e.printJSON(resp)
+	}
+	rows := [][]string{{"SEQ", "TIME", "PEER", "SERIAL", "CODE", "MESSAGE"}}
+	for _, r := range resp.GetRefusals() {
+		rows = append(rows, []string{fmt.Sprint(r.GetSeq()), ts(r.GetTime()), dash(r.GetPeer()), dash(r.GetSerial()), r.GetCode(), dash(r.GetMessage())})
+	}
+	if err := table(e.out, rows); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(e.out, "%d refused sessions in all; the station keeps the most recent\n", resp.GetTotal())
+	return err
 }
 
 // --- traveler

@@ -43,9 +43,14 @@ commands:
   unit get SERIAL | unit list [--status running|waiting|done|failed|hold|scrapped] [--work-order ID] [--error-code C] [--limit N]
   unit abort SERIAL --reason TEXT | unit rework SERIAL --reason TEXT
   unit decide SERIAL --decision rework|scrap --reason TEXT   (a unit on hold; roles qa, admin)
+  unit release-ek SERIAL --reason TEXT   (admin: unbind the unit's TPM, e.g. after an RMA)
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
-  status`
+  refusals [--serial S]   (sessions refused before their first checks passed: no unit record)
+  report traveler SERIAL [--format pdf|html] [--out FILE|DIR|-]
+  report lot WORK_ORDER [--format pdf|html|csv] [--out FILE|DIR|-]
+  status
+  watch [--interval D] [--count N]   live view of the line (counters, units in flight) until Ctrl-C`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
 type UsageError struct{ Msg string }
@@ -198,7 +203,10 @@ var commands = map[string]func(*env, []string) error{
 	"unit":      func(e *env, args []string) error { return sub(e, "unit", args, unitCommands) },
 	"events":    events,
 	"traveler":  travelerCmd,
+	"refusals":  refusalsCmd,
+	"report":    reportCmd,
 	"status":    statusCmd,
+	"watch":     watch,
 }
 
 var workorderCommands = map[string]func(*env, []string) error{
@@ -206,7 +214,7 @@ var workorderCommands = map[string]func(*env, []string) error{
 }
 
 var unitCommands = map[string]func(*env, []string) error{
-	"get": unitGet, "list": unitList, "abort": unitAbort, "rework": unitRework, "decide": unitDecide,
+	"get": unitGet, "list": unitList, "abort": unitAbort, "rework": unitRework, "decide": unitDecide, "release-ek": unitReleaseEK,
 }
 
 func sub(e *env, name string, args []string, cmds map[string]func(*env, []string) error) error {

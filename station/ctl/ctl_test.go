@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +31,10 @@ type fixture struct {
 	flags map[string][]string // global flags per client common name
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureRunner(t, nil) }
+
+// newFixtureRunner is newFixture with the runner the API sees wrapped by wrap, when set.
+func newFixtureRunner(t *testing.T, wrap func(api.Runner) api.Runner) *fixture {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "station.db"), store.Options{StationID: "st-ctl"})
 	if err != nil {
@@ -40,7 +45,11 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := apitest.Start(t, api.Config{Store: st, Runner: runner, Version: "v-ctl", PollInterval: 20 * time.Millisecond})
+	var r api.Runner = runner
+	if wrap != nil {
+		r = wrap(runner)
+	}
+	env := apitest.Start(t, api.Config{Store: st, Runner: r, Version: "v-ctl", PollInterval: 20 * time.Millisecond})
 	f := &fixture{env: env, flags: map[string][]string{}}
 	ca := env.PKI.CAFile(t)
 	for _, cn := range []string{apitest.Operator, apitest.MES, apitest.QA, apitest.Admin} {
@@ -218,6 +227,72 @@ func TestUnitCommands(t *testing.T) {
 	st, err = f.env.Store.Unit(t.Context(), "SN-0004")
 	if err != nil || st.Rework == nil || st.Rework.By != "qa:CN=qa-1" || st.Rework.Reason != "reseated the TPM" {
 		t.Errorf("hold decision not recorded: %+v %v", st.Rework, err)
+	}
+}
+
+// TestReleaseEK releases a unit's EK binding with stationctl: only an admin may, with a
+// reason, and the release is in the audit trail with the admin and the reason.
+func TestReleaseEK(t *testing.T) {
+	f := newFixture(t)
+	writeUnits(t, f.env.Store)
+	ctx := t.Context()
+	before, err := f.env.Store.Unit(ctx, "SN-0001")
+	if err != nil || before.EKFingerprint == "" {
+		t.Fatalf("SN-0001 has no EK binding: %+v %v", before, err)
+	}
+	if _, err := f.run(t, apitest.Operator, "unit", "release-ek", "SN-0001", "--reason", "rma"); err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
+		t.Errorf("release by an operator: %v, want PermissionDenied", err)
+	}
+	if _, err := f.run(t, apitest.Admin, "unit", "release-ek", "SN-0001"); ctl.ExitCode(err) != 2 {
+		t.Errorf("release without a reason: %v, want a usage error", err)
+	}
+	out := f.mustRun(t, apitest.Admin, "-o", "json", "unit", "release-ek", "SN-0001", "--reason", "RMA 7: TPM replaced")
+	var u stationv1.Unit
+	unmarshal(t, out, &u)
+	if u.GetSerial() != "SN-0001" {
+		t.Errorf("unit release-ek -o json:\n%s", out)
+	}
+	if _, err := f.env.Store.UnitByEK(ctx, before.EKFingerprint); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("EK still bound after its release: %v", err)
+	}
+	recs, err := f.env.Store.AuditAfter(ctx, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, a := range recs {
+		if a.Action == store.EventEKReleased && a.Serial == "SN-0001" {
+			found = a.Principal == "admin:CN=admin-1" && a.Details["reason"] == "RMA 7: TPM replaced" && slices.Contains(a.Fingerprints, before.EKFingerprint)
+		}
+	}
+	if !found {
+		t.Error("no audit record of the release by admin:CN=admin-1 with its reason and fingerprint")
+	}
+	if _, err := f.run(t, apitest.Admin, "unit", "release-ek", "SN-0001", "--reason", "again"); err == nil || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("releasing an unbound unit: %v, want NotFound", err)
+	}
+}
+
+// TestRefusals lists the sessions the station refused before their first checks passed.
+func TestRefusals(t *testing.T) {
+	f := newFixture(t)
+	for _, r := range []store.Refusal{
+		{Peer: "10.0.0.7:4000", Serial: "SN-9001", Code: workflow.CodeNotAuthorized, Message: "not in a work order", Fingerprints: []string{"ab"}},
+		{Peer: "10.0.0.8:4000", Serial: "SN-0001", Code: workflow.CodeEKUntrusted, Message: "unknown vendor"},
+	} {
+		if err := f.env.Store.RecordRefusal(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := f.mustRun(t, apitest.Operator, "refusals")
+	if column(t, out, 1, "SERIAL") != "SN-9001" || column(t, out, 2, "CODE") != workflow.CodeEKUntrusted || !strings.Contains(out, "2 refused sessions in all") {
+		t.Errorf("refusals:\n%s", out)
+	}
+	out = f.mustRun(t, apitest.QA, "-o", "json", "refusals", "--serial", "SN-0001")
+	var resp stationv1.ListRefusalsResponse
+	unmarshal(t, out, &resp)
+	if len(resp.GetRefusals()) != 1 || resp.GetRefusals()[0].GetPeer() != "10.0.0.8:4000" || resp.GetTotal() != 2 {
+		t.Errorf("refusals --serial -o json:\n%s", out)
 	}
 }
 

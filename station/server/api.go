@@ -24,6 +24,7 @@ func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
 	if err := roles.Validate(); err != nil {
 		return nil, nil, err
 	}
+	s.roles = roles
 	profiles := make([]string, 0, len(s.rt.Profiles))
 	for name := range s.rt.Profiles {
 		profiles = append(profiles, name)
@@ -32,7 +33,7 @@ func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
 	a, err := api.New(api.Config{
 		Store: s.store, Runner: s.runner, Agents: s.gw, CAs: s.caHealth, Profiles: profiles,
 		StationID: s.rt.StationID, Version: opts.Version, Roles: roles.Lookup, Clock: opts.Clock,
-		Logger: s.log.With("component", "api"),
+		Logger: s.log.With("component", "api"), ReportsDir: s.rt.ReportsDir,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -45,11 +46,12 @@ func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
 // caHealth reports each CA client's state.
 func (s *Server) caHealth() []api.CAHealth {
 	out := make([]api.CAHealth, 0, len(s.issuers))
-	for name, is := range s.issuers {
+	for _, is := range s.issuers {
 		m := is.batcher.Metrics()
-		out = append(out, api.CAHealth{Name: name, Breaker: m.Breaker.String(),
-			Requests: uint64(m.Requests + is.unitRequests.Load()), Errors: uint64(m.Failed + is.unitFailures.Load()),
-			P50: m.LatencyP50(), P95: m.LatencyP95()})
+		c := is.state(m)
+		p50, p95 := s.metrics.CAQuantiles(c.Name)
+		out = append(out, api.CAHealth{Name: c.Name, Breaker: m.Breaker.String(),
+			Requests: uint64(c.Requests), Errors: uint64(c.Errors), P50: p50, P95: p95})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -26,9 +26,25 @@ import (
 // lyingTPM is a compromised agent: a real TPM behind it, with some answers replaced.
 type lyingTPM struct {
 	agent.TPM
-	readEK    func(tpm.Algorithm) (*tpm.EK, error)
-	createKey func(tpm.KeyRequest) (*tpm.Key, error)
-	buildCSR  func(uint32, []byte, []pkix.Extension, tpm.Scheme) ([]byte, error)
+	readEK      func(tpm.Algorithm) (*tpm.EK, error)
+	readEKChain func() ([][]byte, error)
+	createKey   func(tpm.KeyRequest) (*tpm.Key, error)
+	activate    func(keyHandle uint32, ekAlg tpm.Algorithm, blob, secret []byte) ([]byte, error)
+	buildCSR    func(uint32, []byte, []pkix.Extension, tpm.Scheme) ([]byte, error)
+}
+
+func (l *lyingTPM) ReadEKChain() ([][]byte, error) {
+	if l.readEKChain != nil {
+		return l.readEKChain()
+	}
+	return l.TPM.ReadEKChain()
+}
+
+func (l *lyingTPM) ActivateCredential(keyHandle uint32, ekAlg tpm.Algorithm, blob, secret []byte) ([]byte, error) {
+	if l.activate != nil {
+		return l.activate(keyHandle, ekAlg, blob, secret)
+	}
+	return l.TPM.ActivateCredential(keyHandle, ekAlg, blob, secret)
 }
 
 func (l *lyingTPM) ReadEK(alg tpm.Algorithm) (*tpm.EK, error) {
@@ -85,10 +101,12 @@ func TestChecksRefuse(t *testing.T) {
 		knobs  estca.Knobs
 		lie    func(t *testing.T, real *tpm.TPM, l *lyingTPM)
 		code   string
-		issued int
+		// refused: the session fails the first checks and writes nothing of the unit.
+		refused bool
+		issued  int
 	}{
-		{name: "unknown EK vendor CA", ekCA: otherVendor.EKIssuing, code: workflow.CodeEKUntrusted},
-		{name: "EK public area not its certificate's", code: workflow.CodeEKMismatch,
+		{name: "unknown EK vendor CA", ekCA: otherVendor.EKIssuing, code: workflow.CodeEKUntrusted, refused: true},
+		{name: "EK public area not its certificate's", code: workflow.CodeEKMismatch, refused: true,
 			lie: func(t *testing.T, real *tpm.TPM, l *lyingTPM) {
 				l.readEK = func(alg tpm.Algorithm) (*tpm.EK, error) {
 					ek, err := real.ReadEK(alg)
@@ -145,7 +163,7 @@ func TestChecksRefuse(t *testing.T) {
 					return withChallengePassword(t, real, h, csr), nil
 				}
 			}},
-		{name: "serial outside every work order", serial: "SN-9999", code: workflow.CodeNotAuthorized},
+		{name: "serial outside every work order", serial: "SN-9999", code: workflow.CodeNotAuthorized, refused: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,16 +186,17 @@ func TestChecksRefuse(t *testing.T) {
 			if v.Message == "" || strings.Contains(v.Message, tc.code+": ") {
 				t.Errorf("verdict message %q: want a message without the code %s", v.Message, tc.code)
 			}
-			// A security failure after authorization holds the unit for QA; the others fail it.
-			want := store.StatusFailed
-			if workflow.Class(tc.code) == workflow.ClassSecurity && tc.code != workflow.CodeEKUntrusted && tc.code != workflow.CodeEKMismatch {
-				want = store.StatusHold
-			}
-			if u := l.unit(serial); u.Status != want || u.ErrorCode != tc.code {
-				// A refused identity may fail before the unit record exists.
-				if !(tc.code == workflow.CodeEKUntrusted || tc.code == workflow.CodeEKMismatch) || u.Status != "" {
-					t.Errorf("stored unit %+v, want %s with %s", u, want, tc.code)
+			if tc.refused {
+				// Refused before its first checks passed: no unit record, one bounded refusal.
+				if u := l.unit(serial); u.Status != "" {
+					t.Errorf("a refused session wrote the unit %+v", u)
 				}
+				refusals, _, err := l.srv.Store().Refusals(context.Background())
+				if err != nil || len(refusals) != 1 || refusals[0].Code != tc.code || refusals[0].Serial != serial {
+					t.Errorf("refusals %+v (%v), want one %s for %s", refusals, err, tc.code, serial)
+				}
+			} else if u := l.unit(serial); u.Status != wantStatus(tc.code) || u.ErrorCode != tc.code {
+				t.Errorf("stored unit %+v, want %s with %s", u, wantStatus(tc.code), tc.code)
 			}
 			if strings.Contains(l.unit(serial).ErrorMessage, tc.code+": ") {
 				t.Errorf("stored error message %q repeats the code %s", l.unit(serial).ErrorMessage, tc.code)
@@ -188,6 +207,18 @@ func TestChecksRefuse(t *testing.T) {
 			l.issuedAllKnown(l.srv.Store())
 		})
 	}
+}
+
+// wantStatus is the status of an admitted unit that failed with code: a security failure after
+// its TPM proved it holds the EK (the IDevID's credential activation) holds it for QA; one
+// before (the key step, the activation itself) or of another class fails it.
+func wantStatus(code string) store.Status {
+	switch {
+	case workflow.Class(code) != workflow.ClassSecurity, code == workflow.CodeActivationFailed,
+		code == workflow.CodeKeyNameMismatch, code == workflow.CodeKeyAttributes:
+		return store.StatusFailed
+	}
+	return store.StatusHold
 }
 
 // withChallengePassword re-signs csr with the TPM key at h after adding a challengePassword

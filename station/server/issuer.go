@@ -9,9 +9,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/devid-station/devid/ca-client/batch"
 	"github.com/devid-station/devid/ca-client/est"
 	"github.com/devid-station/devid/station/config"
+	"github.com/devid-station/devid/station/metrics"
 	"github.com/devid-station/devid/station/workflow"
 )
 
@@ -25,10 +28,11 @@ type issuer struct {
 	roots   *x509.CertPool
 	unitSem chan struct{}
 	// Enrollments authenticated as the unit bypass the batcher; counted here for health.
-	unitRequests, unitFailures atomic.Int64
+	unitRequests, unitFailures, unitInFlight atomic.Int64
+	latency                                  prometheus.Observer
 }
 
-func newIssuer(c config.CARuntime, log *slog.Logger) (*issuer, error) {
+func newIssuer(c config.CARuntime, log *slog.Logger, m *metrics.Metrics) (*issuer, error) {
 	cfg := est.Config{
 		BaseURL: c.URL, Label: c.Label, TrustAnchors: c.TrustAnchors, IssuerAnchors: c.IssuerAnchors,
 		RetryMax: c.Retry.Max, RetryWaitMin: time.Duration(c.Retry.WaitMin), RetryWaitMax: time.Duration(c.Retry.WaitMax),
@@ -49,9 +53,11 @@ func newIssuer(c config.CARuntime, log *slog.Logger) (*issuer, error) {
 	if inFlight == 0 {
 		inFlight = 16
 	}
+	latency := m.CALatency.WithLabelValues(c.Name)
 	b, err := batch.NewEST(c.Name, stationCfg, batch.Config{
 		MaxBatch: c.Batch.MaxBatch, MaxWait: time.Duration(c.Batch.MaxWait), MaxInFlight: inFlight,
 		RateLimit: c.Batch.RateLimit, Burst: c.Batch.Burst, Logger: log.With("ca", c.Name),
+		Latency: latency, BatchSize: m.CABatchSize.WithLabelValues(c.Name),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("CA %s: %w", c.Name, err)
@@ -64,7 +70,8 @@ func newIssuer(c config.CARuntime, log *slog.Logger) (*issuer, error) {
 	for _, a := range anchors {
 		roots.AddCert(a)
 	}
-	return &issuer{name: c.Name, cfg: cfg, batcher: b, roots: roots, unitSem: make(chan struct{}, inFlight)}, nil
+	return &issuer{name: c.Name, cfg: cfg, batcher: b, roots: roots, unitSem: make(chan struct{}, inFlight),
+		latency: latency}, nil
 }
 
 func (i *issuer) Roots() *x509.CertPool { return i.roots }
@@ -96,7 +103,13 @@ func (i *issuer) enrollAsUnit(ctx context.Context, req workflow.EnrollRequest) (
 		return nil, fmt.Errorf("CA %s: %w", i.name, err)
 	}
 	i.unitRequests.Add(1)
+	i.unitInFlight.Add(1)
+	start := time.Now()
 	r, err := c.Enroll(ctx, req.CSR)
+	i.unitInFlight.Add(-1)
+	if ctx.Err() == nil {
+		i.latency.Observe(time.Since(start).Seconds())
+	}
 	if err != nil {
 		i.unitFailures.Add(1)
 		return nil, i.classify(err)

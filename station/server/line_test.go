@@ -42,6 +42,7 @@ type lineOptions struct {
 	ldevidAuth string
 	knobs      estca.Knobs // for the IDevID CA
 	wrap       func(workflow.Journal) workflow.Journal
+	configure  func(*config.File) // adjusts the station's configuration before it starts
 }
 
 const headerSecret = "line-test-secret"
@@ -148,6 +149,7 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 		StationID: "test-station", StorePath: filepath.Join(dir, "station.db"),
 		Agents:    config.Agents{Listen: "127.0.0.1:0", CertFile: "tls/agents.pem", KeyFile: "tls/agents.key", HelloTimeout: config.Duration(5 * time.Second)},
 		API:       config.API{Listen: "127.0.0.1:0", CertFile: "tls/api.pem", KeyFile: "tls/api.key", ClientCAFile: "tls/clients-ca.pem"},
+		Metrics:   config.Metrics{Listen: "127.0.0.1:0"},
 		TPMVendor: config.TPMVendor{Roots: []string{"pki/" + devpki.FileTPMVendorBundle}, Intermediates: []string{"pki/" + devpki.FileEKIntermediates}},
 		Workflow:  config.Workflow{StepTimeout: config.Duration(20 * time.Second)},
 		CAs: []config.CA{
@@ -174,6 +176,9 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(stationCA.Cert)
+	if opts.configure != nil {
+		opts.configure(f)
+	}
 	l := &testLine{t: t, dir: dir, pki: pki, ca: ca, file: f, stationCA: pool, unitRoot: unitRoot}
 	l.start(opts.wrap)
 	return l

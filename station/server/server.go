@@ -1,6 +1,7 @@
 // Package server assembles a running station from its validated configuration: the bbolt
 // store, one batched EST client per CA, the workflow, the agent gateway and the MES/operator
-// API, each on its own TLS listener. stationd and the fixture both run a station through it.
+// API, each on its own TLS listener, and (when reports_dir is set) the writer of the reports
+// folder. stationd and the fixture both run a station through it.
 package server
 
 import (
@@ -9,23 +10,31 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/reports/reportdir"
 	"github.com/devid-station/devid/station/api"
 	"github.com/devid-station/devid/station/config"
 	"github.com/devid-station/devid/station/gateway"
+	"github.com/devid-station/devid/station/metrics"
 	"github.com/devid-station/devid/station/store"
 	"github.com/devid-station/devid/station/workflow"
 )
 
 // maxMessageBytes bounds every agent message (the agent uses the same bound).
 const maxMessageBytes = 1 << 20
+
+// maxStreamsPerConn bounds the concurrent streams of one agent connection: an agent opens one
+// session per connection; the gateway bounds the sessions of each peer address.
+const maxStreamsPerConn = 4
 
 // Options are what the configuration file does not hold.
 type Options struct {
@@ -55,13 +64,32 @@ type Server struct {
 	wg               sync.WaitGroup
 	outcomes         chan workflow.Outcome
 	fatal            chan error
+
+	reports     *reportdir.Writer // nil: no reports folder configured
+	stopReports context.CancelFunc
+
+	registry   *prometheus.Registry
+	metrics    *metrics.Metrics
+	metricsSrv *http.Server // nil when metrics are off
+	metricsLis net.Listener
+
+	roles      api.RoleTable
+	consoleSrv *http.Server // nil when the console is off
+	consoleLis net.Listener
 }
+
+// reportsFinal bounds the reports writer's last pass when the station closes.
+const reportsFinal = 30 * time.Second
 
 // New opens the store and builds every part; it listens on nothing yet.
 func New(rt *config.Runtime, opts Options) (*Server, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	reg, m, err := newMetrics()
+	if err != nil {
+		return nil, err
 	}
 	fatal := make(chan error, 1)
 	onCorrupt := func(err error) {
@@ -72,14 +100,14 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		}
 	}
 	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight,
-		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt})
+		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
-	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal}
+	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal, registry: reg, metrics: m}
 	wfIssuers := map[string]workflow.Issuer{}
 	for _, c := range rt.CAs {
-		is, err := newIssuer(c, log)
+		is, err := newIssuer(c, log, m)
 		if err != nil {
 			s.closeIssuers()
 			st.Close()
@@ -91,10 +119,12 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	if opts.WrapJournal != nil {
 		journal = opts.WrapJournal(st)
 	}
+	steps := newStepTimer(journal, m)
+	journal = steps
 	s.runner, err = workflow.New(workflow.Config{
 		Journal: journal, Profiles: rt.Profiles, Issuers: wfIssuers,
 		EKRoots: rt.EKRoots, EKIntermediates: rt.EKIntermediates, EKAlgorithms: rt.EKAlgorithms,
-		StepTimeout: rt.StepTimeout, StepTimeouts: rt.StepTimeouts, Clock: opts.Clock, Logger: log,
+		StepTimeout: rt.StepTimeout, StepTimeouts: rt.StepTimeouts, HandoverWait: rt.HandoverWait, Clock: opts.Clock, Logger: log,
 	})
 	if err != nil {
 		s.closeIssuers()
@@ -102,16 +132,23 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.gw = gateway.New(gateway.Config{
-		MaxInFlight: rt.MaxUnitsInFlight, HelloTimeout: rt.HelloTimeout, Logger: log,
+		MaxInFlight: rt.MaxUnitsInFlight, SlotWait: rt.SlotWait, HelloTimeout: rt.HelloTimeout,
+		MaxSessionsPerPeer: rt.MaxSessionsPerPeer, MaxRefusalsPerPeer: rt.MaxRefusalsPerPeer, RefusalWindow: rt.RefusalWindow,
+		Logger: log,
 		Handler: func(ctx context.Context, sess *gateway.Session) error {
 			out := s.runner.Run(ctx, sess)
+			steps.forget(out.Serial)
+			s.countOutcome(out)
 			if s.outcomes != nil {
 				select {
 				case s.outcomes <- out:
 				default:
 				}
 			}
-			if out.Interrupted {
+			switch {
+			case out.Refused:
+				return fmt.Errorf("%w: %s", gateway.ErrRefused, out.Code)
+			case out.Interrupted:
 				return errors.New(out.Message)
 			}
 			return nil
@@ -119,12 +156,24 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	})
 	s.agentSrv = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(rt.AgentTLS)),
-		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
+		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes), grpc.MaxConcurrentStreams(maxStreamsPerConn),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	agentv1.RegisterAgentGatewayServer(s.agentSrv, s.gw)
 	if s.apiSrv, s.api, err = s.newAPI(opts); err != nil {
+		s.closeIssuers()
+		st.Close()
+		return nil, err
+	}
+	if rt.ReportsDir != "" {
+		if s.reports, err = reportdir.New(rt.ReportsDir, st, log.With("part", "reports")); err != nil {
+			s.closeIssuers()
+			st.Close()
+			return nil, err
+		}
+	}
+	if err := s.watch(); err != nil {
 		s.closeIssuers()
 		st.Close()
 		return nil, err
@@ -142,6 +191,19 @@ func (s *Server) Start() error {
 		s.agentLis.Close()
 		return fmt.Errorf("API listener: %w", err)
 	}
+	if err := s.serveMetrics(s.registry); err != nil {
+		s.agentLis.Close()
+		s.apiLis.Close()
+		return err
+	}
+	if err := s.serveConsole(); err != nil {
+		s.agentLis.Close()
+		s.apiLis.Close()
+		if s.metricsSrv != nil {
+			s.metricsSrv.Close()
+		}
+		return err
+	}
 	for _, p := range []struct {
 		srv *grpc.Server
 		lis net.Listener
@@ -152,7 +214,13 @@ func (s *Server) Start() error {
 			}
 		})
 	}
-	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String())
+	if s.reports != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopReports = cancel
+		s.wg.Go(func() { s.reports.Run(ctx, reportsFinal) })
+	}
+	s.log.Info("station started", "station_id", s.rt.StationID, "agents", s.agentLis.Addr().String(), "api", s.apiLis.Addr().String(),
+		"metrics", s.MetricsAddr(), "console", s.ConsoleURL())
 	return nil
 }
 
@@ -190,11 +258,20 @@ func (s *Server) Close(ctx context.Context) error {
 		close(done)
 	}()
 	s.api.Shutdown()
+	if s.metricsSrv != nil {
+		_ = s.metricsSrv.Close() // a scrape has nothing worth waiting for
+	}
+	if s.consoleSrv != nil {
+		_ = s.consoleSrv.Close() // nor a page (its event streams reconnect)
+	}
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.apiSrv.Stop()
 		s.agentSrv.Stop()
+	}
+	if s.stopReports != nil {
+		s.stopReports() // the writer's last pass writes what the sessions left
 	}
 	s.wg.Wait()
 	s.closeIssuers()

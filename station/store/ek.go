@@ -69,3 +69,50 @@ func (s *Store) UnitByEK(ctx context.Context, fp string) (string, error) {
 	})
 	return serial, err
 }
+
+// ReleaseEK removes the binding of the unit serial to its EK, so that the EK may be bound
+// again (to this serial or another) once its TPM proves possession anew: an RMA, or a unit
+// that booted with a wrong serial. reason is required; the release is recorded as an event of
+// the unit and in the audit chain with the caller's principal. A unit without a binding is
+// refused with ErrNotFound.
+func (s *Store) ReleaseEK(ctx context.Context, serial, reason string) (UnitState, error) {
+	if err := checkSerial(serial); err != nil {
+		return UnitState{}, err
+	}
+	if reason == "" {
+		return UnitState{}, fmt.Errorf("releasing the EK of %q: reason: %w", serial, ErrInvalidArgument)
+	}
+	var out UnitState
+	err := s.update(ctx, func(w *wtx) error {
+		ub, u, err := w.s.loadUnit(w.tx, serial)
+		if err != nil {
+			return skip(err)
+		}
+		fp := u.EKFingerprint
+		if fp == "" {
+			return skip(fmt.Errorf("unit %q has no EK binding: %w", serial, ErrNotFound))
+		}
+		idx := w.tx.Bucket(bEKIndex)
+		// An empty value is no binding (nothing is deleted; the audit chain keeps the history).
+		if string(idx.Get([]byte(fp))) == serial {
+			if err := idx.Put([]byte(fp), nil); err != nil {
+				return err
+			}
+		}
+		u.EKFingerprint = ""
+		if err := w.saveUnit(ub, &u); err != nil {
+			return err
+		}
+		details := map[string]string{"ek_fingerprint": fp, "reason": reason, "by": w.principal}
+		if err := w.event(Event{Serial: serial, Type: EventEKReleased, Status: u.Status, Data: details}); err != nil {
+			return err
+		}
+		out = u
+		return w.audit(AuditEvent{Serial: serial, Action: EventEKReleased, Result: ResultOK,
+			Fingerprints: []string{fp}, Details: details})
+	})
+	if err != nil {
+		return UnitState{}, err
+	}
+	return out, nil
+}

@@ -3,7 +3,8 @@
 // result after), event log, the EK and certificate indexes, work orders, the
 // MES outbox and a hash-chained audit log.
 //
-// Nothing is ever deleted. Every mutating call commits its effect, its events
+// Nothing is ever deleted: an EK binding an admin releases is emptied (and audited), and
+// refused sessions live in a ring of fixed slots (RecordRefusal). Every mutating call commits its effect, its events
 // and its audit record in one transaction through bbolt's DB.Batch, so that
 // many concurrent units share each fsync; reads use DB.View. Refusals (an EK
 // bound elsewhere, an open intent, ...) are audited too. A call's context is
@@ -28,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -88,6 +90,12 @@ type Options struct {
 	// OnCorrupt, when set, is called once (in its own goroutine) when a
 	// damaged page is met after Open; from then on every write is refused.
 	OnCorrupt func(error)
+	// RefusalsKept is how many refused sessions RecordRefusal keeps; 0 means
+	// DefaultRefusalsKept.
+	RefusalsKept int
+	// Commits observes, in seconds, each write's time from the call to its durable commit
+	// (waiting for its batch included); nil discards.
+	Commits prometheus.Observer
 }
 
 // Store is a station's store. It is safe for concurrent use.
@@ -100,6 +108,9 @@ type Store struct {
 	states    unitStates
 	onCorrupt func(error)
 	corrupt   atomic.Pointer[CorruptError] // set once a damaged page was met
+	// refusalsKept bounds the ring of refused sessions.
+	refusalsKept int
+	commits      prometheus.Observer
 }
 
 // Open opens or creates the store file at path. A file whose pages do not
@@ -108,12 +119,18 @@ type Store struct {
 // station's lifetime and the only way to find damage before a unit depends on
 // it.
 func Open(path string, opts Options) (s *Store, err error) {
-	s = &Store{path: path, clock: opts.Clock, log: opts.Logger, onCorrupt: opts.OnCorrupt}
+	s = &Store{path: path, clock: opts.Clock, log: opts.Logger, onCorrupt: opts.OnCorrupt, refusalsKept: opts.RefusalsKept, commits: opts.Commits}
+	if s.refusalsKept <= 0 {
+		s.refusalsKept = DefaultRefusalsKept
+	}
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.commits == nil {
+		s.commits = prometheus.ObserverFunc(func(float64) {})
 	}
 	var db *bolt.DB
 	defer func() {
@@ -363,6 +380,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	p := principal(ctx)
 	var refused error
+	start := time.Now()
 	err = s.db.Batch(func(tx *bolt.Tx) error {
 		refused = nil
 		err := fn(&wtx{tx: tx, s: s, now: s.now(), principal: p})
@@ -376,6 +394,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	if err != nil {
 		return err
 	}
+	s.commits.Observe(time.Since(start).Seconds())
 	if refused != nil {
 		s.log.Debug("store write refused", "principal", p, "error", refused)
 	}

@@ -184,6 +184,7 @@ const (
 	EventStepBegun        = stationv1.KindStepBegun
 	EventStepEnded        = stationv1.KindStepEnded
 	EventEKBound          = stationv1.KindEKBound
+	EventEKReleased       = stationv1.KindEKReleased
 	EventCertRecorded     = stationv1.KindCertRecorded
 	EventCertStatus       = stationv1.KindCertStatus
 	EventReworkAuthorized = stationv1.KindReworkAuthorized

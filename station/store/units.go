@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -620,4 +621,17 @@ func (s *Store) OutboxAfter(ctx context.Context, token uint64, limit int) ([]Eve
 		token = out[len(out)-1].Seq
 	}
 	return out, token, nil
+}
+
+// OutboxHead returns the token of the newest outbox event (0 when there is none): a consumer
+// that wants only what happens from now on starts there.
+func (s *Store) OutboxHead(ctx context.Context) (uint64, error) {
+	var head uint64
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bOutbox).Cursor().Last(); k != nil {
+			head = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	return head, err
 }

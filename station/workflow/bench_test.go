@@ -18,8 +18,9 @@ import (
 	"github.com/devid-station/devid/station/workflow"
 )
 
-// newRunner builds a Runner over a real store with instant in-process CAs.
-func newRunner(tb testing.TB, writers int) (*workflow.Runner, *devpki.PKI, *store.Store) {
+// newRunner builds a Runner over a real store with instant in-process CAs; opts adjust its
+// configuration.
+func newRunner(tb testing.TB, writers int, opts ...func(*workflow.Config)) (*workflow.Runner, *devpki.PKI, *store.Store) {
 	tb.Helper()
 	pki, err := devpki.New(devpki.Options{})
 	if err != nil {
@@ -45,14 +46,18 @@ func newRunner(tb testing.TB, writers int) (*workflow.Runner, *devpki.PKI, *stor
 		LDevIDCertPath: "/etc/devid/ldevid.pem",
 		LDevIDAuth:     workflow.AuthStationRA,
 	}
-	r, err := workflow.New(workflow.Config{
+	cfg := workflow.Config{
 		Journal: st, Profiles: map[string]*workflow.Profile{"default": profile},
 		Issuers: map[string]workflow.Issuer{
 			"maker":    &instantCA{ca: pki.IDevIDIssuing, roots: pki.MakerRoot.RootPool()},
 			"customer": &instantCA{ca: pki.LDevIDIssuing, roots: pki.CustomerRoot.RootPool()},
 		},
 		EKRoots: pki.TPMVendorBundle(), EKIntermediates: pki.EKIntermediates(),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r, err := workflow.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

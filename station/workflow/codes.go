@@ -52,7 +52,7 @@ const (
 	// away) are retried when the unit's agent connects again.
 	ClassTransient = "transient"
 	// ClassSecurity failures (EK, credential activation, key, CSR and certificate checks) put
-	// an authorized unit on hold until QA or an admin decides.
+	// a unit whose TPM proved it holds the EK on hold until QA or an admin decides.
 	ClassSecurity = "security"
 	// ClassOther failures (not authorized, configuration, agent or TPM errors) leave the unit
 	// failed; it is provisioned again on its next connection.

@@ -87,6 +87,10 @@ func newSoftUnit(tb testing.TB, serial string, vendor *devpki.CA) *softUnit {
 
 func (s *softUnit) Hello() *agentv1.Hello { return s.hello }
 
+func (s *softUnit) Peer() string { return "soft" }
+
+func (s *softUnit) Admit(context.Context) error { return nil }
+
 func (s *softUnit) Do(_ context.Context, cmd *agentv1.Command) (*agentv1.Result, error) {
 	defer fakeWork()()
 	s.mu.Lock()

@@ -14,6 +14,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
@@ -37,13 +40,15 @@ type identifyResult struct {
 	Hello *agentv1.Hello
 }
 
-func (u *unit) identify(ctx context.Context) (any, error) {
+// identify has the agent report its TPM and EKs (evidence, kept in memory: the journal gets
+// a bounded summary once the session is admitted).
+func (u *unit) identify(ctx context.Context) error {
 	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_Info{Info: &agentv1.InfoRequest{}}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	u.info = res.GetInfo()
-	out := identifyResult{Info: u.info, Hello: u.agent.Hello()}
+	id := &identifyResult{Info: u.info, Hello: u.agent.Hello()}
 	// One EK at a time, in order of preference: recreating an EK that is not persisted is a
 	// key generation (seconds for RSA on a real TPM), so the next type is read only when the
 	// preferred one has no certificate, and only types whose certificate index the TPM lists
@@ -52,27 +57,66 @@ func (u *unit) identify(ctx context.Context) (any, error) {
 	for _, alg := range algs {
 		res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ReadEk{ReadEk: &agentv1.ReadEKRequest{Algorithms: []agentv1.KeyAlgorithm{alg}}}})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out.EKs = append(out.EKs, res.GetReadEk().GetKeys()...)
-		out.Chain = res.GetReadEk().GetChainCertificates()
+		id.EKs = append(id.EKs, res.GetReadEk().GetKeys()...)
+		id.Chain = res.GetReadEk().GetChainCertificates()
 		if slices.ContainsFunc(res.GetReadEk().GetKeys(), func(k *agentv1.EndorsementKey) bool { return len(k.GetCertificate()) > 0 }) {
 			break
 		}
 	}
-	if u.evidence, err = json.Marshal(out); err != nil {
-		return nil, fail(CodeInternal, err, "encoding the identify report")
-	}
-	// The journal keeps a summary; the whole report is verify_ek's intent.
-	sum := identifySummary{Manufacturer: u.info.GetManufacturerId(), VendorString: u.info.GetVendorString(),
-		FirmwareVersion: u.info.GetFirmwareVersion(), BootID: out.Hello.GetBootId(), FixtureSlot: out.Hello.GetFixtureSlot()}
-	for _, k := range out.EKs {
+	u.id = id
+	sum := identifySummary{Manufacturer: clip(u.info.GetManufacturerId()), VendorString: clip(u.info.GetVendorString()),
+		FirmwareVersion: u.info.GetFirmwareVersion(), BootID: clip(id.Hello.GetBootId()), FixtureSlot: clip(id.Hello.GetFixtureSlot())}
+	for _, k := range id.EKs {
 		sum.EKs = append(sum.EKs, ekSummary{Algorithm: k.GetAlgorithm().String(), Certificate: len(k.GetCertificate()) > 0, Persisted: k.GetPersisted()})
 	}
 	for _, t := range tcgek.Held(u.info.GetPersistentHandles(), u.info.GetNvIndices()) {
 		sum.EKsHeld = append(sum.EKsHeld, t.Name)
 	}
-	return sum, nil
+	if len(sum.EKs) > len(u.r.cfg.EKAlgorithms) {
+		sum.EKs = sum.EKs[:len(u.r.cfg.EKAlgorithms)]
+	}
+	u.idSummary = sum
+	return nil
+}
+
+// claimMax bounds each string from the agent that the journal keeps (claims, error messages).
+const claimMax = 128
+
+// clip cuts an agent's claim to claimMax bytes of valid UTF-8.
+func clip(s string) string {
+	if len(s) > claimMax {
+		s = s[:claimMax]
+	}
+	return strings.ToValidUTF8(s, "")
+}
+
+// verifiedReport is the identify report as the journal keeps it (verify_ek's intent): the
+// agent's claims cut to their bounds, and of the EKs only the verified one with its
+// certificate and public area; the unverified chain candidates are left out.
+func (u *unit) verifiedReport() []byte {
+	info := proto.CloneOf(u.id.Info)
+	info.ManufacturerId, info.VendorString, info.Family = clip(info.GetManufacturerId()), clip(info.GetVendorString()), clip(info.GetFamily())
+	h := u.id.Hello
+	out := identifyResult{Info: info, Hello: &agentv1.Hello{ProtocolVersion: h.GetProtocolVersion(),
+		AgentVersion: clip(h.GetAgentVersion()), HardwareSerial: h.GetHardwareSerial(), SerialSource: clip(h.GetSerialSource()),
+		FixtureSlot: clip(h.GetFixtureSlot()), BootId: clip(h.GetBootId()), TpmTransport: clip(h.GetTpmTransport()),
+		SessionAttempt: h.GetSessionAttempt()}}
+	for _, k := range u.id.EKs {
+		e := &agentv1.EndorsementKey{Algorithm: k.GetAlgorithm(), Persisted: k.GetPersisted(), Handle: k.GetHandle(), CertificateIndex: k.GetCertificateIndex()}
+		if k.GetAlgorithm() == u.ekAlg {
+			e.PublicArea, e.Certificate = k.GetPublicArea(), k.GetCertificate()
+		}
+		if len(out.EKs) < len(u.r.cfg.EKAlgorithms) {
+			out.EKs = append(out.EKs, e)
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // ekTypes maps the agent contract's EK algorithms to the TCG EK types.
@@ -128,10 +172,7 @@ func ekFingerprint(pub crypto.PublicKey) (string, error) {
 
 // checkEK verifies the reported EK certificate chain and public area; it writes nothing.
 func (u *unit) checkEK() error {
-	var id identifyResult
-	if err := json.Unmarshal(u.evidence, &id); err != nil {
-		return fail(CodeInternal, err, "decoding identify result")
-	}
+	id := u.id
 	var intermediates []*x509.Certificate
 	intermediates = append(intermediates, u.r.cfg.EKIntermediates...)
 	for _, der := range id.Chain {
@@ -184,19 +225,9 @@ type verifyEKResult struct {
 	Manufacturer string `json:"manufacturer"`
 }
 
-func (u *unit) verifyEK(ctx context.Context) (any, error) {
-	if err := u.checkEK(); err != nil {
-		return nil, err
-	}
-	if u.state.EKFingerprint != "" && u.state.EKFingerprint != u.ekFP {
-		return nil, fail(CodeEKChanged, nil, "serial was seen with another TPM (EK %s), now EK %s", short(u.state.EKFingerprint), short(u.ekFP))
-	}
-	if err := u.r.cfg.Journal.BindEK(ctx, u.ekFP, u.serial); err != nil {
-		if errors.Is(err, store.ErrEKBoundElsewhere) {
-			return nil, fail(CodeEKBound, err, "EK %s belongs to another serial", short(u.ekFP))
-		}
-		return nil, fail(CodeInternal, err, "binding EK")
-	}
+// verifyEK journals what checkEK verified before the session was admitted. The EK is bound to
+// the serial only once the TPM proved it holds it (proveResidency).
+func (u *unit) verifyEK(context.Context) (any, error) {
 	sum := sha256.Sum256(u.ekCert.Certificate.Raw)
 	return verifyEKResult{
 		Algorithm: u.ekAlg.String(), Fingerprint: u.ekFP, CertSHA256: hex.EncodeToString(sum[:]),
@@ -216,7 +247,9 @@ type authorizeResult struct {
 	Profile   string `json:"profile"`
 }
 
-func (u *unit) authorize(ctx context.Context) (any, error) {
+// checkAuthorized finds the open work order of a configured profile that holds the serial; it
+// writes nothing.
+func (u *unit) checkAuthorized(ctx context.Context) error {
 	names := make([]string, 0, len(u.r.cfg.Profiles))
 	for n := range u.r.cfg.Profiles {
 		names = append(names, n)
@@ -228,26 +261,31 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fail(CodeInternal, err, "authorizing")
+			return fail(CodeInternal, err, "authorizing")
 		}
 		u.profile, u.workOrder = u.r.cfg.Profiles[n], wo.ID
-		if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
-			s.WorkOrderID, s.Profile = wo.ID, n
-			return nil
-		}); err != nil {
-			return nil, fail(CodeInternal, err, "recording the work order")
-		}
-		// Before the first key: a unit that cannot take the profile's files or its IDevID NV
-		// index never gets one.
-		if err := checkFileRoots(u.profile, u.agent.Hello().GetFileRoots()); err != nil {
-			return nil, err
-		}
-		if err := u.checkPlatform(); err != nil {
-			return nil, err
-		}
-		return authorizeResult{WorkOrder: wo.ID, Profile: n}, nil
+		return nil
 	}
-	return nil, fail(CodeNotAuthorized, nil, "serial %q is in no open work order of a configured profile", u.serial)
+	return fail(CodeNotAuthorized, nil, "serial %q is in no open work order of a configured profile", u.serial)
+}
+
+// authorize records the work order checkAuthorized found, once the unit can take the profile's
+// files: a unit that cannot never gets a key.
+func (u *unit) authorize(ctx context.Context) (any, error) {
+	if err := checkFileRoots(u.profile, u.agent.Hello().GetFileRoots()); err != nil {
+		return nil, err
+	}
+	if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
+		s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
+		return nil
+	}); err != nil {
+		return nil, fail(CodeInternal, err, "recording the work order")
+	}
+	// Before the first key: a unit that cannot take its IDevID NV index never gets one.
+	if err := u.checkPlatform(); err != nil {
+		return nil, err
+	}
+	return authorizeResult{WorkOrder: u.workOrder, Profile: u.profile.Name}, nil
 }
 
 // TPM_PT_STARTUP_CLEAR bits (TPMA_STARTUP_CLEAR).
@@ -340,26 +378,50 @@ type proofResult struct {
 	EKAlg string `json:"ek_algorithm"`
 }
 
+// proveResidency has the TPM prove that the role's key sits beside the EK (credential
+// activation). The IDevID proof is also the TPM's proof that it holds the EK: only then is the
+// EK bound to the serial.
 func (u *unit) proveResidency(ctx context.Context, role string) (any, error) {
 	k := u.keys[role]
-	ch, err := attest.NewChallenge(nil, u.ek, k.key)
+	if err := u.activate(ctx, role, k.profile.Handle, k.key); err != nil {
+		return nil, err
+	}
+	if role == roleIDevID {
+		if err := u.r.cfg.Journal.BindEK(ctx, u.ekFP, u.serial); err != nil {
+			switch {
+			case errors.Is(err, store.ErrEKBoundElsewhere):
+				return nil, fail(CodeEKBound, err, "EK %s belongs to another serial", short(u.ekFP))
+			case errors.Is(err, store.ErrEKMismatch):
+				return nil, fail(CodeEKChanged, err, "serial is bound to another TPM")
+			}
+			return nil, fail(CodeInternal, err, "binding EK")
+		}
+	}
+	return proofResult{Name: k.key.Name, EKAlg: u.ekAlg.String()}, nil
+}
+
+// activate proves, by credential activation, that the TPM holds the EK and the object with
+// key's Name at handle.
+func (u *unit) activate(ctx context.Context, role string, handle uint32, key *attest.Key) error {
+	ch, err := attest.NewChallenge(nil, u.ek, key)
 	if err != nil {
-		return nil, fail(CodeInternal, err, "making a credential")
+		return fail(CodeInternal, err, "making a credential")
 	}
 	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ActivateCredential{ActivateCredential: &agentv1.ActivateCredentialRequest{
-		KeyHandle: k.profile.Handle, EkAlgorithm: u.ekAlg, CredentialBlob: ch.CredentialBlob, EncryptedSecret: ch.EncryptedSecret,
+		KeyHandle: handle, EkAlgorithm: u.ekAlg, CredentialBlob: ch.CredentialBlob, EncryptedSecret: ch.EncryptedSecret,
 	}}})
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) && e.Code == CodeAgentError {
 			e.Code = CodeActivationFailed
 		}
-		return nil, err
+		return err
 	}
 	if err := ch.Verify(res.GetActivateCredential().GetSecret()); err != nil {
-		return nil, fail(CodeActivationFailed, err, "%s key is not proven to reside beside the EK", role)
+		return fail(CodeActivationFailed, err, "%s key is not proven to reside beside the EK", role)
 	}
-	return proofResult{Name: k.key.Name, EKAlg: u.ekAlg.String()}, nil
+	u.proven = true
+	return nil
 }
 
 // request returns the subject and extensions the station dictates for role.

@@ -37,7 +37,8 @@ type unit struct {
 	intents map[string]store.StepRecord
 	pending *pendingEnd // a step result to write with the next intent
 
-	evidence  json.RawMessage // what the agent reported in identify, checked in verify_ek
+	id        *identifyResult // what the agent reported about its TPM: evidence, checked in checkEK
+	idSummary identifySummary
 	profile   *Profile
 	workOrder string
 	info      *agentv1.InfoResult
@@ -45,7 +46,9 @@ type unit struct {
 	ek        *attest.Key
 	ekCert    *ekcert.EKCertInfo
 	ekFP      string
-	keys      map[string]*devKey // by role: roleIDevID, roleLDevID
+	// proven is set once a credential activation in this session proved the TPM holds the EK.
+	proven bool
+	keys   map[string]*devKey // by role: roleIDevID, roleLDevID
 }
 
 // devKey is what the workflow learned about one DevID key.
@@ -58,14 +61,9 @@ type devKey struct {
 	chain   []*x509.Certificate
 }
 
+// run provisions an admitted unit: its session passed the first checks and holds a slot.
 func (u *unit) run(ctx context.Context) error {
-	if err := u.load(ctx); err != nil {
-		return err
-	}
 	if err := u.open(ctx); err != nil {
-		if errors.Is(err, errAlreadyDone) {
-			return nil
-		}
 		return u.finishFailed(ctx, err)
 	}
 	for _, step := range Steps {
@@ -79,36 +77,120 @@ func (u *unit) run(ctx context.Context) error {
 // errAlreadyDone ends a session of a unit that was provisioned earlier and still has its TPM.
 var errAlreadyDone = errors.New("already provisioned")
 
-// open marks the unit running (creating its record). A done unit without rework is only
-// re-identified, without journaling: the same TPM gets the passed verdict again, anything else
-// fails. A unit on hold or scrapped is refused. A done, aborted or held unit with a rework
-// authorization is reopened and reworked (reworkCleanup).
-func (u *unit) open(ctx context.Context) error {
-	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted || u.state.Status == store.StatusHold
+// readTPM is the first check of a session, within the identify step's timeout: the agent
+// reports its TPM and EKs, and the EK certificate chain and public area must verify. It writes
+// nothing.
+func (u *unit) readTPM(ctx context.Context) error {
+	u.step = StepIdentify
+	sctx, cancel := context.WithTimeout(ctx, u.r.timeout(StepIdentify))
+	defer cancel()
+	err := u.identify(sctx)
+	if err == nil {
+		err = u.checkEK()
+	}
+	return u.timedOut(ctx, sctx, StepIdentify, err)
+}
+
+// admissible makes the checks that need the unit's record, read only: the EK is the unit's
+// and no other's, and the serial is authorized. A provisioned unit without a rework
+// authorization instead proves it still holds its TPM and IDevID key and gets the passed
+// verdict again (errAlreadyDone).
+func (u *unit) admissible(ctx context.Context) error {
+	if fp := u.state.EKFingerprint; fp != "" && fp != u.ekFP {
+		return fail(CodeEKChanged, nil, "serial is bound to another TPM (EK %s), this one has EK %s", short(fp), short(u.ekFP))
+	}
+	switch bound, err := u.r.cfg.Journal.UnitByEK(ctx, u.ekFP); {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fail(CodeInternal, err, "looking up the EK binding")
+	case bound != u.serial:
+		return fail(CodeEKBound, nil, "EK %s belongs to another serial", short(u.ekFP))
+	}
 	if u.state.Status == store.StatusScrapped {
 		return fail(CodeScrapped, nil, "unit was scrapped")
 	}
-	if closed && u.state.Rework == nil {
+	if u.state.Rework == nil {
 		switch u.state.Status {
 		case store.StatusAborted:
 			return fail(CodeAborted, nil, "unit was aborted; it needs a rework authorization")
 		case store.StatusHold:
 			return fail(CodeOnHold, nil, "unit is on hold after %s; QA or an admin decides (rework or scrap)", u.state.ErrorCode)
+		case store.StatusDone:
+			return u.alreadyDone(ctx)
 		}
-		u.step = StepIdentify
-		if _, err := u.identify(ctx); err != nil {
-			return err
-		}
-		if err := u.checkEK(); err != nil {
-			return err
-		}
-		if u.ekFP != u.state.EKFingerprint {
-			return fail(CodeEKChanged, nil, "provisioned serial now reports another TPM (EK %s)", short(u.ekFP))
-		}
-		u.event(ctx, eventAlreadyDone, "unit reconnected after it was provisioned", nil)
-		_, _ = u.agent.Do(ctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Passed: true, Message: "already provisioned"}}})
-		return errAlreadyDone
 	}
+	return u.checkAuthorized(ctx)
+}
+
+// alreadyDone answers a provisioned unit that reconnects: its TPM proves it holds the EK and
+// the IDevID key recorded (credential activation), then the unit gets the passed verdict again.
+func (u *unit) alreadyDone(ctx context.Context) error {
+	u.step = StepIDevIDProof
+	k, ok := u.state.Keys[roleIDevID]
+	if !ok {
+		return fail(CodeAlreadyProvisioned, nil, "provisioned unit has no recorded IDevID key")
+	}
+	sctx, cancel := context.WithTimeout(ctx, u.r.timeout(StepIDevIDProof))
+	defer cancel()
+	if err := u.timedOut(ctx, sctx, StepIDevIDProof, u.activate(sctx, roleIDevID, k.Handle, &attest.Key{Name: k.Name})); err != nil {
+		return err
+	}
+	u.event(ctx, eventAlreadyDone, "unit reconnected after it was provisioned", nil)
+	u.finish(ctx, &agentv1.FinishRequest{Passed: true, Message: "already provisioned"})
+	return errAlreadyDone
+}
+
+// timedOut turns the error of step's work, done within sctx (a deadline under ctx), into
+// STEP_TIMEOUT when that deadline passed.
+func (u *unit) timedOut(ctx, sctx context.Context, step string, err error) error {
+	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+		return fail(CodeStepTimeout, err, "step %s took longer than %s", step, u.r.timeout(step))
+	}
+	return err
+}
+
+// refuse ends a session that did not pass its first checks. Nothing of the unit's record is
+// touched: the store keeps a bounded record of the refusal, and the agent gets its verdict.
+func (u *unit) refuse(ctx context.Context, err error) Outcome {
+	out := Outcome{Serial: u.serial, Refused: true, Code: CodeOf(err), Message: MessageOf(err)}
+	bg := context.WithoutCancel(ctx)
+	if errors.Is(err, errInterrupted) || ctx.Err() != nil {
+		// The agent went away (or the station is stopping): there is nobody to tell.
+		out.Interrupted, out.Code = true, codeInterrupted
+		u.log.Info("session ended before its first checks passed", "peer", u.agent.Peer(), "step", u.step, "error", err)
+		return out
+	}
+	u.log.Warn("session refused", "peer", u.agent.Peer(), "step", u.step, "code", out.Code, "error", err)
+	var fps []string
+	if u.ekFP != "" {
+		fps = append(fps, u.ekFP)
+	}
+	if u.id != nil {
+		for _, k := range u.id.EKs {
+			if c := k.GetCertificate(); len(c) > 0 {
+				fps = append(fps, "cert:"+sha(c))
+			}
+		}
+	}
+	if rerr := u.r.cfg.Journal.RecordRefusal(bg, store.Refusal{Peer: u.agent.Peer(), Serial: u.serial,
+		BootID: u.agent.Hello().GetBootId(), Code: out.Code, Message: out.Message, Fingerprints: fps}); rerr != nil {
+		u.log.Error("recording a refused session", "error", rerr)
+	}
+	u.finish(bg, &agentv1.FinishRequest{Code: out.Code, Message: out.Message})
+	return out
+}
+
+// finish sends the verdict, waiting FinishTimeout at most for the agent's answer.
+func (u *unit) finish(ctx context.Context, f *agentv1.FinishRequest) {
+	fctx, cancel := context.WithTimeout(ctx, u.r.cfg.FinishTimeout)
+	defer cancel()
+	_, _ = u.agent.Do(fctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: f}})
+}
+
+// open marks the unit running (creating its record). A done, aborted or held unit with a
+// rework authorization is reopened and reworked (reworkCleanup).
+func (u *unit) open(ctx context.Context) error {
+	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted || u.state.Status == store.StatusHold
 	st, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
 		s.Status, s.ErrorCode, s.ErrorMessage = store.StatusRunning, "", ""
 		return nil
@@ -118,7 +200,9 @@ func (u *unit) open(ctx context.Context) error {
 	}
 	u.state = st
 	if closed {
-		return u.reworkCleanup(ctx)
+		rctx, cancel := context.WithTimeout(ctx, u.r.timeout(stepRework))
+		defer cancel()
+		return u.timedOut(ctx, rctx, stepRework, u.reworkCleanup(rctx))
 	}
 	return nil
 }
@@ -139,6 +223,9 @@ func (u *unit) load(ctx context.Context) error {
 	}
 	// Results from before the last rework belong to the unit's previous life, but for those of
 	// an IDevID that reworks kept: they belong to the life since the last rework that did not.
+	// Results of a unit whose EK is not bound come from sessions whose TPM never proved it holds
+	// the EK: they are not facts about this unit (a forged session's key must not refuse the
+	// genuine one).
 	var since, idevidSince time.Time
 	if n := len(st.Reworks); n > 0 {
 		since = st.Reworks[n-1].UsedAt
@@ -150,6 +237,7 @@ func (u *unit) load(ctx context.Context) error {
 			idevidSince = rec.BeganAt
 		}
 	}
+	proven := st.EKFingerprint != ""
 	u.intents = map[string]store.StepRecord{}
 	for _, rec := range recs {
 		from := since
@@ -159,7 +247,7 @@ func (u *unit) load(ctx context.Context) error {
 		switch {
 		case !rec.Ended:
 			u.intents[rec.Step] = rec
-		case rec.ErrorCode == "" && !rec.EndedAt.Before(from):
+		case proven && rec.ErrorCode == "" && !rec.EndedAt.Before(from):
 			u.results[rec.Step] = rec.Result
 		}
 	}
@@ -168,7 +256,7 @@ func (u *unit) load(ctx context.Context) error {
 }
 
 var stepFuncs = map[string]func(*unit, context.Context) (any, error){
-	StepIdentify:      (*unit).identify,
+	StepIdentify:      func(u *unit, _ context.Context) (any, error) { return u.idSummary, nil },
 	StepVerifyEK:      (*unit).verifyEK,
 	StepAuthorize:     (*unit).authorize,
 	StepIDevIDKey:     func(u *unit, ctx context.Context) (any, error) { return u.createKey(ctx, roleIDevID) },
@@ -218,11 +306,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 		}
 		delete(u.intents, step)
 	}
-	timeout := u.r.cfg.StepTimeout
-	if t, ok := u.r.cfg.StepTimeouts[step]; ok {
-		timeout = t
-	}
-	sctx, cancel := context.WithTimeout(ctx, timeout)
+	sctx, cancel := context.WithTimeout(ctx, u.r.timeout(step))
 	defer cancel()
 
 	ref, err := u.begin(ctx, step)
@@ -230,9 +314,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 		return u.journalErr(err, "recording the intent of %s", step)
 	}
 	result, err := stepFuncs[step](u, sctx)
-	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
-		err = fail(CodeStepTimeout, err, "step %s took longer than %s", step, timeout)
-	}
+	err = u.timedOut(ctx, sctx, step, err)
 	if err != nil {
 		// An interrupted step keeps its intent open: the resume decides what it did.
 		return u.endFailed(ctx, ref, err)
@@ -290,7 +372,8 @@ func (u *unit) intent(step string) []byte {
 	m := map[string]string{"step": step}
 	switch step {
 	case StepVerifyEK:
-		m["identify"] = string(u.evidence)
+		// What the traveler shows of the TPM: the verified EK certificate and bounded claims.
+		m["identify"] = string(u.verifiedReport())
 	case StepIDevIDEnroll, StepLDevIDEnroll:
 		k := u.keys[roleFor(step)]
 		if k != nil {
@@ -328,7 +411,7 @@ func (u *unit) do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, e
 		case agentv1.ErrorCode_ERROR_CODE_ACTIVATION_FAILED:
 			code = CodeActivationFailed
 		}
-		return nil, fail(code, &AgentError{Code: e.GetCode(), TPMRC: e.GetTpmRc()}, "agent: %s", e.GetMessage())
+		return nil, fail(code, &AgentError{Code: e.GetCode(), TPMRC: e.GetTpmRc()}, "agent: %s", clip(e.GetMessage()))
 	}
 	return res, nil
 }
@@ -369,9 +452,10 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 	class := Class(code)
 	bg := context.WithoutCancel(ctx)
 	status := store.StatusFailed
-	// A security failure holds the unit only once its session passed the EK checks and
-	// authorization: an unauthenticated session must not be able to lock a serial out.
-	if class == ClassSecurity && u.workOrder != "" {
+	// A security failure holds the unit only once its session's TPM proved it holds the EK
+	// (credential activation): a session with a public EK certificate and another TPM, or
+	// none, must not be able to lock a serial out.
+	if class == ClassSecurity && u.proven {
 		status = store.StatusHold
 	}
 	if errors.Is(context.Cause(ctx), errAborted) {
@@ -390,8 +474,6 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 	if status == store.StatusHold {
 		msg = "on hold for QA: " + msg
 	}
-	fctx, cancel := context.WithTimeout(bg, u.r.cfg.StepTimeout)
-	defer cancel()
-	_, _ = u.agent.Do(fctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Passed: false, Code: code, Message: msg}}})
+	u.finish(bg, &agentv1.FinishRequest{Passed: false, Code: code, Message: msg})
 	return err
 }

@@ -61,6 +61,12 @@ var Steps = []string{
 type Agent interface {
 	// Hello returns the agent's Hello (claims, not facts).
 	Hello() *agentv1.Hello
+	// Peer returns the agent's network address, for the record of a refused session.
+	Peer() string
+	// Admit waits, within ctx and the gateway's own deadline, for one of the station's
+	// provisioning slots; the session holds it until it ends. Run calls it only once the
+	// session has passed its first checks.
+	Admit(ctx context.Context) error
 	// Do sends a command and waits for its result.
 	Do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, error)
 }
@@ -74,6 +80,8 @@ type Journal interface {
 	Advance(ctx context.Context, end store.StepRef, result []byte, step string, intent []byte) (store.StepRef, error)
 	StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error)
 	BindEK(ctx context.Context, fingerprint, serial string) error
+	UnitByEK(ctx context.Context, fingerprint string) (string, error)
+	RecordRefusal(ctx context.Context, r store.Refusal) error
 	Authorize(ctx context.Context, serial, profile string) (store.WorkOrder, error)
 	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte) (store.CertRecord, error)
 	SetCertificateStatus(ctx context.Context, serial, sha string, status store.CertStatus, reason string) error
@@ -104,6 +112,13 @@ type Config struct {
 	// StepTimeout bounds each step (0 = 2 minutes); StepTimeouts overrides it per step.
 	StepTimeout  time.Duration
 	StepTimeouts map[string]time.Duration
+	// HandoverWait bounds how long a new session of a serial waits for the previous session's
+	// run to end (its agent reconnected while the station was still busy with the old
+	// session); 0 = 30 s. Past it the new session is refused with SERIAL_IN_PROGRESS.
+	HandoverWait time.Duration
+	// FinishTimeout bounds the wait for the agent's answer to a verdict (Finish); 0 = 10 s.
+	// The verdict is recorded before it is sent: a silent agent must not hold its session.
+	FinishTimeout time.Duration
 	// Clock defaults to the system clock.
 	Clock Clock
 	// Logger defaults to discarding.
@@ -122,10 +137,6 @@ type run struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 }
-
-// handoverWait bounds how long a new session of a serial waits for the previous session's run
-// to end (its agent reconnected while the station was still busy with the old session).
-const handoverWait = 30 * time.Second
 
 // New validates cfg and returns a Runner.
 func New(cfg Config) (*Runner, error) {
@@ -148,6 +159,12 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.StepTimeout <= 0 {
 		cfg.StepTimeout = 2 * time.Minute
 	}
+	if cfg.HandoverWait <= 0 {
+		cfg.HandoverWait = 30 * time.Second
+	}
+	if cfg.FinishTimeout <= 0 {
+		cfg.FinishTimeout = 10 * time.Second
+	}
 	if len(cfg.EKAlgorithms) == 0 {
 		cfg.EKAlgorithms = []agentv1.KeyAlgorithm{agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P384,
 			agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048, agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072}
@@ -169,11 +186,22 @@ type Outcome struct {
 	Done bool
 	// Interrupted is true when the session ended early; the unit resumes on reconnect.
 	Interrupted bool
+	// Refused is true when the session ended before it passed its first checks (EK
+	// certificate chain, serial authorized, serial not busy): nothing of it was written but a
+	// bounded record of the refusal (store.Refusal).
+	Refused bool
 	// Code and Message describe a failure.
 	Code, Message string
 }
 
 // Run drives the unit behind agent as far as it can go in this session.
+//
+// Nothing is written to the unit's record, and no provisioning slot is taken, until the
+// session has passed its first checks: the EK certificate chains to a pinned TPM vendor root
+// and matches the EK's public area, no other live session drives the serial, the EK is not
+// bound to another serial nor the serial to another EK, and the serial is in an open work
+// order. A session refused before that leaves only a bounded store.Refusal. The EK is bound
+// to the serial only after the TPM proved it holds the EK (credential activation).
 func (r *Runner) Run(ctx context.Context, agent Agent) Outcome {
 	u := &unit{r: r, agent: agent, serial: agent.Hello().GetHardwareSerial(), results: map[string]json.RawMessage{}}
 	u.log = r.cfg.Logger.With("serial", u.serial)
@@ -181,15 +209,32 @@ func (r *Runner) Run(ctx context.Context, agent Agent) Outcome {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if err := u.readTPM(ctx); err != nil {
+		return u.refuse(ctx, err)
+	}
 	if !r.track(ctx, u.serial, cancel) {
 		// Another live session drives this serial: two units claim it, or a stale session
 		// lingers. Touch nothing of the running unit's record.
-		out.Code, out.Message = CodeSerialBusy, "another session is provisioning this serial"
-		u.event(ctx, eventUnitFailed, out.Message, map[string]string{"code": out.Code, "peer_boot_id": agent.Hello().GetBootId()})
-		_, _ = agent.Do(ctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Code: out.Code, Message: out.Message}}})
-		return out
+		return u.refuse(ctx, fail(CodeSerialBusy, nil, "another session is provisioning this serial"))
 	}
 	defer r.untrack(u.serial)
+	if err := u.load(ctx); err != nil {
+		out.Code, out.Message = CodeOf(err), MessageOf(err)
+		u.log.Error("loading the unit", "error", err)
+		return out
+	}
+	switch err := u.admissible(ctx); {
+	case errors.Is(err, errAlreadyDone):
+		out.Done = true
+		return out
+	case err != nil:
+		return u.refuse(ctx, err)
+	}
+	if err := agent.Admit(ctx); err != nil {
+		out.Interrupted, out.Message = true, fmt.Sprintf("waiting for a provisioning slot: %v", err)
+		u.log.Info("no provisioning slot; the unit resumes on reconnect", "error", err)
+		return out
+	}
 
 	err := u.run(ctx)
 	switch {
@@ -207,10 +252,18 @@ func (r *Runner) Run(ctx context.Context, agent Agent) Outcome {
 	return out
 }
 
+// timeout is step's timeout.
+func (r *Runner) timeout(step string) time.Duration {
+	if t, ok := r.cfg.StepTimeouts[step]; ok {
+		return t
+	}
+	return r.cfg.StepTimeout
+}
+
 // track registers the serial's run. A previous run of the same serial is waited for (its
-// session ends when its agent goes away) up to handoverWait; false if it is still running.
+// session ends when its agent goes away) up to HandoverWait; false if it is still running.
 func (r *Runner) track(ctx context.Context, serial string, cancel context.CancelCauseFunc) bool {
-	timer := time.NewTimer(handoverWait)
+	timer := time.NewTimer(r.cfg.HandoverWait)
 	defer timer.Stop()
 	for {
 		r.mu.Lock()

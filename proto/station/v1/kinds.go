@@ -8,6 +8,7 @@ const (
 	KindStepBegun              = "step.begun"
 	KindStepEnded              = "step.ended"
 	KindEKBound                = "ek.bound"
+	KindEKReleased             = "ek.released"
 	KindCertRecorded           = "cert.recorded"
 	KindReworkAuthorized       = "rework.authorized"
 	KindWorkOrderCreated       = "work_order.created"
@@ -45,6 +46,7 @@ var eventKinds = map[EventKind]string{
 	EventKind_EVENT_KIND_CERT_DUPLICATE:           KindCertDuplicate,
 	EventKind_EVENT_KIND_CERT_REFUSED:             KindCertRefused,
 	EventKind_EVENT_KIND_CERT_STATUS:              KindCertStatus,
+	EventKind_EVENT_KIND_EK_RELEASED:              KindEKReleased,
 }
 
 // Kind returns the Event.kind string of k, "" for EVENT_KIND_UNSPECIFIED or an unknown value.

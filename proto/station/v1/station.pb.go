@@ -196,6 +196,8 @@ const (
 	// "cert.status": a certificate of a unit changed status (superseded by a rework, refused);
 	// superseded and refused certificates are revocation candidates.
 	EventKind_EVENT_KIND_CERT_STATUS EventKind = 19
+	// "ek.released": an admin released a unit's EK binding (ReleaseEK; data `by`, `reason`).
+	EventKind_EVENT_KIND_EK_RELEASED EventKind = 20
 )
 
 // Enum value maps for EventKind.
@@ -221,6 +223,7 @@ var (
 		17: "EVENT_KIND_CERT_DUPLICATE",
 		18: "EVENT_KIND_CERT_REFUSED",
 		19: "EVENT_KIND_CERT_STATUS",
+		20: "EVENT_KIND_EK_RELEASED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":              0,
@@ -243,6 +246,7 @@ var (
 		"EVENT_KIND_CERT_DUPLICATE":           17,
 		"EVENT_KIND_CERT_REFUSED":             18,
 		"EVENT_KIND_CERT_STATUS":              19,
+		"EVENT_KIND_EK_RELEASED":              20,
 	}
 )
 
@@ -1495,6 +1499,267 @@ func (x *DecideHoldRequest) GetReason() string {
 	return ""
 }
 
+// ReleaseEKRequest releases a unit's EK binding.
+type ReleaseEKRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the unit's serial.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// reason is recorded in the audit trail; required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseEKRequest) Reset() {
+	*x = ReleaseEKRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseEKRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseEKRequest) ProtoMessage() {}
+
+func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseEKRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseEKRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReleaseEKRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ReleaseEKRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ListRefusalsRequest filters refused sessions.
+type ListRefusalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial, when set, keeps the sessions that claimed this serial.
+	Serial        string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRefusalsRequest) Reset() {
+	*x = ListRefusalsRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRefusalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRefusalsRequest) ProtoMessage() {}
+
+func (x *ListRefusalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRefusalsRequest.ProtoReflect.Descriptor instead.
+func (*ListRefusalsRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListRefusalsRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+// Refusal is a session refused before it passed its first checks.
+type Refusal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq numbers refusals since the station's store was created.
+	Seq  uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// peer is the agent's network address.
+	Peer string `protobuf:"bytes,3,opt,name=peer,proto3" json:"peer,omitempty"`
+	// serial and boot_id are what the agent claimed.
+	Serial string `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
+	BootId string `protobuf:"bytes,5,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// code is the stable workflow code (e.g. NOT_AUTHORIZED, EK_UNTRUSTED); message explains it.
+	Code    string `protobuf:"bytes,6,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
+	// fingerprints are the EK fingerprint and EK certificate digests ("cert:" prefix) shown.
+	Fingerprints  []string `protobuf:"bytes,8,rep,name=fingerprints,proto3" json:"fingerprints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Refusal) Reset() {
+	*x = Refusal{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refusal) ProtoMessage() {}
+
+func (x *Refusal) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
+func (*Refusal) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Refusal) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Refusal) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Refusal) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *Refusal) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *Refusal) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *Refusal) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *Refusal) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Refusal) GetFingerprints() []string {
+	if x != nil {
+		return x.Fingerprints
+	}
+	return nil
+}
+
+// ListRefusalsResponse holds the refusals the station still keeps.
+type ListRefusalsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Refusals []*Refusal             `protobuf:"bytes,1,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	// total is how many sessions were refused in all; the station keeps the most recent ones.
+	Total         uint64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRefusalsResponse) Reset() {
+	*x = ListRefusalsResponse{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRefusalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRefusalsResponse) ProtoMessage() {}
+
+func (x *ListRefusalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRefusalsResponse.ProtoReflect.Descriptor instead.
+func (*ListRefusalsResponse) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListRefusalsResponse) GetRefusals() []*Refusal {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+func (x *ListRefusalsResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 // GetTravelerRequest names a unit.
 type GetTravelerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1506,7 +1771,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1783,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1796,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -1554,7 +1819,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1831,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1844,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -1605,7 +1870,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1882,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1895,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -1654,7 +1919,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1931,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1944,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CAHealth) GetName() string {
@@ -1751,7 +2016,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +2028,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +2041,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Status) GetStationId() string {
@@ -1840,6 +2105,136 @@ func (x *Status) GetUnitsFailed() uint64 {
 		return x.UnitsFailed
 	}
 	return 0
+}
+
+// GetReportRequest names one report file.
+type GetReportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "traveler" (id is a serial; written when the unit ended) or "lot" (id is a work
+	// order; written when it closed).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// id is the serial or the work order id.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// format is "pdf", "html" or, for a lot, "csv".
+	Format        string `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReportRequest) Reset() {
+	*x = GetReportRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReportRequest) ProtoMessage() {}
+
+func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
+func (*GetReportRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetReportRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *GetReportRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetReportRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+// ReportChunk is a piece of a report file; the chunks come in order and the first one names
+// the file.
+type ReportChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// file_name is the file's name in the reports folder (first chunk only).
+	FileName string `protobuf:"bytes,1,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
+	// size is the file's size in bytes (first chunk only).
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// data is the next piece of the file.
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportChunk) Reset() {
+	*x = ReportChunk{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportChunk) ProtoMessage() {}
+
+func (x *ReportChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportChunk.ProtoReflect.Descriptor instead.
+func (*ReportChunk) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReportChunk) GetFileName() string {
+	if x != nil {
+		return x.FileName
+	}
+	return ""
+}
+
+func (x *ReportChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ReportChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 var File_proto_station_v1_station_proto protoreflect.FileDescriptor
@@ -1944,7 +2339,24 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x11DecideHoldRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12:\n" +
 	"\bdecision\x18\x02 \x01(\x0e2\x1e.devid.station.v1.HoldDecisionR\bdecision\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\",\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"B\n" +
+	"\x10ReleaseEKRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"-\n" +
+	"\x13ListRefusalsRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xe2\x01\n" +
+	"\aRefusal\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04peer\x18\x03 \x01(\tR\x04peer\x12\x16\n" +
+	"\x06serial\x18\x04 \x01(\tR\x06serial\x12\x17\n" +
+	"\aboot_id\x18\x05 \x01(\tR\x06bootId\x12\x12\n" +
+	"\x04code\x18\x06 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\a \x01(\tR\amessage\x12\"\n" +
+	"\ffingerprints\x18\b \x03(\tR\ffingerprints\"c\n" +
+	"\x14ListRefusalsResponse\x125\n" +
+	"\brefusals\x18\x01 \x03(\v2\x19.devid.station.v1.RefusalR\brefusals\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\",\n" +
 	"\x12GetTravelerRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\"6\n" +
 	"\bTraveler\x12\x16\n" +
@@ -1972,7 +2384,15 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\funits_failed\x18\t \x01(\x04R\vunitsFailed\x1a?\n" +
 	"\x11UnitsPerStepEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01*n\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"N\n" +
+	"\x10GetReportRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\tR\x06format\"R\n" +
+	"\vReportChunk\x12\x1b\n" +
+	"\tfile_name\x18\x01 \x01(\tR\bfileName\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data*n\n" +
 	"\x0fWorkOrderStatus\x12!\n" +
 	"\x1dWORK_ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORK_ORDER_STATUS_OPEN\x10\x01\x12\x1c\n" +
@@ -1985,7 +2405,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x12UNIT_STATUS_FAILED\x10\x03\x12\x17\n" +
 	"\x13UNIT_STATUS_WAITING\x10\x04\x12\x14\n" +
 	"\x10UNIT_STATUS_HOLD\x10\x05\x12\x18\n" +
-	"\x14UNIT_STATUS_SCRAPPED\x10\x06*\xe6\x04\n" +
+	"\x14UNIT_STATUS_SCRAPPED\x10\x06*\x82\x05\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_KIND_UNIT_CREATED\x10\x01\x12\x1b\n" +
@@ -2007,11 +2427,12 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x1dEVENT_KIND_ENROLL_ANSWER_LOST\x10\x10\x12\x1d\n" +
 	"\x19EVENT_KIND_CERT_DUPLICATE\x10\x11\x12\x1b\n" +
 	"\x17EVENT_KIND_CERT_REFUSED\x10\x12\x12\x1a\n" +
-	"\x16EVENT_KIND_CERT_STATUS\x10\x13*`\n" +
+	"\x16EVENT_KIND_CERT_STATUS\x10\x13\x12\x1a\n" +
+	"\x16EVENT_KIND_EK_RELEASED\x10\x14*`\n" +
 	"\fHoldDecision\x12\x1d\n" +
 	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
-	"\x13HOLD_DECISION_SCRAP\x10\x022\xe4\a\n" +
+	"\x13HOLD_DECISION_SCRAP\x10\x022\xde\t\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -2023,9 +2444,12 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\tAbortUnit\x12\".devid.station.v1.AbortUnitRequest\x1a\x16.devid.station.v1.Unit\x12S\n" +
 	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12I\n" +
 	"\n" +
-	"DecideHold\x12#.devid.station.v1.DecideHoldRequest\x1a\x16.devid.station.v1.Unit\x12O\n" +
+	"DecideHold\x12#.devid.station.v1.DecideHoldRequest\x1a\x16.devid.station.v1.Unit\x12G\n" +
+	"\tReleaseEK\x12\".devid.station.v1.ReleaseEKRequest\x1a\x16.devid.station.v1.Unit\x12]\n" +
+	"\fListRefusals\x12%.devid.station.v1.ListRefusalsRequest\x1a&.devid.station.v1.ListRefusalsResponse\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
-	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.StatusB;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
+	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.Status\x12P\n" +
+	"\tGetReport\x12\".devid.station.v1.GetReportRequest\x1a\x1d.devid.station.v1.ReportChunk0\x01B;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
 
 var (
 	file_proto_station_v1_station_proto_rawDescOnce sync.Once
@@ -2040,7 +2464,7 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
@@ -2062,60 +2486,74 @@ var file_proto_station_v1_station_proto_goTypes = []any{
 	(*AbortUnitRequest)(nil),       // 17: devid.station.v1.AbortUnitRequest
 	(*AuthorizeReworkRequest)(nil), // 18: devid.station.v1.AuthorizeReworkRequest
 	(*DecideHoldRequest)(nil),      // 19: devid.station.v1.DecideHoldRequest
-	(*GetTravelerRequest)(nil),     // 20: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),               // 21: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),       // 22: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),               // 23: devid.station.v1.CAHealth
-	(*Status)(nil),                 // 24: devid.station.v1.Status
-	nil,                            // 25: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(*ReleaseEKRequest)(nil),       // 20: devid.station.v1.ReleaseEKRequest
+	(*ListRefusalsRequest)(nil),    // 21: devid.station.v1.ListRefusalsRequest
+	(*Refusal)(nil),                // 22: devid.station.v1.Refusal
+	(*ListRefusalsResponse)(nil),   // 23: devid.station.v1.ListRefusalsResponse
+	(*GetTravelerRequest)(nil),     // 24: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),               // 25: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),       // 26: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),               // 27: devid.station.v1.CAHealth
+	(*Status)(nil),                 // 28: devid.station.v1.Status
+	(*GetReportRequest)(nil),       // 29: devid.station.v1.GetReportRequest
+	(*ReportChunk)(nil),            // 30: devid.station.v1.ReportChunk
+	nil,                            // 31: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
 	4,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	26, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	26, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	32, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	32, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
 	4,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
 	5,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	26, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	26, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	32, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	32, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
 	11, // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	26, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	32, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
 	3,  // 13: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
-	25, // 14: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	23, // 15: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	6,  // 16: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	7,  // 17: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	8,  // 18: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	10, // 19: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	12, // 20: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	13, // 21: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	15, // 22: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	17, // 23: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	18, // 24: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	19, // 25: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
-	20, // 26: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	22, // 27: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	5,  // 28: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	5,  // 29: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	9,  // 30: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	5,  // 31: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	11, // 32: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	14, // 33: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	16, // 34: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	11, // 35: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	11, // 36: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	11, // 37: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
-	21, // 38: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	24, // 39: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	28, // [28:40] is the sub-list for method output_type
-	16, // [16:28] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	32, // 14: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
+	22, // 15: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
+	31, // 16: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	27, // 17: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	6,  // 18: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	7,  // 19: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	8,  // 20: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	10, // 21: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	12, // 22: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	13, // 23: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	15, // 24: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	17, // 25: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	18, // 26: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	19, // 27: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
+	20, // 28: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
+	21, // 29: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
+	24, // 30: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	26, // 31: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	29, // 32: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
+	5,  // 33: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	5,  // 34: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	9,  // 35: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	5,  // 36: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	11, // 37: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	14, // 38: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	16, // 39: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	11, // 40: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	11, // 41: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	11, // 42: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
+	11, // 43: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	23, // 44: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
+	25, // 45: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	28, // 46: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	30, // 47: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
+	33, // [33:48] is the sub-list for method output_type
+	18, // [18:33] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_proto_station_v1_station_proto_init() }
@@ -2129,7 +2567,7 @@ func file_proto_station_v1_station_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

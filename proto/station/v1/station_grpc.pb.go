@@ -33,8 +33,11 @@ const (
 	Station_AbortUnit_FullMethodName       = "/devid.station.v1.Station/AbortUnit"
 	Station_AuthorizeRework_FullMethodName = "/devid.station.v1.Station/AuthorizeRework"
 	Station_DecideHold_FullMethodName      = "/devid.station.v1.Station/DecideHold"
+	Station_ReleaseEK_FullMethodName       = "/devid.station.v1.Station/ReleaseEK"
+	Station_ListRefusals_FullMethodName    = "/devid.station.v1.Station/ListRefusals"
 	Station_GetTraveler_FullMethodName     = "/devid.station.v1.Station/GetTraveler"
 	Station_GetStatus_FullMethodName       = "/devid.station.v1.Station/GetStatus"
+	Station_GetReport_FullMethodName       = "/devid.station.v1.Station/GetReport"
 )
 
 // StationClient is the client API for Station service.
@@ -66,10 +69,22 @@ type StationClient interface {
 	// on its next connection, its TPM objects removed first) or scrap (never again). Audited.
 	// Roles: qa, admin.
 	DecideHold(ctx context.Context, in *DecideHoldRequest, opts ...grpc.CallOption) (*Unit, error)
+	// ReleaseEK releases the binding of a unit's serial to its TPM's EK (an RMA, a unit that
+	// booted with a wrong serial): the EK may then be bound again, to this or another serial,
+	// once its TPM proves possession anew. The unit must not be in a session. Recorded in the
+	// unit's events and the audit trail with the caller and reason. Roles: admin.
+	ReleaseEK(ctx context.Context, in *ReleaseEKRequest, opts ...grpc.CallOption) (*Unit, error)
+	// ListRefusals lists the most recent agent sessions the station refused before they passed
+	// their first checks (EK certificate chain, serial authorized, serial not busy): such a
+	// session writes no unit record, only this bounded record. Oldest first. Roles: all.
+	ListRefusals(ctx context.Context, in *ListRefusalsRequest, opts ...grpc.CallOption) (*ListRefusalsResponse, error)
 	// GetTraveler returns the traveler record of a unit as JSON. Roles: all.
 	GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*Status, error)
+	// GetReport streams one file of the station's reports folder (reports_dir): a unit's
+	// printable traveler or a work order's lot report, as the station wrote it. Roles: all.
+	GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReportChunk], error)
 }
 
 type stationClient struct {
@@ -189,6 +204,26 @@ func (c *stationClient) DecideHold(ctx context.Context, in *DecideHoldRequest, o
 	return out, nil
 }
 
+func (c *stationClient) ReleaseEK(ctx context.Context, in *ReleaseEKRequest, opts ...grpc.CallOption) (*Unit, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Unit)
+	err := c.cc.Invoke(ctx, Station_ReleaseEK_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stationClient) ListRefusals(ctx context.Context, in *ListRefusalsRequest, opts ...grpc.CallOption) (*ListRefusalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRefusalsResponse)
+	err := c.cc.Invoke(ctx, Station_ListRefusals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *stationClient) GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Traveler)
@@ -208,6 +243,25 @@ func (c *stationClient) GetStatus(ctx context.Context, in *GetStatusRequest, opt
 	}
 	return out, nil
 }
+
+func (c *stationClient) GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReportChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Station_ServiceDesc.Streams[1], Station_GetReport_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetReportRequest, ReportChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Station_GetReportClient = grpc.ServerStreamingClient[ReportChunk]
 
 // StationServer is the server API for Station service.
 // All implementations must embed UnimplementedStationServer
@@ -238,10 +292,22 @@ type StationServer interface {
 	// on its next connection, its TPM objects removed first) or scrap (never again). Audited.
 	// Roles: qa, admin.
 	DecideHold(context.Context, *DecideHoldRequest) (*Unit, error)
+	// ReleaseEK releases the binding of a unit's serial to its TPM's EK (an RMA, a unit that
+	// booted with a wrong serial): the EK may then be bound again, to this or another serial,
+	// once its TPM proves possession anew. The unit must not be in a session. Recorded in the
+	// unit's events and the audit trail with the caller and reason. Roles: admin.
+	ReleaseEK(context.Context, *ReleaseEKRequest) (*Unit, error)
+	// ListRefusals lists the most recent agent sessions the station refused before they passed
+	// their first checks (EK certificate chain, serial authorized, serial not busy): such a
+	// session writes no unit record, only this bounded record. Oldest first. Roles: all.
+	ListRefusals(context.Context, *ListRefusalsRequest) (*ListRefusalsResponse, error)
 	// GetTraveler returns the traveler record of a unit as JSON. Roles: all.
 	GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
 	GetStatus(context.Context, *GetStatusRequest) (*Status, error)
+	// GetReport streams one file of the station's reports folder (reports_dir): a unit's
+	// printable traveler or a work order's lot report, as the station wrote it. Roles: all.
+	GetReport(*GetReportRequest, grpc.ServerStreamingServer[ReportChunk]) error
 	mustEmbedUnimplementedStationServer()
 }
 
@@ -282,11 +348,20 @@ func (UnimplementedStationServer) AuthorizeRework(context.Context, *AuthorizeRew
 func (UnimplementedStationServer) DecideHold(context.Context, *DecideHoldRequest) (*Unit, error) {
 	return nil, status.Error(codes.Unimplemented, "method DecideHold not implemented")
 }
+func (UnimplementedStationServer) ReleaseEK(context.Context, *ReleaseEKRequest) (*Unit, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseEK not implemented")
+}
+func (UnimplementedStationServer) ListRefusals(context.Context, *ListRefusalsRequest) (*ListRefusalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRefusals not implemented")
+}
 func (UnimplementedStationServer) GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTraveler not implemented")
 }
 func (UnimplementedStationServer) GetStatus(context.Context, *GetStatusRequest) (*Status, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedStationServer) GetReport(*GetReportRequest, grpc.ServerStreamingServer[ReportChunk]) error {
+	return status.Error(codes.Unimplemented, "method GetReport not implemented")
 }
 func (UnimplementedStationServer) mustEmbedUnimplementedStationServer() {}
 func (UnimplementedStationServer) testEmbeddedByValue()                 {}
@@ -482,6 +557,42 @@ func _Station_DecideHold_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Station_ReleaseEK_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseEKRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).ReleaseEK(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_ReleaseEK_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).ReleaseEK(ctx, req.(*ReleaseEKRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Station_ListRefusals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRefusalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).ListRefusals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_ListRefusals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).ListRefusals(ctx, req.(*ListRefusalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Station_GetTraveler_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTravelerRequest)
 	if err := dec(in); err != nil {
@@ -517,6 +628,17 @@ func _Station_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Station_GetReport_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetReportRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StationServer).GetReport(m, &grpc.GenericServerStream[GetReportRequest, ReportChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Station_GetReportServer = grpc.ServerStreamingServer[ReportChunk]
 
 // Station_ServiceDesc is the grpc.ServiceDesc for Station service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -562,6 +684,14 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Station_DecideHold_Handler,
 		},
 		{
+			MethodName: "ReleaseEK",
+			Handler:    _Station_ReleaseEK_Handler,
+		},
+		{
+			MethodName: "ListRefusals",
+			Handler:    _Station_ListRefusals_Handler,
+		},
+		{
 			MethodName: "GetTraveler",
 			Handler:    _Station_GetTraveler_Handler,
 		},
@@ -574,6 +704,11 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchEvents",
 			Handler:       _Station_WatchEvents_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetReport",
+			Handler:       _Station_GetReport_Handler,
 			ServerStreams: true,
 		},
 	},

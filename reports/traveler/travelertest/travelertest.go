@@ -57,6 +57,9 @@ type Unit struct {
 	StopBefore string
 	// Slot is the fixture slot the agent claims.
 	Slot string
+	// EK, when set, is the unit's endorsement key, so that a second WriteUnit of a failed
+	// unit is a second session of the same TPM; nil: a fresh key.
+	EK *ecdsa.PrivateKey
 	// Clock, when set, is advanced by StepTime after each step.
 	Clock    *Clock
 	StepTime time.Duration
@@ -168,7 +171,10 @@ func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
 	}
 	ekCA := NewCA(t, "Test EK CA "+u.Serial)
 	devCA := NewCA(t, "Test DevID CA "+u.Serial)
-	ekKey := newKey(t)
+	ekKey := u.EK
+	if ekKey == nil {
+		ekKey = newKey(t)
+	}
 	w.EKCert = ekCA.Issue(t, &x509.Certificate{}, ekKey.Public())
 	pubDER, err := x509.MarshalPKIXPublicKey(ekKey.Public())
 	check(err)
