@@ -461,7 +461,7 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 	if errors.Is(context.Cause(ctx), errAborted) {
 		// Abort recorded the unit's status; the agent still gets its verdict.
 		code, msg = CodeAborted, "aborted by an operator"
-	} else if code != CodeAlreadyProvisioned && code != CodeOnHold && code != CodeScrapped {
+	} else if code != CodeAlreadyProvisioned {
 		if _, jerr := u.r.cfg.Journal.UpdateUnit(bg, u.serial, func(s *store.UnitState) error {
 			s.Status, s.ErrorCode, s.ErrorMessage = status, code, msg
 			s.CurrentStep = u.step
