@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test test-reports bench bench-ca bench-line lint generate generate-check tidy-check demo dev-config ci clean
+.PHONY: help deps setup build test test-reports bench bench-ca bench-line bench-scale lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ bench: ## run the Go benchmarks
 
 bench-line: ## the simulated line against its bound: 64 units (both EKs, ECC EK only), then 16 to 64 units (about 2 min)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkLine' -benchtime=1x ./fixture/line/
+
+bench-scale: ## the station at scale on the device MODEL: 1,024 units with 64 and 256 slots, and the CA-bound line (50 requests/s); one table (a few minutes)
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkScale' -benchtime=1x -timeout 30m ./fixture/line/
 
 bench-ca: ## benchmark the CA client against the dev EST CA (batched vs naive, 1-256 callers; about 90 s)
 	$(GO) test -count=1 -run '^$$' -bench . -benchmem ./ca-client/cabench/

@@ -32,6 +32,12 @@ type Request struct {
 	Reenroll bool
 	// Serial is the unit's serial, for logs and metrics only.
 	Serial string
+	// Via, when set, sends this request with Via instead of the Backend's own client: a
+	// client authenticated as the unit (its own TLS client certificate), which cannot share
+	// the Backend's connections. The request still waits for an in-flight slot and a rate
+	// token, the breaker still admits or refuses it, and its answer feeds the breaker and
+	// the rate like any other. FanOut honours it; a Backend that cannot must fail it.
+	Via SingleEnroller
 }
 
 // Response is the CA's answer to one Request.

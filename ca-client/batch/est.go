@@ -45,6 +45,22 @@ func NewEST(name string, estCfg est.Config, cfg Config) (*Batcher, error) {
 	return b, nil
 }
 
+// ViaEST returns a Request.Via over a new EST client made from estCfg (typically with the
+// unit's own ClientCert): its 429 answers lower b's rate as those of b's own client do. close
+// closes the client's idle connections; call it once the request is answered, since such a
+// connection serves no one else.
+func (b *Batcher) ViaEST(estCfg est.Config) (via SingleEnroller, close func(), err error) {
+	e := &estEnroller{conns: new(atomic.Int64), next: estCfg.Observer}
+	estCfg.Observer = e
+	c, err := est.New(estCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.c = c
+	e.batcher.Store(b)
+	return e, c.CloseIdleConnections, nil
+}
+
 // ClassifyEST maps est.Client errors to a Class: est.ErrUnavailable (transport
 // and TLS errors, 5xx, and 429 or 408 after the client's retries) is
 // ClassUnavailable; est.ErrRejected, est.ErrBadResponse, est.ErrInvalidCSR,

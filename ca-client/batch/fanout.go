@@ -21,7 +21,8 @@ type SingleReenroller interface {
 }
 
 // FanOut returns a Backend that runs each request of a batch as its own call to
-// e, at most concurrency calls at once across all batches (at least 1). Give e
+// e (or to the request's Via), at most concurrency calls at once across all batches (at
+// least 1). Give e
 // one shared keep-alive HTTP transport so that the calls reuse connections.
 // The Backend implements RetryCounter and ConnCounter by forwarding to e when
 // e implements them (and reports 0 otherwise). A request with Reenroll set
@@ -65,14 +66,18 @@ func (f *fanOut) one(ctx context.Context, req Request) Response {
 		chain []*x509.Certificate
 		err   error
 	)
+	e := f.e
+	if req.Via != nil {
+		e = req.Via
+	}
 	if req.Reenroll {
-		re, ok := f.e.(SingleReenroller)
+		re, ok := e.(SingleReenroller)
 		if !ok {
 			return Response{Err: fmt.Errorf("re-enrollment: %w", errors.ErrUnsupported)}
 		}
 		leaf, chain, err = re.Reenroll(ctx, req.CSR)
 	} else {
-		leaf, chain, err = f.e.Enroll(ctx, req.CSR)
+		leaf, chain, err = e.Enroll(ctx, req.CSR)
 	}
 	return Response{Leaf: leaf, Chain: chain, Err: err}
 }

@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/devid-station/devid/ca-client/batch"
 	"github.com/devid-station/devid/ca-client/est"
@@ -18,18 +15,15 @@ import (
 	"github.com/devid-station/devid/station/workflow"
 )
 
-// issuer is a workflow.Issuer for one EST CA: station-authenticated enrollments go through a
-// batcher over one shared EST client; enrollments authenticated by the unit's own IDevID need
-// a TLS connection of their own and go to a per-unit client, within the same in-flight bound.
+// issuer is a workflow.Issuer for one EST CA: every enrollment goes through the CA's batcher
+// (in-flight bound, rate limit, circuit breaker); station-authenticated ones over one shared
+// EST client, those authenticated by the unit's own IDevID over a per-unit client with a TLS
+// connection of its own.
 type issuer struct {
 	name    string
 	cfg     est.Config // without ClientCert: the template of per-unit clients
 	batcher *batch.Batcher
 	roots   *x509.CertPool
-	unitSem chan struct{}
-	// Enrollments authenticated as the unit bypass the batcher; counted here for health.
-	unitRequests, unitFailures, unitInFlight atomic.Int64
-	latency                                  prometheus.Observer
 }
 
 func newIssuer(c config.CARuntime, log *slog.Logger, m *metrics.Metrics) (*issuer, error) {
@@ -70,8 +64,7 @@ func newIssuer(c config.CARuntime, log *slog.Logger, m *metrics.Metrics) (*issue
 	for _, a := range anchors {
 		roots.AddCert(a)
 	}
-	return &issuer{name: c.Name, cfg: cfg, batcher: b, roots: roots, unitSem: make(chan struct{}, inFlight),
-		latency: latency}, nil
+	return &issuer{name: c.Name, cfg: cfg, batcher: b, roots: roots}, nil
 }
 
 func (i *issuer) Roots() *x509.CertPool { return i.roots }
@@ -88,33 +81,22 @@ func (i *issuer) Enroll(ctx context.Context, req workflow.EnrollRequest) (*workf
 	return &workflow.Issued{Leaf: resp.Leaf, Chain: resp.Chain}, nil
 }
 
-// enrollAsUnit authenticates with the unit's certificate; its key signs through the agent.
+// enrollAsUnit authenticates with the unit's certificate (its key signs through the agent) on
+// a TLS connection of its own, which is closed once answered. The request goes through the
+// CA's batcher like the others: in-flight bound, rate limit and circuit breaker.
 func (i *issuer) enrollAsUnit(ctx context.Context, req workflow.EnrollRequest) (*workflow.Issued, error) {
-	select {
-	case i.unitSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-i.unitSem }()
 	cfg := i.cfg
 	cfg.ClientCert = &est.ClientCertificate{Chain: req.ClientCert.Chain, Key: req.ClientCert.Key}
-	c, err := est.New(cfg)
+	via, closeConns, err := i.batcher.ViaEST(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("CA %s: %w", i.name, err)
 	}
-	i.unitRequests.Add(1)
-	i.unitInFlight.Add(1)
-	start := time.Now()
-	r, err := c.Enroll(ctx, req.CSR)
-	i.unitInFlight.Add(-1)
-	if ctx.Err() == nil {
-		i.latency.Observe(time.Since(start).Seconds())
-	}
+	defer closeConns()
+	resp, err := i.batcher.Enroll(ctx, batch.Request{CSR: req.CSR, Serial: req.Serial, Via: via})
 	if err != nil {
-		i.unitFailures.Add(1)
 		return nil, i.classify(err)
 	}
-	return &workflow.Issued{Leaf: r.Leaf, Chain: r.Chain}, nil
+	return &workflow.Issued{Leaf: resp.Leaf, Chain: resp.Chain}, nil
 }
 
 func (i *issuer) classify(err error) error {

@@ -56,9 +56,9 @@ func (s *Server) caStates() []metrics.CAState {
 // bypass the batcher and are added to its counts.
 func (i *issuer) state(m batch.Metrics) metrics.CAState {
 	return metrics.CAState{Name: i.name,
-		Requests: m.Requests + i.unitRequests.Load(), Errors: m.Failed + i.unitFailures.Load(),
+		Requests: m.Requests, Errors: m.Failed,
 		Retries: m.Retries, RateLimited: m.RateLimited, CircuitOpen: m.CircuitOpen,
-		InFlight: m.InFlight + i.unitInFlight.Load(), Breaker: breakerValue(m.Breaker)}
+		InFlight: m.InFlight, Breaker: breakerValue(m.Breaker)}
 }
 
 // breakerValue is the devid_ca_breaker_state value of st.
