@@ -188,6 +188,9 @@ func (d *dispatcher) handle(cmd *agentv1.Command) (*agentv1.Result, error) {
 	case *agentv1.Command_ReadFile:
 		r, err := d.files.readFile(op.ReadFile, d.maxBytes)
 		return &agentv1.Result{Op: &agentv1.Result_ReadFile{ReadFile: r}}, err
+	case *agentv1.Command_RemoveFile:
+		r, err := d.files.removeFile(op.RemoveFile)
+		return &agentv1.Result{Op: &agentv1.Result_RemoveFile{RemoveFile: r}}, err
 	case *agentv1.Command_Evict:
 		r, err := d.evict(op.Evict)
 		return &agentv1.Result{Op: &agentv1.Result_Evict{Evict: r}}, err
@@ -227,6 +230,7 @@ func (d *dispatcher) info() (*agentv1.InfoResult, error) {
 		PersistentHandles: i.PersistentHandles,
 		NvIndices:         i.NVIndices,
 		VendorTpmType:     i.VendorTPMType,
+		StartupClear:      proto.Uint32(i.StartupClear),
 	}, nil
 }
 
@@ -483,6 +487,10 @@ func algorithm(a agentv1.KeyAlgorithm) (tpm.Algorithm, error) {
 		return tpm.RSA2048, nil
 	case agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256:
 		return tpm.ECCP256, nil
+	case agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P384:
+		return tpm.ECCP384, nil
+	case agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072:
+		return tpm.RSA3072, nil
 	}
 	return tpm.AlgUnspecified, fmt.Errorf("%w: key algorithm %v", ErrInvalidArgument, a)
 }

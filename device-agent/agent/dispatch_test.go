@@ -50,7 +50,7 @@ func TestDispatchCommands(t *testing.T) {
 			wantCalls: []string{"Info()"},
 			want: &agentv1.Result{Op: &agentv1.Result_Info{Info: &agentv1.InfoResult{
 				Manufacturer: 0x49465800, ManufacturerId: "IFX", VendorString: "SLB9672", FirmwareVersion: 0x0010_0002_0000_0003,
-				Family: "2.0", SpecRevision: 159, SpecYear: 2021, SpecDayOfYear: 300, NvBufferMax: 1024, VendorTpmType: 1,
+				Family: "2.0", SpecRevision: 159, SpecYear: 2021, SpecDayOfYear: 300, NvBufferMax: 1024, VendorTpmType: 1, StartupClear: proto.Uint32(0x8000000F),
 				PersistentHandles: []uint32{0x81010001}, NvIndices: []uint32{0x01C00002},
 			}}},
 		},

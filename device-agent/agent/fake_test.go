@@ -37,7 +37,7 @@ func (f *fakeTPM) Info() (*tpm.Info, error) {
 	return &tpm.Info{
 		Manufacturer: 0x49465800, ManufacturerID: "IFX", VendorString: "SLB9672", FirmwareVersion: 0x0010_0002_0000_0003,
 		Family: "2.0", SpecLevel: 0, SpecRevision: 159, SpecYear: 2021, SpecDayOfYear: 300, NVBufferMax: 1024,
-		VendorTPMType: 1, PersistentHandles: []uint32{0x81010001}, NVIndices: []uint32{0x01C00002},
+		VendorTPMType: 1, StartupClear: 0x8000000F, PersistentHandles: []uint32{0x81010001}, NVIndices: []uint32{0x01C00002},
 	}, nil
 }
 

@@ -268,6 +268,37 @@ func hashFile(p string) ([]byte, uint64, error) {
 	return h.Sum(nil), uint64(n), nil
 }
 
+// removeFile removes a regular file or a symlink (not its target) below a root and syncs its
+// directory; an absent file is no error.
+func (r *fileRoots) removeFile(req *agentv1.RemoveFileRequest) (*agentv1.RemoveFileResult, error) {
+	t, err := r.resolve(req.GetPath(), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &agentv1.RemoveFileResult{}, nil // its directory is gone, so is the file
+	}
+	if err != nil {
+		return nil, err
+	}
+	p := t.path()
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &agentv1.RemoveFileResult{}, nil
+	}
+	if err != nil {
+		return nil, &fileError{op: "removing", path: p, err: err}
+	}
+	if !fi.Mode().IsRegular() && fi.Mode()&fs.ModeSymlink == 0 {
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalidArgument, req.GetPath())
+	}
+	if err := os.Remove(p); err != nil {
+		return nil, &fileError{op: "removing", path: p, err: err}
+	}
+	if d, err := os.Open(t.dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return &agentv1.RemoveFileResult{Existed: true}, nil
+}
+
 // readFile reads a regular file of at most maxBytes below a root.
 func (r *fileRoots) readFile(req *agentv1.ReadFileRequest, maxBytes int) (*agentv1.ReadFileResult, error) {
 	t, err := r.resolve(req.GetPath(), false)

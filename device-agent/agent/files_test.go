@@ -196,3 +196,44 @@ func TestFileMissingRoot(t *testing.T) {
 		t.Errorf("the root itself was created: %v", err)
 	}
 }
+
+func TestRemoveFile(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	d := newTestDispatcher(t, &fakeTPM{}, root)
+	rm := func(p string) *agentv1.Result {
+		return d.execute(&agentv1.Command{Id: 3, Op: &agentv1.Command_RemoveFile{RemoveFile: &agentv1.RemoveFileRequest{Path: p}}})
+	}
+	p := filepath.Join(root, "etc", "devid", "ldevid.pem")
+	if res := d.execute(writeCmd(p, []byte("x"), 0o644)); res.GetError() != nil {
+		t.Fatal(res.GetError())
+	}
+	if res := rm(p); res.GetError() != nil || !res.GetRemoveFile().GetExisted() {
+		t.Fatalf("remove: %v", res)
+	}
+	if _, err := os.Lstat(p); !os.IsNotExist(err) {
+		t.Fatalf("file still there: %v", err)
+	}
+	if res := rm(p); res.GetError() != nil || res.GetRemoveFile().GetExisted() {
+		t.Errorf("removing an absent file: %v", res)
+	}
+	if res := rm(filepath.Join(root, "no", "such", "dir", "f")); res.GetError() != nil || res.GetRemoveFile().GetExisted() {
+		t.Errorf("removing below an absent directory: %v", res)
+	}
+	victim := filepath.Join(outside, "keep")
+	mustWrite(t, victim, []byte("keep"))
+	if res := rm(victim); res.GetError().GetCode() != agentv1.ErrorCode_ERROR_CODE_PATH_NOT_ALLOWED {
+		t.Errorf("removing outside the roots: %v", res)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if res := rm(filepath.Join(root, "link", "keep")); res.GetError().GetCode() != agentv1.ErrorCode_ERROR_CODE_PATH_NOT_ALLOWED {
+		t.Errorf("removing through a symlink leading outside: %v", res)
+	}
+	if _, err := os.Stat(victim); err != nil {
+		t.Errorf("a file outside the roots was removed: %v", err)
+	}
+	if res := rm(filepath.Join(root, "etc")); res.GetError().GetCode() != agentv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+		t.Errorf("removing a directory: %v", res)
+	}
+}

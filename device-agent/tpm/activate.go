@@ -9,15 +9,17 @@ import (
 
 // ActivateCredential runs TPM2_ActivateCredential for the key at keyHandle with the EK of
 // ekAlg (persistent if a default EK sits at its handle, else recreated and flushed), authorizing
-// the EK with a policy session PolicySecret(TPM_RH_ENDORSEMENT) as the default EK policy
-// requires. credentialBlob is the TPM2B_ID_OBJECT contents and encryptedSecret the
+// the EK with a policy session in the EK's name algorithm: PolicySecret(TPM_RH_ENDORSEMENT), as
+// a low-range EK's policy requires, then for a high-range EK PolicyOR of the profile's
+// branches. credentialBlob is the TPM2B_ID_OBJECT contents and encryptedSecret the
 // TPM2B_ENCRYPTED_SECRET contents, without size prefixes. It returns the credential.
 //
 // A credential the TPM refuses (made for another key's Name or another EK, or corrupted)
 // gives an error wrapping ErrActivationFailed and the TPM response code; no key at keyHandle
 // gives ErrNotFound.
 func (t *TPM) ActivateCredential(keyHandle uint32, ekAlg Algorithm, credentialBlob, encryptedSecret []byte) ([]byte, error) {
-	if _, _, err := ekHandles(ekAlg); err != nil {
+	ekt, err := ekType(ekAlg)
+	if err != nil {
 		return nil, fmt.Errorf("activating credential: %w", err)
 	}
 	if len(credentialBlob) == 0 || len(encryptedSecret) == 0 {
@@ -37,7 +39,7 @@ func (t *TPM) ActivateCredential(keyHandle uint32, ekAlg Algorithm, credentialBl
 		defer t.flush(ek.handle)
 	}
 	// The default EK policy: PolicySecret(TPM_RH_ENDORSEMENT) in a policy session.
-	sess, closeSess, err := tpm2.PolicySession(t.tr, tpm2.TPMAlgSHA256, 16)
+	sess, closeSess, err := tpm2.PolicySession(t.tr, ekt.Public.NameAlg, 16)
 	if err != nil {
 		return nil, fmt.Errorf("activating credential: starting EK policy session: %w", err)
 	}
@@ -52,6 +54,15 @@ func (t *TPM) ActivateCredential(keyHandle uint32, ekAlg Algorithm, credentialBl
 		NonceTPM:      sess.NonceTPM(),
 	}).Execute(t.tr); err != nil {
 		return nil, fmt.Errorf("activating credential: satisfying EK policy: %w", err)
+	}
+	if len(ekt.PolicyBranches) > 0 {
+		var list tpm2.TPMLDigest
+		for _, b := range ekt.PolicyBranches {
+			list.Digests = append(list.Digests, tpm2.TPM2BDigest{Buffer: b})
+		}
+		if _, err := (tpm2.PolicyOr{PolicySession: sess.Handle(), PHashList: list}).Execute(t.tr); err != nil {
+			return nil, fmt.Errorf("activating credential: satisfying EK policy (PolicyOR): %w", err)
+		}
 	}
 	rsp, err := (tpm2.ActivateCredential{
 		ActivateHandle: tpm2.AuthHandle{Handle: key.handle, Name: tpm2.TPM2BName{Buffer: key.name}, Auth: tpm2.PasswordAuth(nil)},

@@ -26,23 +26,22 @@ type EK struct {
 	CertificateRawSize uint32
 }
 
-// ekHandles returns the default persistent handle and certificate index of an EK.
-func ekHandles(alg Algorithm) (handle, certIndex uint32, err error) {
-	switch alg {
-	case RSA2048:
-		return EKHandleRSA, EKCertIndexRSA, nil
-	case ECCP256:
-		return EKHandleECC, EKCertIndexECC, nil
+// EKHandles returns the TCG persistent handle and certificate NV index of the EK of alg.
+func EKHandles(alg Algorithm) (handle, certIndex uint32, err error) {
+	t, err := ekType(alg)
+	if err != nil {
+		return 0, 0, err
 	}
-	return 0, 0, fmt.Errorf("%w: algorithm %v", ErrInvalidArgument, alg)
+	return t.Handle, t.CertIndex, nil
 }
 
-// ReadEK returns the EK of alg: its public area from the persistent handle (EKHandleRSA /
-// EKHandleECC) when the object there has the TCG default EK template, else recreated with
-// CreatePrimary from that template and flushed; plus the certificate from EKCertIndexRSA /
-// EKCertIndexECC with any vendor header and trailing padding cut off.
+// ReadEK returns the EK of alg: its public area from the persistent handle (EKHandleRSA,
+// EKHandleECC, EKHandleECCP384 or EKHandleRSA3072) when the object there has the TCG default
+// EK template, else recreated with CreatePrimary from that template and flushed; plus the
+// certificate from the type's EK certificate index with any vendor header and trailing padding
+// cut off.
 func (t *TPM) ReadEK(alg Algorithm) (*EK, error) {
-	handle, certIndex, err := ekHandles(alg)
+	handle, certIndex, err := EKHandles(alg)
 	if err != nil {
 		return nil, fmt.Errorf("reading EK: %w", err)
 	}
@@ -78,7 +77,7 @@ func (t *TPM) ReadEK(alg Algorithm) (*EK, error) {
 // ek returns the EK of alg: the persistent one when its template matches, else a transient
 // one the caller must flush (persisted=false).
 func (t *TPM) ek(alg Algorithm) (o *object, persisted bool, err error) {
-	handle, _, err := ekHandles(alg)
+	handle, _, err := EKHandles(alg)
 	if err != nil {
 		return nil, false, err
 	}
@@ -131,8 +130,8 @@ func (t *TPM) ReadEKChain() ([][]byte, error) {
 // (what a TPM vendor does). Idempotent: an EK of that template already at handle is returned;
 // any other object there gives ErrHandleOccupied.
 func (t *TPM) ProvisionEK(alg Algorithm, handle uint32) (public []byte, err error) {
-	if alg != RSA2048 && alg != ECCP256 {
-		return nil, fmt.Errorf("provisioning EK: %w: algorithm %v", ErrInvalidArgument, alg)
+	if _, err := ekType(alg); err != nil {
+		return nil, fmt.Errorf("provisioning EK: %w", err)
 	}
 	if !validPersistent(handle) {
 		return nil, fmt.Errorf("provisioning EK: %w: handle %#x", ErrInvalidArgument, handle)

@@ -32,7 +32,18 @@ type Info struct {
 	PersistentHandles []uint32
 	// NVIndices lists the defined NV indices, ascending.
 	NVIndices []uint32
+	// StartupClear is TPM_PT_STARTUP_CLEAR (see the StartupClear bits): which hierarchies are
+	// enabled now.
+	StartupClear uint32
 }
+
+// TPM_PT_STARTUP_CLEAR bits (TPM 2.0 Part 2, TPMA_STARTUP_CLEAR).
+const (
+	StartupClearPHEnable   uint32 = 1 << 0
+	StartupClearSHEnable   uint32 = 1 << 1
+	StartupClearEHEnable   uint32 = 1 << 2
+	StartupClearPHEnableNV uint32 = 1 << 3
+)
 
 // Info reads the TPM's fixed properties, persistent handles and NV indices.
 func (t *TPM) Info() (*Info, error) {
@@ -65,6 +76,9 @@ func (t *TPM) Info() (*Info, error) {
 	}
 	if t.nvBufferMax == 0 {
 		t.nvBufferMax = info.NVBufferMax
+	}
+	if info.StartupClear, err = t.property(tpm2.TPMPTStartupClear); err != nil {
+		return nil, fmt.Errorf("reading TPM_PT_STARTUP_CLEAR: %w", err)
 	}
 	if info.PersistentHandles, err = t.handles(persistentFirst, persistentLast); err != nil {
 		return nil, fmt.Errorf("listing persistent handles: %w", err)
@@ -140,21 +154,33 @@ func (t *TPM) bufferMax() (uint32, error) {
 	if t.nvBufferMax != 0 {
 		return t.nvBufferMax, nil
 	}
+	v, err := t.property(tpm2.TPMPTNVBufferMax)
+	if err != nil {
+		return 0, fmt.Errorf("reading TPM_PT_NV_BUFFER_MAX: %w", err)
+	}
+	if v == 0 {
+		return 0, fmt.Errorf("reading TPM_PT_NV_BUFFER_MAX: zero")
+	}
+	t.nvBufferMax = v
+	return v, nil
+}
+
+// property reads one TPM property. The caller holds t.mu.
+func (t *TPM) property(pt tpm2.TPMPT) (uint32, error) {
 	rsp, err := (tpm2.GetCapability{
 		Capability:    tpm2.TPMCapTPMProperties,
-		Property:      uint32(tpm2.TPMPTNVBufferMax),
+		Property:      uint32(pt),
 		PropertyCount: 1,
 	}).Execute(t.tr)
 	if err != nil {
-		return 0, fmt.Errorf("reading TPM_PT_NV_BUFFER_MAX: %w", err)
+		return 0, err
 	}
 	list, err := rsp.CapabilityData.Data.TPMProperties()
 	if err != nil {
-		return 0, fmt.Errorf("reading TPM_PT_NV_BUFFER_MAX: %w", err)
+		return 0, err
 	}
-	if len(list.TPMProperty) == 0 || list.TPMProperty[0].Property != tpm2.TPMPTNVBufferMax || list.TPMProperty[0].Value == 0 {
-		return 0, fmt.Errorf("reading TPM_PT_NV_BUFFER_MAX: property missing")
+	if len(list.TPMProperty) == 0 || list.TPMProperty[0].Property != pt {
+		return 0, fmt.Errorf("property %#x missing", uint32(pt))
 	}
-	t.nvBufferMax = list.TPMProperty[0].Value
-	return t.nvBufferMax, nil
+	return list.TPMProperty[0].Value, nil
 }

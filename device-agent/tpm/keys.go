@@ -53,7 +53,7 @@ func keyTemplate(req KeyRequest) (tpm2.TPMTPublic, Algorithm, error) {
 		return tpm2.TPMTPublic{}, 0, fmt.Errorf("%w: template must be an unrestricted signing key without decrypt", ErrInvalidArgument)
 	}
 	alg := algorithmOf(p)
-	if alg == AlgUnspecified {
+	if alg != RSA2048 && alg != ECCP256 {
 		return tpm2.TPMTPublic{}, 0, fmt.Errorf("%w: template is neither RSA-2048 nor ECC P-256", ErrInvalidArgument)
 	}
 	if req.Algorithm != AlgUnspecified && req.Algorithm != alg {

@@ -6,19 +6,35 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	"github.com/google/go-tpm/tpm2"
 )
 
-// EKTemplate returns the TCG default EK template of alg (EK Credential Profile, low range:
-// RSA 2048 template L-1, ECC P-256 template L-2). It panics on an unknown algorithm.
-func EKTemplate(alg Algorithm) tpm2.TPMTPublic {
+// ekType returns the TCG EK Credential Profile's EK type of alg: RSA-2048 (template L-1),
+// ECC P-256 (L-2), ECC P-384 (H-3) or RSA-3072 (H-6).
+func ekType(alg Algorithm) (tcgek.Type, error) {
 	switch alg {
 	case RSA2048:
-		return tpm2.RSAEKTemplate
+		return tcgek.RSA2048, nil
 	case ECCP256:
-		return tpm2.ECCEKTemplate
+		return tcgek.ECCP256, nil
+	case ECCP384:
+		return tcgek.ECCP384, nil
+	case RSA3072:
+		return tcgek.RSA3072, nil
 	}
-	panic(fmt.Sprintf("tpm: no EK template for %v", alg))
+	return tcgek.Type{}, fmt.Errorf("%w: no EK type %v", ErrInvalidArgument, alg)
+}
+
+// EKTemplate returns the TCG default EK template of alg (EK Credential Profile: RSA-2048
+// template L-1, ECC P-256 L-2, ECC P-384 H-3, RSA-3072 H-6). It panics on an unknown
+// algorithm.
+func EKTemplate(alg Algorithm) tpm2.TPMTPublic {
+	t, err := ekType(alg)
+	if err != nil {
+		panic(fmt.Sprintf("tpm: %v", err))
+	}
+	return t.Public
 }
 
 // SRKTemplate returns the TCG SRK template of alg (TPM 2.0 Provisioning Guidance). It panics
@@ -121,30 +137,29 @@ func sameTemplate(a, b tpm2.TPMTPublic) bool {
 	if a.Type != b.Type {
 		return false
 	}
-	return bytes.Equal(tpm2.Marshal(withoutUnique(a)), tpm2.Marshal(withoutUnique(b)))
-}
-
-// withoutUnique returns p with an empty unique field.
-func withoutUnique(p tpm2.TPMTPublic) tpm2.TPMTPublic {
-	switch p.Type {
-	case tpm2.TPMAlgRSA:
-		p.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{})
-	case tpm2.TPMAlgECC:
-		p.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{})
-	}
-	return p
+	return bytes.Equal(tpm2.Marshal(tcgek.WithoutUnique(a)), tpm2.Marshal(tcgek.WithoutUnique(b)))
 }
 
 // algorithmOf returns the Algorithm of a public area, or AlgUnspecified.
 func algorithmOf(p *tpm2.TPMTPublic) Algorithm {
 	switch p.Type {
 	case tpm2.TPMAlgRSA:
-		if d, err := p.Parameters.RSADetail(); err == nil && d.KeyBits == 2048 {
-			return RSA2048
+		if d, err := p.Parameters.RSADetail(); err == nil {
+			switch d.KeyBits {
+			case 2048:
+				return RSA2048
+			case 3072:
+				return RSA3072
+			}
 		}
 	case tpm2.TPMAlgECC:
-		if d, err := p.Parameters.ECCDetail(); err == nil && d.CurveID == tpm2.TPMECCNistP256 {
-			return ECCP256
+		if d, err := p.Parameters.ECCDetail(); err == nil {
+			switch d.CurveID {
+			case tpm2.TPMECCNistP256:
+				return ECCP256
+			case tpm2.TPMECCNistP384:
+				return ECCP384
+			}
 		}
 	}
 	return AlgUnspecified

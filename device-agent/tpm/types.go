@@ -23,6 +23,10 @@ const (
 	RSA2048
 	// ECCP256 is ECC on NIST P-256.
 	ECCP256
+	// ECCP384 is ECC on NIST P-384 (EKs only: TCG template H-3).
+	ECCP384
+	// RSA3072 is RSA with a 3072-bit modulus (EKs only: TCG template H-6).
+	RSA3072
 )
 
 func (a Algorithm) String() string {
@@ -31,6 +35,10 @@ func (a Algorithm) String() string {
 		return "RSA-2048"
 	case ECCP256:
 		return "ECC-P256"
+	case ECCP384:
+		return "ECC-P384"
+	case RSA3072:
+		return "RSA-3072"
 	}
 	return fmt.Sprintf("Algorithm(%d)", int(a))
 }
@@ -101,11 +109,15 @@ const (
 const (
 	EKHandleRSA         uint32 = 0x81010001
 	EKHandleECC         uint32 = 0x81010002
+	EKHandleECCP384     uint32 = 0x81010016
+	EKHandleRSA3072     uint32 = 0x8101001C
 	SRKHandle           uint32 = 0x81000001
 	IDevIDHandle        uint32 = 0x81020000
 	LDevIDHandle        uint32 = 0x81000002
 	EKCertIndexRSA      uint32 = 0x01C00002
 	EKCertIndexECC      uint32 = 0x01C0000A
+	EKCertIndexECCP384  uint32 = 0x01C00016
+	EKCertIndexRSA3072  uint32 = 0x01C0001C
 	EKChainIndexFirst   uint32 = 0x01C00100
 	EKChainIndexLast    uint32 = 0x01C001FF
 	IDevIDCertIndex     uint32 = 0x01C90000

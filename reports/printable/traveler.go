@@ -190,7 +190,7 @@ func tpmFacts(r *traveler.Record) kv {
 		}
 		p = append(p, pair{k: "Manufacturer", v: manu}, pair{k: "Model (vendor string)", v: t.VendorString},
 			pair{k: "Firmware", v: t.FirmwareVersion}, pair{k: "Specification", v: spec},
-			pair{k: "EKs reported", v: strings.Join(t.EKAlgorithms, ", ")}, pair{k: "Agent version", v: t.AgentVersion},
+			pair{k: "EKs held", v: strings.Join(t.EKsHeld, ", ")}, pair{k: "EK used", v: t.EKUsed}, pair{k: "Agent version", v: t.AgentVersion},
 			pair{k: "TPM transport", v: t.TPMTransport}, pair{k: "Serial source", v: t.SerialSource},
 			pair{k: "Fixture slot", v: t.FixtureSlot}, pair{k: "Boot ID", v: t.BootID, mono: true})
 	}

@@ -19,6 +19,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/store"
 )
@@ -44,6 +47,8 @@ type Store interface {
 	Unit(ctx context.Context, serial string) (store.UnitState, error)
 	StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error)
 	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
+	UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]store.Event, error)
+	WorkOrder(ctx context.Context, id string) (store.WorkOrder, error)
 }
 
 // Record is a unit's traveler record. Its JSON encoding is the published format (see Schema).
@@ -55,24 +60,30 @@ type Record struct {
 	Serial string `json:"serial"`
 	// WorkOrder is the work order the unit was provisioned under.
 	WorkOrder string `json:"work_order,omitempty"`
+	// WorkOrderCreatedBy is the principal that created the work order, as the audit trail and
+	// the event stream name it.
+	WorkOrderCreatedBy string `json:"work_order_created_by,omitempty"`
 	// Profile is the station profile used.
 	Profile string `json:"profile,omitempty"`
 	// StationID names the station.
 	StationID string `json:"station_id"`
-	// Result is the unit's status: done, failed, aborted, running or pending.
+	// Result is the unit's status: done, failed, aborted, hold, scrapped, running or pending.
 	Result string `json:"result"`
 	// ErrorCode and ErrorMessage explain a failure.
 	ErrorCode    string `json:"error_code,omitempty"`
 	ErrorMessage string `json:"error_message,omitempty"`
 	// Attempts counts workflow attempts (agent sessions that reached EK verification).
 	Attempts uint64 `json:"attempts"`
-	// StartedAt is the start of the first step of the current provisioning (since the last
-	// rework, if any).
+	// StartedAt is the start of the unit's first step ever.
 	StartedAt *time.Time `json:"started_at,omitempty"`
-	// EndedAt is when the unit completed or last failed; absent while it runs.
+	// EndedAt is the end of its last step when the unit has ended (done, failed, aborted, on
+	// hold, scrapped); absent while it runs or waits.
 	EndedAt *time.Time `json:"ended_at,omitempty"`
-	// CycleTimeSeconds is EndedAt - StartedAt.
+	// CycleTimeSeconds is the time the unit spent being provisioned: the sum of its
+	// provisionings' cycle times.
 	CycleTimeSeconds float64 `json:"cycle_time_seconds,omitempty"`
+	// Provisionings lists the unit's provisionings: the first, then one per consumed rework.
+	Provisionings []Provisioning `json:"provisionings"`
 	// Steps lists every step attempt, in the order they began.
 	Steps []Step `json:"steps"`
 	// TPM is what the agent reported about the unit's TPM.
@@ -82,12 +93,48 @@ type Record struct {
 	// IDevID and LDevID are the certificates the unit was provisioned with.
 	IDevID *Certificate `json:"idevid,omitempty"`
 	LDevID *Certificate `json:"ldevid,omitempty"`
-	// Certificates lists every certificate recorded for the unit, duplicates included.
+	// Certificates lists every certificate ever recorded for the unit, oldest first, with its
+	// status (active, superseded, refused, duplicate) and the reason of any other than active.
 	Certificates []CertificateRef `json:"certificates,omitempty"`
-	// Verification holds the end-to-end checks of the verify step (check name -> "ok").
+	// RevocationCandidates lists the superseded and refused certificates: issued by a CA, not
+	// (or no longer) in use.
+	RevocationCandidates []CertificateRef `json:"revocation_candidates,omitempty"`
+	// TPM and EK come from the latest EK verification; Verification holds the end-to-end checks
+	// of the latest successful verify step (check name -> "ok"), whichever provisioning ran it.
 	Verification map[string]string `json:"verification,omitempty"`
 	// Reworks lists the rework authorizations the unit consumed.
 	Reworks []store.Rework `json:"reworks,omitempty"`
+	// Actions lists what people did to the unit (aborts, rework authorizations, hold
+	// decisions), oldest first, each with the principal the audit trail names.
+	Actions []Action `json:"actions,omitempty"`
+}
+
+// Action is one event of the unit caused by an API caller rather than by the station.
+type Action struct {
+	Time      time.Time         `json:"time"`
+	Principal string            `json:"principal"`
+	Kind      string            `json:"kind"`
+	Message   string            `json:"message,omitempty"`
+	Data      map[string]string `json:"data,omitempty"`
+}
+
+// Provisioning is one pass of the unit through the workflow: the first, or one opened by a
+// rework authorization.
+type Provisioning struct {
+	// Number counts provisionings from 1.
+	Number int `json:"number"`
+	// Rework is the authorization that opened it; absent for the first.
+	Rework *store.Rework `json:"rework,omitempty"`
+	// Result is the unit's status for the latest provisioning; for an earlier one done, failed
+	// or ended (stopped before completing without a failed step: aborted or reworked).
+	Result    string `json:"result"`
+	ErrorCode string `json:"error_code,omitempty"`
+	// StartedAt and EndedAt bound its steps; CycleTimeSeconds is EndedAt - StartedAt.
+	StartedAt        *time.Time `json:"started_at,omitempty"`
+	EndedAt          *time.Time `json:"ended_at,omitempty"`
+	CycleTimeSeconds float64    `json:"cycle_time_seconds,omitempty"`
+	// Verification holds its verify step's checks.
+	Verification map[string]string `json:"verification,omitempty"`
 }
 
 // Step is one attempt of one workflow step.
@@ -105,20 +152,26 @@ type Step struct {
 // TPMInfo is the unit's TPM as its agent reported it during identify (claims that the EK
 // verification then bound to a genuine TPM).
 type TPMInfo struct {
-	Manufacturer    string   `json:"manufacturer"` // TPM_PT_MANUFACTURER as hex
-	ManufacturerID  string   `json:"manufacturer_id,omitempty"`
-	VendorString    string   `json:"vendor_string,omitempty"`
-	FirmwareVersion string   `json:"firmware_version,omitempty"` // four 16-bit parts, dotted
-	Family          string   `json:"family,omitempty"`
-	SpecLevel       uint32   `json:"spec_level,omitempty"`
-	SpecRevision    uint32   `json:"spec_revision,omitempty"`
-	SpecYear        uint32   `json:"spec_year,omitempty"`
-	EKAlgorithms    []string `json:"ek_algorithms,omitempty"`
-	AgentVersion    string   `json:"agent_version,omitempty"`
-	TPMTransport    string   `json:"tpm_transport,omitempty"`
-	SerialSource    string   `json:"serial_source,omitempty"`
-	FixtureSlot     string   `json:"fixture_slot,omitempty"`
-	BootID          string   `json:"boot_id,omitempty"`
+	Manufacturer    string `json:"manufacturer"` // TPM_PT_MANUFACTURER as hex
+	ManufacturerID  string `json:"manufacturer_id,omitempty"`
+	VendorString    string `json:"vendor_string,omitempty"`
+	FirmwareVersion string `json:"firmware_version,omitempty"` // four 16-bit parts, dotted
+	Family          string `json:"family,omitempty"`
+	SpecLevel       uint32 `json:"spec_level,omitempty"`
+	SpecRevision    uint32 `json:"spec_revision,omitempty"`
+	SpecYear        uint32 `json:"spec_year,omitempty"`
+	// EKsHeld names every EK type of the TCG EK Credential Profile the TPM holds (its EK
+	// handle or EK certificate index is present), e.g. "ECC-P256", "ECC-P384".
+	EKsHeld []string `json:"eks_held,omitempty"`
+	// EKsRead lists the EK algorithms the station read, in the order it read them.
+	EKsRead []string `json:"eks_read,omitempty"`
+	// EKUsed names the EK type the station verified and used, from its public area.
+	EKUsed       string `json:"ek_used,omitempty"`
+	AgentVersion string `json:"agent_version,omitempty"`
+	TPMTransport string `json:"tpm_transport,omitempty"`
+	SerialSource string `json:"serial_source,omitempty"`
+	FixtureSlot  string `json:"fixture_slot,omitempty"`
+	BootID       string `json:"boot_id,omitempty"`
 }
 
 // EKCertificate is the verified EK certificate.
@@ -146,9 +199,13 @@ type Certificate struct {
 
 // CertificateRef names one certificate recorded for the unit.
 type CertificateRef struct {
-	Role      string `json:"role"`
-	SHA256    string `json:"sha256"`
-	Duplicate bool   `json:"duplicate,omitempty"`
+	Role         string `json:"role"`
+	SHA256       string `json:"sha256"`
+	Duplicate    bool   `json:"duplicate,omitempty"`
+	Status       string `json:"status"`
+	Reason       string `json:"reason,omitempty"`
+	Issuer       string `json:"issuer,omitempty"`
+	SerialNumber string `json:"serial_number,omitempty"` // hex
 }
 
 // identify mirrors the workflow's identifyResult: encoding/json of the generated agentv1
@@ -180,9 +237,10 @@ type verifyResult struct {
 	Checks map[string]string `json:"checks"`
 }
 
-// Build assembles the traveler record of serial. It returns an error matching
-// store.ErrNotFound when the unit does not exist. Step results that do not decode are
-// reported as errors: a traveler never silently omits recorded facts.
+// Build assembles the traveler record of serial: the full history of every attempt, never
+// erased by a rework or an abort. It returns an error matching store.ErrNotFound when the unit
+// does not exist. Step results that do not decode are reported as errors: a traveler never
+// silently omits recorded facts.
 func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	u, err := st.Unit(ctx, serial)
 	if err != nil {
@@ -198,12 +256,16 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 		ErrorMessage: u.ErrorMessage, Attempts: u.Steps[stepVerifyEK].Attempts,
 		Steps: make([]Step, 0, len(recs)), Reworks: u.Reworks,
 	}
-	var since time.Time // records before the last rework belong to the unit's previous life
-	if n := len(u.Reworks); n > 0 {
-		since = u.Reworks[n-1].UsedAt
+	// Provisioning i runs from the (i-1)th consumed rework on; the first from the start.
+	lives := make([]life, len(u.Reworks)+1)
+	lifeOf := func(t time.Time) int {
+		n := 0
+		for n < len(u.Reworks) && !t.Before(u.Reworks[n].UsedAt) {
+			n++
+		}
+		return n
 	}
-	var start, end time.Time
-	last := map[string]*store.StepRecord{} // latest successful attempt per step, current life
+	last := map[string]*store.StepRecord{} // latest successful attempt per step, whole history
 	var lastEK *store.StepRecord           // latest verify_ek attempt, ended or not
 	for i := range recs {
 		rec := &recs[i]
@@ -214,38 +276,39 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 			s.DurationMS = float64(rec.EndedAt.Sub(rec.BeganAt).Microseconds()) / 1000
 		}
 		r.Steps = append(r.Steps, s)
-		if rec.BeganAt.Before(since) {
-			continue
-		}
-		if start.IsZero() || rec.BeganAt.Before(start) {
-			start = rec.BeganAt
-		}
-		if rec.Ended && rec.EndedAt.After(end) {
-			end = rec.EndedAt
-		}
-		if rec.Ended && rec.ErrorCode == "" {
+		lives[lifeOf(rec.BeganAt)].add(rec)
+		if rec.Ended && rec.ErrorCode == "" && (last[rec.Step] == nil || !rec.BeganAt.Before(last[rec.Step].BeganAt)) {
 			last[rec.Step] = rec
 		}
-		if rec.Step == stepVerifyEK {
+		if rec.Step == stepVerifyEK && (lastEK == nil || !rec.BeganAt.Before(lastEK.BeganAt)) {
 			lastEK = rec
 		}
 	}
-	if !start.IsZero() {
-		r.StartedAt = &start
+	ended := u.Status != store.StatusRunning && u.Status != store.StatusPending
+	for i := range lives {
+		p, err := lives[i].provisioning(i, u, ended && i == len(lives)-1)
+		if err != nil {
+			return nil, err
+		}
+		r.Provisionings = append(r.Provisionings, p)
+		if p.StartedAt != nil && (r.StartedAt == nil || p.StartedAt.Before(*r.StartedAt)) {
+			r.StartedAt = p.StartedAt
+		}
+		if p.EndedAt != nil && (r.EndedAt == nil || p.EndedAt.After(*r.EndedAt)) {
+			r.EndedAt = p.EndedAt
+		}
+		r.CycleTimeSeconds += p.CycleTimeSeconds
 	}
-	if (u.Status == store.StatusDone || u.Status == store.StatusFailed || u.Status == store.StatusAborted) && !end.IsZero() {
-		if c, ok := last[stepComplete]; ok && u.Status == store.StatusDone {
-			end = c.EndedAt
-		}
-		r.EndedAt = &end
-		if !start.IsZero() {
-			r.CycleTimeSeconds = end.Sub(start).Seconds()
-		}
+	if !ended {
+		r.EndedAt = nil
 	}
 	if err := r.addTPM(lastEK, last[stepVerifyEK]); err != nil {
 		return nil, err
 	}
 	if err := r.addCertificates(ctx, st, &u, last); err != nil {
+		return nil, err
+	}
+	if err := r.addPrincipals(ctx, st, &u); err != nil {
 		return nil, err
 	}
 	if v, ok := last[stepVerify]; ok {
@@ -256,6 +319,78 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 		r.Verification = vr.Checks
 	}
 	return r, nil
+}
+
+// life gathers the step records of one provisioning.
+type life struct {
+	start, end  time.Time
+	complete    *store.StepRecord // successful complete step
+	verify      *store.StepRecord // latest successful verify step
+	lastFailure *store.StepRecord // latest failed step attempt
+}
+
+func (l *life) add(rec *store.StepRecord) {
+	if l.start.IsZero() || rec.BeganAt.Before(l.start) {
+		l.start = rec.BeganAt
+	}
+	if !rec.Ended {
+		return
+	}
+	if rec.EndedAt.After(l.end) {
+		l.end = rec.EndedAt
+	}
+	switch {
+	case rec.ErrorCode != "":
+		if l.lastFailure == nil || !rec.EndedAt.Before(l.lastFailure.EndedAt) {
+			l.lastFailure = rec
+		}
+	case rec.Step == stepComplete:
+		l.complete = rec
+	case rec.Step == stepVerify:
+		l.verify = rec
+	}
+}
+
+// provisioning summarizes life i. The latest one takes the unit's status; an earlier one is
+// done when its complete step succeeded, else failed when a step failed, else ended (aborted or
+// interrupted before any failure). ended says the latest one has ended.
+func (l *life) provisioning(i int, u store.UnitState, ended bool) (Provisioning, error) {
+	p := Provisioning{Number: i + 1}
+	if i > 0 {
+		rw := u.Reworks[i-1]
+		p.Rework = &rw
+	}
+	latest := i == len(u.Reworks)
+	switch {
+	case latest:
+		p.Result, p.ErrorCode = string(u.Status), u.ErrorCode
+	case l.complete != nil:
+		p.Result = string(store.StatusDone)
+	case l.lastFailure != nil:
+		p.Result, p.ErrorCode = string(store.StatusFailed), l.lastFailure.ErrorCode
+	default:
+		p.Result = "ended"
+	}
+	if !l.start.IsZero() {
+		t := l.start
+		p.StartedAt = &t
+	}
+	end := l.end
+	if l.complete != nil {
+		end = l.complete.EndedAt
+	}
+	if !end.IsZero() && (!latest || ended) {
+		p.EndedAt = &end
+		p.CycleTimeSeconds = end.Sub(l.start).Seconds()
+	}
+	if l.verify != nil {
+		var vr verifyResult
+		if err := json.Unmarshal(l.verify.Result, &vr); err != nil {
+			return p, fmt.Errorf("decoding the verify result: %w", err)
+		}
+		p.Verification = vr.Checks
+	}
+	return p, nil
 }
 
 // addTPM fills TPM and EK from the verify_ek intent (the identify report) and result.
@@ -283,7 +418,10 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 			t.FirmwareVersion = fmt.Sprintf("%d.%d.%d.%d", fw>>48, fw>>32&0xffff, fw>>16&0xffff, fw&0xffff)
 		}
 		for _, ek := range id.EKs {
-			t.EKAlgorithms = append(t.EKAlgorithms, ek.GetAlgorithm().String())
+			t.EKsRead = append(t.EKsRead, ek.GetAlgorithm().String())
+		}
+		for _, ty := range tcgek.Held(info.GetPersistentHandles(), info.GetNvIndices()) {
+			t.EKsHeld = append(t.EKsHeld, ty.Name)
 		}
 		if h := id.Hello; h != nil {
 			t.AgentVersion, t.TPMTransport, t.SerialSource = h.GetAgentVersion(), h.GetTpmTransport(), h.GetSerialSource()
@@ -307,22 +445,43 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 				return fmt.Errorf("parsing the EK certificate: %w", err)
 			}
 			ek.Subject, ek.Issuer, ek.SerialNumber = c.Subject.String(), c.Issuer.String(), c.SerialNumber.Text(16)
+			if p, err := tpm2.Unmarshal[tpm2.TPMTPublic](k.GetPublicArea()); err == nil && r.TPM != nil {
+				if ty, ok := tcgek.Match(*p); ok {
+					r.TPM.EKUsed = ty.Name
+				}
+			}
 		}
 	}
 	r.EK = ek
 	return nil
 }
 
-// addCertificates fills IDevID, LDevID and Certificates. The certificate of a role is the one
-// the latest successful enroll step used; without one, the last recorded for the role.
+// addCertificates fills IDevID, LDevID, Certificates and RevocationCandidates. The certificate
+// of a role is its active one; without one, the one the latest successful enroll step used, or
+// the last recorded for the role.
 func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitState, last map[string]*store.StepRecord) error {
-	chosen := map[store.Role]string{}
+	chosen, active := map[store.Role]string{}, map[store.Role]bool{}
 	for _, c := range u.Certificates {
-		r.Certificates = append(r.Certificates, CertificateRef{Role: string(c.Role), SHA256: c.SHA256, Duplicate: c.Duplicate})
-		chosen[c.Role] = c.SHA256
+		ref := CertificateRef{Role: string(c.Role), SHA256: c.SHA256, Duplicate: c.Duplicate, Status: string(c.Current()),
+			Reason: c.Reason, SerialNumber: c.SerialHex}
+		if cr, err := st.CertificateBySHA256(ctx, c.SHA256); err == nil {
+			if cert, err := x509.ParseCertificate(cr.DER); err == nil {
+				ref.Issuer = cert.Issuer.String()
+			}
+		}
+		r.Certificates = append(r.Certificates, ref)
+		if c.RevocationCandidate() {
+			r.RevocationCandidates = append(r.RevocationCandidates, ref)
+		}
+		switch {
+		case c.Current() == store.CertActive:
+			chosen[c.Role], active[c.Role] = c.SHA256, true
+		case !active[c.Role] && !c.RevocationCandidate():
+			chosen[c.Role] = c.SHA256
+		}
 	}
 	for role, step := range map[store.Role]string{store.RoleIDevID: stepIDevIDEnroll, store.RoleLDevID: stepLDevIDEnroll} {
-		if rec, ok := last[step]; ok {
+		if rec, ok := last[step]; ok && !active[role] {
 			var er enrollResult
 			if err := json.Unmarshal(rec.Result, &er); err != nil {
 				return fmt.Errorf("decoding the %s result: %w", step, err)
@@ -346,6 +505,27 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 			r.IDevID = c
 		case store.RoleLDevID:
 			r.LDevID = c
+		}
+	}
+	return nil
+}
+
+// addPrincipals fills WorkOrderCreatedBy and Actions.
+func (r *Record) addPrincipals(ctx context.Context, st Store, u *store.UnitState) error {
+	if u.WorkOrderID != "" {
+		wo, err := st.WorkOrder(ctx, u.WorkOrderID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("reading work order %s: %w", u.WorkOrderID, err)
+		}
+		r.WorkOrderCreatedBy = wo.CreatedBy
+	}
+	evs, err := st.UnitEvents(ctx, u.Serial, 0, 0)
+	if err != nil {
+		return fmt.Errorf("reading the unit's events: %w", err)
+	}
+	for _, ev := range evs {
+		if ev.Principal != "" && ev.Principal != store.PrincipalStation {
+			r.Actions = append(r.Actions, Action{Time: ev.Time, Principal: ev.Principal, Kind: ev.Type, Message: ev.Message, Data: ev.Data})
 		}
 	}
 	return nil

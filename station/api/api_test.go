@@ -175,6 +175,10 @@ var calls = []call{
 		_, err := c.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "none", Reason: "test"})
 		return err
 	}),
+	stationCall("DecideHold", func(ctx context.Context, c stationv1.StationClient, _ string) error {
+		_, err := c.DecideHold(ctx, &stationv1.DecideHoldRequest{Serial: "none", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP, Reason: "test"})
+		return err
+	}),
 	stationCall("ReleaseEK", func(ctx context.Context, c stationv1.StationClient, _ string) error {
 		_, err := c.ReleaseEK(ctx, &stationv1.ReleaseEKRequest{Serial: "none", Reason: "test"})
 		return err
@@ -228,6 +232,7 @@ func TestRolePermissions(t *testing.T) {
 		"CloseWorkOrder":  {apitest.MES, apitest.Admin},
 		"AbortUnit":       {apitest.Operator, apitest.Admin},
 		"AuthorizeRework": {apitest.Admin},
+		"DecideHold":      {apitest.QA, apitest.Admin},
 		"ReleaseEK":       {apitest.Admin},
 	}
 	for _, cn := range append(all, apitest.NoRole) {
@@ -729,6 +734,54 @@ func TestAbortAndRework(t *testing.T) {
 	}
 }
 
+// TestDecideHold puts a unit on hold as the workflow does after a security failure: it is
+// reported on hold, only a hold decision (not a plain rework) releases it, and the decision is
+// audited with its principal.
+func TestDecideHold(t *testing.T) {
+	e := newEnv(t)
+	writeLine(t, e.Store)
+	ctx := t.Context()
+	if _, err := e.Store.UpdateUnit(ctx, "SN-HOLD", func(s *store.UnitState) error {
+		s.Status, s.ErrorCode = store.StatusHold, workflow.CodeCertInvalid
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	qa, admin := e.Client(t, apitest.QA), e.Client(t, apitest.Admin)
+	u, err := qa.GetUnit(ctx, &stationv1.GetUnitRequest{Serial: "SN-HOLD"})
+	if err != nil || u.GetStatus() != stationv1.UnitStatus_UNIT_STATUS_HOLD {
+		t.Fatalf("held unit: %v, %v", u, err)
+	}
+	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-HOLD", Reason: "x"}); code(err) != codes.FailedPrecondition {
+		t.Errorf("plain rework of a held unit: %v, want FailedPrecondition", err)
+	}
+	refusals := []struct {
+		name string
+		req  *stationv1.DecideHoldRequest
+		want codes.Code
+	}{
+		{"no decision", &stationv1.DecideHoldRequest{Serial: "SN-HOLD", Reason: "x"}, codes.InvalidArgument},
+		{"no reason", &stationv1.DecideHoldRequest{Serial: "SN-HOLD", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP}, codes.InvalidArgument},
+		{"not on hold", &stationv1.DecideHoldRequest{Serial: "SN-01", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP, Reason: "x"}, codes.FailedPrecondition},
+	}
+	for _, r := range refusals {
+		if _, err := qa.DecideHold(ctx, r.req); code(err) != r.want {
+			t.Errorf("%s: %v, want %v", r.name, err, r.want)
+		}
+	}
+	u, err = qa.DecideHold(ctx, &stationv1.DecideHoldRequest{Serial: "SN-HOLD", Decision: stationv1.HoldDecision_HOLD_DECISION_SCRAP, Reason: "counterfeit TPM"})
+	if err != nil || u.GetStatus() != stationv1.UnitStatus_UNIT_STATUS_SCRAPPED {
+		t.Fatalf("scrap: %v, %v", u, err)
+	}
+	recs := auditBy(t, e.Store, store.EventHoldDecided, "SN-HOLD", "decision", store.DecisionScrap)
+	if len(recs) != 1 || recs[0].Principal != "qa:CN=qa-1" || recs[0].Details["reason"] != "counterfeit TPM" {
+		t.Errorf("hold decision audit records %+v", recs)
+	}
+	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-HOLD", Reason: "x"}); code(err) != codes.FailedPrecondition {
+		t.Errorf("rework of a scrapped unit: %v, want FailedPrecondition", err)
+	}
+}
+
 func TestReworkOfUnendedUnit(t *testing.T) {
 	e := newEnv(t)
 	writeLine(t, e.Store)
@@ -771,5 +824,68 @@ func TestGetStatus(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
+	}
+}
+
+// TestOnePrincipal creates a work order as an MES and reworks a unit of it as an admin: the
+// audit trail, the event stream, the work order's created_by and the unit's traveler all name
+// each caller with the same principal string.
+func TestOnePrincipal(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	const mesP, adminP = "mes:CN=mes-1", "admin:CN=admin-1"
+	mes, admin := e.Client(t, apitest.MES), e.Client(t, apitest.Admin)
+	wo, err := mes.CreateWorkOrder(ctx, &stationv1.CreateWorkOrderRequest{Id: "WO-P", Profile: "default", Serials: []string{"SN-P1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Store.UpdateUnit(ctx, "SN-P1", func(s *store.UnitState) error {
+		s.WorkOrderID, s.Profile, s.Status, s.ErrorCode = "WO-P", "default", store.StatusFailed, workflow.CodeCAUnavailable
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: "SN-P1", Reason: "new CA"}); err != nil {
+		t.Fatal(err)
+	}
+
+	if wo.GetCreatedBy() != mesP {
+		t.Errorf("work order created_by %q, want %q", wo.GetCreatedBy(), mesP)
+	}
+	if recs := auditBy(t, e.Store, store.EventWorkOrderCreated, "", "work_order", "WO-P"); len(recs) != 1 || recs[0].Principal != mesP {
+		t.Errorf("work order audit records %+v, want one by %s", recs, mesP)
+	}
+	s, err := e.Client(t, apitest.QA).WatchEvents(ctx, &stationv1.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	principals := map[string]string{}
+	for {
+		ev, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stationv1.ParseEventKind(ev.GetKind()) == stationv1.EventKind_EVENT_KIND_UNSPECIFIED {
+			t.Errorf("event kind %q is not a documented EventKind", ev.GetKind())
+		}
+		principals[ev.GetKind()] = ev.GetPrincipal()
+	}
+	if principals[stationv1.KindWorkOrderCreated] != mesP || principals[stationv1.KindReworkAuthorized] != adminP ||
+		principals[stationv1.KindUnitCreated] != store.PrincipalStation {
+		t.Errorf("event principals %v, want work_order.created by %s, rework.authorized by %s, unit.created by station", principals, mesP, adminP)
+	}
+	tr, err := admin.GetTraveler(ctx, &stationv1.GetTravelerRequest{Serial: "SN-P1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec traveler.Record
+	if err := json.Unmarshal(tr.GetJson(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.WorkOrderCreatedBy != mesP || len(rec.Actions) != 1 || rec.Actions[0].Principal != adminP || rec.Actions[0].Kind != stationv1.KindReworkAuthorized {
+		t.Errorf("traveler names work order creator %q and actions %+v", rec.WorkOrderCreatedBy, rec.Actions)
 	}
 }

@@ -51,6 +51,7 @@ var permissions = map[string][]Role{
 	stationv1.Station_CloseWorkOrder_FullMethodName:  {RoleMES, RoleAdmin},
 	stationv1.Station_AbortUnit_FullMethodName:       {RoleOperator, RoleAdmin},
 	stationv1.Station_AuthorizeRework_FullMethodName: {RoleAdmin},
+	stationv1.Station_DecideHold_FullMethodName:      {RoleQA, RoleAdmin},
 	stationv1.Station_ReleaseEK_FullMethodName:       {RoleAdmin},
 	stationv1.Station_GetWorkOrder_FullMethodName:    allRoles,
 	stationv1.Station_ListWorkOrders_FullMethodName:  allRoles,

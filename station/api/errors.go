@@ -43,6 +43,7 @@ var codeTable = []struct {
 	{ErrUnitInSession, codes.FailedPrecondition},
 	{store.ErrNotAuthorized, codes.FailedPrecondition},
 	{store.ErrUnitClosed, codes.FailedPrecondition},
+	{store.ErrNotOnHold, codes.FailedPrecondition},
 	{store.ErrIntentOpen, codes.FailedPrecondition},
 	{store.ErrStepEnded, codes.FailedPrecondition},
 	{store.ErrEKBoundElsewhere, codes.FailedPrecondition},

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -65,18 +66,19 @@ func (s *Server) WatchEvents(req *stationv1.WatchEventsRequest, stream grpc.Serv
 }
 
 // eventProto converts a store event. The error code is the event's, or the "code" the
-// workflow puts in the data of unit.failed; the principal is the "by" of the data (rework
-// authorizations) or "station"; an event without a message is summarized by its data.
+// workflow puts in the data of unit.failed; the principal is the one the store recorded with
+// the event (the audit trail's), for events stored before it was recorded the "by" of the data
+// or "station"; an event without a message is summarized by its data.
 func eventProto(ev store.Event) *stationv1.Event {
 	pb := &stationv1.Event{
 		Token: strconv.FormatUint(ev.Seq, 10), Time: timestamppb.New(ev.Time), Serial: ev.Serial,
-		Kind: ev.Type, Step: ev.Step, ErrorCode: ev.ErrorCode, Message: ev.Message, Principal: "station",
+		Kind: ev.Type, Step: ev.Step, ErrorCode: ev.ErrorCode, Message: ev.Message, Principal: ev.Principal,
 	}
 	if pb.ErrorCode == "" {
 		pb.ErrorCode = ev.Data["code"]
 	}
-	if by := ev.Data["by"]; by != "" {
-		pb.Principal = by
+	if pb.Principal == "" {
+		pb.Principal = cmp.Or(ev.Data["by"], store.PrincipalStation)
 	}
 	if pb.Message == "" && len(ev.Data) > 0 {
 		var parts []string

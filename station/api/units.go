@@ -125,6 +125,33 @@ func (s *Server) AuthorizeRework(ctx context.Context, req *stationv1.AuthorizeRe
 	return pb, s.err(method, err)
 }
 
+// DecideHold implements stationv1.StationServer: QA's or an admin's decision on a unit on
+// hold, recorded in the audit trail by the store.
+func (s *Server) DecideHold(ctx context.Context, req *stationv1.DecideHoldRequest) (*stationv1.Unit, error) {
+	const method = "DecideHold"
+	c, _ := CallerFrom(ctx)
+	decisions := map[stationv1.HoldDecision]string{
+		stationv1.HoldDecision_HOLD_DECISION_REWORK: store.DecisionRework,
+		stationv1.HoldDecision_HOLD_DECISION_SCRAP:  store.DecisionScrap,
+	}
+	decision, ok := decisions[req.GetDecision()]
+	switch {
+	case req.GetSerial() == "":
+		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
+	case !ok:
+		return nil, s.err(method, fmt.Errorf("decision must be rework or scrap: %w", ErrInvalidRequest))
+	case req.GetReason() == "":
+		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
+	}
+	u, err := s.cfg.Store.DecideHold(ctx, req.GetSerial(), c.Principal, decision, req.GetReason())
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	s.log.Info("hold decided", "serial", u.Serial, "principal", c.Principal, "decision", decision, "reason", req.GetReason())
+	pb, err := s.unitProto(ctx, u, s.running())
+	return pb, s.err(method, err)
+}
+
 // ReleaseEK implements stationv1.StationServer: an admin releases the binding of a unit to
 // its EK, with a reason (the store records it in the unit's events and the audit trail).
 func (s *Server) ReleaseEK(ctx context.Context, req *stationv1.ReleaseEKRequest) (*stationv1.Unit, error) {
@@ -208,7 +235,7 @@ func (s *Server) GetStatus(ctx context.Context, _ *stationv1.GetStatusRequest) (
 			st.UnitsPerStep[u.CurrentStep]++
 		case stationv1.UnitStatus_UNIT_STATUS_DONE:
 			st.UnitsDone++
-		case stationv1.UnitStatus_UNIT_STATUS_FAILED:
+		case stationv1.UnitStatus_UNIT_STATUS_FAILED, stationv1.UnitStatus_UNIT_STATUS_HOLD, stationv1.UnitStatus_UNIT_STATUS_SCRAPPED:
 			st.UnitsFailed++
 		}
 		return true
@@ -259,6 +286,10 @@ func unitStatus(u store.UnitState, running map[string]bool) stationv1.UnitStatus
 		return stationv1.UnitStatus_UNIT_STATUS_DONE
 	case store.StatusFailed, store.StatusAborted:
 		return stationv1.UnitStatus_UNIT_STATUS_FAILED
+	case store.StatusHold:
+		return stationv1.UnitStatus_UNIT_STATUS_HOLD
+	case store.StatusScrapped:
+		return stationv1.UnitStatus_UNIT_STATUS_SCRAPPED
 	}
 	return stationv1.UnitStatus_UNIT_STATUS_UNSPECIFIED
 }

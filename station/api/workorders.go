@@ -240,7 +240,7 @@ func (s *Server) workOrderCounts(ctx context.Context) (woCounts, error) {
 		switch u.Status {
 		case store.StatusDone:
 			c[0]++
-		case store.StatusFailed, store.StatusAborted:
+		case store.StatusFailed, store.StatusAborted, store.StatusHold, store.StatusScrapped:
 			c[1]++
 		}
 		return true

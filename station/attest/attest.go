@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -55,17 +56,31 @@ type Key struct {
 	Name []byte
 }
 
-// ParsePublic parses a marshalled TPMT_PUBLIC, refuses trailing bytes and computes its Name.
+// ParsePublic parses a marshalled TPMT_PUBLIC of a DevID key: it refuses trailing bytes, a
+// name algorithm other than SHA-256 and keys other than RSA-2048 and ECC P-256, and computes
+// its Name.
 func ParsePublic(raw []byte) (*Key, error) {
+	k, err := parseAny(raw)
+	if err != nil {
+		return nil, err
+	}
+	if k.Public.NameAlg != tpm2.TPMAlgSHA256 {
+		return nil, fmt.Errorf("%w: name algorithm %#x is not SHA-256", ErrKeyAttributes, k.Public.NameAlg)
+	}
+	if err := checkKeySize(k.PublicKey); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// parseAny parses a marshalled TPMT_PUBLIC, refuses trailing bytes and computes its Name.
+func parseAny(raw []byte) (*Key, error) {
 	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: public area: %v", ErrMalformed, err)
 	}
 	if !bytes.Equal(tpm2.Marshal(pub), raw) {
 		return nil, fmt.Errorf("%w: public area has trailing or non-canonical bytes", ErrMalformed)
-	}
-	if pub.NameAlg != tpm2.TPMAlgSHA256 {
-		return nil, fmt.Errorf("%w: name algorithm %#x is not SHA-256", ErrKeyAttributes, pub.NameAlg)
 	}
 	name, err := tpm2.ObjectName(pub)
 	if err != nil {
@@ -74,9 +89,6 @@ func ParsePublic(raw []byte) (*Key, error) {
 	pk, err := tpm2.Pub(*pub)
 	if err != nil {
 		return nil, fmt.Errorf("%w: public key: %v", ErrMalformed, err)
-	}
-	if err := checkKeySize(pk); err != nil {
-		return nil, err
 	}
 	return &Key{Public: *pub, Raw: raw, PublicKey: pk, Name: name.Buffer}, nil
 }
@@ -97,33 +109,25 @@ func checkKeySize(pk crypto.PublicKey) error {
 	return nil
 }
 
-// CheckEK checks that raw is a TCG default EK (restricted decryption key, fixedTPM,
-// fixedParent, sensitiveDataOrigin, admin by the PolicySecret(TPM_RH_ENDORSEMENT) policy) whose
-// key equals the certificate's public key.
-func CheckEK(raw []byte, cert *x509.Certificate) (*Key, error) {
-	k, err := ParsePublic(raw)
+// CheckEK checks that raw is an EK of the TCG EK Credential Profile (templates L-1 RSA-2048,
+// L-2 ECC P-256, H-3 ECC P-384 or H-6 RSA-3072, see tcgek: a restricted decryption key,
+// fixedTPM, fixedParent, sensitiveDataOrigin, with the profile's EK policy, every field but
+// the unique one as the template says) whose key equals the certificate's public key. It
+// returns the key and its EK type.
+func CheckEK(raw []byte, cert *x509.Certificate) (*Key, tcgek.Type, error) {
+	k, err := parseAny(raw)
 	if err != nil {
-		return nil, err
+		return nil, tcgek.Type{}, err
 	}
-	var tmpl tpm2.TPMTPublic
-	switch k.Public.Type {
-	case tpm2.TPMAlgRSA:
-		tmpl = tpm2.RSAEKTemplate
-	case tpm2.TPMAlgECC:
-		tmpl = tpm2.ECCEKTemplate
-	default:
-		return nil, fmt.Errorf("%w: type %#x", ErrEKTemplate, k.Public.Type)
-	}
-	if k.Public.ObjectAttributes != tmpl.ObjectAttributes {
-		return nil, fmt.Errorf("%w: object attributes %#x", ErrEKTemplate, attrBits(k.Public.ObjectAttributes))
-	}
-	if !bytes.Equal(k.Public.AuthPolicy.Buffer, tmpl.AuthPolicy.Buffer) {
-		return nil, fmt.Errorf("%w: auth policy is not PolicySecret(TPM_RH_ENDORSEMENT)", ErrEKTemplate)
+	t, ok := tcgek.Match(k.Public)
+	if !ok {
+		return nil, tcgek.Type{}, fmt.Errorf("%w: type %#x, name algorithm %#x, object attributes %#x", ErrEKTemplate,
+			k.Public.Type, k.Public.NameAlg, attrBits(k.Public.ObjectAttributes))
 	}
 	if !publicKeysEqual(k.PublicKey, cert.PublicKey) {
-		return nil, ErrEKMismatch
+		return nil, tcgek.Type{}, ErrEKMismatch
 	}
-	return k, nil
+	return k, t, nil
 }
 
 // CheckDevID checks that raw is a DevID signing key as TCG's device identity profile requires:

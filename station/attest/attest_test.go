@@ -11,9 +11,11 @@ import (
 	"encoding/asn1"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -21,8 +23,8 @@ import (
 func eccPublic(t *testing.T, tmpl tpm2.TPMTPublic, k *ecdsa.PublicKey) []byte {
 	t.Helper()
 	tmpl.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-		X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, 32))},
-		Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, 32))},
+		X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, (k.Curve.Params().BitSize+7)/8))},
+		Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, (k.Curve.Params().BitSize+7)/8))},
 	})
 	return tpm2.Marshal(tmpl)
 }
@@ -130,6 +132,13 @@ func TestCheckEK(t *testing.T) {
 	badPolicy.AuthPolicy = tpm2.TPM2BDigest{Buffer: make([]byte, 32)}
 	userAuth := tpm2.ECCEKTemplate
 	userAuth.ObjectAttributes.UserWithAuth = true
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p384Cert := selfSigned(t, &p384.PublicKey, ca)
+	lowPolicyP384 := tcgek.ECCP384.Public
+	lowPolicyP384.AuthPolicy = tpm2.ECCEKTemplate.AuthPolicy
 	tests := []struct {
 		name string
 		raw  []byte
@@ -140,10 +149,16 @@ func TestCheckEK(t *testing.T) {
 		{"not an EK template", eccPublic(t, devIDTemplate(), &ekKey.PublicKey), ErrEKTemplate},
 		{"other policy", eccPublic(t, badPolicy, &ekKey.PublicKey), ErrEKTemplate},
 		{"user auth", eccPublic(t, userAuth, &ekKey.PublicKey), ErrEKTemplate},
+		{"P-384 H-3", eccPublic(t, tcgek.ECCP384.Public, &p384.PublicKey), nil},
+		{"P-384 with the low-range policy", eccPublic(t, lowPolicyP384, &p384.PublicKey), ErrEKTemplate},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := CheckEK(tc.raw, cert); !errors.Is(err, tc.want) {
+			c := cert
+			if strings.HasPrefix(tc.name, "P-384") {
+				c = p384Cert
+			}
+			if _, _, err := CheckEK(tc.raw, c); !errors.Is(err, tc.want) {
 				t.Fatalf("CheckEK: %v, want %v", err, tc.want)
 			}
 		})

@@ -421,7 +421,7 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		rt.EKIntermediates = append(rt.EKIntermediates, certs...)
 	}
 	for _, a := range f.TPMVendor.EKAlgorithms {
-		alg, err := algorithm(a)
+		alg, err := ekAlgorithm(a)
 		if err != nil {
 			p.addf("tpm_vendor.ek_algorithms: %v", err)
 		}
@@ -701,6 +701,20 @@ func algorithm(s string) (agentv1.KeyAlgorithm, error) {
 		return agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048, nil
 	}
 	return 0, fmt.Errorf("algorithm %q: want ecc-p256 or rsa-2048", s)
+}
+
+// ekAlgorithm parses an EK type: every type of the TCG EK Credential Profile a line meets.
+func ekAlgorithm(s string) (agentv1.KeyAlgorithm, error) {
+	switch s {
+	case "ecc-p384":
+		return agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P384, nil
+	case "rsa-3072":
+		return agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072, nil
+	}
+	if a, err := algorithm(s); err == nil {
+		return a, nil
+	}
+	return 0, fmt.Errorf("EK algorithm %q: want ecc-p256, ecc-p384, rsa-2048 or rsa-3072", s)
 }
 
 func parseOID(s string) (asn1.ObjectIdentifier, error) {

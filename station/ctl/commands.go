@@ -257,7 +257,7 @@ func unitList(e *env, args []string) error {
 	if *st != "" {
 		v, ok := stationv1.UnitStatus_value["UNIT_STATUS_"+strings.ToUpper(*st)]
 		if !ok || v == 0 {
-			return usagef("unit list: --status %q: want running, waiting, done or failed", *st)
+			return usagef("unit list: --status %q: want running, waiting, done, failed, hold or scrapped", *st)
 		}
 		req.Status = stationv1.UnitStatus(v)
 	}
@@ -320,6 +320,26 @@ func unitRework(e *env, args []string) error {
 	ctx, cancel := e.call()
 	defer cancel()
 	return e.printUnit(e.client.AuthorizeRework(ctx, &stationv1.AuthorizeReworkRequest{Serial: serial, Reason: reason}))
+}
+
+func unitDecide(e *env, args []string) error {
+	fs := flag.NewFlagSet("unit decide", flag.ContinueOnError)
+	reason := fs.String("reason", "", "")
+	decision := fs.String("decision", "", "")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	d, ok := stationv1.HoldDecision_value["HOLD_DECISION_"+strings.ToUpper(*decision)]
+	switch {
+	case !ok || d == 0:
+		return usagef("unit decide: --decision %q: want rework or scrap", *decision)
+	case *reason == "":
+		return usagef("unit decide: --reason is required")
+	}
+	ctx, cancel := e.call()
+	defer cancel()
+	return e.printUnit(e.client.DecideHold(ctx, &stationv1.DecideHoldRequest{Serial: pos[0], Decision: stationv1.HoldDecision(d), Reason: *reason}))
 }
 
 func unitReleaseEK(e *env, args []string) error {
@@ -466,8 +486,26 @@ func printTraveler(w io.Writer, r *traveler.Record) error {
 	for _, name := range sortedKeys(r.Verification) {
 		kv = append(kv, []string{"check " + name, r.Verification[name]})
 	}
+	for _, c := range r.Certificates {
+		kv = append(kv, []string{"certificate", strings.TrimSpace(fmt.Sprintf("%s %s sha256 %s %s", c.Role, c.Status, c.SHA256, c.Reason))})
+	}
 	if err := table(w, kv); err != nil {
 		return err
+	}
+	if len(r.Provisionings) > 1 {
+		rows := [][]string{{"PROVISIONING", "RESULT", "CODE", "STARTED", "CYCLE", "REWORK"}}
+		for _, p := range r.Provisionings {
+			by := "-"
+			if p.Rework != nil {
+				by = fmt.Sprintf("by %s: %s", p.Rework.By, p.Rework.Reason)
+			}
+			rows = append(rows, []string{fmt.Sprint(p.Number), p.Result, dash(p.ErrorCode), timeOr(p.StartedAt),
+				(time.Duration(p.CycleTimeSeconds * float64(time.Second))).Round(time.Millisecond).String(), by})
+		}
+		fmt.Fprintln(w)
+		if err := table(w, rows); err != nil {
+			return err
+		}
 	}
 	rows := [][]string{{"STEP", "ATTEMPT", "STARTED", "DURATION", "CODE"}}
 	for _, s := range r.Steps {

@@ -40,8 +40,9 @@ global flags:
 commands:
   workorder create --id ID --profile P [--serial S]... [--range PREFIX:FIRST-LAST[:WIDTH]]...
   workorder get ID | workorder close ID | workorder list [--status open|closed] [--limit N]
-  unit get SERIAL | unit list [--status running|waiting|done|failed] [--work-order ID] [--error-code C] [--limit N]
+  unit get SERIAL | unit list [--status running|waiting|done|failed|hold|scrapped] [--work-order ID] [--error-code C] [--limit N]
   unit abort SERIAL --reason TEXT | unit rework SERIAL --reason TEXT
+  unit decide SERIAL --decision rework|scrap --reason TEXT   (a unit on hold; roles qa, admin)
   unit release-ek SERIAL --reason TEXT   (admin: unbind the unit's TPM, e.g. after an RMA)
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
@@ -213,7 +214,7 @@ var workorderCommands = map[string]func(*env, []string) error{
 }
 
 var unitCommands = map[string]func(*env, []string) error{
-	"get": unitGet, "list": unitList, "abort": unitAbort, "rework": unitRework, "release-ek": unitReleaseEK,
+	"get": unitGet, "list": unitList, "abort": unitAbort, "rework": unitRework, "decide": unitDecide, "release-ek": unitReleaseEK,
 }
 
 func sub(e *env, name string, args []string, cmds map[string]func(*env, []string) error) error {

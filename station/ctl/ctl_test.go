@@ -213,6 +213,21 @@ func TestUnitCommands(t *testing.T) {
 	if err != nil || st.Rework == nil || st.Rework.By != "admin:CN=admin-1" {
 		t.Errorf("rework not recorded: %+v %v", st.Rework, err)
 	}
+
+	if _, err := f.env.Store.UpdateUnit(t.Context(), "SN-0004", func(s *store.UnitState) error {
+		s.Status, s.ErrorCode = store.StatusHold, workflow.CodeActivationFailed
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out = f.mustRun(t, apitest.QA, "unit", "decide", "SN-0004", "--decision", "rework", "--reason", "reseated the TPM")
+	if column(t, out, 1, "STATUS") != "hold" {
+		t.Errorf("unit decide:\n%s", out)
+	}
+	st, err = f.env.Store.Unit(t.Context(), "SN-0004")
+	if err != nil || st.Rework == nil || st.Rework.By != "qa:CN=qa-1" || st.Rework.Reason != "reseated the TPM" {
+		t.Errorf("hold decision not recorded: %+v %v", st.Rework, err)
+	}
 }
 
 // TestReleaseEK releases a unit's EK binding with stationctl: only an admin may, with a
@@ -431,6 +446,7 @@ func TestErrors(t *testing.T) {
 		{"no command", apitest.QA, nil, "no command", 2},
 		{"unknown command", apitest.QA, []string{"reboot"}, `unknown command "reboot"`, 2},
 		{"missing reason", apitest.Operator, []string{"unit", "abort", "SN-1"}, "--reason is required", 2},
+		{"bad decision", apitest.QA, []string{"unit", "decide", "SN-1", "--decision", "keep", "--reason", "x"}, `--decision "keep"`, 2},
 		{"extra argument", apitest.QA, []string{"unit", "get", "A", "B"}, "want 1 argument(s), got 2", 2},
 		{"bad range", apitest.MES, []string{"workorder", "create", "--id", "W", "--profile", "p", "--range", "SN-:9-1"}, "first is after last", 2},
 		{"bad output", apitest.QA, []string{"-o", "yaml", "status"}, `-o "yaml"`, 2},

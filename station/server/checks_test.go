@@ -195,8 +195,8 @@ func TestChecksRefuse(t *testing.T) {
 				if err != nil || len(refusals) != 1 || refusals[0].Code != tc.code || refusals[0].Serial != serial {
 					t.Errorf("refusals %+v (%v), want one %s for %s", refusals, err, tc.code, serial)
 				}
-			} else if u := l.unit(serial); u.Status != store.StatusFailed || u.ErrorCode != tc.code {
-				t.Errorf("stored unit %+v, want failed with %s", u, tc.code)
+			} else if u := l.unit(serial); u.Status != wantStatus(tc.code) || u.ErrorCode != tc.code {
+				t.Errorf("stored unit %+v, want %s with %s", u, wantStatus(tc.code), tc.code)
 			}
 			if strings.Contains(l.unit(serial).ErrorMessage, tc.code+": ") {
 				t.Errorf("stored error message %q repeats the code %s", l.unit(serial).ErrorMessage, tc.code)
@@ -207,6 +207,18 @@ func TestChecksRefuse(t *testing.T) {
 			l.issuedAllKnown(l.srv.Store())
 		})
 	}
+}
+
+// wantStatus is the status of an admitted unit that failed with code: a security failure after
+// its TPM proved it holds the EK (the IDevID's credential activation) holds it for QA; one
+// before (the key step, the activation itself) or of another class fails it.
+func wantStatus(code string) store.Status {
+	switch {
+	case workflow.Class(code) != workflow.ClassSecurity, code == workflow.CodeActivationFailed,
+		code == workflow.CodeKeyNameMismatch, code == workflow.CodeKeyAttributes:
+		return store.StatusFailed
+	}
+	return store.StatusHold
 }
 
 // withChallengePassword re-signs csr with the TPM key at h after adding a challengePassword

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -23,10 +24,10 @@ func shaKey(sha string) []byte { return []byte("sha256/" + sha) }
 
 // RecordCertificate indexes a certificate issued to the unit serial (which
 // must exist) in role, by issuer + serial number and by SHA-256, and adds it
-// to the unit's certificates. Recording the same DER again returns the
+// to the unit's certificates, active. Recording the same DER again returns the
 // existing record. A second, different certificate for the same unit and
-// role is recorded too, with Duplicate set, and the event and audit record
-// say so. A certificate already recorded for another unit or role, or a new
+// role while another is active is recorded too, with Duplicate set and status
+// CertDuplicate, and the event and audit record say so. A certificate already recorded for another unit or role, or a new
 // certificate reusing a recorded issuer + serial number, is refused.
 func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role, der []byte) (CertRecord, error) {
 	if err := checkSerial(serial); err != nil {
@@ -66,9 +67,10 @@ func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role,
 		}
 		rec := CertRecord{Serial: serial, Role: role, SHA256: sha, IssuerHash: issuerHash, SerialHex: serialHex,
 			DER: der, RecordedAt: w.now}
+		status := CertActive
 		for _, c := range u.Certificates {
-			if c.Role == role {
-				rec.Duplicate = true
+			if c.Role == role && c.Current() == CertActive {
+				rec.Duplicate, status = true, CertDuplicate
 			}
 		}
 		for _, k := range [][]byte{issKey, shaKey(sha)} {
@@ -76,8 +78,11 @@ func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role,
 				return err
 			}
 		}
-		u.Certificates = append(u.Certificates, CertRef{Role: role, SHA256: sha, IssuerHash: issuerHash,
-			SerialHex: serialHex, Duplicate: rec.Duplicate})
+		ref := CertRef{Role: role, SHA256: sha, IssuerHash: issuerHash, SerialHex: serialHex, Duplicate: rec.Duplicate, Status: status}
+		if rec.Duplicate {
+			ref.Reason = "another " + string(role) + " certificate was active when this one was issued"
+		}
+		u.Certificates = append(u.Certificates, ref)
 		if err := w.saveUnit(ub, &u); err != nil {
 			return err
 		}
@@ -122,4 +127,46 @@ func (s *Store) certificate(ctx context.Context, key []byte) (CertRecord, error)
 		return err
 	})
 	return rec, err
+}
+
+// SetCertificateStatus sets the status and reason of the unit's certificate sha
+// (CertSuperseded after a rework, CertRefused when the station refused a CA's
+// answer, or CertActive). The certificate stays in the unit's history; the
+// change is audited and sent as an event. Setting the same status again is a
+// no-op.
+func (s *Store) SetCertificateStatus(ctx context.Context, serial, sha string, status CertStatus, reason string) error {
+	if err := checkSerial(serial); err != nil {
+		return err
+	}
+	switch status {
+	case CertActive, CertSuperseded, CertRefused, CertDuplicate:
+	default:
+		return fmt.Errorf("certificate status %q: %w", status, ErrInvalidArgument)
+	}
+	if status != CertActive && reason == "" {
+		return fmt.Errorf("certificate status %s without a reason: %w", status, ErrInvalidArgument)
+	}
+	return s.update(ctx, func(w *wtx) error {
+		ub, u, err := w.s.loadUnit(w.tx, serial)
+		if err != nil {
+			return skip(err)
+		}
+		i := slices.IndexFunc(u.Certificates, func(c CertRef) bool { return c.SHA256 == sha })
+		if i < 0 {
+			return skip(fmt.Errorf("certificate %s of unit %q: %w", sha, serial, ErrNotFound))
+		}
+		c := &u.Certificates[i]
+		if c.Current() == status && c.Reason == reason {
+			return nil
+		}
+		c.Status, c.Reason = status, reason
+		if err := w.saveUnit(ub, &u); err != nil {
+			return err
+		}
+		data := map[string]string{"role": string(c.Role), "sha256": sha, "status": string(status), "reason": reason}
+		if err := w.event(Event{Serial: serial, Type: EventCertStatus, Status: u.Status, Data: data}); err != nil {
+			return err
+		}
+		return w.audit(AuditEvent{Serial: serial, Action: EventCertStatus, Result: ResultOK, Fingerprints: []string{sha}, Details: data})
+	})
 }

@@ -47,6 +47,8 @@ var (
 	// ErrChainBroken reports an audit log whose hash chain does not verify;
 	// the returned error is a *ChainBrokenError naming the first bad record.
 	ErrChainBroken = errors.New("audit chain broken")
+	// ErrNotOnHold reports a hold decision on a unit that is not on hold.
+	ErrNotOnHold = errors.New("unit is not on hold")
 	// ErrCorrupt reports a store file whose pages are damaged: Open refuses it,
 	// and once a damaged page is met at run time every later write is refused.
 	// The returned error is a *CorruptError.

@@ -287,7 +287,7 @@ func (s *Store) create(tx *bolt.Tx, stationID string) error {
 		}
 	}
 	s.stationID = stationID
-	w := &wtx{tx: tx, s: s, now: now, principal: "station"}
+	w := &wtx{tx: tx, s: s, now: now, principal: PrincipalStation}
 	return w.audit(AuditEvent{Action: auditActionStoreCreate, Result: ResultOK,
 		Details: map[string]string{"schema_version": fmt.Sprint(SchemaVersion)}})
 }
@@ -324,12 +324,15 @@ func WithPrincipal(ctx context.Context, principal string) context.Context {
 	return context.WithValue(ctx, principalKey{}, principal)
 }
 
-// principal returns the caller recorded in ctx, or "station".
+// PrincipalStation is the principal of the station's own writes (no WithPrincipal).
+const PrincipalStation = "station"
+
+// principal returns the caller recorded in ctx, or PrincipalStation.
 func principal(ctx context.Context) string {
 	if p, ok := ctx.Value(principalKey{}).(string); ok && p != "" {
 		return p
 	}
-	return "station"
+	return PrincipalStation
 }
 
 // wtx is one mutating call inside a (possibly shared) write transaction.

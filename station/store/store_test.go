@@ -641,3 +641,58 @@ func TestAdvance(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCertificateStatus marks certificates superseded and refused: they stay in the unit's
+// history with their reason, are revocation candidates, and a new certificate of a role whose
+// only other one is superseded is active, not a duplicate.
+func TestCertificateStatus(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	mustUnit(t, s, "SN-A", StatusRunning)
+	pki, err := devpki.New(devpki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := issueLeaf(t, pki.IDevIDIssuing, 1001, "SN-A"), issueLeaf(t, pki.IDevIDIssuing, 1002, "SN-A")
+	if _, err := s.RecordCertificate(ctx, "SN-A", RoleIDevID, first); err != nil {
+		t.Fatal(err)
+	}
+	sha := EKFingerprint(first)
+	for _, tc := range []struct {
+		name    string
+		sha     string
+		status  CertStatus
+		reason  string
+		wantErr error
+	}{
+		{"unknown certificate", EKFingerprint([]byte("x")), CertSuperseded, "r", ErrNotFound},
+		{"unknown status", sha, "revoked", "r", ErrInvalidArgument},
+		{"no reason", sha, CertSuperseded, "", ErrInvalidArgument},
+		{"superseded", sha, CertSuperseded, "rework: the IDevID key is gone", nil},
+	} {
+		wantErr(t, tc.name, s.SetCertificateStatus(ctx, "SN-A", tc.sha, tc.status, tc.reason), tc.wantErr)
+	}
+	rec, err := s.RecordCertificate(ctx, "SN-A", RoleIDevID, second)
+	if err != nil || rec.Duplicate {
+		t.Fatalf("new certificate after a superseded one: %+v, %v; want active, not a duplicate", rec, err)
+	}
+	u, err := s.Unit(ctx, "SN-A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(u.Certificates) != 2 || u.Certificates[0].Current() != CertSuperseded || u.Certificates[0].Reason != "rework: the IDevID key is gone" ||
+		!u.Certificates[0].RevocationCandidate() || u.Certificates[1].Current() != CertActive || u.Certificates[1].RevocationCandidate() {
+		t.Fatalf("certificates %+v", u.Certificates)
+	}
+	recs, err := s.AuditAfter(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audited := false
+	for _, r := range recs {
+		audited = audited || (r.Action == EventCertStatus && r.Details["sha256"] == sha && r.Details["status"] == string(CertSuperseded))
+	}
+	if !audited {
+		t.Fatal("the status change is not audited")
+	}
+}

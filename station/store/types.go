@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	stationv1 "github.com/devid-station/devid/proto/station/v1"
 )
 
 // Status is the workflow status of a unit.
@@ -16,18 +18,25 @@ const (
 	StatusDone    Status = "done"
 	StatusFailed  Status = "failed"
 	StatusAborted Status = "aborted"
+	// StatusHold: a security check failed (EK, activation, key, CSR, certificate); the unit is
+	// not provisioned again until QA or an admin decides (DecideHold): rework or scrap.
+	StatusHold Status = "hold"
+	// StatusScrapped: QA or an admin scrapped a held unit; nothing reopens it.
+	StatusScrapped Status = "scrapped"
 )
 
 func (s Status) valid() bool {
 	switch s {
-	case StatusPending, StatusRunning, StatusDone, StatusFailed, StatusAborted:
+	case StatusPending, StatusRunning, StatusDone, StatusFailed, StatusAborted, StatusHold, StatusScrapped:
 		return true
 	}
 	return false
 }
 
-// closed reports a status that only an authorized rework reopens.
-func (s Status) closed() bool { return s == StatusDone || s == StatusAborted }
+// closed reports a status that only an authorized rework reopens (scrapped: nothing does).
+func (s Status) closed() bool {
+	return s == StatusDone || s == StatusAborted || s == StatusHold || s == StatusScrapped
+}
 
 // UnitState is the durable state of one unit. Values are copies: changing one
 // changes nothing in the store.
@@ -72,13 +81,53 @@ type KeyRef struct {
 	Name   []byte `json:"name,omitempty"` // TPM Name (nameAlg || digest)
 }
 
-// CertRef points from a unit to a certificate in the certificate index.
+// CertRef points from a unit to a certificate in the certificate index. A unit's
+// Certificates are its whole certificate history: nothing is ever removed from it.
 type CertRef struct {
 	Role       Role   `json:"role"`
 	SHA256     string `json:"sha256"`
 	IssuerHash string `json:"issuer_hash"`
 	SerialHex  string `json:"serial_hex"`
 	Duplicate  bool   `json:"duplicate,omitempty"`
+	// Status is CertActive, CertSuperseded, CertRefused or CertDuplicate ("" in records
+	// written before statuses: read as active, or duplicate when Duplicate is set).
+	Status CertStatus `json:"status,omitempty"`
+	// Reason explains a status other than active.
+	Reason string `json:"reason,omitempty"`
+}
+
+// CertStatus is where a certificate of a unit stands.
+type CertStatus string
+
+// Certificate statuses.
+const (
+	// CertActive: the unit holds and uses the certificate.
+	CertActive CertStatus = "active"
+	// CertSuperseded: a rework replaced the certificate (or its key is gone); revoke it.
+	CertSuperseded CertStatus = "superseded"
+	// CertRefused: the CA issued it but the station refused it (another key, no chain, ...);
+	// it was never installed; revoke it.
+	CertRefused CertStatus = "refused"
+	// CertDuplicate: issued while another certificate of the same role was active.
+	CertDuplicate CertStatus = "duplicate"
+)
+
+// Current returns the status of c, reading records written before statuses.
+func (c CertRef) Current() CertStatus {
+	switch {
+	case c.Status != "":
+		return c.Status
+	case c.Duplicate:
+		return CertDuplicate
+	}
+	return CertActive
+}
+
+// RevocationCandidate reports a certificate that was issued but must not stay valid:
+// superseded or refused.
+func (c CertRef) RevocationCandidate() bool {
+	s := c.Current()
+	return s == CertSuperseded || s == CertRefused
 }
 
 // Rework is an operator's authorization to provision a unit again.
@@ -113,10 +162,13 @@ type Event struct {
 	// Seq is the global outbox sequence (the resume token of OutboxAfter).
 	Seq uint64 `json:"seq"`
 	// UnitSeq is the sequence within the unit's log; 0 for station events.
-	UnitSeq   uint64            `json:"unit_seq,omitempty"`
-	Time      time.Time         `json:"time"`
-	Serial    string            `json:"serial,omitempty"`
-	Type      string            `json:"type"`
+	UnitSeq uint64    `json:"unit_seq,omitempty"`
+	Time    time.Time `json:"time"`
+	Serial  string    `json:"serial,omitempty"`
+	Type    string    `json:"type"`
+	// Principal is who caused the event, as the audit trail names it: "station" or the API
+	// caller (WithPrincipal). Empty in events stored before it was recorded.
+	Principal string            `json:"principal,omitempty"`
 	Step      string            `json:"step,omitempty"`
 	Attempt   uint64            `json:"attempt,omitempty"`
 	Status    Status            `json:"status,omitempty"`
@@ -125,18 +177,20 @@ type Event struct {
 	Data      map[string]string `json:"data,omitempty"`
 }
 
-// Event types written by the Store.
+// Event types written by the Store: the event kinds of the station API (stationv1.EventKind).
 const (
-	EventUnitCreated      = "unit.created"
-	EventUnitUpdated      = "unit.updated"
-	EventStepBegun        = "step.begun"
-	EventStepEnded        = "step.ended"
-	EventEKBound          = "ek.bound"
-	EventEKReleased       = "ek.released"
-	EventCertRecorded     = "cert.recorded"
-	EventReworkAuthorized = "rework.authorized"
-	EventWorkOrderCreated = "work_order.created"
-	EventWorkOrderClosed  = "work_order.closed"
+	EventUnitCreated      = stationv1.KindUnitCreated
+	EventUnitUpdated      = stationv1.KindUnitUpdated
+	EventStepBegun        = stationv1.KindStepBegun
+	EventStepEnded        = stationv1.KindStepEnded
+	EventEKBound          = stationv1.KindEKBound
+	EventEKReleased       = stationv1.KindEKReleased
+	EventCertRecorded     = stationv1.KindCertRecorded
+	EventCertStatus       = stationv1.KindCertStatus
+	EventReworkAuthorized = stationv1.KindReworkAuthorized
+	EventHoldDecided      = stationv1.KindHoldDecided
+	EventWorkOrderCreated = stationv1.KindWorkOrderCreated
+	EventWorkOrderClosed  = stationv1.KindWorkOrderClosed
 )
 
 // Audit actions that are not event types.

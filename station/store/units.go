@@ -167,7 +167,7 @@ func (w *wtx) event(ev Event) error {
 
 // stampEvent is event returning the stamped copy.
 func (w *wtx) stampEvent(ev Event) (Event, error) {
-	ev.Time = w.now
+	ev.Time, ev.Principal = w.now, w.principal
 	ob := w.tx.Bucket(bOutbox)
 	seq, err := ob.NextSequence()
 	if err != nil {
@@ -242,7 +242,7 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 			return fmt.Errorf("unit %q: status %q: %w", serial, u.Status, ErrInvalidArgument)
 		}
 		if before.Status.closed() && u.Status != before.Status {
-			if before.Rework == nil {
+			if before.Rework == nil || before.Status == StatusScrapped {
 				return w.refuse(a, fmt.Errorf("reopening %s unit %q without rework: %w", before.Status, serial, ErrNotAuthorized))
 			}
 			r := *before.Rework

@@ -41,8 +41,9 @@ func (wo *WorkOrder) sameContent(o *WorkOrder) bool {
 }
 
 // CreateWorkOrder stores a new open work order. ID, Profile and either
-// Serials or Range are taken from wo; CreatedBy (unless set), CreatedAt and
-// Status are filled in. Creating an identical work order again returns the
+// Serials or Range are taken from wo; CreatedBy (the principal of ctx, as the
+// audit trail and the event name it, whatever wo says), CreatedAt and Status
+// are filled in. Creating an identical work order again returns the
 // stored one; another with the same id is refused with ErrWorkOrderExists.
 func (s *Store) CreateWorkOrder(ctx context.Context, wo WorkOrder) (WorkOrder, error) {
 	if err := wo.validate(); err != nil {
@@ -63,10 +64,7 @@ func (s *Store) CreateWorkOrder(ctx context.Context, wo WorkOrder) (WorkOrder, e
 			return w.refuse(a, fmt.Errorf("work order %q: %w", wo.ID, ErrWorkOrderExists))
 		}
 		n := wo
-		n.Status, n.CreatedAt, n.ClosedBy, n.ClosedAt = WorkOrderOpen, w.now, "", time.Time{}
-		if n.CreatedBy == "" {
-			n.CreatedBy = w.principal
-		}
+		n.Status, n.CreatedBy, n.CreatedAt, n.ClosedBy, n.ClosedAt = WorkOrderOpen, w.principal, w.now, "", time.Time{}
 		if err := put(b, []byte(n.ID), &n); err != nil {
 			return err
 		}
@@ -205,6 +203,9 @@ func (s *Store) AuthorizeRework(ctx context.Context, serial, by, reason string) 
 		if err != nil {
 			return skip(err)
 		}
+		if u.Status == StatusScrapped {
+			return skip(fmt.Errorf("rework of %q: the unit is scrapped: %w", serial, ErrUnitClosed))
+		}
 		u.Rework = &Rework{By: by, Reason: reason, AuthorizedAt: w.now}
 		if err := w.saveUnit(ub, &u); err != nil {
 			return err
@@ -215,6 +216,57 @@ func (s *Store) AuthorizeRework(ctx context.Context, serial, by, reason string) 
 		}
 		out = u
 		return w.audit(AuditEvent{Serial: serial, Action: EventReworkAuthorized, Result: ResultOK,
+			Fingerprints: unitFingerprints(&u), Details: details})
+	})
+	if err != nil {
+		return UnitState{}, err
+	}
+	return out, nil
+}
+
+// Hold decisions (DecideHold).
+const (
+	// DecisionRework authorizes a held unit's rework: it is provisioned again on its next
+	// connection, its TPM objects removed first.
+	DecisionRework = "rework"
+	// DecisionScrap scraps a held unit for good.
+	DecisionScrap = "scrap"
+)
+
+// DecideHold records QA's or an admin's decision on a unit on hold: DecisionRework
+// authorizes a rework (the unit stays on hold until it reconnects), DecisionScrap marks it
+// scrapped. by, decision and reason go into the audit trail and the unit's events. A unit that
+// is not on hold gives ErrNotOnHold; an unknown one ErrNotFound.
+func (s *Store) DecideHold(ctx context.Context, serial, by, decision, reason string) (UnitState, error) {
+	if err := checkSerial(serial); err != nil {
+		return UnitState{}, err
+	}
+	if by == "" || reason == "" || (decision != DecisionRework && decision != DecisionScrap) {
+		return UnitState{}, fmt.Errorf("hold decision on %q: by, reason and decision %q (rework or scrap): %w", serial, decision, ErrInvalidArgument)
+	}
+	var out UnitState
+	err := s.update(ctx, func(w *wtx) error {
+		ub, u, err := w.s.loadUnit(w.tx, serial)
+		if err != nil {
+			return skip(err)
+		}
+		if u.Status != StatusHold {
+			return skip(fmt.Errorf("hold decision on %q: the unit is %s, not on hold: %w", serial, u.Status, ErrNotOnHold))
+		}
+		details := map[string]string{"by": by, "decision": decision, "reason": reason, "error_code": u.ErrorCode}
+		if decision == DecisionScrap {
+			u.Status = StatusScrapped
+		} else {
+			u.Rework = &Rework{By: by, Reason: reason, AuthorizedAt: w.now}
+		}
+		if err := w.saveUnit(ub, &u); err != nil {
+			return err
+		}
+		if err := w.event(Event{Serial: serial, Type: EventHoldDecided, Status: u.Status, ErrorCode: u.ErrorCode, Data: details}); err != nil {
+			return err
+		}
+		out = u
+		return w.audit(AuditEvent{Serial: serial, Action: EventHoldDecided, Result: ResultOK,
 			Fingerprints: unitFingerprints(&u), Details: details})
 	})
 	if err != nil {

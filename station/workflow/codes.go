@@ -35,7 +35,48 @@ const (
 	CodeAborted            = "ABORTED"
 	CodeSerialBusy         = "SERIAL_IN_PROGRESS"
 	CodeInternal           = "INTERNAL"
+	// CodePlatformDisabled: the profile installs the IDevID certificate in a
+	// platform-authorized NV index, but the TPM reports its platform hierarchy (or its NV
+	// part) disabled, as firmware leaves it after boot. Nothing is created or issued.
+	CodePlatformDisabled = "PLATFORM_HIERARCHY_DISABLED"
+	// CodeOnHold: the unit is on hold after a security failure; QA or an admin decides
+	// (rework or scrap) before it is provisioned again.
+	CodeOnHold = "UNIT_ON_HOLD"
+	// CodeScrapped: the unit was scrapped; it is never provisioned again.
+	CodeScrapped = "UNIT_SCRAPPED"
 )
+
+// Failure classes (Class).
+const (
+	// ClassTransient failures (a CA unavailable, a timeout, an interruption, an agent that went
+	// away) are retried when the unit's agent connects again.
+	ClassTransient = "transient"
+	// ClassSecurity failures (EK, credential activation, key, CSR and certificate checks) put
+	// a unit whose TPM proved it holds the EK on hold until QA or an admin decides.
+	ClassSecurity = "security"
+	// ClassOther failures (not authorized, configuration, agent or TPM errors) leave the unit
+	// failed; it is provisioned again on its next connection.
+	ClassOther = "other"
+)
+
+var failureClasses = map[string]string{
+	CodeCAUnavailable: ClassTransient, CodeStepTimeout: ClassTransient, codeInterrupted: ClassTransient,
+	codeAnswerLost: ClassTransient, CodeSerialBusy: ClassTransient,
+
+	CodeEKCertMissing: ClassSecurity, CodeEKUntrusted: ClassSecurity, CodeEKCertInvalid: ClassSecurity,
+	CodeEKMismatch: ClassSecurity, CodeEKBound: ClassSecurity, CodeEKChanged: ClassSecurity,
+	CodeActivationFailed: ClassSecurity, CodeKeyChanged: ClassSecurity, CodeKeyAttributes: ClassSecurity,
+	CodeKeyNameMismatch: ClassSecurity, CodeCSRInvalid: ClassSecurity, CodeCertInvalid: ClassSecurity,
+	CodeReadbackMismatch: ClassSecurity, CodeProofFailed: ClassSecurity,
+}
+
+// Class returns the failure class of a code: ClassTransient, ClassSecurity or ClassOther.
+func Class(code string) string {
+	if c, ok := failureClasses[code]; ok {
+		return c
+	}
+	return ClassOther
+}
 
 // CodeFileRootsUnsuitable: the file roots the agent announced in Hello miss a file the
 // profile writes (or it announced none); refused before any key exists. Stable like the above.

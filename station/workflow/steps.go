@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/ekcert"
@@ -50,8 +51,10 @@ func (u *unit) identify(ctx context.Context) error {
 	id := &identifyResult{Info: u.info, Hello: u.agent.Hello()}
 	// One EK at a time, in order of preference: recreating an EK that is not persisted is a
 	// key generation (seconds for RSA on a real TPM), so the next type is read only when the
-	// preferred one has no certificate.
-	for _, alg := range u.r.cfg.EKAlgorithms {
+	// preferred one has no certificate, and only types whose certificate index the TPM lists
+	// are read (all of them when it lists none: the read then reports what is missing).
+	algs := heldPreferred(u.r.cfg.EKAlgorithms, u.info)
+	for _, alg := range algs {
 		res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ReadEk{ReadEk: &agentv1.ReadEKRequest{Algorithms: []agentv1.KeyAlgorithm{alg}}}})
 		if err != nil {
 			return err
@@ -67,6 +70,9 @@ func (u *unit) identify(ctx context.Context) error {
 		FirmwareVersion: u.info.GetFirmwareVersion(), BootID: clip(id.Hello.GetBootId()), FixtureSlot: clip(id.Hello.GetFixtureSlot())}
 	for _, k := range id.EKs {
 		sum.EKs = append(sum.EKs, ekSummary{Algorithm: k.GetAlgorithm().String(), Certificate: len(k.GetCertificate()) > 0, Persisted: k.GetPersisted()})
+	}
+	for _, t := range tcgek.Held(u.info.GetPersistentHandles(), u.info.GetNvIndices()) {
+		sum.EKsHeld = append(sum.EKsHeld, t.Name)
 	}
 	if len(sum.EKs) > len(u.r.cfg.EKAlgorithms) {
 		sum.EKs = sum.EKs[:len(u.r.cfg.EKAlgorithms)]
@@ -113,6 +119,29 @@ func (u *unit) verifiedReport() []byte {
 	return b
 }
 
+// ekTypes maps the agent contract's EK algorithms to the TCG EK types.
+var ekTypes = map[agentv1.KeyAlgorithm]tcgek.Type{
+	agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048: tcgek.RSA2048,
+	agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256: tcgek.ECCP256,
+	agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P384: tcgek.ECCP384,
+	agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072: tcgek.RSA3072,
+}
+
+// heldPreferred returns the preferred EK algorithms whose certificate index the TPM lists,
+// in order of preference; all of prefs when it lists none of them.
+func heldPreferred(prefs []agentv1.KeyAlgorithm, info *agentv1.InfoResult) []agentv1.KeyAlgorithm {
+	var out []agentv1.KeyAlgorithm
+	for _, a := range prefs {
+		if slices.Contains(info.GetNvIndices(), ekTypes[a].CertIndex) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return prefs
+	}
+	return out
+}
+
 // identifySummary is the journaled result of identify.
 type identifySummary struct {
 	Manufacturer    string      `json:"manufacturer"`
@@ -121,6 +150,8 @@ type identifySummary struct {
 	BootID          string      `json:"boot_id"`
 	FixtureSlot     string      `json:"fixture_slot"`
 	EKs             []ekSummary `json:"eks"`
+	// EKsHeld names the EK types the TPM holds (EK handle or certificate index present).
+	EKsHeld []string `json:"eks_held,omitempty"`
 }
 
 type ekSummary struct {
@@ -166,9 +197,12 @@ func (u *unit) checkEK() error {
 			lastErr = fail(code, err, "%s EK certificate", alg)
 			continue
 		}
-		key, err := attest.CheckEK(ek.GetPublicArea(), info.Certificate)
+		key, typ, err := attest.CheckEK(ek.GetPublicArea(), info.Certificate)
 		if err != nil {
 			return fail(CodeEKMismatch, err, "%s EK public area", alg)
+		}
+		if typ.Name != ekTypes[alg].Name {
+			return fail(CodeEKMismatch, nil, "the EK reported as %s follows the %s template", alg, typ.Name)
 		}
 		fp, err := ekFingerprint(info.PublicKey)
 		if err != nil {
@@ -247,7 +281,32 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 	}); err != nil {
 		return nil, fail(CodeInternal, err, "recording the work order")
 	}
+	// Before the first key: a unit that cannot take its IDevID NV index never gets one.
+	if err := u.checkPlatform(); err != nil {
+		return nil, err
+	}
 	return authorizeResult{WorkOrder: u.workOrder, Profile: u.profile.Name}, nil
+}
+
+// TPM_PT_STARTUP_CLEAR bits (TPMA_STARTUP_CLEAR).
+const (
+	phEnable   = 1 << 0
+	phEnableNV = 1 << 3
+)
+
+// checkPlatform fails at once, before any key or certificate, when the profile defines the
+// IDevID NV index with platform authorization and the TPM reports the platform hierarchy or its
+// NV use disabled. An agent that does not report TPM_PT_STARTUP_CLEAR is not stopped here: the
+// NV write would fail later.
+func (u *unit) checkPlatform() error {
+	if u.profile.IDevIDNV.Auth != agentv1.Hierarchy_HIERARCHY_PLATFORM || u.info == nil || u.info.StartupClear == nil {
+		return nil
+	}
+	if sc := u.info.GetStartupClear(); sc&phEnable == 0 || sc&phEnableNV == 0 {
+		return fail(CodePlatformDisabled, nil, "profile %s defines the IDevID NV index %#x with platform authorization, but the TPM's platform hierarchy is disabled (TPM_PT_STARTUP_CLEAR %#x); use idevid_nv.auth \"owner\" for units whose firmware disables it",
+			u.profile.Name, u.profile.IDevIDNV.Index, sc)
+	}
+	return nil
 }
 
 func (u *unit) keyProfile(role string) KeyProfile {
@@ -361,6 +420,7 @@ func (u *unit) activate(ctx context.Context, role string, handle uint32, key *at
 	if err := ch.Verify(res.GetActivateCredential().GetSecret()); err != nil {
 		return fail(CodeActivationFailed, err, "%s key is not proven to reside beside the EK", role)
 	}
+	u.proven = true
 	return nil
 }
 
@@ -434,6 +494,8 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 				}
 				if _, rerr := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, c.Raw); rerr != nil {
 					u.log.Error("recording a refused certificate", "step", u.step, "error", rerr)
+				} else {
+					u.refuseCert(ctx, c.Raw, ua.Error())
 				}
 				u.event(ctx, eventCertRefused, "the CA answered with a certificate the station refused", map[string]string{"sha256": sha(c.Raw), "role": role})
 			}
@@ -452,6 +514,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		u.event(ctx, eventDuplicateCert, "a second "+role+" certificate was issued for this unit", map[string]string{"sha256": rec.SHA256})
 	}
 	if err := u.checkIssued(role, issued); err != nil {
+		u.refuseCert(ctx, issued.Leaf.Raw, err.Error())
 		return nil, err
 	}
 	k.cert, k.chain = issued.Leaf, issued.Chain
@@ -460,6 +523,14 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		out.Chain = append(out.Chain, c.Raw)
 	}
 	return out, nil
+}
+
+// refuseCert marks a recorded certificate refused: issued, never installed, a revocation
+// candidate.
+func (u *unit) refuseCert(ctx context.Context, der []byte, reason string) {
+	if err := u.r.cfg.Journal.SetCertificateStatus(context.WithoutCancel(ctx), u.serial, sha(der), store.CertRefused, reason); err != nil {
+		u.log.Error("marking a certificate refused", "step", u.step, "error", err)
+	}
 }
 
 // checkIssued verifies a CA's answer: the attested key, the subject and SAN requested, not a

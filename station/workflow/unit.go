@@ -46,7 +46,9 @@ type unit struct {
 	ek        *attest.Key
 	ekCert    *ekcert.EKCertInfo
 	ekFP      string
-	keys      map[string]*devKey // by role: roleIDevID, roleLDevID
+	// proven is set once a credential activation in this session proved the TPM holds the EK.
+	proven bool
+	keys   map[string]*devKey // by role: roleIDevID, roleLDevID
 }
 
 // devKey is what the workflow learned about one DevID key.
@@ -104,10 +106,15 @@ func (u *unit) admissible(ctx context.Context) error {
 	case bound != u.serial:
 		return fail(CodeEKBound, nil, "EK %s belongs to another serial", short(u.ekFP))
 	}
+	if u.state.Status == store.StatusScrapped {
+		return fail(CodeScrapped, nil, "unit was scrapped")
+	}
 	if u.state.Rework == nil {
 		switch u.state.Status {
 		case store.StatusAborted:
 			return fail(CodeAborted, nil, "unit was aborted; it needs a rework authorization")
+		case store.StatusHold:
+			return fail(CodeOnHold, nil, "unit is on hold after %s; QA or an admin decides (rework or scrap)", u.state.ErrorCode)
 		case store.StatusDone:
 			return u.alreadyDone(ctx)
 		}
@@ -180,10 +187,10 @@ func (u *unit) finish(ctx context.Context, f *agentv1.FinishRequest) {
 	_, _ = u.agent.Do(fctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: f}})
 }
 
-// open marks the unit running (creating its record). A done or aborted unit with a rework
-// authorization is reopened and its TPM objects removed.
+// open marks the unit running (creating its record). A done, aborted or held unit with a
+// rework authorization is reopened and reworked (reworkCleanup).
 func (u *unit) open(ctx context.Context) error {
-	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted
+	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted || u.state.Status == store.StatusHold
 	st, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
 		s.Status, s.ErrorCode, s.ErrorMessage = store.StatusRunning, "", ""
 		return nil
@@ -193,7 +200,6 @@ func (u *unit) open(ctx context.Context) error {
 	}
 	u.state = st
 	if closed {
-		u.results = map[string]json.RawMessage{}
 		rctx, cancel := context.WithTimeout(ctx, u.r.timeout(stepRework))
 		defer cancel()
 		return u.timedOut(ctx, rctx, stepRework, u.reworkCleanup(rctx))
@@ -215,20 +221,33 @@ func (u *unit) load(ctx context.Context) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("loading step records: %w", err)
 	}
-	// Results from before the last rework belong to the unit's previous life. Results of a
-	// unit whose EK is not bound come from sessions whose TPM never proved it holds the EK: they
-	// are not facts about this unit (a forged session's key must not refuse the genuine one).
-	var since time.Time
+	// Results from before the last rework belong to the unit's previous life, but for those of
+	// an IDevID that reworks kept: they belong to the life since the last rework that did not.
+	// Results of a unit whose EK is not bound come from sessions whose TPM never proved it holds
+	// the EK: they are not facts about this unit (a forged session's key must not refuse the
+	// genuine one).
+	var since, idevidSince time.Time
 	if n := len(st.Reworks); n > 0 {
 		since = st.Reworks[n-1].UsedAt
+	}
+	for _, rec := range recs {
+		var r reworkResult
+		if rec.Step == stepRework && (!rec.Ended || rec.ErrorCode != "" || json.Unmarshal(rec.Result, &r) != nil || r.IDevID != reworkKept) &&
+			rec.BeganAt.After(idevidSince) {
+			idevidSince = rec.BeganAt
+		}
 	}
 	proven := st.EKFingerprint != ""
 	u.intents = map[string]store.StepRecord{}
 	for _, rec := range recs {
+		from := since
+		if idevidSteps[rec.Step] && idevidSince.Before(since) {
+			from = idevidSince
+		}
 		switch {
 		case !rec.Ended:
 			u.intents[rec.Step] = rec
-		case proven && rec.ErrorCode == "" && !rec.EndedAt.Before(since):
+		case proven && rec.ErrorCode == "" && !rec.EndedAt.Before(from):
 			u.results[rec.Step] = rec.Result
 		}
 	}
@@ -430,20 +449,31 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %v", errInterrupted, err)
 	}
 	code, msg := CodeOf(err), MessageOf(err)
+	class := Class(code)
 	bg := context.WithoutCancel(ctx)
+	status := store.StatusFailed
+	// A security failure holds the unit only once its session's TPM proved it holds the EK
+	// (credential activation): a session with a public EK certificate and another TPM, or
+	// none, must not be able to lock a serial out.
+	if class == ClassSecurity && u.proven {
+		status = store.StatusHold
+	}
 	if errors.Is(context.Cause(ctx), errAborted) {
 		// Abort recorded the unit's status; the agent still gets its verdict.
 		code, msg = CodeAborted, "aborted by an operator"
 	} else if code != CodeAlreadyProvisioned {
 		if _, jerr := u.r.cfg.Journal.UpdateUnit(bg, u.serial, func(s *store.UnitState) error {
-			s.Status, s.ErrorCode, s.ErrorMessage = store.StatusFailed, code, msg
+			s.Status, s.ErrorCode, s.ErrorMessage = status, code, msg
 			s.CurrentStep = u.step
 			return nil
 		}); jerr != nil && !errors.Is(jerr, store.ErrNotFound) {
 			u.log.Error("recording unit failure", "error", jerr)
 		}
 	}
-	u.event(bg, eventUnitFailed, msg, map[string]string{"code": code, "step": u.step})
+	u.event(bg, eventUnitFailed, msg, map[string]string{"code": code, "step": u.step, "class": class})
+	if status == store.StatusHold {
+		msg = "on hold for QA: " + msg
+	}
 	u.finish(bg, &agentv1.FinishRequest{Passed: false, Code: code, Message: msg})
 	return err
 }

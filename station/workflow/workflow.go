@@ -16,10 +16,12 @@ import (
 	"time"
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	stationv1 "github.com/devid-station/devid/proto/station/v1"
 	"github.com/devid-station/devid/station/store"
 )
 
-// Step names, in workflow order. They are stored: never rename one.
+// Step names, in workflow order. They are stored: never rename one. The event kinds the
+// workflow writes are the station API's (documented with stationv1.EventKind).
 const (
 	StepIdentify       = "identify"
 	StepVerifyEK       = "verify_ek"
@@ -37,13 +39,14 @@ const (
 	StepOnboarding     = "onboarding"
 	StepVerify         = "verify"
 	StepComplete       = "complete"
-	eventUnitDone      = "unit.done"
-	eventUnitFailed    = "unit.failed"
-	eventUnitWaiting   = "unit.waiting"
-	eventAlreadyDone   = "unit.already_provisioned"
-	eventLostAnswer    = "enroll.answer_lost"
-	eventDuplicateCert = "cert.duplicate"
-	eventCertRefused   = "cert.refused"
+	eventUnitDone      = stationv1.KindUnitDone
+	eventUnitFailed    = stationv1.KindUnitFailed
+	eventUnitWaiting   = stationv1.KindUnitWaiting
+	eventAlreadyDone   = stationv1.KindUnitAlreadyProvisioned
+	eventLostAnswer    = stationv1.KindEnrollAnswerLost
+	eventDuplicateCert = stationv1.KindCertDuplicate
+	eventCertRefused   = stationv1.KindCertRefused
+	eventAborted       = stationv1.KindUnitAborted
 )
 
 // Steps lists the workflow steps in order.
@@ -81,6 +84,7 @@ type Journal interface {
 	RecordRefusal(ctx context.Context, r store.Refusal) error
 	Authorize(ctx context.Context, serial, profile string) (store.WorkOrder, error)
 	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte) (store.CertRecord, error)
+	SetCertificateStatus(ctx context.Context, serial, sha string, status store.CertStatus, reason string) error
 	AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (store.Event, error)
 }
 
@@ -103,7 +107,7 @@ type Config struct {
 	// (e.g. cross certificates) used beside those the TPM stores.
 	EKRoots, EKIntermediates []*x509.Certificate
 	// EKAlgorithms lists the EK types to use, in order of preference; the first one whose
-	// certificate verifies is used (default ECC P-256, then RSA-2048).
+	// certificate verifies is used (default ECC P-256, ECC P-384, RSA-2048, RSA-3072).
 	EKAlgorithms []agentv1.KeyAlgorithm
 	// StepTimeout bounds each step (0 = 2 minutes); StepTimeouts overrides it per step.
 	StepTimeout  time.Duration
@@ -142,6 +146,11 @@ func New(cfg Config) (*Runner, error) {
 	if len(cfg.EKRoots) == 0 {
 		return nil, errors.New("workflow: no TPM vendor roots")
 	}
+	for _, a := range cfg.EKAlgorithms {
+		if _, ok := ekTypes[a]; !ok {
+			return nil, fmt.Errorf("workflow: EK algorithm %v is no TCG EK type", a)
+		}
+	}
 	for _, p := range cfg.Profiles {
 		if err := p.validate(cfg.Issuers); err != nil {
 			return nil, fmt.Errorf("workflow: %w", err)
@@ -157,7 +166,8 @@ func New(cfg Config) (*Runner, error) {
 		cfg.FinishTimeout = 10 * time.Second
 	}
 	if len(cfg.EKAlgorithms) == 0 {
-		cfg.EKAlgorithms = []agentv1.KeyAlgorithm{agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048}
+		cfg.EKAlgorithms = []agentv1.KeyAlgorithm{agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P384,
+			agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048, agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072}
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = systemClock{}

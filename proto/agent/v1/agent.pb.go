@@ -141,6 +141,12 @@ const (
 	KeyAlgorithm_KEY_ALGORITHM_RSA_2048 KeyAlgorithm = 1
 	// KEY_ALGORITHM_ECC_P256: ECC on NIST P-256.
 	KeyAlgorithm_KEY_ALGORITHM_ECC_P256 KeyAlgorithm = 2
+	// KEY_ALGORITHM_ECC_P384: ECC on NIST P-384; EKs only (TCG EK template H-3, EK at
+	// 0x81010016, certificate in NV 0x01C00016; swtpm_setup's default ECC EK).
+	KeyAlgorithm_KEY_ALGORITHM_ECC_P384 KeyAlgorithm = 3
+	// KEY_ALGORITHM_RSA_3072: RSA with a 3072-bit modulus; EKs only (TCG EK template H-6, EK at
+	// 0x8101001C, certificate in NV 0x01C0001C).
+	KeyAlgorithm_KEY_ALGORITHM_RSA_3072 KeyAlgorithm = 4
 )
 
 // Enum value maps for KeyAlgorithm.
@@ -149,11 +155,15 @@ var (
 		0: "KEY_ALGORITHM_UNSPECIFIED",
 		1: "KEY_ALGORITHM_RSA_2048",
 		2: "KEY_ALGORITHM_ECC_P256",
+		3: "KEY_ALGORITHM_ECC_P384",
+		4: "KEY_ALGORITHM_RSA_3072",
 	}
 	KeyAlgorithm_value = map[string]int32{
 		"KEY_ALGORITHM_UNSPECIFIED": 0,
 		"KEY_ALGORITHM_RSA_2048":    1,
 		"KEY_ALGORITHM_ECC_P256":    2,
+		"KEY_ALGORITHM_ECC_P384":    3,
+		"KEY_ALGORITHM_RSA_3072":    4,
 	}
 )
 
@@ -708,6 +718,7 @@ type Command struct {
 	//	*Command_Evict
 	//	*Command_NvUndefine
 	//	*Command_Finish
+	//	*Command_RemoveFile
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -874,6 +885,15 @@ func (x *Command) GetFinish() *FinishRequest {
 	return nil
 }
 
+func (x *Command) GetRemoveFile() *RemoveFileRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RemoveFile); ok {
+			return x.RemoveFile
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -943,6 +963,11 @@ type Command_Finish struct {
 	Finish *FinishRequest `protobuf:"bytes,22,opt,name=finish,proto3,oneof"`
 }
 
+type Command_RemoveFile struct {
+	// remove_file removes a file below a configured root (rework).
+	RemoveFile *RemoveFileRequest `protobuf:"bytes,23,opt,name=remove_file,json=removeFile,proto3,oneof"`
+}
+
 func (*Command_Info) isCommand_Op() {}
 
 func (*Command_ReadEk) isCommand_Op() {}
@@ -969,6 +994,8 @@ func (*Command_NvUndefine) isCommand_Op() {}
 
 func (*Command_Finish) isCommand_Op() {}
 
+func (*Command_RemoveFile) isCommand_Op() {}
+
 // Result answers one Command. Either error is set, or the op matching the command.
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -993,6 +1020,7 @@ type Result struct {
 	//	*Result_Evict
 	//	*Result_NvUndefine
 	//	*Result_Finish
+	//	*Result_RemoveFile
 	Op            isResult_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1166,6 +1194,15 @@ func (x *Result) GetFinish() *FinishResult {
 	return nil
 }
 
+func (x *Result) GetRemoveFile() *RemoveFileResult {
+	if x != nil {
+		if x, ok := x.Op.(*Result_RemoveFile); ok {
+			return x.RemoveFile
+		}
+	}
+	return nil
+}
+
 type isResult_Op interface {
 	isResult_Op()
 }
@@ -1235,6 +1272,11 @@ type Result_Finish struct {
 	Finish *FinishResult `protobuf:"bytes,22,opt,name=finish,proto3,oneof"`
 }
 
+type Result_RemoveFile struct {
+	// remove_file answers RemoveFileRequest.
+	RemoveFile *RemoveFileResult `protobuf:"bytes,23,opt,name=remove_file,json=removeFile,proto3,oneof"`
+}
+
 func (*Result_Info) isResult_Op() {}
 
 func (*Result_ReadEk) isResult_Op() {}
@@ -1260,6 +1302,8 @@ func (*Result_Evict) isResult_Op() {}
 func (*Result_NvUndefine) isResult_Op() {}
 
 func (*Result_Finish) isResult_Op() {}
+
+func (*Result_RemoveFile) isResult_Op() {}
 
 // Error is a structured failure.
 type Error struct {
@@ -1391,6 +1435,10 @@ type InfoResult struct {
 	NvIndices []uint32 `protobuf:"varint,12,rep,packed,name=nv_indices,json=nvIndices,proto3" json:"nv_indices,omitempty"`
 	// vendor_tpm_type is TPM_PT_VENDOR_TPM_TYPE.
 	VendorTpmType uint32 `protobuf:"varint,13,opt,name=vendor_tpm_type,json=vendorTpmType,proto3" json:"vendor_tpm_type,omitempty"`
+	// startup_clear is TPM_PT_STARTUP_CLEAR: bit 0 phEnable, 1 shEnable, 2 ehEnable, 3
+	// phEnableNV, 31 orderly. Production firmware usually clears phEnable after boot, and with
+	// it every platform-authorized NV definition. Absent when the agent did not read it.
+	StartupClear  *uint32 `protobuf:"varint,14,opt,name=startup_clear,json=startupClear,proto3,oneof" json:"startup_clear,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1512,6 +1560,13 @@ func (x *InfoResult) GetNvIndices() []uint32 {
 func (x *InfoResult) GetVendorTpmType() uint32 {
 	if x != nil {
 		return x.VendorTpmType
+	}
+	return 0
+}
+
+func (x *InfoResult) GetStartupClear() uint32 {
+	if x != nil && x.StartupClear != nil {
+		return *x.StartupClear
 	}
 	return 0
 }
@@ -2811,6 +2866,99 @@ func (x *ReadFileResult) GetMode() uint32 {
 	return 0
 }
 
+// RemoveFileRequest removes a regular file (or a symlink to one, not its target) below a
+// configured root; removing an absent file succeeds.
+type RemoveFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path is absolute and must lie below one of the agent's configured roots.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveFileRequest) Reset() {
+	*x = RemoveFileRequest{}
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveFileRequest) ProtoMessage() {}
+
+func (x *RemoveFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveFileRequest.ProtoReflect.Descriptor instead.
+func (*RemoveFileRequest) Descriptor() ([]byte, []int) {
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RemoveFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// RemoveFileResult confirms the removal.
+type RemoveFileResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// existed is false when there was no file at the path.
+	Existed       bool `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveFileResult) Reset() {
+	*x = RemoveFileResult{}
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveFileResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveFileResult) ProtoMessage() {}
+
+func (x *RemoveFileResult) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveFileResult.ProtoReflect.Descriptor instead.
+func (*RemoveFileResult) Descriptor() ([]byte, []int) {
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RemoveFileResult) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
 // EvictRequest removes a persistent object.
 type EvictRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2824,7 +2972,7 @@ type EvictRequest struct {
 
 func (x *EvictRequest) Reset() {
 	*x = EvictRequest{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +2984,7 @@ func (x *EvictRequest) String() string {
 func (*EvictRequest) ProtoMessage() {}
 
 func (x *EvictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +2997,7 @@ func (x *EvictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictRequest.ProtoReflect.Descriptor instead.
 func (*EvictRequest) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EvictRequest) GetHandle() uint32 {
@@ -2877,7 +3025,7 @@ type EvictResult struct {
 
 func (x *EvictResult) Reset() {
 	*x = EvictResult{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +3037,7 @@ func (x *EvictResult) String() string {
 func (*EvictResult) ProtoMessage() {}
 
 func (x *EvictResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3050,7 @@ func (x *EvictResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictResult.ProtoReflect.Descriptor instead.
 func (*EvictResult) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EvictResult) GetExisted() bool {
@@ -2925,7 +3073,7 @@ type NVUndefineRequest struct {
 
 func (x *NVUndefineRequest) Reset() {
 	*x = NVUndefineRequest{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3085,7 @@ func (x *NVUndefineRequest) String() string {
 func (*NVUndefineRequest) ProtoMessage() {}
 
 func (x *NVUndefineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3098,7 @@ func (x *NVUndefineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NVUndefineRequest.ProtoReflect.Descriptor instead.
 func (*NVUndefineRequest) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NVUndefineRequest) GetIndex() uint32 {
@@ -2978,7 +3126,7 @@ type NVUndefineResult struct {
 
 func (x *NVUndefineResult) Reset() {
 	*x = NVUndefineResult{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2990,7 +3138,7 @@ func (x *NVUndefineResult) String() string {
 func (*NVUndefineResult) ProtoMessage() {}
 
 func (x *NVUndefineResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3003,7 +3151,7 @@ func (x *NVUndefineResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NVUndefineResult.ProtoReflect.Descriptor instead.
 func (*NVUndefineResult) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NVUndefineResult) GetExisted() bool {
@@ -3028,7 +3176,7 @@ type FinishRequest struct {
 
 func (x *FinishRequest) Reset() {
 	*x = FinishRequest{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3188,7 @@ func (x *FinishRequest) String() string {
 func (*FinishRequest) ProtoMessage() {}
 
 func (x *FinishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3201,7 @@ func (x *FinishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishRequest.ProtoReflect.Descriptor instead.
 func (*FinishRequest) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FinishRequest) GetPassed() bool {
@@ -3088,7 +3236,7 @@ type FinishResult struct {
 
 func (x *FinishResult) Reset() {
 	*x = FinishResult{}
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3100,7 +3248,7 @@ func (x *FinishResult) String() string {
 func (*FinishResult) ProtoMessage() {}
 
 func (x *FinishResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3113,7 +3261,7 @@ func (x *FinishResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishResult.ProtoReflect.Descriptor instead.
 func (*FinishResult) Descriptor() ([]byte, []int) {
-	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FinishResult) GetExitCode() int32 {
@@ -3145,7 +3293,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\rtpm_transport\x18\a \x01(\tR\ftpmTransport\x12'\n" +
 	"\x0fsession_attempt\x18\b \x01(\rR\x0esessionAttempt\x12\x1d\n" +
 	"\n" +
-	"file_roots\x18\t \x03(\tR\tfileRoots\"\xcf\x06\n" +
+	"file_roots\x18\t \x03(\tR\tfileRoots\"\x95\a\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x04info\x18\n" +
@@ -3164,8 +3312,10 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x05evict\x18\x14 \x01(\v2\x1c.devid.agent.v1.EvictRequestH\x00R\x05evict\x12D\n" +
 	"\vnv_undefine\x18\x15 \x01(\v2!.devid.agent.v1.NVUndefineRequestH\x00R\n" +
 	"nvUndefine\x127\n" +
-	"\x06finish\x18\x16 \x01(\v2\x1d.devid.agent.v1.FinishRequestH\x00R\x06finishB\x04\n" +
-	"\x02op\"\xee\x06\n" +
+	"\x06finish\x18\x16 \x01(\v2\x1d.devid.agent.v1.FinishRequestH\x00R\x06finish\x12D\n" +
+	"\vremove_file\x18\x17 \x01(\v2!.devid.agent.v1.RemoveFileRequestH\x00R\n" +
+	"removeFileB\x04\n" +
+	"\x02op\"\xb3\a\n" +
 	"\x06Result\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.devid.agent.v1.ErrorR\x05error\x120\n" +
@@ -3185,13 +3335,15 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x05evict\x18\x14 \x01(\v2\x1b.devid.agent.v1.EvictResultH\x00R\x05evict\x12C\n" +
 	"\vnv_undefine\x18\x15 \x01(\v2 .devid.agent.v1.NVUndefineResultH\x00R\n" +
 	"nvUndefine\x126\n" +
-	"\x06finish\x18\x16 \x01(\v2\x1c.devid.agent.v1.FinishResultH\x00R\x06finishB\x04\n" +
+	"\x06finish\x18\x16 \x01(\v2\x1c.devid.agent.v1.FinishResultH\x00R\x06finish\x12C\n" +
+	"\vremove_file\x18\x17 \x01(\v2 .devid.agent.v1.RemoveFileResultH\x00R\n" +
+	"removeFileB\x04\n" +
 	"\x02op\"g\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.devid.agent.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x15\n" +
 	"\x06tpm_rc\x18\x03 \x01(\rR\x05tpmRc\"\r\n" +
-	"\vInfoRequest\"\xe5\x03\n" +
+	"\vInfoRequest\"\xa1\x04\n" +
 	"\n" +
 	"InfoResult\x12\"\n" +
 	"\fmanufacturer\x18\x01 \x01(\rR\fmanufacturer\x12'\n" +
@@ -3209,7 +3361,9 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x12persistent_handles\x18\v \x03(\rR\x11persistentHandles\x12\x1d\n" +
 	"\n" +
 	"nv_indices\x18\f \x03(\rR\tnvIndices\x12&\n" +
-	"\x0fvendor_tpm_type\x18\r \x01(\rR\rvendorTpmType\"M\n" +
+	"\x0fvendor_tpm_type\x18\r \x01(\rR\rvendorTpmType\x12(\n" +
+	"\rstartup_clear\x18\x0e \x01(\rH\x00R\fstartupClear\x88\x01\x01B\x10\n" +
+	"\x0e_startup_clear\"M\n" +
 	"\rReadEKRequest\x12<\n" +
 	"\n" +
 	"algorithms\x18\x01 \x03(\x0e2\x1c.devid.agent.v1.KeyAlgorithmR\n" +
@@ -3307,7 +3461,11 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x04path\x18\x01 \x01(\tR\x04path\">\n" +
 	"\x0eReadFileResult\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12\x12\n" +
-	"\x04mode\x18\x02 \x01(\rR\x04mode\"U\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\"'\n" +
+	"\x11RemoveFileRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\",\n" +
+	"\x10RemoveFileResult\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"U\n" +
 	"\fEvictRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\rR\x06handle\x12-\n" +
 	"\x04auth\x18\x02 \x01(\x0e2\x19.devid.agent.v1.HierarchyR\x04auth\"'\n" +
@@ -3340,11 +3498,13 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x1cERROR_CODE_ACTIVATION_FAILED\x10\v\x12\x18\n" +
 	"\x14ERROR_CODE_NV_LOCKED\x10\f\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\r\x12#\n" +
-	"\x1fERROR_CODE_ENDORSEMENT_RESERVED\x10\x0e*e\n" +
+	"\x1fERROR_CODE_ENDORSEMENT_RESERVED\x10\x0e*\x9d\x01\n" +
 	"\fKeyAlgorithm\x12\x1d\n" +
 	"\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16KEY_ALGORITHM_RSA_2048\x10\x01\x12\x1a\n" +
-	"\x16KEY_ALGORITHM_ECC_P256\x10\x02*M\n" +
+	"\x16KEY_ALGORITHM_ECC_P256\x10\x02\x12\x1a\n" +
+	"\x16KEY_ALGORITHM_ECC_P384\x10\x03\x12\x1a\n" +
+	"\x16KEY_ALGORITHM_RSA_3072\x10\x04*M\n" +
 	"\aKeyRole\x12\x18\n" +
 	"\x14KEY_ROLE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKEY_ROLE_IDEVID\x10\x01\x12\x13\n" +
@@ -3379,7 +3539,7 @@ func file_proto_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_proto_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_proto_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_proto_agent_v1_agent_proto_goTypes = []any{
 	(ErrorCode)(0),                    // 0: devid.agent.v1.ErrorCode
 	(KeyAlgorithm)(0),                 // 1: devid.agent.v1.KeyAlgorithm
@@ -3415,12 +3575,14 @@ var file_proto_agent_v1_agent_proto_goTypes = []any{
 	(*WriteFileResult)(nil),           // 31: devid.agent.v1.WriteFileResult
 	(*ReadFileRequest)(nil),           // 32: devid.agent.v1.ReadFileRequest
 	(*ReadFileResult)(nil),            // 33: devid.agent.v1.ReadFileResult
-	(*EvictRequest)(nil),              // 34: devid.agent.v1.EvictRequest
-	(*EvictResult)(nil),               // 35: devid.agent.v1.EvictResult
-	(*NVUndefineRequest)(nil),         // 36: devid.agent.v1.NVUndefineRequest
-	(*NVUndefineResult)(nil),          // 37: devid.agent.v1.NVUndefineResult
-	(*FinishRequest)(nil),             // 38: devid.agent.v1.FinishRequest
-	(*FinishResult)(nil),              // 39: devid.agent.v1.FinishResult
+	(*RemoveFileRequest)(nil),         // 34: devid.agent.v1.RemoveFileRequest
+	(*RemoveFileResult)(nil),          // 35: devid.agent.v1.RemoveFileResult
+	(*EvictRequest)(nil),              // 36: devid.agent.v1.EvictRequest
+	(*EvictResult)(nil),               // 37: devid.agent.v1.EvictResult
+	(*NVUndefineRequest)(nil),         // 38: devid.agent.v1.NVUndefineRequest
+	(*NVUndefineResult)(nil),          // 39: devid.agent.v1.NVUndefineResult
+	(*FinishRequest)(nil),             // 40: devid.agent.v1.FinishRequest
+	(*FinishResult)(nil),              // 41: devid.agent.v1.FinishResult
 }
 var file_proto_agent_v1_agent_proto_depIdxs = []int32{
 	8,  // 0: devid.agent.v1.AgentMessage.hello:type_name -> devid.agent.v1.Hello
@@ -3436,44 +3598,46 @@ var file_proto_agent_v1_agent_proto_depIdxs = []int32{
 	28, // 10: devid.agent.v1.Command.nv_read:type_name -> devid.agent.v1.NVReadRequest
 	30, // 11: devid.agent.v1.Command.write_file:type_name -> devid.agent.v1.WriteFileRequest
 	32, // 12: devid.agent.v1.Command.read_file:type_name -> devid.agent.v1.ReadFileRequest
-	34, // 13: devid.agent.v1.Command.evict:type_name -> devid.agent.v1.EvictRequest
-	36, // 14: devid.agent.v1.Command.nv_undefine:type_name -> devid.agent.v1.NVUndefineRequest
-	38, // 15: devid.agent.v1.Command.finish:type_name -> devid.agent.v1.FinishRequest
-	11, // 16: devid.agent.v1.Result.error:type_name -> devid.agent.v1.Error
-	13, // 17: devid.agent.v1.Result.info:type_name -> devid.agent.v1.InfoResult
-	16, // 18: devid.agent.v1.Result.read_ek:type_name -> devid.agent.v1.ReadEKResult
-	18, // 19: devid.agent.v1.Result.create_key:type_name -> devid.agent.v1.CreateKeyResult
-	20, // 20: devid.agent.v1.Result.activate_credential:type_name -> devid.agent.v1.ActivateCredentialResult
-	23, // 21: devid.agent.v1.Result.build_csr:type_name -> devid.agent.v1.BuildCSRResult
-	25, // 22: devid.agent.v1.Result.sign:type_name -> devid.agent.v1.SignResult
-	27, // 23: devid.agent.v1.Result.nv_write:type_name -> devid.agent.v1.NVWriteResult
-	29, // 24: devid.agent.v1.Result.nv_read:type_name -> devid.agent.v1.NVReadResult
-	31, // 25: devid.agent.v1.Result.write_file:type_name -> devid.agent.v1.WriteFileResult
-	33, // 26: devid.agent.v1.Result.read_file:type_name -> devid.agent.v1.ReadFileResult
-	35, // 27: devid.agent.v1.Result.evict:type_name -> devid.agent.v1.EvictResult
-	37, // 28: devid.agent.v1.Result.nv_undefine:type_name -> devid.agent.v1.NVUndefineResult
-	39, // 29: devid.agent.v1.Result.finish:type_name -> devid.agent.v1.FinishResult
-	0,  // 30: devid.agent.v1.Error.code:type_name -> devid.agent.v1.ErrorCode
-	1,  // 31: devid.agent.v1.ReadEKRequest.algorithms:type_name -> devid.agent.v1.KeyAlgorithm
-	1,  // 32: devid.agent.v1.EndorsementKey.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	15, // 33: devid.agent.v1.ReadEKResult.keys:type_name -> devid.agent.v1.EndorsementKey
-	2,  // 34: devid.agent.v1.CreateKeyRequest.role:type_name -> devid.agent.v1.KeyRole
-	1,  // 35: devid.agent.v1.CreateKeyRequest.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	1,  // 36: devid.agent.v1.ActivateCredentialRequest.ek_algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	21, // 37: devid.agent.v1.BuildCSRRequest.extensions:type_name -> devid.agent.v1.Extension
-	4,  // 38: devid.agent.v1.BuildCSRRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
-	5,  // 39: devid.agent.v1.SignRequest.hash:type_name -> devid.agent.v1.HashAlgorithm
-	4,  // 40: devid.agent.v1.SignRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
-	3,  // 41: devid.agent.v1.NVWriteRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	3,  // 42: devid.agent.v1.EvictRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	3,  // 43: devid.agent.v1.NVUndefineRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	6,  // 44: devid.agent.v1.AgentGateway.Session:input_type -> devid.agent.v1.AgentMessage
-	7,  // 45: devid.agent.v1.AgentGateway.Session:output_type -> devid.agent.v1.StationMessage
-	45, // [45:46] is the sub-list for method output_type
-	44, // [44:45] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	36, // 13: devid.agent.v1.Command.evict:type_name -> devid.agent.v1.EvictRequest
+	38, // 14: devid.agent.v1.Command.nv_undefine:type_name -> devid.agent.v1.NVUndefineRequest
+	40, // 15: devid.agent.v1.Command.finish:type_name -> devid.agent.v1.FinishRequest
+	34, // 16: devid.agent.v1.Command.remove_file:type_name -> devid.agent.v1.RemoveFileRequest
+	11, // 17: devid.agent.v1.Result.error:type_name -> devid.agent.v1.Error
+	13, // 18: devid.agent.v1.Result.info:type_name -> devid.agent.v1.InfoResult
+	16, // 19: devid.agent.v1.Result.read_ek:type_name -> devid.agent.v1.ReadEKResult
+	18, // 20: devid.agent.v1.Result.create_key:type_name -> devid.agent.v1.CreateKeyResult
+	20, // 21: devid.agent.v1.Result.activate_credential:type_name -> devid.agent.v1.ActivateCredentialResult
+	23, // 22: devid.agent.v1.Result.build_csr:type_name -> devid.agent.v1.BuildCSRResult
+	25, // 23: devid.agent.v1.Result.sign:type_name -> devid.agent.v1.SignResult
+	27, // 24: devid.agent.v1.Result.nv_write:type_name -> devid.agent.v1.NVWriteResult
+	29, // 25: devid.agent.v1.Result.nv_read:type_name -> devid.agent.v1.NVReadResult
+	31, // 26: devid.agent.v1.Result.write_file:type_name -> devid.agent.v1.WriteFileResult
+	33, // 27: devid.agent.v1.Result.read_file:type_name -> devid.agent.v1.ReadFileResult
+	37, // 28: devid.agent.v1.Result.evict:type_name -> devid.agent.v1.EvictResult
+	39, // 29: devid.agent.v1.Result.nv_undefine:type_name -> devid.agent.v1.NVUndefineResult
+	41, // 30: devid.agent.v1.Result.finish:type_name -> devid.agent.v1.FinishResult
+	35, // 31: devid.agent.v1.Result.remove_file:type_name -> devid.agent.v1.RemoveFileResult
+	0,  // 32: devid.agent.v1.Error.code:type_name -> devid.agent.v1.ErrorCode
+	1,  // 33: devid.agent.v1.ReadEKRequest.algorithms:type_name -> devid.agent.v1.KeyAlgorithm
+	1,  // 34: devid.agent.v1.EndorsementKey.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	15, // 35: devid.agent.v1.ReadEKResult.keys:type_name -> devid.agent.v1.EndorsementKey
+	2,  // 36: devid.agent.v1.CreateKeyRequest.role:type_name -> devid.agent.v1.KeyRole
+	1,  // 37: devid.agent.v1.CreateKeyRequest.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	1,  // 38: devid.agent.v1.ActivateCredentialRequest.ek_algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	21, // 39: devid.agent.v1.BuildCSRRequest.extensions:type_name -> devid.agent.v1.Extension
+	4,  // 40: devid.agent.v1.BuildCSRRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
+	5,  // 41: devid.agent.v1.SignRequest.hash:type_name -> devid.agent.v1.HashAlgorithm
+	4,  // 42: devid.agent.v1.SignRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
+	3,  // 43: devid.agent.v1.NVWriteRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	3,  // 44: devid.agent.v1.EvictRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	3,  // 45: devid.agent.v1.NVUndefineRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	6,  // 46: devid.agent.v1.AgentGateway.Session:input_type -> devid.agent.v1.AgentMessage
+	7,  // 47: devid.agent.v1.AgentGateway.Session:output_type -> devid.agent.v1.StationMessage
+	47, // [47:48] is the sub-list for method output_type
+	46, // [46:47] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_proto_agent_v1_agent_proto_init() }
@@ -3502,6 +3666,7 @@ func file_proto_agent_v1_agent_proto_init() {
 		(*Command_Evict)(nil),
 		(*Command_NvUndefine)(nil),
 		(*Command_Finish)(nil),
+		(*Command_RemoveFile)(nil),
 	}
 	file_proto_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*Result_Info)(nil),
@@ -3517,14 +3682,16 @@ func file_proto_agent_v1_agent_proto_init() {
 		(*Result_Evict)(nil),
 		(*Result_NvUndefine)(nil),
 		(*Result_Finish)(nil),
+		(*Result_RemoveFile)(nil),
 	}
+	file_proto_agent_v1_agent_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_agent_v1_agent_proto_rawDesc), len(file_proto_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

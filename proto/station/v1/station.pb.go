@@ -93,6 +93,11 @@ const (
 	UnitStatus_UNIT_STATUS_FAILED UnitStatus = 3
 	// UNIT_STATUS_WAITING: interrupted; resumes when its agent reconnects.
 	UnitStatus_UNIT_STATUS_WAITING UnitStatus = 4
+	// UNIT_STATUS_HOLD: a security check failed (EK, activation, key, CSR, certificate); the
+	// unit waits for QA's or an admin's decision (DecideHold).
+	UnitStatus_UNIT_STATUS_HOLD UnitStatus = 5
+	// UNIT_STATUS_SCRAPPED: scrapped by QA or an admin; never provisioned again.
+	UnitStatus_UNIT_STATUS_SCRAPPED UnitStatus = 6
 )
 
 // Enum value maps for UnitStatus.
@@ -103,6 +108,8 @@ var (
 		2: "UNIT_STATUS_DONE",
 		3: "UNIT_STATUS_FAILED",
 		4: "UNIT_STATUS_WAITING",
+		5: "UNIT_STATUS_HOLD",
+		6: "UNIT_STATUS_SCRAPPED",
 	}
 	UnitStatus_value = map[string]int32{
 		"UNIT_STATUS_UNSPECIFIED": 0,
@@ -110,6 +117,8 @@ var (
 		"UNIT_STATUS_DONE":        2,
 		"UNIT_STATUS_FAILED":      3,
 		"UNIT_STATUS_WAITING":     4,
+		"UNIT_STATUS_HOLD":        5,
+		"UNIT_STATUS_SCRAPPED":    6,
 	}
 )
 
@@ -138,6 +147,187 @@ func (x UnitStatus) Number() protoreflect.EnumNumber {
 // Deprecated: Use UnitStatus.Descriptor instead.
 func (UnitStatus) EnumDescriptor() ([]byte, []int) {
 	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{1}
+}
+
+// EventKind lists every kind of Event. Event.kind carries the string given with each value;
+// proto/station/v1/kinds.go holds those strings as constants (Kind*), which the store and the
+// workflow write, and maps the enum to them.
+type EventKind int32
+
+const (
+	// EVENT_KIND_UNSPECIFIED is no event.
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// "unit.created": the station first heard of a unit.
+	EventKind_EVENT_KIND_UNIT_CREATED EventKind = 1
+	// "unit.updated": a unit's status, step or error changed.
+	EventKind_EVENT_KIND_UNIT_UPDATED EventKind = 2
+	// "step.begun": a workflow step attempt started (its intent is journaled).
+	EventKind_EVENT_KIND_STEP_BEGUN EventKind = 3
+	// "step.ended": a workflow step attempt ended; error_code is set when it failed.
+	EventKind_EVENT_KIND_STEP_ENDED EventKind = 4
+	// "ek.bound": a unit's EK was bound to its serial.
+	EventKind_EVENT_KIND_EK_BOUND EventKind = 5
+	// "cert.recorded": a certificate a CA issued for a unit was recorded.
+	EventKind_EVENT_KIND_CERT_RECORDED EventKind = 6
+	// "rework.authorized": a unit may be provisioned again.
+	EventKind_EVENT_KIND_REWORK_AUTHORIZED EventKind = 7
+	// "work_order.created": a work order was created.
+	EventKind_EVENT_KIND_WORK_ORDER_CREATED EventKind = 8
+	// "work_order.closed": a work order was closed.
+	EventKind_EVENT_KIND_WORK_ORDER_CLOSED EventKind = 9
+	// "hold.decided": QA or an admin decided on a unit on hold (rework or scrap).
+	EventKind_EVENT_KIND_HOLD_DECIDED EventKind = 10
+	// "unit.done": a unit was provisioned and verified.
+	EventKind_EVENT_KIND_UNIT_DONE EventKind = 11
+	// "unit.failed": a unit's session failed; error_code says why.
+	EventKind_EVENT_KIND_UNIT_FAILED EventKind = 12
+	// "unit.waiting": a unit's session was interrupted; it resumes when its agent reconnects.
+	EventKind_EVENT_KIND_UNIT_WAITING EventKind = 13
+	// "unit.already_provisioned": a provisioned unit reconnected and was told so.
+	EventKind_EVENT_KIND_UNIT_ALREADY_PROVISIONED EventKind = 14
+	// "unit.aborted": an operator aborted a unit.
+	EventKind_EVENT_KIND_UNIT_ABORTED EventKind = 15
+	// "enroll.answer_lost": a CA's answer was lost; the same CSR is enrolled again.
+	EventKind_EVENT_KIND_ENROLL_ANSWER_LOST EventKind = 16
+	// "cert.duplicate": a second certificate of one role was issued for a unit.
+	EventKind_EVENT_KIND_CERT_DUPLICATE EventKind = 17
+	// "cert.refused": a CA answered with a certificate the station refused.
+	EventKind_EVENT_KIND_CERT_REFUSED EventKind = 18
+	// "cert.status": a certificate of a unit changed status (superseded by a rework, refused);
+	// superseded and refused certificates are revocation candidates.
+	EventKind_EVENT_KIND_CERT_STATUS EventKind = 19
+	// "ek.released": an admin released a unit's EK binding (ReleaseEK; data `by`, `reason`).
+	EventKind_EVENT_KIND_EK_RELEASED EventKind = 20
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0:  "EVENT_KIND_UNSPECIFIED",
+		1:  "EVENT_KIND_UNIT_CREATED",
+		2:  "EVENT_KIND_UNIT_UPDATED",
+		3:  "EVENT_KIND_STEP_BEGUN",
+		4:  "EVENT_KIND_STEP_ENDED",
+		5:  "EVENT_KIND_EK_BOUND",
+		6:  "EVENT_KIND_CERT_RECORDED",
+		7:  "EVENT_KIND_REWORK_AUTHORIZED",
+		8:  "EVENT_KIND_WORK_ORDER_CREATED",
+		9:  "EVENT_KIND_WORK_ORDER_CLOSED",
+		10: "EVENT_KIND_HOLD_DECIDED",
+		11: "EVENT_KIND_UNIT_DONE",
+		12: "EVENT_KIND_UNIT_FAILED",
+		13: "EVENT_KIND_UNIT_WAITING",
+		14: "EVENT_KIND_UNIT_ALREADY_PROVISIONED",
+		15: "EVENT_KIND_UNIT_ABORTED",
+		16: "EVENT_KIND_ENROLL_ANSWER_LOST",
+		17: "EVENT_KIND_CERT_DUPLICATE",
+		18: "EVENT_KIND_CERT_REFUSED",
+		19: "EVENT_KIND_CERT_STATUS",
+		20: "EVENT_KIND_EK_RELEASED",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED":              0,
+		"EVENT_KIND_UNIT_CREATED":             1,
+		"EVENT_KIND_UNIT_UPDATED":             2,
+		"EVENT_KIND_STEP_BEGUN":               3,
+		"EVENT_KIND_STEP_ENDED":               4,
+		"EVENT_KIND_EK_BOUND":                 5,
+		"EVENT_KIND_CERT_RECORDED":            6,
+		"EVENT_KIND_REWORK_AUTHORIZED":        7,
+		"EVENT_KIND_WORK_ORDER_CREATED":       8,
+		"EVENT_KIND_WORK_ORDER_CLOSED":        9,
+		"EVENT_KIND_HOLD_DECIDED":             10,
+		"EVENT_KIND_UNIT_DONE":                11,
+		"EVENT_KIND_UNIT_FAILED":              12,
+		"EVENT_KIND_UNIT_WAITING":             13,
+		"EVENT_KIND_UNIT_ALREADY_PROVISIONED": 14,
+		"EVENT_KIND_UNIT_ABORTED":             15,
+		"EVENT_KIND_ENROLL_ANSWER_LOST":       16,
+		"EVENT_KIND_CERT_DUPLICATE":           17,
+		"EVENT_KIND_CERT_REFUSED":             18,
+		"EVENT_KIND_CERT_STATUS":              19,
+		"EVENT_KIND_EK_RELEASED":              20,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_station_v1_station_proto_enumTypes[2].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_proto_station_v1_station_proto_enumTypes[2]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{2}
+}
+
+// HoldDecision is what QA or an admin decides for a unit on hold.
+type HoldDecision int32
+
+const (
+	// HOLD_DECISION_UNSPECIFIED is invalid.
+	HoldDecision_HOLD_DECISION_UNSPECIFIED HoldDecision = 0
+	// HOLD_DECISION_REWORK: provision the unit again on its next connection.
+	HoldDecision_HOLD_DECISION_REWORK HoldDecision = 1
+	// HOLD_DECISION_SCRAP: scrap the unit.
+	HoldDecision_HOLD_DECISION_SCRAP HoldDecision = 2
+)
+
+// Enum value maps for HoldDecision.
+var (
+	HoldDecision_name = map[int32]string{
+		0: "HOLD_DECISION_UNSPECIFIED",
+		1: "HOLD_DECISION_REWORK",
+		2: "HOLD_DECISION_SCRAP",
+	}
+	HoldDecision_value = map[string]int32{
+		"HOLD_DECISION_UNSPECIFIED": 0,
+		"HOLD_DECISION_REWORK":      1,
+		"HOLD_DECISION_SCRAP":       2,
+	}
+)
+
+func (x HoldDecision) Enum() *HoldDecision {
+	p := new(HoldDecision)
+	*p = x
+	return p
+}
+
+func (x HoldDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HoldDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_station_v1_station_proto_enumTypes[3].Descriptor()
+}
+
+func (HoldDecision) Type() protoreflect.EnumType {
+	return &file_proto_station_v1_station_proto_enumTypes[3]
+}
+
+func (x HoldDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HoldDecision.Descriptor instead.
+func (HoldDecision) EnumDescriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{3}
 }
 
 // SerialRange is a run of serials: prefix followed by a zero-padded decimal number.
@@ -236,7 +426,7 @@ type WorkOrder struct {
 	UnitsTotal uint64 `protobuf:"varint,9,opt,name=units_total,json=unitsTotal,proto3" json:"units_total,omitempty"`
 	// units_done counts its units that completed.
 	UnitsDone uint64 `protobuf:"varint,10,opt,name=units_done,json=unitsDone,proto3" json:"units_done,omitempty"`
-	// units_failed counts its units whose last attempt failed.
+	// units_failed counts its units whose last attempt failed (on hold and scrapped included).
 	UnitsFailed   uint64 `protobuf:"varint,11,opt,name=units_failed,json=unitsFailed,proto3" json:"units_failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1034,7 +1224,7 @@ type Event struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	// serial is the unit concerned, if any.
 	Serial string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
-	// kind is what happened (e.g. "step_started", "step_done", "unit_done", "unit_failed").
+	// kind is what happened: the string of one EventKind (e.g. "step.begun", "unit.done").
 	Kind string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
 	// step is the workflow step concerned, if any.
 	Step string `protobuf:"bytes,5,opt,name=step,proto3" json:"step,omitempty"`
@@ -1042,7 +1232,8 @@ type Event struct {
 	ErrorCode string `protobuf:"bytes,6,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
 	// message is a human-readable summary.
 	Message string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
-	// principal is who caused it ("station" or the API caller).
+	// principal is who caused it: "station" for the station's own work, else the API caller as
+	// the audit trail names it ("<role>:CN=<common name>" or "<role>:sha256=<fingerprint>").
 	Principal     string `protobuf:"bytes,8,opt,name=principal,proto3" json:"principal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1244,6 +1435,70 @@ func (x *AuthorizeReworkRequest) GetReason() string {
 	return ""
 }
 
+// DecideHoldRequest decides on a unit on hold.
+type DecideHoldRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the unit's serial.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// decision is rework or scrap.
+	Decision HoldDecision `protobuf:"varint,2,opt,name=decision,proto3,enum=devid.station.v1.HoldDecision" json:"decision,omitempty"`
+	// reason is recorded in the audit trail; required.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideHoldRequest) Reset() {
+	*x = DecideHoldRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideHoldRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideHoldRequest) ProtoMessage() {}
+
+func (x *DecideHoldRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideHoldRequest.ProtoReflect.Descriptor instead.
+func (*DecideHoldRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DecideHoldRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *DecideHoldRequest) GetDecision() HoldDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return HoldDecision_HOLD_DECISION_UNSPECIFIED
+}
+
+func (x *DecideHoldRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ReleaseEKRequest releases a unit's EK binding.
 type ReleaseEKRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1257,7 +1512,7 @@ type ReleaseEKRequest struct {
 
 func (x *ReleaseEKRequest) Reset() {
 	*x = ReleaseEKRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1524,7 @@ func (x *ReleaseEKRequest) String() string {
 func (*ReleaseEKRequest) ProtoMessage() {}
 
 func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1537,7 @@ func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseEKRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseEKRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReleaseEKRequest) GetSerial() string {
@@ -1310,7 +1565,7 @@ type ListRefusalsRequest struct {
 
 func (x *ListRefusalsRequest) Reset() {
 	*x = ListRefusalsRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1577,7 @@ func (x *ListRefusalsRequest) String() string {
 func (*ListRefusalsRequest) ProtoMessage() {}
 
 func (x *ListRefusalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1590,7 @@ func (x *ListRefusalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRefusalsRequest.ProtoReflect.Descriptor instead.
 func (*ListRefusalsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRefusalsRequest) GetSerial() string {
@@ -1367,7 +1622,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1634,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1647,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Refusal) GetSeq() uint64 {
@@ -1463,7 +1718,7 @@ type ListRefusalsResponse struct {
 
 func (x *ListRefusalsResponse) Reset() {
 	*x = ListRefusalsResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1730,7 @@ func (x *ListRefusalsResponse) String() string {
 func (*ListRefusalsResponse) ProtoMessage() {}
 
 func (x *ListRefusalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1743,7 @@ func (x *ListRefusalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRefusalsResponse.ProtoReflect.Descriptor instead.
 func (*ListRefusalsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListRefusalsResponse) GetRefusals() []*Refusal {
@@ -1516,7 +1771,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1783,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1796,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -1564,7 +1819,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1831,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1844,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -1615,7 +1870,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1882,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1895,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -1664,7 +1919,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1931,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1944,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CAHealth) GetName() string {
@@ -1761,7 +2016,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +2028,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +2041,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Status) GetStationId() string {
@@ -1868,7 +2123,7 @@ type GetReportRequest struct {
 
 func (x *GetReportRequest) Reset() {
 	*x = GetReportRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2135,7 @@ func (x *GetReportRequest) String() string {
 func (*GetReportRequest) ProtoMessage() {}
 
 func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2148,7 @@ func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
 func (*GetReportRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetReportRequest) GetKind() string {
@@ -1933,7 +2188,7 @@ type ReportChunk struct {
 
 func (x *ReportChunk) Reset() {
 	*x = ReportChunk{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2200,7 @@ func (x *ReportChunk) String() string {
 func (*ReportChunk) ProtoMessage() {}
 
 func (x *ReportChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2213,7 @@ func (x *ReportChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunk.ProtoReflect.Descriptor instead.
 func (*ReportChunk) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReportChunk) GetFileName() string {
@@ -2080,7 +2335,11 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"H\n" +
 	"\x16AuthorizeReworkRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x7f\n" +
+	"\x11DecideHoldRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12:\n" +
+	"\bdecision\x18\x02 \x01(\x0e2\x1e.devid.station.v1.HoldDecisionR\bdecision\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"B\n" +
 	"\x10ReleaseEKRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"-\n" +
@@ -2137,14 +2396,43 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x0fWorkOrderStatus\x12!\n" +
 	"\x1dWORK_ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORK_ORDER_STATUS_OPEN\x10\x01\x12\x1c\n" +
-	"\x18WORK_ORDER_STATUS_CLOSED\x10\x02*\x89\x01\n" +
+	"\x18WORK_ORDER_STATUS_CLOSED\x10\x02*\xb9\x01\n" +
 	"\n" +
 	"UnitStatus\x12\x1b\n" +
 	"\x17UNIT_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UNIT_STATUS_RUNNING\x10\x01\x12\x14\n" +
 	"\x10UNIT_STATUS_DONE\x10\x02\x12\x16\n" +
 	"\x12UNIT_STATUS_FAILED\x10\x03\x12\x17\n" +
-	"\x13UNIT_STATUS_WAITING\x10\x042\x93\t\n" +
+	"\x13UNIT_STATUS_WAITING\x10\x04\x12\x14\n" +
+	"\x10UNIT_STATUS_HOLD\x10\x05\x12\x18\n" +
+	"\x14UNIT_STATUS_SCRAPPED\x10\x06*\x82\x05\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17EVENT_KIND_UNIT_CREATED\x10\x01\x12\x1b\n" +
+	"\x17EVENT_KIND_UNIT_UPDATED\x10\x02\x12\x19\n" +
+	"\x15EVENT_KIND_STEP_BEGUN\x10\x03\x12\x19\n" +
+	"\x15EVENT_KIND_STEP_ENDED\x10\x04\x12\x17\n" +
+	"\x13EVENT_KIND_EK_BOUND\x10\x05\x12\x1c\n" +
+	"\x18EVENT_KIND_CERT_RECORDED\x10\x06\x12 \n" +
+	"\x1cEVENT_KIND_REWORK_AUTHORIZED\x10\a\x12!\n" +
+	"\x1dEVENT_KIND_WORK_ORDER_CREATED\x10\b\x12 \n" +
+	"\x1cEVENT_KIND_WORK_ORDER_CLOSED\x10\t\x12\x1b\n" +
+	"\x17EVENT_KIND_HOLD_DECIDED\x10\n" +
+	"\x12\x18\n" +
+	"\x14EVENT_KIND_UNIT_DONE\x10\v\x12\x1a\n" +
+	"\x16EVENT_KIND_UNIT_FAILED\x10\f\x12\x1b\n" +
+	"\x17EVENT_KIND_UNIT_WAITING\x10\r\x12'\n" +
+	"#EVENT_KIND_UNIT_ALREADY_PROVISIONED\x10\x0e\x12\x1b\n" +
+	"\x17EVENT_KIND_UNIT_ABORTED\x10\x0f\x12!\n" +
+	"\x1dEVENT_KIND_ENROLL_ANSWER_LOST\x10\x10\x12\x1d\n" +
+	"\x19EVENT_KIND_CERT_DUPLICATE\x10\x11\x12\x1b\n" +
+	"\x17EVENT_KIND_CERT_REFUSED\x10\x12\x12\x1a\n" +
+	"\x16EVENT_KIND_CERT_STATUS\x10\x13\x12\x1a\n" +
+	"\x16EVENT_KIND_EK_RELEASED\x10\x14*`\n" +
+	"\fHoldDecision\x12\x1d\n" +
+	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
+	"\x13HOLD_DECISION_SCRAP\x10\x022\xde\t\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -2154,7 +2442,9 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\tListUnits\x12\".devid.station.v1.ListUnitsRequest\x1a#.devid.station.v1.ListUnitsResponse\x12N\n" +
 	"\vWatchEvents\x12$.devid.station.v1.WatchEventsRequest\x1a\x17.devid.station.v1.Event0\x01\x12G\n" +
 	"\tAbortUnit\x12\".devid.station.v1.AbortUnitRequest\x1a\x16.devid.station.v1.Unit\x12S\n" +
-	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12G\n" +
+	"\x0fAuthorizeRework\x12(.devid.station.v1.AuthorizeReworkRequest\x1a\x16.devid.station.v1.Unit\x12I\n" +
+	"\n" +
+	"DecideHold\x12#.devid.station.v1.DecideHoldRequest\x1a\x16.devid.station.v1.Unit\x12G\n" +
 	"\tReleaseEK\x12\".devid.station.v1.ReleaseEKRequest\x1a\x16.devid.station.v1.Unit\x12]\n" +
 	"\fListRefusals\x12%.devid.station.v1.ListRefusalsRequest\x1a&.devid.station.v1.ListRefusalsResponse\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
@@ -2173,91 +2463,97 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 	return file_proto_station_v1_station_proto_rawDescData
 }
 
-var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
-	(*SerialRange)(nil),            // 2: devid.station.v1.SerialRange
-	(*WorkOrder)(nil),              // 3: devid.station.v1.WorkOrder
-	(*CreateWorkOrderRequest)(nil), // 4: devid.station.v1.CreateWorkOrderRequest
-	(*GetWorkOrderRequest)(nil),    // 5: devid.station.v1.GetWorkOrderRequest
-	(*ListWorkOrdersRequest)(nil),  // 6: devid.station.v1.ListWorkOrdersRequest
-	(*ListWorkOrdersResponse)(nil), // 7: devid.station.v1.ListWorkOrdersResponse
-	(*CloseWorkOrderRequest)(nil),  // 8: devid.station.v1.CloseWorkOrderRequest
-	(*Unit)(nil),                   // 9: devid.station.v1.Unit
-	(*GetUnitRequest)(nil),         // 10: devid.station.v1.GetUnitRequest
-	(*ListUnitsRequest)(nil),       // 11: devid.station.v1.ListUnitsRequest
-	(*ListUnitsResponse)(nil),      // 12: devid.station.v1.ListUnitsResponse
-	(*WatchEventsRequest)(nil),     // 13: devid.station.v1.WatchEventsRequest
-	(*Event)(nil),                  // 14: devid.station.v1.Event
-	(*AbortUnitRequest)(nil),       // 15: devid.station.v1.AbortUnitRequest
-	(*AuthorizeReworkRequest)(nil), // 16: devid.station.v1.AuthorizeReworkRequest
-	(*ReleaseEKRequest)(nil),       // 17: devid.station.v1.ReleaseEKRequest
-	(*ListRefusalsRequest)(nil),    // 18: devid.station.v1.ListRefusalsRequest
-	(*Refusal)(nil),                // 19: devid.station.v1.Refusal
-	(*ListRefusalsResponse)(nil),   // 20: devid.station.v1.ListRefusalsResponse
-	(*GetTravelerRequest)(nil),     // 21: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),               // 22: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),       // 23: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),               // 24: devid.station.v1.CAHealth
-	(*Status)(nil),                 // 25: devid.station.v1.Status
-	(*GetReportRequest)(nil),       // 26: devid.station.v1.GetReportRequest
-	(*ReportChunk)(nil),            // 27: devid.station.v1.ReportChunk
-	nil,                            // 28: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
+	(EventKind)(0),                 // 2: devid.station.v1.EventKind
+	(HoldDecision)(0),              // 3: devid.station.v1.HoldDecision
+	(*SerialRange)(nil),            // 4: devid.station.v1.SerialRange
+	(*WorkOrder)(nil),              // 5: devid.station.v1.WorkOrder
+	(*CreateWorkOrderRequest)(nil), // 6: devid.station.v1.CreateWorkOrderRequest
+	(*GetWorkOrderRequest)(nil),    // 7: devid.station.v1.GetWorkOrderRequest
+	(*ListWorkOrdersRequest)(nil),  // 8: devid.station.v1.ListWorkOrdersRequest
+	(*ListWorkOrdersResponse)(nil), // 9: devid.station.v1.ListWorkOrdersResponse
+	(*CloseWorkOrderRequest)(nil),  // 10: devid.station.v1.CloseWorkOrderRequest
+	(*Unit)(nil),                   // 11: devid.station.v1.Unit
+	(*GetUnitRequest)(nil),         // 12: devid.station.v1.GetUnitRequest
+	(*ListUnitsRequest)(nil),       // 13: devid.station.v1.ListUnitsRequest
+	(*ListUnitsResponse)(nil),      // 14: devid.station.v1.ListUnitsResponse
+	(*WatchEventsRequest)(nil),     // 15: devid.station.v1.WatchEventsRequest
+	(*Event)(nil),                  // 16: devid.station.v1.Event
+	(*AbortUnitRequest)(nil),       // 17: devid.station.v1.AbortUnitRequest
+	(*AuthorizeReworkRequest)(nil), // 18: devid.station.v1.AuthorizeReworkRequest
+	(*DecideHoldRequest)(nil),      // 19: devid.station.v1.DecideHoldRequest
+	(*ReleaseEKRequest)(nil),       // 20: devid.station.v1.ReleaseEKRequest
+	(*ListRefusalsRequest)(nil),    // 21: devid.station.v1.ListRefusalsRequest
+	(*Refusal)(nil),                // 22: devid.station.v1.Refusal
+	(*ListRefusalsResponse)(nil),   // 23: devid.station.v1.ListRefusalsResponse
+	(*GetTravelerRequest)(nil),     // 24: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),               // 25: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),       // 26: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),               // 27: devid.station.v1.CAHealth
+	(*Status)(nil),                 // 28: devid.station.v1.Status
+	(*GetReportRequest)(nil),       // 29: devid.station.v1.GetReportRequest
+	(*ReportChunk)(nil),            // 30: devid.station.v1.ReportChunk
+	nil,                            // 31: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
-	2,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
+	4,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	29, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	29, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
-	2,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
+	32, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	32, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	4,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
-	3,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
+	5,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	29, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	29, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	32, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	32, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
-	9,  // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	29, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
-	29, // 13: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
-	19, // 14: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
-	28, // 15: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	24, // 16: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	4,  // 17: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	5,  // 18: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	6,  // 19: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	8,  // 20: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	10, // 21: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	11, // 22: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	13, // 23: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	15, // 24: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	16, // 25: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	17, // 26: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
-	18, // 27: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
-	21, // 28: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	23, // 29: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	26, // 30: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
-	3,  // 31: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	3,  // 32: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	7,  // 33: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	3,  // 34: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	9,  // 35: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	12, // 36: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	14, // 37: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	9,  // 38: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	9,  // 39: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	9,  // 40: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
-	20, // 41: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
-	22, // 42: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	25, // 43: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	27, // 44: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
-	31, // [31:45] is the sub-list for method output_type
-	17, // [17:31] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	11, // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
+	32, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	3,  // 13: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
+	32, // 14: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
+	22, // 15: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
+	31, // 16: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	27, // 17: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	6,  // 18: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	7,  // 19: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	8,  // 20: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	10, // 21: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	12, // 22: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	13, // 23: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	15, // 24: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	17, // 25: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	18, // 26: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	19, // 27: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
+	20, // 28: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
+	21, // 29: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
+	24, // 30: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	26, // 31: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	29, // 32: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
+	5,  // 33: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	5,  // 34: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	9,  // 35: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	5,  // 36: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	11, // 37: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	14, // 38: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	16, // 39: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	11, // 40: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	11, // 41: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	11, // 42: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
+	11, // 43: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	23, // 44: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
+	25, // 45: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	28, // 46: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	30, // 47: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
+	33, // [33:48] is the sub-list for method output_type
+	18, // [18:33] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_proto_station_v1_station_proto_init() }
@@ -2270,8 +2566,8 @@ func file_proto_station_v1_station_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   27,
+			NumEnums:      4,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

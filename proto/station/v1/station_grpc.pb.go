@@ -32,6 +32,7 @@ const (
 	Station_WatchEvents_FullMethodName     = "/devid.station.v1.Station/WatchEvents"
 	Station_AbortUnit_FullMethodName       = "/devid.station.v1.Station/AbortUnit"
 	Station_AuthorizeRework_FullMethodName = "/devid.station.v1.Station/AuthorizeRework"
+	Station_DecideHold_FullMethodName      = "/devid.station.v1.Station/DecideHold"
 	Station_ReleaseEK_FullMethodName       = "/devid.station.v1.Station/ReleaseEK"
 	Station_ListRefusals_FullMethodName    = "/devid.station.v1.Station/ListRefusals"
 	Station_GetTraveler_FullMethodName     = "/devid.station.v1.Station/GetTraveler"
@@ -64,6 +65,10 @@ type StationClient interface {
 	AbortUnit(ctx context.Context, in *AbortUnitRequest, opts ...grpc.CallOption) (*Unit, error)
 	// AuthorizeRework lets a provisioned or failed unit be provisioned again. Roles: admin.
 	AuthorizeRework(ctx context.Context, in *AuthorizeReworkRequest, opts ...grpc.CallOption) (*Unit, error)
+	// DecideHold decides on a unit on hold after a security failure: rework (provisioned again
+	// on its next connection, its TPM objects removed first) or scrap (never again). Audited.
+	// Roles: qa, admin.
+	DecideHold(ctx context.Context, in *DecideHoldRequest, opts ...grpc.CallOption) (*Unit, error)
 	// ReleaseEK releases the binding of a unit's serial to its TPM's EK (an RMA, a unit that
 	// booted with a wrong serial): the EK may then be bound again, to this or another serial,
 	// once its TPM proves possession anew. The unit must not be in a session. Recorded in the
@@ -189,6 +194,16 @@ func (c *stationClient) AuthorizeRework(ctx context.Context, in *AuthorizeRework
 	return out, nil
 }
 
+func (c *stationClient) DecideHold(ctx context.Context, in *DecideHoldRequest, opts ...grpc.CallOption) (*Unit, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Unit)
+	err := c.cc.Invoke(ctx, Station_DecideHold_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *stationClient) ReleaseEK(ctx context.Context, in *ReleaseEKRequest, opts ...grpc.CallOption) (*Unit, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Unit)
@@ -273,6 +288,10 @@ type StationServer interface {
 	AbortUnit(context.Context, *AbortUnitRequest) (*Unit, error)
 	// AuthorizeRework lets a provisioned or failed unit be provisioned again. Roles: admin.
 	AuthorizeRework(context.Context, *AuthorizeReworkRequest) (*Unit, error)
+	// DecideHold decides on a unit on hold after a security failure: rework (provisioned again
+	// on its next connection, its TPM objects removed first) or scrap (never again). Audited.
+	// Roles: qa, admin.
+	DecideHold(context.Context, *DecideHoldRequest) (*Unit, error)
 	// ReleaseEK releases the binding of a unit's serial to its TPM's EK (an RMA, a unit that
 	// booted with a wrong serial): the EK may then be bound again, to this or another serial,
 	// once its TPM proves possession anew. The unit must not be in a session. Recorded in the
@@ -325,6 +344,9 @@ func (UnimplementedStationServer) AbortUnit(context.Context, *AbortUnitRequest) 
 }
 func (UnimplementedStationServer) AuthorizeRework(context.Context, *AuthorizeReworkRequest) (*Unit, error) {
 	return nil, status.Error(codes.Unimplemented, "method AuthorizeRework not implemented")
+}
+func (UnimplementedStationServer) DecideHold(context.Context, *DecideHoldRequest) (*Unit, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecideHold not implemented")
 }
 func (UnimplementedStationServer) ReleaseEK(context.Context, *ReleaseEKRequest) (*Unit, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseEK not implemented")
@@ -517,6 +539,24 @@ func _Station_AuthorizeRework_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Station_DecideHold_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideHoldRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).DecideHold(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_DecideHold_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).DecideHold(ctx, req.(*DecideHoldRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Station_ReleaseEK_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReleaseEKRequest)
 	if err := dec(in); err != nil {
@@ -638,6 +678,10 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AuthorizeRework",
 			Handler:    _Station_AuthorizeRework_Handler,
+		},
+		{
+			MethodName: "DecideHold",
+			Handler:    _Station_DecideHold_Handler,
 		},
 		{
 			MethodName: "ReleaseEK",
