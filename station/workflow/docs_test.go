@@ -79,3 +79,63 @@ func TestDocsCoverStepsAndCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsStepTable checks that docs/workflow.md carries the step table rendered from Table;
+// UPDATE_DOCS=1 writes it there.
+func TestDocsStepTable(t *testing.T) {
+	const begin, end = "<!-- step table: begin (generated from workflow.Table) -->\n", "<!-- step table: end -->"
+	raw, err := os.ReadFile(workflowDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("%s lacks the markers %q ... %q", workflowDoc, begin, end)
+	}
+	want := "\n" + StepTableMarkdown() + "\n"
+	if got := doc[i+len(begin) : j]; got != want {
+		if os.Getenv("UPDATE_DOCS") != "" {
+			if err := os.WriteFile(workflowDoc, []byte(doc[:i+len(begin)]+want+doc[j:]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		t.Errorf("%s's step table is not the one Table renders (run UPDATE_DOCS=1 go test -run TestDocsStepTable ./station/workflow/); want:\n%s", workflowDoc, want)
+	}
+}
+
+// TestStepTable checks Table's own rules: names unique, every step has a function, a role
+// only on DevID key steps, codes known.
+func TestStepTable(t *testing.T) {
+	known := map[string]bool{}
+	for _, v := range codeConstants(t) {
+		known[v] = true
+	}
+	seen := map[string]bool{}
+	for _, d := range Table {
+		if seen[d.Name] {
+			t.Errorf("step %s twice", d.Name)
+		}
+		seen[d.Name] = true
+		if d.run == nil {
+			t.Errorf("step %s has no function", d.Name)
+		}
+		if d.Role != "" && d.Role != roleIDevID && d.Role != roleLDevID {
+			t.Errorf("step %s: role %q", d.Name, d.Role)
+		}
+		for _, c := range append(append([]string{}, d.Codes...), StepCodes...) {
+			if !known[c] {
+				t.Errorf("step %s: code %q is not in codes.go", d.Name, c)
+			}
+		}
+	}
+	for _, c := range FirstCheckCodes {
+		if !known[c] {
+			t.Errorf("first checks: code %q is not in codes.go", c)
+		}
+	}
+	if got := nvAttributes(1 << 11); !got.WriteLocked || got.Written {
+		t.Errorf("nvAttributes(TPMA_NV_WRITELOCKED) = %+v", got)
+	}
+}

@@ -117,7 +117,10 @@ func (u *unit) reworkCleanup(ctx context.Context) error {
 			return u.endFailed(ctx, ref, fail(CodeInternal, err, "marking certificate %s superseded", short(c.SHA256)))
 		}
 	}
-	raw, _ := json.Marshal(res)
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return u.endFailed(ctx, ref, fail(CodeInternal, err, "encoding the rework result"))
+	}
 	if err := u.r.cfg.Journal.EndStep(ctx, ref, raw, ""); err != nil {
 		return u.journalErr(err, "recording the rework result")
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -19,6 +20,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/devid-station/devid/device-agent/tpm/tcgek"
+	"github.com/google/go-tpm/tpm2"
+
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/ekcert"
@@ -28,8 +31,6 @@ import (
 const (
 	roleIDevID = string(store.RoleIDevID)
 	roleLDevID = string(store.RoleLDevID)
-	// nvWriteLocked is TPMA_NV_WRITELOCKED.
-	nvWriteLocked = 1 << 11
 )
 
 // identifyResult is what the agent reported about its TPM: evidence, checked in verify_ek.
@@ -606,10 +607,19 @@ func (u *unit) readBackNV(ctx context.Context, nv NVProfile, want []byte) error 
 	if !bytes.Equal(r.GetData(), want) {
 		return fail(CodeReadbackMismatch, nil, "NV %#x holds %d bytes that are not the IDevID certificate", nv.Index, len(r.GetData()))
 	}
-	if nv.Lock && r.GetAttributes()&nvWriteLocked == 0 {
+	if nv.Lock && !nvAttributes(r.GetAttributes()).WriteLocked {
 		return fail(CodeReadbackMismatch, nil, "NV %#x is not write-locked", nv.Index)
 	}
 	return nil
+}
+
+// nvAttributes decodes TPMA_NV as the agent reports it.
+func nvAttributes(a uint32) tpm2.TPMANV {
+	attrs, err := tpm2.Unmarshal[tpm2.TPMANV](binary.BigEndian.AppendUint32(nil, a))
+	if err != nil { // four bytes always decode
+		panic(err)
+	}
+	return *attrs
 }
 
 func isAgentCode(err error, code agentv1.ErrorCode) bool {

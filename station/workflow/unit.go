@@ -255,38 +255,10 @@ func (u *unit) load(ctx context.Context) error {
 	return nil
 }
 
-var stepFuncs = map[string]func(*unit, context.Context) (any, error){
-	StepIdentify:      func(u *unit, _ context.Context) (any, error) { return u.idSummary, nil },
-	StepVerifyEK:      (*unit).verifyEK,
-	StepAuthorize:     (*unit).authorize,
-	StepIDevIDKey:     func(u *unit, ctx context.Context) (any, error) { return u.createKey(ctx, roleIDevID) },
-	StepIDevIDProof:   func(u *unit, ctx context.Context) (any, error) { return u.proveResidency(ctx, roleIDevID) },
-	StepIDevIDCSR:     func(u *unit, ctx context.Context) (any, error) { return u.buildCSR(ctx, roleIDevID) },
-	StepIDevIDEnroll:  func(u *unit, ctx context.Context) (any, error) { return u.enroll(ctx, roleIDevID) },
-	StepIDevIDInstall: (*unit).installIDevID,
-	StepLDevIDKey:     func(u *unit, ctx context.Context) (any, error) { return u.createKey(ctx, roleLDevID) },
-	StepLDevIDProof:   func(u *unit, ctx context.Context) (any, error) { return u.proveResidency(ctx, roleLDevID) },
-	StepLDevIDCSR:     func(u *unit, ctx context.Context) (any, error) { return u.buildCSR(ctx, roleLDevID) },
-	StepLDevIDEnroll:  func(u *unit, ctx context.Context) (any, error) { return u.enroll(ctx, roleLDevID) },
-	StepLDevIDInstall: (*unit).installLDevID,
-	StepOnboarding:    (*unit).onboarding,
-	StepVerify:        (*unit).verify,
-	StepComplete:      (*unit).complete,
-}
-
-// resumable steps are skipped when a good result is recorded: their effect is durable and the
-// steps that always run (identify, verify_ek, authorize, the key steps and verify) re-check the
-// unit against it.
-var resumable = map[string]bool{
-	StepIDevIDProof: true, StepIDevIDCSR: true, StepIDevIDEnroll: true, StepIDevIDInstall: true,
-	StepLDevIDProof: true, StepLDevIDCSR: true, StepLDevIDEnroll: true, StepLDevIDInstall: true,
-	StepOnboarding: true,
-}
-
 // runStep runs one step with its timeout, journaling intent and result around it.
 func (u *unit) runStep(ctx context.Context, step string) error {
 	u.step = step
-	if prev, ok := u.results[step]; ok && resumable[step] {
+	if prev, ok := u.results[step]; ok && stepByName[step].Resumable {
 		if err := u.restore(step, prev); err != nil {
 			return fail(CodeInternal, err, "restoring step %s", step)
 		}
@@ -313,7 +285,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	if err != nil {
 		return u.journalErr(err, "recording the intent of %s", step)
 	}
-	result, err := stepFuncs[step](u, sctx)
+	result, err := stepByName[step].run(u, sctx)
 	err = u.timedOut(ctx, sctx, step, err)
 	if err != nil {
 		// An interrupted step keeps its intent open: the resume decides what it did.
@@ -382,16 +354,11 @@ func (u *unit) intent(step string) []byte {
 			m["ca"] = k.profile.Issuer
 		}
 	}
-	b, _ := json.Marshal(m)
-	return b
-}
-
-func roleFor(step string) string {
-	switch step {
-	case StepIDevIDKey, StepIDevIDProof, StepIDevIDCSR, StepIDevIDEnroll, StepIDevIDInstall:
-		return roleIDevID
+	b, err := json.Marshal(m)
+	if err != nil { // a map of strings always encodes
+		panic(fmt.Sprintf("encoding the intent of %s: %v", step, err))
 	}
-	return roleLDevID
+	return b
 }
 
 // do sends one command; transport failures interrupt the unit, agent errors fail it.

@@ -49,14 +49,6 @@ const (
 	eventAborted       = stationv1.KindUnitAborted
 )
 
-// Steps lists the workflow steps in order.
-var Steps = []string{
-	StepIdentify, StepVerifyEK, StepAuthorize,
-	StepIDevIDKey, StepIDevIDProof, StepIDevIDCSR, StepIDevIDEnroll, StepIDevIDInstall,
-	StepLDevIDKey, StepLDevIDProof, StepLDevIDCSR, StepLDevIDEnroll, StepLDevIDInstall,
-	StepOnboarding, StepVerify, StepComplete,
-}
-
 // Agent is the workflow's view of an agent session.
 type Agent interface {
 	// Hello returns the agent's Hello (claims, not facts).
