@@ -1,13 +1,16 @@
 package batch
 
-import "time"
+import (
+	"time"
+
+	"github.com/devid-station/devid/ca-client/clock"
+)
 
 // Clock is the time source of a Batcher: the MaxWait timers, the token bucket,
 // the breaker's open period, the AIMD intervals and the latency histogram all
 // read it. Implementations must be safe for concurrent use.
 type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
+	clock.Clock
 	// NewTimer returns a timer that fires once, d after now.
 	NewTimer(d time.Duration) Timer
 }
@@ -21,9 +24,7 @@ type Timer interface {
 }
 
 // realClock is the Clock backed by package time.
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
+type realClock struct{ clock.System }
 
 func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
 

@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/devid-station/devid/ca-client/clock"
 )
 
 // Log attribute keys.
@@ -196,7 +198,7 @@ func New(cfg Config) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if c.clock == nil {
-		c.clock = systemClock{}
+		c.clock = clock.System{}
 	}
 	switch a := cfg.Auth.(type) {
 	case nil:

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/devid-station/devid/ca-client/clock"
 	"github.com/devid-station/devid/ca-client/secret"
 )
 
@@ -208,12 +209,7 @@ type Observer interface {
 
 // Clock is the time source. Implementations must be safe for concurrent use.
 type Clock interface {
-	Now() time.Time
+	clock.Clock
 	// After behaves like time.After.
 	After(d time.Duration) <-chan time.Time
 }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/devid-station/devid/ca-client/clock"
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
 	"github.com/devid-station/devid/station/store"
 )
@@ -55,11 +56,7 @@ type CAHealth struct {
 }
 
 // Clock tells the time.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+type Clock = clock.Clock
 
 // Config configures a Server.
 type Config struct {
@@ -127,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.PollInterval = 200 * time.Millisecond
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
+		cfg.Clock = clock.System{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/devid-station/devid/ca-client/clock"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 )
 
@@ -63,11 +64,7 @@ var (
 type Handler func(ctx context.Context, s *Session) error
 
 // Clock tells the time.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+type Clock = clock.Clock
 
 // Config configures a Server.
 type Config struct {
@@ -122,7 +119,7 @@ func New(cfg Config) *Server {
 		cfg.RefusalWindow = time.Minute
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
+		cfg.Clock = clock.System{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -32,6 +32,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/devid-station/devid/ca-client/clock"
 )
 
 // SchemaVersion is the schema this package writes. Open refuses newer files.
@@ -64,13 +66,7 @@ var (
 )
 
 // Clock gives the current time. It must be safe for concurrent use.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+type Clock = clock.Clock
 
 // Options configure Open.
 type Options struct {
@@ -124,7 +120,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		s.refusalsKept = DefaultRefusalsKept
 	}
 	if s.clock == nil {
-		s.clock = systemClock{}
+		s.clock = clock.System{}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

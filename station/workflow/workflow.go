@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/devid-station/devid/ca-client/clock"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
 	"github.com/devid-station/devid/station/store"
@@ -81,11 +82,7 @@ type Journal interface {
 }
 
 // Clock tells the time.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+type Clock = clock.Clock
 
 // Config configures a Runner.
 type Config struct {
@@ -162,7 +159,7 @@ func New(cfg Config) (*Runner, error) {
 			agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048, agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_3072}
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
+		cfg.Clock = clock.System{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
