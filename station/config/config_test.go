@@ -100,7 +100,7 @@ func TestExampleLoads(t *testing.T) {
 	if rt.Roles["mes-1"] != "mes" || rt.StepTimeouts["idevid_key"] != 10*time.Minute {
 		t.Errorf("roles %v, timeouts %v", rt.Roles, rt.StepTimeouts)
 	}
-	out, err := p.Onboarding.Render(workflow.OnboardingInput{Serial: "SN-0001", LDevIDCertPath: "/etc/devid/ldevid.pem", LDevIDHandle: 0x81000002})
+	out, err := p.Onboarding.Render(workflow.OnboardingInput{Serial: "SN-0001", LDevIDCertPath: "/etc/devid/ldevid.pem", LDevIDHandle: 0x81020002})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestInvalid(t *testing.T) {
 		{"bad algorithm", func(s string) string {
 			return strings.Replace(s, `algorithm = "ecc-p256"`, `algorithm = "ecc-p384"`, 1)
 		}, 0o600, "ecc-p384"},
-		{"ldevid handle outside storage", func(s string) string { return strings.Replace(s, "handle = 0x81000002", "handle = 0x81010005", 1) }, 0o600, "storage-hierarchy"},
+		{"ldevid handle in the SRK range", func(s string) string { return strings.Replace(s, "handle = 0x81020002", "handle = 0x81000005", 1) }, 0o600, "keeps for SRKs"},
 		{"unknown CA", func(s string) string { return strings.Replace(s, `ca = "customer-ldevid"`, `ca = "nope"`, 1) }, 0o600, `"nope"`},
 		{"unknown role", func(s string) string { return strings.Replace(s, `role = "qa"`, `role = "boss"`, 1) }, 0o600, "boss"},
 		{"plain http CA", func(s string) string {
@@ -225,7 +225,7 @@ func TestOneErrorPerFault(t *testing.T) {
 			return strings.Replace(s, `url = "https://ca.customer.example:8443"`, `url = "ftp://ca.customer.example"`, 1)
 		}, []string{`ca[1] "customer-ldevid": url`, `ca[1] "customer-ldevid": auth.header_secret_file`}},
 		{"ldevid handle not persistent", func(t *testing.T, dir, s string) string {
-			return strings.Replace(s, "handle = 0x81000002", "handle = 0x01000002", 1)
+			return strings.Replace(s, "handle = 0x81020002", "handle = 0x01000002", 1)
 		}, []string{`profile[0] "default": ldevid: handle 0x1000002 is not`}},
 		{"every fault of a key", func(t *testing.T, dir, s string) string {
 			s = strings.Replace(s, `algorithm = "ecc-p256"`, `algorithm = "ecc-p384"`, 1)
@@ -278,6 +278,46 @@ func TestOneErrorPerFault(t *testing.T) {
 	}
 }
 
+// TestDefaultHandles: the example's handles are the TCG registry's and DevID handles, and an
+// omitted srk_handle is the registry's SRK for the LDevID's algorithm.
+func TestDefaultHandles(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to string
+		srk            uint32
+	}{
+		{"example", "", "", 0x81000002},
+		{"ecc default", "srk_handle = 0x81000002\n", "", 0x81000002},
+		{"rsa default", "srk_handle = 0x81000002\n", "", 0x81000001},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			s := string(data)
+			if tc.from != "" {
+				if !strings.Contains(s, tc.from) {
+					t.Fatalf("example has no %q", tc.from)
+				}
+				s = strings.Replace(s, tc.from, tc.to, 1)
+			}
+			if tc.name == "rsa default" {
+				i := strings.Index(s, "[profile.ldevid]")
+				s = s[:i] + strings.Replace(s[i:], `algorithm = "ecc-p256"`, `algorithm = "rsa-2048"`, 1)
+			}
+			write(t, path, []byte(s), 0o644)
+			rt, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := rt.Profiles["default"]
+			if p.SRKHandle != tc.srk || p.IDevID.Handle != 0x81020000 || p.LDevID.Handle != 0x81020002 {
+				t.Errorf("srk %#x, idevid %#x, ldevid %#x; want srk %#x, idevid 0x81020000, ldevid 0x81020002",
+					p.SRKHandle, p.IDevID.Handle, p.LDevID.Handle, tc.srk)
+			}
+		})
+	}
+}
+
 // TestProfileRefusesWhatTheAgentRefuses: a profile that places a DevID key or the IDevID
 // certificate in a TCG-reserved endorsement location is refused, so that no rework can ever
 // undefine an EK certificate index or evict an EK; so is an onboarding file mode that group or
@@ -289,7 +329,7 @@ func TestProfileRefusesWhatTheAgentRefuses(t *testing.T) {
 		{"idevid nv on the RSA EK certificate", "index = 0x01C90000", "index = 0x01C00002", "idevid_nv.index 0x1c00002 is in the TCG-reserved EK certificate range"},
 		{"idevid nv on the ECC EK certificate", "index = 0x01C90000", "index = 0x01C0000A", "idevid_nv.index 0x1c0000a is in the TCG-reserved EK certificate range"},
 		{"idevid nv on the EK chain", "index = 0x01C90000", "index = 0x01C00100", "idevid_nv.index 0x1c00100 is in the TCG-reserved EK certificate range"},
-		{"ldevid on an EK handle", "handle = 0x81000002", "handle = 0x81010002", "ldevid: handle 0x81010002 is in the TCG-reserved EK handle range"},
+		{"ldevid on an EK handle", "handle = 0x81020002", "handle = 0x81010002", "ldevid: handle 0x81010002 is in the TCG-reserved EK handle range"},
 		{"onboarding file writable by others", "mode = 0o600", "mode = 0o666", "mode 666 lets group or others write"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

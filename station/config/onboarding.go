@@ -132,7 +132,7 @@ func (o *Onboarding) validate(abs func(string) string) (*workflow.Onboarding, er
 		return b.Bytes(), nil
 	}
 	// Render once with a sample so that template mistakes show at start-up, not on the line.
-	if _, err := render(workflow.OnboardingInput{Serial: "SAMPLE-0001", LDevIDCertPath: "/etc/devid/ldevid.pem", LDevIDHandle: 0x81000002}); err != nil {
+	if _, err := render(workflow.OnboardingInput{Serial: "SAMPLE-0001", LDevIDCertPath: "/etc/devid/ldevid.pem", LDevIDHandle: 0x81020002}); err != nil {
 		return nil, err
 	}
 	return &workflow.Onboarding{Path: o.Path, Mode: mode, Render: render}, nil

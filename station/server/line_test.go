@@ -166,7 +166,7 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 			Name:           "default",
 			IDevID:         config.Key{Algorithm: "ecc-p256", Handle: 0x81020000, CA: "maker", Subject: subject, HardwareModuleType: "1.3.6.1.4.1.99999.1.1"},
 			IDevIDNV:       config.NV{Index: 0x01C90000, Auth: "platform", Lock: true},
-			LDevID:         config.Key{Algorithm: "ecc-p256", Handle: 0x81000002, CA: "customer", Subject: subject, HardwareModuleType: "1.3.6.1.4.1.99999.1.1"},
+			LDevID:         config.Key{Algorithm: "ecc-p256", Handle: 0x81020002, CA: "customer", Subject: subject, HardwareModuleType: "1.3.6.1.4.1.99999.1.1"},
 			LDevIDCertPath: filepath.Join(unitRoot, "etc/devid/ldevid.pem"),
 			LDevIDAuth:     opts.ldevidAuth,
 			Onboarding: &config.Onboarding{Template: config.AzureIoTIdentityTemplate, Path: filepath.Join(unitRoot, "etc/aziot/config.toml"),

@@ -41,8 +41,8 @@ func newRunner(tb testing.TB, writers int, opts ...func(*workflow.Config)) (*wor
 		Name:           "default",
 		IDevID:         workflow.KeyProfile{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, Handle: 0x81020000, Issuer: "maker", Subject: subject, HardwareModuleType: hw},
 		IDevIDNV:       workflow.NVProfile{Index: 0x01C90000, Auth: agentv1.Hierarchy_HIERARCHY_PLATFORM, Lock: true},
-		LDevID:         workflow.KeyProfile{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, Handle: 0x81000002, Issuer: "customer", Subject: subject, HardwareModuleType: hw},
-		SRKHandle:      0x81000001,
+		LDevID:         workflow.KeyProfile{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, Handle: 0x81020002, Issuer: "customer", Subject: subject, HardwareModuleType: hw},
+		SRKHandle:      0x81000002,
 		LDevIDCertPath: "/etc/devid/ldevid.pem",
 		LDevIDAuth:     workflow.AuthStationRA,
 	}
