@@ -43,6 +43,7 @@ type lineOptions struct {
 	knobs      estca.Knobs // for the IDevID CA
 	wrap       func(workflow.Journal) workflow.Journal
 	configure  func(*config.File) // adjusts the station's configuration before it starts
+	caClock    estca.Clock        // the dev CAs' clock; nil: the system clock
 }
 
 const headerSecret = "line-test-secret"
@@ -131,7 +132,7 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 		{Label: "ldevid", Issuer: pki.LDevIDIssuing.Cert, Signer: pki.LDevIDIssuing.Signer, Chain: pki.LDevIDIssuing.Chain()[1:], Root: pki.CustomerRoot.Cert,
 			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{Validity: 365 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true},
 			Auth: ldevidAuth},
-	}})
+	}, Clock: opts.caClock})
 	if err != nil {
 		t.Fatal(err)
 	}

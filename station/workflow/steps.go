@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -425,6 +426,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 			Key:   &agentSigner{ctx: ctx, u: u, handle: id.profile.Handle, pub: id.cert.PublicKey},
 		}
 	}
+	requested := u.r.cfg.Clock.Now()
 	issued, err := issuer.Enroll(ctx, req)
 	if err != nil {
 		if ua, ok := errors.AsType[UnusableAnswer](err); ok {
@@ -451,7 +453,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 	if rec.Duplicate {
 		u.event(ctx, eventDuplicateCert, "a second "+role+" certificate was issued for this unit", map[string]string{"sha256": rec.SHA256})
 	}
-	if err := u.checkIssued(role, issued); err != nil {
+	if err := u.checkIssued(role, issued, requested); err != nil {
 		return nil, err
 	}
 	k.cert, k.chain = issued.Leaf, issued.Chain
@@ -462,9 +464,14 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 	return out, nil
 }
 
+// NotBeforeSkew is how far a DevID certificate's NotBefore may lie from the time the station
+// asked for it: IEEE 802.1AR wants the creation time, give or take a small clock skew.
+const NotBeforeSkew = 5 * time.Minute
+
 // checkIssued verifies a CA's answer: the attested key, the subject and SAN requested, not a
-// CA, and a chain to the CA's roots.
-func (u *unit) checkIssued(role string, issued *Issued) error {
+// CA, NotBefore at the issuance (between requested minus NotBeforeSkew and now plus
+// NotBeforeSkew), and a chain to the CA's roots.
+func (u *unit) checkIssued(role string, issued *Issued, requested time.Time) error {
 	k := u.keys[role]
 	leaf := issued.Leaf
 	subject, exts, err := u.request(role)
@@ -486,13 +493,18 @@ func (u *unit) checkIssued(role string, issued *Issued) error {
 			return fail(CodeCertInvalid, nil, "%s certificate lacks the requested hardwareModuleName", role)
 		}
 	}
+	now := u.r.cfg.Clock.Now()
+	if nb := leaf.NotBefore; nb.Before(requested.Add(-NotBeforeSkew)) || nb.After(now.Add(NotBeforeSkew)) {
+		return fail(CodeCertInvalid, nil, "%s certificate NotBefore %s is not its issuance time (requested %s, %v skew allowed)",
+			role, nb.UTC().Format(time.RFC3339), requested.UTC().Format(time.RFC3339), NotBeforeSkew)
+	}
 	inter := x509.NewCertPool()
 	for _, c := range issued.Chain {
 		inter.AddCert(c)
 	}
 	issuer := u.r.cfg.Issuers[k.profile.Issuer]
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: issuer.Roots(), Intermediates: inter,
-		CurrentTime: u.r.cfg.Clock.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return fail(CodeCertInvalid, err, "%s certificate does not chain to %s", role, k.profile.Issuer)
 	}
 	return nil
