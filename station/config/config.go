@@ -185,6 +185,7 @@ type Key struct {
 	CA                 string  `toml:"ca"`
 	Subject            Subject `toml:"subject"`
 	HardwareModuleType string  `toml:"hardware_module_type"`
+	HardwareModuleName string  `toml:"hardware_module_name"`
 }
 
 // Subject is a certificate subject; common_name may hold "{serial}".
@@ -678,7 +679,22 @@ func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
 	case !caNames[k.CA]:
 		p.addf("ca %q is not a configured [[ca]]", k.CA)
 	}
-	if k.HardwareModuleType != "" {
+	switch k.HardwareModuleName {
+	case "", workflow.HWModuleTPM:
+		kp.HardwareModuleName = workflow.HWModuleTPM
+	case "serial":
+		kp.HardwareModuleName = workflow.HWModuleSerial
+	case "none":
+		kp.HardwareModuleName = workflow.HWModuleNone
+	default:
+		p.addf("hardware_module_name %q: want tpm, serial or none", k.HardwareModuleName)
+	}
+	switch {
+	case k.HardwareModuleName == "serial" && k.HardwareModuleType == "":
+		p.addf("hardware_module_name \"serial\" needs a hardware_module_type")
+	case k.HardwareModuleName != "serial" && k.HardwareModuleType != "":
+		p.addf("hardware_module_type is the hwType of hardware_module_name \"serial\" only (the TPM's hwType is 2.23.133.1.2)")
+	case k.HardwareModuleType != "":
 		if kp.HardwareModuleType, err = parseOID(k.HardwareModuleType); err != nil {
 			p.addf("hardware_module_type: %v", err)
 		}

@@ -88,6 +88,9 @@ func TestExampleLoads(t *testing.T) {
 	if p == nil || p.IDevID.Handle != 0x81020000 || p.IDevIDNV.Index != 0x01C90000 || p.LDevIDAuth != workflow.AuthIDevIDMTLS {
 		t.Fatalf("default profile = %+v", p)
 	}
+	if p.IDevID.HardwareModuleName != workflow.HWModuleTPM || p.LDevID.HardwareModuleName != workflow.HWModuleTPM {
+		t.Errorf("hardware module names %q, %q; want tpm", p.IDevID.HardwareModuleName, p.LDevID.HardwareModuleName)
+	}
 	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
@@ -145,6 +148,15 @@ func TestInvalid(t *testing.T) {
 			return strings.Replace(s, `algorithm = "ecc-p256"`, `algorithm = "ecc-p384"`, 1)
 		}, 0o600, "ecc-p384"},
 		{"ldevid handle in the SRK range", func(s string) string { return strings.Replace(s, "handle = 0x81020002", "handle = 0x81000005", 1) }, 0o600, "keeps for SRKs"},
+		{"unknown hardware_module_name", func(s string) string {
+			return strings.Replace(s, `hardware_module_name = "tpm"`, `hardware_module_name = "chip"`, 1)
+		}, 0o600, "want tpm, serial or none"},
+		{"serial hardware_module_name without type", func(s string) string {
+			return strings.Replace(s, `hardware_module_name = "tpm"`, `hardware_module_name = "serial"`, 1)
+		}, 0o600, "needs a hardware_module_type"},
+		{"hardware_module_type with the TPM's name", func(s string) string {
+			return strings.Replace(s, `hardware_module_name = "tpm"`, `hardware_module_name = "tpm"`+"\n"+`hardware_module_type = "1.2.3"`, 1)
+		}, 0o600, "hardware_module_type is the hwType"},
 		{"unknown CA", func(s string) string { return strings.Replace(s, `ca = "customer-ldevid"`, `ca = "nope"`, 1) }, 0o600, `"nope"`},
 		{"unknown role", func(s string) string { return strings.Replace(s, `role = "qa"`, `role = "boss"`, 1) }, 0o600, "boss"},
 		{"plain http CA", func(s string) string {

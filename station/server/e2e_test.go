@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"os"
 	"testing"
@@ -64,6 +65,19 @@ func TestProvisionHappyPath(t *testing.T) {
 			if nv.Attributes&(1<<11) == 0 {
 				t.Error("IDevID NV index is not write-locked")
 			}
+			// The IDevID names the TPM (TCG DevID): hwType TPM 2.0, hwSerialNum the EK
+			// certificate's serial number.
+			ek, err := sim.ReadEK(tc.ek)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ekCert, err := x509.ParseCertificate(ek.Certificate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ, serial := hardwareModuleName(t, idevid); !typ.Equal(asn1.ObjectIdentifier{2, 23, 133, 1, 2}) || !bytes.Equal(serial, ekCert.SerialNumber.Bytes()) {
+				t.Errorf("IDevID hardwareModuleName %v %x, want 2.23.133.1.2 %x (the EK certificate's serial)", typ, serial, ekCert.SerialNumber.Bytes())
+			}
 			pemData, err := os.ReadFile(l.file.Profiles[0].LDevIDCertPath)
 			if err != nil {
 				t.Fatal(err)
@@ -94,12 +108,53 @@ func TestProvisionHappyPath(t *testing.T) {
 			if fileCerts[0].Subject.SerialNumber != "SN-0001" {
 				t.Errorf("LDevID subject %s", fileCerts[0].Subject)
 			}
+			// The test line's LDevID profile chose hardware_module_name = "serial".
+			if typ, serial := hardwareModuleName(t, fileCerts[0]); !typ.Equal(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1, 1}) || string(serial) != "SN-0001" {
+				t.Errorf("LDevID hardwareModuleName %v %q, want the profile's hwType and the serial", typ, serial)
+			}
 			onboarding, err := os.ReadFile(l.file.Profiles[0].Onboarding.Path)
 			if err != nil || !bytes.Contains(onboarding, []byte(`registration_id = "SN-0001"`)) {
 				t.Errorf("onboarding config missing or wrong (%v):\n%s", err, onboarding)
 			}
 		})
 	}
+}
+
+// hardwareModuleName decodes the one hardwareModuleName otherName (RFC 4108) of a
+// certificate's subjectAltName, independently of the station's code.
+func hardwareModuleName(t *testing.T, c *x509.Certificate) (asn1.ObjectIdentifier, []byte) {
+	t.Helper()
+	for _, e := range c.Extensions {
+		if !e.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 17}) {
+			continue
+		}
+		var names []asn1.RawValue
+		if _, err := asn1.Unmarshal(e.Value, &names); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			var on struct {
+				Type  asn1.ObjectIdentifier
+				Value asn1.RawValue // [0] EXPLICIT around the name
+			}
+			if n.Tag != 0 || n.Class != asn1.ClassContextSpecific {
+				continue
+			}
+			if _, err := asn1.UnmarshalWithParams(n.FullBytes, &on, "tag:0"); err != nil {
+				t.Fatal(err)
+			}
+			var hmn struct {
+				Type   asn1.ObjectIdentifier
+				Serial []byte
+			}
+			if _, err := asn1.Unmarshal(on.Value.Bytes, &hmn); err != nil {
+				t.Fatal(err)
+			}
+			return hmn.Type, hmn.Serial
+		}
+	}
+	t.Fatalf("%s has no hardwareModuleName", c.Subject)
+	return nil, nil
 }
 
 // TestLostCAAnswer has the IDevID CA issue and then drop its answer: the EST client retries the

@@ -12,6 +12,24 @@ import (
 var (
 	oidSubjectAltName     = asn1.ObjectIdentifier{2, 5, 29, 17}
 	oidHardwareModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
+	// OIDTPM20 is tcg-sv-tpm20, the hwType of a TPM 2.0's hardwareModuleName (TCG TPM 2.0 Keys
+	// for Device Identity and Attestation).
+	OIDTPM20 = asn1.ObjectIdentifier{2, 23, 133, 1, 2}
+)
+
+// What a DevID certificate's hardwareModuleName (subjectAltName otherName, RFC 4108) names;
+// KeyProfile.HardwareModuleName.
+const (
+	// HWModuleTPM names the TPM that holds the key, as the TCG DevID specification defines it
+	// for a TPM-resident DevID: hwType tcg-sv-tpm20 (2.23.133.1.2), hwSerialNum the serial
+	// number of the TPM's EK certificate (the one the station verified), big-endian, without
+	// leading zero bytes. The unit's serial stays in the subject's serialNumber.
+	HWModuleTPM = "tpm"
+	// HWModuleSerial names the unit: hwType KeyProfile.HardwareModuleType, hwSerialNum the
+	// unit's serial.
+	HWModuleSerial = "serial"
+	// HWModuleNone asks for no subjectAltName.
+	HWModuleNone = ""
 )
 
 // Subject is the distinguished name a profile gives a DevID certificate. CommonName may hold
@@ -54,12 +72,12 @@ type otherName struct {
 }
 
 // sanExtension returns a subjectAltName holding one otherName hardwareModuleName{hwType,
-// serial} (RFC 4108, IEEE 802.1AR), or false when the profile asks for none.
-func sanExtension(hwType asn1.ObjectIdentifier, serial string) (pkix.Extension, bool, error) {
+// serial} (RFC 4108, IEEE 802.1AR), or false when hwType is empty (no subjectAltName).
+func sanExtension(hwType asn1.ObjectIdentifier, serial []byte) (pkix.Extension, bool, error) {
 	if len(hwType) == 0 {
 		return pkix.Extension{}, false, nil
 	}
-	hmn, err := asn1.Marshal(hardwareModuleName{Type: hwType, Serial: []byte(serial)})
+	hmn, err := asn1.Marshal(hardwareModuleName{Type: hwType, Serial: serial})
 	if err != nil {
 		return pkix.Extension{}, false, err
 	}

@@ -14,7 +14,7 @@ import (
 
 func TestHardwareModuleNameRoundTrip(t *testing.T) {
 	hwType := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1, 1}
-	ext, ok, err := sanExtension(hwType, "SN-0042")
+	ext, ok, err := sanExtension(hwType, []byte("SN-0042"))
 	if err != nil || !ok {
 		t.Fatalf("sanExtension: %v %v", ok, err)
 	}
@@ -37,7 +37,7 @@ func TestHardwareModuleNameRoundTrip(t *testing.T) {
 	if cert.Subject.SerialNumber != "SN-0042" || cert.Subject.CommonName != "SN-0042" {
 		t.Errorf("subject %s", cert.Subject)
 	}
-	other, _, _ := sanExtension(hwType, "SN-0043")
+	other, _, _ := sanExtension(hwType, []byte("SN-0043"))
 	if !sameHardwareModuleName(ext.Value, ext.Value) || sameHardwareModuleName(ext.Value, other.Value) {
 		t.Error("sameHardwareModuleName does not tell serials apart")
 	}

@@ -52,8 +52,11 @@ type KeyProfile struct {
 	Issuer string
 	// Subject is the certificate subject.
 	Subject Subject
-	// HardwareModuleType is the hwType of the hardwareModuleName SAN; empty for no SAN.
+	// HardwareModuleType is the hwType of the hardwareModuleName SAN with HWModuleSerial.
 	HardwareModuleType asn1.ObjectIdentifier
+	// HardwareModuleName is what the hardwareModuleName SAN names: HWModuleTPM,
+	// HWModuleSerial or HWModuleNone (no SAN).
+	HardwareModuleName string
 }
 
 // NVProfile is an NV index for a certificate.

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -372,7 +373,21 @@ func (u *unit) request(role string) ([]byte, []pkix.Extension, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	san, ok, err := sanExtension(kp.HardwareModuleType, u.serial)
+	var hwType asn1.ObjectIdentifier
+	var hwSerial []byte
+	switch kp.HardwareModuleName {
+	case HWModuleTPM:
+		if u.ekCert == nil {
+			return nil, nil, errors.New("no verified EK certificate to name the TPM by")
+		}
+		hwType, hwSerial = OIDTPM20, u.ekCert.Certificate.SerialNumber.Bytes()
+	case HWModuleSerial:
+		hwType, hwSerial = kp.HardwareModuleType, []byte(u.serial)
+	case HWModuleNone:
+	default:
+		return nil, nil, fmt.Errorf("hardware module name %q", kp.HardwareModuleName)
+	}
+	san, ok, err := sanExtension(hwType, hwSerial)
 	if err != nil {
 		return nil, nil, err
 	}
