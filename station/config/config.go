@@ -186,6 +186,8 @@ type Key struct {
 	Subject            Subject `toml:"subject"`
 	HardwareModuleType string  `toml:"hardware_module_type"`
 	HardwareModuleName string  `toml:"hardware_module_name"`
+	// CertificatePolicies defaults to true.
+	CertificatePolicies *bool `toml:"certificate_policies"`
 }
 
 // Subject is a certificate subject; common_name may hold "{serial}".
@@ -662,7 +664,8 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 // validate checks the key and returns every problem.
 func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
 	var p problems
-	kp := workflow.KeyProfile{Handle: k.Handle, Issuer: k.CA, Subject: workflow.Subject(k.Subject)}
+	kp := workflow.KeyProfile{Handle: k.Handle, Issuer: k.CA, Subject: workflow.Subject(k.Subject),
+		CertificatePolicies: k.CertificatePolicies == nil || *k.CertificatePolicies}
 	var err error
 	if kp.Algorithm, err = algorithm(k.Algorithm); err != nil {
 		p.addf("%v", err)

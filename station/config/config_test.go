@@ -91,6 +91,9 @@ func TestExampleLoads(t *testing.T) {
 	if p.IDevID.HardwareModuleName != workflow.HWModuleTPM || p.LDevID.HardwareModuleName != workflow.HWModuleTPM {
 		t.Errorf("hardware module names %q, %q; want tpm", p.IDevID.HardwareModuleName, p.LDevID.HardwareModuleName)
 	}
+	if !p.IDevID.CertificatePolicies || !p.LDevID.CertificatePolicies {
+		t.Error("certificate policies not asked for")
+	}
 	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
@@ -325,6 +328,36 @@ func TestDefaultHandles(t *testing.T) {
 			if p.SRKHandle != tc.srk || p.IDevID.Handle != 0x81020000 || p.LDevID.Handle != 0x81020002 {
 				t.Errorf("srk %#x, idevid %#x, ldevid %#x; want srk %#x, idevid 0x81020000, ldevid 0x81020002",
 					p.SRKHandle, p.IDevID.Handle, p.LDevID.Handle, tc.srk)
+			}
+		})
+	}
+}
+
+// TestCertificatePolicies: certificate_policies defaults to true and can be turned off per key.
+func TestCertificatePolicies(t *testing.T) {
+	for _, tc := range []struct {
+		name, to       string
+		idevid, ldevid bool
+	}{
+		{"omitted", "", true, true},
+		{"off for the IDevID", "certificate_policies = false\n", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			s := strings.Replace(string(data), "certificate_policies = true\n", tc.to, 1)
+			if tc.to == "" {
+				s = strings.ReplaceAll(s, "certificate_policies = true\n", "")
+			}
+			write(t, path, []byte(s), 0o644)
+			rt, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := rt.Profiles["default"]
+			if p.IDevID.CertificatePolicies != tc.idevid || p.LDevID.CertificatePolicies != tc.ldevid {
+				t.Errorf("policies %v, %v; want %v, %v", p.IDevID.CertificatePolicies, p.LDevID.CertificatePolicies, tc.idevid, tc.ldevid)
 			}
 		})
 	}

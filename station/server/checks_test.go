@@ -325,3 +325,16 @@ func TestCABackdates(t *testing.T) {
 	}
 	l.issuedAllKnown(l.srv.Store())
 }
+
+// TestCADropsPolicies has the IDevID CA leave out the TCG DevID certificate policies the
+// station asked for: the station refuses the certificate.
+func TestCADropsPolicies(t *testing.T) {
+	l := newTestLine(t, lineOptions{noPolicies: true})
+	l.workOrder("WO-1", "SN-0001")
+	sim := l.manufacture(nil, tpm.ECCP256)
+	v := l.runUnit(context.Background(), "SN-0001", sim)
+	if v.Passed || v.Code != workflow.CodeCertInvalid || !strings.Contains(v.Message, "certificate policies") {
+		t.Fatalf("verdict %+v, want %s about the certificate policies", v, workflow.CodeCertInvalid)
+	}
+	l.issuedAllKnown(l.srv.Store())
+}

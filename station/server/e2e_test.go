@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/devid-station/devid/device-agent/tpm"
@@ -65,6 +66,13 @@ func TestProvisionHappyPath(t *testing.T) {
 			if nv.Attributes&(1<<11) == 0 {
 				t.Error("IDevID NV index is not write-locked")
 			}
+			// Both carry the TCG DevID policies: TPM residency and fixedTPM verified.
+			residency, fixed := asn1.ObjectIdentifier{2, 23, 133, 11, 1, 1}, asn1.ObjectIdentifier{2, 23, 133, 11, 1, 2}
+			for _, c := range []*x509.Certificate{idevid, ldevid(t, l.file.Profiles[0].LDevIDCertPath)} {
+				if !slices.EqualFunc(c.PolicyIdentifiers, []asn1.ObjectIdentifier{residency, fixed}, asn1.ObjectIdentifier.Equal) {
+					t.Errorf("%s policies %v, want verifiedTPMResidency and verifiedTPMFixed", c.Subject, c.PolicyIdentifiers)
+				}
+			}
 			// The IDevID names the TPM (TCG DevID): hwType TPM 2.0, hwSerialNum the EK
 			// certificate's serial number.
 			ek, err := sim.ReadEK(tc.ek)
@@ -118,6 +126,24 @@ func TestProvisionHappyPath(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ldevid reads the LDevID certificate, the first of the PEM file on the unit.
+func ldevid(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s holds no PEM", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // hardwareModuleName decodes the one hardwareModuleName otherName (RFC 4108) of a

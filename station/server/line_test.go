@@ -44,6 +44,7 @@ type lineOptions struct {
 	wrap       func(workflow.Journal) workflow.Journal
 	configure  func(*config.File) // adjusts the station's configuration before it starts
 	caClock    estca.Clock        // the dev CAs' clock; nil: the system clock
+	noPolicies bool               // the IDevID CA drops the requested certificate policies
 }
 
 const headerSecret = "line-test-secret"
@@ -127,10 +128,10 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 	}
 	ca, err := estca.New(estca.Config{TLSCert: caTLS, CAs: []estca.CAConfig{
 		{Label: "idevid", Issuer: pki.IDevIDIssuing.Cert, Signer: pki.IDevIDIssuing.Signer, Chain: pki.IDevIDIssuing.Chain()[1:], Root: pki.MakerRoot.Cert,
-			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{NotAfter: estca.NoExpiry, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true},
+			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{NotAfter: estca.NoExpiry, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: !opts.noPolicies},
 			Auth: estca.Auth{HeaderSecret: secret}, Knobs: opts.knobs},
 		{Label: "ldevid", Issuer: pki.LDevIDIssuing.Cert, Signer: pki.LDevIDIssuing.Signer, Chain: pki.LDevIDIssuing.Chain()[1:], Root: pki.CustomerRoot.Cert,
-			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{Validity: 365 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true},
+			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{Validity: 365 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: true},
 			Auth: ldevidAuth},
 	}, Clock: opts.caClock})
 	if err != nil {

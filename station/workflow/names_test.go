@@ -45,3 +45,42 @@ func TestHardwareModuleNameRoundTrip(t *testing.T) {
 		t.Error("empty SAN parsed")
 	}
 }
+
+func TestPoliciesExtension(t *testing.T) {
+	ext, err := policiesExtension(devIDPolicies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ext.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 32}) || ext.Critical {
+		t.Fatalf("extension %v critical %v", ext.Id, ext.Critical)
+	}
+	restricted := asn1.ObjectIdentifier{2, 23, 133, 11, 1, 3}
+	for _, tc := range []struct {
+		name string
+		got  []asn1.ObjectIdentifier
+		want bool
+	}{
+		{"both", []asn1.ObjectIdentifier{OIDVerifiedTPMResidency, OIDVerifiedTPMFixed}, true},
+		{"both and another", []asn1.ObjectIdentifier{restricted, OIDVerifiedTPMFixed, OIDVerifiedTPMResidency}, true},
+		{"fixed missing", []asn1.ObjectIdentifier{OIDVerifiedTPMResidency, restricted}, false},
+		{"none", nil, false},
+	} {
+		if got := hasPolicies(tc.got, ext.Value); got != tc.want {
+			t.Errorf("%s: hasPolicies = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if hasPolicies([]asn1.ObjectIdentifier{OIDVerifiedTPMResidency}, []byte{0x04, 0x00}) {
+		t.Error("a malformed requested value matched")
+	}
+	// crypto/x509 reads the extension back as the two policies.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(),
+		NotAfter: time.Now().Add(time.Hour), ExtraExtensions: []pkix.Extension{ext}}, &x509.Certificate{}, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil || len(cert.PolicyIdentifiers) != 2 || !hasPolicies(cert.PolicyIdentifiers, ext.Value) {
+		t.Fatalf("parsed policies %v (%v)", cert.PolicyIdentifiers, err)
+	}
+}

@@ -57,6 +57,9 @@ type KeyProfile struct {
 	// HardwareModuleName is what the hardwareModuleName SAN names: HWModuleTPM,
 	// HWModuleSerial or HWModuleNone (no SAN).
 	HardwareModuleName string
+	// CertificatePolicies asks for the TCG DevID certificate policies verifiedTPMResidency and
+	// verifiedTPMFixed, and checks them in the issued certificate.
+	CertificatePolicies bool
 }
 
 // NVProfile is an NV index for a certificate.

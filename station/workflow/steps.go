@@ -395,6 +395,13 @@ func (u *unit) request(role string) ([]byte, []pkix.Extension, error) {
 	if ok {
 		exts = append(exts, san)
 	}
+	if kp.CertificatePolicies {
+		pol, err := policiesExtension(devIDPolicies)
+		if err != nil {
+			return nil, nil, err
+		}
+		exts = append(exts, pol)
+	}
 	return subject, exts, nil
 }
 
@@ -503,6 +510,12 @@ func (u *unit) checkIssued(role string, issued *Issued, requested time.Time) err
 		return fail(CodeCertInvalid, nil, "%s certificate is a CA certificate", role)
 	}
 	for _, want := range exts {
+		if want.Id.Equal(oidCertificatePolicies) {
+			if !hasPolicies(leaf.PolicyIdentifiers, want.Value) {
+				return fail(CodeCertInvalid, nil, "%s certificate lacks the requested certificate policies (has %v)", role, leaf.PolicyIdentifiers)
+			}
+			continue
+		}
 		i := slices.IndexFunc(leaf.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(want.Id) })
 		if i < 0 || !sameHardwareModuleName(leaf.Extensions[i].Value, want.Value) {
 			return fail(CodeCertInvalid, nil, "%s certificate lacks the requested hardwareModuleName", role)
