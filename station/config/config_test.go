@@ -106,7 +106,8 @@ func TestExampleLoads(t *testing.T) {
 	if rt.Roles["mes-1"] != "mes" || rt.StepTimeouts["idevid_key"] != 10*time.Minute {
 		t.Errorf("roles %v, timeouts %v", rt.Roles, rt.StepTimeouts)
 	}
-	out, err := p.Onboarding.Render(workflow.OnboardingInput{Serial: "SN-0001", LDevIDCertPath: "/etc/devid/ldevid.pem", LDevIDHandle: 0x81020002})
+	pin := "00112233445566778899aabbccddeeff"
+	out, err := p.Onboarding.Render(workflow.OnboardingInput{Serial: "SN-0001", LDevIDCertPath: "/etc/devid/ldevid.pem", LDevIDHandle: 0x81020002, PIN: pin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +137,25 @@ func TestExampleLoads(t *testing.T) {
 		doc.CertIssuance.EST.Auth.BootstrapIdentityCert != "file:///etc/devid/ldevid.pem" || !doc.CertIssuance.EST.IdentityAutoRenew.RotateKey {
 		t.Errorf("rendered config = %+v", doc)
 	}
+	if problems := CheckAzureIoTIdentity(out); len(problems) != 0 {
+		t.Errorf("rendered config fails the schema: %q", problems)
+	}
+	for _, want := range []string{
+		`pkcs11_lib_path = "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1"`,
+		`pkcs11_base_slot = "pkcs11:token=devid?pin-value=` + pin + `"`,
+		`bootstrap_identity_pk = "pkcs11:token=devid;object=ldevid?pin-value=` + pin + `"`,
+		`trusted_certs = ["file:///etc/aziot/est-root-ca.pem"]`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rendered config lacks %s", want)
+		}
+	}
+	if o := p.Onboarding; o.PINPath != "/etc/devid/pkcs11-pin" || o.TrustBundlePath != "/etc/aziot/est-root-ca.pem" || !strings.HasPrefix(string(o.TrustBundle), "-----BEGIN CERTIFICATE-----") {
+		t.Errorf("onboarding files: pin %q, bundle %q (%d bytes)", o.PINPath, o.TrustBundlePath, len(o.TrustBundle))
+	}
+	if got := p.Files(); len(got) != 4 {
+		t.Errorf("profile files %q, want the LDevID, the config, the trust bundle and the PIN file", got)
+	}
 }
 
 func TestInvalid(t *testing.T) {
@@ -161,6 +181,14 @@ func TestInvalid(t *testing.T) {
 			return strings.Replace(s, `hardware_module_name = "tpm"`, `hardware_module_name = "tpm"`+"\n"+`hardware_module_type = "1.2.3"`, 1)
 		}, 0o600, "hardware_module_type is the hwType"},
 		{"unknown CA", func(s string) string { return strings.Replace(s, `ca = "customer-ldevid"`, `ca = "nope"`, 1) }, 0o600, `"nope"`},
+		{"old onboarding value", func(s string) string {
+			return strings.Replace(s, `pkcs11_object = "ldevid"`, `pkcs11_object = "ldevid"`+"\n"+`bootstrap_identity_pk = "pkcs11:token=devid;object=ldevid?pin-source=file:/etc/aziot/pin"`, 1)
+		}, 0o600, "values.bootstrap_identity_pk is not a value"},
+		{"no PIN file", func(s string) string { return strings.Replace(s, `pin_path = "/etc/devid/pkcs11-pin"`, ``, 1) }, 0o600, "needs trust_bundle, trust_bundle_path and pin_path"},
+		{"token label needing escapes", func(s string) string {
+			return strings.Replace(s, `pkcs11_token = "devid"`, `pkcs11_token = "dev id;x"`, 1)
+		}, 0o600, "values.pkcs11_token"},
+		{"onboarding as plain toml", func(s string) string { return strings.Replace(s, `format = "aziot"`, `format = "toml"`, 1) }, 0o600, "checked as aziot"},
 		{"unknown role", func(s string) string { return strings.Replace(s, `role = "qa"`, `role = "boss"`, 1) }, 0o600, "boss"},
 		{"plain http CA", func(s string) string {
 			return strings.Replace(s, "https://ca.maker.example", "http://ca.maker.example", 1)
@@ -259,6 +287,7 @@ func TestOneErrorPerFault(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			s = strings.Replace(s, `trust_bundle = ["dev/tls/station-ca.pem"]`, `trust_bundle = ["dev/pki/maker-root-ca.pem"]`, 1)
 			return strings.Replace(s, `trust_anchors = ["dev/tls/station-ca.pem"]`, `trust_anchors = ["dev/pki/maker-root-ca.pem"]`, 2)
 		}, []string{"api: loading", "api.client_ca_file: open"}},
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/devid-station/devid/device-agent/tpm"
 	"github.com/devid-station/devid/fixture/estca"
+	"github.com/devid-station/devid/station/config"
 	"github.com/devid-station/devid/station/store"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -120,9 +121,31 @@ func TestProvisionHappyPath(t *testing.T) {
 			if typ, serial := hardwareModuleName(t, fileCerts[0]); !typ.Equal(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1, 1}) || string(serial) != "SN-0001" {
 				t.Errorf("LDevID hardwareModuleName %v %q, want the profile's hwType and the serial", typ, serial)
 			}
-			onboarding, err := os.ReadFile(l.file.Profiles[0].Onboarding.Path)
+			ob := l.file.Profiles[0].Onboarding
+			onboarding, err := os.ReadFile(ob.Path)
 			if err != nil || !bytes.Contains(onboarding, []byte(`registration_id = "SN-0001"`)) {
 				t.Errorf("onboarding config missing or wrong (%v):\n%s", err, onboarding)
+			}
+			// The files the configuration names are on the unit: the trust bundle, the PIN
+			// (0600, also the pin-value of the PKCS#11 URIs), the LDevID; and it passes the
+			// Identity Service schema check.
+			if problems := config.CheckAzureIoTIdentity(onboarding); len(problems) != 0 {
+				t.Errorf("onboarding config fails the schema: %q", problems)
+			}
+			bundle, err := os.ReadFile(ob.TrustBundlePath)
+			if block, _ := pem.Decode(bundle); err != nil || block == nil || !bytes.Equal(block.Bytes, l.pki.MakerRoot.Cert.Raw) {
+				t.Errorf("trust bundle %s: %v, does not hold the EST server's root", ob.TrustBundlePath, err)
+			}
+			if !bytes.Contains(onboarding, []byte(`trusted_certs = ["file://`+ob.TrustBundlePath+`"]`)) {
+				t.Errorf("config does not name the trust bundle %s", ob.TrustBundlePath)
+			}
+			pin, err := os.ReadFile(ob.PINPath)
+			st, statErr := os.Stat(ob.PINPath)
+			if err != nil || statErr != nil || st.Mode().Perm() != 0o600 || len(bytes.TrimSpace(pin)) != 32 {
+				t.Fatalf("PIN file %s: %v %v, %d bytes", ob.PINPath, err, statErr, len(pin))
+			}
+			if want := "object=ldevid?pin-value=" + string(bytes.TrimSpace(pin)); !bytes.Contains(onboarding, []byte(want)) {
+				t.Error("the bootstrap key's URI does not carry the unit's PIN as pin-value")
 			}
 		})
 	}

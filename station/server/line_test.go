@@ -174,7 +174,9 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 			LDevIDAuth:     opts.ldevidAuth,
 			Onboarding: &config.Onboarding{Template: config.AzureIoTIdentityTemplate, Path: filepath.Join(unitRoot, "etc/aziot/config.toml"),
 				Values: map[string]string{"global_endpoint": "https://dps.example", "id_scope": "0ne0001", "est_url": "https://est.example/.well-known/est",
-					"est_trusted_certs": "file:///etc/aziot/est-ca.pem", "bootstrap_identity_pk": "pkcs11:token=devid;object=ldevid"}},
+					"pkcs11_lib_path": "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1", "pkcs11_token": "devid", "pkcs11_object": "ldevid"},
+				TrustBundle: []string{"pki/maker-root-ca.pem"}, TrustBundlePath: filepath.Join(unitRoot, "etc/aziot/est-ca.pem"),
+				PINPath: filepath.Join(unitRoot, "etc/devid/pkcs11-pin")},
 		}},
 	}
 	pool := x509.NewCertPool()

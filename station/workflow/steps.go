@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -633,10 +634,20 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func (u *unit) onboardingContent() ([]byte, error) {
+func (u *unit) onboardingContent(pin string) ([]byte, error) {
 	o := u.profile.Onboarding
 	k := u.keys[roleLDevID]
-	return o.Render(OnboardingInput{Serial: u.serial, LDevIDCertPath: u.profile.LDevIDCertPath, LDevIDHandle: k.profile.Handle, LDevIDCert: k.cert})
+	return o.Render(OnboardingInput{Serial: u.serial, LDevIDCertPath: u.profile.LDevIDCertPath, LDevIDHandle: k.profile.Handle, LDevIDCert: k.cert, PIN: pin})
+}
+
+// pinFile is the content of the unit's PIN file.
+func pinFile(pin string) []byte { return []byte(pin + "\n") }
+
+// onboardingResult is the onboarding step's record: digests only, never the PIN.
+type onboardingResult struct {
+	installResult
+	// Files maps the further files written (trust bundle, PIN file) to their SHA-256.
+	Files map[string]string `json:"files,omitempty"`
 }
 
 func (u *unit) onboarding(ctx context.Context) (any, error) {
@@ -644,14 +655,61 @@ func (u *unit) onboarding(ctx context.Context) (any, error) {
 	if o == nil {
 		return installResult{Where: "none"}, nil
 	}
-	data, err := u.onboardingContent()
+	res := onboardingResult{Files: map[string]string{}}
+	if o.TrustBundlePath != "" {
+		if err := u.writeFile(ctx, o.TrustBundlePath, o.TrustBundle, 0o644); err != nil {
+			return nil, err
+		}
+		res.Files[o.TrustBundlePath] = sha(o.TrustBundle)
+	}
+	var pin string
+	if o.PINPath != "" {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fail(CodeInternal, err, "drawing a PIN")
+		}
+		pin = hex.EncodeToString(b)
+		if err := u.writeFile(ctx, o.PINPath, pinFile(pin), 0o600); err != nil {
+			return nil, err
+		}
+		res.Files[o.PINPath] = sha(pinFile(pin))
+	}
+	data, err := u.onboardingContent(pin)
 	if err != nil {
 		return nil, fail(CodeInternal, err, "rendering the onboarding configuration")
 	}
 	if err := u.writeFile(ctx, o.Path, data, o.Mode); err != nil {
 		return nil, err
 	}
-	return installResult{Where: o.Path, SHA256: sha(data)}, nil
+	res.installResult = installResult{Where: o.Path, SHA256: sha(data)}
+	return res, nil
+}
+
+// verifyOnboarding reads back the onboarding files: the trust bundle, and the configuration
+// rendered again with the PIN the unit's PIN file holds.
+func (u *unit) verifyOnboarding(ctx context.Context, o *Onboarding) error {
+	if o.TrustBundlePath != "" {
+		if err := u.readBackFile(ctx, o.TrustBundlePath, o.TrustBundle); err != nil {
+			return err
+		}
+	}
+	var pin string
+	if o.PINPath != "" {
+		res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ReadFile{ReadFile: &agentv1.ReadFileRequest{Path: o.PINPath}}})
+		if err != nil {
+			return fail(CodeReadbackMismatch, err, "reading back %s", o.PINPath)
+		}
+		content := res.GetReadFile().GetContent()
+		pin = strings.TrimSuffix(string(content), "\n")
+		if len(pin) != 32 || !bytes.Equal(content, pinFile(pin)) {
+			return fail(CodeReadbackMismatch, nil, "%s does not hold a PIN the station wrote", o.PINPath)
+		}
+	}
+	data, err := u.onboardingContent(pin)
+	if err != nil {
+		return fail(CodeInternal, err, "rendering the onboarding configuration")
+	}
+	return u.readBackFile(ctx, o.Path, data)
 }
 
 type verifyResult struct {
@@ -670,11 +728,7 @@ func (u *unit) verify(ctx context.Context) (any, error) {
 	}
 	checks["ldevid_file"] = "ok"
 	if o := u.profile.Onboarding; o != nil {
-		data, err := u.onboardingContent()
-		if err != nil {
-			return nil, fail(CodeInternal, err, "rendering the onboarding configuration")
-		}
-		if err := u.readBackFile(ctx, o.Path, data); err != nil {
+		if err := u.verifyOnboarding(ctx, o); err != nil {
 			return nil, err
 		}
 		checks["onboarding_file"] = "ok"
