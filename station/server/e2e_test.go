@@ -147,6 +147,10 @@ func TestProvisionHappyPath(t *testing.T) {
 			if want := "object=ldevid?pin-value=" + string(bytes.TrimSpace(pin)); !bytes.Contains(onboarding, []byte(want)) {
 				t.Error("the bootstrap key's URI does not carry the unit's PIN as pin-value")
 			}
+			// The PIN is the unit's secret: the station's store never holds it.
+			if db, err := os.ReadFile(l.file.StorePath); err != nil || bytes.Contains(db, bytes.TrimSpace(pin)) {
+				t.Errorf("the store holds the unit's PIN (or cannot be read: %v)", err)
+			}
 		})
 	}
 }
