@@ -28,8 +28,9 @@ type Onboarding struct {
 	Path string `toml:"path"`
 	// Mode is its permission bits (default 0600).
 	Mode uint32 `toml:"mode"`
-	// Format is "aziot" (the rendered file must pass CheckAzureIoTIdentity; the default and
-	// the only format of the built-in template), "toml" (it must parse as TOML) or "text".
+	// Format is "aziot" (the rendered file must pass CheckAzureIoTIdentity; the only format of
+	// the built-in template, and its default), "toml" (it must parse as TOML; the default of
+	// other templates) or "text".
 	Format string `toml:"format"`
 	// Values are passed to the template as .Values.
 	Values map[string]string `toml:"values"`
@@ -152,8 +153,10 @@ func (o *Onboarding) validate(abs func(string) string) (*workflow.Onboarding, er
 	if err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
-	if format == "" {
+	if format == "" && o.Template == AzureIoTIdentityTemplate {
 		format = "aziot"
+	} else if format == "" {
+		format = "toml"
 	}
 	if format != "aziot" && format != "toml" && format != "text" {
 		return nil, fmt.Errorf("format %q: want aziot, toml or text", o.Format)
