@@ -23,10 +23,9 @@ var (
 	// OIDVerifiedTPMResidency: the key is resident in the TPM whose EK was verified.
 	OIDVerifiedTPMResidency = asn1.ObjectIdentifier{2, 23, 133, 11, 1, 1}
 	// OIDVerifiedTPMFixed: the key's fixedTPM attribute was verified (an IDevID or LDevID).
+	// (tcg-cap-verifiedTPMRestricted, 2.23.133.11.1.3, is for an IAK or LAK, restricted keys
+	// the station does not create.)
 	OIDVerifiedTPMFixed = asn1.ObjectIdentifier{2, 23, 133, 11, 1, 2}
-	// OIDVerifiedTPMRestricted: the key's fixedTPM and restricted attributes were verified (an
-	// IAK or LAK); the station's DevID keys are unrestricted, so it never asks for this one.
-	OIDVerifiedTPMRestricted = asn1.ObjectIdentifier{2, 23, 133, 11, 1, 3}
 )
 
 // What a DevID certificate's hardwareModuleName (subjectAltName otherName, RFC 4108) names;
