@@ -156,7 +156,9 @@ func (a *runner) session(ctx context.Context) (v Verdict, gotCommand bool, err e
 	if err := stream.Send(&agentv1.AgentMessage{Body: &agentv1.AgentMessage_Hello{Hello: hello}}); err != nil {
 		if errors.Is(err, io.EOF) {
 			// The station ended the stream first (a refusal): its status is what Recv says.
-			_, err = stream.Recv()
+			if _, rerr := stream.Recv(); rerr != nil {
+				err = rerr
+			}
 		}
 		return Verdict{}, false, fmt.Errorf("sending hello: %w", err)
 	}
