@@ -352,6 +352,12 @@ func (u *unit) intent(step string) []byte {
 			sum := sha256.Sum256(k.csr)
 			m["csr_sha256"] = hex.EncodeToString(sum[:])
 			m["ca"] = k.profile.Issuer
+			// The key that may hold a certificate once the request left, by its TPM Name and
+			// by the SHA-256 of its SubjectPublicKeyInfo (what a CA's search knows it by).
+			if k.key != nil {
+				m["key_name"] = hex.EncodeToString(k.key.Name)
+				m["public_key_sha256"] = PublicKeySHA256(k.key.PublicKey)
+			}
 		}
 	}
 	b, err := json.Marshal(m)
