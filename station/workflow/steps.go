@@ -501,6 +501,14 @@ type enrollResult struct {
 
 func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 	k := u.keys[role]
+	if issued, ok, err := u.recorded(ctx, role); err != nil || ok {
+		if err != nil {
+			return nil, err
+		}
+		u.log.Info("using the certificate recorded before the station stopped; no new request", "step", u.step, "sha256", sha(issued.Leaf.Raw))
+		k.cert, k.chain = issued.Leaf, issued.Chain
+		return enrollResult{Cert: issued.Leaf.Raw, Chain: chainDER(issued.Chain)}, nil
+	}
 	issuer := u.r.cfg.Issuers[k.profile.Issuer]
 	req := EnrollRequest{Serial: u.serial, CSR: k.csr}
 	if role == roleLDevID && u.profile.LDevIDAuth == AuthIDevIDMTLS {
@@ -532,7 +540,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		return nil, fail(CodeCAUnavailable, err, "enrolling the %s certificate at %s", role, k.profile.Issuer)
 	}
 	// Record first: the store must know every certificate a CA issued, valid or not.
-	rec, err := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, issued.Leaf.Raw)
+	rec, err := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, issued.Leaf.Raw, chainDER(issued.Chain)...)
 	if err != nil {
 		return nil, fail(CodeInternal, err, "recording the %s certificate", role)
 	}

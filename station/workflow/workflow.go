@@ -76,7 +76,8 @@ type Journal interface {
 	UnitByEK(ctx context.Context, fingerprint string) (string, error)
 	RecordRefusal(ctx context.Context, r store.Refusal) error
 	Authorize(ctx context.Context, serial, profile string) (store.WorkOrder, error)
-	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte) (store.CertRecord, error)
+	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte, chain ...[]byte) (store.CertRecord, error)
+	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
 	SetCertificateStatus(ctx context.Context, serial, sha string, status store.CertStatus, reason string) error
 	AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (store.Event, error)
 }
