@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"sync"
 	"testing"
 	"time"
@@ -128,5 +129,38 @@ func TestRetryAfterLostAnswerReusesCSR(t *testing.T) {
 	}
 	if len(csrs) != 2 || csrs[0] != csrs[1] || csrs[0] == "" {
 		t.Errorf("ldevid_enroll intents name CSRs %q, want the same one twice", csrs)
+	}
+}
+
+// TestLostAnswerLeavesPossiblyIssued kills the station after the CA issued a certificate but
+// before the store recorded it, against CAs that do not deduplicate: the retry gets a second
+// certificate, and the first one, unknown to the store, is covered by an open possibly-issued
+// entry naming its key, CA and CSR.
+func TestLostAnswerLeavesPossiblyIssued(t *testing.T) {
+	l := crashAroundRecord(t, store.RoleLDevID, false, false)
+	st := l.srv.Store()
+	open, err := st.PossiblyIssuedEntries(context.Background(), "SN-0001", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 1 || open[0].CA != "customer" || open[0].Role != store.RoleLDevID || open[0].From.After(open[0].To) {
+		t.Fatalf("open possibly-issued entries %+v, want one of the customer CA's LDevID", open)
+	}
+	unknown := 0
+	for _, e := range l.ca.Ledger() {
+		if _, err := st.CertificateBySHA256(context.Background(), e.SHA256); err == nil {
+			continue
+		}
+		unknown++
+		c, err := x509.ParseCertificate(e.DER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if workflow.PublicKeySHA256(c.PublicKey) != open[0].PublicKeySHA256 {
+			t.Errorf("certificate %s unknown to the store matches no open entry", e.SHA256[:16])
+		}
+	}
+	if unknown != 1 {
+		t.Errorf("%d certificates unknown to the store, want 1 (the lost answer)", unknown)
 	}
 }

@@ -1,11 +1,16 @@
 package workflow
 
 import (
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/devid-station/devid/station/store"
 )
 
 // EnrollIntent is what an enrollment step's intent records before the request leaves: the CA
@@ -34,4 +39,24 @@ func PublicKeySHA256(pub crypto.PublicKey) string {
 	}
 	sum := sha256.Sum256(der)
 	return hex.EncodeToString(sum[:])
+}
+
+// possiblyIssued records that the enrollment attempt ref (its intent raw, journaled at from)
+// may have made the CA issue a certificate nobody recorded: its answer was lost, or the request
+// failed after it left. The entry stays open until a reconciliation closes it.
+func (u *unit) possiblyIssued(ctx context.Context, ref store.StepRef, raw []byte, from time.Time) error {
+	in, err := ParseEnrollIntent(raw)
+	if err != nil {
+		return fmt.Errorf("reading the intent of %s: %w", ref.Step, err)
+	}
+	p, err := u.r.cfg.Journal.OpenPossiblyIssued(context.WithoutCancel(ctx), store.PossiblyIssued{
+		Serial: u.serial, Role: store.Role(roleFor(ref.Step)), Step: ref.Step, Attempt: ref.Attempt,
+		CA: in.CA, CSRSHA256: in.CSRSHA256, KeyName: in.KeyName, PublicKeySHA256: in.PublicKeySHA256,
+		From: from, To: u.r.cfg.Clock.Now()})
+	if err != nil {
+		return fmt.Errorf("recording a possibly issued certificate: %w", err)
+	}
+	u.log.Warn("a certificate may have been issued that the store does not know; reconcile with the CA",
+		"step", ref.Step, "id", p.ID, "ca", p.CA)
+	return nil
 }

@@ -272,6 +272,9 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 		if step == StepIDevIDEnroll || step == StepLDevIDEnroll {
 			code = codeAnswerLost
 			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling the same CSR again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
+			if err := u.possiblyIssued(ctx, rec.StepRef, rec.Intent, rec.BeganAt); err != nil {
+				return fail(CodeInternal, err, "step %s", step)
+			}
 		}
 		if err := u.r.cfg.Journal.EndStep(ctx, rec.StepRef, nil, code); err != nil {
 			return fmt.Errorf("closing interrupted step %s: %w", step, err)
@@ -281,12 +284,19 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	sctx, cancel := context.WithTimeout(ctx, u.r.timeout(step))
 	defer cancel()
 
+	began := u.r.cfg.Clock.Now()
 	ref, err := u.begin(ctx, step)
 	if err != nil {
 		return u.journalErr(err, "recording the intent of %s", step)
 	}
 	result, err := stepByName[step].run(u, sctx)
 	err = u.timedOut(ctx, sctx, step, err)
+	if c := CodeOf(err); err != nil && (step == StepIDevIDEnroll || step == StepLDevIDEnroll) && (c == CodeCAUnavailable || c == CodeStepTimeout) {
+		// The request may have reached the CA before it failed.
+		if perr := u.possiblyIssued(ctx, ref, u.intent(step), began); perr != nil {
+			u.log.Error("recording a possibly issued certificate", "step", step, "error", perr)
+		}
+	}
 	if err != nil {
 		// An interrupted step keeps its intent open: the resume decides what it did.
 		return u.endFailed(ctx, ref, err)

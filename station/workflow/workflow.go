@@ -78,6 +78,7 @@ type Journal interface {
 	Authorize(ctx context.Context, serial, profile string) (store.WorkOrder, error)
 	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte, chain ...[]byte) (store.CertRecord, error)
 	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
+	OpenPossiblyIssued(ctx context.Context, p store.PossiblyIssued) (store.PossiblyIssued, error)
 	SetCertificateStatus(ctx context.Context, serial, sha string, status store.CertStatus, reason string) error
 	AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (store.Event, error)
 }
