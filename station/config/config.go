@@ -136,6 +136,10 @@ type CA struct {
 	Auth          CAAuth   `toml:"auth"`
 	Batch         Batch    `toml:"batch"`
 	Retry         Retry    `toml:"retry"`
+	// SearchURL, when set, is the CA's issuance search (https): the station asks it which
+	// certificates the CA issued for the key of an enrollment whose answer was lost, with the
+	// same credentials (header secret or basic) as for enrollment.
+	SearchURL string `toml:"search_url"`
 }
 
 // CAAuth is how the station authenticates to a CA. Secrets live in files, never here.
@@ -297,6 +301,7 @@ type CARuntime struct {
 	ClientCert    *workflow.ClientCert
 	Batch         Batch
 	Retry         Retry
+	SearchURL     string
 }
 
 // Roles a client certificate may have.
@@ -522,7 +527,10 @@ func (ca CA) validate(abs func(string) string) (*CARuntime, []string) {
 		p.addf("url %q: EST needs https", ca.URL)
 	}
 	c := &CARuntime{Name: ca.Name, URL: ca.URL, Label: ca.Label, BasicUser: ca.Auth.BasicUser,
-		HeaderName: ca.Auth.HeaderName, Batch: ca.Batch, Retry: ca.Retry}
+		HeaderName: ca.Auth.HeaderName, Batch: ca.Batch, Retry: ca.Retry, SearchURL: ca.SearchURL}
+	if ca.SearchURL != "" && !strings.HasPrefix(ca.SearchURL, "https://") {
+		p.addf("search_url %q: want https", ca.SearchURL)
+	}
 	for _, path := range ca.TrustAnchors {
 		certs, err := loadCerts(abs(path))
 		if err != nil {
