@@ -21,7 +21,7 @@ type HTTPSearcher struct {
 	// Roots verify the CA's TLS certificate (nil: the system roots).
 	Roots *x509.CertPool
 	// HeaderName and HeaderValue, or BasicUser and BasicPassword, authenticate the station.
-	HeaderName, HeaderValue string
+	HeaderName, HeaderValue  string
 	BasicUser, BasicPassword string
 	// Timeout bounds one search (0: 30 s).
 	Timeout time.Duration
