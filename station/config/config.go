@@ -47,6 +47,9 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// MarshalText implements encoding.TextMarshaler: a File written back reads the same.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
 // File is the configuration file as written.
 type File struct {
 	StationID string    `toml:"station_id"`
