@@ -47,21 +47,23 @@ var allRoles = []Role{RoleOperator, RoleMES, RoleQA, RoleAdmin}
 // Methods absent from the table are refused (default deny); health and reflection are
 // handled by allowedAny.
 var permissions = map[string][]Role{
-	stationv1.Station_CreateWorkOrder_FullMethodName: {RoleMES, RoleAdmin},
-	stationv1.Station_CloseWorkOrder_FullMethodName:  {RoleMES, RoleAdmin},
-	stationv1.Station_AbortUnit_FullMethodName:       {RoleOperator, RoleAdmin},
-	stationv1.Station_AuthorizeRework_FullMethodName: {RoleAdmin},
-	stationv1.Station_DecideHold_FullMethodName:      {RoleQA, RoleAdmin},
-	stationv1.Station_ReleaseEK_FullMethodName:       {RoleAdmin},
-	stationv1.Station_GetWorkOrder_FullMethodName:    allRoles,
-	stationv1.Station_ListWorkOrders_FullMethodName:  allRoles,
-	stationv1.Station_GetUnit_FullMethodName:         allRoles,
-	stationv1.Station_ListUnits_FullMethodName:       allRoles,
-	stationv1.Station_WatchEvents_FullMethodName:     allRoles,
-	stationv1.Station_GetTraveler_FullMethodName:     allRoles,
-	stationv1.Station_ListRefusals_FullMethodName:    allRoles,
-	stationv1.Station_GetStatus_FullMethodName:       allRoles,
-	stationv1.Station_GetReport_FullMethodName:       allRoles,
+	stationv1.Station_CreateWorkOrder_FullMethodName:    {RoleMES, RoleAdmin},
+	stationv1.Station_CloseWorkOrder_FullMethodName:     {RoleMES, RoleAdmin},
+	stationv1.Station_AbortUnit_FullMethodName:          {RoleOperator, RoleAdmin},
+	stationv1.Station_AuthorizeRework_FullMethodName:    {RoleAdmin},
+	stationv1.Station_DecideHold_FullMethodName:         {RoleQA, RoleAdmin},
+	stationv1.Station_ReleaseEK_FullMethodName:          {RoleAdmin},
+	stationv1.Station_GetWorkOrder_FullMethodName:       allRoles,
+	stationv1.Station_ListWorkOrders_FullMethodName:     allRoles,
+	stationv1.Station_GetUnit_FullMethodName:            allRoles,
+	stationv1.Station_ListUnits_FullMethodName:          allRoles,
+	stationv1.Station_WatchEvents_FullMethodName:        allRoles,
+	stationv1.Station_GetTraveler_FullMethodName:        allRoles,
+	stationv1.Station_ListRefusals_FullMethodName:       allRoles,
+	stationv1.Station_ListPossiblyIssued_FullMethodName: allRoles,
+	stationv1.Station_ImportIssuanceLog_FullMethodName:  {RoleQA, RoleAdmin},
+	stationv1.Station_GetStatus_FullMethodName:          allRoles,
+	stationv1.Station_GetReport_FullMethodName:          allRoles,
 }
 
 // allowedAny reports the services any caller with a role may use: gRPC health and reflection.

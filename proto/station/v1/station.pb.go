@@ -1760,6 +1760,370 @@ func (x *ListRefusalsResponse) GetTotal() uint64 {
 	return 0
 }
 
+// ListPossiblyIssuedRequest filters possibly-issued entries.
+type ListPossiblyIssuedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial, when set, keeps the entries of this unit.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// all includes the closed entries.
+	All           bool `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPossiblyIssuedRequest) Reset() {
+	*x = ListPossiblyIssuedRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPossiblyIssuedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPossiblyIssuedRequest) ProtoMessage() {}
+
+func (x *ListPossiblyIssuedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPossiblyIssuedRequest.ProtoReflect.Descriptor instead.
+func (*ListPossiblyIssuedRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListPossiblyIssuedRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ListPossiblyIssuedRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// PossiblyIssued is an enrollment whose answer was lost.
+type PossiblyIssued struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is "<serial>/<step>/<attempt>".
+	Id     string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Serial string `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	// role is IDevID or LDevID; ca the station's name of the CA asked.
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Ca   string `protobuf:"bytes,4,opt,name=ca,proto3" json:"ca,omitempty"`
+	// csr_sha256 and public_key_sha256 are hex SHA-256 of the CSR sent and of the key's
+	// SubjectPublicKeyInfo; key_name is the key's TPM Name (hex).
+	CsrSha256       string `protobuf:"bytes,5,opt,name=csr_sha256,json=csrSha256,proto3" json:"csr_sha256,omitempty"`
+	PublicKeySha256 string `protobuf:"bytes,6,opt,name=public_key_sha256,json=publicKeySha256,proto3" json:"public_key_sha256,omitempty"`
+	KeyName         string `protobuf:"bytes,7,opt,name=key_name,json=keyName,proto3" json:"key_name,omitempty"`
+	// from and to bound when the CA may have issued.
+	From       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=from,proto3" json:"from,omitempty"`
+	To         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=to,proto3" json:"to,omitempty"`
+	Closed     bool                   `protobuf:"varint,10,opt,name=closed,proto3" json:"closed,omitempty"`
+	ClosedAt   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=closed_at,json=closedAt,proto3" json:"closed_at,omitempty"`
+	Resolution string                 `protobuf:"bytes,12,opt,name=resolution,proto3" json:"resolution,omitempty"`
+	// certificates are the hex SHA-256 of the certificates the reconciliation recorded.
+	Certificates  []string `protobuf:"bytes,13,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PossiblyIssued) Reset() {
+	*x = PossiblyIssued{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PossiblyIssued) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PossiblyIssued) ProtoMessage() {}
+
+func (x *PossiblyIssued) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PossiblyIssued.ProtoReflect.Descriptor instead.
+func (*PossiblyIssued) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PossiblyIssued) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetCa() string {
+	if x != nil {
+		return x.Ca
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetCsrSha256() string {
+	if x != nil {
+		return x.CsrSha256
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetPublicKeySha256() string {
+	if x != nil {
+		return x.PublicKeySha256
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetKeyName() string {
+	if x != nil {
+		return x.KeyName
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *PossiblyIssued) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *PossiblyIssued) GetClosed() bool {
+	if x != nil {
+		return x.Closed
+	}
+	return false
+}
+
+func (x *PossiblyIssued) GetClosedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClosedAt
+	}
+	return nil
+}
+
+func (x *PossiblyIssued) GetResolution() string {
+	if x != nil {
+		return x.Resolution
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetCertificates() []string {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+// ListPossiblyIssuedResponse holds the entries.
+type ListPossiblyIssuedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*PossiblyIssued      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPossiblyIssuedResponse) Reset() {
+	*x = ListPossiblyIssuedResponse{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPossiblyIssuedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPossiblyIssuedResponse) ProtoMessage() {}
+
+func (x *ListPossiblyIssuedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPossiblyIssuedResponse.ProtoReflect.Descriptor instead.
+func (*ListPossiblyIssuedResponse) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListPossiblyIssuedResponse) GetEntries() []*PossiblyIssued {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// ImportIssuanceLogRequest carries a CA's issuance log.
+type ImportIssuanceLogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ca is the station's name of the CA ([[ca]] name).
+	Ca string `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	// log is the file: JSON lines or CSV (see station/reconcile.ParseLog).
+	Log           []byte `protobuf:"bytes,2,opt,name=log,proto3" json:"log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportIssuanceLogRequest) Reset() {
+	*x = ImportIssuanceLogRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportIssuanceLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportIssuanceLogRequest) ProtoMessage() {}
+
+func (x *ImportIssuanceLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportIssuanceLogRequest.ProtoReflect.Descriptor instead.
+func (*ImportIssuanceLogRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ImportIssuanceLogRequest) GetCa() string {
+	if x != nil {
+		return x.Ca
+	}
+	return ""
+}
+
+func (x *ImportIssuanceLogRequest) GetLog() []byte {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+// ImportIssuanceLogResponse tells what the import did.
+type ImportIssuanceLogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// closed entries, certificates recorded for them, entries of the CA still open.
+	Closed        uint32 `protobuf:"varint,1,opt,name=closed,proto3" json:"closed,omitempty"`
+	Recorded      uint32 `protobuf:"varint,2,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	Open          uint32 `protobuf:"varint,3,opt,name=open,proto3" json:"open,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportIssuanceLogResponse) Reset() {
+	*x = ImportIssuanceLogResponse{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportIssuanceLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportIssuanceLogResponse) ProtoMessage() {}
+
+func (x *ImportIssuanceLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportIssuanceLogResponse.ProtoReflect.Descriptor instead.
+func (*ImportIssuanceLogResponse) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ImportIssuanceLogResponse) GetClosed() uint32 {
+	if x != nil {
+		return x.Closed
+	}
+	return 0
+}
+
+func (x *ImportIssuanceLogResponse) GetRecorded() uint32 {
+	if x != nil {
+		return x.Recorded
+	}
+	return 0
+}
+
+func (x *ImportIssuanceLogResponse) GetOpen() uint32 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
 // GetTravelerRequest names a unit.
 type GetTravelerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1771,7 +2135,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +2147,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +2160,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -1819,7 +2183,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2195,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2208,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -1870,7 +2234,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	mi := &file_proto_station_v1_station_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +2246,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	mi := &file_proto_station_v1_station_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2259,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{27}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -1919,7 +2283,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	mi := &file_proto_station_v1_station_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2295,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	mi := &file_proto_station_v1_station_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2308,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CAHealth) GetName() string {
@@ -2016,7 +2380,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	mi := &file_proto_station_v1_station_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2392,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	mi := &file_proto_station_v1_station_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2405,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Status) GetStationId() string {
@@ -2123,7 +2487,7 @@ type GetReportRequest struct {
 
 func (x *GetReportRequest) Reset() {
 	*x = GetReportRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	mi := &file_proto_station_v1_station_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2499,7 @@ func (x *GetReportRequest) String() string {
 func (*GetReportRequest) ProtoMessage() {}
 
 func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	mi := &file_proto_station_v1_station_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2512,7 @@ func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
 func (*GetReportRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetReportRequest) GetKind() string {
@@ -2188,7 +2552,7 @@ type ReportChunk struct {
 
 func (x *ReportChunk) Reset() {
 	*x = ReportChunk{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[26]
+	mi := &file_proto_station_v1_station_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2564,7 @@ func (x *ReportChunk) String() string {
 func (*ReportChunk) ProtoMessage() {}
 
 func (x *ReportChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[26]
+	mi := &file_proto_station_v1_station_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2577,7 @@ func (x *ReportChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunk.ProtoReflect.Descriptor instead.
 func (*ReportChunk) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{26}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReportChunk) GetFileName() string {
@@ -2356,7 +2720,37 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\ffingerprints\x18\b \x03(\tR\ffingerprints\"c\n" +
 	"\x14ListRefusalsResponse\x125\n" +
 	"\brefusals\x18\x01 \x03(\v2\x19.devid.station.v1.RefusalR\brefusals\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x04R\x05total\",\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\"E\n" +
+	"\x19ListPossiblyIssuedRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\"\xb3\x03\n" +
+	"\x0ePossiblyIssued\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x0e\n" +
+	"\x02ca\x18\x04 \x01(\tR\x02ca\x12\x1d\n" +
+	"\n" +
+	"csr_sha256\x18\x05 \x01(\tR\tcsrSha256\x12*\n" +
+	"\x11public_key_sha256\x18\x06 \x01(\tR\x0fpublicKeySha256\x12\x19\n" +
+	"\bkey_name\x18\a \x01(\tR\akeyName\x12.\n" +
+	"\x04from\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x16\n" +
+	"\x06closed\x18\n" +
+	" \x01(\bR\x06closed\x127\n" +
+	"\tclosed_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12\x1e\n" +
+	"\n" +
+	"resolution\x18\f \x01(\tR\n" +
+	"resolution\x12\"\n" +
+	"\fcertificates\x18\r \x03(\tR\fcertificates\"X\n" +
+	"\x1aListPossiblyIssuedResponse\x12:\n" +
+	"\aentries\x18\x01 \x03(\v2 .devid.station.v1.PossiblyIssuedR\aentries\"<\n" +
+	"\x18ImportIssuanceLogRequest\x12\x0e\n" +
+	"\x02ca\x18\x01 \x01(\tR\x02ca\x12\x10\n" +
+	"\x03log\x18\x02 \x01(\fR\x03log\"c\n" +
+	"\x19ImportIssuanceLogResponse\x12\x16\n" +
+	"\x06closed\x18\x01 \x01(\rR\x06closed\x12\x1a\n" +
+	"\brecorded\x18\x02 \x01(\rR\brecorded\x12\x12\n" +
+	"\x04open\x18\x03 \x01(\rR\x04open\",\n" +
 	"\x12GetTravelerRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\"6\n" +
 	"\bTraveler\x12\x16\n" +
@@ -2432,7 +2826,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\fHoldDecision\x12\x1d\n" +
 	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
-	"\x13HOLD_DECISION_SCRAP\x10\x022\xde\t\n" +
+	"\x13HOLD_DECISION_SCRAP\x10\x022\xbd\v\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -2446,7 +2840,9 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\n" +
 	"DecideHold\x12#.devid.station.v1.DecideHoldRequest\x1a\x16.devid.station.v1.Unit\x12G\n" +
 	"\tReleaseEK\x12\".devid.station.v1.ReleaseEKRequest\x1a\x16.devid.station.v1.Unit\x12]\n" +
-	"\fListRefusals\x12%.devid.station.v1.ListRefusalsRequest\x1a&.devid.station.v1.ListRefusalsResponse\x12O\n" +
+	"\fListRefusals\x12%.devid.station.v1.ListRefusalsRequest\x1a&.devid.station.v1.ListRefusalsResponse\x12o\n" +
+	"\x12ListPossiblyIssued\x12+.devid.station.v1.ListPossiblyIssuedRequest\x1a,.devid.station.v1.ListPossiblyIssuedResponse\x12l\n" +
+	"\x11ImportIssuanceLog\x12*.devid.station.v1.ImportIssuanceLogRequest\x1a+.devid.station.v1.ImportIssuanceLogResponse\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
 	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.Status\x12P\n" +
 	"\tGetReport\x12\".devid.station.v1.GetReportRequest\x1a\x1d.devid.station.v1.ReportChunk0\x01B;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
@@ -2464,96 +2860,109 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_proto_station_v1_station_proto_goTypes = []any{
-	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
-	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
-	(EventKind)(0),                 // 2: devid.station.v1.EventKind
-	(HoldDecision)(0),              // 3: devid.station.v1.HoldDecision
-	(*SerialRange)(nil),            // 4: devid.station.v1.SerialRange
-	(*WorkOrder)(nil),              // 5: devid.station.v1.WorkOrder
-	(*CreateWorkOrderRequest)(nil), // 6: devid.station.v1.CreateWorkOrderRequest
-	(*GetWorkOrderRequest)(nil),    // 7: devid.station.v1.GetWorkOrderRequest
-	(*ListWorkOrdersRequest)(nil),  // 8: devid.station.v1.ListWorkOrdersRequest
-	(*ListWorkOrdersResponse)(nil), // 9: devid.station.v1.ListWorkOrdersResponse
-	(*CloseWorkOrderRequest)(nil),  // 10: devid.station.v1.CloseWorkOrderRequest
-	(*Unit)(nil),                   // 11: devid.station.v1.Unit
-	(*GetUnitRequest)(nil),         // 12: devid.station.v1.GetUnitRequest
-	(*ListUnitsRequest)(nil),       // 13: devid.station.v1.ListUnitsRequest
-	(*ListUnitsResponse)(nil),      // 14: devid.station.v1.ListUnitsResponse
-	(*WatchEventsRequest)(nil),     // 15: devid.station.v1.WatchEventsRequest
-	(*Event)(nil),                  // 16: devid.station.v1.Event
-	(*AbortUnitRequest)(nil),       // 17: devid.station.v1.AbortUnitRequest
-	(*AuthorizeReworkRequest)(nil), // 18: devid.station.v1.AuthorizeReworkRequest
-	(*DecideHoldRequest)(nil),      // 19: devid.station.v1.DecideHoldRequest
-	(*ReleaseEKRequest)(nil),       // 20: devid.station.v1.ReleaseEKRequest
-	(*ListRefusalsRequest)(nil),    // 21: devid.station.v1.ListRefusalsRequest
-	(*Refusal)(nil),                // 22: devid.station.v1.Refusal
-	(*ListRefusalsResponse)(nil),   // 23: devid.station.v1.ListRefusalsResponse
-	(*GetTravelerRequest)(nil),     // 24: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),               // 25: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),       // 26: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),               // 27: devid.station.v1.CAHealth
-	(*Status)(nil),                 // 28: devid.station.v1.Status
-	(*GetReportRequest)(nil),       // 29: devid.station.v1.GetReportRequest
-	(*ReportChunk)(nil),            // 30: devid.station.v1.ReportChunk
-	nil,                            // 31: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
+	(WorkOrderStatus)(0),               // 0: devid.station.v1.WorkOrderStatus
+	(UnitStatus)(0),                    // 1: devid.station.v1.UnitStatus
+	(EventKind)(0),                     // 2: devid.station.v1.EventKind
+	(HoldDecision)(0),                  // 3: devid.station.v1.HoldDecision
+	(*SerialRange)(nil),                // 4: devid.station.v1.SerialRange
+	(*WorkOrder)(nil),                  // 5: devid.station.v1.WorkOrder
+	(*CreateWorkOrderRequest)(nil),     // 6: devid.station.v1.CreateWorkOrderRequest
+	(*GetWorkOrderRequest)(nil),        // 7: devid.station.v1.GetWorkOrderRequest
+	(*ListWorkOrdersRequest)(nil),      // 8: devid.station.v1.ListWorkOrdersRequest
+	(*ListWorkOrdersResponse)(nil),     // 9: devid.station.v1.ListWorkOrdersResponse
+	(*CloseWorkOrderRequest)(nil),      // 10: devid.station.v1.CloseWorkOrderRequest
+	(*Unit)(nil),                       // 11: devid.station.v1.Unit
+	(*GetUnitRequest)(nil),             // 12: devid.station.v1.GetUnitRequest
+	(*ListUnitsRequest)(nil),           // 13: devid.station.v1.ListUnitsRequest
+	(*ListUnitsResponse)(nil),          // 14: devid.station.v1.ListUnitsResponse
+	(*WatchEventsRequest)(nil),         // 15: devid.station.v1.WatchEventsRequest
+	(*Event)(nil),                      // 16: devid.station.v1.Event
+	(*AbortUnitRequest)(nil),           // 17: devid.station.v1.AbortUnitRequest
+	(*AuthorizeReworkRequest)(nil),     // 18: devid.station.v1.AuthorizeReworkRequest
+	(*DecideHoldRequest)(nil),          // 19: devid.station.v1.DecideHoldRequest
+	(*ReleaseEKRequest)(nil),           // 20: devid.station.v1.ReleaseEKRequest
+	(*ListRefusalsRequest)(nil),        // 21: devid.station.v1.ListRefusalsRequest
+	(*Refusal)(nil),                    // 22: devid.station.v1.Refusal
+	(*ListRefusalsResponse)(nil),       // 23: devid.station.v1.ListRefusalsResponse
+	(*ListPossiblyIssuedRequest)(nil),  // 24: devid.station.v1.ListPossiblyIssuedRequest
+	(*PossiblyIssued)(nil),             // 25: devid.station.v1.PossiblyIssued
+	(*ListPossiblyIssuedResponse)(nil), // 26: devid.station.v1.ListPossiblyIssuedResponse
+	(*ImportIssuanceLogRequest)(nil),   // 27: devid.station.v1.ImportIssuanceLogRequest
+	(*ImportIssuanceLogResponse)(nil),  // 28: devid.station.v1.ImportIssuanceLogResponse
+	(*GetTravelerRequest)(nil),         // 29: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),                   // 30: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),           // 31: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),                   // 32: devid.station.v1.CAHealth
+	(*Status)(nil),                     // 33: devid.station.v1.Status
+	(*GetReportRequest)(nil),           // 34: devid.station.v1.GetReportRequest
+	(*ReportChunk)(nil),                // 35: devid.station.v1.ReportChunk
+	nil,                                // 36: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),      // 37: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
 	4,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	32, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	32, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	37, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	37, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
 	4,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
 	5,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	32, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	32, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	37, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	37, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
 	11, // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	32, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	37, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
 	3,  // 13: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
-	32, // 14: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
+	37, // 14: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
 	22, // 15: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
-	31, // 16: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	27, // 17: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	6,  // 18: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	7,  // 19: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	8,  // 20: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	10, // 21: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	12, // 22: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	13, // 23: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	15, // 24: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	17, // 25: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	18, // 26: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	19, // 27: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
-	20, // 28: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
-	21, // 29: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
-	24, // 30: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	26, // 31: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	29, // 32: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
-	5,  // 33: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	5,  // 34: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	9,  // 35: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	5,  // 36: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	11, // 37: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	14, // 38: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	16, // 39: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	11, // 40: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	11, // 41: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	11, // 42: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
-	11, // 43: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
-	23, // 44: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
-	25, // 45: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	28, // 46: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	30, // 47: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
-	33, // [33:48] is the sub-list for method output_type
-	18, // [18:33] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	37, // 16: devid.station.v1.PossiblyIssued.from:type_name -> google.protobuf.Timestamp
+	37, // 17: devid.station.v1.PossiblyIssued.to:type_name -> google.protobuf.Timestamp
+	37, // 18: devid.station.v1.PossiblyIssued.closed_at:type_name -> google.protobuf.Timestamp
+	25, // 19: devid.station.v1.ListPossiblyIssuedResponse.entries:type_name -> devid.station.v1.PossiblyIssued
+	36, // 20: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	32, // 21: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	6,  // 22: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	7,  // 23: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	8,  // 24: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	10, // 25: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	12, // 26: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	13, // 27: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	15, // 28: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	17, // 29: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	18, // 30: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	19, // 31: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
+	20, // 32: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
+	21, // 33: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
+	24, // 34: devid.station.v1.Station.ListPossiblyIssued:input_type -> devid.station.v1.ListPossiblyIssuedRequest
+	27, // 35: devid.station.v1.Station.ImportIssuanceLog:input_type -> devid.station.v1.ImportIssuanceLogRequest
+	29, // 36: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	31, // 37: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	34, // 38: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
+	5,  // 39: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	5,  // 40: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	9,  // 41: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	5,  // 42: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	11, // 43: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	14, // 44: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	16, // 45: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	11, // 46: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	11, // 47: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	11, // 48: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
+	11, // 49: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	23, // 50: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
+	26, // 51: devid.station.v1.Station.ListPossiblyIssued:output_type -> devid.station.v1.ListPossiblyIssuedResponse
+	28, // 52: devid.station.v1.Station.ImportIssuanceLog:output_type -> devid.station.v1.ImportIssuanceLogResponse
+	30, // 53: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	33, // 54: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	35, // 55: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
+	39, // [39:56] is the sub-list for method output_type
+	22, // [22:39] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_proto_station_v1_station_proto_init() }
@@ -2567,7 +2976,7 @@ func file_proto_station_v1_station_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   28,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
