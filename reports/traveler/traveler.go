@@ -49,6 +49,7 @@ type Store interface {
 	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
 	UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]store.Event, error)
 	WorkOrder(ctx context.Context, id string) (store.WorkOrder, error)
+	PossiblyIssuedEntries(ctx context.Context, serial string, open bool) ([]store.PossiblyIssued, error)
 }
 
 // Record is a unit's traveler record. Its JSON encoding is the published format (see Schema).
@@ -99,6 +100,10 @@ type Record struct {
 	// RevocationCandidates lists the superseded and refused certificates: issued by a CA, not
 	// (or no longer) in use.
 	RevocationCandidates []CertificateRef `json:"revocation_candidates,omitempty"`
+	// PossiblyIssued lists the enrollments whose answer was lost and that no reconciliation
+	// closed yet: the CA may have issued a certificate for the key (a revocation candidate by
+	// key) that the store does not know.
+	PossiblyIssued []PossiblyIssued `json:"possibly_issued,omitempty"`
 	// TPM and EK come from the latest EK verification; Verification holds the end-to-end checks
 	// of the latest successful verify step (check name -> "ok"), whichever provisioning ran it.
 	Verification map[string]string `json:"verification,omitempty"`
@@ -107,6 +112,19 @@ type Record struct {
 	// Actions lists what people did to the unit (aborts, rework authorizations, hold
 	// decisions), oldest first, each with the principal the audit trail names.
 	Actions []Action `json:"actions,omitempty"`
+}
+
+// PossiblyIssued is an open possibly-issued entry: an enrollment whose answer was lost.
+type PossiblyIssued struct {
+	ID   string `json:"id"`
+	Role string `json:"role"`
+	CA   string `json:"ca"`
+	// PublicKeySHA256 names the key a certificate may have been issued for (hex SHA-256 of its
+	// SubjectPublicKeyInfo); CSRSHA256 the CSR sent.
+	PublicKeySHA256 string    `json:"public_key_sha256"`
+	CSRSHA256       string    `json:"csr_sha256"`
+	From            time.Time `json:"from"`
+	To              time.Time `json:"to"`
 }
 
 // Action is one event of the unit caused by an API caller rather than by the station.
@@ -310,6 +328,14 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	}
 	if err := r.addPrincipals(ctx, st, &u); err != nil {
 		return nil, err
+	}
+	open, err := st.PossiblyIssuedEntries(ctx, serial, true)
+	if err != nil {
+		return nil, fmt.Errorf("reading possibly issued certificates: %w", err)
+	}
+	for _, p := range open {
+		r.PossiblyIssued = append(r.PossiblyIssued, PossiblyIssued{ID: p.ID, Role: string(p.Role), CA: p.CA,
+			PublicKeySHA256: p.PublicKeySHA256, CSRSHA256: p.CSRSHA256, From: p.From, To: p.To})
 	}
 	if v, ok := last[stepVerify]; ok {
 		var vr verifyResult

@@ -54,6 +54,9 @@ func TestPossiblyIssuedAndImport(t *testing.T) {
 	if column(t, out, 1, "ID") != p.ID || column(t, out, 1, "STATE") != "open" {
 		t.Fatalf("possibly-issued:\n%s", out)
 	}
+	if out := f.mustRun(t, apitest.Operator, "-o", "json", "traveler", "SN-0001"); !strings.Contains(out, `"possibly_issued"`) || !strings.Contains(out, p.ID) {
+		t.Errorf("the traveler does not show the open entry:\n%s", out)
+	}
 	logFile := filepath.Join(t.TempDir(), "issued.jsonl")
 	line := `{"der":"` + base64.StdEncoding.EncodeToString(der) + `","time":"` + now.Add(time.Second).UTC().Format(time.RFC3339Nano) + `"}` + "\n"
 	if err := os.WriteFile(logFile, []byte(line), 0o600); err != nil {
@@ -75,6 +78,9 @@ func TestPossiblyIssuedAndImport(t *testing.T) {
 	out = f.mustRun(t, apitest.Operator, "possibly-issued", "--all", "--serial", "SN-0001")
 	if !strings.HasPrefix(column(t, out, 1, "STATE"), "closed") {
 		t.Errorf("possibly-issued --all:\n%s", out)
+	}
+	if out := f.mustRun(t, apitest.Operator, "-o", "json", "traveler", "SN-0001"); strings.Contains(out, `"possibly_issued"`) {
+		t.Errorf("the traveler still shows the reconciled entry:\n%s", out)
 	}
 	rec, err := st.CertificateBySHA256(t.Context(), hexSum(der))
 	if err != nil || rec.Serial != "SN-0001" || rec.Role != store.RoleLDevID {
