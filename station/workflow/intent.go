@@ -49,6 +49,20 @@ func (u *unit) possiblyIssued(ctx context.Context, ref store.StepRef, raw []byte
 	if err != nil {
 		return fmt.Errorf("reading the intent of %s: %w", ref.Step, err)
 	}
+	// An intent journaled before intents named the key: the key step of this session found
+	// the same key (another Name is KEY_CHANGED), and the CSR step's result is restored.
+	if k := u.keys[roleFor(ref.Step)]; k != nil && k.key != nil {
+		if in.PublicKeySHA256 == "" {
+			in.KeyName, in.PublicKeySHA256 = hex.EncodeToString(k.key.Name), PublicKeySHA256(k.key.PublicKey)
+		}
+		if in.CSRSHA256 == "" && len(k.csr) > 0 {
+			sum := sha256.Sum256(k.csr)
+			in.CSRSHA256 = hex.EncodeToString(sum[:])
+		}
+		if in.CA == "" {
+			in.CA = k.profile.Issuer
+		}
+	}
 	p, err := u.r.cfg.Journal.OpenPossiblyIssued(context.WithoutCancel(ctx), store.PossiblyIssued{
 		Serial: u.serial, Role: store.Role(roleFor(ref.Step)), Step: ref.Step, Attempt: ref.Attempt,
 		CA: in.CA, CSRSHA256: in.CSRSHA256, KeyName: in.KeyName, PublicKeySHA256: in.PublicKeySHA256,
