@@ -53,7 +53,7 @@ func (s *Server) reconcileOnce(ctx context.Context, searchers map[string]reconci
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("reconciling possibly issued certificates", "ca", name, "error", err)
 		}
-		if rep.Closed > 0 || rep.Open > 0 {
+		if rep.Closed > 0 {
 			s.log.Info("reconciled possibly issued certificates", "ca", name, "closed", rep.Closed, "recorded", rep.Recorded, "open", rep.Open)
 		}
 	}
