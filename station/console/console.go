@@ -4,8 +4,16 @@
 // step and time in it — updated through Server-Sent Events fed by the station's event stream
 // (the store's outbox). Every request needs a client certificate bound to a role, as the API
 // does (the listener's TLS asks for it; the role comes from the same table), or must come
-// from a wall display's address. This slice is read-only: no action changes the station
-// through it.
+// from a wall display's address.
+//
+// Three actions change the station: abort a unit, authorize a unit's rework, close a work
+// order. Each asks for a reason and calls the station's API implementation in-process with the
+// caller the API's own check (Line.Authorize) found for the client certificate, so that it is
+// allowed, refused and audited exactly as the same gRPC call would be; a wall display (no
+// certificate) is always refused. Against cross-site requests, an action is a POST that must
+// carry the header X-Console-Action (which a cross-origin page cannot send without a CORS
+// preflight the console never answers) and, when the browser sends them, an Origin naming the
+// console itself and Sec-Fetch-Site same-origin.
 package console
 
 import (
@@ -34,10 +42,17 @@ import (
 //go:embed assets
 var assets embed.FS
 
-// Line is what the page shows: the station's status and the units being provisioned now.
+// Line is the station's API implementation (*api.Server): what the pages show, the actions
+// they take, and the API's authorization of those actions.
 type Line interface {
 	GetStatus(ctx context.Context, req *stationv1.GetStatusRequest) (*stationv1.Status, error)
 	ListUnits(ctx context.Context, req *stationv1.ListUnitsRequest) (*stationv1.ListUnitsResponse, error)
+	AbortUnit(ctx context.Context, req *stationv1.AbortUnitRequest) (*stationv1.Unit, error)
+	AuthorizeRework(ctx context.Context, req *stationv1.AuthorizeReworkRequest) (*stationv1.Unit, error)
+	CloseWorkOrder(ctx context.Context, req *stationv1.CloseWorkOrderRequest) (*stationv1.WorkOrder, error)
+	// Authorize checks that the holder of leaf (nil: no certificate), calling from peer, may
+	// call method, auditing a refusal, and returns ctx carrying the caller.
+	Authorize(ctx context.Context, method string, leaf *x509.Certificate, peer string) (context.Context, error)
 }
 
 // Events reads the station's event stream: the events after token (at most limit) and the
@@ -91,6 +106,10 @@ func New(cfg Config) (http.Handler, error) {
 	})
 	mux.HandleFunc("GET /api/line", c.line)
 	mux.HandleFunc("GET /api/events", c.events)
+	mux.HandleFunc("GET /api/me", c.me)
+	for _, a := range actions {
+		mux.HandleFunc("POST "+a.path, c.act(a))
+	}
 	return c.authorize(securityHeaders(mux)), nil
 }
 
