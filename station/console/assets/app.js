@@ -5,6 +5,7 @@
 
 const slowAfterSeconds = 120; // without a typical time, a tile turns amber after this long in one step
 const slowFactor = 2;         // with one, after this many times the typical time
+const slowMargin = 2000;      // and at least this many ms over it
 let line = null;              // the last /api/line answer
 let skew = 0;                 // station clock minus browser clock, ms
 let pending = false;
@@ -42,7 +43,7 @@ function render() {
     const i = line.steps.indexOf(u.step);
     const pct = i < 0 ? 0 : Math.round(100 * (i + 1) / line.steps.length);
     const usual = typical[u.step];
-    const slow = usual ? inStep > slowFactor * usual : inStep > slowAfterSeconds * 1000;
+    const slow = usual ? inStep > Math.max(slowFactor * usual, usual + slowMargin) : inStep > slowAfterSeconds * 1000;
     const fill = el("div");
     fill.style.width = pct + "%";
     const link = el("a", { className: "serial", textContent: u.serial, href: "/unit?serial=" + encodeURIComponent(u.serial) });

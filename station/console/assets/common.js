@@ -12,8 +12,12 @@ function el(tag, props, ...children) {
   return e;
 }
 
+// seconds formats a duration in ms: "340 ms", "4.2s", "12s", "3m05s".
 function seconds(ms) {
-  const s = Math.max(0, Math.round(ms / 1000));
+  ms = Math.max(0, ms);
+  if (ms < 1000) return Math.round(ms) + " ms";
+  if (ms < 10000) return (ms / 1000).toFixed(1) + "s";
+  const s = Math.round(ms / 1000);
   return s < 60 ? s + "s" : Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
 }
 
