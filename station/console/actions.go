@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
@@ -94,21 +93,23 @@ func (c *console) act(a action) http.HandlerFunc {
 			return
 		}
 		ctx, err := c.cfg.Line.Authorize(r.Context(), a.method, leaf(r), r.RemoteAddr)
-		if err == nil {
-			var out proto.Message
-			if out, err = a.call(ctx, c.cfg.Line, r.PathValue("id"), reason); err == nil {
-				b, merr := marshal(out)
-				if merr != nil {
-					http.Error(w, merr.Error(), http.StatusInternalServerError)
-					return
-				}
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write(b)
-				return
-			}
+		if err != nil {
+			apiError(w, err)
+			return
 		}
-		st, _ := status.FromError(err)
-		http.Error(w, st.Message(), httpStatus(st.Code()))
+		out, err := a.call(ctx, c.cfg.Line, r.PathValue("id"), reason)
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		b, err := marshal(out)
+		if err != nil {
+			c.cfg.Logger.Error("console action", "action", a.name, "error", err)
+			http.Error(w, "the answer could not be encoded; see the station log", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
 	}
 }
 

@@ -1,10 +1,12 @@
-// Package console serves the operator console over HTTPS: one page whose HTML, CSS and script
-// are embedded with go:embed (nothing is fetched from anywhere else) showing the line live —
-// the counters, CA health and agents of GetStatus, and one tile per unit in flight with its
-// step and time in it — updated through Server-Sent Events fed by the station's event stream
-// (the store's outbox). Every request needs a client certificate bound to a role, as the API
-// does (the listener's TLS asks for it; the role comes from the same table), or must come
-// from a wall display's address.
+// Package console serves the operator console over HTTPS, its HTML, CSS and scripts embedded
+// with go:embed (nothing is fetched from anywhere else): the line view — the counters, CA
+// health and agents of GetStatus, one tile per unit in flight with its step and time in it
+// against the step's typical time, the latest failures with what the operator should do —
+// updated through Server-Sent Events fed by the station's event stream (the store's outbox);
+// a unit's page (step timeline, certificates, printable traveler); the work orders' progress.
+// Every request needs a client certificate bound to a role, as the API does (the listener's
+// TLS asks for it; the role comes from the same table), or must come from a wall display's
+// address.
 //
 // Three actions change the station: abort a unit, authorize a unit's rework, close a work
 // order. Each asks for a reason and calls the station's API implementation in-process with the
@@ -197,8 +199,7 @@ func (c *console) line(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the station could not be read; see its log", http.StatusServiceUnavailable)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
+	writeJSON(w, v)
 }
 
 func (c *console) view(ctx context.Context) (*lineView, error) {
@@ -210,7 +211,7 @@ func (c *console) view(ctx context.Context) (*lineView, error) {
 	if v.Status, err = marshal(st); err != nil {
 		return nil, err
 	}
-	units, err := c.running(ctx)
+	units, err := c.list(ctx, stationv1.UnitStatus_UNIT_STATUS_RUNNING)
 	if err != nil {
 		return nil, fmt.Errorf("units in flight: %w", err)
 	}

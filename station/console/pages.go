@@ -82,7 +82,7 @@ type workOrderView struct {
 
 func (c *console) workOrders(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	running, err := c.running(r.Context())
+	running, err := c.list(ctx, stationv1.UnitStatus_UNIT_STATUS_RUNNING)
 	if err != nil {
 		apiError(w, err)
 		return
@@ -113,11 +113,6 @@ func (c *console) workOrders(w http.ResponseWriter, r *http.Request) {
 		req.PageToken = resp.GetNextPageToken()
 	}
 	writeJSON(w, out)
-}
-
-// running lists the units in flight.
-func (c *console) running(ctx context.Context) ([]*stationv1.Unit, error) {
-	return c.list(ctx, stationv1.UnitStatus_UNIT_STATUS_RUNNING)
 }
 
 // list lists every unit with status st.
