@@ -14,9 +14,7 @@ async function refresh() {
   if (pending) return;
   pending = true;
   try {
-    const r = await fetch("/api/line", { cache: "no-store" });
-    if (!r.ok) throw new Error(r.status + " " + (await r.text()));
-    line = await r.json();
+    line = await getJSON("/api/line");
     skew = Date.parse(line.now) - Date.now();
     render();
   } catch (e) {
