@@ -43,7 +43,7 @@ func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role,
 	sha := digest(der)
 	var out CertRecord
 	err = s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
