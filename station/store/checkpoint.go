@@ -316,3 +316,15 @@ func (s *Store) AnchorPath() string {
 	}
 	return s.cp.opts.AnchorPath
 }
+
+// AuditOverride records that the station starts although Verify failed with
+// failure, and the admin's reason.
+func (s *Store) AuditOverride(ctx context.Context, reason string, failure error) error {
+	if reason == "" {
+		return fmt.Errorf("audit override: a reason is required: %w", ErrInvalidArgument)
+	}
+	return s.update(ctx, func(w *wtx) error {
+		return w.audit(AuditEvent{Action: AuditActionOverride, Result: ResultError, ErrorCode: CodeAuditChainBroken,
+			Details: map[string]string{"reason": reason, "failure": failure.Error()}})
+	})
+}
