@@ -73,8 +73,8 @@ func (r Refusal) bounded() Refusal {
 }
 
 // RecordRefusal keeps a bounded record of a refused session (Seq and Time are filled in) in
-// the ring's next slot, overwriting the oldest record once the ring is full. It writes nothing else: no unit, event
-// or outbox entry; its audit record (store.write) carries only the slot's digest.
+// the ring's next slot, overwriting the oldest record once the ring is full. It writes nothing else: no unit, event,
+// outbox entry or audit record.
 func (s *Store) RecordRefusal(ctx context.Context, r Refusal) error {
 	if r.Code == "" {
 		return fmt.Errorf("refusal: code: %w", ErrInvalidArgument)

@@ -98,7 +98,10 @@ func (b *wbucket) exempt(key []byte) bool {
 	return chainKey(b.path, key)
 }
 
-// chainKey reports whether path/key belongs to the chain itself.
+// chainKey reports whether path/key is outside the chain's coverage: the
+// chain itself, and the bounded ring of refused sessions, which is overwritten
+// by design and writes no audit record (so a flood of refusals cannot grow
+// the log).
 func chainKey(path string, key []byte) bool {
-	return path == string(bAudit) || (path == string(bMeta) && string(key) == string(kAuditHead))
+	return path == string(bAudit) || path == string(bRefused) || (path == string(bMeta) && string(key) == string(kAuditHead))
 }
