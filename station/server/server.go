@@ -92,24 +92,15 @@ const reportsFinal = 30 * time.Second
 // verifyAtStart verifies the whole audit chain, logging its progress. A
 // chain that does not verify stops the start unless override gives an
 // admin's reason, which is then recorded in the chain.
-func verifyAtStart(st *store.Store, signer crypto.Signer, override string, log *slog.Logger) error {
-	keySHA, err := store.KeySHA256(signer.Public())
-	if err != nil {
-		return err
-	}
-	anchor, err := store.ReadAnchor(st.AnchorPath())
-	if err != nil {
-		return err
-	}
+func verifyAtStart(st *store.Store, override string, log *slog.Logger) error {
 	start := time.Now()
 	last := start
-	rep, err := st.Verify(context.Background(), store.VerifyOptions{KeySHA256: keySHA, Anchor: anchor,
-		Progress: func(done, total uint64) {
-			if time.Since(last) >= time.Second {
-				last = time.Now()
-				log.Info("verifying the audit chain", "records", done, "of", total)
-			}
-		}})
+	rep, _, err := st.VerifyStation(context.Background(), func(done, total uint64) {
+		if time.Since(last) >= time.Second {
+			last = time.Now()
+			log.Info("verifying the audit chain", "records", done, "of", total)
+		}
+	})
 	if err == nil {
 		log.Info("audit chain verified", "records", rep.Records, "values", rep.Values, "checkpoints", rep.Checkpoints,
 			"head", rep.Head.Seq, "seconds", time.Since(start).Seconds())
@@ -152,7 +143,7 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
-	if err := verifyAtStart(st, signer, opts.AuditOverride, log); err != nil {
+	if err := verifyAtStart(st, opts.AuditOverride, log); err != nil {
 		st.Close()
 		return nil, err
 	}

@@ -288,3 +288,70 @@ func (l *lookup) get(path string, key []byte) []byte {
 	}
 	return l.b.Get(key)
 }
+
+// VerifyStation is Verify as the station runs it: the last checkpoint must be
+// signed by the store's audit key and the chain must hold the checkpoint
+// saved beside the store. Without an audit key it checks the chain and the
+// stored records only. It also returns the audit key's SHA-256 (nil without one).
+func (s *Store) VerifyStation(ctx context.Context, progress func(done, total uint64)) (VerifyReport, []byte, error) {
+	opts := VerifyOptions{Progress: progress}
+	if s.cp != nil {
+		var err error
+		if opts.KeySHA256, err = KeySHA256(s.cp.opts.Signer.Public()); err != nil {
+			return VerifyReport{}, nil, err
+		}
+		if opts.Anchor, err = ReadAnchor(s.cp.opts.AnchorPath); err != nil {
+			return VerifyReport{}, opts.KeySHA256, err
+		}
+	}
+	rep, err := s.Verify(ctx, opts)
+	return rep, opts.KeySHA256, err
+}
+
+// TrailRecord is one audit record of a unit's trail and the first signed
+// checkpoint that covers it (0: none yet).
+type TrailRecord struct {
+	AuditEvent
+	Checkpoint uint64
+}
+
+// UnitTrail returns the audit records of serial in order, each with the
+// first checkpoint covering it, and the head when it was read. It scans the
+// whole log, decoding only the unit's records and the checkpoints.
+func (s *Store) UnitTrail(ctx context.Context, serial string) ([]TrailRecord, ChainHead, error) {
+	if err := checkSerial(serial); err != nil {
+		return nil, ChainHead{}, err
+	}
+	quoted, _ := json.Marshal(serial)
+	mark := append([]byte(`"serial":`), quoted...)
+	cpMark := []byte(`"action":"` + AuditActionCheckpoint + `"`)
+	var out []TrailRecord
+	var head ChainHead
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		head = readHead(tx.Bucket(bMeta))
+		open := 0 // out[open:] wait for a checkpoint
+		c := tx.Bucket(bAudit).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			isUnit, isCP := bytes.Contains(v, mark), bytes.Contains(v, cpMark)
+			if !isUnit && !isCP {
+				continue
+			}
+			var a AuditEvent
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			if a.Action == AuditActionCheckpoint {
+				for ; open < len(out); open++ {
+					out[open].Checkpoint = a.Seq
+				}
+			} else if a.Serial == serial {
+				out = append(out, TrailRecord{AuditEvent: a})
+			}
+		}
+		return nil
+	})
+	if err == nil && len(out) == 0 {
+		err = fmt.Errorf("audit trail of %q: %w", serial, ErrNotFound)
+	}
+	return out, head, err
+}
