@@ -35,7 +35,9 @@ import (
 )
 
 // SchemaVersion is the schema this package writes. Open refuses newer files.
-const SchemaVersion = 1
+// Schema 2 puts the digest of every stored key/value in the audit chain; Open
+// brings a schema 1 file up with audit.baseline records (baseline).
+const SchemaVersion = 2
 
 const (
 	defaultMaxBatchSize  = 256
@@ -273,7 +275,42 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	if err := json.Unmarshal(v, &last); err != nil || !bytes.Equal(last.Hash, head.Hash) {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
+	if binary.BigEndian.Uint64(meta.Get(kSchemaVersion)) < 2 {
+		return s.baseline(tx)
+	}
 	return nil
+}
+
+// baselineChunk is how many digests one audit.baseline record carries.
+const baselineChunk = 4096
+
+// baseline covers a schema 1 file: audit.baseline records carry the digest
+// of every key/value it holds, then the schema becomes 2.
+func (s *Store) baseline(tx *bolt.Tx) error {
+	var digests []WriteDigest
+	if err := walkStored(tx, func(path string, k, v []byte) error {
+		h := sha256.Sum256(v)
+		digests = append(digests, WriteDigest{Bucket: path, Key: bytes.Clone(k), SHA256: h[:]})
+		return nil
+	}); err != nil {
+		return fmt.Errorf("audit baseline: %w", err)
+	}
+	w := s.newWtx(tx, "station")
+	for i := 0; i < len(digests); i += baselineChunk {
+		a := AuditEvent{Action: AuditActionBaseline, Details: map[string]string{"from_schema": "1"},
+			Writes: digests[i:min(i+baselineChunk, len(digests))]}
+		if err := w.appendRecord(a); err != nil {
+			return fmt.Errorf("audit baseline: %w", err)
+		}
+	}
+	if err := w.tx.Bucket(bMeta).Put(kSchemaVersion, u64key(SchemaVersion)); err != nil {
+		return err
+	}
+	if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_version": fmt.Sprint(SchemaVersion)}}); err != nil {
+		return err
+	}
+	s.log.Info("store brought to schema 2: every stored record's digest is now in the audit chain", "records", len(digests))
+	return w.flush()
 }
 
 func (s *Store) create(tx *bolt.Tx, stationID string) error {

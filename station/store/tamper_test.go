@@ -262,3 +262,61 @@ func TestTamperIsDetected(t *testing.T) {
 		})
 	}
 }
+
+// TestSchema1IsBaselined opens a schema 1 file (records outside the chain, as
+// stations wrote them before) and checks that Open covers every record with
+// audit.baseline records, so that it verifies and later edits are caught.
+func TestSchema1IsBaselined(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "station.db")
+	s := openAt(t, path)
+	mustUnit(t, s, "SN1", StatusRunning)
+	s.Close()
+	// Make it a schema 1 file: no digests in the chain, schema_version 1.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bMeta).Put(kSchemaVersion, u64key(1)); err != nil {
+			return err
+		}
+		c := tx.Bucket(bAudit).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var a AuditEvent
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			a.Writes = nil
+			data, _ := json.Marshal(&a)
+			if err := tx.Bucket(bAudit).Put(k, data); err != nil {
+				return err
+			}
+		}
+		return rechain(tx, 1, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s = openAt(t, path)
+	if _, err := s.VerifyChain(context.Background()); err != nil {
+		t.Fatalf("baselined store: %v", err)
+	}
+	if a := lastAudit(t, s); a.Action != AuditActionWrite || a.Details["schema_version"] != "2" {
+		t.Errorf("last record %+v, want the schema change", a)
+	}
+	s.Close()
+	markTampered(path)
+	db, err = bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(flipByte("units/SN1", kState)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s = openAt(t, path)
+	if _, err := s.VerifyChain(context.Background()); err == nil || !strings.Contains(err.Error(), `bucket units/SN1 key "state"`) {
+		t.Fatalf("edit after the baseline: %v, want it named", err)
+	}
+}
