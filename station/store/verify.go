@@ -83,8 +83,9 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	// seen so far; a later write of the same key may settle them.
 	pending := map[string]storedRef{}
 	look := newLookup(tx)
-	c := tx.Bucket(bAudit).Cursor()
-	k, v := c.First()
+	cr := newChainReader(tx)
+	defer cr.close()
+	rec := cr.next()
 	for prev.Seq < want.Seq {
 		seq := prev.Seq + 1
 		if seq%verifyChunk == 0 {
@@ -95,26 +96,26 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 				opts.Progress(prev.Seq, want.Seq)
 			}
 		}
-		if k == nil || binary.BigEndian.Uint64(k) != seq {
+		if rec == nil || binary.BigEndian.Uint64(rec.key) != seq {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "record missing"}
 		}
-		var a AuditEvent
-		if err := json.Unmarshal(v, &a); err != nil {
+		if rec.bad {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "record does not decode"}
 		}
+		a := &rec.a
 		switch {
 		case a.Seq != seq:
 			return rep, &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", a.Seq)}
 		case !bytes.Equal(a.PrevHash, prev.Hash):
 			return rep, &ChainBrokenError{Seq: seq, Reason: "previous hash does not match"}
-		case !bytes.Equal(a.computeHash(), a.Hash):
+		case !rec.hashOK:
 			return rep, &ChainBrokenError{Seq: seq, Reason: "hash does not match content"}
 		}
 		if opts.Anchor != nil && seq == opts.Anchor.Seq && !bytes.Equal(a.Hash, opts.Anchor.Hash) {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "hash differs from the one the saved checkpoint signed (re-chained)"}
 		}
 		if a.Action == AuditActionCheckpoint {
-			cp, err := checkpointOf(&a)
+			cp, err := checkpointOf(a)
 			if err == nil {
 				err = cp.check(s.stationID, prev)
 			}
@@ -155,13 +156,13 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 		}
 		prev = ChainHead{Seq: seq, Hash: a.Hash}
 		rep.Records++
-		k, v = c.Next()
+		rec = cr.next()
 	}
 	if !bytes.Equal(prev.Hash, want.Hash) {
 		return rep, &ChainBrokenError{Seq: want.Seq, Reason: "head in meta does not match the log"}
 	}
-	if k != nil {
-		return rep, &ChainBrokenError{Seq: binary.BigEndian.Uint64(k), Reason: "record after the head"}
+	if rec != nil {
+		return rep, &ChainBrokenError{Seq: binary.BigEndian.Uint64(rec.key), Reason: "record after the head"}
 	}
 	rep.Head = prev
 	if opts.Anchor != nil {
