@@ -83,7 +83,7 @@ func (b *wbucket) CreateBucketIfNotExists(name []byte) (*wbucket, error) {
 
 // Put writes key = value and records its digest.
 func (b *wbucket) Put(key, value []byte) error {
-	had := b.raw.Get(key) != nil
+	_, had := storedValue(b.raw, key)
 	if err := b.raw.Put(key, value); err != nil {
 		return err
 	}
@@ -104,4 +104,14 @@ func (b *wbucket) exempt(key []byte) bool {
 // the log).
 func chainKey(path string, key []byte) bool {
 	return path == string(bAudit) || path == string(bRefused) || (path == string(bMeta) && string(key) == string(kAuditHead))
+}
+
+// storedValue returns the value under key and whether the key holds one (an
+// empty value included; a nested bucket is no value).
+func storedValue(b *bolt.Bucket, key []byte) ([]byte, bool) {
+	k, v := b.Cursor().Seek(key)
+	if k == nil || string(k) != string(key) || (v == nil && b.Bucket(key) != nil) {
+		return nil, false
+	}
+	return v, true
 }

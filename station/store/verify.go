@@ -133,11 +133,11 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 				live++
 			}
 			id := d.Bucket + "\x00" + string(d.Key)
-			stored := look.get(d.Bucket, d.Key)
+			stored, present := look.get(d.Bucket, d.Key)
 			var ok bool
 			if d.SHA256 == nil {
-				ok = stored == nil
-			} else if stored != nil {
+				ok = !present
+			} else if present {
 				h := sha256.Sum256(stored)
 				ok = bytes.Equal(h[:], d.SHA256)
 			}
@@ -147,7 +147,7 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 			}
 			reason := "stored value differs from its digest"
 			switch {
-			case stored == nil:
+			case !present:
 				reason = "stored record missing"
 			case d.SHA256 == nil:
 				reason = "deleted record present"
@@ -271,7 +271,7 @@ type lookup struct {
 
 func newLookup(tx *bolt.Tx) *lookup { return &lookup{tx: tx} }
 
-func (l *lookup) get(path string, key []byte) []byte {
+func (l *lookup) get(path string, key []byte) ([]byte, bool) {
 	if path != l.path || l.b == nil {
 		l.path, l.b = path, nil
 		names := strings.Split(path, "/")
@@ -285,9 +285,9 @@ func (l *lookup) get(path string, key []byte) []byte {
 		l.b = b
 	}
 	if l.b == nil {
-		return nil
+		return nil, false
 	}
-	return l.b.Get(key)
+	return storedValue(l.b, key)
 }
 
 // VerifyStation is Verify as the station runs it: the last checkpoint must be
