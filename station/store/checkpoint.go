@@ -142,12 +142,12 @@ func sign(signer crypto.Signer, c *Checkpoint) error {
 	}
 	c.PublicKey = der
 	d := signedDigest(c.StationID, c.Seq, c.Hash)
+	// Ed25519 signs the digest as its message.
 	var opts crypto.SignerOpts = crypto.SHA256
-	msg := d
 	if _, ok := signer.Public().(ed25519.PublicKey); ok {
 		opts = crypto.Hash(0)
 	}
-	if c.Signature, err = signer.Sign(rand.Reader, msg, opts); err != nil {
+	if c.Signature, err = signer.Sign(rand.Reader, d, opts); err != nil {
 		return fmt.Errorf("signing audit checkpoint: %w", err)
 	}
 	return nil

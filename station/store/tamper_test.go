@@ -3,17 +3,22 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/devid-station/devid/fixture/devpki"
 	bolt "go.etcd.io/bbolt"
@@ -318,5 +323,43 @@ func TestSchema1IsBaselined(t *testing.T) {
 	s = openAt(t, path)
 	if _, err := s.VerifyChain(context.Background()); err == nil || !strings.Contains(err.Error(), `bucket units/SN1 key "state"`) {
 		t.Fatalf("edit after the baseline: %v, want it named", err)
+	}
+}
+
+// TestCheckpointSigners plugs in Ed25519 and RSA signers and checks that their checkpoints
+// verify, and that a chain whose last checkpoint another key signed does not.
+func TestCheckpointSigners(t *testing.T) {
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, signer := range []crypto.Signer{edKey, rsaKey} {
+		t.Run(fmt.Sprintf("%T", signer), func(t *testing.T) {
+			ctx := context.Background()
+			s, err := Open(filepath.Join(t.TempDir(), "station.db"), Options{StationID: testStation,
+				Checkpoints: CheckpointOptions{Signer: signer, Every: 1000, Interval: time.Hour}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			mustUnit(t, s, "SN1", StatusRunning)
+			cp, err := s.Checkpoint(ctx)
+			if err != nil || cp == nil {
+				t.Fatalf("Checkpoint: %v, %v", cp, err)
+			}
+			rep, keySHA, err := s.VerifyStation(ctx, nil)
+			if err != nil || rep.Checkpoints != 1 || rep.Last.Record != cp.Record {
+				t.Fatalf("VerifyStation: %+v, %v", rep, err)
+			}
+			other := bytes.Clone(keySHA)
+			other[0] ^= 1
+			if _, err := s.Verify(ctx, VerifyOptions{KeySHA256: other}); !errors.Is(err, ErrChainBroken) || !strings.Contains(err.Error(), "not signed by the station's audit key") {
+				t.Errorf("Verify with another key: %v", err)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -260,7 +261,7 @@ func (s *Store) uncovered(tx *bolt.Tx, head uint64, stored, live int64) error {
 	return &ChainBrokenError{Seq: head, Reason: fmt.Sprintf("%d stored records, the chain accounts for %d", stored, live)}
 }
 
-var errStop = fmt.Errorf("stop")
+var errStop = errors.New("stop")
 
 // lookup reads stored values by bucket path, remembering the last bucket.
 type lookup struct {
