@@ -104,27 +104,16 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 			return rep, &ChainBrokenError{Seq: seq, Reason: "record does not decode"}
 		}
 		a := &rec.a
-		switch {
-		case a.Seq != seq:
-			return rep, &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", a.Seq)}
-		case !bytes.Equal(a.PrevHash, prev.Hash):
-			return rep, &ChainBrokenError{Seq: seq, Reason: "previous hash does not match"}
-		case !rec.hashOK:
-			return rep, &ChainBrokenError{Seq: seq, Reason: "hash does not match content"}
+		cp, err := checkLink(a, seq, prev, rec.hashOK, s.stationID)
+		if err != nil {
+			return rep, err
 		}
 		if opts.Anchor != nil && seq == opts.Anchor.Seq && !bytes.Equal(a.Hash, opts.Anchor.Hash) {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "hash differs from the one the saved checkpoint signed (re-chained)"}
 		}
-		if a.Action == AuditActionCheckpoint {
-			cp, err := checkpointOf(a)
-			if err == nil {
-				err = cp.check(s.stationID, prev)
-			}
-			if err != nil {
-				return rep, &ChainBrokenError{Seq: seq, Reason: err.Error()}
-			}
+		if cp != nil {
 			rep.Checkpoints++
-			rep.Last = &cp
+			rep.Last = cp
 		}
 		for _, d := range a.Writes {
 			if d.Had {
@@ -356,4 +345,57 @@ func (s *Store) UnitTrail(ctx context.Context, serial string) ([]TrailRecord, Ch
 		err = fmt.Errorf("audit trail of %q: %w", serial, ErrNotFound)
 	}
 	return out, head, err
+}
+
+// checkLink checks record a, expected at seq right after prev: its seq, its
+// link, its hash (hashOK: recomputed and equal) and, for a checkpoint, that
+// it signs prev with a valid signature; it returns the checkpoint, if a is one.
+func checkLink(a *AuditEvent, seq uint64, prev ChainHead, hashOK bool, stationID string) (*Checkpoint, error) {
+	switch {
+	case a.Seq != seq:
+		return nil, &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", a.Seq)}
+	case !bytes.Equal(a.PrevHash, prev.Hash):
+		return nil, &ChainBrokenError{Seq: seq, Reason: "previous hash does not match"}
+	case !hashOK:
+		return nil, &ChainBrokenError{Seq: seq, Reason: "hash does not match content"}
+	case a.Action != AuditActionCheckpoint:
+		return nil, nil
+	}
+	cp, err := checkpointOf(a)
+	if err == nil {
+		err = cp.check(stationID, prev)
+	}
+	if err != nil {
+		return nil, &ChainBrokenError{Seq: seq, Reason: err.Error()}
+	}
+	return &cp, nil
+}
+
+// VerifyRecords verifies a contiguous run of audit records away from the
+// store (an export): each record's hash and its link to the one before,
+// starting after prev (the zero ChainHead with a 32-zero-byte hash for the
+// first record), and every checkpoint among them, which must be signed by the
+// key whose SHA-256 is keySHA256 (nil: any key). It returns the last
+// record's head and the checkpoints found. Stored values are not checked:
+// that needs the store (Verify).
+func VerifyRecords(records []AuditEvent, prev ChainHead, keySHA256 []byte) (ChainHead, []Checkpoint, error) {
+	if prev.Seq == 0 && prev.Hash == nil {
+		prev.Hash = make([]byte, 32)
+	}
+	var cps []Checkpoint
+	for i := range records {
+		a := &records[i]
+		cp, err := checkLink(a, prev.Seq+1, prev, bytes.Equal(a.computeHash(), a.Hash), a.StationID)
+		if err != nil {
+			return prev, cps, err
+		}
+		if cp != nil {
+			if keySHA256 != nil && !bytes.Equal(cp.KeySHA256(), keySHA256) {
+				return prev, cps, &ChainBrokenError{Seq: a.Seq, Reason: "checkpoint not signed by the station's audit key"}
+			}
+			cps = append(cps, *cp)
+		}
+		prev = ChainHead{Seq: a.Seq, Hash: a.Hash}
+	}
+	return prev, cps, nil
 }
