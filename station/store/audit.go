@@ -16,8 +16,8 @@ import (
 // auditDomain separates audit hashes from every other SHA-256 use.
 const auditDomain = "devid-station/audit/v1\x00"
 
-// verifyChunk is how many audit records VerifyChain reads per transaction,
-// so that a long walk never holds one read transaction for long.
+// verifyChunk is how many audit records Verify checks between looks at its
+// context and calls of its progress function.
 const verifyChunk = 4096
 
 // canonical returns the encoding that Hash covers: a fixed field order,
