@@ -15,7 +15,10 @@ import (
 //
 // It encodes as {"info", "eks", "chain", "hello"} with each protobuf message in protojson
 // (proto field names). Records written before hold encoding/json of the generated structs
-// under the keys "Info", "EKs", "Chain" and "Hello"; UnmarshalJSON reads both.
+// under the keys "Info", "EKs", "Chain" and "Hello", and UnmarshalJSON reads them too:
+// encoding/json matches the keys case-insensitively, and protojson accepts what encoding/json
+// made of the messages (the proto field names of the generated json tags, enums as numbers,
+// 64-bit integers as numbers, bytes in standard base64).
 type Identify struct {
 	Info  *agentv1.InfoResult
 	EKs   []*agentv1.EndorsementKey
@@ -29,15 +32,6 @@ type identifyJSON struct {
 	EKs   []json.RawMessage `json:"eks,omitempty"`
 	Chain [][]byte          `json:"chain,omitempty"`
 	Hello json.RawMessage   `json:"hello,omitempty"`
-}
-
-// legacyIdentify is the form of records written before: encoding/json of the generated
-// structs.
-type legacyIdentify struct {
-	Info  *agentv1.InfoResult
-	EKs   []*agentv1.EndorsementKey
-	Chain [][]byte
-	Hello *agentv1.Hello
 }
 
 var (
@@ -72,20 +66,6 @@ func (id Identify) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON decodes a report in either stored form.
 func (id *Identify) UnmarshalJSON(b []byte) error {
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(b, &keys); err != nil {
-		return err
-	}
-	for _, k := range []string{"Info", "EKs", "Chain", "Hello"} {
-		if _, ok := keys[k]; ok {
-			var old legacyIdentify
-			if err := json.Unmarshal(b, &old); err != nil {
-				return err
-			}
-			*id = Identify(old)
-			return nil
-		}
-	}
 	var in identifyJSON
 	if err := json.Unmarshal(b, &in); err != nil {
 		return err
