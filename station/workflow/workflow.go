@@ -22,8 +22,8 @@ import (
 	"github.com/devid-station/devid/station/store"
 )
 
-// Step names, in workflow order: the journal's stored names (station/journal). The event kinds the
-// workflow writes are the station API's (documented with stationv1.EventKind).
+// Step names, in workflow order: the names the journal stores (station/journal). The event
+// kinds the workflow writes are the station API's (documented with stationv1.EventKind).
 const (
 	StepIdentify       = journal.StepIdentify
 	StepVerifyEK       = journal.StepVerifyEK

@@ -1,7 +1,7 @@
 // Package travelertest writes units into a station store the way station/workflow journals
-// them (the same step names, intents and results: station/journal's types), so that readers of the store —
-// the traveler record, the station API — can be tested without running agents and CAs. It is
-// for tests only.
+// them (the same step names, intents and results: station/journal's types), so that readers of
+// the store — the traveler record, the station API — can be tested without running agents and
+// CAs. It is for tests only.
 package travelertest
 
 import (
