@@ -204,7 +204,7 @@ func TestGlobalSignESTServer(t *testing.T) {
 func startESTServer(t *testing.T) *estServer {
 	t.Helper()
 	tmp := t.TempDir()
-	bin := buildESTServer(t, tmp)
+	bin := buildNested(t, tmp, ".", "estserver")
 
 	srv := &estServer{user: "station", password: randomHex(t, 16)}
 	infoPath := filepath.Join(tmp, "info.json")
@@ -246,10 +246,10 @@ func startESTServer(t *testing.T) *estServer {
 	return srv
 }
 
-// buildESTServer builds the server command from its nested module into dir
-// and returns the binary's path. It skips the test only when the server's
-// modules cannot be downloaded.
-func buildESTServer(t *testing.T, dir string) string {
+// buildNested builds the command pkg (".", the server, or "./estclient")
+// of the nested module into dir/name and returns the binary's path. It skips
+// the test only when the module's dependencies cannot be downloaded.
+func buildNested(t *testing.T, dir, pkg, name string) string {
 	t.Helper()
 	// go test puts its own GOROOT/bin first in PATH, so this is the
 	// toolchain running the test.
@@ -263,14 +263,16 @@ func buildESTServer(t *testing.T, dir string) string {
 	}
 	// go test caches results keyed by the files a test opens; reading the
 	// server's sources makes an edit to them re-run this test.
-	entries, err := os.ReadDir(modDir)
-	if err != nil {
-		t.Fatalf("reading EST server module: %v", err)
-	}
-	for _, e := range entries {
-		if e.Type().IsRegular() {
-			if _, err := os.ReadFile(filepath.Join(modDir, e.Name())); err != nil {
-				t.Fatal(err)
+	for _, d := range []string{modDir, filepath.Join(modDir, pkg)} {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			t.Fatalf("reading EST interop module: %v", err)
+		}
+		for _, e := range entries {
+			if e.Type().IsRegular() {
+				if _, err := os.ReadFile(filepath.Join(d, e.Name())); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}
@@ -292,8 +294,8 @@ func buildESTServer(t *testing.T, dir string) string {
 		}
 		t.Fatalf("go mod download in %s: %v\n%s", modDir, err, out)
 	}
-	bin := filepath.Join(dir, "estserver")
-	build := exec.CommandContext(ctx, goBin, "build", "-buildvcs=false", "-o", bin, ".")
+	bin := filepath.Join(dir, name)
+	build := exec.CommandContext(ctx, goBin, "build", "-buildvcs=false", "-o", bin, pkg)
 	build.Dir, build.Env = modDir, env
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build in %s: %v\n%s", modDir, err, out)

@@ -154,6 +154,12 @@ func (a *runner) session(ctx context.Context) (v Verdict, gotCommand bool, err e
 	hello := proto.CloneOf(a.hello)
 	hello.SessionAttempt = a.attempts
 	if err := stream.Send(&agentv1.AgentMessage{Body: &agentv1.AgentMessage_Hello{Hello: hello}}); err != nil {
+		if errors.Is(err, io.EOF) {
+			// The station ended the stream first (a refusal): its status is what Recv says.
+			if _, rerr := stream.Recv(); rerr != nil {
+				err = rerr
+			}
+		}
 		return Verdict{}, false, fmt.Errorf("sending hello: %w", err)
 	}
 	a.log.Info("session opened", logKeyAttempt, a.attempts)

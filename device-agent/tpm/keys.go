@@ -15,7 +15,8 @@ type KeyRequest struct {
 	Algorithm Algorithm
 	// Handle is the persistent handle, in the owner range 0x81000000-0x817FFFFF.
 	Handle uint32
-	// SRKHandle is the SRK's persistent handle for an LDevID; 0 means SRKHandle.
+	// SRKHandle is the SRK's persistent handle for an LDevID; 0 means the registry's SRK
+	// handle for the key's algorithm (SRKHandleRSA or SRKHandleECC).
 	SRKHandle uint32
 	// Template is an optional TPM-marshalled TPMT_PUBLIC used instead of DevIDTemplate; it
 	// must be an unrestricted signing key without decrypt.
@@ -62,6 +63,15 @@ func keyTemplate(req KeyRequest) (tpm2.TPMTPublic, Algorithm, error) {
 	return *p, alg, nil
 }
 
+// DefaultSRKHandle is the TCG handle registry's SRK handle for an algorithm: 0x81000001 for
+// RSA, 0x81000002 for ECC.
+func DefaultSRKHandle(alg Algorithm) uint32 {
+	if alg == RSA2048 {
+		return SRKHandleRSA
+	}
+	return SRKHandleECC
+}
+
 // CreateKey creates a DevID key and persists it at req.Handle.
 //
 // IDevID: CreatePrimary in the endorsement hierarchy, EvictControl to Handle. LDevID: the SRK
@@ -79,16 +89,16 @@ func (t *TPM) CreateKey(req KeyRequest) (*Key, error) {
 	if !validPersistent(req.Handle) {
 		return nil, fmt.Errorf("creating key: %w: handle %#x is not an owner persistent handle", ErrInvalidArgument, req.Handle)
 	}
-	srkHandle := req.SRKHandle
-	if srkHandle == 0 {
-		srkHandle = SRKHandle
-	}
-	if req.Role == LDevID && (!validPersistent(srkHandle) || srkHandle == req.Handle) {
-		return nil, fmt.Errorf("creating key: %w: SRK handle %#x", ErrInvalidArgument, srkHandle)
-	}
 	tmpl, alg, err := keyTemplate(req)
 	if err != nil {
 		return nil, fmt.Errorf("creating key: %w", err)
+	}
+	srkHandle := req.SRKHandle
+	if srkHandle == 0 {
+		srkHandle = DefaultSRKHandle(alg)
+	}
+	if req.Role == LDevID && (!validPersistent(srkHandle) || srkHandle == req.Handle) {
+		return nil, fmt.Errorf("creating key: %w: SRK handle %#x", ErrInvalidArgument, srkHandle)
 	}
 
 	t.mu.Lock()

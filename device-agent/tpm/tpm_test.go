@@ -255,13 +255,37 @@ func TestCreateKey(t *testing.T) {
 func TestCreateKeyLDevIDNeedsItsSRK(t *testing.T) {
 	tp := openSim(t)
 	mustCreate(t, tp, tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.ECCP256, Handle: tpm.LDevIDHandle})
-	// An RSA LDevID wants an RSA SRK, but an ECC SRK sits at the SRK handle.
-	if _, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.RSA2048, Handle: 0x81000010}); !errors.Is(err, tpm.ErrHandleOccupied) {
+	// An RSA LDevID wants an RSA SRK, but an ECC SRK sits at the SRK handle asked for.
+	if _, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.RSA2048, Handle: 0x81020010, SRKHandle: tpm.SRKHandleECC}); !errors.Is(err, tpm.ErrHandleOccupied) {
 		t.Errorf("RSA LDevID over an ECC SRK: %v, want ErrHandleOccupied", err)
 	}
 	// The same key asked under another SRK is not the key asked for.
 	if _, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.ECCP256, Handle: tpm.LDevIDHandle, SRKHandle: 0x81000020}); !errors.Is(err, tpm.ErrHandleOccupied) {
 		t.Errorf("LDevID under another SRK: %v, want ErrHandleOccupied", err)
+	}
+}
+
+// TestCreateKeyDefaultSRKHandles checks that without an SRK handle the SRK lands where the TCG
+// handle registry puts it: the ECC SRK at 0x81000002, the RSA SRK at 0x81000001.
+func TestCreateKeyDefaultSRKHandles(t *testing.T) {
+	tp := openSim(t)
+	ecc := mustCreate(t, tp, tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.ECCP256, Handle: tpm.LDevIDHandle})
+	rsaKey := mustCreate(t, tp, tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.RSA2048, Handle: tpm.LAKHandle})
+	if !ecc.SRKCreated || !rsaKey.SRKCreated {
+		t.Fatalf("SRKCreated = %v, %v; want both", ecc.SRKCreated, rsaKey.SRKCreated)
+	}
+	info, err := tp.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []uint32{0x81000001, 0x81000002, 0x81020002, 0x81020003} {
+		if !slices.Contains(info.PersistentHandles, h) {
+			t.Errorf("PersistentHandles %#x lack %#x", info.PersistentHandles, h)
+		}
+	}
+	// Each SRK is of its algorithm: an ECC LDevID under the RSA SRK is refused.
+	if _, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.ECCP256, Handle: 0x81020010, SRKHandle: 0x81000001}); !errors.Is(err, tpm.ErrHandleOccupied) {
+		t.Errorf("ECC LDevID under the RSA SRK: %v, want ErrHandleOccupied", err)
 	}
 }
 
@@ -282,7 +306,7 @@ func TestCreateKeyInvalid(t *testing.T) {
 		{"NV index", tpm.KeyRequest{Role: tpm.IDevID, Algorithm: tpm.ECCP256, Handle: 0x01C90000}},
 		{"no role", tpm.KeyRequest{Algorithm: tpm.ECCP256, Handle: tpm.IDevIDHandle}},
 		{"no algorithm", tpm.KeyRequest{Role: tpm.IDevID, Handle: tpm.IDevIDHandle}},
-		{"SRK at the key handle", tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.ECCP256, Handle: tpm.SRKHandle}},
+		{"SRK at the key handle", tpm.KeyRequest{Role: tpm.LDevID, Algorithm: tpm.ECCP256, Handle: tpm.SRKHandleECC}},
 		{"garbage template", tpm.KeyRequest{Role: tpm.IDevID, Handle: tpm.IDevIDHandle, Template: []byte{0x00, 0x23, 0x00}}},
 		{"trailing bytes", tpm.KeyRequest{Role: tpm.IDevID, Handle: tpm.IDevIDHandle, Template: append(slices.Clone(good), 0)}},
 		{"decrypt", tpm.KeyRequest{Role: tpm.IDevID, Handle: tpm.IDevIDHandle, Template: withAttrs(func(a *tpm2.TPMAObject) { a.Decrypt = true })}},
@@ -527,7 +551,7 @@ func TestSign(t *testing.T) {
 		{"ECDSA on RSA", rsaKey.Handle, d, crypto.SHA256, tpm.ECDSA, tpm.ErrInvalidArgument},
 		{"short digest", ecc.Handle, d[:20], crypto.SHA256, tpm.SchemeDefault, tpm.ErrInvalidArgument},
 		{"SHA-1", ecc.Handle, d[:20], crypto.SHA1, tpm.SchemeDefault, tpm.ErrInvalidArgument},
-		{"SRK is no signing key", tpm.SRKHandle, d, crypto.SHA256, tpm.SchemeDefault, tpm.ErrInvalidArgument},
+		{"SRK is no signing key", tpm.SRKHandleRSA, d, crypto.SHA256, tpm.SchemeDefault, tpm.ErrInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := tp.Sign(tc.handle, tc.digest, tc.hash, tc.scheme); !errors.Is(err, tc.want) {

@@ -105,15 +105,20 @@ const (
 	RSAPSS
 )
 
-// Default handles and indices (TCG EK Credential Profile, TCG handle registry, DESIGN.md).
+// Default handles and indices: the EKs and SRKs after the TCG handle registry (Registry of
+// Reserved TPM 2.0 Handles and Localities), the DevID keys after the handles docs/tpm-layout.md
+// lists for them, the EK certificate indices after the TCG EK Credential Profile.
 const (
 	EKHandleRSA         uint32 = 0x81010001
 	EKHandleECC         uint32 = 0x81010002
 	EKHandleECCP384     uint32 = 0x81010016
 	EKHandleRSA3072     uint32 = 0x8101001C
-	SRKHandle           uint32 = 0x81000001
+	SRKHandleRSA        uint32 = 0x81000001
+	SRKHandleECC        uint32 = 0x81000002
 	IDevIDHandle        uint32 = 0x81020000
-	LDevIDHandle        uint32 = 0x81000002
+	IAKHandle           uint32 = 0x81020001
+	LDevIDHandle        uint32 = 0x81020002
+	LAKHandle           uint32 = 0x81020003
 	EKCertIndexRSA      uint32 = 0x01C00002
 	EKCertIndexECC      uint32 = 0x01C0000A
 	EKCertIndexECCP384  uint32 = 0x01C00016

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -14,6 +16,24 @@ import (
 	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
+
+// MaxReasonBytes bounds the reason of an abort, a rework, an EK release or a work order's
+// closing, all recorded in the audit trail.
+const MaxReasonBytes = 1024
+
+// checkReason checks the reason of a mutating call: at most MaxReasonBytes of valid UTF-8,
+// and not empty when required.
+func checkReason(reason string, required bool) error {
+	switch {
+	case required && strings.TrimSpace(reason) == "":
+		return fmt.Errorf("a reason is required: %w", ErrInvalidRequest)
+	case len(reason) > MaxReasonBytes:
+		return fmt.Errorf("the reason has %d bytes, more than %d: %w", len(reason), MaxReasonBytes, ErrInvalidRequest)
+	case !utf8.ValidString(reason):
+		return fmt.Errorf("the reason is not valid UTF-8: %w", ErrInvalidRequest)
+	}
+	return nil
+}
 
 // minRateSpan is the shortest span GetStatus measures units per hour over.
 const minRateSpan = time.Minute
@@ -75,11 +95,12 @@ func (s *Server) ListUnits(ctx context.Context, req *stationv1.ListUnitsRequest)
 func (s *Server) AbortUnit(ctx context.Context, req *stationv1.AbortUnitRequest) (*stationv1.Unit, error) {
 	const method = "AbortUnit"
 	c, _ := CallerFrom(ctx)
+	if err := checkReason(req.GetReason(), true); err != nil {
+		return nil, s.err(method, err)
+	}
 	switch {
 	case req.GetSerial() == "":
 		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
-	case req.GetReason() == "":
-		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
 	case s.cfg.Runner == nil:
 		return nil, s.err(method, fmt.Errorf("aborting units: %w", ErrUnavailable))
 	}
@@ -100,11 +121,12 @@ func (s *Server) AbortUnit(ctx context.Context, req *stationv1.AbortUnitRequest)
 func (s *Server) AuthorizeRework(ctx context.Context, req *stationv1.AuthorizeReworkRequest) (*stationv1.Unit, error) {
 	const method = "AuthorizeRework"
 	c, _ := CallerFrom(ctx)
+	if err := checkReason(req.GetReason(), true); err != nil {
+		return nil, s.err(method, err)
+	}
 	switch {
 	case req.GetSerial() == "":
 		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
-	case req.GetReason() == "":
-		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
 	}
 	u, err := s.cfg.Store.Unit(ctx, req.GetSerial())
 	if err != nil {
@@ -154,11 +176,12 @@ func (s *Server) DecideHold(ctx context.Context, req *stationv1.DecideHoldReques
 func (s *Server) ReleaseEK(ctx context.Context, req *stationv1.ReleaseEKRequest) (*stationv1.Unit, error) {
 	const method = "ReleaseEK"
 	c, _ := CallerFrom(ctx)
+	if err := checkReason(req.GetReason(), true); err != nil {
+		return nil, s.err(method, err)
+	}
 	switch {
 	case req.GetSerial() == "":
 		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
-	case req.GetReason() == "":
-		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
 	}
 	running := s.running()
 	if running[req.GetSerial()] {

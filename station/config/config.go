@@ -185,6 +185,9 @@ type Key struct {
 	CA                 string  `toml:"ca"`
 	Subject            Subject `toml:"subject"`
 	HardwareModuleType string  `toml:"hardware_module_type"`
+	HardwareModuleName string  `toml:"hardware_module_name"`
+	// CertificatePolicies defaults to true.
+	CertificatePolicies *bool `toml:"certificate_policies"`
 }
 
 // Subject is a certificate subject; common_name may hold "{serial}".
@@ -636,9 +639,6 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 		p.addf("name: want 1-64 characters of [a-z0-9._-]")
 	}
 	wp := &workflow.Profile{Name: pr.Name, SRKHandle: pr.SRKHandle, LDevIDCertPath: pr.LDevIDCertPath, LDevIDAuth: pr.LDevIDAuth}
-	if wp.SRKHandle == 0 {
-		wp.SRKHandle = 0x81000001
-	}
 	var errs []string
 	wp.IDevID, errs = pr.IDevID.validate(caNames)
 	for _, e := range errs {
@@ -648,17 +648,20 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	for _, e := range errs {
 		p.addf("ldevid: %s", e)
 	}
+	if wp.SRKHandle == 0 {
+		wp.SRKHandle = defaultSRKHandle(wp.LDevID.Algorithm)
+	}
 	// The checks across handles look only at handles that are valid on their own: a handle
 	// already reported is not reported again.
 	srkOK, idOK, ldOK := storageHandle(wp.SRKHandle), persistentHandle(wp.IDevID.Handle), persistentHandle(wp.LDevID.Handle)
 	if !srkOK {
 		p.addf("srk_handle %#x must be a storage-hierarchy handle (0x81000000-0x8100FFFF)", wp.SRKHandle)
 	}
-	if ldOK && !storageHandle(wp.LDevID.Handle) {
-		p.addf("ldevid.handle %#x must be a storage-hierarchy handle (0x81000000-0x8100FFFF)", wp.LDevID.Handle)
+	if ldOK && storageHandle(wp.LDevID.Handle) {
+		p.addf("ldevid.handle %#x is in the range the TCG handle registry keeps for SRKs (0x81000000-0x8100FFFF)", wp.LDevID.Handle)
 	}
 	if idOK && storageHandle(wp.IDevID.Handle) {
-		p.addf("idevid.handle %#x is in the storage range; the IDevID lives in the endorsement hierarchy", wp.IDevID.Handle)
+		p.addf("idevid.handle %#x is in the range the TCG handle registry keeps for SRKs (0x81000000-0x8100FFFF)", wp.IDevID.Handle)
 	}
 	if (srkOK && ldOK && wp.SRKHandle == wp.LDevID.Handle) || (idOK && ldOK && wp.IDevID.Handle == wp.LDevID.Handle) ||
 		(idOK && srkOK && wp.IDevID.Handle == wp.SRKHandle) {
@@ -699,7 +702,8 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 // validate checks the key and returns every problem.
 func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
 	var p problems
-	kp := workflow.KeyProfile{Handle: k.Handle, Issuer: k.CA, Subject: workflow.Subject(k.Subject)}
+	kp := workflow.KeyProfile{Handle: k.Handle, Issuer: k.CA, Subject: workflow.Subject(k.Subject),
+		CertificatePolicies: k.CertificatePolicies == nil || *k.CertificatePolicies}
 	var err error
 	if kp.Algorithm, err = algorithm(k.Algorithm); err != nil {
 		p.addf("%v", err)
@@ -716,7 +720,22 @@ func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
 	case !caNames[k.CA]:
 		p.addf("ca %q is not a configured [[ca]]", k.CA)
 	}
-	if k.HardwareModuleType != "" {
+	switch k.HardwareModuleName {
+	case "", workflow.HWModuleTPM:
+		kp.HardwareModuleName = workflow.HWModuleTPM
+	case "serial":
+		kp.HardwareModuleName = workflow.HWModuleSerial
+	case "none":
+		kp.HardwareModuleName = workflow.HWModuleNone
+	default:
+		p.addf("hardware_module_name %q: want tpm, serial or none", k.HardwareModuleName)
+	}
+	switch {
+	case k.HardwareModuleName == "serial" && k.HardwareModuleType == "":
+		p.addf("hardware_module_name \"serial\" needs a hardware_module_type")
+	case k.HardwareModuleName != "serial" && k.HardwareModuleType != "":
+		p.addf("hardware_module_type is the hwType of hardware_module_name \"serial\" only (the TPM's hwType is 2.23.133.1.2)")
+	case k.HardwareModuleType != "":
 		if kp.HardwareModuleType, err = parseOID(k.HardwareModuleType); err != nil {
 			p.addf("hardware_module_type: %v", err)
 		}
@@ -728,8 +747,18 @@ func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
 // hierarchy.
 func persistentHandle(h uint32) bool { return h >= 0x81000000 && h < 0x81800000 }
 
-// storageHandle reports whether h is in the storage hierarchy's persistent range.
+// storageHandle reports whether h is in the storage hierarchy's persistent range, which the TCG
+// handle registry keeps for SRKs.
 func storageHandle(h uint32) bool { return h >= 0x81000000 && h <= 0x8100FFFF }
+
+// defaultSRKHandle is the TCG handle registry's SRK handle for the LDevID key's algorithm (the
+// SRK has the LDevID's algorithm): 0x81000001 for RSA, 0x81000002 for ECC.
+func defaultSRKHandle(alg agentv1.KeyAlgorithm) uint32 {
+	if alg == agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048 {
+		return 0x81000001
+	}
+	return 0x81000002
+}
 
 func algorithm(s string) (agentv1.KeyAlgorithm, error) {
 	switch s {

@@ -88,6 +88,12 @@ func TestExampleLoads(t *testing.T) {
 	if p == nil || p.IDevID.Handle != 0x81020000 || p.IDevIDNV.Index != 0x01C90000 || p.LDevIDAuth != workflow.AuthIDevIDMTLS {
 		t.Fatalf("default profile = %+v", p)
 	}
+	if p.IDevID.HardwareModuleName != workflow.HWModuleTPM || p.LDevID.HardwareModuleName != workflow.HWModuleTPM {
+		t.Errorf("hardware module names %q, %q; want tpm", p.IDevID.HardwareModuleName, p.LDevID.HardwareModuleName)
+	}
+	if !p.IDevID.CertificatePolicies || !p.LDevID.CertificatePolicies {
+		t.Error("certificate policies not asked for")
+	}
 	if rt.CAs[0].HeaderSecret.Reveal() != "s3cret-maker" || rt.CAs[0].HeaderName != "Secret-Value" {
 		t.Errorf("CA auth not loaded: header %q", rt.CAs[0].HeaderName)
 	}
@@ -100,7 +106,8 @@ func TestExampleLoads(t *testing.T) {
 	if rt.Roles["mes-1"] != "mes" || rt.StepTimeouts["idevid_key"] != 10*time.Minute {
 		t.Errorf("roles %v, timeouts %v", rt.Roles, rt.StepTimeouts)
 	}
-	out, err := p.Onboarding.Render(workflow.OnboardingInput{Serial: "SN-0001", LDevIDCertPath: "/etc/devid/ldevid.pem", LDevIDHandle: 0x81000002})
+	pin := "00112233445566778899aabbccddeeff"
+	out, err := p.Onboarding.Render(workflow.OnboardingInput{Serial: "SN-0001", LDevIDCertPath: "/etc/devid/ldevid.pem", LDevIDHandle: 0x81020002, PIN: pin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +137,25 @@ func TestExampleLoads(t *testing.T) {
 		doc.CertIssuance.EST.Auth.BootstrapIdentityCert != "file:///etc/devid/ldevid.pem" || !doc.CertIssuance.EST.IdentityAutoRenew.RotateKey {
 		t.Errorf("rendered config = %+v", doc)
 	}
+	if problems := CheckAzureIoTIdentity(out); len(problems) != 0 {
+		t.Errorf("rendered config fails the schema: %q", problems)
+	}
+	for _, want := range []string{
+		`pkcs11_lib_path = "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1"`,
+		`pkcs11_base_slot = "pkcs11:token=devid?pin-value=` + pin + `"`,
+		`bootstrap_identity_pk = "pkcs11:token=devid;object=ldevid?pin-value=` + pin + `"`,
+		`trusted_certs = ["file:///etc/aziot/est-root-ca.pem"]`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rendered config lacks %s", want)
+		}
+	}
+	if o := p.Onboarding; o.PINPath != "/etc/devid/pkcs11-pin" || o.TrustBundlePath != "/etc/aziot/est-root-ca.pem" || !strings.HasPrefix(string(o.TrustBundle), "-----BEGIN CERTIFICATE-----") {
+		t.Errorf("onboarding files: pin %q, bundle %q (%d bytes)", o.PINPath, o.TrustBundlePath, len(o.TrustBundle))
+	}
+	if got := p.Files(); len(got) != 4 {
+		t.Errorf("profile files %q, want the LDevID, the config, the trust bundle and the PIN file", got)
+	}
 }
 
 func TestInvalid(t *testing.T) {
@@ -144,8 +170,25 @@ func TestInvalid(t *testing.T) {
 		{"bad algorithm", func(s string) string {
 			return strings.Replace(s, `algorithm = "ecc-p256"`, `algorithm = "ecc-p384"`, 1)
 		}, 0o600, "ecc-p384"},
-		{"ldevid handle outside storage", func(s string) string { return strings.Replace(s, "handle = 0x81000002", "handle = 0x81010005", 1) }, 0o600, "storage-hierarchy"},
+		{"ldevid handle in the SRK range", func(s string) string { return strings.Replace(s, "handle = 0x81020002", "handle = 0x81000005", 1) }, 0o600, "keeps for SRKs"},
+		{"unknown hardware_module_name", func(s string) string {
+			return strings.Replace(s, `hardware_module_name = "tpm"`, `hardware_module_name = "chip"`, 1)
+		}, 0o600, "want tpm, serial or none"},
+		{"serial hardware_module_name without type", func(s string) string {
+			return strings.Replace(s, `hardware_module_name = "tpm"`, `hardware_module_name = "serial"`, 1)
+		}, 0o600, "needs a hardware_module_type"},
+		{"hardware_module_type with the TPM's name", func(s string) string {
+			return strings.Replace(s, `hardware_module_name = "tpm"`, `hardware_module_name = "tpm"`+"\n"+`hardware_module_type = "1.2.3"`, 1)
+		}, 0o600, "hardware_module_type is the hwType"},
 		{"unknown CA", func(s string) string { return strings.Replace(s, `ca = "customer-ldevid"`, `ca = "nope"`, 1) }, 0o600, `"nope"`},
+		{"old onboarding value", func(s string) string {
+			return strings.Replace(s, `pkcs11_object = "ldevid"`, `pkcs11_object = "ldevid"`+"\n"+`bootstrap_identity_pk = "pkcs11:token=devid;object=ldevid?pin-source=file:/etc/aziot/pin"`, 1)
+		}, 0o600, "values.bootstrap_identity_pk is not a value"},
+		{"no PIN file", func(s string) string { return strings.Replace(s, `pin_path = "/etc/devid/pkcs11-pin"`, ``, 1) }, 0o600, "needs trust_bundle, trust_bundle_path and pin_path"},
+		{"token label needing escapes", func(s string) string {
+			return strings.Replace(s, `pkcs11_token = "devid"`, `pkcs11_token = "dev id;x"`, 1)
+		}, 0o600, "values.pkcs11_token"},
+		{"onboarding as plain toml", func(s string) string { return strings.Replace(s, `format = "aziot"`, `format = "toml"`, 1) }, 0o600, "checked as aziot"},
 		{"unknown role", func(s string) string { return strings.Replace(s, `role = "qa"`, `role = "boss"`, 1) }, 0o600, "boss"},
 		{"plain http CA", func(s string) string {
 			return strings.Replace(s, "https://ca.maker.example", "http://ca.maker.example", 1)
@@ -225,7 +268,7 @@ func TestOneErrorPerFault(t *testing.T) {
 			return strings.Replace(s, `url = "https://ca.customer.example:8443"`, `url = "ftp://ca.customer.example"`, 1)
 		}, []string{`ca[1] "customer-ldevid": url`, `ca[1] "customer-ldevid": auth.header_secret_file`}},
 		{"ldevid handle not persistent", func(t *testing.T, dir, s string) string {
-			return strings.Replace(s, "handle = 0x81000002", "handle = 0x01000002", 1)
+			return strings.Replace(s, "handle = 0x81020002", "handle = 0x01000002", 1)
 		}, []string{`profile[0] "default": ldevid: handle 0x1000002 is not`}},
 		{"every fault of a key", func(t *testing.T, dir, s string) string {
 			s = strings.Replace(s, `algorithm = "ecc-p256"`, `algorithm = "ecc-p384"`, 1)
@@ -244,6 +287,7 @@ func TestOneErrorPerFault(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			s = strings.Replace(s, `trust_bundle = ["dev/tls/station-ca.pem"]`, `trust_bundle = ["dev/pki/maker-root-ca.pem"]`, 1)
 			return strings.Replace(s, `trust_anchors = ["dev/tls/station-ca.pem"]`, `trust_anchors = ["dev/pki/maker-root-ca.pem"]`, 2)
 		}, []string{"api: loading", "api.client_ca_file: open"}},
 	}
@@ -278,6 +322,76 @@ func TestOneErrorPerFault(t *testing.T) {
 	}
 }
 
+// TestDefaultHandles: the example's handles are the TCG registry's and DevID handles, and an
+// omitted srk_handle is the registry's SRK for the LDevID's algorithm.
+func TestDefaultHandles(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to string
+		srk            uint32
+	}{
+		{"example", "", "", 0x81000002},
+		{"ecc default", "srk_handle = 0x81000002\n", "", 0x81000002},
+		{"rsa default", "srk_handle = 0x81000002\n", "", 0x81000001},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			s := string(data)
+			if tc.from != "" {
+				if !strings.Contains(s, tc.from) {
+					t.Fatalf("example has no %q", tc.from)
+				}
+				s = strings.Replace(s, tc.from, tc.to, 1)
+			}
+			if tc.name == "rsa default" {
+				i := strings.Index(s, "[profile.ldevid]")
+				s = s[:i] + strings.Replace(s[i:], `algorithm = "ecc-p256"`, `algorithm = "rsa-2048"`, 1)
+			}
+			write(t, path, []byte(s), 0o644)
+			rt, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := rt.Profiles["default"]
+			if p.SRKHandle != tc.srk || p.IDevID.Handle != 0x81020000 || p.LDevID.Handle != 0x81020002 {
+				t.Errorf("srk %#x, idevid %#x, ldevid %#x; want srk %#x, idevid 0x81020000, ldevid 0x81020002",
+					p.SRKHandle, p.IDevID.Handle, p.LDevID.Handle, tc.srk)
+			}
+		})
+	}
+}
+
+// TestCertificatePolicies: certificate_policies defaults to true and can be turned off per key.
+func TestCertificatePolicies(t *testing.T) {
+	for _, tc := range []struct {
+		name, to       string
+		idevid, ldevid bool
+	}{
+		{"omitted", "", true, true},
+		{"off for the IDevID", "certificate_policies = false\n", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			s := strings.Replace(string(data), "certificate_policies = true\n", tc.to, 1)
+			if tc.to == "" {
+				s = strings.ReplaceAll(s, "certificate_policies = true\n", "")
+			}
+			write(t, path, []byte(s), 0o644)
+			rt, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := rt.Profiles["default"]
+			if p.IDevID.CertificatePolicies != tc.idevid || p.LDevID.CertificatePolicies != tc.ldevid {
+				t.Errorf("policies %v, %v; want %v, %v", p.IDevID.CertificatePolicies, p.LDevID.CertificatePolicies, tc.idevid, tc.ldevid)
+			}
+		})
+	}
+}
+
 // TestProfileRefusesWhatTheAgentRefuses: a profile that places a DevID key or the IDevID
 // certificate in a TCG-reserved endorsement location is refused, so that no rework can ever
 // undefine an EK certificate index or evict an EK; so is an onboarding file mode that group or
@@ -289,7 +403,7 @@ func TestProfileRefusesWhatTheAgentRefuses(t *testing.T) {
 		{"idevid nv on the RSA EK certificate", "index = 0x01C90000", "index = 0x01C00002", "idevid_nv.index 0x1c00002 is in the TCG-reserved EK certificate range"},
 		{"idevid nv on the ECC EK certificate", "index = 0x01C90000", "index = 0x01C0000A", "idevid_nv.index 0x1c0000a is in the TCG-reserved EK certificate range"},
 		{"idevid nv on the EK chain", "index = 0x01C90000", "index = 0x01C00100", "idevid_nv.index 0x1c00100 is in the TCG-reserved EK certificate range"},
-		{"ldevid on an EK handle", "handle = 0x81000002", "handle = 0x81010002", "ldevid: handle 0x81010002 is in the TCG-reserved EK handle range"},
+		{"ldevid on an EK handle", "handle = 0x81020002", "handle = 0x81010002", "ldevid: handle 0x81010002 is in the TCG-reserved EK handle range"},
 		{"onboarding file writable by others", "mode = 0o600", "mode = 0o666", "mode 666 lets group or others write"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

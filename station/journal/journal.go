@@ -116,6 +116,13 @@ type InstallResult struct {
 	Locked bool   `json:"locked,omitempty"`
 }
 
+// OnboardingResult is the onboarding step's result: digests only, never the PIN.
+type OnboardingResult struct {
+	InstallResult
+	// Files maps the further files written (trust bundle, PIN file) to their SHA-256.
+	Files map[string]string `json:"files,omitempty"`
+}
+
 // VerifyResult is the verify step's result: check name -> "ok".
 type VerifyResult struct {
 	Checks map[string]string `json:"checks"`

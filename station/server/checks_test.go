@@ -12,6 +12,7 @@ import (
 	"encoding/asn1"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 
@@ -317,4 +318,35 @@ func TestCAMisissues(t *testing.T) {
 	if nv, err := sim.NVRead(0x01C90000); err == nil {
 		t.Errorf("a refused certificate was installed (%d bytes)", len(nv.Data))
 	}
+}
+
+// laggingClock is a CA clock running behind the station's.
+type laggingClock time.Duration
+
+func (c laggingClock) Now() time.Time { return time.Now().Add(-time.Duration(c)) }
+
+// TestCABackdates has the IDevID CA issue with a NotBefore an hour before the request (its clock
+// lags): IEEE 802.1AR wants the creation time, so the station refuses the certificate.
+func TestCABackdates(t *testing.T) {
+	l := newTestLine(t, lineOptions{caClock: laggingClock(time.Hour)})
+	l.workOrder("WO-1", "SN-0001")
+	sim := l.manufacture(nil, tpm.ECCP256)
+	v := l.runUnit(context.Background(), "SN-0001", sim)
+	if v.Passed || v.Code != workflow.CodeCertInvalid || !strings.Contains(v.Message, "NotBefore") {
+		t.Fatalf("verdict %+v, want %s about NotBefore", v, workflow.CodeCertInvalid)
+	}
+	l.issuedAllKnown(l.srv.Store())
+}
+
+// TestCADropsPolicies has the IDevID CA leave out the TCG DevID certificate policies the
+// station asked for: the station refuses the certificate.
+func TestCADropsPolicies(t *testing.T) {
+	l := newTestLine(t, lineOptions{noPolicies: true})
+	l.workOrder("WO-1", "SN-0001")
+	sim := l.manufacture(nil, tpm.ECCP256)
+	v := l.runUnit(context.Background(), "SN-0001", sim)
+	if v.Passed || v.Code != workflow.CodeCertInvalid || !strings.Contains(v.Message, "certificate policies") {
+		t.Fatalf("verdict %+v, want %s about the certificate policies", v, workflow.CodeCertInvalid)
+	}
+	l.issuedAllKnown(l.srv.Store())
 }

@@ -43,6 +43,8 @@ type lineOptions struct {
 	knobs      estca.Knobs // for the IDevID CA
 	wrap       func(workflow.Journal) workflow.Journal
 	configure  func(*config.File) // adjusts the station's configuration before it starts
+	caClock    estca.Clock        // the dev CAs' clock; nil: the system clock
+	noPolicies bool               // the IDevID CA drops the requested certificate policies
 }
 
 const headerSecret = "line-test-secret"
@@ -126,12 +128,12 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 	}
 	ca, err := estca.New(estca.Config{TLSCert: caTLS, CAs: []estca.CAConfig{
 		{Label: "idevid", Issuer: pki.IDevIDIssuing.Cert, Signer: pki.IDevIDIssuing.Signer, Chain: pki.IDevIDIssuing.Chain()[1:], Root: pki.MakerRoot.Cert,
-			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{NotAfter: estca.NoExpiry, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true},
+			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{NotAfter: estca.NoExpiry, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: !opts.noPolicies},
 			Auth: estca.Auth{HeaderSecret: secret}, Knobs: opts.knobs},
 		{Label: "ldevid", Issuer: pki.LDevIDIssuing.Cert, Signer: pki.LDevIDIssuing.Signer, Chain: pki.LDevIDIssuing.Chain()[1:], Root: pki.CustomerRoot.Cert,
-			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{Validity: 365 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true},
+			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{Validity: 365 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: true},
 			Auth: ldevidAuth},
-	}})
+	}, Clock: opts.caClock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,15 +165,18 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 				Retry: config.Retry{Max: 2, WaitMin: config.Duration(10 * time.Millisecond), WaitMax: config.Duration(100 * time.Millisecond)}},
 		},
 		Profiles: []config.Profile{{
-			Name:           "default",
-			IDevID:         config.Key{Algorithm: "ecc-p256", Handle: 0x81020000, CA: "maker", Subject: subject, HardwareModuleType: "1.3.6.1.4.1.99999.1.1"},
-			IDevIDNV:       config.NV{Index: 0x01C90000, Auth: "platform", Lock: true},
-			LDevID:         config.Key{Algorithm: "ecc-p256", Handle: 0x81000002, CA: "customer", Subject: subject, HardwareModuleType: "1.3.6.1.4.1.99999.1.1"},
+			Name:     "default",
+			IDevID:   config.Key{Algorithm: "ecc-p256", Handle: 0x81020000, CA: "maker", Subject: subject},
+			IDevIDNV: config.NV{Index: 0x01C90000, Auth: "platform", Lock: true},
+			LDevID: config.Key{Algorithm: "ecc-p256", Handle: 0x81020002, CA: "customer", Subject: subject,
+				HardwareModuleType: "1.3.6.1.4.1.99999.1.1", HardwareModuleName: "serial"},
 			LDevIDCertPath: filepath.Join(unitRoot, "etc/devid/ldevid.pem"),
 			LDevIDAuth:     opts.ldevidAuth,
 			Onboarding: &config.Onboarding{Template: config.AzureIoTIdentityTemplate, Path: filepath.Join(unitRoot, "etc/aziot/config.toml"),
 				Values: map[string]string{"global_endpoint": "https://dps.example", "id_scope": "0ne0001", "est_url": "https://est.example/.well-known/est",
-					"est_trusted_certs": "file:///etc/aziot/est-ca.pem", "bootstrap_identity_pk": "pkcs11:token=devid;object=ldevid"}},
+					"pkcs11_lib_path": "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1", "pkcs11_token": "devid", "pkcs11_object": "ldevid"},
+				TrustBundle: []string{"pki/maker-root-ca.pem"}, TrustBundlePath: filepath.Join(unitRoot, "etc/aziot/est-ca.pem"),
+				PINPath: filepath.Join(unitRoot, "etc/devid/pkcs11-pin")},
 		}},
 	}
 	pool := x509.NewCertPool()

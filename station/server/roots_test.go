@@ -72,6 +72,8 @@ func TestFileRootsChecked(t *testing.T) {
 			l.stop(true)
 			l.file.Profiles[0].LDevIDCertPath = certPath
 			l.file.Profiles[0].Onboarding.Path = onboardingPath
+			l.file.Profiles[0].Onboarding.TrustBundlePath = "/etc/aziot/est-root-ca.pem"
+			l.file.Profiles[0].Onboarding.PINPath = "/etc/devid/pkcs11-pin"
 			l.start(nil)
 			l.workOrder("WO-1", "SN-0001")
 			sim := &effectCountingTPM{TPM: l.manufacture(nil, tpm.ECCP256)}

@@ -542,7 +542,7 @@ func (s *Store) StepRecords(ctx context.Context, serial string) ([]StepRecord, e
 }
 
 // AppendEvent appends an event of type typ to the unit's log and the outbox,
-// audited as "unit.event". The unit must exist.
+// audited as "unit.event" with the event's data and type. The unit must exist.
 func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (Event, error) {
 	if err := checkSerial(serial); err != nil {
 		return Event{}, err
@@ -561,8 +561,13 @@ func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, da
 		if err != nil {
 			return err
 		}
+		details := maps.Clone(data)
+		if details == nil {
+			details = map[string]string{}
+		}
+		details["type"] = typ
 		return w.audit(AuditEvent{Serial: serial, Action: auditActionUnitEvent, Result: ResultOK,
-			Fingerprints: unitFingerprints(&u), Details: map[string]string{"type": typ}})
+			Fingerprints: unitFingerprints(&u), Details: details})
 	})
 	if err != nil {
 		return Event{}, err

@@ -39,10 +39,10 @@ func newRunner(tb testing.TB, writers int, opts ...func(*workflow.Config)) (*wor
 	subject := workflow.Subject{Organization: []string{"Bench"}, CommonName: "{serial}"}
 	profile := &workflow.Profile{
 		Name:           "default",
-		IDevID:         workflow.KeyProfile{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, Handle: 0x81020000, Issuer: "maker", Subject: subject, HardwareModuleType: hw},
+		IDevID:         workflow.KeyProfile{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, Handle: 0x81020000, Issuer: "maker", Subject: subject, HardwareModuleName: workflow.HWModuleTPM},
 		IDevIDNV:       workflow.NVProfile{Index: 0x01C90000, Auth: agentv1.Hierarchy_HIERARCHY_PLATFORM, Lock: true},
-		LDevID:         workflow.KeyProfile{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, Handle: 0x81000002, Issuer: "customer", Subject: subject, HardwareModuleType: hw},
-		SRKHandle:      0x81000001,
+		LDevID:         workflow.KeyProfile{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, Handle: 0x81020002, Issuer: "customer", Subject: subject, HardwareModuleType: hw, HardwareModuleName: workflow.HWModuleSerial},
+		SRKHandle:      0x81000002,
 		LDevIDCertPath: "/etc/devid/ldevid.pem",
 		LDevIDAuth:     workflow.AuthStationRA,
 	}

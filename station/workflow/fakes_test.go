@@ -233,7 +233,7 @@ func (c *instantCA) Enroll(_ context.Context, req workflow.EnrollRequest) (*work
 	if err := csr.CheckSignature(); err != nil {
 		return nil, err
 	}
-	leaf, err := c.ca.Issue(&x509.Certificate{RawSubject: csr.RawSubject, ExtraExtensions: csr.Extensions, KeyUsage: x509.KeyUsageDigitalSignature}, csr.PublicKey)
+	leaf, err := c.ca.Issue(&x509.Certificate{NotBefore: time.Now().UTC().Truncate(time.Second), RawSubject: csr.RawSubject, ExtraExtensions: csr.Extensions, KeyUsage: x509.KeyUsageDigitalSignature}, csr.PublicKey)
 	if err != nil {
 		return nil, err
 	}

@@ -6,12 +6,41 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
 var (
 	oidSubjectAltName     = asn1.ObjectIdentifier{2, 5, 29, 17}
 	oidHardwareModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
+	// OIDTPM20 is tcg-sv-tpm20, the hwType of a TPM 2.0's hardwareModuleName (TCG TPM 2.0 Keys
+	// for Device Identity and Attestation).
+	OIDTPM20 = asn1.ObjectIdentifier{2, 23, 133, 1, 2}
+
+	oidCertificatePolicies = asn1.ObjectIdentifier{2, 5, 29, 32}
+	// The TCG DevID certificate policies (TCG TPM 2.0 Keys for Device Identity and
+	// Attestation, TCG OID registry): what the CA's registration authority verified.
+	// OIDVerifiedTPMResidency: the key is resident in the TPM whose EK was verified.
+	OIDVerifiedTPMResidency = asn1.ObjectIdentifier{2, 23, 133, 11, 1, 1}
+	// OIDVerifiedTPMFixed: the key's fixedTPM attribute was verified (an IDevID or LDevID).
+	// (tcg-cap-verifiedTPMRestricted, 2.23.133.11.1.3, is for an IAK or LAK, restricted keys
+	// the station does not create.)
+	OIDVerifiedTPMFixed = asn1.ObjectIdentifier{2, 23, 133, 11, 1, 2}
+)
+
+// What a DevID certificate's hardwareModuleName (subjectAltName otherName, RFC 4108) names;
+// KeyProfile.HardwareModuleName.
+const (
+	// HWModuleTPM names the TPM that holds the key, as the TCG DevID specification defines it
+	// for a TPM-resident DevID: hwType tcg-sv-tpm20 (2.23.133.1.2), hwSerialNum the serial
+	// number of the TPM's EK certificate (the one the station verified), big-endian, without
+	// leading zero bytes. The unit's serial stays in the subject's serialNumber.
+	HWModuleTPM = "tpm"
+	// HWModuleSerial names the unit: hwType KeyProfile.HardwareModuleType, hwSerialNum the
+	// unit's serial.
+	HWModuleSerial = "serial"
+	// HWModuleNone asks for no subjectAltName.
+	HWModuleNone = ""
 )
 
 // Subject is the distinguished name a profile gives a DevID certificate. CommonName may hold
@@ -54,12 +83,12 @@ type otherName struct {
 }
 
 // sanExtension returns a subjectAltName holding one otherName hardwareModuleName{hwType,
-// serial} (RFC 4108, IEEE 802.1AR), or false when the profile asks for none.
-func sanExtension(hwType asn1.ObjectIdentifier, serial string) (pkix.Extension, bool, error) {
+// serial} (RFC 4108, IEEE 802.1AR), or false when hwType is empty (no subjectAltName).
+func sanExtension(hwType asn1.ObjectIdentifier, serial []byte) (pkix.Extension, bool, error) {
 	if len(hwType) == 0 {
 		return pkix.Extension{}, false, nil
 	}
-	hmn, err := asn1.Marshal(hardwareModuleName{Type: hwType, Serial: []byte(serial)})
+	hmn, err := asn1.Marshal(hardwareModuleName{Type: hwType, Serial: serial})
 	if err != nil {
 		return pkix.Extension{}, false, err
 	}
@@ -125,4 +154,43 @@ func sameHardwareModuleName(a, b []byte) bool {
 	}
 	tb, sb, err := parseHardwareModuleName(b)
 	return err == nil && ta.Equal(tb) && bytes.Equal(sa, sb)
+}
+
+// devIDPolicies are the certificate policies the station asks for in a DevID certificate: it
+// verified the key's residency in the EK's TPM (credential activation) and its fixedTPM
+// attribute (attest.CheckDevID) before building the CSR.
+var devIDPolicies = []asn1.ObjectIdentifier{OIDVerifiedTPMResidency, OIDVerifiedTPMFixed}
+
+// policyInformation is RFC 5280's PolicyInformation without qualifiers.
+type policyInformation struct {
+	Policy asn1.ObjectIdentifier
+}
+
+// policiesExtension returns a certificatePolicies extension (RFC 5280 4.2.1.4, not critical)
+// holding the given policies.
+func policiesExtension(policies []asn1.ObjectIdentifier) (pkix.Extension, error) {
+	infos := make([]policyInformation, len(policies))
+	for i, p := range policies {
+		infos[i] = policyInformation{Policy: p}
+	}
+	v, err := asn1.Marshal(infos)
+	if err != nil {
+		return pkix.Extension{}, fmt.Errorf("encoding certificate policies: %w", err)
+	}
+	return pkix.Extension{Id: oidCertificatePolicies, Value: v}, nil
+}
+
+// hasPolicies reports whether a certificate carries every policy of a certificatePolicies
+// extension value the station requested.
+func hasPolicies(got []asn1.ObjectIdentifier, requested []byte) bool {
+	var infos []policyInformation
+	if rest, err := asn1.Unmarshal(requested, &infos); err != nil || len(rest) != 0 {
+		return false
+	}
+	for _, want := range infos {
+		if !slices.ContainsFunc(got, want.Policy.Equal) {
+			return false
+		}
+	}
+	return true
 }

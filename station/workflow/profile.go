@@ -52,8 +52,14 @@ type KeyProfile struct {
 	Issuer string
 	// Subject is the certificate subject.
 	Subject Subject
-	// HardwareModuleType is the hwType of the hardwareModuleName SAN; empty for no SAN.
+	// HardwareModuleType is the hwType of the hardwareModuleName SAN with HWModuleSerial.
 	HardwareModuleType asn1.ObjectIdentifier
+	// HardwareModuleName is what the hardwareModuleName SAN names: HWModuleTPM,
+	// HWModuleSerial or HWModuleNone (no SAN).
+	HardwareModuleName string
+	// CertificatePolicies asks for the TCG DevID certificate policies verifiedTPMResidency and
+	// verifiedTPMFixed, and checks them in the issued certificate.
+	CertificatePolicies bool
 }
 
 // NVProfile is an NV index for a certificate.
@@ -74,6 +80,13 @@ type Onboarding struct {
 	Mode uint32
 	// Render produces the file's content for a provisioned unit.
 	Render func(OnboardingInput) ([]byte, error)
+	// TrustBundlePath, when set, receives TrustBundle (PEM, mode 0644) before the
+	// configuration, which names it.
+	TrustBundlePath string
+	TrustBundle     []byte
+	// PINPath, when set, receives a fresh random PKCS#11 user PIN for the unit (mode 0600),
+	// which the configuration carries too (OnboardingInput.PIN).
+	PINPath string
 }
 
 // OnboardingInput is what an onboarding template may use: verified data only.
@@ -82,6 +95,8 @@ type OnboardingInput struct {
 	LDevIDCertPath string
 	LDevIDHandle   uint32
 	LDevIDCert     *x509.Certificate
+	// PIN is the unit's PKCS#11 user PIN (Onboarding.PINPath); a secret: never log it.
+	PIN string
 }
 
 // EnrollRequest is one certificate request to a CA.
@@ -144,11 +159,16 @@ type Issuer interface {
 }
 
 // Files returns every path on the unit the profile writes: the LDevID certificate file and
-// the onboarding configuration, if any.
+// the onboarding configuration with its trust bundle and PIN file, if any.
 func (p *Profile) Files() []string {
 	files := []string{p.LDevIDCertPath}
-	if p.Onboarding != nil {
-		files = append(files, p.Onboarding.Path)
+	if o := p.Onboarding; o != nil {
+		files = append(files, o.Path)
+		for _, f := range []string{o.TrustBundlePath, o.PINPath} {
+			if f != "" {
+				files = append(files, f)
+			}
+		}
 	}
 	return files
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -382,13 +385,34 @@ func (u *unit) request(role string) ([]byte, []pkix.Extension, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	san, ok, err := sanExtension(kp.HardwareModuleType, u.serial)
+	var hwType asn1.ObjectIdentifier
+	var hwSerial []byte
+	switch kp.HardwareModuleName {
+	case HWModuleTPM:
+		if u.ekCert == nil {
+			return nil, nil, errors.New("no verified EK certificate to name the TPM by")
+		}
+		hwType, hwSerial = OIDTPM20, u.ekCert.Certificate.SerialNumber.Bytes()
+	case HWModuleSerial:
+		hwType, hwSerial = kp.HardwareModuleType, []byte(u.serial)
+	case HWModuleNone:
+	default:
+		return nil, nil, fmt.Errorf("hardware module name %q", kp.HardwareModuleName)
+	}
+	san, ok, err := sanExtension(hwType, hwSerial)
 	if err != nil {
 		return nil, nil, err
 	}
 	var exts []pkix.Extension
 	if ok {
 		exts = append(exts, san)
+	}
+	if kp.CertificatePolicies {
+		pol, err := policiesExtension(devIDPolicies)
+		if err != nil {
+			return nil, nil, err
+		}
+		exts = append(exts, pol)
 	}
 	return subject, exts, nil
 }
@@ -426,6 +450,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 			Key:   &agentSigner{ctx: ctx, u: u, handle: id.profile.Handle, pub: id.cert.PublicKey},
 		}
 	}
+	requested := u.r.cfg.Clock.Now()
 	issued, err := issuer.Enroll(ctx, req)
 	if err != nil {
 		if ua, ok := errors.AsType[UnusableAnswer](err); ok {
@@ -454,7 +479,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 	if rec.Duplicate {
 		u.event(ctx, eventDuplicateCert, "a second "+role+" certificate was issued for this unit", map[string]string{"sha256": rec.SHA256})
 	}
-	if err := u.checkIssued(role, issued); err != nil {
+	if err := u.checkIssued(role, issued, requested); err != nil {
 		u.refuseCert(ctx, issued.Leaf.Raw, err.Error())
 		return nil, err
 	}
@@ -474,9 +499,14 @@ func (u *unit) refuseCert(ctx context.Context, der []byte, reason string) {
 	}
 }
 
+// NotBeforeSkew is how far a DevID certificate's NotBefore may lie from the time the station
+// asked for it: IEEE 802.1AR wants the creation time, give or take a small clock skew.
+const NotBeforeSkew = 5 * time.Minute
+
 // checkIssued verifies a CA's answer: the attested key, the subject and SAN requested, not a
-// CA, and a chain to the CA's roots.
-func (u *unit) checkIssued(role string, issued *Issued) error {
+// CA, NotBefore at the issuance (between requested minus NotBeforeSkew and now plus
+// NotBeforeSkew), and a chain to the CA's roots.
+func (u *unit) checkIssued(role string, issued *Issued, requested time.Time) error {
 	k := u.keys[role]
 	leaf := issued.Leaf
 	subject, exts, err := u.request(role)
@@ -493,10 +523,21 @@ func (u *unit) checkIssued(role string, issued *Issued) error {
 		return fail(CodeCertInvalid, nil, "%s certificate is a CA certificate", role)
 	}
 	for _, want := range exts {
+		if want.Id.Equal(oidCertificatePolicies) {
+			if !hasPolicies(leaf.PolicyIdentifiers, want.Value) {
+				return fail(CodeCertInvalid, nil, "%s certificate lacks the requested certificate policies (has %v)", role, leaf.PolicyIdentifiers)
+			}
+			continue
+		}
 		i := slices.IndexFunc(leaf.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(want.Id) })
 		if i < 0 || !sameHardwareModuleName(leaf.Extensions[i].Value, want.Value) {
 			return fail(CodeCertInvalid, nil, "%s certificate lacks the requested hardwareModuleName", role)
 		}
+	}
+	now := u.r.cfg.Clock.Now()
+	if nb := leaf.NotBefore; nb.Before(requested.Add(-NotBeforeSkew)) || nb.After(now.Add(NotBeforeSkew)) {
+		return fail(CodeCertInvalid, nil, "%s certificate NotBefore %s is not its issuance time (requested %s, %v skew allowed)",
+			role, nb.UTC().Format(time.RFC3339), requested.UTC().Format(time.RFC3339), NotBeforeSkew)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range issued.Chain {
@@ -504,7 +545,7 @@ func (u *unit) checkIssued(role string, issued *Issued) error {
 	}
 	issuer := u.r.cfg.Issuers[k.profile.Issuer]
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: issuer.Roots(), Intermediates: inter,
-		CurrentTime: u.r.cfg.Clock.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return fail(CodeCertInvalid, err, "%s certificate does not chain to %s", role, k.profile.Issuer)
 	}
 	return nil
@@ -608,25 +649,75 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func (u *unit) onboardingContent() ([]byte, error) {
+func (u *unit) onboardingContent(pin string) ([]byte, error) {
 	o := u.profile.Onboarding
 	k := u.keys[roleLDevID]
-	return o.Render(OnboardingInput{Serial: u.serial, LDevIDCertPath: u.profile.LDevIDCertPath, LDevIDHandle: k.profile.Handle, LDevIDCert: k.cert})
+	return o.Render(OnboardingInput{Serial: u.serial, LDevIDCertPath: u.profile.LDevIDCertPath, LDevIDHandle: k.profile.Handle, LDevIDCert: k.cert, PIN: pin})
 }
+
+// pinFile is the content of the unit's PIN file.
+func pinFile(pin string) []byte { return []byte(pin + "\n") }
 
 func (u *unit) onboarding(ctx context.Context) (any, error) {
 	o := u.profile.Onboarding
 	if o == nil {
 		return journal.InstallResult{Where: "none"}, nil
 	}
-	data, err := u.onboardingContent()
+	res := journal.OnboardingResult{Files: map[string]string{}}
+	if o.TrustBundlePath != "" {
+		if err := u.writeFile(ctx, o.TrustBundlePath, o.TrustBundle, 0o644); err != nil {
+			return nil, err
+		}
+		res.Files[o.TrustBundlePath] = sha(o.TrustBundle)
+	}
+	var pin string
+	if o.PINPath != "" {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fail(CodeInternal, err, "drawing a PIN")
+		}
+		pin = hex.EncodeToString(b)
+		if err := u.writeFile(ctx, o.PINPath, pinFile(pin), 0o600); err != nil {
+			return nil, err
+		}
+		res.Files[o.PINPath] = sha(pinFile(pin))
+	}
+	data, err := u.onboardingContent(pin)
 	if err != nil {
 		return nil, fail(CodeInternal, err, "rendering the onboarding configuration")
 	}
 	if err := u.writeFile(ctx, o.Path, data, o.Mode); err != nil {
 		return nil, err
 	}
-	return journal.InstallResult{Where: o.Path, SHA256: sha(data)}, nil
+	res.InstallResult = journal.InstallResult{Where: o.Path, SHA256: sha(data)}
+	return res, nil
+}
+
+// verifyOnboarding reads back the onboarding files: the trust bundle, and the configuration
+// rendered again with the PIN the unit's PIN file holds.
+func (u *unit) verifyOnboarding(ctx context.Context, o *Onboarding) error {
+	if o.TrustBundlePath != "" {
+		if err := u.readBackFile(ctx, o.TrustBundlePath, o.TrustBundle); err != nil {
+			return err
+		}
+	}
+	var pin string
+	if o.PINPath != "" {
+		res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_ReadFile{ReadFile: &agentv1.ReadFileRequest{Path: o.PINPath}}})
+		if err != nil {
+			return fail(CodeReadbackMismatch, err, "reading back %s", o.PINPath)
+		}
+		content := res.GetReadFile().GetContent()
+		pin = strings.TrimSuffix(string(content), "\n")
+		if len(pin) != 32 || !bytes.Equal(content, pinFile(pin)) {
+			return fail(CodeReadbackMismatch, nil, "%s does not hold a PIN the station wrote", o.PINPath)
+		}
+	}
+	data, err := u.onboardingContent(pin)
+	if err != nil {
+		return fail(CodeInternal, err, "rendering the onboarding configuration")
+	}
+	return u.readBackFile(ctx, o.Path, data)
 }
 
 // verify reads back every installed object and has each key sign a fresh nonce.
@@ -641,11 +732,7 @@ func (u *unit) verify(ctx context.Context) (any, error) {
 	}
 	checks["ldevid_file"] = "ok"
 	if o := u.profile.Onboarding; o != nil {
-		data, err := u.onboardingContent()
-		if err != nil {
-			return nil, fail(CodeInternal, err, "rendering the onboarding configuration")
-		}
-		if err := u.readBackFile(ctx, o.Path, data); err != nil {
+		if err := u.verifyOnboarding(ctx, o); err != nil {
 			return nil, err
 		}
 		checks["onboarding_file"] = "ok"

@@ -313,7 +313,7 @@ func (r *Runner) Abort(ctx context.Context, serial, by, reason string) (store.Un
 	if err != nil {
 		return st, err
 	}
-	if _, err := r.cfg.Journal.AppendEvent(ctx, serial, eventAborted, reason, map[string]string{"by": by}); err != nil {
+	if _, err := r.cfg.Journal.AppendEvent(ctx, serial, eventAborted, reason, map[string]string{"by": by, "reason": reason}); err != nil {
 		r.cfg.Logger.Error("appending the abort event", "serial", serial, "error", err)
 	}
 	return st, nil

@@ -1783,7 +1783,8 @@ type CreateKeyRequest struct {
 	Algorithm KeyAlgorithm `protobuf:"varint,2,opt,name=algorithm,proto3,enum=devid.agent.v1.KeyAlgorithm" json:"algorithm,omitempty"`
 	// handle is the persistent handle to persist the key at (0x81000000-0x817FFFFF).
 	Handle uint32 `protobuf:"varint,3,opt,name=handle,proto3" json:"handle,omitempty"`
-	// srk_handle is the SRK's persistent handle for LDevID keys (default 0x81000001); the SRK is
+	// srk_handle is the SRK's persistent handle for LDevID keys (default: the TCG registry's SRK
+	// for the key's algorithm, 0x81000001 RSA, 0x81000002 ECC); the SRK is
 	// created from the TCG SRK template of the same algorithm when absent.
 	SrkHandle uint32 `protobuf:"varint,4,opt,name=srk_handle,json=srkHandle,proto3" json:"srk_handle,omitempty"`
 	// template optionally replaces the TCG DevID template: a TPM-marshalled TPMT_PUBLIC of a

@@ -781,7 +781,9 @@ func (x *ListWorkOrdersResponse) GetNextPageToken() string {
 type CloseWorkOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the work order id.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason, when given, is recorded in the audit trail (at most 1024 bytes).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -819,6 +821,13 @@ func (*CloseWorkOrderRequest) Descriptor() ([]byte, []int) {
 func (x *CloseWorkOrderRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *CloseWorkOrderRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -2280,9 +2289,10 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x16ListWorkOrdersResponse\x12<\n" +
 	"\vwork_orders\x18\x01 \x03(\v2\x1b.devid.station.v1.WorkOrderR\n" +
 	"workOrders\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"'\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"?\n" +
 	"\x15CloseWorkOrderRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xb9\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb9\x03\n" +
 	"\x04Unit\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1d\n" +
 	"\n" +
