@@ -63,6 +63,8 @@ var permissions = map[string][]Role{
 	stationv1.Station_ListRefusals_FullMethodName:    allRoles,
 	stationv1.Station_GetStatus_FullMethodName:       allRoles,
 	stationv1.Station_GetReport_FullMethodName:       allRoles,
+	stationv1.Station_VerifyAudit_FullMethodName:     {RoleQA, RoleAdmin},
+	stationv1.Station_GetUnitAudit_FullMethodName:    {RoleQA, RoleAdmin},
 }
 
 // allowedAny reports the services any caller with a role may use: gRPC health and reflection.

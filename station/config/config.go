@@ -62,6 +62,19 @@ type File struct {
 	ReportsDir string  `toml:"reports_dir"`
 	Metrics    Metrics `toml:"metrics"`
 	Console    Console `toml:"console"`
+	Audit      Audit   `toml:"audit"`
+}
+
+// Audit is the signing of the audit chain.
+type Audit struct {
+	// KeyPath is the audit key (PEM ECDSA P-256, mode 0600), created when
+	// absent; empty means audit-key.pem beside the store.
+	KeyPath string `toml:"key_path"`
+	// CheckpointEvery is how many audit records may follow a signed
+	// checkpoint before the next (0: 1000).
+	CheckpointEvery int `toml:"checkpoint_every"`
+	// CheckpointInterval is the longest time between checkpoints (0: 5m).
+	CheckpointInterval Duration `toml:"checkpoint_interval"`
 }
 
 // Metrics is the Prometheus listener.
@@ -282,6 +295,11 @@ type Runtime struct {
 	ConsoleListen string
 	// ConsoleWallDisplay are the addresses that may view the console without a certificate.
 	ConsoleWallDisplay []netip.Prefix
+	// AuditKeyPath is the audit key file; CheckpointEvery and
+	// CheckpointInterval how often its checkpoints are signed (0: the store's defaults).
+	AuditKeyPath       string
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
 }
 
 // CARuntime is one validated CA.
@@ -348,7 +366,8 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	return rt, nil
 }
 
-// validateStation checks the station's identity, its store and its reports folder.
+// validateStation checks the station's identity, its store, its reports folder and its audit
+// key and checkpoints.
 func (f *File) validateStation(rt *Runtime, p *problems, abs func(string) string) {
 	if !nameRE.MatchString(f.StationID) {
 		p.addf("station_id %q: want 1-64 characters of [a-z0-9._-]", f.StationID)
@@ -357,6 +376,14 @@ func (f *File) validateStation(rt *Runtime, p *problems, abs func(string) string
 		p.addf("store_path is required")
 	}
 	rt.ReportsDir = abs(f.ReportsDir)
+	rt.AuditKeyPath = abs(f.Audit.KeyPath)
+	if rt.AuditKeyPath == "" && rt.StorePath != "" {
+		rt.AuditKeyPath = filepath.Join(filepath.Dir(rt.StorePath), "audit-key.pem")
+	}
+	rt.CheckpointEvery, rt.CheckpointInterval = f.Audit.CheckpointEvery, time.Duration(f.Audit.CheckpointInterval)
+	if rt.CheckpointEvery < 0 {
+		p.addf("audit.checkpoint_every %d: want 0 or more", rt.CheckpointEvery)
+	}
 }
 
 // validateAgents checks the [agents] limits and the waits.

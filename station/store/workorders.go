@@ -203,7 +203,7 @@ func (s *Store) AuthorizeRework(ctx context.Context, serial, by, reason string) 
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -250,7 +250,7 @@ func (s *Store) DecideHold(ctx context.Context, serial, by, decision, reason str
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
