@@ -30,8 +30,8 @@ deps: ## install the Debian packages and Go modules the build and tests need (qu
 	if [ -n "$$missing" ]; then \
 		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		echo "==> installing Debian packages (apt, no recommends; about a minute):" $$missing; \
-		$$sudo apt-get update -qq && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+		$$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 		echo "==> installed:" $$missing; \
 	fi
 	@$(GO) mod download

@@ -71,7 +71,7 @@ func writeLot(t *testing.T, units []lotUnit) (*store.Store, store.WorkOrder, []*
 		}
 		clock.Advance(2 * time.Second)
 	}
-	if wo, err = st.CloseWorkOrder(store.WithPrincipal(t.Context(), "operator:jane"), wo.ID); err != nil {
+	if wo, err = st.CloseWorkOrder(store.WithPrincipal(t.Context(), "operator:jane"), wo.ID, ""); err != nil {
 		t.Fatal(err)
 	}
 	var recs []*traveler.Record

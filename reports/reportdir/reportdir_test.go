@@ -85,7 +85,7 @@ func TestWriterFollowsTheOutbox(t *testing.T) {
 	if err := st.EndStep(ctx, ref, []byte(`{}`), ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.CloseWorkOrder(ctx, wo.ID); err != nil {
+	if _, err := st.CloseWorkOrder(ctx, wo.ID, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Sync(ctx); err != nil {

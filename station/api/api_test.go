@@ -1,7 +1,11 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -27,6 +31,7 @@ import (
 	"github.com/devid-station/devid/station/api/apitest"
 	"github.com/devid-station/devid/station/store"
 	"github.com/devid-station/devid/station/workflow"
+	bolt "go.etcd.io/bbolt"
 )
 
 type agentCount int
@@ -195,6 +200,14 @@ var calls = []call{
 		_, err := c.GetStatus(ctx, &stationv1.GetStatusRequest{})
 		return err
 	}),
+	stationCall("VerifyAudit", func(ctx context.Context, c stationv1.StationClient, _ string) error {
+		_, err := c.VerifyAudit(ctx, &stationv1.VerifyAuditRequest{})
+		return err
+	}),
+	stationCall("GetUnitAudit", func(ctx context.Context, c stationv1.StationClient, _ string) error {
+		_, err := c.GetUnitAudit(ctx, &stationv1.GetUnitAuditRequest{Serial: "none"})
+		return err
+	}),
 	{method: "Health", do: func(t *testing.T, e *testEnv, cn string) error {
 		cert := e.PKI.Client(t, cn)
 		_, err := healthpb.NewHealthClient(e.Conn(t, &cert)).Check(t.Context(), &healthpb.HealthCheckRequest{Service: "devid.station.v1.Station"})
@@ -234,6 +247,8 @@ func TestRolePermissions(t *testing.T) {
 		"AuthorizeRework": {apitest.Admin},
 		"DecideHold":      {apitest.QA, apitest.Admin},
 		"ReleaseEK":       {apitest.Admin},
+		"VerifyAudit":     {apitest.QA, apitest.Admin},
+		"GetUnitAudit":    {apitest.QA, apitest.Admin},
 	}
 	for _, cn := range append(all, apitest.NoRole) {
 		for _, c := range calls {
@@ -887,5 +902,74 @@ func TestOnePrincipal(t *testing.T) {
 	}
 	if rec.WorkOrderCreatedBy != mesP || len(rec.Actions) != 1 || rec.Actions[0].Principal != adminP || rec.Actions[0].Kind != stationv1.KindReworkAuthorized {
 		t.Errorf("traveler names work order creator %q and actions %+v", rec.WorkOrderCreatedBy, rec.Actions)
+	}
+}
+
+// TestAuditVerifyAndTrail verifies the chain through the API (ok), reads a unit's trail, then
+// breaks a stored unit state on the file and sees VerifyAudit name it.
+func TestAuditVerifyAndTrail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "station.db")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() *store.Store {
+		st, err := store.Open(path, store.Options{StationID: "st-test", Checkpoints: store.CheckpointOptions{Signer: key, Every: 1000, Interval: time.Hour}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	st := open()
+	ctx := t.Context()
+	if _, err := st.UpdateUnit(ctx, "SN-1", func(u *store.UnitState) error { u.Status = store.StatusRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateUnit(ctx, "SN-1", func(u *store.UnitState) error { u.Status = store.StatusFailed; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	e := apitest.Start(t, api.Config{Store: st})
+	qa := e.Client(t, apitest.QA)
+	r, err := qa.VerifyAudit(ctx, &stationv1.VerifyAuditRequest{})
+	if err != nil || !r.GetOk() || r.GetCheckpoints() < 1 || r.GetRecords() == 0 || r.GetValues() == 0 || len(r.GetKeySha256()) != 32 {
+		t.Fatalf("VerifyAudit: %v, %v", r, err)
+	}
+	trail, err := qa.GetUnitAudit(ctx, &stationv1.GetUnitAuditRequest{Serial: "SN-1"})
+	if err != nil || len(trail.GetRecords()) != 2 {
+		t.Fatalf("GetUnitAudit: %v, %v", trail, err)
+	}
+	first, second := trail.GetRecords()[0], trail.GetRecords()[1]
+	if first.GetCheckpointSeq() <= first.GetSeq() || second.GetCheckpointSeq() != 0 || first.GetWrites() == 0 || first.GetAction() != store.EventUnitUpdated {
+		t.Errorf("trail: %v; want the first record under a checkpoint, the second not yet", trail)
+	}
+	if _, err := qa.GetUnitAudit(ctx, &stationv1.GetUnitAuditRequest{Serial: "SN-NONE"}); code(err) != codes.NotFound {
+		t.Errorf("GetUnitAudit of an unknown unit: %v, want NotFound", err)
+	}
+
+	// Break the unit's stored state: "failed" back to "running".
+	e.API.Shutdown()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		ub := tx.Bucket([]byte("units")).Bucket([]byte("SN-1"))
+		return ub.Put([]byte("state"), bytes.Replace(ub.Get([]byte("state")), []byte(`"failed"`), []byte(`"running"`), 1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	st = open()
+	t.Cleanup(func() { st.Close() })
+	e = apitest.Start(t, api.Config{Store: st})
+	r, err = e.Client(t, apitest.QA).VerifyAudit(ctx, &stationv1.VerifyAuditRequest{})
+	if err != nil || r.GetOk() || r.GetErrorCode() != store.CodeAuditChainBroken || r.GetBucket() != "units/SN-1" || r.GetKey() != "state" || r.GetBadSeq() == 0 {
+		t.Fatalf("VerifyAudit after tampering: %v, %v; want AUDIT_CHAIN_BROKEN naming units/SN-1 state", r, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -60,10 +61,12 @@ var permissions = map[string][]Role{
 	stationv1.Station_WatchEvents_FullMethodName:        allRoles,
 	stationv1.Station_GetTraveler_FullMethodName:        allRoles,
 	stationv1.Station_ListRefusals_FullMethodName:       allRoles,
-	stationv1.Station_ListPossiblyIssued_FullMethodName: allRoles,
-	stationv1.Station_ImportIssuanceLog_FullMethodName:  {RoleQA, RoleAdmin},
 	stationv1.Station_GetStatus_FullMethodName:          allRoles,
 	stationv1.Station_GetReport_FullMethodName:          allRoles,
+	stationv1.Station_ListPossiblyIssued_FullMethodName: allRoles,
+	stationv1.Station_ImportIssuanceLog_FullMethodName:  {RoleQA, RoleAdmin},
+	stationv1.Station_VerifyAudit_FullMethodName:        {RoleQA, RoleAdmin},
+	stationv1.Station_GetUnitAudit_FullMethodName:       {RoleQA, RoleAdmin},
 }
 
 // allowedAny reports the services any caller with a role may use: gRPC health and reflection.
@@ -75,6 +78,12 @@ func allowedAny(method string) bool {
 		}
 	}
 	return false
+}
+
+// Allowed reports whether role may call method (a full gRPC method name such as
+// stationv1.Station_AbortUnit_FullMethodName).
+func Allowed(role Role, method string) bool {
+	return allowedAny(method) || slices.Contains(permissions[method], role)
 }
 
 // RoleTable maps client certificates to roles. A certificate is looked up, in this order, by
@@ -185,14 +194,22 @@ func (s *Server) authenticate(ctx context.Context, method string) (Caller, error
 	if !ok {
 		return Caller{}, status.Error(codes.Unauthenticated, "no peer")
 	}
-	details := map[string]string{"peer": peerHost(p)}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		s.log.Warn("api call refused: no client certificate", "method", method, "peer", details["peer"])
+	var leaf *x509.Certificate
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
+		leaf = ti.State.VerifiedChains[0][0]
+	}
+	return s.authorize(method, leaf, peerHost(p.Addr))
+}
+
+// authorize returns the caller holding the verified client certificate leaf (nil: none) if its
+// role may call method, else a gRPC status error; every refusal is logged and audited.
+func (s *Server) authorize(method string, leaf *x509.Certificate, peer string) (Caller, error) {
+	details := map[string]string{"peer": peer}
+	if leaf == nil {
+		s.log.Warn("api call refused: no client certificate", "method", method, "peer", peer)
 		s.refusals.record(refusal{principal: "unauthenticated", method: method, code: RefusedUnauthenticated, details: details})
 		return Caller{}, status.Error(codes.Unauthenticated, "a client certificate issued by a CA this station trusts is required")
 	}
-	leaf := ti.State.VerifiedChains[0][0]
 	details["fingerprint"] = Fingerprint(leaf)
 	details["subject"] = leaf.Subject.String()
 	role, ok := s.cfg.Roles(leaf)
@@ -203,17 +220,30 @@ func (s *Server) authenticate(ctx context.Context, method string) (Caller, error
 		return Caller{}, status.Errorf(codes.PermissionDenied, "client certificate %q has no role at this station", leaf.Subject.CommonName)
 	}
 	c := Caller{Role: role, Principal: principalOf(role, leaf)}
-	if allowedAny(method) {
+	if Allowed(role, method) {
 		return c, nil
-	}
-	for _, r := range permissions[method] {
-		if r == role {
-			return c, nil
-		}
 	}
 	s.log.Warn("api call refused: role not allowed", "method", method, "principal", c.Principal)
 	s.refusals.record(refusal{principal: c.Principal, method: method, code: RefusedRoleNotAllowed, details: details})
 	return Caller{}, status.Errorf(codes.PermissionDenied, "role %s may not call %s", role, method)
+}
+
+// Authorize is the interceptors' check for a caller that reaches the station other than over
+// gRPC (the operator console): leaf is its verified client certificate (nil: none), peer its
+// address, method a Station full method name (stationv1.Station_*_FullMethodName). A refusal
+// is logged and audited as the interceptors' are and returned as a gRPC status error
+// (Unauthenticated, PermissionDenied); otherwise the returned context carries the caller, so
+// that calling the method with it is audited under the caller's principal exactly as over
+// gRPC.
+func (s *Server) Authorize(ctx context.Context, method string, leaf *x509.Certificate, peer string) (context.Context, error) {
+	if host, _, err := net.SplitHostPort(peer); err == nil {
+		peer = host
+	}
+	c, err := s.authorize(method, leaf, peer)
+	if err != nil {
+		return nil, err
+	}
+	return withCaller(ctx, c), nil
 }
 
 // principalOf names the holder of cert in the audit trail: "<role>:CN=<common name>", or
@@ -231,14 +261,14 @@ func principalOf(role Role, cert *x509.Certificate) string {
 }
 
 // peerHost returns the caller's address without its port.
-func peerHost(p *peer.Peer) string {
-	if p.Addr == nil {
+func peerHost(addr net.Addr) string {
+	if addr == nil {
 		return ""
 	}
-	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+	if host, _, err := net.SplitHostPort(addr.String()); err == nil {
 		return host
 	}
-	return p.Addr.String()
+	return addr.String()
 }
 
 // withCaller returns ctx carrying the caller for this package and, for the store's audit

@@ -5,18 +5,35 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
 	"github.com/devid-station/devid/reports/traveler"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
-// stepVerifyEK is the workflow step whose intent holds the agent's identify report and whose
-// result names the verified EK certificate (station/workflow).
-const stepVerifyEK = "verify_ek"
+// MaxReasonBytes bounds the reason of an abort, a rework, an EK release or a work order's
+// closing, all recorded in the audit trail.
+const MaxReasonBytes = 1024
+
+// checkReason checks the reason of a mutating call: at most MaxReasonBytes of valid UTF-8,
+// and not empty when required.
+func checkReason(reason string, required bool) error {
+	switch {
+	case required && strings.TrimSpace(reason) == "":
+		return fmt.Errorf("a reason is required: %w", ErrInvalidRequest)
+	case len(reason) > MaxReasonBytes:
+		return fmt.Errorf("the reason has %d bytes, more than %d: %w", len(reason), MaxReasonBytes, ErrInvalidRequest)
+	case !utf8.ValidString(reason):
+		return fmt.Errorf("the reason is not valid UTF-8: %w", ErrInvalidRequest)
+	}
+	return nil
+}
 
 // minRateSpan is the shortest span GetStatus measures units per hour over.
 const minRateSpan = time.Minute
@@ -78,11 +95,12 @@ func (s *Server) ListUnits(ctx context.Context, req *stationv1.ListUnitsRequest)
 func (s *Server) AbortUnit(ctx context.Context, req *stationv1.AbortUnitRequest) (*stationv1.Unit, error) {
 	const method = "AbortUnit"
 	c, _ := CallerFrom(ctx)
+	if err := checkReason(req.GetReason(), true); err != nil {
+		return nil, s.err(method, err)
+	}
 	switch {
 	case req.GetSerial() == "":
 		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
-	case req.GetReason() == "":
-		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
 	case s.cfg.Runner == nil:
 		return nil, s.err(method, fmt.Errorf("aborting units: %w", ErrUnavailable))
 	}
@@ -103,11 +121,12 @@ func (s *Server) AbortUnit(ctx context.Context, req *stationv1.AbortUnitRequest)
 func (s *Server) AuthorizeRework(ctx context.Context, req *stationv1.AuthorizeReworkRequest) (*stationv1.Unit, error) {
 	const method = "AuthorizeRework"
 	c, _ := CallerFrom(ctx)
+	if err := checkReason(req.GetReason(), true); err != nil {
+		return nil, s.err(method, err)
+	}
 	switch {
 	case req.GetSerial() == "":
 		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
-	case req.GetReason() == "":
-		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
 	}
 	u, err := s.cfg.Store.Unit(ctx, req.GetSerial())
 	if err != nil {
@@ -157,11 +176,12 @@ func (s *Server) DecideHold(ctx context.Context, req *stationv1.DecideHoldReques
 func (s *Server) ReleaseEK(ctx context.Context, req *stationv1.ReleaseEKRequest) (*stationv1.Unit, error) {
 	const method = "ReleaseEK"
 	c, _ := CallerFrom(ctx)
+	if err := checkReason(req.GetReason(), true); err != nil {
+		return nil, s.err(method, err)
+	}
 	switch {
 	case req.GetSerial() == "":
 		return nil, s.err(method, fmt.Errorf("serial is required: %w", ErrInvalidRequest))
-	case req.GetReason() == "":
-		return nil, s.err(method, fmt.Errorf("a reason is required: %w", ErrInvalidRequest))
 	}
 	running := s.running()
 	if running[req.GetSerial()] {
@@ -300,7 +320,7 @@ func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[s
 	pb := &stationv1.Unit{
 		Serial: u.Serial, WorkOrder: u.WorkOrderID, Profile: u.Profile, Status: unitStatus(u, running),
 		Step: u.CurrentStep, ErrorCode: u.ErrorCode, ErrorMessage: u.ErrorMessage,
-		Attempts: uint32(u.Steps[stepVerifyEK].Attempts), StartTime: timestamppb.New(u.CreatedAt),
+		Attempts: uint32(u.Steps[journal.StepVerifyEK].Attempts), StartTime: timestamppb.New(u.CreatedAt),
 		UpdateTime: timestamppb.New(u.UpdatedAt),
 	}
 	recs, err := s.cfg.Store.StepRecords(ctx, u.Serial)
@@ -309,14 +329,12 @@ func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[s
 	}
 	for i := len(recs) - 1; i >= 0; i-- {
 		rec := recs[i]
-		if rec.Step != stepVerifyEK {
+		if rec.Step != journal.StepVerifyEK {
 			continue
 		}
 		pb.FixtureSlot = fixtureSlot(rec.Intent)
 		if rec.Ended && rec.ErrorCode == "" {
-			var res struct {
-				CertSHA256 string `json:"ek_cert_sha256"`
-			}
+			var res journal.VerifyEKResult
 			if json.Unmarshal(rec.Result, &res) == nil {
 				pb.EkSha256 = res.CertSHA256
 			}
@@ -328,17 +346,13 @@ func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[s
 
 // fixtureSlot reads the slot the agent claimed from a verify_ek intent; "" when absent.
 func fixtureSlot(intent []byte) string {
-	var m map[string]string
-	if json.Unmarshal(intent, &m) != nil || m["identify"] == "" {
+	var in journal.Intent
+	if json.Unmarshal(intent, &in) != nil || in.Identify == "" {
 		return ""
 	}
-	var id struct {
-		Hello *struct {
-			FixtureSlot string `json:"fixture_slot"`
-		}
-	}
-	if json.Unmarshal([]byte(m["identify"]), &id) != nil || id.Hello == nil {
+	var id journal.Identify
+	if json.Unmarshal([]byte(in.Identify), &id) != nil {
 		return ""
 	}
-	return id.Hello.FixtureSlot
+	return id.Hello.GetFixtureSlot()
 }

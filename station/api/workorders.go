@@ -130,7 +130,10 @@ func (s *Server) CloseWorkOrder(ctx context.Context, req *stationv1.CloseWorkOrd
 	if req.GetId() == "" {
 		return nil, s.err(method, fmt.Errorf("work order id is required: %w", ErrInvalidRequest))
 	}
-	wo, err := s.cfg.Store.CloseWorkOrder(ctx, req.GetId())
+	if err := checkReason(req.GetReason(), false); err != nil {
+		return nil, s.err(method, err)
+	}
+	wo, err := s.cfg.Store.CloseWorkOrder(ctx, req.GetId(), req.GetReason())
 	if err != nil {
 		return nil, s.err(method, err)
 	}

@@ -65,6 +65,19 @@ type File struct {
 	ReportsDir string  `toml:"reports_dir"`
 	Metrics    Metrics `toml:"metrics"`
 	Console    Console `toml:"console"`
+	Audit      Audit   `toml:"audit"`
+}
+
+// Audit is the signing of the audit chain.
+type Audit struct {
+	// KeyPath is the audit key (PEM ECDSA P-256, mode 0600), created when
+	// absent; empty means audit-key.pem beside the store.
+	KeyPath string `toml:"key_path"`
+	// CheckpointEvery is how many audit records may follow a signed
+	// checkpoint before the next (0: 1000).
+	CheckpointEvery int `toml:"checkpoint_every"`
+	// CheckpointInterval is the longest time between checkpoints (0: 5m).
+	CheckpointInterval Duration `toml:"checkpoint_interval"`
 }
 
 // Metrics is the Prometheus listener.
@@ -289,6 +302,11 @@ type Runtime struct {
 	ConsoleListen string
 	// ConsoleWallDisplay are the addresses that may view the console without a certificate.
 	ConsoleWallDisplay []netip.Prefix
+	// AuditKeyPath is the audit key file; CheckpointEvery and
+	// CheckpointInterval how often its checkpoints are signed (0: the store's defaults).
+	AuditKeyPath       string
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
 }
 
 // CARuntime is one validated CA.
@@ -341,6 +359,24 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		Profiles:      map[string]*workflow.Profile{},
 		MetricsListen: f.Metrics.Listen, ConsoleListen: f.Console.Listen,
 	}
+	f.validateStation(rt, &p, abs)
+	f.validateAgents(rt, &p)
+	f.validateListeners(rt, &p)
+	f.loadTLS(rt, &p, abs)
+	f.loadVendorTrust(rt, &p, abs)
+	f.validateStepTimeouts(rt, &p)
+	caNames := f.loadCAs(rt, &p, abs)
+	f.validateProfiles(rt, &p, caNames, abs)
+	if len(p) > 0 {
+		sort.Strings(p)
+		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(p, "\n  "))
+	}
+	return rt, nil
+}
+
+// validateStation checks the station's identity, its store, its reports folder and its audit
+// key and checkpoints.
+func (f *File) validateStation(rt *Runtime, p *problems, abs func(string) string) {
 	if !nameRE.MatchString(f.StationID) {
 		p.addf("station_id %q: want 1-64 characters of [a-z0-9._-]", f.StationID)
 	}
@@ -348,6 +384,18 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		p.addf("store_path is required")
 	}
 	rt.ReportsDir = abs(f.ReportsDir)
+	rt.AuditKeyPath = abs(f.Audit.KeyPath)
+	if rt.AuditKeyPath == "" && rt.StorePath != "" {
+		rt.AuditKeyPath = filepath.Join(filepath.Dir(rt.StorePath), "audit-key.pem")
+	}
+	rt.CheckpointEvery, rt.CheckpointInterval = f.Audit.CheckpointEvery, time.Duration(f.Audit.CheckpointInterval)
+	if rt.CheckpointEvery < 0 {
+		p.addf("audit.checkpoint_every %d: want 0 or more", rt.CheckpointEvery)
+	}
+}
+
+// validateAgents checks the [agents] limits and the waits.
+func (f *File) validateAgents(rt *Runtime, p *problems) {
 	if rt.MaxUnitsInFlight == 0 {
 		rt.MaxUnitsInFlight = 256
 	}
@@ -365,6 +413,10 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			p.addf("%s %s: want a positive duration (0 for the default)", name, d)
 		}
 	}
+}
+
+// validateListeners checks the listen addresses and the console's wall displays.
+func (f *File) validateListeners(rt *Runtime, p *problems) {
 	if f.Agents.Listen == "" || f.API.Listen == "" {
 		p.addf("agents.listen and api.listen are required")
 	}
@@ -384,7 +436,11 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		}
 		rt.ConsoleWallDisplay = append(rt.ConsoleWallDisplay, pfx.Masked())
 	}
+}
 
+// loadTLS loads the agent and API listeners' certificates, the API's client CAs and its
+// roles.
+func (f *File) loadTLS(rt *Runtime, p *problems, abs func(string) string) {
 	if cert, err := loadKeyPair(abs(f.Agents.CertFile), abs(f.Agents.KeyFile)); err != nil {
 		p.addf("agents: %v", err)
 	} else {
@@ -413,7 +469,10 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			p.addf("api.role[%d]: %v", i, err)
 		}
 	}
+}
 
+// loadVendorTrust loads the TPM vendors' roots and intermediates and the EK algorithms.
+func (f *File) loadVendorTrust(rt *Runtime, p *problems, abs func(string) string) {
 	for _, path := range f.TPMVendor.Roots {
 		certs, err := loadCerts(abs(path))
 		if err != nil {
@@ -438,14 +497,20 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		}
 		rt.EKAlgorithms = append(rt.EKAlgorithms, alg)
 	}
+}
 
+// validateStepTimeouts checks that every step timeout names a workflow step.
+func (f *File) validateStepTimeouts(rt *Runtime, p *problems) {
 	for step, d := range f.Workflow.StepTimeouts {
 		if !contains(workflow.Steps, step) {
 			p.addf("workflow.step_timeouts: unknown step %q (steps: %s)", step, strings.Join(workflow.Steps, ", "))
 		}
 		rt.StepTimeouts[step] = time.Duration(d)
 	}
+}
 
+// loadCAs loads the [[ca]] tables; it returns the names configured.
+func (f *File) loadCAs(rt *Runtime, p *problems, abs func(string) string) map[string]bool {
 	// A [[ca]] that fails to load is still configured: its own errors say what is wrong, and a
 	// profile naming it is not reported as well.
 	caNames := map[string]bool{}
@@ -462,6 +527,11 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			rt.CAs = append(rt.CAs, *c)
 		}
 	}
+	return caNames
+}
+
+// validateProfiles checks the [[profile]] tables against the CAs configured.
+func (f *File) validateProfiles(rt *Runtime, p *problems, caNames map[string]bool, abs func(string) string) {
 	if len(f.Profiles) == 0 {
 		p.addf("at least one [[profile]] is required")
 	}
@@ -475,11 +545,6 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		}
 		rt.Profiles[prof.Name] = wp
 	}
-	if len(p) > 0 {
-		sort.Strings(p)
-		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(p, "\n  "))
-	}
-	return rt, nil
 }
 
 // bindRole adds one [[api.role]] to rt.

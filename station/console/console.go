@@ -1,11 +1,21 @@
-// Package console serves the operator console over HTTPS: one page whose HTML, CSS and script
-// are embedded with go:embed (nothing is fetched from anywhere else) showing the line live —
-// the counters, CA health and agents of GetStatus, and one tile per unit in flight with its
-// step and time in it — updated through Server-Sent Events fed by the station's event stream
-// (the store's outbox). Every request needs a client certificate bound to a role, as the API
-// does (the listener's TLS asks for it; the role comes from the same table), or must come
-// from a wall display's address. This slice is read-only: no action changes the station
-// through it.
+// Package console serves the operator console over HTTPS, its HTML, CSS and scripts embedded
+// with go:embed (nothing is fetched from anywhere else): the line view — the counters, CA
+// health and agents of GetStatus, one tile per unit in flight with its step and time in it
+// against the step's typical time, the latest failures with what the operator should do —
+// updated through Server-Sent Events fed by the station's event stream (the store's outbox);
+// a unit's page (step timeline, certificates, printable traveler); the work orders' progress.
+// Every request needs a client certificate bound to a role, as the API does (the listener's
+// TLS asks for it; the role comes from the same table), or must come from a wall display's
+// address.
+//
+// Three actions change the station: abort a unit, authorize a unit's rework, close a work
+// order. Each asks for a reason and calls the station's API implementation in-process with the
+// caller the API's own check (Line.Authorize) found for the client certificate, so that it is
+// allowed, refused and audited exactly as the same gRPC call would be; a wall display (no
+// certificate) is always refused. Against cross-site requests, an action is a POST that must
+// carry the header X-Console-Action (which a cross-origin page cannot send without a CORS
+// preflight the console never answers) and, when the browser sends them, an Origin naming the
+// console itself and Sec-Fetch-Site same-origin.
 package console
 
 import (
@@ -34,10 +44,20 @@ import (
 //go:embed assets
 var assets embed.FS
 
-// Line is what the page shows: the station's status and the units being provisioned now.
+// Line is the station's API implementation (*api.Server): what the pages show, the actions
+// they take, and the API's authorization of those actions.
 type Line interface {
 	GetStatus(ctx context.Context, req *stationv1.GetStatusRequest) (*stationv1.Status, error)
 	ListUnits(ctx context.Context, req *stationv1.ListUnitsRequest) (*stationv1.ListUnitsResponse, error)
+	AbortUnit(ctx context.Context, req *stationv1.AbortUnitRequest) (*stationv1.Unit, error)
+	AuthorizeRework(ctx context.Context, req *stationv1.AuthorizeReworkRequest) (*stationv1.Unit, error)
+	CloseWorkOrder(ctx context.Context, req *stationv1.CloseWorkOrderRequest) (*stationv1.WorkOrder, error)
+	GetUnit(ctx context.Context, req *stationv1.GetUnitRequest) (*stationv1.Unit, error)
+	GetTraveler(ctx context.Context, req *stationv1.GetTravelerRequest) (*stationv1.Traveler, error)
+	ListWorkOrders(ctx context.Context, req *stationv1.ListWorkOrdersRequest) (*stationv1.ListWorkOrdersResponse, error)
+	// Authorize checks that the holder of leaf (nil: no certificate), calling from peer, may
+	// call method, auditing a refusal, and returns ctx carrying the caller.
+	Authorize(ctx context.Context, method string, leaf *x509.Certificate, peer string) (context.Context, error)
 }
 
 // Events reads the station's event stream: the events after token (at most limit) and the
@@ -67,8 +87,10 @@ type Config struct {
 // eventBatch bounds the events read from the outbox at once.
 const eventBatch = 256
 
-// New returns the console's handler. Its routes: / (the page), /assets/ (its CSS and script),
-// /api/line (status and units in flight as JSON) and /api/events (Server-Sent Events).
+// New returns the console's handler. Its routes: / (the line view), /unit?serial=S (a unit),
+// /workorders (the work orders), /units/{serial}/traveler (the printable traveler),
+// /assets/ (CSS and scripts), the pages' JSON under /api/ (line, me, units/{serial},
+// workorders), /api/events (Server-Sent Events) and the actions (POST, see package doc).
 func New(cfg Config) (http.Handler, error) {
 	if cfg.Line == nil || cfg.Events == nil || cfg.Role == nil {
 		return nil, errors.New("console: Line, Events and Role are required")
@@ -86,15 +108,25 @@ func New(cfg Config) (http.Handler, error) {
 	c := &console{cfg: cfg}
 	mux := http.NewServeMux()
 	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(static)))
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFileFS(w, r, static, "index.html")
-	})
+	for path, file := range map[string]string{"/{$}": "index.html", "/unit": "unit.html", "/workorders": "workorders.html"} {
+		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) { http.ServeFileFS(w, r, static, file) })
+	}
+	mux.HandleFunc("GET /api/units/{serial}", c.unit)
+	mux.HandleFunc("GET /units/{serial}/traveler", c.travelerPage)
+	mux.HandleFunc("GET /api/workorders", c.workOrders)
 	mux.HandleFunc("GET /api/line", c.line)
 	mux.HandleFunc("GET /api/events", c.events)
+	mux.HandleFunc("GET /api/me", c.me)
+	for _, a := range actions {
+		mux.HandleFunc("POST "+a.path, c.act(a))
+	}
 	return c.authorize(securityHeaders(mux)), nil
 }
 
-type console struct{ cfg Config }
+type console struct {
+	cfg   Config
+	cache statsCache
+}
 
 // authorize lets through requests whose verified client certificate has a role, and requests
 // without a certificate from a wall display's address.
@@ -149,6 +181,15 @@ type lineView struct {
 	Now time.Time `json:"now"`
 	// Steps are the workflow's steps in order.
 	Steps []string `json:"steps"`
+	// TypicalMS is each step's typical (median) duration in ms, CycleP50MS and CycleP95MS
+	// the cycle time's percentiles, over the most recently finished units.
+	TypicalMS  map[string]int64 `json:"typical_ms"`
+	CycleP50MS int64            `json:"cycle_p50_ms"`
+	CycleP95MS int64            `json:"cycle_p95_ms"`
+	// Failures are the latest failed units, newest first; Advice says what the operator
+	// should do per error code.
+	Failures []json.RawMessage `json:"failures"`
+	Advice   map[string]string `json:"advice"`
 }
 
 func (c *console) line(w http.ResponseWriter, r *http.Request) {
@@ -158,8 +199,7 @@ func (c *console) line(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the station could not be read; see its log", http.StatusServiceUnavailable)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
+	writeJSON(w, v)
 }
 
 func (c *console) view(ctx context.Context) (*lineView, error) {
@@ -167,28 +207,44 @@ func (c *console) view(ctx context.Context) (*lineView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	v := &lineView{Now: time.Now().UTC(), Units: []json.RawMessage{}, Steps: c.cfg.Steps}
+	v := &lineView{Now: time.Now().UTC(), Steps: c.cfg.Steps, Advice: advice}
 	if v.Status, err = marshal(st); err != nil {
 		return nil, err
 	}
-	req := &stationv1.ListUnitsRequest{Status: stationv1.UnitStatus_UNIT_STATUS_RUNNING, PageSize: 1000}
-	for {
-		resp, err := c.cfg.Line.ListUnits(ctx, req)
-		if err != nil {
-			return nil, fmt.Errorf("units in flight: %w", err)
-		}
-		for _, u := range resp.GetUnits() {
-			b, err := marshal(u)
-			if err != nil {
-				return nil, err
-			}
-			v.Units = append(v.Units, b)
-		}
-		if resp.GetNextPageToken() == "" {
-			return v, nil
-		}
-		req.PageToken = resp.GetNextPageToken()
+	units, err := c.list(ctx, stationv1.UnitStatus_UNIT_STATUS_RUNNING)
+	if err != nil {
+		return nil, fmt.Errorf("units in flight: %w", err)
 	}
+	if v.Units, err = marshalAll(units); err != nil {
+		return nil, err
+	}
+	failed, err := c.list(ctx, stationv1.UnitStatus_UNIT_STATUS_FAILED)
+	if err != nil {
+		return nil, fmt.Errorf("failed units: %w", err)
+	}
+	latestFirst(failed)
+	if v.Failures, err = marshalAll(failed[:min(len(failed), latestFailures)]); err != nil {
+		return nil, err
+	}
+	s, err := c.stats(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("step times: %w", err)
+	}
+	v.TypicalMS, v.CycleP50MS, v.CycleP95MS = s.Typical, s.CycleP50, s.CycleP95
+	return v, nil
+}
+
+// marshalAll is marshal of every unit; never nil.
+func marshalAll(units []*stationv1.Unit) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, 0, len(units))
+	for _, u := range units {
+		b, err := marshal(u)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 func marshal(m proto.Message) (json.RawMessage, error) {

@@ -306,22 +306,28 @@ func TestEvents(t *testing.T) {
 	}
 }
 
-// TestScriptParses has Node.js parse the page's script, when Node.js is installed (it is not
-// one of make deps' packages; the browser test of the whole page is still to come).
+// TestScriptParses has Node.js parse the pages' scripts, when Node.js is installed (it is not
+// one of make deps' packages; the browser test in station/server runs them).
 func TestScriptParses(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node not installed: app.js not parsed")
+		t.Skip("node not installed: the scripts are not parsed")
 	}
-	src, err := fs.ReadFile(assets, "assets/app.js")
-	if err != nil {
-		t.Fatal(err)
+	scripts, err := fs.Glob(assets, "assets/*.js")
+	if err != nil || len(scripts) == 0 {
+		t.Fatalf("scripts %v, %v", scripts, err)
 	}
-	path := filepath.Join(t.TempDir(), "app.js")
-	if err := os.WriteFile(path, src, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(node, "--check", path).CombinedOutput(); err != nil {
-		t.Errorf("app.js does not parse: %v\n%s", err, out)
+	for _, name := range scripts {
+		src, err := fs.ReadFile(assets, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), filepath.Base(name))
+		if err := os.WriteFile(path, src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(node, "--check", path).CombinedOutput(); err != nil {
+			t.Errorf("%s does not parse: %v\n%s", name, err, out)
+		}
 	}
 }

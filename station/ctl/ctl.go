@@ -52,7 +52,9 @@ commands:
   report traveler SERIAL [--format pdf|html] [--out FILE|DIR|-]
   report lot WORK_ORDER [--format pdf|html|csv] [--out FILE|DIR|-]
   status
-  watch [--interval D] [--count N]   live view of the line (counters, units in flight) until Ctrl-C`
+  watch [--interval D] [--count N]   live view of the line (counters, units in flight) until Ctrl-C
+  audit verify         (qa, admin) verify the whole audit chain; exits 1 when it does not verify
+  audit unit SERIAL    (qa, admin) one unit's audit trail with its place in the signed chain`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
 type UsageError struct{ Msg string }
@@ -211,6 +213,7 @@ var commands = map[string]func(*env, []string) error{
 	"report":          reportCmd,
 	"status":          statusCmd,
 	"watch":           watch,
+	"audit":           func(e *env, args []string) error { return sub(e, "audit", args, auditCommands) },
 }
 
 var workorderCommands = map[string]func(*env, []string) error{

@@ -495,3 +495,30 @@ func TestParseRange(t *testing.T) {
 		})
 	}
 }
+
+func TestAuditCommands(t *testing.T) {
+	f := newFixture(t)
+	writeUnits(t, f.env.Store)
+	out := f.mustRun(t, apitest.QA, "audit", "verify")
+	if r := rows(out); len(r) == 0 || strings.Join(r[0], " ") != "result verified" {
+		t.Errorf("audit verify:\n%s", out)
+	}
+	if _, err := f.run(t, apitest.Operator, "audit", "verify"); err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
+		t.Errorf("audit verify as operator: %v, want PermissionDenied", err)
+	}
+	out = f.mustRun(t, apitest.QA, "audit", "unit", "SN-0002")
+	if !strings.Contains(out, "unit.updated") || !strings.Contains(out, "step.begun") || !strings.Contains(out, "SN-0002: ") {
+		t.Errorf("audit unit SN-0002:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, l := range lines[1 : len(lines)-1] {
+		if !strings.Contains(l, " none yet ") {
+			t.Errorf("record %q is under a checkpoint on a store without an audit key", l)
+		}
+	}
+	var v stationv1.VerifyAuditResponse
+	unmarshal(t, f.mustRun(t, apitest.QA, "-o", "json", "audit", "verify"), &v)
+	if !v.GetOk() || v.GetRecords() == 0 {
+		t.Errorf("audit verify -o json: %v", &v)
+	}
+}

@@ -26,7 +26,7 @@ func TestReportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeUnits(t, st)
-	if _, err := st.CloseWorkOrder(t.Context(), "WO-1"); err != nil {
+	if _, err := st.CloseWorkOrder(t.Context(), "WO-1", ""); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "reports")

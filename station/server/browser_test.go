@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,16 +24,22 @@ import (
 // enough for a browser to watch its tile move.
 type slowJournal struct {
 	workflow.Journal
-	pause time.Duration
+	pause *atomic.Int64 // nanoseconds; the test may change it while units run
+}
+
+func newSlowJournal(j workflow.Journal, pause time.Duration) slowJournal {
+	s := slowJournal{Journal: j, pause: new(atomic.Int64)}
+	s.pause.Store(int64(pause))
+	return s
 }
 
 func (j slowJournal) BeginStep(ctx context.Context, serial, step string, intent []byte) (store.StepRef, error) {
-	time.Sleep(j.pause)
+	time.Sleep(time.Duration(j.pause.Load()))
 	return j.Journal.BeginStep(ctx, serial, step, intent)
 }
 
 func (j slowJournal) Advance(ctx context.Context, end store.StepRef, result []byte, step string, intent []byte) (store.StepRef, error) {
-	time.Sleep(j.pause)
+	time.Sleep(time.Duration(j.pause.Load()))
 	return j.Journal.Advance(ctx, end, result, step, intent)
 }
 
@@ -63,18 +70,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	l.file.Console.Listen = "127.0.0.1:0"
 	l.file.Console.WallDisplay = []string{"127.0.0.1/32"}
 	l.stop(false)
-	l.start(func(j workflow.Journal) workflow.Journal {
-		return slowJournal{Journal: j, pause: 300 * time.Millisecond}
-	})
+	l.start(func(j workflow.Journal) workflow.Journal { return newSlowJournal(j, 300*time.Millisecond) })
 	url := l.srv.ConsoleURL()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.Flag("ignore-certificate-errors", true), // the station's dev CA is not the browser's
-		chromedp.WindowSize(1920, 1080))
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
+	bctx := newBrowser(t, exe)
 	// The first action starts the browser, which lives as long as that action's context.
 	if err := chromedp.Do(bctx, chromedp.Navigate(url)); err != nil {
 		t.Fatalf("loading the console: %v", err)
@@ -102,7 +101,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}()
 
 	steps := map[string]bool{}
-	var shot []byte
+	var shot, tablet []byte
 	var passed, finished bool
 	for !finished {
 		step, err := chromedp.Run(ctx, chromedp.EvaluateAsDevTools[string](
@@ -116,6 +115,7 @@ func TestConsoleInBrowser(t *testing.T) {
 				if shot, err = chromedp.Run(ctx, chromedp.FullScreenshot(100)); err != nil {
 					t.Fatalf("screenshot: %v", err)
 				}
+				tablet = screenshotAt(t, ctx, tabletWidth, tabletHeight)
 			}
 		}
 		select {
@@ -141,6 +141,48 @@ func TestConsoleInBrowser(t *testing.T) {
 	if shot == nil {
 		t.Fatal("no screenshot mid-run")
 	}
+	path := saveArtifact(t, "console-line-view.png", shot)
+	saveArtifact(t, "console-line-view-tablet.png", tablet)
+	t.Logf("line view mid-run: %s (steps seen: %s)", path, strings.Join(slices.Sorted(maps.Keys(steps)), ", "))
+}
+
+// A tablet's viewport (portrait), beside the line monitor's 1920x1080.
+const tabletWidth, tabletHeight = 820, 1180
+
+// newBrowser returns a context of a new headless Chromium with a 1080p window; the browser
+// starts with the first action run in it and ends with the test.
+func newBrowser(t *testing.T, exe string) context.Context {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.Flag("ignore-certificate-errors", true), // the station's dev CA is not the browser's
+		chromedp.WindowSize(1920, 1080))
+	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	return bctx
+}
+
+// screenshotAt takes a full-page screenshot at a width x height viewport, then returns to the
+// window's size.
+func screenshotAt(t *testing.T, ctx context.Context, width, height int64) []byte {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height), chromedp.Sleep(300*time.Millisecond)); err != nil {
+		t.Fatalf("viewport %dx%d: %v", width, height, err)
+	}
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot at %dx%d: %v", width, height, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1920, 1080)); err != nil {
+		t.Fatalf("viewport back to 1920x1080: %v", err)
+	}
+	return shot
+}
+
+// saveArtifact writes a screenshot to $CONSOLE_ARTIFACTS (make test sets out/artifacts/), or
+// to the test's temporary folder, and returns its path.
+func saveArtifact(t *testing.T, name string, png []byte) string {
+	t.Helper()
 	dir := os.Getenv("CONSOLE_ARTIFACTS")
 	if dir == "" {
 		dir = t.TempDir()
@@ -148,9 +190,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	path, _ := filepath.Abs(filepath.Join(dir, "console-line-view.png"))
-	if err := os.WriteFile(path, shot, 0o644); err != nil {
+	path, _ := filepath.Abs(filepath.Join(dir, name))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("line view mid-run: %s (steps seen: %s)", path, strings.Join(slices.Sorted(maps.Keys(steps)), ", "))
+	t.Logf("screenshot: %s", path)
+	return path
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -57,8 +58,8 @@ func TestEnrollIntentNamesCSRAndKey(t *testing.T) {
 				continue
 			}
 			n++
-			in, err := workflow.ParseEnrollIntent(r.Intent)
-			if err != nil {
+			var in journal.Intent
+			if err := json.Unmarshal(r.Intent, &in); err != nil {
 				t.Fatal(err)
 			}
 			sum := sha256.Sum256(csrs[tc.csr])

@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/devid-station/devid/device-agent/agent"
 	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -120,8 +122,8 @@ func TestRetryAfterLostAnswerReusesCSR(t *testing.T) {
 	var csrs []string
 	for _, r := range recs {
 		if r.Step == workflow.StepLDevIDEnroll {
-			in, err := workflow.ParseEnrollIntent(r.Intent)
-			if err != nil {
+			var in journal.Intent
+			if err := json.Unmarshal(r.Intent, &in); err != nil {
 				t.Fatal(err)
 			}
 			csrs = append(csrs, in.CSRSHA256)

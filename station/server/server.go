@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,13 @@ type Options struct {
 	// WrapJournal, when set, wraps the store as the workflow sees it (tests use it to stop the
 	// station at a chosen step boundary).
 	WrapJournal func(workflow.Journal) workflow.Journal
+	// AuditSigner signs the audit chain's checkpoints; nil means the key file
+	// of the configuration ([audit] key_path, created when absent).
+	AuditSigner crypto.Signer
+	// AuditOverride, when set, is an admin's reason to start although the
+	// audit chain does not verify; the start and the reason are recorded in
+	// the chain.
+	AuditOverride string
 }
 
 // Server is a station. Create it with New, then Start it; Close stops it.
@@ -83,6 +91,30 @@ type Server struct {
 // reportsFinal bounds the reports writer's last pass when the station closes.
 const reportsFinal = 30 * time.Second
 
+// verifyAtStart verifies the whole audit chain, logging its progress. A
+// chain that does not verify stops the start unless override gives an
+// admin's reason, which is then recorded in the chain.
+func verifyAtStart(st *store.Store, override string, log *slog.Logger) error {
+	start := time.Now()
+	last := start
+	rep, _, err := st.VerifyStation(context.Background(), func(done, total uint64) {
+		if time.Since(last) >= time.Second {
+			last = time.Now()
+			log.Info("verifying the audit chain", "records", done, "of", total)
+		}
+	})
+	if err == nil {
+		log.Info("audit chain verified", "records", rep.Records, "values", rep.Values, "checkpoints", rep.Checkpoints,
+			"head", rep.Head.Seq, "seconds", time.Since(start).Seconds())
+		return nil
+	}
+	if override == "" {
+		return fmt.Errorf("refusing to start: %w (an admin may start anyway with -audit-override REASON, which is recorded)", err)
+	}
+	log.Error("audit chain does not verify: starting on an admin's override", "code", store.CodeAuditChainBroken, "error", err, "reason", override)
+	return st.AuditOverride(context.Background(), override, err)
+}
+
 // New opens the store and builds every part; it listens on nothing yet.
 func New(rt *config.Runtime, opts Options) (*Server, error) {
 	log := opts.Logger
@@ -101,10 +133,21 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		default:
 		}
 	}
+	signer := opts.AuditSigner
+	if signer == nil {
+		if signer, err = auditKey(rt.AuditKeyPath); err != nil {
+			return nil, err
+		}
+	}
 	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight,
-		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit})
+		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit,
+		Checkpoints: store.CheckpointOptions{Signer: signer, Every: rt.CheckpointEvery, Interval: rt.CheckpointInterval}})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	if err := verifyAtStart(st, opts.AuditOverride, log); err != nil {
+		st.Close()
+		return nil, err
 	}
 	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal, registry: reg, metrics: m}
 	wfIssuers := map[string]workflow.Issuer{}

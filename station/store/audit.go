@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -17,8 +16,8 @@ import (
 // auditDomain separates audit hashes from every other SHA-256 use.
 const auditDomain = "devid-station/audit/v1\x00"
 
-// verifyChunk is how many audit records VerifyChain reads per transaction,
-// so that a long walk never holds one read transaction for long.
+// verifyChunk is how many audit records Verify checks between looks at its
+// context and calls of its progress function.
 const verifyChunk = 4096
 
 // canonical returns the encoding that Hash covers: a fixed field order,
@@ -50,6 +49,21 @@ func (a *AuditEvent) canonical() []byte {
 		b = str(f)
 	}
 	b = str(string(a.PrevHash))
+	// Records without writes hash as before the writes were covered.
+	if len(a.Writes) > 0 {
+		b = append(b, 'W')
+		b = binary.BigEndian.AppendUint32(b, uint32(len(a.Writes)))
+		for _, d := range a.Writes {
+			b = str(d.Bucket)
+			b = str(string(d.Key))
+			b = str(string(d.SHA256))
+			if d.Had {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+		}
+	}
 	return b
 }
 
@@ -68,14 +82,39 @@ func readHead(meta *bolt.Bucket) ChainHead {
 	return ChainHead{Seq: binary.BigEndian.Uint64(v[:8]), Hash: append([]byte(nil), v[8:]...)}
 }
 
-// audit appends a to the chain in the current transaction. It fills Seq,
-// Time, StationID, Principal, PrevHash and Hash from the current head; an
-// empty Result means ResultOK.
+// audit queues a for the chain; the call's records are appended when it
+// returns (flush). It fills Seq, Time, StationID, Principal, PrevHash and
+// Hash then; an empty Result means ResultOK.
 func (w *wtx) audit(a AuditEvent) error {
+	w.pending = append(w.pending, a)
+	return nil
+}
+
+// flush appends the call's audit records to the chain, the digests of every
+// key/value it wrote on the last one (on a store.write record when it queued
+// none).
+func (w *wtx) flush() error {
+	if len(w.writes) > 0 {
+		if len(w.pending) == 0 {
+			w.pending = append(w.pending, AuditEvent{Action: AuditActionWrite})
+		}
+		w.pending[len(w.pending)-1].Writes = w.writes
+	}
+	for _, a := range w.pending {
+		if err := w.appendRecord(a); err != nil {
+			return err
+		}
+	}
+	w.pending, w.writes = nil, nil
+	return nil
+}
+
+// appendRecord links a to the head and writes it.
+func (w *wtx) appendRecord(a AuditEvent) error {
 	if a.Result == "" {
 		a.Result = ResultOK
 	}
-	meta := w.tx.Bucket(bMeta)
+	meta := w.tx.raw.Bucket(bMeta)
 	head := readHead(meta)
 	a.Seq = head.Seq + 1
 	a.Time = w.now
@@ -83,7 +122,11 @@ func (w *wtx) audit(a AuditEvent) error {
 	a.Principal = w.principal
 	a.PrevHash = head.Hash
 	a.Hash = a.computeHash()
-	if err := put(w.tx.Bucket(bAudit), u64key(a.Seq), &a); err != nil {
+	data, err := json.Marshal(&a)
+	if err != nil {
+		return fmt.Errorf("encoding audit record %d: %w", a.Seq, err)
+	}
+	if err := w.tx.raw.Bucket(bAudit).Put(u64key(a.Seq), data); err != nil {
 		return fmt.Errorf("writing audit record %d: %w", a.Seq, err)
 	}
 	return meta.Put(kAuditHead, encodeHead(ChainHead{Seq: a.Seq, Hash: a.Hash}))
@@ -155,52 +198,4 @@ func (s *Store) AuditAfter(ctx context.Context, after uint64, limit int) ([]Audi
 		return nil
 	})
 	return out, err
-}
-
-// VerifyChain walks the audit log from the genesis record and checks every
-// link: sequence, previous hash, recomputed hash, and that the head stored in
-// meta is the last record. It returns the verified head, or a
-// *ChainBrokenError (matching ErrChainBroken) naming the first bad record.
-// Records appended during the walk are not covered; the returned head says
-// how far it went.
-func (s *Store) VerifyChain(ctx context.Context) (ChainHead, error) {
-	want, err := s.ChainHead(ctx)
-	if err != nil {
-		return ChainHead{}, err
-	}
-	prev := ChainHead{Hash: make([]byte, 32)}
-	for prev.Seq < want.Seq {
-		err := s.view(ctx, func(tx *bolt.Tx) error {
-			c := tx.Bucket(bAudit).Cursor()
-			k, v := c.Seek(u64key(prev.Seq + 1))
-			for n := 0; n < verifyChunk && prev.Seq < want.Seq; n++ {
-				seq := prev.Seq + 1
-				if k == nil || binary.BigEndian.Uint64(k) != seq {
-					return &ChainBrokenError{Seq: seq, Reason: "record missing"}
-				}
-				var a AuditEvent
-				if err := json.Unmarshal(v, &a); err != nil {
-					return &ChainBrokenError{Seq: seq, Reason: "record does not decode"}
-				}
-				switch {
-				case a.Seq != seq:
-					return &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", a.Seq)}
-				case !bytes.Equal(a.PrevHash, prev.Hash):
-					return &ChainBrokenError{Seq: seq, Reason: "previous hash does not match"}
-				case !bytes.Equal(a.computeHash(), a.Hash):
-					return &ChainBrokenError{Seq: seq, Reason: "hash does not match content"}
-				}
-				prev = ChainHead{Seq: seq, Hash: a.Hash}
-				k, v = c.Next()
-			}
-			return nil
-		})
-		if err != nil {
-			return ChainHead{}, err
-		}
-	}
-	if !bytes.Equal(prev.Hash, want.Hash) {
-		return ChainHead{}, &ChainBrokenError{Seq: want.Seq, Reason: "head in meta does not match the log"}
-	}
-	return prev, nil
 }

@@ -45,7 +45,7 @@ func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role,
 	sha := digest(der)
 	var out CertRecord
 	err = s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -148,7 +148,7 @@ func (s *Store) SetCertificateStatus(ctx context.Context, serial, sha string, st
 		return fmt.Errorf("certificate status %s without a reason: %w", status, ErrInvalidArgument)
 	}
 	return s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}

@@ -23,7 +23,7 @@ func (s *Store) BindEK(ctx context.Context, fp, serial string) error {
 		return err
 	}
 	return s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -84,7 +84,7 @@ func (s *Store) ReleaseEK(ctx context.Context, serial, reason string) (UnitState
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}

@@ -94,18 +94,42 @@ func (e *EKBoundError) Error() string {
 // Unwrap returns ErrEKBoundElsewhere.
 func (e *EKBoundError) Unwrap() error { return ErrEKBoundElsewhere }
 
-// ChainBrokenError names the first audit record whose link does not verify.
-// It matches ErrChainBroken with errors.Is.
+// CodeAuditChainBroken is the stable code of an audit chain that does not
+// verify, in every ChainBrokenError message.
+const CodeAuditChainBroken = "AUDIT_CHAIN_BROKEN"
+
+// ChainBrokenError names the first audit record whose link does not verify,
+// or the stored record whose value the chain does not vouch for. It matches
+// ErrChainBroken with errors.Is.
 type ChainBrokenError struct {
-	// Seq is the sequence number of the first record that fails.
+	// Seq is the sequence number of the first record that fails (for a
+	// stored value, the record holding its latest digest).
 	Seq uint64
-	// Reason says what failed (hash, previous hash, sequence, head).
+	// Bucket and Key name the stored record at fault, when one is.
+	Bucket string
+	Key    string
+	// Reason says what failed (hash, previous hash, sequence, head, a stored
+	// value's digest, a checkpoint).
 	Reason string
 }
 
-// Error implements error.
+// Error implements error; it starts with CodeAuditChainBroken.
 func (e *ChainBrokenError) Error() string {
-	return fmt.Sprintf("audit chain broken at seq %d: %s", e.Seq, e.Reason)
+	if e.Bucket != "" {
+		return fmt.Sprintf("%s: audit chain broken at seq %d: bucket %s key %s: %s", CodeAuditChainBroken, e.Seq, e.Bucket, printableKey(e.Key), e.Reason)
+	}
+	return fmt.Sprintf("%s: audit chain broken at seq %d: %s", CodeAuditChainBroken, e.Seq, e.Reason)
+}
+
+// printableKey shows a text key as it is and any other (a sequence number)
+// in hex.
+func printableKey(k string) string {
+	for _, r := range k {
+		if r < 0x20 || r > 0x7e {
+			return fmt.Sprintf("0x%x", k)
+		}
+	}
+	return fmt.Sprintf("%q", k)
 }
 
 // Unwrap returns ErrChainBroken.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/devid-station/devid/fixture/devpki"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // stepClock is a Clock that advances 1ms on every call.
@@ -44,9 +45,26 @@ func openAt(t *testing.T, path string) *Store {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
 	s.states.check = true // every remembered unit state is checked against its bytes
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		// Every write of every test is covered by the chain: a write that
+		// bypasses the store's tracked buckets fails here.
+		if !t.Failed() && s.Corrupt() == nil && !isTampered(path) {
+			if _, err := s.VerifyChain(context.Background()); err != nil && !errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+				t.Errorf("store %s does not verify at the end of the test: %v", path, err)
+			}
+		}
+		s.Close()
+	})
 	return s
 }
+
+// tampered names the store files a test broke on purpose; their stores are
+// not verified at the end of the test.
+var tampered sync.Map
+
+func markTampered(path string) { tampered.Store(path, true) }
+
+func isTampered(path string) bool { _, ok := tampered.Load(path); return ok }
 
 // openTemp opens a new store in a temporary directory and returns its path.
 func openTemp(t *testing.T) (*Store, string) {

@@ -37,7 +37,9 @@ import (
 )
 
 // SchemaVersion is the schema this package writes. Open refuses newer files.
-const SchemaVersion = 1
+// Schema 2 puts the digest of every stored key/value in the audit chain; Open
+// brings a schema 1 file up with audit.baseline records (baseline).
+const SchemaVersion = 2
 
 const (
 	defaultMaxBatchSize  = 256
@@ -89,6 +91,9 @@ type Options struct {
 	// RefusalsKept is how many refused sessions RecordRefusal keeps; 0 means
 	// DefaultRefusalsKept.
 	RefusalsKept int
+	// Checkpoints, with a Signer, make the store sign its chain head every
+	// N records, every T and at Close.
+	Checkpoints CheckpointOptions
 	// Commits observes, in seconds, each write's time from the call to its durable commit
 	// (waiting for its batch included); nil discards.
 	Commits prometheus.Observer
@@ -107,6 +112,7 @@ type Store struct {
 	// refusalsKept bounds the ring of refused sessions.
 	refusalsKept int
 	commits      prometheus.Observer
+	cp           *checkpointer // nil without an audit key
 }
 
 // Open opens or creates the store file at path. A file whose pages do not
@@ -161,6 +167,14 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if err := db.Update(func(tx *bolt.Tx) error { return s.init(tx, opts.StationID) }); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	if opts.Checkpoints.Signer != nil {
+		var head ChainHead
+		if err := db.View(func(tx *bolt.Tx) error { head = readHead(tx.Bucket(bMeta)); return nil }); err != nil {
+			db.Close()
+			return nil, err
+		}
+		s.startCheckpoints(opts.Checkpoints, head.Seq)
 	}
 	s.log.Debug("store opened", "path", path, "station_id", s.stationID,
 		"max_batch_size", db.MaxBatchSize, "max_batch_delay", db.MaxBatchDelay)
@@ -257,24 +271,60 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	if err := json.Unmarshal(v, &last); err != nil || !bytes.Equal(last.Hash, head.Hash) {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
+	if binary.BigEndian.Uint64(meta.Get(kSchemaVersion)) < 2 {
+		return s.baseline(tx)
+	}
 	return nil
 }
 
+// baselineChunk is how many digests one audit.baseline record carries.
+const baselineChunk = 4096
+
+// baseline covers a schema 1 file: audit.baseline records carry the digest
+// of every key/value it holds, then the schema becomes 2.
+func (s *Store) baseline(tx *bolt.Tx) error {
+	var digests []WriteDigest
+	if err := walkStored(tx, func(path string, k, v []byte) error {
+		h := sha256.Sum256(v)
+		digests = append(digests, WriteDigest{Bucket: path, Key: bytes.Clone(k), SHA256: h[:]})
+		return nil
+	}); err != nil {
+		return fmt.Errorf("audit baseline: %w", err)
+	}
+	w := s.newWtx(tx, PrincipalStation)
+	for i := 0; i < len(digests); i += baselineChunk {
+		a := AuditEvent{Action: AuditActionBaseline, Details: map[string]string{"from_schema": "1"},
+			Writes: digests[i:min(i+baselineChunk, len(digests))]}
+		if err := w.appendRecord(a); err != nil {
+			return fmt.Errorf("audit baseline: %w", err)
+		}
+	}
+	if err := w.tx.Bucket(bMeta).Put(kSchemaVersion, u64key(SchemaVersion)); err != nil {
+		return err
+	}
+	if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_version": fmt.Sprint(SchemaVersion)}}); err != nil {
+		return err
+	}
+	s.log.Info("store brought to schema 2: every stored record's digest is now in the audit chain", "records", len(digests))
+	return w.flush()
+}
+
 func (s *Store) create(tx *bolt.Tx, stationID string) error {
-	meta, err := tx.CreateBucketIfNotExists(bMeta)
+	s.stationID = stationID
+	w := s.newWtx(tx, PrincipalStation)
+	meta, err := w.tx.CreateBucketIfNotExists(bMeta)
 	if err != nil {
 		return err
 	}
 	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit} {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+		if _, err := w.tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", name, err)
 		}
 	}
-	now := s.now()
 	puts := []struct{ k, v []byte }{
 		{kSchemaVersion, u64key(SchemaVersion)},
 		{kStationID, []byte(stationID)},
-		{kCreatedAt, []byte(now.Format(time.RFC3339Nano))},
+		{kCreatedAt, []byte(w.now.Format(time.RFC3339Nano))},
 		{kAuditHead, encodeHead(ChainHead{Hash: make([]byte, 32)})},
 	}
 	for _, p := range puts {
@@ -282,18 +332,32 @@ func (s *Store) create(tx *bolt.Tx, stationID string) error {
 			return err
 		}
 	}
-	s.stationID = stationID
-	w := &wtx{tx: tx, s: s, now: now, principal: PrincipalStation}
-	return w.audit(AuditEvent{Action: auditActionStoreCreate, Result: ResultOK,
-		Details: map[string]string{"schema_version": fmt.Sprint(SchemaVersion)}})
+	if err := w.audit(AuditEvent{Action: auditActionStoreCreate, Result: ResultOK,
+		Details: map[string]string{"schema_version": fmt.Sprint(SchemaVersion)}}); err != nil {
+		return err
+	}
+	return w.flush()
 }
 
-// Close closes the file; later calls fail.
+// Close signs a last checkpoint (with an audit key) and closes the file;
+// later calls fail.
 func (s *Store) Close() error {
+	var cpErr error
+	if s.cp != nil {
+		first := false
+		s.cp.once.Do(func() { first = true; close(s.cp.stop) })
+		<-s.cp.done
+		if !first {
+			return s.db.Close()
+		}
+		if _, err := s.Checkpoint(context.Background()); err != nil {
+			cpErr = fmt.Errorf("closing store: %w", err)
+		}
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing store: %w", err)
 	}
-	return nil
+	return cpErr
 }
 
 // StationID returns the id of the station that owns the store.
@@ -333,10 +397,21 @@ func principal(ctx context.Context) string {
 
 // wtx is one mutating call inside a (possibly shared) write transaction.
 type wtx struct {
-	tx        *bolt.Tx
+	tx        *wtxn
 	s         *Store
 	now       time.Time
 	principal string
+	// writes are the digests of what the call wrote, pending its audit
+	// records; flush appends them.
+	writes  []WriteDigest
+	pending []AuditEvent
+}
+
+// newWtx starts a mutating call in tx.
+func (s *Store) newWtx(tx *bolt.Tx, principal string) *wtx {
+	w := &wtx{s: s, now: s.now(), principal: principal}
+	w.tx = &wtxn{raw: tx, w: w}
+	return w
 }
 
 // refusal is an error returned to the caller while the transaction commits:
@@ -379,22 +454,33 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	start := time.Now()
 	err = s.db.Batch(func(tx *bolt.Tx) error {
 		refused = nil
-		err := fn(&wtx{tx: tx, s: s, now: s.now(), principal: p})
+		w := s.newWtx(tx, p)
+		err := fn(w)
 		var r *refusal
 		if errors.As(err, &r) {
 			refused = r.err
-			return nil
+		} else if err != nil {
+			return err
 		}
-		return err
+		return w.flush()
 	})
 	if err != nil {
 		return err
 	}
 	s.commits.Observe(time.Since(start).Seconds())
+	if s.cp != nil {
+		s.afterCommit(s.headSeq())
+	}
 	if refused != nil {
 		s.log.Debug("store write refused", "principal", p, "error", refused)
 	}
 	return refused
+}
+
+// headSeq returns the chain head's sequence (0 when it cannot be read).
+func (s *Store) headSeq() uint64 {
+	h, _ := s.ChainHead(context.Background())
+	return h.Seq
 }
 
 // view runs fn in a read transaction. A bbolt panic on a damaged page (or a
@@ -419,7 +505,7 @@ func (s *Store) recoverCorrupt(err *error) {
 }
 
 // put marshals v as JSON under key.
-func put(b *bolt.Bucket, key []byte, v any) error {
+func put(b *wbucket, key []byte, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", key, err)
@@ -428,7 +514,7 @@ func put(b *bolt.Bucket, key []byte, v any) error {
 }
 
 // get unmarshals the JSON under key into v; false if absent.
-func get(b *bolt.Bucket, key []byte, v any) (bool, error) {
+func get(b interface{ Get([]byte) []byte }, key []byte, v any) (bool, error) {
 	data := b.Get(key)
 	if data == nil {
 		return false, nil

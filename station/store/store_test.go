@@ -416,7 +416,7 @@ func TestWorkOrdersAndAuthorize(t *testing.T) {
 			t.Fatalf("created %+v", got)
 		}
 	}
-	if wo, err := s.CloseWorkOrder(ctx, "WO-CLOSED"); err != nil || wo.Status != WorkOrderClosed || wo.ClosedBy != "mes@plant" {
+	if wo, err := s.CloseWorkOrder(ctx, "WO-CLOSED", ""); err != nil || wo.Status != WorkOrderClosed || wo.ClosedBy != "mes@plant" {
 		t.Fatalf("CloseWorkOrder = %+v, %v", wo, err)
 	}
 
@@ -472,7 +472,7 @@ func TestWorkOrdersAndAuthorize(t *testing.T) {
 	if err != nil || len(all) != len(orders) {
 		t.Fatalf("WorkOrders = %d, %v; want %d", len(all), err, len(orders))
 	}
-	if _, err := s.CloseWorkOrder(ctx, "WO-NONE"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.CloseWorkOrder(ctx, "WO-NONE", ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("closing unknown order: %v", err)
 	}
 }

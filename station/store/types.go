@@ -197,6 +197,17 @@ const (
 const (
 	auditActionStoreCreate = "store.created"
 	auditActionUnitEvent   = "unit.event"
+	// AuditActionWrite carries the digests of writes made after a call's
+	// audit record, or by a call that audits nothing else.
+	AuditActionWrite = "store.write"
+	// AuditActionBaseline carries the digests of the records a store held
+	// before its writes were covered by the chain (schema 1).
+	AuditActionBaseline = "audit.baseline"
+	// AuditActionCheckpoint is a signed checkpoint of the chain head.
+	AuditActionCheckpoint = "audit.checkpoint"
+	// AuditActionOverride records a start despite a failed verification,
+	// with the admin's reason.
+	AuditActionOverride = "audit.override"
 	// AuditActionAPIRefused records API calls refused for authentication or role (see
 	// AuditAPIRefusal).
 	AuditActionAPIRefused = "api.refused"
@@ -308,8 +319,22 @@ type AuditEvent struct {
 	ErrorCode    string            `json:"error_code,omitempty"`
 	Details      map[string]string `json:"details,omitempty"`
 	Fingerprints []string          `json:"fingerprints,omitempty"`
-	PrevHash     []byte            `json:"prev_hash"`
-	Hash         []byte            `json:"hash"`
+	// Writes are the digests of every key/value the record's call wrote
+	// (recorded on the call's last audit record).
+	Writes   []WriteDigest `json:"writes,omitempty"`
+	PrevHash []byte        `json:"prev_hash"`
+	Hash     []byte        `json:"hash"`
+}
+
+// WriteDigest is one key/value a call wrote: where, and the SHA-256 of the
+// value (empty when the key was deleted).
+type WriteDigest struct {
+	// Bucket is the bucket path from the top, names joined by "/".
+	Bucket string `json:"b"`
+	Key    []byte `json:"k"`
+	SHA256 []byte `json:"h,omitempty"`
+	// Had says the key held a value before the write.
+	Had bool `json:"had,omitempty"`
 }
 
 // Audit results.

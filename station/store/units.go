@@ -37,8 +37,21 @@ func (s *Store) loadUnit(tx *bolt.Tx, serial string) (*bolt.Bucket, UnitState, e
 	return ub, u, nil
 }
 
+// loadUnit is Store.loadUnit in a write transaction.
+func (w *wtx) loadUnit(serial string) (*wbucket, UnitState, error) {
+	ub := w.tx.Bucket(bUnits).Bucket([]byte(serial))
+	if ub == nil {
+		return nil, UnitState{}, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
+	}
+	u, err := w.s.decodeUnit(serial, ub.Get(kState))
+	if err != nil {
+		return nil, u, fmt.Errorf("unit %q: %w", serial, err)
+	}
+	return ub, u, nil
+}
+
 // saveUnit stamps and writes the unit's state.
-func (w *wtx) saveUnit(ub *bolt.Bucket, u *UnitState) error {
+func (w *wtx) saveUnit(ub *wbucket, u *UnitState) error {
 	u.UpdatedAt = w.now
 	data, err := json.Marshal(u)
 	if err != nil {
@@ -174,9 +187,9 @@ func (w *wtx) stampEvent(ev Event) (Event, error) {
 		return ev, err
 	}
 	ev.Seq = seq
-	var eb *bolt.Bucket
+	var eb *wbucket
 	if ev.Serial != "" {
-		eb = unitBucket(w.tx, ev.Serial).Bucket(bEvents)
+		eb = w.tx.Bucket(bUnits).Bucket([]byte(ev.Serial)).Bucket(bEvents)
 		if ev.UnitSeq, err = eb.NextSequence(); err != nil {
 			return ev, err
 		}
@@ -273,7 +286,7 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 	return out, nil
 }
 
-func createUnitBucket(units *bolt.Bucket, serial string) (*bolt.Bucket, error) {
+func createUnitBucket(units *wbucket, serial string) (*wbucket, error) {
 	ub, err := units.CreateBucket([]byte(serial))
 	if err != nil {
 		return nil, fmt.Errorf("creating unit %q: %w", serial, err)
@@ -319,7 +332,7 @@ func (s *Store) BeginStep(ctx context.Context, serial, step string, intent []byt
 	}
 	var ref StepRef
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -336,7 +349,7 @@ func (s *Store) BeginStep(ctx context.Context, serial, step string, intent []byt
 
 // beginStep is BeginStep inside a write transaction, for the unit ub whose state is u; the
 // caller saves u.
-func (w *wtx) beginStep(ub *bolt.Bucket, u *UnitState, step string, intent []byte) (StepRef, error) {
+func (w *wtx) beginStep(ub *wbucket, u *UnitState, step string, intent []byte) (StepRef, error) {
 	serial := u.Serial
 	a := AuditEvent{Serial: serial, Action: EventStepBegun, Fingerprints: unitFingerprints(u),
 		Details: map[string]string{"step": step, "intent_sha256": digest(intent)}}
@@ -397,7 +410,7 @@ func (s *Store) EndStep(ctx context.Context, ref StepRef, result []byte, errCode
 		return err
 	}
 	return s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, ref.Serial)
+		ub, u, err := w.loadUnit(ref.Serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -424,7 +437,7 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 	}
 	var ref StepRef
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, end.Serial)
+		ub, u, err := w.loadUnit(end.Serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -451,7 +464,7 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 
 // endStep is EndStep inside a write transaction, for the unit ub whose state is u. It reports
 // whether it changed u, which the caller then saves.
-func (w *wtx) endStep(ub *bolt.Bucket, u *UnitState, ref StepRef, result []byte, errCode string) (bool, error) {
+func (w *wtx) endStep(ub *wbucket, u *UnitState, ref StepRef, result []byte, errCode string) (bool, error) {
 	notFound := fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound)
 	sb := ub.Bucket(bSteps).Bucket([]byte(ref.Step))
 	if sb == nil {
@@ -542,7 +555,7 @@ func (s *Store) StepRecords(ctx context.Context, serial string) ([]StepRecord, e
 }
 
 // AppendEvent appends an event of type typ to the unit's log and the outbox,
-// audited as "unit.event". The unit must exist.
+// audited as "unit.event" with the event's data and type. The unit must exist.
 func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (Event, error) {
 	if err := checkSerial(serial); err != nil {
 		return Event{}, err
@@ -552,7 +565,7 @@ func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, da
 	}
 	var out Event
 	err := s.update(ctx, func(w *wtx) error {
-		_, u, err := w.s.loadUnit(w.tx, serial)
+		_, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -561,8 +574,13 @@ func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, da
 		if err != nil {
 			return err
 		}
+		details := maps.Clone(data)
+		if details == nil {
+			details = map[string]string{}
+		}
+		details["type"] = typ
 		return w.audit(AuditEvent{Serial: serial, Action: auditActionUnitEvent, Result: ResultOK,
-			Fingerprints: unitFingerprints(&u), Details: map[string]string{"type": typ}})
+			Fingerprints: unitFingerprints(&u), Details: details})
 	})
 	if err != nil {
 		return Event{}, err

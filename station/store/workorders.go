@@ -82,8 +82,9 @@ func (s *Store) CreateWorkOrder(ctx context.Context, wo WorkOrder) (WorkOrder, e
 }
 
 // CloseWorkOrder closes an open work order; closing a closed one is a no-op.
-// Units already authorized keep their state; Authorize no longer matches it.
-func (s *Store) CloseWorkOrder(ctx context.Context, id string) (WorkOrder, error) {
+// Units already authorized keep their state; Authorize no longer matches it. A reason, when
+// given, is recorded in the closing event and its audit record.
+func (s *Store) CloseWorkOrder(ctx context.Context, id, reason string) (WorkOrder, error) {
 	var out WorkOrder
 	err := s.update(ctx, func(w *wtx) error {
 		b := w.tx.Bucket(bWorkOrders)
@@ -100,6 +101,9 @@ func (s *Store) CloseWorkOrder(ctx context.Context, id string) (WorkOrder, error
 			return err
 		}
 		details := map[string]string{"work_order": id}
+		if reason != "" {
+			details["reason"] = reason
+		}
 		if err := w.event(Event{Type: EventWorkOrderClosed, Data: details}); err != nil {
 			return err
 		}
@@ -199,7 +203,7 @@ func (s *Store) AuthorizeRework(ctx context.Context, serial, by, reason string) 
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -246,7 +250,7 @@ func (s *Store) DecideHold(ctx context.Context, serial, by, decision, reason str
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.s.loadUnit(w.tx, serial)
+		ub, u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}

@@ -10,25 +10,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
-
-// EnrollIntent is what an enrollment step's intent records before the request leaves: the CA
-// asked, the SHA-256 of the CSR sent, and the key that may hold a certificate afterwards.
-type EnrollIntent struct {
-	Step            string `json:"step"`
-	CA              string `json:"ca"`
-	CSRSHA256       string `json:"csr_sha256"`
-	KeyName         string `json:"key_name"`
-	PublicKeySHA256 string `json:"public_key_sha256"`
-}
-
-// ParseEnrollIntent reads an enrollment step's intent.
-func ParseEnrollIntent(raw []byte) (EnrollIntent, error) {
-	var in EnrollIntent
-	err := json.Unmarshal(raw, &in)
-	return in, err
-}
 
 // PublicKeySHA256 is the lowercase hex SHA-256 of pub's DER SubjectPublicKeyInfo ("" when pub
 // cannot be encoded).
@@ -45,8 +29,8 @@ func PublicKeySHA256(pub crypto.PublicKey) string {
 // may have made the CA issue a certificate nobody recorded: its answer was lost, or the request
 // failed after it left. The entry stays open until a reconciliation closes it.
 func (u *unit) possiblyIssued(ctx context.Context, ref store.StepRef, raw []byte, from time.Time) error {
-	in, err := ParseEnrollIntent(raw)
-	if err != nil {
+	var in journal.Intent
+	if err := json.Unmarshal(raw, &in); err != nil {
 		return fmt.Errorf("reading the intent of %s: %w", ref.Step, err)
 	}
 	// An intent journaled before intents named the key: the key step of this session found

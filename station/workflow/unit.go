@@ -14,6 +14,7 @@ import (
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/ekcert"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
@@ -37,8 +38,8 @@ type unit struct {
 	intents map[string]store.StepRecord
 	pending *pendingEnd // a step result to write with the next intent
 
-	id        *identifyResult // what the agent reported about its TPM: evidence, checked in checkEK
-	idSummary identifySummary
+	id        *journal.Identify // what the agent reported about its TPM: evidence, checked in checkEK
+	idSummary journal.IdentifyResult
 	profile   *Profile
 	workOrder string
 	info      *agentv1.InfoResult
@@ -231,8 +232,8 @@ func (u *unit) load(ctx context.Context) error {
 		since = st.Reworks[n-1].UsedAt
 	}
 	for _, rec := range recs {
-		var r reworkResult
-		if rec.Step == stepRework && (!rec.Ended || rec.ErrorCode != "" || json.Unmarshal(rec.Result, &r) != nil || r.IDevID != reworkKept) &&
+		var r journal.ReworkResult
+		if rec.Step == stepRework && (!rec.Ended || rec.ErrorCode != "" || json.Unmarshal(rec.Result, &r) != nil || r.IDevID != journal.ReworkKept) &&
 			rec.BeganAt.After(idevidSince) {
 			idevidSince = rec.BeganAt
 		}
@@ -351,27 +352,24 @@ func (u *unit) journalErr(err error, format string, args ...any) error {
 
 // intent is what a step is about to do, journaled before it does it.
 func (u *unit) intent(step string) []byte {
-	m := map[string]string{"step": step}
+	m := journal.Intent{Step: step}
 	switch step {
 	case StepVerifyEK:
 		// What the traveler shows of the TPM: the verified EK certificate and bounded claims.
-		m["identify"] = string(u.verifiedReport())
+		m.Identify = string(u.verifiedReport())
 	case StepIDevIDEnroll, StepLDevIDEnroll:
 		k := u.keys[roleFor(step)]
 		if k != nil {
 			sum := sha256.Sum256(k.csr)
-			m["csr_sha256"] = hex.EncodeToString(sum[:])
-			m["ca"] = k.profile.Issuer
-			// The key that may hold a certificate once the request left, by its TPM Name and
-			// by the SHA-256 of its SubjectPublicKeyInfo (what a CA's search knows it by).
+			m.CSRSHA256 = hex.EncodeToString(sum[:])
+			m.CA = k.profile.Issuer
 			if k.key != nil {
-				m["key_name"] = hex.EncodeToString(k.key.Name)
-				m["public_key_sha256"] = PublicKeySHA256(k.key.PublicKey)
+				m.KeyName, m.PublicKeySHA256 = hex.EncodeToString(k.key.Name), PublicKeySHA256(k.key.PublicKey)
 			}
 		}
 	}
 	b, err := json.Marshal(m)
-	if err != nil { // a map of strings always encodes
+	if err != nil { // strings always encode
 		panic(fmt.Sprintf("encoding the intent of %s: %v", step, err))
 	}
 	return b

@@ -330,6 +330,413 @@ func (HoldDecision) EnumDescriptor() ([]byte, []int) {
 	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{3}
 }
 
+type VerifyAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditRequest) Reset() {
+	*x = VerifyAuditRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditRequest) ProtoMessage() {}
+
+func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{0}
+}
+
+type VerifyAuditResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ok says the chain verified.
+	Ok bool `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	// error_code is AUDIT_CHAIN_BROKEN when it did not; reason says what failed.
+	ErrorCode string `protobuf:"bytes,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	Reason    string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// bad_seq is the first bad record; bucket and key name the stored record at fault, if any.
+	BadSeq uint64 `protobuf:"varint,4,opt,name=bad_seq,json=badSeq,proto3" json:"bad_seq,omitempty"`
+	Bucket string `protobuf:"bytes,5,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Key    string `protobuf:"bytes,6,opt,name=key,proto3" json:"key,omitempty"`
+	// head_seq and head_hash are the verified head.
+	HeadSeq  uint64 `protobuf:"varint,7,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash []byte `protobuf:"bytes,8,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// records and values are how many audit records and stored values were checked.
+	Records uint64 `protobuf:"varint,9,opt,name=records,proto3" json:"records,omitempty"`
+	Values  uint64 `protobuf:"varint,10,opt,name=values,proto3" json:"values,omitempty"`
+	// checkpoints were verified; the latest covers the chain up to last_checkpoint_seq.
+	Checkpoints       uint32 `protobuf:"varint,11,opt,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	LastCheckpointSeq uint64 `protobuf:"varint,12,opt,name=last_checkpoint_seq,json=lastCheckpointSeq,proto3" json:"last_checkpoint_seq,omitempty"`
+	// key_sha256 is the SHA-256 of the audit key's public key (DER SubjectPublicKeyInfo).
+	KeySha256     []byte `protobuf:"bytes,13,opt,name=key_sha256,json=keySha256,proto3" json:"key_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditResponse) Reset() {
+	*x = VerifyAuditResponse{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditResponse) ProtoMessage() {}
+
+func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VerifyAuditResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyAuditResponse) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetBadSeq() uint64 {
+	if x != nil {
+		return x.BadSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetHeadHash() []byte {
+	if x != nil {
+		return x.HeadHash
+	}
+	return nil
+}
+
+func (x *VerifyAuditResponse) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetValues() uint64 {
+	if x != nil {
+		return x.Values
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetCheckpoints() uint32 {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetLastCheckpointSeq() uint64 {
+	if x != nil {
+		return x.LastCheckpointSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetKeySha256() []byte {
+	if x != nil {
+		return x.KeySha256
+	}
+	return nil
+}
+
+type GetUnitAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUnitAuditRequest) Reset() {
+	*x = GetUnitAuditRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUnitAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUnitAuditRequest) ProtoMessage() {}
+
+func (x *GetUnitAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUnitAuditRequest.ProtoReflect.Descriptor instead.
+func (*GetUnitAuditRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetUnitAuditRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+type UnitAudit struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Serial  string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Records []*AuditRecord         `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// head_seq is the chain's head when the trail was read.
+	HeadSeq       uint64 `protobuf:"varint,3,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnitAudit) Reset() {
+	*x = UnitAudit{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnitAudit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnitAudit) ProtoMessage() {}
+
+func (x *UnitAudit) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnitAudit.ProtoReflect.Descriptor instead.
+func (*UnitAudit) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UnitAudit) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *UnitAudit) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *UnitAudit) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+// AuditRecord is one record of the audit chain.
+type AuditRecord struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Seq       uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Principal string                 `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	Action    string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	Result    string                 `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	ErrorCode string                 `protobuf:"bytes,6,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	Details   map[string]string      `protobuf:"bytes,7,rep,name=details,proto3" json:"details,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Hash      []byte                 `protobuf:"bytes,8,opt,name=hash,proto3" json:"hash,omitempty"`
+	// writes is how many stored key/values the record's digests cover.
+	Writes uint32 `protobuf:"varint,9,opt,name=writes,proto3" json:"writes,omitempty"`
+	// checkpoint_seq is the first signed checkpoint covering the record (0: none yet).
+	CheckpointSeq uint64 `protobuf:"varint,10,opt,name=checkpoint_seq,json=checkpointSeq,proto3" json:"checkpoint_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AuditRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetDetails() map[string]string {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetWrites() uint32 {
+	if x != nil {
+		return x.Writes
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetCheckpointSeq() uint64 {
+	if x != nil {
+		return x.CheckpointSeq
+	}
+	return 0
+}
+
 // SerialRange is a run of serials: prefix followed by a zero-padded decimal number.
 type SerialRange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -347,7 +754,7 @@ type SerialRange struct {
 
 func (x *SerialRange) Reset() {
 	*x = SerialRange{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[0]
+	mi := &file_proto_station_v1_station_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +766,7 @@ func (x *SerialRange) String() string {
 func (*SerialRange) ProtoMessage() {}
 
 func (x *SerialRange) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[0]
+	mi := &file_proto_station_v1_station_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +779,7 @@ func (x *SerialRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SerialRange.ProtoReflect.Descriptor instead.
 func (*SerialRange) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{0}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SerialRange) GetPrefix() string {
@@ -434,7 +841,7 @@ type WorkOrder struct {
 
 func (x *WorkOrder) Reset() {
 	*x = WorkOrder{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[1]
+	mi := &file_proto_station_v1_station_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +853,7 @@ func (x *WorkOrder) String() string {
 func (*WorkOrder) ProtoMessage() {}
 
 func (x *WorkOrder) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[1]
+	mi := &file_proto_station_v1_station_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +866,7 @@ func (x *WorkOrder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkOrder.ProtoReflect.Descriptor instead.
 func (*WorkOrder) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{1}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WorkOrder) GetId() string {
@@ -556,7 +963,7 @@ type CreateWorkOrderRequest struct {
 
 func (x *CreateWorkOrderRequest) Reset() {
 	*x = CreateWorkOrderRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[2]
+	mi := &file_proto_station_v1_station_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +975,7 @@ func (x *CreateWorkOrderRequest) String() string {
 func (*CreateWorkOrderRequest) ProtoMessage() {}
 
 func (x *CreateWorkOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[2]
+	mi := &file_proto_station_v1_station_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +988,7 @@ func (x *CreateWorkOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateWorkOrderRequest.ProtoReflect.Descriptor instead.
 func (*CreateWorkOrderRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{2}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateWorkOrderRequest) GetId() string {
@@ -623,7 +1030,7 @@ type GetWorkOrderRequest struct {
 
 func (x *GetWorkOrderRequest) Reset() {
 	*x = GetWorkOrderRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[3]
+	mi := &file_proto_station_v1_station_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +1042,7 @@ func (x *GetWorkOrderRequest) String() string {
 func (*GetWorkOrderRequest) ProtoMessage() {}
 
 func (x *GetWorkOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[3]
+	mi := &file_proto_station_v1_station_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +1055,7 @@ func (x *GetWorkOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkOrderRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{3}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetWorkOrderRequest) GetId() string {
@@ -673,7 +1080,7 @@ type ListWorkOrdersRequest struct {
 
 func (x *ListWorkOrdersRequest) Reset() {
 	*x = ListWorkOrdersRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[4]
+	mi := &file_proto_station_v1_station_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +1092,7 @@ func (x *ListWorkOrdersRequest) String() string {
 func (*ListWorkOrdersRequest) ProtoMessage() {}
 
 func (x *ListWorkOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[4]
+	mi := &file_proto_station_v1_station_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +1105,7 @@ func (x *ListWorkOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{4}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListWorkOrdersRequest) GetPageSize() uint32 {
@@ -735,7 +1142,7 @@ type ListWorkOrdersResponse struct {
 
 func (x *ListWorkOrdersResponse) Reset() {
 	*x = ListWorkOrdersResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[5]
+	mi := &file_proto_station_v1_station_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +1154,7 @@ func (x *ListWorkOrdersResponse) String() string {
 func (*ListWorkOrdersResponse) ProtoMessage() {}
 
 func (x *ListWorkOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[5]
+	mi := &file_proto_station_v1_station_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +1167,7 @@ func (x *ListWorkOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{5}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListWorkOrdersResponse) GetWorkOrders() []*WorkOrder {
@@ -781,14 +1188,16 @@ func (x *ListWorkOrdersResponse) GetNextPageToken() string {
 type CloseWorkOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the work order id.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason, when given, is recorded in the audit trail (at most 1024 bytes).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CloseWorkOrderRequest) Reset() {
 	*x = CloseWorkOrderRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[6]
+	mi := &file_proto_station_v1_station_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1209,7 @@ func (x *CloseWorkOrderRequest) String() string {
 func (*CloseWorkOrderRequest) ProtoMessage() {}
 
 func (x *CloseWorkOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[6]
+	mi := &file_proto_station_v1_station_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,12 +1222,19 @@ func (x *CloseWorkOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseWorkOrderRequest.ProtoReflect.Descriptor instead.
 func (*CloseWorkOrderRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{6}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CloseWorkOrderRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *CloseWorkOrderRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -856,7 +1272,7 @@ type Unit struct {
 
 func (x *Unit) Reset() {
 	*x = Unit{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[7]
+	mi := &file_proto_station_v1_station_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1284,7 @@ func (x *Unit) String() string {
 func (*Unit) ProtoMessage() {}
 
 func (x *Unit) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[7]
+	mi := &file_proto_station_v1_station_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1297,7 @@ func (x *Unit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unit.ProtoReflect.Descriptor instead.
 func (*Unit) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{7}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Unit) GetSerial() string {
@@ -979,7 +1395,7 @@ type GetUnitRequest struct {
 
 func (x *GetUnitRequest) Reset() {
 	*x = GetUnitRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[8]
+	mi := &file_proto_station_v1_station_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1407,7 @@ func (x *GetUnitRequest) String() string {
 func (*GetUnitRequest) ProtoMessage() {}
 
 func (x *GetUnitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[8]
+	mi := &file_proto_station_v1_station_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1420,7 @@ func (x *GetUnitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnitRequest.ProtoReflect.Descriptor instead.
 func (*GetUnitRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{8}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetUnitRequest) GetSerial() string {
@@ -1033,7 +1449,7 @@ type ListUnitsRequest struct {
 
 func (x *ListUnitsRequest) Reset() {
 	*x = ListUnitsRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[9]
+	mi := &file_proto_station_v1_station_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1461,7 @@ func (x *ListUnitsRequest) String() string {
 func (*ListUnitsRequest) ProtoMessage() {}
 
 func (x *ListUnitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[9]
+	mi := &file_proto_station_v1_station_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1474,7 @@ func (x *ListUnitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUnitsRequest.ProtoReflect.Descriptor instead.
 func (*ListUnitsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{9}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListUnitsRequest) GetPageSize() uint32 {
@@ -1109,7 +1525,7 @@ type ListUnitsResponse struct {
 
 func (x *ListUnitsResponse) Reset() {
 	*x = ListUnitsResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[10]
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1537,7 @@ func (x *ListUnitsResponse) String() string {
 func (*ListUnitsResponse) ProtoMessage() {}
 
 func (x *ListUnitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[10]
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1550,7 @@ func (x *ListUnitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUnitsResponse.ProtoReflect.Descriptor instead.
 func (*ListUnitsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{10}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListUnitsResponse) GetUnits() []*Unit {
@@ -1166,7 +1582,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[11]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1594,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[11]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1607,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{11}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchEventsRequest) GetAfterToken() string {
@@ -1241,7 +1657,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[12]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1669,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[12]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1682,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{12}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Event) GetToken() string {
@@ -1338,7 +1754,7 @@ type AbortUnitRequest struct {
 
 func (x *AbortUnitRequest) Reset() {
 	*x = AbortUnitRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[13]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1766,7 @@ func (x *AbortUnitRequest) String() string {
 func (*AbortUnitRequest) ProtoMessage() {}
 
 func (x *AbortUnitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[13]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1779,7 @@ func (x *AbortUnitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUnitRequest.ProtoReflect.Descriptor instead.
 func (*AbortUnitRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{13}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AbortUnitRequest) GetSerial() string {
@@ -1393,7 +1809,7 @@ type AuthorizeReworkRequest struct {
 
 func (x *AuthorizeReworkRequest) Reset() {
 	*x = AuthorizeReworkRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[14]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1821,7 @@ func (x *AuthorizeReworkRequest) String() string {
 func (*AuthorizeReworkRequest) ProtoMessage() {}
 
 func (x *AuthorizeReworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[14]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1834,7 @@ func (x *AuthorizeReworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeReworkRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeReworkRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{14}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuthorizeReworkRequest) GetSerial() string {
@@ -1450,7 +1866,7 @@ type DecideHoldRequest struct {
 
 func (x *DecideHoldRequest) Reset() {
 	*x = DecideHoldRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1878,7 @@ func (x *DecideHoldRequest) String() string {
 func (*DecideHoldRequest) ProtoMessage() {}
 
 func (x *DecideHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1891,7 @@ func (x *DecideHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideHoldRequest.ProtoReflect.Descriptor instead.
 func (*DecideHoldRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DecideHoldRequest) GetSerial() string {
@@ -1512,7 +1928,7 @@ type ReleaseEKRequest struct {
 
 func (x *ReleaseEKRequest) Reset() {
 	*x = ReleaseEKRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1940,7 @@ func (x *ReleaseEKRequest) String() string {
 func (*ReleaseEKRequest) ProtoMessage() {}
 
 func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1953,7 @@ func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseEKRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseEKRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReleaseEKRequest) GetSerial() string {
@@ -1565,7 +1981,7 @@ type ListRefusalsRequest struct {
 
 func (x *ListRefusalsRequest) Reset() {
 	*x = ListRefusalsRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1993,7 @@ func (x *ListRefusalsRequest) String() string {
 func (*ListRefusalsRequest) ProtoMessage() {}
 
 func (x *ListRefusalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +2006,7 @@ func (x *ListRefusalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRefusalsRequest.ProtoReflect.Descriptor instead.
 func (*ListRefusalsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListRefusalsRequest) GetSerial() string {
@@ -1622,7 +2038,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +2050,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +2063,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Refusal) GetSeq() uint64 {
@@ -1718,7 +2134,7 @@ type ListRefusalsResponse struct {
 
 func (x *ListRefusalsResponse) Reset() {
 	*x = ListRefusalsResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +2146,7 @@ func (x *ListRefusalsResponse) String() string {
 func (*ListRefusalsResponse) ProtoMessage() {}
 
 func (x *ListRefusalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +2159,7 @@ func (x *ListRefusalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRefusalsResponse.ProtoReflect.Descriptor instead.
 func (*ListRefusalsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListRefusalsResponse) GetRefusals() []*Refusal {
@@ -1773,7 +2189,7 @@ type ListPossiblyIssuedRequest struct {
 
 func (x *ListPossiblyIssuedRequest) Reset() {
 	*x = ListPossiblyIssuedRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +2201,7 @@ func (x *ListPossiblyIssuedRequest) String() string {
 func (*ListPossiblyIssuedRequest) ProtoMessage() {}
 
 func (x *ListPossiblyIssuedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2214,7 @@ func (x *ListPossiblyIssuedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPossiblyIssuedRequest.ProtoReflect.Descriptor instead.
 func (*ListPossiblyIssuedRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListPossiblyIssuedRequest) GetSerial() string {
@@ -1843,7 +2259,7 @@ type PossiblyIssued struct {
 
 func (x *PossiblyIssued) Reset() {
 	*x = PossiblyIssued{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2271,7 @@ func (x *PossiblyIssued) String() string {
 func (*PossiblyIssued) ProtoMessage() {}
 
 func (x *PossiblyIssued) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2284,7 @@ func (x *PossiblyIssued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PossiblyIssued.ProtoReflect.Descriptor instead.
 func (*PossiblyIssued) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PossiblyIssued) GetId() string {
@@ -1972,7 +2388,7 @@ type ListPossiblyIssuedResponse struct {
 
 func (x *ListPossiblyIssuedResponse) Reset() {
 	*x = ListPossiblyIssuedResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	mi := &file_proto_station_v1_station_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2400,7 @@ func (x *ListPossiblyIssuedResponse) String() string {
 func (*ListPossiblyIssuedResponse) ProtoMessage() {}
 
 func (x *ListPossiblyIssuedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	mi := &file_proto_station_v1_station_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2413,7 @@ func (x *ListPossiblyIssuedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPossiblyIssuedResponse.ProtoReflect.Descriptor instead.
 func (*ListPossiblyIssuedResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListPossiblyIssuedResponse) GetEntries() []*PossiblyIssued {
@@ -2020,7 +2436,7 @@ type ImportIssuanceLogRequest struct {
 
 func (x *ImportIssuanceLogRequest) Reset() {
 	*x = ImportIssuanceLogRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	mi := &file_proto_station_v1_station_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2448,7 @@ func (x *ImportIssuanceLogRequest) String() string {
 func (*ImportIssuanceLogRequest) ProtoMessage() {}
 
 func (x *ImportIssuanceLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	mi := &file_proto_station_v1_station_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2461,7 @@ func (x *ImportIssuanceLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportIssuanceLogRequest.ProtoReflect.Descriptor instead.
 func (*ImportIssuanceLogRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ImportIssuanceLogRequest) GetCa() string {
@@ -2075,7 +2491,7 @@ type ImportIssuanceLogResponse struct {
 
 func (x *ImportIssuanceLogResponse) Reset() {
 	*x = ImportIssuanceLogResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	mi := &file_proto_station_v1_station_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2087,7 +2503,7 @@ func (x *ImportIssuanceLogResponse) String() string {
 func (*ImportIssuanceLogResponse) ProtoMessage() {}
 
 func (x *ImportIssuanceLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	mi := &file_proto_station_v1_station_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2100,7 +2516,7 @@ func (x *ImportIssuanceLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportIssuanceLogResponse.ProtoReflect.Descriptor instead.
 func (*ImportIssuanceLogResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ImportIssuanceLogResponse) GetClosed() uint32 {
@@ -2135,7 +2551,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	mi := &file_proto_station_v1_station_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2563,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	mi := &file_proto_station_v1_station_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2576,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -2183,7 +2599,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[26]
+	mi := &file_proto_station_v1_station_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2611,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[26]
+	mi := &file_proto_station_v1_station_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2624,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{26}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -2234,7 +2650,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[27]
+	mi := &file_proto_station_v1_station_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2662,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[27]
+	mi := &file_proto_station_v1_station_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2675,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{27}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{32}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -2283,7 +2699,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[28]
+	mi := &file_proto_station_v1_station_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2711,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[28]
+	mi := &file_proto_station_v1_station_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2724,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{28}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CAHealth) GetName() string {
@@ -2380,7 +2796,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[29]
+	mi := &file_proto_station_v1_station_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2808,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[29]
+	mi := &file_proto_station_v1_station_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2821,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{29}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Status) GetStationId() string {
@@ -2487,7 +2903,7 @@ type GetReportRequest struct {
 
 func (x *GetReportRequest) Reset() {
 	*x = GetReportRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[30]
+	mi := &file_proto_station_v1_station_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2915,7 @@ func (x *GetReportRequest) String() string {
 func (*GetReportRequest) ProtoMessage() {}
 
 func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[30]
+	mi := &file_proto_station_v1_station_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2928,7 @@ func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
 func (*GetReportRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{30}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetReportRequest) GetKind() string {
@@ -2552,7 +2968,7 @@ type ReportChunk struct {
 
 func (x *ReportChunk) Reset() {
 	*x = ReportChunk{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[31]
+	mi := &file_proto_station_v1_station_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +2980,7 @@ func (x *ReportChunk) String() string {
 func (*ReportChunk) ProtoMessage() {}
 
 func (x *ReportChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[31]
+	mi := &file_proto_station_v1_station_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +2993,7 @@ func (x *ReportChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunk.ProtoReflect.Descriptor instead.
 func (*ReportChunk) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{31}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReportChunk) GetFileName() string {
@@ -2605,7 +3021,47 @@ var File_proto_station_v1_station_proto protoreflect.FileDescriptor
 
 const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\n" +
-	"\x1eproto/station/v1/station.proto\x12\x10devid.station.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n" +
+	"\x1eproto/station/v1/station.proto\x12\x10devid.station.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n" +
+	"\x12VerifyAuditRequest\"\xfa\x02\n" +
+	"\x13VerifyAuditResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x17\n" +
+	"\abad_seq\x18\x04 \x01(\x04R\x06badSeq\x12\x16\n" +
+	"\x06bucket\x18\x05 \x01(\tR\x06bucket\x12\x10\n" +
+	"\x03key\x18\x06 \x01(\tR\x03key\x12\x19\n" +
+	"\bhead_seq\x18\a \x01(\x04R\aheadSeq\x12\x1b\n" +
+	"\thead_hash\x18\b \x01(\fR\bheadHash\x12\x18\n" +
+	"\arecords\x18\t \x01(\x04R\arecords\x12\x16\n" +
+	"\x06values\x18\n" +
+	" \x01(\x04R\x06values\x12 \n" +
+	"\vcheckpoints\x18\v \x01(\rR\vcheckpoints\x12.\n" +
+	"\x13last_checkpoint_seq\x18\f \x01(\x04R\x11lastCheckpointSeq\x12\x1d\n" +
+	"\n" +
+	"key_sha256\x18\r \x01(\fR\tkeySha256\"-\n" +
+	"\x13GetUnitAuditRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"w\n" +
+	"\tUnitAudit\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x127\n" +
+	"\arecords\x18\x02 \x03(\v2\x1d.devid.station.v1.AuditRecordR\arecords\x12\x19\n" +
+	"\bhead_seq\x18\x03 \x01(\x04R\aheadSeq\"\x91\x03\n" +
+	"\vAuditRecord\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n" +
+	"\x06result\x18\x05 \x01(\tR\x06result\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x06 \x01(\tR\terrorCode\x12D\n" +
+	"\adetails\x18\a \x03(\v2*.devid.station.v1.AuditRecord.DetailsEntryR\adetails\x12\x12\n" +
+	"\x04hash\x18\b \x01(\fR\x04hash\x12\x16\n" +
+	"\x06writes\x18\t \x01(\rR\x06writes\x12%\n" +
+	"\x0echeckpoint_seq\x18\n" +
+	" \x01(\x04R\rcheckpointSeq\x1a:\n" +
+	"\fDetailsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
 	"\vSerialRange\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x14\n" +
 	"\x05first\x18\x02 \x01(\x04R\x05first\x12\x12\n" +
@@ -2644,9 +3100,10 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x16ListWorkOrdersResponse\x12<\n" +
 	"\vwork_orders\x18\x01 \x03(\v2\x1b.devid.station.v1.WorkOrderR\n" +
 	"workOrders\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"'\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"?\n" +
 	"\x15CloseWorkOrderRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xb9\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb9\x03\n" +
 	"\x04Unit\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1d\n" +
 	"\n" +
@@ -2826,7 +3283,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\fHoldDecision\x12\x1d\n" +
 	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
-	"\x13HOLD_DECISION_SCRAP\x10\x022\xbd\v\n" +
+	"\x13HOLD_DECISION_SCRAP\x10\x022\xed\f\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -2845,7 +3302,9 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\x11ImportIssuanceLog\x12*.devid.station.v1.ImportIssuanceLogRequest\x1a+.devid.station.v1.ImportIssuanceLogResponse\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
 	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.Status\x12P\n" +
-	"\tGetReport\x12\".devid.station.v1.GetReportRequest\x1a\x1d.devid.station.v1.ReportChunk0\x01B;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
+	"\tGetReport\x12\".devid.station.v1.GetReportRequest\x1a\x1d.devid.station.v1.ReportChunk0\x01\x12Z\n" +
+	"\vVerifyAudit\x12$.devid.station.v1.VerifyAuditRequest\x1a%.devid.station.v1.VerifyAuditResponse\x12R\n" +
+	"\fGetUnitAudit\x12%.devid.station.v1.GetUnitAuditRequest\x1a\x1b.devid.station.v1.UnitAuditB;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
 
 var (
 	file_proto_station_v1_station_proto_rawDescOnce sync.Once
@@ -2860,109 +3319,122 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),               // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                    // 1: devid.station.v1.UnitStatus
 	(EventKind)(0),                     // 2: devid.station.v1.EventKind
 	(HoldDecision)(0),                  // 3: devid.station.v1.HoldDecision
-	(*SerialRange)(nil),                // 4: devid.station.v1.SerialRange
-	(*WorkOrder)(nil),                  // 5: devid.station.v1.WorkOrder
-	(*CreateWorkOrderRequest)(nil),     // 6: devid.station.v1.CreateWorkOrderRequest
-	(*GetWorkOrderRequest)(nil),        // 7: devid.station.v1.GetWorkOrderRequest
-	(*ListWorkOrdersRequest)(nil),      // 8: devid.station.v1.ListWorkOrdersRequest
-	(*ListWorkOrdersResponse)(nil),     // 9: devid.station.v1.ListWorkOrdersResponse
-	(*CloseWorkOrderRequest)(nil),      // 10: devid.station.v1.CloseWorkOrderRequest
-	(*Unit)(nil),                       // 11: devid.station.v1.Unit
-	(*GetUnitRequest)(nil),             // 12: devid.station.v1.GetUnitRequest
-	(*ListUnitsRequest)(nil),           // 13: devid.station.v1.ListUnitsRequest
-	(*ListUnitsResponse)(nil),          // 14: devid.station.v1.ListUnitsResponse
-	(*WatchEventsRequest)(nil),         // 15: devid.station.v1.WatchEventsRequest
-	(*Event)(nil),                      // 16: devid.station.v1.Event
-	(*AbortUnitRequest)(nil),           // 17: devid.station.v1.AbortUnitRequest
-	(*AuthorizeReworkRequest)(nil),     // 18: devid.station.v1.AuthorizeReworkRequest
-	(*DecideHoldRequest)(nil),          // 19: devid.station.v1.DecideHoldRequest
-	(*ReleaseEKRequest)(nil),           // 20: devid.station.v1.ReleaseEKRequest
-	(*ListRefusalsRequest)(nil),        // 21: devid.station.v1.ListRefusalsRequest
-	(*Refusal)(nil),                    // 22: devid.station.v1.Refusal
-	(*ListRefusalsResponse)(nil),       // 23: devid.station.v1.ListRefusalsResponse
-	(*ListPossiblyIssuedRequest)(nil),  // 24: devid.station.v1.ListPossiblyIssuedRequest
-	(*PossiblyIssued)(nil),             // 25: devid.station.v1.PossiblyIssued
-	(*ListPossiblyIssuedResponse)(nil), // 26: devid.station.v1.ListPossiblyIssuedResponse
-	(*ImportIssuanceLogRequest)(nil),   // 27: devid.station.v1.ImportIssuanceLogRequest
-	(*ImportIssuanceLogResponse)(nil),  // 28: devid.station.v1.ImportIssuanceLogResponse
-	(*GetTravelerRequest)(nil),         // 29: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),                   // 30: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),           // 31: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),                   // 32: devid.station.v1.CAHealth
-	(*Status)(nil),                     // 33: devid.station.v1.Status
-	(*GetReportRequest)(nil),           // 34: devid.station.v1.GetReportRequest
-	(*ReportChunk)(nil),                // 35: devid.station.v1.ReportChunk
-	nil,                                // 36: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),      // 37: google.protobuf.Timestamp
+	(*VerifyAuditRequest)(nil),         // 4: devid.station.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 5: devid.station.v1.VerifyAuditResponse
+	(*GetUnitAuditRequest)(nil),        // 6: devid.station.v1.GetUnitAuditRequest
+	(*UnitAudit)(nil),                  // 7: devid.station.v1.UnitAudit
+	(*AuditRecord)(nil),                // 8: devid.station.v1.AuditRecord
+	(*SerialRange)(nil),                // 9: devid.station.v1.SerialRange
+	(*WorkOrder)(nil),                  // 10: devid.station.v1.WorkOrder
+	(*CreateWorkOrderRequest)(nil),     // 11: devid.station.v1.CreateWorkOrderRequest
+	(*GetWorkOrderRequest)(nil),        // 12: devid.station.v1.GetWorkOrderRequest
+	(*ListWorkOrdersRequest)(nil),      // 13: devid.station.v1.ListWorkOrdersRequest
+	(*ListWorkOrdersResponse)(nil),     // 14: devid.station.v1.ListWorkOrdersResponse
+	(*CloseWorkOrderRequest)(nil),      // 15: devid.station.v1.CloseWorkOrderRequest
+	(*Unit)(nil),                       // 16: devid.station.v1.Unit
+	(*GetUnitRequest)(nil),             // 17: devid.station.v1.GetUnitRequest
+	(*ListUnitsRequest)(nil),           // 18: devid.station.v1.ListUnitsRequest
+	(*ListUnitsResponse)(nil),          // 19: devid.station.v1.ListUnitsResponse
+	(*WatchEventsRequest)(nil),         // 20: devid.station.v1.WatchEventsRequest
+	(*Event)(nil),                      // 21: devid.station.v1.Event
+	(*AbortUnitRequest)(nil),           // 22: devid.station.v1.AbortUnitRequest
+	(*AuthorizeReworkRequest)(nil),     // 23: devid.station.v1.AuthorizeReworkRequest
+	(*DecideHoldRequest)(nil),          // 24: devid.station.v1.DecideHoldRequest
+	(*ReleaseEKRequest)(nil),           // 25: devid.station.v1.ReleaseEKRequest
+	(*ListRefusalsRequest)(nil),        // 26: devid.station.v1.ListRefusalsRequest
+	(*Refusal)(nil),                    // 27: devid.station.v1.Refusal
+	(*ListRefusalsResponse)(nil),       // 28: devid.station.v1.ListRefusalsResponse
+	(*ListPossiblyIssuedRequest)(nil),  // 29: devid.station.v1.ListPossiblyIssuedRequest
+	(*PossiblyIssued)(nil),             // 30: devid.station.v1.PossiblyIssued
+	(*ListPossiblyIssuedResponse)(nil), // 31: devid.station.v1.ListPossiblyIssuedResponse
+	(*ImportIssuanceLogRequest)(nil),   // 32: devid.station.v1.ImportIssuanceLogRequest
+	(*ImportIssuanceLogResponse)(nil),  // 33: devid.station.v1.ImportIssuanceLogResponse
+	(*GetTravelerRequest)(nil),         // 34: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),                   // 35: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),           // 36: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),                   // 37: devid.station.v1.CAHealth
+	(*Status)(nil),                     // 38: devid.station.v1.Status
+	(*GetReportRequest)(nil),           // 39: devid.station.v1.GetReportRequest
+	(*ReportChunk)(nil),                // 40: devid.station.v1.ReportChunk
+	nil,                                // 41: devid.station.v1.AuditRecord.DetailsEntry
+	nil,                                // 42: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
-	4,  // 0: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
-	0,  // 1: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	37, // 2: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	37, // 3: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
-	4,  // 4: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
-	0,  // 5: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
-	5,  // 6: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
-	1,  // 7: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	37, // 8: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	37, // 9: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 10: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
-	11, // 11: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	37, // 12: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
-	3,  // 13: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
-	37, // 14: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
-	22, // 15: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
-	37, // 16: devid.station.v1.PossiblyIssued.from:type_name -> google.protobuf.Timestamp
-	37, // 17: devid.station.v1.PossiblyIssued.to:type_name -> google.protobuf.Timestamp
-	37, // 18: devid.station.v1.PossiblyIssued.closed_at:type_name -> google.protobuf.Timestamp
-	25, // 19: devid.station.v1.ListPossiblyIssuedResponse.entries:type_name -> devid.station.v1.PossiblyIssued
-	36, // 20: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	32, // 21: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	6,  // 22: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	7,  // 23: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	8,  // 24: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	10, // 25: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	12, // 26: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	13, // 27: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	15, // 28: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	17, // 29: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	18, // 30: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	19, // 31: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
-	20, // 32: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
-	21, // 33: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
-	24, // 34: devid.station.v1.Station.ListPossiblyIssued:input_type -> devid.station.v1.ListPossiblyIssuedRequest
-	27, // 35: devid.station.v1.Station.ImportIssuanceLog:input_type -> devid.station.v1.ImportIssuanceLogRequest
-	29, // 36: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	31, // 37: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	34, // 38: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
-	5,  // 39: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	5,  // 40: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	9,  // 41: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	5,  // 42: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	11, // 43: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	14, // 44: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	16, // 45: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	11, // 46: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	11, // 47: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	11, // 48: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
-	11, // 49: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
-	23, // 50: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
-	26, // 51: devid.station.v1.Station.ListPossiblyIssued:output_type -> devid.station.v1.ListPossiblyIssuedResponse
-	28, // 52: devid.station.v1.Station.ImportIssuanceLog:output_type -> devid.station.v1.ImportIssuanceLogResponse
-	30, // 53: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	33, // 54: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	35, // 55: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
-	39, // [39:56] is the sub-list for method output_type
-	22, // [22:39] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	8,  // 0: devid.station.v1.UnitAudit.records:type_name -> devid.station.v1.AuditRecord
+	43, // 1: devid.station.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	41, // 2: devid.station.v1.AuditRecord.details:type_name -> devid.station.v1.AuditRecord.DetailsEntry
+	9,  // 3: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
+	0,  // 4: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
+	43, // 5: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	43, // 6: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	9,  // 7: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
+	0,  // 8: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
+	10, // 9: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
+	1,  // 10: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
+	43, // 11: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	43, // 12: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 13: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
+	16, // 14: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
+	43, // 15: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	3,  // 16: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
+	43, // 17: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
+	27, // 18: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
+	43, // 19: devid.station.v1.PossiblyIssued.from:type_name -> google.protobuf.Timestamp
+	43, // 20: devid.station.v1.PossiblyIssued.to:type_name -> google.protobuf.Timestamp
+	43, // 21: devid.station.v1.PossiblyIssued.closed_at:type_name -> google.protobuf.Timestamp
+	30, // 22: devid.station.v1.ListPossiblyIssuedResponse.entries:type_name -> devid.station.v1.PossiblyIssued
+	42, // 23: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	37, // 24: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	11, // 25: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	12, // 26: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	13, // 27: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	15, // 28: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	17, // 29: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	18, // 30: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	20, // 31: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	22, // 32: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	23, // 33: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	24, // 34: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
+	25, // 35: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
+	26, // 36: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
+	29, // 37: devid.station.v1.Station.ListPossiblyIssued:input_type -> devid.station.v1.ListPossiblyIssuedRequest
+	32, // 38: devid.station.v1.Station.ImportIssuanceLog:input_type -> devid.station.v1.ImportIssuanceLogRequest
+	34, // 39: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	36, // 40: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	39, // 41: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
+	4,  // 42: devid.station.v1.Station.VerifyAudit:input_type -> devid.station.v1.VerifyAuditRequest
+	6,  // 43: devid.station.v1.Station.GetUnitAudit:input_type -> devid.station.v1.GetUnitAuditRequest
+	10, // 44: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	10, // 45: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	14, // 46: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	10, // 47: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	16, // 48: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	19, // 49: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	21, // 50: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	16, // 51: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	16, // 52: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	16, // 53: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
+	16, // 54: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	28, // 55: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
+	31, // 56: devid.station.v1.Station.ListPossiblyIssued:output_type -> devid.station.v1.ListPossiblyIssuedResponse
+	33, // 57: devid.station.v1.Station.ImportIssuanceLog:output_type -> devid.station.v1.ImportIssuanceLogResponse
+	35, // 58: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	38, // 59: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	40, // 60: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
+	5,  // 61: devid.station.v1.Station.VerifyAudit:output_type -> devid.station.v1.VerifyAuditResponse
+	7,  // 62: devid.station.v1.Station.GetUnitAudit:output_type -> devid.station.v1.UnitAudit
+	44, // [44:63] is the sub-list for method output_type
+	25, // [25:44] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_proto_station_v1_station_proto_init() }
@@ -2976,7 +3448,7 @@ func file_proto_station_v1_station_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   33,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

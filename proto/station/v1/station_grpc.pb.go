@@ -40,6 +40,8 @@ const (
 	Station_GetTraveler_FullMethodName        = "/devid.station.v1.Station/GetTraveler"
 	Station_GetStatus_FullMethodName          = "/devid.station.v1.Station/GetStatus"
 	Station_GetReport_FullMethodName          = "/devid.station.v1.Station/GetReport"
+	Station_VerifyAudit_FullMethodName        = "/devid.station.v1.Station/VerifyAudit"
+	Station_GetUnitAudit_FullMethodName       = "/devid.station.v1.Station/GetUnitAudit"
 )
 
 // StationClient is the client API for Station service.
@@ -96,6 +98,14 @@ type StationClient interface {
 	// GetReport streams one file of the station's reports folder (reports_dir): a unit's
 	// printable traveler or a work order's lot report, as the station wrote it. Roles: all.
 	GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReportChunk], error)
+	// VerifyAudit verifies the whole audit chain as stationd does at start: every record's hash
+	// and link, every stored record against its digest in the chain, every signed checkpoint and
+	// the latest checkpoint saved beside the store. A break is an answer (ok false, the first
+	// bad record named), not an error. Roles: qa, admin.
+	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
+	// GetUnitAudit returns one unit's audit records with their place in the signed chain.
+	// Roles: qa, admin.
+	GetUnitAudit(ctx context.Context, in *GetUnitAuditRequest, opts ...grpc.CallOption) (*UnitAudit, error)
 }
 
 type stationClient struct {
@@ -294,6 +304,26 @@ func (c *stationClient) GetReport(ctx context.Context, in *GetReportRequest, opt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Station_GetReportClient = grpc.ServerStreamingClient[ReportChunk]
 
+func (c *stationClient) VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyAuditResponse)
+	err := c.cc.Invoke(ctx, Station_VerifyAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stationClient) GetUnitAudit(ctx context.Context, in *GetUnitAuditRequest, opts ...grpc.CallOption) (*UnitAudit, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnitAudit)
+	err := c.cc.Invoke(ctx, Station_GetUnitAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StationServer is the server API for Station service.
 // All implementations must embed UnimplementedStationServer
 // for forward compatibility.
@@ -348,6 +378,14 @@ type StationServer interface {
 	// GetReport streams one file of the station's reports folder (reports_dir): a unit's
 	// printable traveler or a work order's lot report, as the station wrote it. Roles: all.
 	GetReport(*GetReportRequest, grpc.ServerStreamingServer[ReportChunk]) error
+	// VerifyAudit verifies the whole audit chain as stationd does at start: every record's hash
+	// and link, every stored record against its digest in the chain, every signed checkpoint and
+	// the latest checkpoint saved beside the store. A break is an answer (ok false, the first
+	// bad record named), not an error. Roles: qa, admin.
+	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
+	// GetUnitAudit returns one unit's audit records with their place in the signed chain.
+	// Roles: qa, admin.
+	GetUnitAudit(context.Context, *GetUnitAuditRequest) (*UnitAudit, error)
 	mustEmbedUnimplementedStationServer()
 }
 
@@ -408,6 +446,12 @@ func (UnimplementedStationServer) GetStatus(context.Context, *GetStatusRequest) 
 }
 func (UnimplementedStationServer) GetReport(*GetReportRequest, grpc.ServerStreamingServer[ReportChunk]) error {
 	return status.Error(codes.Unimplemented, "method GetReport not implemented")
+}
+func (UnimplementedStationServer) VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyAudit not implemented")
+}
+func (UnimplementedStationServer) GetUnitAudit(context.Context, *GetUnitAuditRequest) (*UnitAudit, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUnitAudit not implemented")
 }
 func (UnimplementedStationServer) mustEmbedUnimplementedStationServer() {}
 func (UnimplementedStationServer) testEmbeddedByValue()                 {}
@@ -722,6 +766,42 @@ func _Station_GetReport_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Station_GetReportServer = grpc.ServerStreamingServer[ReportChunk]
 
+func _Station_VerifyAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).VerifyAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_VerifyAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).VerifyAudit(ctx, req.(*VerifyAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Station_GetUnitAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUnitAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).GetUnitAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_GetUnitAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).GetUnitAudit(ctx, req.(*GetUnitAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Station_ServiceDesc is the grpc.ServiceDesc for Station service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -788,6 +868,14 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStatus",
 			Handler:    _Station_GetStatus_Handler,
+		},
+		{
+			MethodName: "VerifyAudit",
+			Handler:    _Station_VerifyAudit_Handler,
+		},
+		{
+			MethodName: "GetUnitAudit",
+			Handler:    _Station_GetUnitAudit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -23,6 +23,7 @@ func main() {
 	configPath := flag.String("config", "/etc/devid/station.toml", "station configuration file")
 	check := flag.Bool("check", false, "validate the configuration and exit")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	override := flag.String("audit-override", "", "start although the audit chain does not verify; the `reason` is recorded in the chain")
 	flag.Parse()
 
 	var level slog.Level
@@ -41,7 +42,7 @@ func main() {
 		fmt.Printf("%s: configuration valid (%d profiles, %d CAs)\n", *configPath, len(rt.Profiles), len(rt.CAs))
 		return
 	}
-	srv, err := server.New(rt, server.Options{Version: version, Logger: log})
+	srv, err := server.New(rt, server.Options{Version: version, Logger: log, AuditOverride: *override})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stationd:", err)
 		os.Exit(1)

@@ -1,0 +1,117 @@
+package store
+
+import (
+	"crypto/sha256"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Every write of a mutating call goes through wtxn and wbucket, which record
+// the SHA-256 of each key/value written (WriteDigest) for the call's audit
+// record: a bucket added later is covered without code of its own. The audit
+// log itself (bucket audit) and the chain head (meta/audit_head) are the
+// chain and are not recorded. VerifyChain checks every stored key against the
+// latest digest the chain holds for it, so a write that bypasses these types
+// fails verification.
+
+// wtxn is the write transaction as mutating calls see it.
+type wtxn struct {
+	raw *bolt.Tx
+	w   *wtx
+}
+
+// Bucket returns the top-level bucket name, or nil.
+func (t *wtxn) Bucket(name []byte) *wbucket {
+	return t.w.wrap(t.raw.Bucket(name), string(name))
+}
+
+// CreateBucketIfNotExists returns the top-level bucket name, creating it.
+func (t *wtxn) CreateBucketIfNotExists(name []byte) (*wbucket, error) {
+	b, err := t.raw.CreateBucketIfNotExists(name)
+	if err != nil {
+		return nil, err
+	}
+	return t.w.wrap(b, string(name)), nil
+}
+
+// wbucket is a bucket of a write transaction that records what it writes.
+// Cursor is for reading only.
+type wbucket struct {
+	raw  *bolt.Bucket
+	path string // bucket names from the top, joined by "/"
+	w    *wtx
+}
+
+func (w *wtx) wrap(b *bolt.Bucket, path string) *wbucket {
+	if b == nil {
+		return nil
+	}
+	return &wbucket{raw: b, path: path, w: w}
+}
+
+// Get returns the value of key, or nil.
+func (b *wbucket) Get(key []byte) []byte { return b.raw.Get(key) }
+
+// Cursor returns a cursor for reading the bucket.
+func (b *wbucket) Cursor() *bolt.Cursor { return b.raw.Cursor() }
+
+// NextSequence returns the bucket's next sequence number.
+func (b *wbucket) NextSequence() (uint64, error) { return b.raw.NextSequence() }
+
+// Bucket returns the nested bucket name, or nil.
+func (b *wbucket) Bucket(name []byte) *wbucket {
+	return b.w.wrap(b.raw.Bucket(name), b.path+"/"+string(name))
+}
+
+// CreateBucket creates the nested bucket name.
+func (b *wbucket) CreateBucket(name []byte) (*wbucket, error) {
+	nb, err := b.raw.CreateBucket(name)
+	if err != nil {
+		return nil, err
+	}
+	return b.w.wrap(nb, b.path+"/"+string(name)), nil
+}
+
+// CreateBucketIfNotExists returns the nested bucket name, creating it.
+func (b *wbucket) CreateBucketIfNotExists(name []byte) (*wbucket, error) {
+	nb, err := b.raw.CreateBucketIfNotExists(name)
+	if err != nil {
+		return nil, err
+	}
+	return b.w.wrap(nb, b.path+"/"+string(name)), nil
+}
+
+// Put writes key = value and records its digest.
+func (b *wbucket) Put(key, value []byte) error {
+	_, had := storedValue(b.raw, key)
+	if err := b.raw.Put(key, value); err != nil {
+		return err
+	}
+	if !b.exempt(key) {
+		h := sha256.Sum256(value)
+		b.w.writes = append(b.w.writes, WriteDigest{Bucket: b.path, Key: append([]byte(nil), key...), SHA256: h[:], Had: had})
+	}
+	return nil
+}
+
+func (b *wbucket) exempt(key []byte) bool {
+	return chainKey(b.path, key)
+}
+
+// chainKey reports whether path/key is outside the chain's coverage: the
+// chain itself, and the bounded ring of refused sessions, which is overwritten
+// by design and writes no audit record (so a flood of refusals cannot grow
+// the log).
+func chainKey(path string, key []byte) bool {
+	return path == string(bAudit) || path == string(bRefused) || (path == string(bMeta) && string(key) == string(kAuditHead))
+}
+
+// storedValue returns the value under key and whether the key holds one (an
+// empty value included; a nested bucket is no value).
+func storedValue(b *bolt.Bucket, key []byte) ([]byte, bool) {
+	k, v := b.Cursor().Seek(key)
+	if k == nil || string(k) != string(key) || (v == nil && b.Bucket(key) != nil) {
+		return nil, false
+	}
+	return v, true
+}

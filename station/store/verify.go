@@ -1,0 +1,401 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// VerifyOptions tune Verify.
+type VerifyOptions struct {
+	// Progress, when set, is called every few thousand records with the
+	// records verified and the head's sequence.
+	Progress func(done, total uint64)
+	// KeySHA256 is the SHA-256 of the station's audit public key (DER
+	// SubjectPublicKeyInfo): when set, the chain's last checkpoint must be
+	// signed by it.
+	KeySHA256 []byte
+	// Anchor is the latest checkpoint kept outside the store: when set, the
+	// chain must still hold it (a cut or re-chained log does not).
+	Anchor *Checkpoint
+}
+
+// VerifyReport says what Verify checked.
+type VerifyReport struct {
+	// Head is the verified head of the chain.
+	Head ChainHead
+	// Records is the number of audit records verified.
+	Records uint64
+	// Values is the number of stored key/values checked against their digests.
+	Values uint64
+	// Checkpoints is the number of signed checkpoints verified; Last is the
+	// latest of them (nil when none).
+	Checkpoints int
+	Last        *Checkpoint
+}
+
+// VerifyChain is Verify without options, returning the verified head.
+func (s *Store) VerifyChain(ctx context.Context) (ChainHead, error) {
+	r, err := s.Verify(ctx, VerifyOptions{})
+	return r.Head, err
+}
+
+// Verify walks the audit chain from the genesis record in one read
+// transaction and checks every link (sequence, previous hash, recomputed
+// hash, the head in meta), every checkpoint's signature and the hash it
+// signs, and that every stored key/value outside the chain itself has the
+// SHA-256 of the latest write the chain records for it and that no stored
+// key lacks one. A failure is a *ChainBrokenError (ErrChainBroken) naming the
+// first bad record, and the bucket and key when a stored value is at fault.
+// The read transaction holds the file's mapping: writers that grow the file
+// wait until it ends.
+func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyReport, error) {
+	var rep VerifyReport
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		rep, err = s.verify(ctx, tx, opts)
+		return err
+	})
+	return rep, err
+}
+
+// storedRef is a key whose stored value does not (yet) match the chain.
+type storedRef struct {
+	seq    uint64
+	bucket string
+	key    []byte
+	reason string
+}
+
+func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (VerifyReport, error) {
+	want := readHead(tx.Bucket(bMeta))
+	rep := VerifyReport{}
+	prev := ChainHead{Hash: make([]byte, 32)}
+	var live int64
+	// pending holds keys whose stored value differs from the latest digest
+	// seen so far; a later write of the same key may settle them.
+	pending := map[string]storedRef{}
+	look := newLookup(tx)
+	cr := newChainReader(tx)
+	defer cr.close()
+	rec := cr.next()
+	for prev.Seq < want.Seq {
+		seq := prev.Seq + 1
+		if seq%verifyChunk == 0 {
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			if opts.Progress != nil {
+				opts.Progress(prev.Seq, want.Seq)
+			}
+		}
+		if rec == nil || binary.BigEndian.Uint64(rec.key) != seq {
+			return rep, &ChainBrokenError{Seq: seq, Reason: "record missing"}
+		}
+		if rec.bad {
+			return rep, &ChainBrokenError{Seq: seq, Reason: "record does not decode"}
+		}
+		a := &rec.a
+		cp, err := checkLink(a, seq, prev, rec.hashOK, s.stationID)
+		if err != nil {
+			return rep, err
+		}
+		if opts.Anchor != nil && seq == opts.Anchor.Seq && !bytes.Equal(a.Hash, opts.Anchor.Hash) {
+			return rep, &ChainBrokenError{Seq: seq, Reason: "hash differs from the one the saved checkpoint signed (re-chained)"}
+		}
+		if cp != nil {
+			rep.Checkpoints++
+			rep.Last = cp
+		}
+		for _, d := range a.Writes {
+			if d.Had {
+				live--
+			}
+			if d.SHA256 != nil {
+				live++
+			}
+			id := d.Bucket + "\x00" + string(d.Key)
+			stored, present := look.get(d.Bucket, d.Key)
+			var ok bool
+			if d.SHA256 == nil {
+				ok = !present
+			} else if present {
+				h := sha256.Sum256(stored)
+				ok = bytes.Equal(h[:], d.SHA256)
+			}
+			if ok {
+				delete(pending, id)
+				continue
+			}
+			reason := "stored value differs from its digest"
+			switch {
+			case !present:
+				reason = "stored record missing"
+			case d.SHA256 == nil:
+				reason = "deleted record present"
+			}
+			pending[id] = storedRef{seq: seq, bucket: d.Bucket, key: d.Key, reason: reason}
+		}
+		prev = ChainHead{Seq: seq, Hash: a.Hash}
+		rep.Records++
+		rec = cr.next()
+	}
+	if !bytes.Equal(prev.Hash, want.Hash) {
+		return rep, &ChainBrokenError{Seq: want.Seq, Reason: "head in meta does not match the log"}
+	}
+	if rec != nil {
+		return rep, &ChainBrokenError{Seq: binary.BigEndian.Uint64(rec.key), Reason: "record after the head"}
+	}
+	rep.Head = prev
+	if opts.Anchor != nil {
+		if err := opts.Anchor.verify(); err != nil {
+			return rep, &ChainBrokenError{Seq: opts.Anchor.Record, Reason: "saved checkpoint: " + err.Error()}
+		}
+		if opts.Anchor.Record > want.Seq {
+			return rep, &ChainBrokenError{Seq: want.Seq + 1, Reason: fmt.Sprintf("chain ends at seq %d, before the saved checkpoint at seq %d (truncated)", want.Seq, opts.Anchor.Record)}
+		}
+	}
+	if opts.KeySHA256 != nil && rep.Last != nil && !bytes.Equal(rep.Last.KeySHA256(), opts.KeySHA256) {
+		return rep, &ChainBrokenError{Seq: rep.Last.Record, Reason: "last checkpoint is not signed by the station's audit key"}
+	}
+	if len(pending) > 0 {
+		refs := make([]storedRef, 0, len(pending))
+		for _, r := range pending {
+			refs = append(refs, r)
+		}
+		sort.Slice(refs, func(i, j int) bool { return refs[i].seq < refs[j].seq })
+		r := refs[0]
+		return rep, &ChainBrokenError{Seq: r.seq, Bucket: r.bucket, Key: string(r.key), Reason: r.reason}
+	}
+	n, err := countStored(tx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Values = uint64(n)
+	if n != live {
+		return rep, s.uncovered(tx, want.Seq, n, live)
+	}
+	if opts.Progress != nil {
+		opts.Progress(want.Seq, want.Seq)
+	}
+	return rep, nil
+}
+
+// walkStored calls fn for every stored key/value outside the chain itself.
+func walkStored(tx *bolt.Tx, fn func(path string, k, v []byte) error) error {
+	var walk func(path string, b *bolt.Bucket) error
+	walk = func(path string, b *bolt.Bucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			if v == nil {
+				if nb := b.Bucket(k); nb != nil {
+					return walk(path+"/"+string(k), nb)
+				}
+			}
+			if chainKey(path, k) {
+				return nil
+			}
+			return fn(path, k, v)
+		})
+	}
+	return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		if string(name) == string(bAudit) {
+			return nil
+		}
+		return walk(string(name), b)
+	})
+}
+
+func countStored(tx *bolt.Tx) (int64, error) {
+	var n int64
+	err := walkStored(tx, func(string, []byte, []byte) error { n++; return nil })
+	return n, err
+}
+
+// uncovered names a stored key the chain holds no digest for (the slow path
+// of Verify, taken only when the counts differ).
+func (s *Store) uncovered(tx *bolt.Tx, head uint64, stored, live int64) error {
+	covered := map[string]bool{}
+	c := tx.Bucket(bAudit).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var a AuditEvent
+		if err := json.Unmarshal(v, &a); err != nil {
+			return &ChainBrokenError{Seq: binary.BigEndian.Uint64(k), Reason: "record does not decode"}
+		}
+		for _, d := range a.Writes {
+			covered[d.Bucket+"\x00"+string(d.Key)] = d.SHA256 != nil
+		}
+	}
+	var found *ChainBrokenError
+	err := walkStored(tx, func(path string, k, _ []byte) error {
+		if !covered[path+"\x00"+string(k)] {
+			found = &ChainBrokenError{Seq: head, Bucket: path, Key: string(k), Reason: "stored record not covered by the chain"}
+			return errStop
+		}
+		return nil
+	})
+	if found != nil {
+		return found
+	}
+	if err != nil {
+		return err
+	}
+	return &ChainBrokenError{Seq: head, Reason: fmt.Sprintf("%d stored records, the chain accounts for %d", stored, live)}
+}
+
+var errStop = errors.New("stop")
+
+// lookup reads stored values by bucket path, remembering the last bucket.
+type lookup struct {
+	tx   *bolt.Tx
+	path string
+	b    *bolt.Bucket
+}
+
+func newLookup(tx *bolt.Tx) *lookup { return &lookup{tx: tx} }
+
+func (l *lookup) get(path string, key []byte) ([]byte, bool) {
+	if path != l.path || l.b == nil {
+		l.path, l.b = path, nil
+		names := strings.Split(path, "/")
+		b := l.tx.Bucket([]byte(names[0]))
+		for _, n := range names[1:] {
+			if b == nil {
+				break
+			}
+			b = b.Bucket([]byte(n))
+		}
+		l.b = b
+	}
+	if l.b == nil {
+		return nil, false
+	}
+	return storedValue(l.b, key)
+}
+
+// VerifyStation is Verify as the station runs it: the last checkpoint must be
+// signed by the store's audit key and the chain must hold the checkpoint
+// saved beside the store. Without an audit key it checks the chain and the
+// stored records only. It also returns the audit key's SHA-256 (nil without one).
+func (s *Store) VerifyStation(ctx context.Context, progress func(done, total uint64)) (VerifyReport, []byte, error) {
+	opts := VerifyOptions{Progress: progress}
+	if s.cp != nil {
+		var err error
+		if opts.KeySHA256, err = KeySHA256(s.cp.opts.Signer.Public()); err != nil {
+			return VerifyReport{}, nil, err
+		}
+		if opts.Anchor, err = ReadAnchor(s.cp.opts.AnchorPath); err != nil {
+			return VerifyReport{}, opts.KeySHA256, err
+		}
+	}
+	rep, err := s.Verify(ctx, opts)
+	return rep, opts.KeySHA256, err
+}
+
+// TrailRecord is one audit record of a unit's trail and the first signed
+// checkpoint that covers it (0: none yet).
+type TrailRecord struct {
+	AuditEvent
+	Checkpoint uint64
+}
+
+// UnitTrail returns the audit records of serial in order, each with the
+// first checkpoint covering it, and the head when it was read. It scans the
+// whole log, decoding only the unit's records and the checkpoints.
+func (s *Store) UnitTrail(ctx context.Context, serial string) ([]TrailRecord, ChainHead, error) {
+	if err := checkSerial(serial); err != nil {
+		return nil, ChainHead{}, err
+	}
+	quoted, _ := json.Marshal(serial)
+	mark := append([]byte(`"serial":`), quoted...)
+	cpMark := []byte(`"action":"` + AuditActionCheckpoint + `"`)
+	var out []TrailRecord
+	var head ChainHead
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		head = readHead(tx.Bucket(bMeta))
+		open := 0 // out[open:] wait for a checkpoint
+		c := tx.Bucket(bAudit).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			isUnit, isCP := bytes.Contains(v, mark), bytes.Contains(v, cpMark)
+			if !isUnit && !isCP {
+				continue
+			}
+			var a AuditEvent
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			if a.Action == AuditActionCheckpoint {
+				for ; open < len(out); open++ {
+					out[open].Checkpoint = a.Seq
+				}
+			} else if a.Serial == serial {
+				out = append(out, TrailRecord{AuditEvent: a})
+			}
+		}
+		return nil
+	})
+	if err == nil && len(out) == 0 {
+		err = fmt.Errorf("audit trail of %q: %w", serial, ErrNotFound)
+	}
+	return out, head, err
+}
+
+// checkLink checks record a, expected at seq right after prev: its seq, its
+// link, its hash (hashOK: recomputed and equal) and, for a checkpoint, that
+// it signs prev with a valid signature; it returns the checkpoint, if a is one.
+func checkLink(a *AuditEvent, seq uint64, prev ChainHead, hashOK bool, stationID string) (*Checkpoint, error) {
+	switch {
+	case a.Seq != seq:
+		return nil, &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", a.Seq)}
+	case !bytes.Equal(a.PrevHash, prev.Hash):
+		return nil, &ChainBrokenError{Seq: seq, Reason: "previous hash does not match"}
+	case !hashOK:
+		return nil, &ChainBrokenError{Seq: seq, Reason: "hash does not match content"}
+	case a.Action != AuditActionCheckpoint:
+		return nil, nil
+	}
+	cp, err := checkpointOf(a)
+	if err == nil {
+		err = cp.check(stationID, prev)
+	}
+	if err != nil {
+		return nil, &ChainBrokenError{Seq: seq, Reason: err.Error()}
+	}
+	return &cp, nil
+}
+
+// VerifyRecords verifies a contiguous run of audit records away from the
+// store (an export): each record's hash and its link to the one before,
+// starting after prev (the zero ChainHead with a 32-zero-byte hash for the
+// first record), and every checkpoint among them, which must be signed by the
+// key whose SHA-256 is keySHA256 (nil: any key). It returns the last
+// record's head and the checkpoints found. Stored values are not checked:
+// that needs the store (Verify).
+func VerifyRecords(records []AuditEvent, prev ChainHead, keySHA256 []byte) (ChainHead, []Checkpoint, error) {
+	if prev.Seq == 0 && prev.Hash == nil {
+		prev.Hash = make([]byte, 32)
+	}
+	var cps []Checkpoint
+	for i := range records {
+		a := &records[i]
+		cp, err := checkLink(a, prev.Seq+1, prev, bytes.Equal(a.computeHash(), a.Hash), a.StationID)
+		if err != nil {
+			return prev, cps, err
+		}
+		if cp != nil {
+			if keySHA256 != nil && !bytes.Equal(cp.KeySHA256(), keySHA256) {
+				return prev, cps, &ChainBrokenError{Seq: a.Seq, Reason: "checkpoint not signed by the station's audit key"}
+			}
+			cps = append(cps, *cp)
+		}
+		prev = ChainHead{Seq: a.Seq, Hash: a.Hash}
+	}
+	return prev, cps, nil
+}
