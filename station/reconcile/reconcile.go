@@ -49,8 +49,10 @@ type Report struct {
 	Open int
 }
 
-// Search reconciles the open entries of CA ca by asking s for each entry's key.
-func Search(ctx context.Context, st Store, ca string, s Searcher) (Report, error) {
+// Search reconciles the open entries of CA ca by asking s for each entry's key. Entries whose
+// window ends after settled stay open: the CA may still be working on a request whose caller
+// is gone, and a search now would close the entry before that certificate exists.
+func Search(ctx context.Context, st Store, ca string, s Searcher, settled time.Time) (Report, error) {
 	var rep Report
 	entries, err := open(ctx, st, ca)
 	if err != nil {
@@ -58,6 +60,10 @@ func Search(ctx context.Context, st Store, ca string, s Searcher) (Report, error
 	}
 	var errs []error
 	for _, p := range entries {
+		if p.To.After(settled) {
+			rep.Open++
+			continue
+		}
 		issued, err := s.SearchByKey(ctx, p.PublicKeySHA256)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("searching CA %s for %s: %w", ca, p.ID, err))

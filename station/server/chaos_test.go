@@ -161,7 +161,7 @@ func TestKilledStationdLosesNoCertificate(t *testing.T) {
 	for _, ca := range []struct{ name, label string }{{"maker", "idevid"}, {"customer", "ldevid"}} {
 		rep, err := reconcile.Search(ctx, st, ca.name, &reconcile.HTTPSearcher{
 			URL: l.ca.URL() + "/.well-known/est/" + ca.label + "/search", Roots: roots,
-			HeaderName: "Secret-Value", HeaderValue: headerSecret})
+			HeaderName: "Secret-Value", HeaderValue: headerSecret}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,8 +9,13 @@ import (
 )
 
 // reconcileEvery is how often the station asks the CAs with a search_url about its open
-// possibly-issued entries (and once at start).
-const reconcileEvery = time.Minute
+// possibly-issued entries (and once at start); reconcileSettle is how long after an entry's
+// window it waits, so that a request the CA was still working on when its caller died is
+// issued by then.
+const (
+	reconcileEvery  = time.Minute
+	reconcileSettle = 2 * time.Minute
+)
 
 // startReconciler runs reconcile.Search for every CA with a search URL, at start and every
 // reconcileEvery, until Close.
@@ -49,7 +54,7 @@ func (s *Server) startReconciler() {
 
 func (s *Server) reconcileOnce(ctx context.Context, searchers map[string]reconcile.Searcher) {
 	for name, se := range searchers {
-		rep, err := reconcile.Search(ctx, s.store, name, se)
+		rep, err := reconcile.Search(ctx, s.store, name, se, time.Now().Add(-reconcileSettle))
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("reconciling possibly issued certificates", "ca", name, "error", err)
 		}

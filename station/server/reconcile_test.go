@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/devid-station/devid/station/reconcile"
 	"github.com/devid-station/devid/station/store"
@@ -29,7 +30,7 @@ func TestReconcileLostAnswer(t *testing.T) {
 				roots.AddCert(l.pki.MakerRoot.Cert)
 				rep, err = reconcile.Search(ctx, st, "customer", &reconcile.HTTPSearcher{
 					URL: l.ca.URL() + "/.well-known/est/ldevid/search", Roots: roots,
-					HeaderName: "Secret-Value", HeaderValue: headerSecret})
+					HeaderName: "Secret-Value", HeaderValue: headerSecret}, time.Now())
 			case "import":
 				var buf bytes.Buffer
 				for _, e := range l.ca.Ledger() {
