@@ -24,8 +24,15 @@ import (
 	"github.com/devid-station/devid/station/store"
 )
 
-// ErrEmpty is returned when the selection names no unit the station knows.
-var ErrEmpty = errors.New("the selection holds no unit")
+// Errors of Build a caller maps to its own codes.
+var (
+	// ErrSelection reports a malformed selection.
+	ErrSelection = errors.New("invalid selection")
+	// ErrEmpty reports a selection that holds no unit the station knows.
+	ErrEmpty = errors.New("the selection holds no unit")
+	// ErrNoKey reports a station without an audit key: it cannot sign a bundle.
+	ErrNoKey = errors.New("the station has no audit key to sign with")
+)
 
 // Selection says which units a bundle holds: those of WorkOrder, the listed Serials, or those
 // with an audit record in [Since, Until). Exactly one of the three is set (Since and Until
@@ -48,11 +55,11 @@ func (s Selection) check() error {
 	if !s.Since.IsZero() || !s.Until.IsZero() {
 		n++
 		if s.Since.IsZero() || s.Until.IsZero() || !s.Since.Before(s.Until) {
-			return errors.New("a time range needs since before until")
+			return fmt.Errorf("a time range needs since before until: %w", ErrSelection)
 		}
 	}
 	if n != 1 {
-		return errors.New("select by one of work order, serials or time range")
+		return fmt.Errorf("select by one of work order, serials or time range: %w", ErrSelection)
 	}
 	return nil
 }
@@ -90,7 +97,7 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 	}
 	signer := st.AuditSigner()
 	if signer == nil {
-		return nil, errors.New("export: the station has no audit key to sign with")
+		return nil, fmt.Errorf("export: %w", ErrNoKey)
 	}
 	if _, err := st.Checkpoint(ctx); err != nil {
 		return nil, fmt.Errorf("export: signing the chain head: %w", err)
