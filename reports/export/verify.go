@@ -460,8 +460,8 @@ func ParseKey(data []byte) (crypto.PublicKey, error) {
 	return nil, fmt.Errorf("station key: PEM block %q, want PUBLIC KEY", blk.Type)
 }
 
-// PublicKeyPEM returns the audit public key of a manifest body as PEM, for the station key file
-// an auditor is given out of band.
+// PublicKeyPEM encodes the station's audit public key as the PEM PUBLIC KEY file an auditor
+// is given out of band (devid-verify -station-key).
 func PublicKeyPEM(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
