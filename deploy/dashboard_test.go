@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -52,6 +53,9 @@ func stationFamilies(t *testing.T) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	if err := m.WatchCAs(func() []metrics.CAState { return []metrics.CAState{{Name: "maker"}} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WatchCheckpoint(time.Now, time.Now); err != nil {
 		t.Fatal(err)
 	}
 	m.Unit(metrics.ResultDone, "")

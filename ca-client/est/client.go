@@ -94,77 +94,18 @@ type Result struct {
 
 // New validates cfg and returns a Client.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.BaseURL)
+	prefix, err := endpointPrefix(cfg)
 	if err != nil {
-		return nil, errors.New("est: BaseURL does not parse")
+		return nil, err
 	}
-	switch {
-	case u.Scheme != "https" || u.Host == "":
-		return nil, errors.New("est: BaseURL must be an https URL with a host")
-	case u.User != nil:
-		return nil, errors.New("est: BaseURL must not carry credentials; use Config.Auth")
-	case u.RawQuery != "" || u.Fragment != "":
-		return nil, errors.New("est: BaseURL must not have a query or fragment")
+	tlsRoots, issuerRoots, err := trustPools(cfg)
+	if err != nil {
+		return nil, err
 	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = ""
-	prefix := u.String() + "/.well-known/est"
-	if cfg.Label != "" {
-		if !labelRE.MatchString(cfg.Label) {
-			return nil, fmt.Errorf("est: label %q is not a valid path segment", cfg.Label)
-		}
-		prefix += "/" + cfg.Label
+	tr, err := newTransport(cfg, tlsRoots)
+	if err != nil {
+		return nil, err
 	}
-
-	var tlsRoots *x509.CertPool
-	if cfg.UseSystemRoots {
-		if tlsRoots, err = x509.SystemCertPool(); err != nil {
-			return nil, fmt.Errorf("est: loading system roots: %w", err)
-		}
-	} else {
-		if len(cfg.TrustAnchors) == 0 {
-			return nil, errors.New("est: no TLS trust anchors (set TrustAnchors or UseSystemRoots)")
-		}
-		tlsRoots = x509.NewCertPool()
-	}
-	for _, c := range cfg.TrustAnchors {
-		tlsRoots.AddCert(c)
-	}
-	issuer := cfg.IssuerAnchors
-	if len(issuer) == 0 {
-		issuer = cfg.TrustAnchors
-	}
-	if len(issuer) == 0 {
-		return nil, errors.New("est: no issuer trust anchors (set IssuerAnchors or TrustAnchors)")
-	}
-	issuerRoots := x509.NewCertPool()
-	for _, c := range issuer {
-		issuerRoots.AddCert(c)
-	}
-
-	tlsCfg := &tls.Config{RootCAs: tlsRoots, MinVersion: tls.VersionTLS12}
-	if cc := cfg.ClientCert; cc != nil {
-		tc, err := cc.tlsCertificate()
-		if err != nil {
-			return nil, err
-		}
-		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return tc, nil
-		}
-	}
-
-	var tr *http.Transport
-	if cfg.Transport != nil {
-		//lint:ignore SA1019 a deprecated DialTLS would still bypass the trust anchors
-		if cfg.Transport.DialTLSContext != nil || cfg.Transport.DialTLS != nil {
-			return nil, errors.New("est: Transport.DialTLSContext would bypass the trust anchors; wrap DialContext instead")
-		}
-		tr = cfg.Transport.Clone()
-	} else {
-		tr = http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = 32
-	}
-	tr.TLSClientConfig = tlsCfg
 
 	c := &Client{
 		prefix:      prefix,
@@ -200,21 +141,115 @@ func New(cfg Config) (*Client, error) {
 	if c.clock == nil {
 		c.clock = clock.System{}
 	}
-	switch a := cfg.Auth.(type) {
+	if c.secrets, err = authSecrets(cfg.Auth); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// endpointPrefix is the URL of the CA's EST endpoints: BaseURL's /.well-known/est[/label].
+func endpointPrefix(cfg Config) (string, error) {
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil {
+		return "", errors.New("est: BaseURL does not parse")
+	}
+	switch {
+	case u.Scheme != "https" || u.Host == "":
+		return "", errors.New("est: BaseURL must be an https URL with a host")
+	case u.User != nil:
+		return "", errors.New("est: BaseURL must not carry credentials; use Config.Auth")
+	case u.RawQuery != "" || u.Fragment != "":
+		return "", errors.New("est: BaseURL must not have a query or fragment")
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	prefix := u.String() + "/.well-known/est"
+	if cfg.Label != "" {
+		if !labelRE.MatchString(cfg.Label) {
+			return "", fmt.Errorf("est: label %q is not a valid path segment", cfg.Label)
+		}
+		prefix += "/" + cfg.Label
+	}
+	return prefix, nil
+}
+
+// trustPools returns the roots the TLS server must chain to and those issued certificates
+// must chain to.
+func trustPools(cfg Config) (tlsRoots, issuerRoots *x509.CertPool, err error) {
+	if cfg.UseSystemRoots {
+		if tlsRoots, err = x509.SystemCertPool(); err != nil {
+			return nil, nil, fmt.Errorf("est: loading system roots: %w", err)
+		}
+	} else {
+		if len(cfg.TrustAnchors) == 0 {
+			return nil, nil, errors.New("est: no TLS trust anchors (set TrustAnchors or UseSystemRoots)")
+		}
+		tlsRoots = x509.NewCertPool()
+	}
+	for _, c := range cfg.TrustAnchors {
+		tlsRoots.AddCert(c)
+	}
+	issuer := cfg.IssuerAnchors
+	if len(issuer) == 0 {
+		issuer = cfg.TrustAnchors
+	}
+	if len(issuer) == 0 {
+		return nil, nil, errors.New("est: no issuer trust anchors (set IssuerAnchors or TrustAnchors)")
+	}
+	issuerRoots = x509.NewCertPool()
+	for _, c := range issuer {
+		issuerRoots.AddCert(c)
+	}
+	return tlsRoots, issuerRoots, nil
+}
+
+// newTransport returns the HTTP transport: cfg.Transport or the default one, with TLS to
+// tlsRoots and the client certificate if any.
+func newTransport(cfg Config, tlsRoots *x509.CertPool) (*http.Transport, error) {
+	tlsCfg := &tls.Config{RootCAs: tlsRoots, MinVersion: tls.VersionTLS12}
+	if cc := cfg.ClientCert; cc != nil {
+		tc, err := cc.tlsCertificate()
+		if err != nil {
+			return nil, err
+		}
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return tc, nil
+		}
+	}
+
+	var tr *http.Transport
+	if cfg.Transport != nil {
+		//lint:ignore SA1019 a deprecated DialTLS would still bypass the trust anchors
+		if cfg.Transport.DialTLSContext != nil || cfg.Transport.DialTLS != nil {
+			return nil, errors.New("est: Transport.DialTLSContext would bypass the trust anchors; wrap DialContext instead")
+		}
+		tr = cfg.Transport.Clone()
+	} else {
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 32
+	}
+	tr.TLSClientConfig = tlsCfg
+	return tr, nil
+}
+
+// authSecrets checks auth and returns the strings that must never be logged: the password or
+// header value, and the basic header value.
+func authSecrets(auth Auth) ([]string, error) {
+	switch a := auth.(type) {
 	case nil:
+		return nil, nil
 	case Basic:
 		// The encoded header value is as secret as the password.
 		pw := a.Password.Reveal()
-		c.secrets = []string{pw, base64.StdEncoding.EncodeToString([]byte(a.User + ":" + pw))}
+		return []string{pw, base64.StdEncoding.EncodeToString([]byte(a.User + ":" + pw))}, nil
 	case HeaderSecret:
 		if !validHeaderName(a.Name) {
 			return nil, errors.New("est: HeaderSecret.Name is not a valid header name")
 		}
-		c.secrets = []string{a.Value.Reveal()}
+		return []string{a.Value.Reveal()}, nil
 	default:
 		return nil, errors.New("est: Auth must be a Basic or HeaderSecret value")
 	}
-	return c, nil
 }
 
 func (cc *ClientCertificate) tlsCertificate() (*tls.Certificate, error) {

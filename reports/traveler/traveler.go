@@ -2,10 +2,10 @@
 // through the line, assembled from what the station's store recorded about it (unit state,
 // step records, the certificate index). It reads only.
 //
-// The record is built from the shapes the workflow journals: the verify_ek step's intent
-// carries the agent's identify report (encoding/json of {Info, EKs, Chain, Hello} with the
-// generated agentv1 types), its result names the verified EK, the enroll steps' results carry
-// the issued certificates, and the verify step's result holds the end-to-end checks.
+// The record is built from the step records' stored shapes (station/journal): the verify_ek
+// step's intent carries the agent's identify report, its result names the verified EK, the
+// enroll steps' results carry the issued certificates, and the verify step's result holds the
+// end-to-end checks.
 package traveler
 
 import (
@@ -22,24 +22,12 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/devid-station/devid/device-agent/tpm/tcgek"
-	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
 // Schema identifies the record format; it changes when a field changes meaning.
 const Schema = "devid-station/traveler/v1"
-
-// Step names and keys of the workflow's journal that the record reads. They are stored names
-// (station/workflow never renames them), repeated here so that reports do not depend on the
-// workflow package.
-const (
-	stepVerifyEK     = "verify_ek"
-	stepIDevIDEnroll = "idevid_enroll"
-	stepLDevIDEnroll = "ldevid_enroll"
-	stepVerify       = "verify"
-	stepComplete     = "complete"
-	intentIdentify   = "identify"
-)
 
 // Store is what Build reads; *store.Store implements it.
 type Store interface {
@@ -49,6 +37,7 @@ type Store interface {
 	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
 	UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]store.Event, error)
 	WorkOrder(ctx context.Context, id string) (store.WorkOrder, error)
+	PossiblyIssuedEntries(ctx context.Context, serial string, open bool) ([]store.PossiblyIssued, error)
 }
 
 // Record is a unit's traveler record. Its JSON encoding is the published format (see Schema).
@@ -99,6 +88,10 @@ type Record struct {
 	// RevocationCandidates lists the superseded and refused certificates: issued by a CA, not
 	// (or no longer) in use.
 	RevocationCandidates []CertificateRef `json:"revocation_candidates,omitempty"`
+	// PossiblyIssued lists the enrollments whose answer was lost and that no reconciliation
+	// closed yet: the CA may have issued a certificate for the key (a revocation candidate by
+	// key) that the store does not know.
+	PossiblyIssued []PossiblyIssued `json:"possibly_issued,omitempty"`
 	// TPM and EK come from the latest EK verification; Verification holds the end-to-end checks
 	// of the latest successful verify step (check name -> "ok"), whichever provisioning ran it.
 	Verification map[string]string `json:"verification,omitempty"`
@@ -107,6 +100,19 @@ type Record struct {
 	// Actions lists what people did to the unit (aborts, rework authorizations, hold
 	// decisions), oldest first, each with the principal the audit trail names.
 	Actions []Action `json:"actions,omitempty"`
+}
+
+// PossiblyIssued is an open possibly-issued entry: an enrollment whose answer was lost.
+type PossiblyIssued struct {
+	ID   string `json:"id"`
+	Role string `json:"role"`
+	CA   string `json:"ca"`
+	// PublicKeySHA256 names the key a certificate may have been issued for (hex SHA-256 of its
+	// SubjectPublicKeyInfo); CSRSHA256 the CSR sent.
+	PublicKeySHA256 string    `json:"public_key_sha256"`
+	CSRSHA256       string    `json:"csr_sha256"`
+	From            time.Time `json:"from"`
+	To              time.Time `json:"to"`
 }
 
 // Action is one event of the unit caused by an API caller rather than by the station.
@@ -208,35 +214,6 @@ type CertificateRef struct {
 	SerialNumber string `json:"serial_number,omitempty"` // hex
 }
 
-// identify mirrors the workflow's identifyResult: encoding/json of the generated agentv1
-// structs, so the field names are the Go names and the nested fields use the generated json
-// tags.
-type identify struct {
-	Info  *agentv1.InfoResult
-	EKs   []*agentv1.EndorsementKey
-	Chain [][]byte
-	Hello *agentv1.Hello
-}
-
-// verifyEK mirrors the workflow's verifyEKResult.
-type verifyEK struct {
-	Algorithm    string `json:"algorithm"`
-	Fingerprint  string `json:"ek_fingerprint"`
-	CertSHA256   string `json:"ek_cert_sha256"`
-	Issuer       string `json:"issuer"`
-	Manufacturer string `json:"manufacturer"`
-}
-
-// enrollResult mirrors the workflow's enrollResult.
-type enrollResult struct {
-	Cert []byte `json:"cert"`
-}
-
-// verifyResult mirrors the workflow's verifyResult.
-type verifyResult struct {
-	Checks map[string]string `json:"checks"`
-}
-
 // Build assembles the traveler record of serial: the full history of every attempt, never
 // erased by a rework or an abort. It returns an error matching store.ErrNotFound when the unit
 // does not exist. Step results that do not decode are reported as errors: a traveler never
@@ -253,7 +230,7 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	r := &Record{
 		Schema: Schema, Serial: u.Serial, WorkOrder: u.WorkOrderID, Profile: u.Profile,
 		StationID: st.StationID(), Result: string(u.Status), ErrorCode: u.ErrorCode,
-		ErrorMessage: u.ErrorMessage, Attempts: u.Steps[stepVerifyEK].Attempts,
+		ErrorMessage: u.ErrorMessage, Attempts: u.Steps[journal.StepVerifyEK].Attempts,
 		Steps: make([]Step, 0, len(recs)), Reworks: u.Reworks,
 	}
 	// Provisioning i runs from the (i-1)th consumed rework on; the first from the start.
@@ -280,7 +257,7 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 		if rec.Ended && rec.ErrorCode == "" && (last[rec.Step] == nil || !rec.BeganAt.Before(last[rec.Step].BeganAt)) {
 			last[rec.Step] = rec
 		}
-		if rec.Step == stepVerifyEK && (lastEK == nil || !rec.BeganAt.Before(lastEK.BeganAt)) {
+		if rec.Step == journal.StepVerifyEK && (lastEK == nil || !rec.BeganAt.Before(lastEK.BeganAt)) {
 			lastEK = rec
 		}
 	}
@@ -302,7 +279,7 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	if !ended {
 		r.EndedAt = nil
 	}
-	if err := r.addTPM(lastEK, last[stepVerifyEK]); err != nil {
+	if err := r.addTPM(lastEK, last[journal.StepVerifyEK]); err != nil {
 		return nil, err
 	}
 	if err := r.addCertificates(ctx, st, &u, last); err != nil {
@@ -311,8 +288,16 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	if err := r.addPrincipals(ctx, st, &u); err != nil {
 		return nil, err
 	}
-	if v, ok := last[stepVerify]; ok {
-		var vr verifyResult
+	open, err := st.PossiblyIssuedEntries(ctx, serial, true)
+	if err != nil {
+		return nil, fmt.Errorf("reading possibly issued certificates: %w", err)
+	}
+	for _, p := range open {
+		r.PossiblyIssued = append(r.PossiblyIssued, PossiblyIssued{ID: p.ID, Role: string(p.Role), CA: p.CA,
+			PublicKeySHA256: p.PublicKeySHA256, CSRSHA256: p.CSRSHA256, From: p.From, To: p.To})
+	}
+	if v, ok := last[journal.StepVerify]; ok {
+		var vr journal.VerifyResult
 		if err := json.Unmarshal(v.Result, &vr); err != nil {
 			return nil, fmt.Errorf("decoding the verify result: %w", err)
 		}
@@ -344,9 +329,9 @@ func (l *life) add(rec *store.StepRecord) {
 		if l.lastFailure == nil || !rec.EndedAt.Before(l.lastFailure.EndedAt) {
 			l.lastFailure = rec
 		}
-	case rec.Step == stepComplete:
+	case rec.Step == journal.StepComplete:
 		l.complete = rec
-	case rec.Step == stepVerify:
+	case rec.Step == journal.StepVerify:
 		l.verify = rec
 	}
 }
@@ -384,7 +369,7 @@ func (l *life) provisioning(i int, u store.UnitState, ended bool) (Provisioning,
 		p.CycleTimeSeconds = end.Sub(l.start).Seconds()
 	}
 	if l.verify != nil {
-		var vr verifyResult
+		var vr journal.VerifyResult
 		if err := json.Unmarshal(l.verify.Result, &vr); err != nil {
 			return p, fmt.Errorf("decoding the verify result: %w", err)
 		}
@@ -398,12 +383,12 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 	if intentRec == nil {
 		return nil
 	}
-	var intent map[string]string
+	var intent journal.Intent
 	if err := json.Unmarshal(intentRec.Intent, &intent); err != nil {
 		return fmt.Errorf("decoding the verify_ek intent: %w", err)
 	}
-	var id identify
-	if raw := intent[intentIdentify]; raw != "" {
+	var id journal.Identify
+	if raw := intent.Identify; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &id); err != nil {
 			return fmt.Errorf("decoding the identify report: %w", err)
 		}
@@ -432,7 +417,7 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 	if resultRec == nil {
 		return nil
 	}
-	var v verifyEK
+	var v journal.VerifyEKResult
 	if err := json.Unmarshal(resultRec.Result, &v); err != nil {
 		return fmt.Errorf("decoding the verify_ek result: %w", err)
 	}
@@ -480,9 +465,9 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 			chosen[c.Role] = c.SHA256
 		}
 	}
-	for role, step := range map[store.Role]string{store.RoleIDevID: stepIDevIDEnroll, store.RoleLDevID: stepLDevIDEnroll} {
+	for role, step := range map[store.Role]string{store.RoleIDevID: journal.StepIDevIDEnroll, store.RoleLDevID: journal.StepLDevIDEnroll} {
 		if rec, ok := last[step]; ok && !active[role] {
-			var er enrollResult
+			var er journal.EnrollResult
 			if err := json.Unmarshal(rec.Result, &er); err != nil {
 				return fmt.Errorf("decoding the %s result: %w", step, err)
 			}

@@ -10,11 +10,14 @@ import (
 	"errors"
 	"maps"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
+	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/reports/traveler/travelertest"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
@@ -162,5 +165,63 @@ func TestBuildUnknownUnit(t *testing.T) {
 	_, err := traveler.Build(context.Background(), st, "SN-404")
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("err = %v, want store.ErrNotFound", err)
+	}
+}
+
+// legacyStore serves verify_ek intents the way stations wrote them before the identify report
+// was protojson: encoding/json of the generated structs.
+type legacyStore struct {
+	*store.Store
+	t *testing.T
+}
+
+func (s legacyStore) StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error) {
+	recs, err := s.Store.StepRecords(ctx, serial)
+	for i, rec := range recs {
+		if rec.Step != journal.StepVerifyEK {
+			continue
+		}
+		var in journal.Intent
+		var id journal.Identify
+		if err := json.Unmarshal(rec.Intent, &in); err != nil {
+			s.t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(in.Identify), &id); err != nil {
+			s.t.Fatal(err)
+		}
+		old, err := json.Marshal(struct {
+			Info  *agentv1.InfoResult
+			EKs   []*agentv1.EndorsementKey
+			Chain [][]byte
+			Hello *agentv1.Hello
+		}{id.Info, id.EKs, id.Chain, id.Hello})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		recs[i].Intent, err = json.Marshal(map[string]string{"step": rec.Step, "identify": string(old)})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	return recs, err
+}
+
+// A store written before the identify report was protojson still gives the same traveler.
+func TestBuildLegacyIdentify(t *testing.T) {
+	st := openStore(t, nil)
+	travelertest.WriteUnit(t, st, travelertest.Unit{Serial: "SN-0001", WorkOrder: "WO-1", Profile: "default", Slot: "slot-3"})
+	rec, err := traveler.Build(context.Background(), st, "SN-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := traveler.Build(context.Background(), legacyStore{st, t}, "SN-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.TPM == nil || rec.TPM.FixtureSlot != "slot-3" || rec.TPM.VendorString != "SLB9670" || rec.EK == nil || rec.EK.SerialNumber == "" {
+		t.Fatalf("traveler TPM %+v, EK %+v", rec.TPM, rec.EK)
+	}
+	if !reflect.DeepEqual(old.TPM, rec.TPM) || !reflect.DeepEqual(old.EK, rec.EK) {
+		t.Errorf("from the legacy intent: TPM %+v, EK %+v; want %+v, %+v", old.TPM, old.EK, rec.TPM, rec.EK)
 	}
 }

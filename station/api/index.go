@@ -6,14 +6,12 @@ import (
 	"sync"
 	"time"
 
+	stationv1 "github.com/devid-station/devid/proto/station/v1"
 	"github.com/devid-station/devid/station/store"
 )
 
 // outboxBatch is how many outbox events one read returns.
 const outboxBatch = 512
-
-// eventUnitDone is the workflow's event type for a completed unit (station/workflow).
-const eventUnitDone = "unit.done"
 
 // unitIndex knows every unit's serial, in order, and when units completed. The store has no
 // unit listing, so the index follows the outbox: every unit's log starts with a unit.created
@@ -45,7 +43,7 @@ func (x *unitIndex) refresh(ctx context.Context) error {
 				if i, found := slices.BinarySearch(x.serials, ev.Serial); !found {
 					x.serials = slices.Insert(x.serials, i, ev.Serial)
 				}
-			case eventUnitDone:
+			case stationv1.KindUnitDone:
 				x.done = append(x.done, ev.Time)
 			}
 		}

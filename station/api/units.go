@@ -13,12 +13,9 @@ import (
 
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
 	"github.com/devid-station/devid/reports/traveler"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
-
-// stepVerifyEK is the workflow step whose intent holds the agent's identify report and whose
-// result names the verified EK certificate (station/workflow).
-const stepVerifyEK = "verify_ek"
 
 // MaxReasonBytes bounds the reason of an abort, a rework, an EK release or a work order's
 // closing, all recorded in the audit trail.
@@ -323,7 +320,7 @@ func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[s
 	pb := &stationv1.Unit{
 		Serial: u.Serial, WorkOrder: u.WorkOrderID, Profile: u.Profile, Status: unitStatus(u, running),
 		Step: u.CurrentStep, ErrorCode: u.ErrorCode, ErrorMessage: u.ErrorMessage,
-		Attempts: uint32(u.Steps[stepVerifyEK].Attempts), StartTime: timestamppb.New(u.CreatedAt),
+		Attempts: uint32(u.Steps[journal.StepVerifyEK].Attempts), StartTime: timestamppb.New(u.CreatedAt),
 		UpdateTime: timestamppb.New(u.UpdatedAt),
 	}
 	recs, err := s.cfg.Store.StepRecords(ctx, u.Serial)
@@ -332,14 +329,12 @@ func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[s
 	}
 	for i := len(recs) - 1; i >= 0; i-- {
 		rec := recs[i]
-		if rec.Step != stepVerifyEK {
+		if rec.Step != journal.StepVerifyEK {
 			continue
 		}
 		pb.FixtureSlot = fixtureSlot(rec.Intent)
 		if rec.Ended && rec.ErrorCode == "" {
-			var res struct {
-				CertSHA256 string `json:"ek_cert_sha256"`
-			}
+			var res journal.VerifyEKResult
 			if json.Unmarshal(rec.Result, &res) == nil {
 				pb.EkSha256 = res.CertSHA256
 			}
@@ -351,17 +346,13 @@ func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[s
 
 // fixtureSlot reads the slot the agent claimed from a verify_ek intent; "" when absent.
 func fixtureSlot(intent []byte) string {
-	var m map[string]string
-	if json.Unmarshal(intent, &m) != nil || m["identify"] == "" {
+	var in journal.Intent
+	if json.Unmarshal(intent, &in) != nil || in.Identify == "" {
 		return ""
 	}
-	var id struct {
-		Hello *struct {
-			FixtureSlot string `json:"fixture_slot"`
-		}
-	}
-	if json.Unmarshal([]byte(m["identify"]), &id) != nil || id.Hello == nil {
+	var id journal.Identify
+	if json.Unmarshal([]byte(in.Identify), &id) != nil {
 		return ""
 	}
-	return id.Hello.FixtureSlot
+	return id.Hello.GetFixtureSlot()
 }

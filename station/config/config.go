@@ -47,6 +47,9 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// MarshalText implements encoding.TextMarshaler: a File written back reads the same.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
 // File is the configuration file as written.
 type File struct {
 	StationID string    `toml:"station_id"`
@@ -149,6 +152,10 @@ type CA struct {
 	Auth          CAAuth   `toml:"auth"`
 	Batch         Batch    `toml:"batch"`
 	Retry         Retry    `toml:"retry"`
+	// SearchURL, when set, is the CA's issuance search (https): the station asks it which
+	// certificates the CA issued for the key of an enrollment whose answer was lost, with the
+	// same credentials (header secret or basic) as for enrollment.
+	SearchURL string `toml:"search_url"`
 }
 
 // CAAuth is how the station authenticates to a CA. Secrets live in files, never here.
@@ -315,6 +322,7 @@ type CARuntime struct {
 	ClientCert    *workflow.ClientCert
 	Batch         Batch
 	Retry         Retry
+	SearchURL     string
 }
 
 // Roles a client certificate may have.
@@ -351,6 +359,24 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		Profiles:      map[string]*workflow.Profile{},
 		MetricsListen: f.Metrics.Listen, ConsoleListen: f.Console.Listen,
 	}
+	f.validateStation(rt, &p, abs)
+	f.validateAgents(rt, &p)
+	f.validateListeners(rt, &p)
+	f.loadTLS(rt, &p, abs)
+	f.loadVendorTrust(rt, &p, abs)
+	f.validateStepTimeouts(rt, &p)
+	caNames := f.loadCAs(rt, &p, abs)
+	f.validateProfiles(rt, &p, caNames, abs)
+	if len(p) > 0 {
+		sort.Strings(p)
+		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(p, "\n  "))
+	}
+	return rt, nil
+}
+
+// validateStation checks the station's identity, its store, its reports folder and its audit
+// key and checkpoints.
+func (f *File) validateStation(rt *Runtime, p *problems, abs func(string) string) {
 	if !nameRE.MatchString(f.StationID) {
 		p.addf("station_id %q: want 1-64 characters of [a-z0-9._-]", f.StationID)
 	}
@@ -366,6 +392,10 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 	if rt.CheckpointEvery < 0 {
 		p.addf("audit.checkpoint_every %d: want 0 or more", rt.CheckpointEvery)
 	}
+}
+
+// validateAgents checks the [agents] limits and the waits.
+func (f *File) validateAgents(rt *Runtime, p *problems) {
 	if rt.MaxUnitsInFlight == 0 {
 		rt.MaxUnitsInFlight = 256
 	}
@@ -383,6 +413,10 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			p.addf("%s %s: want a positive duration (0 for the default)", name, d)
 		}
 	}
+}
+
+// validateListeners checks the listen addresses and the console's wall displays.
+func (f *File) validateListeners(rt *Runtime, p *problems) {
 	if f.Agents.Listen == "" || f.API.Listen == "" {
 		p.addf("agents.listen and api.listen are required")
 	}
@@ -402,7 +436,11 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		}
 		rt.ConsoleWallDisplay = append(rt.ConsoleWallDisplay, pfx.Masked())
 	}
+}
 
+// loadTLS loads the agent and API listeners' certificates, the API's client CAs and its
+// roles.
+func (f *File) loadTLS(rt *Runtime, p *problems, abs func(string) string) {
 	if cert, err := loadKeyPair(abs(f.Agents.CertFile), abs(f.Agents.KeyFile)); err != nil {
 		p.addf("agents: %v", err)
 	} else {
@@ -431,7 +469,10 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			p.addf("api.role[%d]: %v", i, err)
 		}
 	}
+}
 
+// loadVendorTrust loads the TPM vendors' roots and intermediates and the EK algorithms.
+func (f *File) loadVendorTrust(rt *Runtime, p *problems, abs func(string) string) {
 	for _, path := range f.TPMVendor.Roots {
 		certs, err := loadCerts(abs(path))
 		if err != nil {
@@ -456,14 +497,20 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		}
 		rt.EKAlgorithms = append(rt.EKAlgorithms, alg)
 	}
+}
 
+// validateStepTimeouts checks that every step timeout names a workflow step.
+func (f *File) validateStepTimeouts(rt *Runtime, p *problems) {
 	for step, d := range f.Workflow.StepTimeouts {
 		if !contains(workflow.Steps, step) {
 			p.addf("workflow.step_timeouts: unknown step %q (steps: %s)", step, strings.Join(workflow.Steps, ", "))
 		}
 		rt.StepTimeouts[step] = time.Duration(d)
 	}
+}
 
+// loadCAs loads the [[ca]] tables; it returns the names configured.
+func (f *File) loadCAs(rt *Runtime, p *problems, abs func(string) string) map[string]bool {
 	// A [[ca]] that fails to load is still configured: its own errors say what is wrong, and a
 	// profile naming it is not reported as well.
 	caNames := map[string]bool{}
@@ -480,6 +527,11 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 			rt.CAs = append(rt.CAs, *c)
 		}
 	}
+	return caNames
+}
+
+// validateProfiles checks the [[profile]] tables against the CAs configured.
+func (f *File) validateProfiles(rt *Runtime, p *problems, caNames map[string]bool, abs func(string) string) {
 	if len(f.Profiles) == 0 {
 		p.addf("at least one [[profile]] is required")
 	}
@@ -493,11 +545,6 @@ func (f *File) Validate(dir string) (*Runtime, error) {
 		}
 		rt.Profiles[prof.Name] = wp
 	}
-	if len(p) > 0 {
-		sort.Strings(p)
-		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(p, "\n  "))
-	}
-	return rt, nil
 }
 
 // bindRole adds one [[api.role]] to rt.
@@ -548,7 +595,10 @@ func (ca CA) validate(abs func(string) string) (*CARuntime, []string) {
 		p.addf("url %q: EST needs https", ca.URL)
 	}
 	c := &CARuntime{Name: ca.Name, URL: ca.URL, Label: ca.Label, BasicUser: ca.Auth.BasicUser,
-		HeaderName: ca.Auth.HeaderName, Batch: ca.Batch, Retry: ca.Retry}
+		HeaderName: ca.Auth.HeaderName, Batch: ca.Batch, Retry: ca.Retry, SearchURL: ca.SearchURL}
+	if ca.SearchURL != "" && !strings.HasPrefix(ca.SearchURL, "https://") {
+		p.addf("search_url %q: want https", ca.SearchURL)
+	}
 	for _, path := range ca.TrustAnchors {
 		certs, err := loadCerts(abs(path))
 		if err != nil {

@@ -193,6 +193,9 @@ func TestInvalid(t *testing.T) {
 		{"plain http CA", func(s string) string {
 			return strings.Replace(s, "https://ca.maker.example", "http://ca.maker.example", 1)
 		}, 0o600, "https"},
+		{"plain http CA search", func(s string) string {
+			return strings.Replace(s, `search_url = ""`, `search_url = "http://ca.maker.example/search"`, 1)
+		}, 0o600, "search_url"},
 		{"unknown step timeout", func(s string) string { return strings.Replace(s, `ldevid_key = "10m"`, `ldevid_keys = "10m"`, 1) }, 0o600, "ldevid_keys"},
 		{"bad nv auth", func(s string) string { return strings.Replace(s, `auth = "platform"`, `auth = "endorsement"`, 1) }, 0o600, "endorsement"},
 		{"relative unit path", func(s string) string {

@@ -47,6 +47,8 @@ commands:
   events [--after TOKEN] [--serial S] [--follow]
   traveler SERIAL
   refusals [--serial S]   (sessions refused before their first checks passed: no unit record)
+  possibly-issued [--serial S] [--all]   (enrollments whose answer was lost: open until reconciled)
+  reconcile import FILE --ca NAME   (a CA's issuance log, JSON lines or CSV; roles qa, admin)
   report traveler SERIAL [--format pdf|html] [--out FILE|DIR|-]
   report lot WORK_ORDER [--format pdf|html|csv] [--out FILE|DIR|-]
   status
@@ -203,16 +205,18 @@ func rpcErr(err error) error {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 var commands = map[string]func(*env, []string) error{
-	"workorder": func(e *env, args []string) error { return sub(e, "workorder", args, workorderCommands) },
-	"unit":      func(e *env, args []string) error { return sub(e, "unit", args, unitCommands) },
-	"events":    events,
-	"traveler":  travelerCmd,
-	"refusals":  refusalsCmd,
-	"report":    reportCmd,
-	"export":    exportCmd,
-	"status":    statusCmd,
-	"watch":     watch,
-	"audit":     func(e *env, args []string) error { return sub(e, "audit", args, auditCommands) },
+	"workorder":       func(e *env, args []string) error { return sub(e, "workorder", args, workorderCommands) },
+	"unit":            func(e *env, args []string) error { return sub(e, "unit", args, unitCommands) },
+	"events":          events,
+	"traveler":        travelerCmd,
+	"refusals":        refusalsCmd,
+	"possibly-issued": possiblyIssuedCmd,
+	"reconcile":       reconcileCmd,
+	"report":          reportCmd,
+	"export":          exportCmd,
+	"status":          statusCmd,
+	"watch":           watch,
+	"audit":           func(e *env, args []string) error { return sub(e, "audit", args, auditCommands) },
 }
 
 var workorderCommands = map[string]func(*env, []string) error{

@@ -1,10 +1,8 @@
 // Package metrics holds the station's Prometheus collectors, all named devid_*: units by result
 // and code, step durations, the CA clients (requests, latency, errors, retries, breaker state),
-// agents connected, units in flight and store commit latency. Every collector is registered on
+// agents connected, units in flight, store commit latency and the audit checkpoint's age. Every collector is registered on
 // the registry the caller passes to New (never on the library's global default), so each
 // station, and each test, has its own. Handler serves a registry in the Prometheus text format.
-//
-// There is no audit checkpoint age: the store keeps a hash chain but no checkpoints yet.
 package metrics
 
 import (
@@ -33,6 +31,7 @@ const (
 	NameAgentsConnected    = "devid_agents_connected"
 	NameUnitsInFlight      = "devid_units_in_flight"
 	NameStoreCommit        = "devid_store_commit_duration_seconds"
+	NameCheckpointAge      = "devid_audit_checkpoint_age_seconds"
 	resultLabel, codeLabel = "result", "code"
 )
 
@@ -114,6 +113,24 @@ func (m *Metrics) WatchLine(agents, inFlight func() int) error {
 		if err := m.reg.Register(g); err != nil {
 			return fmt.Errorf("registering metrics: %w", err)
 		}
+	}
+	return nil
+}
+
+// WatchCheckpoint registers the age of the latest signed audit checkpoint, read at scrape time
+// from last (zero time: none yet, reported as -1).
+func (m *Metrics) WatchCheckpoint(last func() time.Time, now func() time.Time) error {
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: NameCheckpointAge,
+		Help: "Seconds since the latest signed audit checkpoint (-1: none yet)."},
+		func() float64 {
+			t := last()
+			if t.IsZero() {
+				return -1
+			}
+			return now().Sub(t).Seconds()
+		})
+	if err := m.reg.Register(g); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
 	}
 	return nil
 }

@@ -212,9 +212,10 @@ func hardwareModuleName(t *testing.T, c *x509.Certificate) (asn1.ObjectIdentifie
 
 // TestLostCAAnswer has the IDevID CA issue and then drop its answer: the EST client retries the
 // same CSR, the (deduplicating) CA answers with the certificate it issued, and the store knows
-// every certificate in the CA's ledger.
+// every certificate in the CA's ledger. It needs a CA that deduplicates CSRs: one that does
+// not issues a second certificate, which only a reconciliation finds.
 func TestLostCAAnswer(t *testing.T) {
-	l := newTestLine(t, lineOptions{knobs: estca.Knobs{LoseAnswers: 1}})
+	l := newTestLine(t, lineOptions{knobs: estca.Knobs{LoseAnswers: 1}, idempotentCSR: true})
 	l.workOrder("WO-1", "SN-0001")
 	sim := l.manufacture(nil, tpm.ECCP256)
 	if v := l.runUnit(context.Background(), "SN-0001", sim); !v.Passed {

@@ -45,6 +45,9 @@ type lineOptions struct {
 	configure  func(*config.File) // adjusts the station's configuration before it starts
 	caClock    estca.Clock        // the dev CAs' clock; nil: the system clock
 	noPolicies bool               // the IDevID CA drops the requested certificate policies
+	// idempotentCSR makes the dev CAs answer a CSR they saw before with the same certificate;
+	// off, as with most production CAs, they issue a new certificate for every request.
+	idempotentCSR bool
 }
 
 const headerSecret = "line-test-secret"
@@ -128,10 +131,10 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 	}
 	ca, err := estca.New(estca.Config{TLSCert: caTLS, CAs: []estca.CAConfig{
 		{Label: "idevid", Issuer: pki.IDevIDIssuing.Cert, Signer: pki.IDevIDIssuing.Signer, Chain: pki.IDevIDIssuing.Chain()[1:], Root: pki.MakerRoot.Cert,
-			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{NotAfter: estca.NoExpiry, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: !opts.noPolicies},
+			ChainInEnroll: true, IdempotentCSR: opts.idempotentCSR, Profile: estca.Profile{NotAfter: estca.NoExpiry, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: !opts.noPolicies},
 			Auth: estca.Auth{HeaderSecret: secret}, Knobs: opts.knobs},
 		{Label: "ldevid", Issuer: pki.LDevIDIssuing.Cert, Signer: pki.LDevIDIssuing.Signer, Chain: pki.LDevIDIssuing.Chain()[1:], Root: pki.CustomerRoot.Cert,
-			ChainInEnroll: true, IdempotentCSR: true, Profile: estca.Profile{Validity: 365 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: true},
+			ChainInEnroll: true, IdempotentCSR: opts.idempotentCSR, Profile: estca.Profile{Validity: 365 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: true},
 			Auth: ldevidAuth},
 	}, Clock: opts.caClock})
 	if err != nil {

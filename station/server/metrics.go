@@ -40,6 +40,9 @@ func (s *Server) watch() error {
 	if err := s.metrics.WatchLine(s.gw.Connected, func() int { return len(s.runner.Running()) }); err != nil {
 		return err
 	}
+	if err := s.metrics.WatchCheckpoint(s.store.LastCheckpointTime, time.Now); err != nil {
+		return err
+	}
 	return s.metrics.WatchCAs(s.caStates)
 }
 

@@ -90,7 +90,7 @@ func TestMetricsDuringLine(t *testing.T) {
 	if got := value(before, metrics.NameUnits, nil); got != 0 {
 		t.Errorf("units counted before any ran: %v", got)
 	}
-	for _, want := range []string{metrics.NameAgentsConnected, metrics.NameUnitsInFlight, metrics.NameCABreaker, "go_goroutines"} {
+	for _, want := range []string{metrics.NameAgentsConnected, metrics.NameUnitsInFlight, metrics.NameCABreaker, metrics.NameCheckpointAge, "go_goroutines"} {
 		if before[want] == nil {
 			t.Errorf("%s missing from /metrics", want)
 		}
@@ -128,6 +128,13 @@ func TestMetricsDuringLine(t *testing.T) {
 		if got := value(fams, metrics.NameStoreCommit, nil); got < done*float64(len(workflow.Steps)) {
 			t.Errorf("after %s: %v store commits, want at least one per step", serial, got)
 		}
+	}
+	// The audit checkpoint's age: none signed yet reads -1; once signed, a real age.
+	if _, err := l.srv.Store().Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := value(scrape(t, addr), metrics.NameCheckpointAge, nil); got < 0 {
+		t.Errorf("%s = %v after a checkpoint, want an age >= 0", metrics.NameCheckpointAge, got)
 	}
 	for _, h := range l.srv.caHealth() {
 		if h.P50 <= 0 || h.P95 < h.P50 || h.Requests < units {

@@ -75,11 +75,11 @@ func (j *boundaryJournal) UpdateUnit(ctx context.Context, serial string, fn func
 	return j.Journal.UpdateUnit(ctx, serial, fn)
 }
 
-func (j *boundaryJournal) RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte) (store.CertRecord, error) {
+func (j *boundaryJournal) RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte, chain ...[]byte) (store.CertRecord, error) {
 	if j.down.Load() {
 		return store.CertRecord{}, errStationDown
 	}
-	return j.Journal.RecordCertificate(ctx, serial, role, der)
+	return j.Journal.RecordCertificate(ctx, serial, role, der, chain...)
 }
 
 func (j *boundaryJournal) BindEK(ctx context.Context, fp, serial string) error {

@@ -75,6 +75,8 @@ type Server struct {
 
 	reports     *reportdir.Writer // nil: no reports folder configured
 	stopReports context.CancelFunc
+	// stopReconcile ends the reconciler (reconcile.go).
+	stopReconcile context.CancelFunc
 
 	registry   *prometheus.Registry
 	metrics    *metrics.Metrics
@@ -257,6 +259,7 @@ func (s *Server) Start() error {
 			}
 		})
 	}
+	s.startReconciler()
 	if s.reports != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopReports = cancel
@@ -315,6 +318,9 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	if s.stopReports != nil {
 		s.stopReports() // the writer's last pass writes what the sessions left
+	}
+	if s.stopReconcile != nil {
+		s.stopReconcile()
 	}
 	s.wg.Wait()
 	s.closeIssuers()

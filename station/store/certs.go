@@ -28,8 +28,9 @@ func shaKey(sha string) []byte { return []byte("sha256/" + sha) }
 // existing record. A second, different certificate for the same unit and
 // role while another is active is recorded too, with Duplicate set and status
 // CertDuplicate, and the event and audit record say so. A certificate already recorded for another unit or role, or a new
-// certificate reusing a recorded issuer + serial number, is refused.
-func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role, der []byte) (CertRecord, error) {
+// certificate reusing a recorded issuer + serial number, is refused. chain, the CA's
+// certificates that came with it (issuing CA first), is kept with it.
+func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role, der []byte, chain ...[]byte) (CertRecord, error) {
 	if err := checkSerial(serial); err != nil {
 		return CertRecord{}, err
 	}
@@ -66,7 +67,7 @@ func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role,
 			return w.refuse(a, fmt.Errorf("certificate %s: issuer %s serial %s: %w", sha, issuerHash, serialHex, ErrCertSerialReused))
 		}
 		rec := CertRecord{Serial: serial, Role: role, SHA256: sha, IssuerHash: issuerHash, SerialHex: serialHex,
-			DER: der, RecordedAt: w.now}
+			DER: der, Chain: chain, RecordedAt: w.now}
 		status := CertActive
 		for _, c := range u.Certificates {
 			if c.Role == role && c.Current() == CertActive {

@@ -176,8 +176,9 @@ type checkpointer struct {
 	done    chan struct{}
 	once    sync.Once
 	signing sync.Mutex // one checkpoint at a time
-	mu      sync.Mutex // guards last
+	mu      sync.Mutex // guards last and lastAt
 	last    uint64     // seq of the latest checkpoint's record
+	lastAt  time.Time  // when it was signed (zero: none known)
 }
 
 func (s *Store) startCheckpoints(o CheckpointOptions, head uint64) {
@@ -191,6 +192,9 @@ func (s *Store) startCheckpoints(o CheckpointOptions, head uint64) {
 		o.AnchorPath = s.path + ".checkpoint"
 	}
 	cp := &checkpointer{opts: o, nudge: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), last: head}
+	if a, err := ReadAnchor(o.AnchorPath); err == nil && a != nil {
+		cp.lastAt = a.Time
+	}
 	s.cp = cp
 	go func() {
 		defer close(cp.done)
@@ -256,7 +260,7 @@ func (s *Store) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 		return nil, err
 	}
 	s.cp.mu.Lock()
-	s.cp.last = out.Record
+	s.cp.last, s.cp.lastAt = out.Record, out.Time
 	s.cp.mu.Unlock()
 	if err := WriteAnchor(s.cp.opts.AnchorPath, out); err != nil {
 		return out, err
@@ -307,6 +311,17 @@ func ReadAnchor(path string) (*Checkpoint, error) {
 		return nil, fmt.Errorf("reading audit checkpoint %s: %w", path, err)
 	}
 	return &c, nil
+}
+
+// LastCheckpointTime is when the latest checkpoint was signed, as saved beside the store or
+// signed since it opened; zero without checkpoints or when none is known.
+func (s *Store) LastCheckpointTime() time.Time {
+	if s.cp == nil {
+		return time.Time{}
+	}
+	s.cp.mu.Lock()
+	defer s.cp.mu.Unlock()
+	return s.cp.lastAt
 }
 
 // AnchorPath returns where the latest checkpoint is saved ("" without checkpoints).

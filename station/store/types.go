@@ -224,12 +224,15 @@ const (
 
 // CertRecord is a certificate in the certificate index.
 type CertRecord struct {
-	Serial     string    `json:"serial"` // unit serial
-	Role       Role      `json:"role"`
-	SHA256     string    `json:"sha256"`      // hex SHA-256 of DER
-	IssuerHash string    `json:"issuer_hash"` // hex SHA-256 of the raw issuer DN
-	SerialHex  string    `json:"serial_hex"`  // certificate serial number, hex
-	DER        []byte    `json:"der"`
+	Serial     string `json:"serial"` // unit serial
+	Role       Role   `json:"role"`
+	SHA256     string `json:"sha256"`      // hex SHA-256 of DER
+	IssuerHash string `json:"issuer_hash"` // hex SHA-256 of the raw issuer DN
+	SerialHex  string `json:"serial_hex"`  // certificate serial number, hex
+	DER        []byte `json:"der"`
+	// Chain holds the CA certificates that came with it, issuing CA first (none in records
+	// written before chains were kept, or when the certificate came from a reconciliation).
+	Chain      [][]byte  `json:"chain,omitempty"`
 	RecordedAt time.Time `json:"recorded_at"`
 	// Duplicate is true when the unit already had another certificate for
 	// the same role when this one was recorded (e.g. a retried enrollment

@@ -12,28 +12,14 @@ import (
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/attest"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
-const stepRework = "rework"
+const stepRework = journal.StepRework
 
 // errAborted is the cancel cause of a unit aborted through the API.
 var errAborted = errors.New("aborted by an operator")
-
-// reworkResult is the rework step's journaled result.
-type reworkResult struct {
-	// IDevID is reworkKept when the IDevID was verified and kept, else reworkReissued.
-	IDevID string `json:"idevid"`
-	// Reason says why the IDevID is issued again.
-	Reason string `json:"reason,omitempty"`
-	// Done lists what was removed from the unit (true: it was there).
-	Done map[string]string `json:"done"`
-}
-
-const (
-	reworkKept     = "kept"
-	reworkReissued = "reissued"
-)
 
 // reworkCleanup prepares a reworked unit. A still-valid IDevID whose key and NV certificate are
 // still in the TPM (checked against what the store recorded) is kept, and its steps' results
@@ -47,13 +33,13 @@ func (u *unit) reworkCleanup(ctx context.Context) error {
 		return u.journalErr(err, "recording the rework intent")
 	}
 	p := u.r.cfg.Profiles[u.state.Profile]
-	res := reworkResult{IDevID: reworkKept, Done: map[string]string{}}
+	res := journal.ReworkResult{IDevID: journal.ReworkKept, Done: map[string]string{}}
 	why, err := u.idevidIntact(ctx, p)
 	if err != nil {
 		return u.endFailed(ctx, ref, err)
 	}
 	if why != "" {
-		res.IDevID, res.Reason = reworkReissued, why
+		res.IDevID, res.Reason = journal.ReworkReissued, why
 	}
 	profiles := []*Profile{p}
 	if p == nil {
@@ -143,8 +129,8 @@ func (u *unit) idevidIntact(ctx context.Context, p *Profile) (string, error) {
 	if p == nil {
 		return fmt.Sprintf("the unit's profile %q is no longer configured", u.state.Profile), nil
 	}
-	var key keyResult
-	var enr enrollResult
+	var key journal.KeyResult
+	var enr journal.EnrollResult
 	if json.Unmarshal(u.results[StepIDevIDKey], &key) != nil || json.Unmarshal(u.results[StepIDevIDEnroll], &enr) != nil {
 		return "no IDevID key and certificate were recorded", nil
 	}

@@ -28,6 +28,7 @@ import (
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/ekcert"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
@@ -35,14 +36,6 @@ const (
 	roleIDevID = string(store.RoleIDevID)
 	roleLDevID = string(store.RoleLDevID)
 )
-
-// identifyResult is what the agent reported about its TPM: evidence, checked in verify_ek.
-type identifyResult struct {
-	Info  *agentv1.InfoResult
-	EKs   []*agentv1.EndorsementKey
-	Chain [][]byte
-	Hello *agentv1.Hello
-}
 
 // identify has the agent report its TPM and EKs (evidence, kept in memory: the journal gets
 // a bounded summary once the session is admitted).
@@ -52,7 +45,7 @@ func (u *unit) identify(ctx context.Context) error {
 		return err
 	}
 	u.info = res.GetInfo()
-	id := &identifyResult{Info: u.info, Hello: u.agent.Hello()}
+	id := &journal.Identify{Info: u.info, Hello: u.agent.Hello()}
 	// One EK at a time, in order of preference: recreating an EK that is not persisted is a
 	// key generation (seconds for RSA on a real TPM), so the next type is read only when the
 	// preferred one has no certificate, and only types whose certificate index the TPM lists
@@ -70,10 +63,10 @@ func (u *unit) identify(ctx context.Context) error {
 		}
 	}
 	u.id = id
-	sum := identifySummary{Manufacturer: clip(u.info.GetManufacturerId()), VendorString: clip(u.info.GetVendorString()),
+	sum := journal.IdentifyResult{Manufacturer: clip(u.info.GetManufacturerId()), VendorString: clip(u.info.GetVendorString()),
 		FirmwareVersion: u.info.GetFirmwareVersion(), BootID: clip(id.Hello.GetBootId()), FixtureSlot: clip(id.Hello.GetFixtureSlot())}
 	for _, k := range id.EKs {
-		sum.EKs = append(sum.EKs, ekSummary{Algorithm: k.GetAlgorithm().String(), Certificate: len(k.GetCertificate()) > 0, Persisted: k.GetPersisted()})
+		sum.EKs = append(sum.EKs, journal.EKSummary{Algorithm: k.GetAlgorithm().String(), Certificate: len(k.GetCertificate()) > 0, Persisted: k.GetPersisted()})
 	}
 	for _, t := range tcgek.Held(u.info.GetPersistentHandles(), u.info.GetNvIndices()) {
 		sum.EKsHeld = append(sum.EKsHeld, t.Name)
@@ -103,7 +96,7 @@ func (u *unit) verifiedReport() []byte {
 	info := proto.CloneOf(u.id.Info)
 	info.ManufacturerId, info.VendorString, info.Family = clip(info.GetManufacturerId()), clip(info.GetVendorString()), clip(info.GetFamily())
 	h := u.id.Hello
-	out := identifyResult{Info: info, Hello: &agentv1.Hello{ProtocolVersion: h.GetProtocolVersion(),
+	out := journal.Identify{Info: info, Hello: &agentv1.Hello{ProtocolVersion: h.GetProtocolVersion(),
 		AgentVersion: clip(h.GetAgentVersion()), HardwareSerial: h.GetHardwareSerial(), SerialSource: clip(h.GetSerialSource()),
 		FixtureSlot: clip(h.GetFixtureSlot()), BootId: clip(h.GetBootId()), TpmTransport: clip(h.GetTpmTransport()),
 		SessionAttempt: h.GetSessionAttempt()}}
@@ -144,24 +137,6 @@ func heldPreferred(prefs []agentv1.KeyAlgorithm, info *agentv1.InfoResult) []age
 		return prefs
 	}
 	return out
-}
-
-// identifySummary is the journaled result of identify.
-type identifySummary struct {
-	Manufacturer    string      `json:"manufacturer"`
-	VendorString    string      `json:"vendor_string"`
-	FirmwareVersion uint64      `json:"firmware_version"`
-	BootID          string      `json:"boot_id"`
-	FixtureSlot     string      `json:"fixture_slot"`
-	EKs             []ekSummary `json:"eks"`
-	// EKsHeld names the EK types the TPM holds (EK handle or certificate index present).
-	EKsHeld []string `json:"eks_held,omitempty"`
-}
-
-type ekSummary struct {
-	Algorithm   string `json:"algorithm"`
-	Certificate bool   `json:"certificate"`
-	Persisted   bool   `json:"persisted"`
 }
 
 // ekFingerprint identifies a TPM by the SHA-256 of its EK public key (SubjectPublicKeyInfo).
@@ -221,19 +196,11 @@ func (u *unit) checkEK() error {
 	return fail(CodeEKCertMissing, nil, "no EK certificate for %v", prefs)
 }
 
-type verifyEKResult struct {
-	Algorithm    string `json:"algorithm"`
-	Fingerprint  string `json:"ek_fingerprint"`
-	CertSHA256   string `json:"ek_cert_sha256"`
-	Issuer       string `json:"issuer"`
-	Manufacturer string `json:"manufacturer"`
-}
-
 // verifyEK journals what checkEK verified before the session was admitted. The EK is bound to
 // the serial only once the TPM proved it holds it (proveResidency).
 func (u *unit) verifyEK(context.Context) (any, error) {
 	sum := sha256.Sum256(u.ekCert.Certificate.Raw)
-	return verifyEKResult{
+	return journal.VerifyEKResult{
 		Algorithm: u.ekAlg.String(), Fingerprint: u.ekFP, CertSHA256: hex.EncodeToString(sum[:]),
 		Issuer: u.ekCert.Certificate.Issuer.String(), Manufacturer: u.ekCert.Manufacturer,
 	}, nil
@@ -244,11 +211,6 @@ func short(fp string) string {
 		return fp[:16]
 	}
 	return fp
-}
-
-type authorizeResult struct {
-	WorkOrder string `json:"work_order"`
-	Profile   string `json:"profile"`
 }
 
 // checkAuthorized finds the open work order of a configured profile that holds the serial; it
@@ -289,7 +251,7 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 	if err := u.checkPlatform(); err != nil {
 		return nil, err
 	}
-	return authorizeResult{WorkOrder: u.workOrder, Profile: u.profile.Name}, nil
+	return journal.AuthorizeResult{WorkOrder: u.workOrder, Profile: u.profile.Name}, nil
 }
 
 // TPM_PT_STARTUP_CLEAR bits (TPMA_STARTUP_CLEAR).
@@ -320,13 +282,6 @@ func (u *unit) keyProfile(role string) KeyProfile {
 	return u.profile.LDevID
 }
 
-type keyResult struct {
-	Handle  uint32 `json:"handle"`
-	Public  []byte `json:"public"`
-	Name    []byte `json:"name"`
-	Existed bool   `json:"existed"`
-}
-
 func (u *unit) createKey(ctx context.Context, role string) (any, error) {
 	kp := u.keyProfile(role)
 	req := &agentv1.CreateKeyRequest{Algorithm: kp.Algorithm, Handle: kp.Handle}
@@ -352,7 +307,7 @@ func (u *unit) createKey(ctx context.Context, role string) (any, error) {
 		return nil, fail(CodeKeyNameMismatch, nil, "%s key: the Name the agent reported is not the Name of its public area", role)
 	}
 	if prev, ok := u.results[step]; ok {
-		var p keyResult
+		var p journal.KeyResult
 		if err := json.Unmarshal(prev, &p); err == nil && !bytes.Equal(p.Name, key.Name) {
 			return nil, fail(CodeKeyChanged, nil, "%s key at %#x is not the key recorded earlier", role, kp.Handle)
 		}
@@ -367,7 +322,7 @@ func (u *unit) createKey(ctx context.Context, role string) (any, error) {
 	}); err != nil {
 		return nil, fail(CodeInternal, err, "recording the %s key", role)
 	}
-	return keyResult{Handle: kp.Handle, Public: key.Raw, Name: key.Name, Existed: ck.GetExisted()}, nil
+	return journal.KeyResult{Handle: kp.Handle, Public: key.Raw, Name: key.Name, Existed: ck.GetExisted()}, nil
 }
 
 func algorithmOf(k *attest.Key) agentv1.KeyAlgorithm {
@@ -375,11 +330,6 @@ func algorithmOf(k *attest.Key) agentv1.KeyAlgorithm {
 		return agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048
 	}
 	return agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256
-}
-
-type proofResult struct {
-	Name  []byte `json:"name"`
-	EKAlg string `json:"ek_algorithm"`
 }
 
 // proveResidency has the TPM prove that the role's key sits beside the EK (credential
@@ -401,7 +351,7 @@ func (u *unit) proveResidency(ctx context.Context, role string) (any, error) {
 			return nil, fail(CodeInternal, err, "binding EK")
 		}
 	}
-	return proofResult{Name: k.key.Name, EKAlg: u.ekAlg.String()}, nil
+	return journal.ProofResult{Name: k.key.Name, EKAlg: u.ekAlg.String()}, nil
 }
 
 // activate proves, by credential activation, that the TPM holds the EK and the object with
@@ -467,10 +417,6 @@ func (u *unit) request(role string) ([]byte, []pkix.Extension, error) {
 	return subject, exts, nil
 }
 
-type csrResult struct {
-	CSR []byte `json:"csr"`
-}
-
 func (u *unit) buildCSR(ctx context.Context, role string) (any, error) {
 	k := u.keys[role]
 	subject, exts, err := u.request(role)
@@ -490,17 +436,19 @@ func (u *unit) buildCSR(ctx context.Context, role string) (any, error) {
 		return nil, fail(CodeCSRInvalid, err, "%s CSR", role)
 	}
 	k.csr = csr
-	return csrResult{CSR: csr}, nil
-}
-
-type enrollResult struct {
-	Cert      []byte   `json:"cert"`
-	Chain     [][]byte `json:"chain"`
-	Duplicate bool     `json:"duplicate,omitempty"`
+	return journal.CSRResult{CSR: csr}, nil
 }
 
 func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 	k := u.keys[role]
+	if issued, ok, err := u.recorded(ctx, role); err != nil || ok {
+		if err != nil {
+			return nil, err
+		}
+		u.log.Info("using the certificate recorded before the station stopped; no new request", "step", u.step, "sha256", sha(issued.Leaf.Raw))
+		k.cert, k.chain = issued.Leaf, issued.Chain
+		return journal.EnrollResult{Cert: issued.Leaf.Raw, Chain: chainDER(issued.Chain)}, nil
+	}
 	issuer := u.r.cfg.Issuers[k.profile.Issuer]
 	req := EnrollRequest{Serial: u.serial, CSR: k.csr}
 	if role == roleLDevID && u.profile.LDevIDAuth == AuthIDevIDMTLS {
@@ -532,7 +480,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		return nil, fail(CodeCAUnavailable, err, "enrolling the %s certificate at %s", role, k.profile.Issuer)
 	}
 	// Record first: the store must know every certificate a CA issued, valid or not.
-	rec, err := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, issued.Leaf.Raw)
+	rec, err := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, issued.Leaf.Raw, chainDER(issued.Chain)...)
 	if err != nil {
 		return nil, fail(CodeInternal, err, "recording the %s certificate", role)
 	}
@@ -544,7 +492,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		return nil, err
 	}
 	k.cert, k.chain = issued.Leaf, issued.Chain
-	out := enrollResult{Cert: issued.Leaf.Raw, Duplicate: rec.Duplicate}
+	out := journal.EnrollResult{Cert: issued.Leaf.Raw, Duplicate: rec.Duplicate}
 	for _, c := range issued.Chain {
 		out.Chain = append(out.Chain, c.Raw)
 	}
@@ -616,12 +564,6 @@ func publicKeyEqual(a, b crypto.PublicKey) bool {
 	return ok && eq.Equal(b)
 }
 
-type installResult struct {
-	Where  string `json:"where"`
-	SHA256 string `json:"sha256"`
-	Locked bool   `json:"locked,omitempty"`
-}
-
 func (u *unit) installIDevID(ctx context.Context) (any, error) {
 	k, nv := u.keys[roleIDevID], u.profile.IDevIDNV
 	data := k.cert.Raw
@@ -636,7 +578,7 @@ func (u *unit) installIDevID(ctx context.Context) (any, error) {
 	if err := u.readBackNV(ctx, nv, data); err != nil {
 		return nil, err
 	}
-	return installResult{Where: fmt.Sprintf("nv:%#x", nv.Index), SHA256: sha(data), Locked: nv.Lock}, nil
+	return journal.InstallResult{Where: fmt.Sprintf("nv:%#x", nv.Index), SHA256: sha(data), Locked: nv.Lock}, nil
 }
 
 func (u *unit) readBackNV(ctx context.Context, nv NVProfile, want []byte) error {
@@ -683,7 +625,7 @@ func (u *unit) installLDevID(ctx context.Context) (any, error) {
 	if err := u.writeFile(ctx, u.profile.LDevIDCertPath, data, 0o644); err != nil {
 		return nil, err
 	}
-	return installResult{Where: u.profile.LDevIDCertPath, SHA256: sha(data)}, nil
+	return journal.InstallResult{Where: u.profile.LDevIDCertPath, SHA256: sha(data)}, nil
 }
 
 // writeFile writes a file on the unit and reads it back.
@@ -724,19 +666,12 @@ func (u *unit) onboardingContent(pin string) ([]byte, error) {
 // pinFile is the content of the unit's PIN file.
 func pinFile(pin string) []byte { return []byte(pin + "\n") }
 
-// onboardingResult is the onboarding step's record: digests only, never the PIN.
-type onboardingResult struct {
-	installResult
-	// Files maps the further files written (trust bundle, PIN file) to their SHA-256.
-	Files map[string]string `json:"files,omitempty"`
-}
-
 func (u *unit) onboarding(ctx context.Context) (any, error) {
 	o := u.profile.Onboarding
 	if o == nil {
-		return installResult{Where: "none"}, nil
+		return journal.InstallResult{Where: "none"}, nil
 	}
-	res := onboardingResult{Files: map[string]string{}}
+	res := journal.OnboardingResult{Files: map[string]string{}}
 	if o.TrustBundlePath != "" {
 		if err := u.writeFile(ctx, o.TrustBundlePath, o.TrustBundle, 0o644); err != nil {
 			return nil, err
@@ -762,7 +697,7 @@ func (u *unit) onboarding(ctx context.Context) (any, error) {
 	if err := u.writeFile(ctx, o.Path, data, o.Mode); err != nil {
 		return nil, err
 	}
-	res.installResult = installResult{Where: o.Path, SHA256: sha(data)}
+	res.InstallResult = journal.InstallResult{Where: o.Path, SHA256: sha(data)}
 	return res, nil
 }
 
@@ -791,10 +726,6 @@ func (u *unit) verifyOnboarding(ctx context.Context, o *Onboarding) error {
 		return fail(CodeInternal, err, "rendering the onboarding configuration")
 	}
 	return u.readBackFile(ctx, o.Path, data)
-}
-
-type verifyResult struct {
-	Checks map[string]string `json:"checks"`
 }
 
 // verify reads back every installed object and has each key sign a fresh nonce.
@@ -832,7 +763,7 @@ func (u *unit) verify(ctx context.Context) (any, error) {
 		}
 		checks[role+"_signature"] = "ok"
 	}
-	return verifyResult{Checks: checks}, nil
+	return journal.VerifyResult{Checks: checks}, nil
 }
 
 func (u *unit) complete(ctx context.Context) (any, error) {
@@ -845,7 +776,7 @@ func (u *unit) complete(ctx context.Context) (any, error) {
 	u.event(ctx, eventUnitDone, "provisioned and verified", map[string]string{"work_order": u.workOrder})
 	// The unit is done whatever happens to the verdict message.
 	_, _ = u.agent.Do(ctx, &agentv1.Command{Op: &agentv1.Command_Finish{Finish: &agentv1.FinishRequest{Passed: true, Message: "provisioned and verified"}}})
-	return map[string]string{"work_order": u.workOrder}, nil
+	return journal.CompleteResult{WorkOrder: u.workOrder}, nil
 }
 
 // restore rebuilds the facts a skipped step produced.
@@ -853,13 +784,13 @@ func (u *unit) restore(step string, raw json.RawMessage) error {
 	role := roleFor(step)
 	switch step {
 	case StepIDevIDCSR, StepLDevIDCSR:
-		var r csrResult
+		var r journal.CSRResult
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return err
 		}
 		u.keys[role].csr = r.CSR
 	case StepIDevIDEnroll, StepLDevIDEnroll:
-		var r enrollResult
+		var r journal.EnrollResult
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/ekcert"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
@@ -37,8 +38,8 @@ type unit struct {
 	intents map[string]store.StepRecord
 	pending *pendingEnd // a step result to write with the next intent
 
-	id        *identifyResult // what the agent reported about its TPM: evidence, checked in checkEK
-	idSummary identifySummary
+	id        *journal.Identify // what the agent reported about its TPM: evidence, checked in checkEK
+	idSummary journal.IdentifyResult
 	profile   *Profile
 	workOrder string
 	info      *agentv1.InfoResult
@@ -231,8 +232,8 @@ func (u *unit) load(ctx context.Context) error {
 		since = st.Reworks[n-1].UsedAt
 	}
 	for _, rec := range recs {
-		var r reworkResult
-		if rec.Step == stepRework && (!rec.Ended || rec.ErrorCode != "" || json.Unmarshal(rec.Result, &r) != nil || r.IDevID != reworkKept) &&
+		var r journal.ReworkResult
+		if rec.Step == stepRework && (!rec.Ended || rec.ErrorCode != "" || json.Unmarshal(rec.Result, &r) != nil || r.IDevID != journal.ReworkKept) &&
 			rec.BeganAt.After(idevidSince) {
 			idevidSince = rec.BeganAt
 		}
@@ -272,6 +273,9 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 		if step == StepIDevIDEnroll || step == StepLDevIDEnroll {
 			code = codeAnswerLost
 			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling the same CSR again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
+			if err := u.possiblyIssued(ctx, rec.StepRef, rec.Intent, rec.BeganAt); err != nil {
+				return fail(CodeInternal, err, "step %s", step)
+			}
 		}
 		if err := u.r.cfg.Journal.EndStep(ctx, rec.StepRef, nil, code); err != nil {
 			return fmt.Errorf("closing interrupted step %s: %w", step, err)
@@ -281,12 +285,19 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	sctx, cancel := context.WithTimeout(ctx, u.r.timeout(step))
 	defer cancel()
 
+	began := u.r.cfg.Clock.Now()
 	ref, err := u.begin(ctx, step)
 	if err != nil {
 		return u.journalErr(err, "recording the intent of %s", step)
 	}
 	result, err := stepByName[step].run(u, sctx)
 	err = u.timedOut(ctx, sctx, step, err)
+	if c := CodeOf(err); err != nil && (step == StepIDevIDEnroll || step == StepLDevIDEnroll) && (c == CodeCAUnavailable || c == CodeStepTimeout) {
+		// The request may have reached the CA before it failed.
+		if perr := u.possiblyIssued(ctx, ref, u.intent(step), began); perr != nil {
+			u.log.Error("recording a possibly issued certificate", "step", step, "error", perr)
+		}
+	}
 	if err != nil {
 		// An interrupted step keeps its intent open: the resume decides what it did.
 		return u.endFailed(ctx, ref, err)
@@ -341,21 +352,24 @@ func (u *unit) journalErr(err error, format string, args ...any) error {
 
 // intent is what a step is about to do, journaled before it does it.
 func (u *unit) intent(step string) []byte {
-	m := map[string]string{"step": step}
+	m := journal.Intent{Step: step}
 	switch step {
 	case StepVerifyEK:
 		// What the traveler shows of the TPM: the verified EK certificate and bounded claims.
-		m["identify"] = string(u.verifiedReport())
+		m.Identify = string(u.verifiedReport())
 	case StepIDevIDEnroll, StepLDevIDEnroll:
 		k := u.keys[roleFor(step)]
 		if k != nil {
 			sum := sha256.Sum256(k.csr)
-			m["csr_sha256"] = hex.EncodeToString(sum[:])
-			m["ca"] = k.profile.Issuer
+			m.CSRSHA256 = hex.EncodeToString(sum[:])
+			m.CA = k.profile.Issuer
+			if k.key != nil {
+				m.KeyName, m.PublicKeySHA256 = hex.EncodeToString(k.key.Name), PublicKeySHA256(k.key.PublicKey)
+			}
 		}
 	}
 	b, err := json.Marshal(m)
-	if err != nil { // a map of strings always encodes
+	if err != nil { // strings always encode
 		panic(fmt.Sprintf("encoding the intent of %s: %v", step, err))
 	}
 	return b

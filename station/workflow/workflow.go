@@ -18,28 +18,29 @@ import (
 	"github.com/devid-station/devid/ca-client/clock"
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
-// Step names, in workflow order. They are stored: never rename one. The event kinds the
-// workflow writes are the station API's (documented with stationv1.EventKind).
+// Step names, in workflow order: the names the journal stores (station/journal). The event
+// kinds the workflow writes are the station API's (documented with stationv1.EventKind).
 const (
-	StepIdentify       = "identify"
-	StepVerifyEK       = "verify_ek"
-	StepAuthorize      = "authorize"
-	StepIDevIDKey      = "idevid_key"
-	StepIDevIDProof    = "idevid_residency"
-	StepIDevIDCSR      = "idevid_csr"
-	StepIDevIDEnroll   = "idevid_enroll"
-	StepIDevIDInstall  = "idevid_install"
-	StepLDevIDKey      = "ldevid_key"
-	StepLDevIDProof    = "ldevid_residency"
-	StepLDevIDCSR      = "ldevid_csr"
-	StepLDevIDEnroll   = "ldevid_enroll"
-	StepLDevIDInstall  = "ldevid_install"
-	StepOnboarding     = "onboarding"
-	StepVerify         = "verify"
-	StepComplete       = "complete"
+	StepIdentify       = journal.StepIdentify
+	StepVerifyEK       = journal.StepVerifyEK
+	StepAuthorize      = journal.StepAuthorize
+	StepIDevIDKey      = journal.StepIDevIDKey
+	StepIDevIDProof    = journal.StepIDevIDProof
+	StepIDevIDCSR      = journal.StepIDevIDCSR
+	StepIDevIDEnroll   = journal.StepIDevIDEnroll
+	StepIDevIDInstall  = journal.StepIDevIDInstall
+	StepLDevIDKey      = journal.StepLDevIDKey
+	StepLDevIDProof    = journal.StepLDevIDProof
+	StepLDevIDCSR      = journal.StepLDevIDCSR
+	StepLDevIDEnroll   = journal.StepLDevIDEnroll
+	StepLDevIDInstall  = journal.StepLDevIDInstall
+	StepOnboarding     = journal.StepOnboarding
+	StepVerify         = journal.StepVerify
+	StepComplete       = journal.StepComplete
 	eventUnitDone      = stationv1.KindUnitDone
 	eventUnitFailed    = stationv1.KindUnitFailed
 	eventUnitWaiting   = stationv1.KindUnitWaiting
@@ -76,7 +77,9 @@ type Journal interface {
 	UnitByEK(ctx context.Context, fingerprint string) (string, error)
 	RecordRefusal(ctx context.Context, r store.Refusal) error
 	Authorize(ctx context.Context, serial, profile string) (store.WorkOrder, error)
-	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte) (store.CertRecord, error)
+	RecordCertificate(ctx context.Context, serial string, role store.Role, der []byte, chain ...[]byte) (store.CertRecord, error)
+	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
+	OpenPossiblyIssued(ctx context.Context, p store.PossiblyIssued) (store.PossiblyIssued, error)
 	SetCertificateStatus(ctx context.Context, serial, sha string, status store.CertStatus, reason string) error
 	AppendEvent(ctx context.Context, serial, typ, message string, data map[string]string) (store.Event, error)
 }

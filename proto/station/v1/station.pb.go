@@ -2309,6 +2309,370 @@ func (x *ListRefusalsResponse) GetTotal() uint64 {
 	return 0
 }
 
+// ListPossiblyIssuedRequest filters possibly-issued entries.
+type ListPossiblyIssuedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial, when set, keeps the entries of this unit.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// all includes the closed entries.
+	All           bool `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPossiblyIssuedRequest) Reset() {
+	*x = ListPossiblyIssuedRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPossiblyIssuedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPossiblyIssuedRequest) ProtoMessage() {}
+
+func (x *ListPossiblyIssuedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPossiblyIssuedRequest.ProtoReflect.Descriptor instead.
+func (*ListPossiblyIssuedRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListPossiblyIssuedRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ListPossiblyIssuedRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// PossiblyIssued is an enrollment whose answer was lost.
+type PossiblyIssued struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is "<serial>/<step>/<attempt>".
+	Id     string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Serial string `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	// role is IDevID or LDevID; ca the station's name of the CA asked.
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Ca   string `protobuf:"bytes,4,opt,name=ca,proto3" json:"ca,omitempty"`
+	// csr_sha256 and public_key_sha256 are hex SHA-256 of the CSR sent and of the key's
+	// SubjectPublicKeyInfo; key_name is the key's TPM Name (hex).
+	CsrSha256       string `protobuf:"bytes,5,opt,name=csr_sha256,json=csrSha256,proto3" json:"csr_sha256,omitempty"`
+	PublicKeySha256 string `protobuf:"bytes,6,opt,name=public_key_sha256,json=publicKeySha256,proto3" json:"public_key_sha256,omitempty"`
+	KeyName         string `protobuf:"bytes,7,opt,name=key_name,json=keyName,proto3" json:"key_name,omitempty"`
+	// from and to bound when the CA may have issued.
+	From       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=from,proto3" json:"from,omitempty"`
+	To         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=to,proto3" json:"to,omitempty"`
+	Closed     bool                   `protobuf:"varint,10,opt,name=closed,proto3" json:"closed,omitempty"`
+	ClosedAt   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=closed_at,json=closedAt,proto3" json:"closed_at,omitempty"`
+	Resolution string                 `protobuf:"bytes,12,opt,name=resolution,proto3" json:"resolution,omitempty"`
+	// certificates are the hex SHA-256 of the certificates the reconciliation recorded.
+	Certificates  []string `protobuf:"bytes,13,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PossiblyIssued) Reset() {
+	*x = PossiblyIssued{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PossiblyIssued) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PossiblyIssued) ProtoMessage() {}
+
+func (x *PossiblyIssued) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PossiblyIssued.ProtoReflect.Descriptor instead.
+func (*PossiblyIssued) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PossiblyIssued) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetCa() string {
+	if x != nil {
+		return x.Ca
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetCsrSha256() string {
+	if x != nil {
+		return x.CsrSha256
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetPublicKeySha256() string {
+	if x != nil {
+		return x.PublicKeySha256
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetKeyName() string {
+	if x != nil {
+		return x.KeyName
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *PossiblyIssued) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *PossiblyIssued) GetClosed() bool {
+	if x != nil {
+		return x.Closed
+	}
+	return false
+}
+
+func (x *PossiblyIssued) GetClosedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClosedAt
+	}
+	return nil
+}
+
+func (x *PossiblyIssued) GetResolution() string {
+	if x != nil {
+		return x.Resolution
+	}
+	return ""
+}
+
+func (x *PossiblyIssued) GetCertificates() []string {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+// ListPossiblyIssuedResponse holds the entries.
+type ListPossiblyIssuedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*PossiblyIssued      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPossiblyIssuedResponse) Reset() {
+	*x = ListPossiblyIssuedResponse{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPossiblyIssuedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPossiblyIssuedResponse) ProtoMessage() {}
+
+func (x *ListPossiblyIssuedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPossiblyIssuedResponse.ProtoReflect.Descriptor instead.
+func (*ListPossiblyIssuedResponse) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListPossiblyIssuedResponse) GetEntries() []*PossiblyIssued {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// ImportIssuanceLogRequest carries a CA's issuance log.
+type ImportIssuanceLogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ca is the station's name of the CA ([[ca]] name).
+	Ca string `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	// log is the file: JSON lines or CSV (see station/reconcile.ParseLog).
+	Log           []byte `protobuf:"bytes,2,opt,name=log,proto3" json:"log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportIssuanceLogRequest) Reset() {
+	*x = ImportIssuanceLogRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportIssuanceLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportIssuanceLogRequest) ProtoMessage() {}
+
+func (x *ImportIssuanceLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportIssuanceLogRequest.ProtoReflect.Descriptor instead.
+func (*ImportIssuanceLogRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ImportIssuanceLogRequest) GetCa() string {
+	if x != nil {
+		return x.Ca
+	}
+	return ""
+}
+
+func (x *ImportIssuanceLogRequest) GetLog() []byte {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+// ImportIssuanceLogResponse tells what the import did.
+type ImportIssuanceLogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// closed entries, certificates recorded for them, entries of the CA still open.
+	Closed        uint32 `protobuf:"varint,1,opt,name=closed,proto3" json:"closed,omitempty"`
+	Recorded      uint32 `protobuf:"varint,2,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	Open          uint32 `protobuf:"varint,3,opt,name=open,proto3" json:"open,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportIssuanceLogResponse) Reset() {
+	*x = ImportIssuanceLogResponse{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportIssuanceLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportIssuanceLogResponse) ProtoMessage() {}
+
+func (x *ImportIssuanceLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportIssuanceLogResponse.ProtoReflect.Descriptor instead.
+func (*ImportIssuanceLogResponse) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ImportIssuanceLogResponse) GetClosed() uint32 {
+	if x != nil {
+		return x.Closed
+	}
+	return 0
+}
+
+func (x *ImportIssuanceLogResponse) GetRecorded() uint32 {
+	if x != nil {
+		return x.Recorded
+	}
+	return 0
+}
+
+func (x *ImportIssuanceLogResponse) GetOpen() uint32 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
 // GetTravelerRequest names a unit.
 type GetTravelerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2320,7 +2684,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[27]
+	mi := &file_proto_station_v1_station_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2696,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[27]
+	mi := &file_proto_station_v1_station_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2709,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{27}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -2368,7 +2732,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[28]
+	mi := &file_proto_station_v1_station_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2744,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[28]
+	mi := &file_proto_station_v1_station_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2757,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{28}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -2419,7 +2783,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[29]
+	mi := &file_proto_station_v1_station_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2795,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[29]
+	mi := &file_proto_station_v1_station_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2808,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{29}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{34}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -2468,7 +2832,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[30]
+	mi := &file_proto_station_v1_station_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2480,7 +2844,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[30]
+	mi := &file_proto_station_v1_station_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2493,7 +2857,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{30}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CAHealth) GetName() string {
@@ -2565,7 +2929,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[31]
+	mi := &file_proto_station_v1_station_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2941,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[31]
+	mi := &file_proto_station_v1_station_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2954,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{31}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Status) GetStationId() string {
@@ -2672,7 +3036,7 @@ type GetReportRequest struct {
 
 func (x *GetReportRequest) Reset() {
 	*x = GetReportRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[32]
+	mi := &file_proto_station_v1_station_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +3048,7 @@ func (x *GetReportRequest) String() string {
 func (*GetReportRequest) ProtoMessage() {}
 
 func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[32]
+	mi := &file_proto_station_v1_station_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +3061,7 @@ func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
 func (*GetReportRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{32}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetReportRequest) GetKind() string {
@@ -2737,7 +3101,7 @@ type ReportChunk struct {
 
 func (x *ReportChunk) Reset() {
 	*x = ReportChunk{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[33]
+	mi := &file_proto_station_v1_station_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +3113,7 @@ func (x *ReportChunk) String() string {
 func (*ReportChunk) ProtoMessage() {}
 
 func (x *ReportChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[33]
+	mi := &file_proto_station_v1_station_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +3126,7 @@ func (x *ReportChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunk.ProtoReflect.Descriptor instead.
 func (*ReportChunk) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{33}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReportChunk) GetFileName() string {
@@ -2956,7 +3320,37 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\ffingerprints\x18\b \x03(\tR\ffingerprints\"c\n" +
 	"\x14ListRefusalsResponse\x125\n" +
 	"\brefusals\x18\x01 \x03(\v2\x19.devid.station.v1.RefusalR\brefusals\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x04R\x05total\",\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\"E\n" +
+	"\x19ListPossiblyIssuedRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\"\xb3\x03\n" +
+	"\x0ePossiblyIssued\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x0e\n" +
+	"\x02ca\x18\x04 \x01(\tR\x02ca\x12\x1d\n" +
+	"\n" +
+	"csr_sha256\x18\x05 \x01(\tR\tcsrSha256\x12*\n" +
+	"\x11public_key_sha256\x18\x06 \x01(\tR\x0fpublicKeySha256\x12\x19\n" +
+	"\bkey_name\x18\a \x01(\tR\akeyName\x12.\n" +
+	"\x04from\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x16\n" +
+	"\x06closed\x18\n" +
+	" \x01(\bR\x06closed\x127\n" +
+	"\tclosed_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12\x1e\n" +
+	"\n" +
+	"resolution\x18\f \x01(\tR\n" +
+	"resolution\x12\"\n" +
+	"\fcertificates\x18\r \x03(\tR\fcertificates\"X\n" +
+	"\x1aListPossiblyIssuedResponse\x12:\n" +
+	"\aentries\x18\x01 \x03(\v2 .devid.station.v1.PossiblyIssuedR\aentries\"<\n" +
+	"\x18ImportIssuanceLogRequest\x12\x0e\n" +
+	"\x02ca\x18\x01 \x01(\tR\x02ca\x12\x10\n" +
+	"\x03log\x18\x02 \x01(\fR\x03log\"c\n" +
+	"\x19ImportIssuanceLogResponse\x12\x16\n" +
+	"\x06closed\x18\x01 \x01(\rR\x06closed\x12\x1a\n" +
+	"\brecorded\x18\x02 \x01(\rR\brecorded\x12\x12\n" +
+	"\x04open\x18\x03 \x01(\rR\x04open\",\n" +
 	"\x12GetTravelerRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\"6\n" +
 	"\bTraveler\x12\x16\n" +
@@ -3032,7 +3426,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\fHoldDecision\x12\x1d\n" +
 	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
-	"\x13HOLD_DECISION_SCRAP\x10\x022\xe6\v\n" +
+	"\x13HOLD_DECISION_SCRAP\x10\x022\xc5\r\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -3046,7 +3440,9 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\n" +
 	"DecideHold\x12#.devid.station.v1.DecideHoldRequest\x1a\x16.devid.station.v1.Unit\x12G\n" +
 	"\tReleaseEK\x12\".devid.station.v1.ReleaseEKRequest\x1a\x16.devid.station.v1.Unit\x12]\n" +
-	"\fListRefusals\x12%.devid.station.v1.ListRefusalsRequest\x1a&.devid.station.v1.ListRefusalsResponse\x12O\n" +
+	"\fListRefusals\x12%.devid.station.v1.ListRefusalsRequest\x1a&.devid.station.v1.ListRefusalsResponse\x12o\n" +
+	"\x12ListPossiblyIssued\x12+.devid.station.v1.ListPossiblyIssuedRequest\x1a,.devid.station.v1.ListPossiblyIssuedResponse\x12l\n" +
+	"\x11ImportIssuanceLog\x12*.devid.station.v1.ImportIssuanceLogRequest\x1a+.devid.station.v1.ImportIssuanceLogResponse\x12O\n" +
 	"\vGetTraveler\x12$.devid.station.v1.GetTravelerRequest\x1a\x1a.devid.station.v1.Traveler\x12I\n" +
 	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.Status\x12P\n" +
 	"\tGetReport\x12\".devid.station.v1.GetReportRequest\x1a\x1d.devid.station.v1.ReportChunk0\x01\x12Z\n" +
@@ -3067,115 +3463,128 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_proto_station_v1_station_proto_goTypes = []any{
-	(WorkOrderStatus)(0),           // 0: devid.station.v1.WorkOrderStatus
-	(UnitStatus)(0),                // 1: devid.station.v1.UnitStatus
-	(EventKind)(0),                 // 2: devid.station.v1.EventKind
-	(HoldDecision)(0),              // 3: devid.station.v1.HoldDecision
-	(*ExportBundleRequest)(nil),    // 4: devid.station.v1.ExportBundleRequest
-	(*ExportChunk)(nil),            // 5: devid.station.v1.ExportChunk
-	(*VerifyAuditRequest)(nil),     // 6: devid.station.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),    // 7: devid.station.v1.VerifyAuditResponse
-	(*GetUnitAuditRequest)(nil),    // 8: devid.station.v1.GetUnitAuditRequest
-	(*UnitAudit)(nil),              // 9: devid.station.v1.UnitAudit
-	(*AuditRecord)(nil),            // 10: devid.station.v1.AuditRecord
-	(*SerialRange)(nil),            // 11: devid.station.v1.SerialRange
-	(*WorkOrder)(nil),              // 12: devid.station.v1.WorkOrder
-	(*CreateWorkOrderRequest)(nil), // 13: devid.station.v1.CreateWorkOrderRequest
-	(*GetWorkOrderRequest)(nil),    // 14: devid.station.v1.GetWorkOrderRequest
-	(*ListWorkOrdersRequest)(nil),  // 15: devid.station.v1.ListWorkOrdersRequest
-	(*ListWorkOrdersResponse)(nil), // 16: devid.station.v1.ListWorkOrdersResponse
-	(*CloseWorkOrderRequest)(nil),  // 17: devid.station.v1.CloseWorkOrderRequest
-	(*Unit)(nil),                   // 18: devid.station.v1.Unit
-	(*GetUnitRequest)(nil),         // 19: devid.station.v1.GetUnitRequest
-	(*ListUnitsRequest)(nil),       // 20: devid.station.v1.ListUnitsRequest
-	(*ListUnitsResponse)(nil),      // 21: devid.station.v1.ListUnitsResponse
-	(*WatchEventsRequest)(nil),     // 22: devid.station.v1.WatchEventsRequest
-	(*Event)(nil),                  // 23: devid.station.v1.Event
-	(*AbortUnitRequest)(nil),       // 24: devid.station.v1.AbortUnitRequest
-	(*AuthorizeReworkRequest)(nil), // 25: devid.station.v1.AuthorizeReworkRequest
-	(*DecideHoldRequest)(nil),      // 26: devid.station.v1.DecideHoldRequest
-	(*ReleaseEKRequest)(nil),       // 27: devid.station.v1.ReleaseEKRequest
-	(*ListRefusalsRequest)(nil),    // 28: devid.station.v1.ListRefusalsRequest
-	(*Refusal)(nil),                // 29: devid.station.v1.Refusal
-	(*ListRefusalsResponse)(nil),   // 30: devid.station.v1.ListRefusalsResponse
-	(*GetTravelerRequest)(nil),     // 31: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),               // 32: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),       // 33: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),               // 34: devid.station.v1.CAHealth
-	(*Status)(nil),                 // 35: devid.station.v1.Status
-	(*GetReportRequest)(nil),       // 36: devid.station.v1.GetReportRequest
-	(*ReportChunk)(nil),            // 37: devid.station.v1.ReportChunk
-	nil,                            // 38: devid.station.v1.AuditRecord.DetailsEntry
-	nil,                            // 39: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),  // 40: google.protobuf.Timestamp
+	(WorkOrderStatus)(0),               // 0: devid.station.v1.WorkOrderStatus
+	(UnitStatus)(0),                    // 1: devid.station.v1.UnitStatus
+	(EventKind)(0),                     // 2: devid.station.v1.EventKind
+	(HoldDecision)(0),                  // 3: devid.station.v1.HoldDecision
+	(*ExportBundleRequest)(nil),        // 4: devid.station.v1.ExportBundleRequest
+	(*ExportChunk)(nil),                // 5: devid.station.v1.ExportChunk
+	(*VerifyAuditRequest)(nil),         // 6: devid.station.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 7: devid.station.v1.VerifyAuditResponse
+	(*GetUnitAuditRequest)(nil),        // 8: devid.station.v1.GetUnitAuditRequest
+	(*UnitAudit)(nil),                  // 9: devid.station.v1.UnitAudit
+	(*AuditRecord)(nil),                // 10: devid.station.v1.AuditRecord
+	(*SerialRange)(nil),                // 11: devid.station.v1.SerialRange
+	(*WorkOrder)(nil),                  // 12: devid.station.v1.WorkOrder
+	(*CreateWorkOrderRequest)(nil),     // 13: devid.station.v1.CreateWorkOrderRequest
+	(*GetWorkOrderRequest)(nil),        // 14: devid.station.v1.GetWorkOrderRequest
+	(*ListWorkOrdersRequest)(nil),      // 15: devid.station.v1.ListWorkOrdersRequest
+	(*ListWorkOrdersResponse)(nil),     // 16: devid.station.v1.ListWorkOrdersResponse
+	(*CloseWorkOrderRequest)(nil),      // 17: devid.station.v1.CloseWorkOrderRequest
+	(*Unit)(nil),                       // 18: devid.station.v1.Unit
+	(*GetUnitRequest)(nil),             // 19: devid.station.v1.GetUnitRequest
+	(*ListUnitsRequest)(nil),           // 20: devid.station.v1.ListUnitsRequest
+	(*ListUnitsResponse)(nil),          // 21: devid.station.v1.ListUnitsResponse
+	(*WatchEventsRequest)(nil),         // 22: devid.station.v1.WatchEventsRequest
+	(*Event)(nil),                      // 23: devid.station.v1.Event
+	(*AbortUnitRequest)(nil),           // 24: devid.station.v1.AbortUnitRequest
+	(*AuthorizeReworkRequest)(nil),     // 25: devid.station.v1.AuthorizeReworkRequest
+	(*DecideHoldRequest)(nil),          // 26: devid.station.v1.DecideHoldRequest
+	(*ReleaseEKRequest)(nil),           // 27: devid.station.v1.ReleaseEKRequest
+	(*ListRefusalsRequest)(nil),        // 28: devid.station.v1.ListRefusalsRequest
+	(*Refusal)(nil),                    // 29: devid.station.v1.Refusal
+	(*ListRefusalsResponse)(nil),       // 30: devid.station.v1.ListRefusalsResponse
+	(*ListPossiblyIssuedRequest)(nil),  // 31: devid.station.v1.ListPossiblyIssuedRequest
+	(*PossiblyIssued)(nil),             // 32: devid.station.v1.PossiblyIssued
+	(*ListPossiblyIssuedResponse)(nil), // 33: devid.station.v1.ListPossiblyIssuedResponse
+	(*ImportIssuanceLogRequest)(nil),   // 34: devid.station.v1.ImportIssuanceLogRequest
+	(*ImportIssuanceLogResponse)(nil),  // 35: devid.station.v1.ImportIssuanceLogResponse
+	(*GetTravelerRequest)(nil),         // 36: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),                   // 37: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),           // 38: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),                   // 39: devid.station.v1.CAHealth
+	(*Status)(nil),                     // 40: devid.station.v1.Status
+	(*GetReportRequest)(nil),           // 41: devid.station.v1.GetReportRequest
+	(*ReportChunk)(nil),                // 42: devid.station.v1.ReportChunk
+	nil,                                // 43: devid.station.v1.AuditRecord.DetailsEntry
+	nil,                                // 44: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
-	40, // 0: devid.station.v1.ExportBundleRequest.since:type_name -> google.protobuf.Timestamp
-	40, // 1: devid.station.v1.ExportBundleRequest.until:type_name -> google.protobuf.Timestamp
+	45, // 0: devid.station.v1.ExportBundleRequest.since:type_name -> google.protobuf.Timestamp
+	45, // 1: devid.station.v1.ExportBundleRequest.until:type_name -> google.protobuf.Timestamp
 	10, // 2: devid.station.v1.UnitAudit.records:type_name -> devid.station.v1.AuditRecord
-	40, // 3: devid.station.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	38, // 4: devid.station.v1.AuditRecord.details:type_name -> devid.station.v1.AuditRecord.DetailsEntry
+	45, // 3: devid.station.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	43, // 4: devid.station.v1.AuditRecord.details:type_name -> devid.station.v1.AuditRecord.DetailsEntry
 	11, // 5: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 6: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	40, // 7: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	40, // 8: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	45, // 7: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	45, // 8: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
 	11, // 9: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
 	0,  // 10: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
 	12, // 11: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
 	1,  // 12: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	40, // 13: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	40, // 14: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	45, // 13: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	45, // 14: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 15: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
 	18, // 16: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	40, // 17: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	45, // 17: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
 	3,  // 18: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
-	40, // 19: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
+	45, // 19: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
 	29, // 20: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
-	39, // 21: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	34, // 22: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	13, // 23: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	14, // 24: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	15, // 25: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	17, // 26: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	19, // 27: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	20, // 28: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	22, // 29: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	24, // 30: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	25, // 31: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	26, // 32: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
-	27, // 33: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
-	28, // 34: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
-	31, // 35: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	33, // 36: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	36, // 37: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
-	6,  // 38: devid.station.v1.Station.VerifyAudit:input_type -> devid.station.v1.VerifyAuditRequest
-	8,  // 39: devid.station.v1.Station.GetUnitAudit:input_type -> devid.station.v1.GetUnitAuditRequest
-	4,  // 40: devid.station.v1.Station.ExportBundle:input_type -> devid.station.v1.ExportBundleRequest
-	12, // 41: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	12, // 42: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	16, // 43: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	12, // 44: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	18, // 45: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	21, // 46: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	23, // 47: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	18, // 48: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	18, // 49: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	18, // 50: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
-	18, // 51: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
-	30, // 52: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
-	32, // 53: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	35, // 54: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	37, // 55: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
-	7,  // 56: devid.station.v1.Station.VerifyAudit:output_type -> devid.station.v1.VerifyAuditResponse
-	9,  // 57: devid.station.v1.Station.GetUnitAudit:output_type -> devid.station.v1.UnitAudit
-	5,  // 58: devid.station.v1.Station.ExportBundle:output_type -> devid.station.v1.ExportChunk
-	41, // [41:59] is the sub-list for method output_type
-	23, // [23:41] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	45, // 21: devid.station.v1.PossiblyIssued.from:type_name -> google.protobuf.Timestamp
+	45, // 22: devid.station.v1.PossiblyIssued.to:type_name -> google.protobuf.Timestamp
+	45, // 23: devid.station.v1.PossiblyIssued.closed_at:type_name -> google.protobuf.Timestamp
+	32, // 24: devid.station.v1.ListPossiblyIssuedResponse.entries:type_name -> devid.station.v1.PossiblyIssued
+	44, // 25: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	39, // 26: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	13, // 27: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	14, // 28: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	15, // 29: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	17, // 30: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	19, // 31: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	20, // 32: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	22, // 33: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	24, // 34: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	25, // 35: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	26, // 36: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
+	27, // 37: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
+	28, // 38: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
+	31, // 39: devid.station.v1.Station.ListPossiblyIssued:input_type -> devid.station.v1.ListPossiblyIssuedRequest
+	34, // 40: devid.station.v1.Station.ImportIssuanceLog:input_type -> devid.station.v1.ImportIssuanceLogRequest
+	36, // 41: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	38, // 42: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	41, // 43: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
+	6,  // 44: devid.station.v1.Station.VerifyAudit:input_type -> devid.station.v1.VerifyAuditRequest
+	8,  // 45: devid.station.v1.Station.GetUnitAudit:input_type -> devid.station.v1.GetUnitAuditRequest
+	4,  // 46: devid.station.v1.Station.ExportBundle:input_type -> devid.station.v1.ExportBundleRequest
+	12, // 47: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	12, // 48: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	16, // 49: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	12, // 50: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	18, // 51: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	21, // 52: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	23, // 53: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	18, // 54: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	18, // 55: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	18, // 56: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
+	18, // 57: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	30, // 58: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
+	33, // 59: devid.station.v1.Station.ListPossiblyIssued:output_type -> devid.station.v1.ListPossiblyIssuedResponse
+	35, // 60: devid.station.v1.Station.ImportIssuanceLog:output_type -> devid.station.v1.ImportIssuanceLogResponse
+	37, // 61: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	40, // 62: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	42, // 63: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
+	7,  // 64: devid.station.v1.Station.VerifyAudit:output_type -> devid.station.v1.VerifyAuditResponse
+	9,  // 65: devid.station.v1.Station.GetUnitAudit:output_type -> devid.station.v1.UnitAudit
+	5,  // 66: devid.station.v1.Station.ExportBundle:output_type -> devid.station.v1.ExportChunk
+	47, // [47:67] is the sub-list for method output_type
+	27, // [27:47] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_proto_station_v1_station_proto_init() }
@@ -3189,7 +3598,7 @@ func file_proto_station_v1_station_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   36,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

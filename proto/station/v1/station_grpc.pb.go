@@ -23,24 +23,26 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Station_CreateWorkOrder_FullMethodName = "/devid.station.v1.Station/CreateWorkOrder"
-	Station_GetWorkOrder_FullMethodName    = "/devid.station.v1.Station/GetWorkOrder"
-	Station_ListWorkOrders_FullMethodName  = "/devid.station.v1.Station/ListWorkOrders"
-	Station_CloseWorkOrder_FullMethodName  = "/devid.station.v1.Station/CloseWorkOrder"
-	Station_GetUnit_FullMethodName         = "/devid.station.v1.Station/GetUnit"
-	Station_ListUnits_FullMethodName       = "/devid.station.v1.Station/ListUnits"
-	Station_WatchEvents_FullMethodName     = "/devid.station.v1.Station/WatchEvents"
-	Station_AbortUnit_FullMethodName       = "/devid.station.v1.Station/AbortUnit"
-	Station_AuthorizeRework_FullMethodName = "/devid.station.v1.Station/AuthorizeRework"
-	Station_DecideHold_FullMethodName      = "/devid.station.v1.Station/DecideHold"
-	Station_ReleaseEK_FullMethodName       = "/devid.station.v1.Station/ReleaseEK"
-	Station_ListRefusals_FullMethodName    = "/devid.station.v1.Station/ListRefusals"
-	Station_GetTraveler_FullMethodName     = "/devid.station.v1.Station/GetTraveler"
-	Station_GetStatus_FullMethodName       = "/devid.station.v1.Station/GetStatus"
-	Station_GetReport_FullMethodName       = "/devid.station.v1.Station/GetReport"
-	Station_VerifyAudit_FullMethodName     = "/devid.station.v1.Station/VerifyAudit"
-	Station_GetUnitAudit_FullMethodName    = "/devid.station.v1.Station/GetUnitAudit"
-	Station_ExportBundle_FullMethodName    = "/devid.station.v1.Station/ExportBundle"
+	Station_CreateWorkOrder_FullMethodName    = "/devid.station.v1.Station/CreateWorkOrder"
+	Station_GetWorkOrder_FullMethodName       = "/devid.station.v1.Station/GetWorkOrder"
+	Station_ListWorkOrders_FullMethodName     = "/devid.station.v1.Station/ListWorkOrders"
+	Station_CloseWorkOrder_FullMethodName     = "/devid.station.v1.Station/CloseWorkOrder"
+	Station_GetUnit_FullMethodName            = "/devid.station.v1.Station/GetUnit"
+	Station_ListUnits_FullMethodName          = "/devid.station.v1.Station/ListUnits"
+	Station_WatchEvents_FullMethodName        = "/devid.station.v1.Station/WatchEvents"
+	Station_AbortUnit_FullMethodName          = "/devid.station.v1.Station/AbortUnit"
+	Station_AuthorizeRework_FullMethodName    = "/devid.station.v1.Station/AuthorizeRework"
+	Station_DecideHold_FullMethodName         = "/devid.station.v1.Station/DecideHold"
+	Station_ReleaseEK_FullMethodName          = "/devid.station.v1.Station/ReleaseEK"
+	Station_ListRefusals_FullMethodName       = "/devid.station.v1.Station/ListRefusals"
+	Station_ListPossiblyIssued_FullMethodName = "/devid.station.v1.Station/ListPossiblyIssued"
+	Station_ImportIssuanceLog_FullMethodName  = "/devid.station.v1.Station/ImportIssuanceLog"
+	Station_GetTraveler_FullMethodName        = "/devid.station.v1.Station/GetTraveler"
+	Station_GetStatus_FullMethodName          = "/devid.station.v1.Station/GetStatus"
+	Station_GetReport_FullMethodName          = "/devid.station.v1.Station/GetReport"
+	Station_VerifyAudit_FullMethodName        = "/devid.station.v1.Station/VerifyAudit"
+	Station_GetUnitAudit_FullMethodName       = "/devid.station.v1.Station/GetUnitAudit"
+	Station_ExportBundle_FullMethodName       = "/devid.station.v1.Station/ExportBundle"
 )
 
 // StationClient is the client API for Station service.
@@ -81,6 +83,15 @@ type StationClient interface {
 	// their first checks (EK certificate chain, serial authorized, serial not busy): such a
 	// session writes no unit record, only this bounded record. Oldest first. Roles: all.
 	ListRefusals(ctx context.Context, in *ListRefusalsRequest, opts ...grpc.CallOption) (*ListRefusalsResponse, error)
+	// ListPossiblyIssued lists the enrollments whose answer never reached the store: the CA may
+	// have issued a certificate for the key that the station did not record. Open ones only,
+	// unless all is set; oldest first. Roles: all.
+	ListPossiblyIssued(ctx context.Context, in *ListPossiblyIssuedRequest, opts ...grpc.CallOption) (*ListPossiblyIssuedResponse, error)
+	// ImportIssuanceLog reconciles the open possibly-issued entries of a CA with its issuance
+	// log (JSON lines or CSV): every certificate issued for an entry's key is recorded against
+	// the unit (superseded or duplicate) and the entry closes. Recorded in the audit trail.
+	// Roles: qa, admin.
+	ImportIssuanceLog(ctx context.Context, in *ImportIssuanceLogRequest, opts ...grpc.CallOption) (*ImportIssuanceLogResponse, error)
 	// GetTraveler returns the traveler record of a unit as JSON. Roles: all.
 	GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
@@ -240,6 +251,26 @@ func (c *stationClient) ListRefusals(ctx context.Context, in *ListRefusalsReques
 	return out, nil
 }
 
+func (c *stationClient) ListPossiblyIssued(ctx context.Context, in *ListPossiblyIssuedRequest, opts ...grpc.CallOption) (*ListPossiblyIssuedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPossiblyIssuedResponse)
+	err := c.cc.Invoke(ctx, Station_ListPossiblyIssued_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stationClient) ImportIssuanceLog(ctx context.Context, in *ImportIssuanceLogRequest, opts ...grpc.CallOption) (*ImportIssuanceLogResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportIssuanceLogResponse)
+	err := c.cc.Invoke(ctx, Station_ImportIssuanceLog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *stationClient) GetTraveler(ctx context.Context, in *GetTravelerRequest, opts ...grpc.CallOption) (*Traveler, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Traveler)
@@ -356,6 +387,15 @@ type StationServer interface {
 	// their first checks (EK certificate chain, serial authorized, serial not busy): such a
 	// session writes no unit record, only this bounded record. Oldest first. Roles: all.
 	ListRefusals(context.Context, *ListRefusalsRequest) (*ListRefusalsResponse, error)
+	// ListPossiblyIssued lists the enrollments whose answer never reached the store: the CA may
+	// have issued a certificate for the key that the station did not record. Open ones only,
+	// unless all is set; oldest first. Roles: all.
+	ListPossiblyIssued(context.Context, *ListPossiblyIssuedRequest) (*ListPossiblyIssuedResponse, error)
+	// ImportIssuanceLog reconciles the open possibly-issued entries of a CA with its issuance
+	// log (JSON lines or CSV): every certificate issued for an entry's key is recorded against
+	// the unit (superseded or duplicate) and the entry closes. Recorded in the audit trail.
+	// Roles: qa, admin.
+	ImportIssuanceLog(context.Context, *ImportIssuanceLogRequest) (*ImportIssuanceLogResponse, error)
 	// GetTraveler returns the traveler record of a unit as JSON. Roles: all.
 	GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error)
 	// GetStatus returns the station's live status. Roles: all.
@@ -421,6 +461,12 @@ func (UnimplementedStationServer) ReleaseEK(context.Context, *ReleaseEKRequest) 
 }
 func (UnimplementedStationServer) ListRefusals(context.Context, *ListRefusalsRequest) (*ListRefusalsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRefusals not implemented")
+}
+func (UnimplementedStationServer) ListPossiblyIssued(context.Context, *ListPossiblyIssuedRequest) (*ListPossiblyIssuedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPossiblyIssued not implemented")
+}
+func (UnimplementedStationServer) ImportIssuanceLog(context.Context, *ImportIssuanceLogRequest) (*ImportIssuanceLogResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportIssuanceLog not implemented")
 }
 func (UnimplementedStationServer) GetTraveler(context.Context, *GetTravelerRequest) (*Traveler, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTraveler not implemented")
@@ -670,6 +716,42 @@ func _Station_ListRefusals_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Station_ListPossiblyIssued_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPossiblyIssuedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).ListPossiblyIssued(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_ListPossiblyIssued_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).ListPossiblyIssued(ctx, req.(*ListPossiblyIssuedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Station_ImportIssuanceLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportIssuanceLogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StationServer).ImportIssuanceLog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Station_ImportIssuanceLog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StationServer).ImportIssuanceLog(ctx, req.(*ImportIssuanceLogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Station_GetTraveler_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTravelerRequest)
 	if err := dec(in); err != nil {
@@ -814,6 +896,14 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRefusals",
 			Handler:    _Station_ListRefusals_Handler,
+		},
+		{
+			MethodName: "ListPossiblyIssued",
+			Handler:    _Station_ListPossiblyIssued_Handler,
+		},
+		{
+			MethodName: "ImportIssuanceLog",
+			Handler:    _Station_ImportIssuanceLog_Handler,
 		},
 		{
 			MethodName: "GetTraveler",

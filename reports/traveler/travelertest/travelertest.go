@@ -1,7 +1,7 @@
 // Package travelertest writes units into a station store the way station/workflow journals
-// them (the same step names, intents and result JSON shapes), so that readers of the store —
-// the traveler record, the station API — can be tested without running agents and CAs. It is
-// for tests only.
+// them (the same step names, intents and results: station/journal's types), so that readers of
+// the store — the traveler record, the station API — can be tested without running agents and
+// CAs. It is for tests only.
 package travelertest
 
 import (
@@ -21,6 +21,8 @@ import (
 	"time"
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
+	stationv1 "github.com/devid-station/devid/proto/station/v1"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
@@ -75,18 +77,11 @@ type Written struct {
 	Checks map[string]string
 }
 
-// Step names of the workflow (station/workflow), in order.
-var steps = []string{"verify_ek", "authorize", "idevid_key", "idevid_residency", "idevid_csr", "idevid_enroll",
-	"idevid_install", "ldevid_key", "ldevid_residency", "ldevid_csr", "ldevid_enroll", "ldevid_install",
-	"onboarding", "verify", "complete"}
-
-// identifyResult has the shape of the workflow's identifyResult.
-type identifyResult struct {
-	Info  *agentv1.InfoResult
-	EKs   []*agentv1.EndorsementKey
-	Chain [][]byte
-	Hello *agentv1.Hello
-}
+// Step names of the workflow after identify, in order.
+var steps = []string{journal.StepVerifyEK, journal.StepAuthorize, journal.StepIDevIDKey, journal.StepIDevIDProof,
+	journal.StepIDevIDCSR, journal.StepIDevIDEnroll, journal.StepIDevIDInstall, journal.StepLDevIDKey,
+	journal.StepLDevIDProof, journal.StepLDevIDCSR, journal.StepLDevIDEnroll, journal.StepLDevIDInstall,
+	journal.StepOnboarding, journal.StepVerify, journal.StepComplete}
 
 // CA is a throwaway certificate authority.
 type CA struct {
@@ -179,7 +174,7 @@ func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
 	pubDER, err := x509.MarshalPKIXPublicKey(ekKey.Public())
 	check(err)
 	w.EKFingerprint = store.EKFingerprint(pubDER)
-	ident, err := json.Marshal(identifyResult{
+	ident, err := json.Marshal(journal.Identify{
 		Info: &agentv1.InfoResult{Manufacturer: 0x49465800, ManufacturerId: "IFX", VendorString: "SLB9670",
 			FirmwareVersion: 7<<48 | 85<<32 | 4555<<16, Family: "2.0", SpecLevel: 0, SpecRevision: 159, SpecYear: 2019},
 		EKs: []*agentv1.EndorsementKey{{Algorithm: agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256, PublicArea: []byte{0, 0x23},
@@ -197,9 +192,9 @@ func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
 		if step == u.StopBefore {
 			return w
 		}
-		intent := map[string]string{"step": step}
-		if step == "verify_ek" {
-			intent["identify"] = string(ident)
+		intent := journal.Intent{Step: step}
+		if step == journal.StepVerifyEK {
+			intent.Identify = string(ident)
 		}
 		ib, err := json.Marshal(intent)
 		check(err)
@@ -213,28 +208,28 @@ func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
 				return nil
 			})
 			check(err)
-			_, err = st.AppendEvent(ctx, u.Serial, "unit.failed", "test failure at "+step, map[string]string{"code": u.FailCode, "step": step})
+			_, err = st.AppendEvent(ctx, u.Serial, stationv1.KindUnitFailed, "test failure at "+step, map[string]string{"code": u.FailCode, "step": step})
 			check(err)
 			return w
 		}
 		var result any
 		switch step {
-		case "verify_ek":
+		case journal.StepVerifyEK:
 			check(st.BindEK(ctx, w.EKFingerprint, u.Serial))
-			result = map[string]string{"algorithm": "KEY_ALGORITHM_ECC_P256", "ek_fingerprint": w.EKFingerprint,
-				"ek_cert_sha256": sha(w.EKCert), "issuer": ekCA.Cert.Subject.String(), "manufacturer": "id:49465800"}
-		case "authorize":
+			result = journal.VerifyEKResult{Algorithm: "KEY_ALGORITHM_ECC_P256", Fingerprint: w.EKFingerprint,
+				CertSHA256: sha(w.EKCert), Issuer: ekCA.Cert.Subject.String(), Manufacturer: "id:49465800"}
+		case journal.StepAuthorize:
 			_, err := st.UpdateUnit(ctx, u.Serial, func(s *store.UnitState) error {
 				s.WorkOrderID, s.Profile = u.WorkOrder, u.Profile
 				return nil
 			})
 			check(err)
-			result = map[string]string{"work_order": u.WorkOrder, "profile": u.Profile}
-		case "idevid_key", "ldevid_key":
-			result = map[string]any{"handle": 0x81020000, "public": []byte{1}, "name": []byte{2}, "existed": false}
-		case "idevid_enroll", "ldevid_enroll":
+			result = journal.AuthorizeResult{WorkOrder: u.WorkOrder, Profile: u.Profile}
+		case journal.StepIDevIDKey, journal.StepLDevIDKey:
+			result = journal.KeyResult{Handle: 0x81020000, Public: []byte{1}, Name: []byte{2}}
+		case journal.StepIDevIDEnroll, journal.StepLDevIDEnroll:
 			role := store.RoleIDevID
-			if step == "ldevid_enroll" {
+			if step == journal.StepLDevIDEnroll {
 				role = store.RoleLDevID
 			}
 			der := devCA.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: u.Serial + " " + string(role), SerialNumber: u.Serial}},
@@ -246,21 +241,21 @@ func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
 			} else {
 				w.LDevID = der
 			}
-			result = map[string]any{"cert": der, "chain": [][]byte{devCA.Cert.Raw}}
-		case "verify":
+			result = journal.EnrollResult{Cert: der, Chain: [][]byte{devCA.Cert.Raw}}
+		case journal.StepVerify:
 			w.Checks = map[string]string{"idevid_nv": "ok", "ldevid_file": "ok", "IDevID_signature": "ok", "LDevID_signature": "ok"}
-			result = map[string]any{"checks": w.Checks}
-		case "complete":
+			result = journal.VerifyResult{Checks: w.Checks}
+		case journal.StepComplete:
 			_, err := st.UpdateUnit(ctx, u.Serial, func(s *store.UnitState) error {
-				s.Status, s.CurrentStep, s.ErrorCode, s.ErrorMessage = store.StatusDone, "complete", "", ""
+				s.Status, s.CurrentStep, s.ErrorCode, s.ErrorMessage = store.StatusDone, journal.StepComplete, "", ""
 				return nil
 			})
 			check(err)
-			_, err = st.AppendEvent(ctx, u.Serial, "unit.done", "provisioned and verified", map[string]string{"work_order": u.WorkOrder})
+			_, err = st.AppendEvent(ctx, u.Serial, stationv1.KindUnitDone, "provisioned and verified", map[string]string{"work_order": u.WorkOrder})
 			check(err)
-			result = map[string]string{"work_order": u.WorkOrder}
+			result = journal.CompleteResult{WorkOrder: u.WorkOrder}
 		default:
-			result = map[string]any{"where": "test", "sha256": sha([]byte(step))}
+			result = journal.InstallResult{Where: "test", SHA256: sha([]byte(step))}
 		}
 		rb, err := json.Marshal(result)
 		check(err)
