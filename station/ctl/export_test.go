@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,20 @@ func TestExportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeUnits(t, st)
+	// Records in the unit's range large enough that audit.jsonl takes several chunks of the
+	// stream: refusals with long details, then one more event of SN-0001.
+	long := map[string]string{}
+	for i := range 16 {
+		long[fmt.Sprintf("detail-%02d", i)] = strings.Repeat("x", 500)
+	}
+	for range 80 {
+		if err := st.AuditAPIRefusal(t.Context(), "TEST_REFUSED", long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.AppendEvent(t.Context(), "SN-0001", "unit.note", "after the refusals", nil); err != nil {
+		t.Fatal(err)
+	}
 	env := apitest.Start(t, api.Config{Store: st, Version: "v-ctl"})
 	run := func(role string, args ...string) (string, error) {
 		cert, key := env.PKI.Files(t, role, env.PKI.Client(t, role))
@@ -64,6 +79,9 @@ func TestExportCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		roots.AddCert(c)
+	}
+	if fi, err := os.Stat(filepath.Join(out, export.AuditFile)); err != nil || fi.Size() < 512<<10 {
+		t.Fatalf("audit.jsonl: %v, want more than two chunks", err)
 	}
 	rep := export.Verify(out, roots, key.Public())
 	if !rep.OK() || len(rep.Units) != 3 {
