@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/devid-station/devid/reports/traveler"
+	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
 
@@ -379,13 +380,10 @@ func enrollChains(ctx context.Context, st *store.Store, serial string) (map[stri
 	}
 	out := map[string][][]byte{}
 	for _, r := range recs {
-		if !strings.HasSuffix(r.Step, "_enroll") || !r.Ended || r.ErrorCode != "" {
+		if (r.Step != journal.StepIDevIDEnroll && r.Step != journal.StepLDevIDEnroll) || !r.Ended || r.ErrorCode != "" {
 			continue
 		}
-		var er struct {
-			Cert  []byte   `json:"cert"`
-			Chain [][]byte `json:"chain"`
-		}
+		var er journal.EnrollResult
 		if err := json.Unmarshal(r.Result, &er); err != nil {
 			return nil, fmt.Errorf("decoding the %s result: %w", r.Step, err)
 		}
