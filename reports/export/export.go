@@ -71,10 +71,12 @@ type BundleFile struct {
 	Data []byte
 }
 
-// Bundle is a built export: its files, manifest.json last.
+// Bundle is a built export.
 type Bundle struct {
+	// Files are the bundle's files, manifest.json last.
 	Files []BundleFile
-	Body  *Body
+	// Body is what the manifest states.
+	Body *Body
 }
 
 // Options are the station facts the manifest states.
@@ -91,7 +93,9 @@ type unitScan struct {
 }
 
 // Build assembles the bundle of sel from st. It first signs the chain head (a checkpoint), so
-// that every exported record is covered by a checkpoint; it needs the store's audit key.
+// that every exported record is covered by a checkpoint; it needs the store's audit key. A
+// unit that changes while Build runs may get a traveler newer than the exported records,
+// which Verify then reports: export units that have ended.
 func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*Bundle, error) {
 	if err := sel.check(); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
