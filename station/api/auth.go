@@ -67,6 +67,7 @@ var permissions = map[string][]Role{
 	stationv1.Station_ImportIssuanceLog_FullMethodName:  {RoleQA, RoleAdmin},
 	stationv1.Station_VerifyAudit_FullMethodName:        {RoleQA, RoleAdmin},
 	stationv1.Station_GetUnitAudit_FullMethodName:       {RoleQA, RoleAdmin},
+	stationv1.Station_ExportBundle_FullMethodName:       {RoleQA, RoleAdmin},
 }
 
 // allowedAny reports the services any caller with a role may use: gRPC health and reflection.

@@ -54,7 +54,9 @@ commands:
   status
   watch [--interval D] [--count N]   live view of the line (counters, units in flight) until Ctrl-C
   audit verify         (qa, admin) verify the whole audit chain; exits 1 when it does not verify
-  audit unit SERIAL    (qa, admin) one unit's audit trail with its place in the signed chain`
+  audit unit SERIAL    (qa, admin) one unit's audit trail with its place in the signed chain
+  export --work-order ID | --serials S1,S2 | --since T --until T  --out DIR
+                       (qa, admin) the QA export: a signed bundle devid-verify checks offline`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.
 type UsageError struct{ Msg string }
@@ -211,6 +213,7 @@ var commands = map[string]func(*env, []string) error{
 	"possibly-issued": possiblyIssuedCmd,
 	"reconcile":       reconcileCmd,
 	"report":          reportCmd,
+	"export":          exportCmd,
 	"status":          statusCmd,
 	"watch":           watch,
 	"audit":           func(e *env, args []string) error { return sub(e, "audit", args, auditCommands) },

@@ -330,6 +330,139 @@ func (HoldDecision) EnumDescriptor() ([]byte, []int) {
 	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{3}
 }
 
+// ExportBundleRequest selects the units of an export: exactly one of work_order, serials, or
+// since with until.
+type ExportBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkOrder     string                 `protobuf:"bytes,1,opt,name=work_order,json=workOrder,proto3" json:"work_order,omitempty"`
+	Serials       []string               `protobuf:"bytes,2,rep,name=serials,proto3" json:"serials,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportBundleRequest) Reset() {
+	*x = ExportBundleRequest{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportBundleRequest) ProtoMessage() {}
+
+func (x *ExportBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportBundleRequest.ProtoReflect.Descriptor instead.
+func (*ExportBundleRequest) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExportBundleRequest) GetWorkOrder() string {
+	if x != nil {
+		return x.WorkOrder
+	}
+	return ""
+}
+
+func (x *ExportBundleRequest) GetSerials() []string {
+	if x != nil {
+		return x.Serials
+	}
+	return nil
+}
+
+func (x *ExportBundleRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ExportBundleRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+// ExportChunk is a piece of one file of the bundle. The files come one after another, each in
+// order; every chunk names its file (a slash-separated path inside the bundle folder), and the
+// first chunk of a file carries its size.
+type ExportChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportChunk) Reset() {
+	*x = ExportChunk{}
+	mi := &file_proto_station_v1_station_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportChunk) ProtoMessage() {}
+
+func (x *ExportChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_station_v1_station_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportChunk.ProtoReflect.Descriptor instead.
+func (*ExportChunk) Descriptor() ([]byte, []int) {
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExportChunk) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ExportChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ExportChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type VerifyAuditRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -338,7 +471,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[0]
+	mi := &file_proto_station_v1_station_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +483,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[0]
+	mi := &file_proto_station_v1_station_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +496,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{0}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{2}
 }
 
 type VerifyAuditResponse struct {
@@ -394,7 +527,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[1]
+	mi := &file_proto_station_v1_station_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +539,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[1]
+	mi := &file_proto_station_v1_station_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +552,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{1}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -522,7 +655,7 @@ type GetUnitAuditRequest struct {
 
 func (x *GetUnitAuditRequest) Reset() {
 	*x = GetUnitAuditRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[2]
+	mi := &file_proto_station_v1_station_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +667,7 @@ func (x *GetUnitAuditRequest) String() string {
 func (*GetUnitAuditRequest) ProtoMessage() {}
 
 func (x *GetUnitAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[2]
+	mi := &file_proto_station_v1_station_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +680,7 @@ func (x *GetUnitAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnitAuditRequest.ProtoReflect.Descriptor instead.
 func (*GetUnitAuditRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{2}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetUnitAuditRequest) GetSerial() string {
@@ -569,7 +702,7 @@ type UnitAudit struct {
 
 func (x *UnitAudit) Reset() {
 	*x = UnitAudit{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[3]
+	mi := &file_proto_station_v1_station_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +714,7 @@ func (x *UnitAudit) String() string {
 func (*UnitAudit) ProtoMessage() {}
 
 func (x *UnitAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[3]
+	mi := &file_proto_station_v1_station_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +727,7 @@ func (x *UnitAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnitAudit.ProtoReflect.Descriptor instead.
 func (*UnitAudit) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{3}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UnitAudit) GetSerial() string {
@@ -639,7 +772,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[4]
+	mi := &file_proto_station_v1_station_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +784,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[4]
+	mi := &file_proto_station_v1_station_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +797,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{4}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -754,7 +887,7 @@ type SerialRange struct {
 
 func (x *SerialRange) Reset() {
 	*x = SerialRange{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[5]
+	mi := &file_proto_station_v1_station_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +899,7 @@ func (x *SerialRange) String() string {
 func (*SerialRange) ProtoMessage() {}
 
 func (x *SerialRange) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[5]
+	mi := &file_proto_station_v1_station_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +912,7 @@ func (x *SerialRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SerialRange.ProtoReflect.Descriptor instead.
 func (*SerialRange) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{5}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SerialRange) GetPrefix() string {
@@ -841,7 +974,7 @@ type WorkOrder struct {
 
 func (x *WorkOrder) Reset() {
 	*x = WorkOrder{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[6]
+	mi := &file_proto_station_v1_station_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +986,7 @@ func (x *WorkOrder) String() string {
 func (*WorkOrder) ProtoMessage() {}
 
 func (x *WorkOrder) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[6]
+	mi := &file_proto_station_v1_station_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +999,7 @@ func (x *WorkOrder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkOrder.ProtoReflect.Descriptor instead.
 func (*WorkOrder) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{6}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WorkOrder) GetId() string {
@@ -963,7 +1096,7 @@ type CreateWorkOrderRequest struct {
 
 func (x *CreateWorkOrderRequest) Reset() {
 	*x = CreateWorkOrderRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[7]
+	mi := &file_proto_station_v1_station_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1108,7 @@ func (x *CreateWorkOrderRequest) String() string {
 func (*CreateWorkOrderRequest) ProtoMessage() {}
 
 func (x *CreateWorkOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[7]
+	mi := &file_proto_station_v1_station_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1121,7 @@ func (x *CreateWorkOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateWorkOrderRequest.ProtoReflect.Descriptor instead.
 func (*CreateWorkOrderRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{7}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateWorkOrderRequest) GetId() string {
@@ -1030,7 +1163,7 @@ type GetWorkOrderRequest struct {
 
 func (x *GetWorkOrderRequest) Reset() {
 	*x = GetWorkOrderRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[8]
+	mi := &file_proto_station_v1_station_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1175,7 @@ func (x *GetWorkOrderRequest) String() string {
 func (*GetWorkOrderRequest) ProtoMessage() {}
 
 func (x *GetWorkOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[8]
+	mi := &file_proto_station_v1_station_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1188,7 @@ func (x *GetWorkOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkOrderRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{8}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetWorkOrderRequest) GetId() string {
@@ -1080,7 +1213,7 @@ type ListWorkOrdersRequest struct {
 
 func (x *ListWorkOrdersRequest) Reset() {
 	*x = ListWorkOrdersRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[9]
+	mi := &file_proto_station_v1_station_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1225,7 @@ func (x *ListWorkOrdersRequest) String() string {
 func (*ListWorkOrdersRequest) ProtoMessage() {}
 
 func (x *ListWorkOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[9]
+	mi := &file_proto_station_v1_station_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1238,7 @@ func (x *ListWorkOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{9}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListWorkOrdersRequest) GetPageSize() uint32 {
@@ -1142,7 +1275,7 @@ type ListWorkOrdersResponse struct {
 
 func (x *ListWorkOrdersResponse) Reset() {
 	*x = ListWorkOrdersResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[10]
+	mi := &file_proto_station_v1_station_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1287,7 @@ func (x *ListWorkOrdersResponse) String() string {
 func (*ListWorkOrdersResponse) ProtoMessage() {}
 
 func (x *ListWorkOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[10]
+	mi := &file_proto_station_v1_station_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1300,7 @@ func (x *ListWorkOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{10}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListWorkOrdersResponse) GetWorkOrders() []*WorkOrder {
@@ -1197,7 +1330,7 @@ type CloseWorkOrderRequest struct {
 
 func (x *CloseWorkOrderRequest) Reset() {
 	*x = CloseWorkOrderRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[11]
+	mi := &file_proto_station_v1_station_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1342,7 @@ func (x *CloseWorkOrderRequest) String() string {
 func (*CloseWorkOrderRequest) ProtoMessage() {}
 
 func (x *CloseWorkOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[11]
+	mi := &file_proto_station_v1_station_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1355,7 @@ func (x *CloseWorkOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseWorkOrderRequest.ProtoReflect.Descriptor instead.
 func (*CloseWorkOrderRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{11}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CloseWorkOrderRequest) GetId() string {
@@ -1272,7 +1405,7 @@ type Unit struct {
 
 func (x *Unit) Reset() {
 	*x = Unit{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[12]
+	mi := &file_proto_station_v1_station_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1417,7 @@ func (x *Unit) String() string {
 func (*Unit) ProtoMessage() {}
 
 func (x *Unit) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[12]
+	mi := &file_proto_station_v1_station_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1430,7 @@ func (x *Unit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unit.ProtoReflect.Descriptor instead.
 func (*Unit) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{12}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Unit) GetSerial() string {
@@ -1395,7 +1528,7 @@ type GetUnitRequest struct {
 
 func (x *GetUnitRequest) Reset() {
 	*x = GetUnitRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[13]
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1540,7 @@ func (x *GetUnitRequest) String() string {
 func (*GetUnitRequest) ProtoMessage() {}
 
 func (x *GetUnitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[13]
+	mi := &file_proto_station_v1_station_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1553,7 @@ func (x *GetUnitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnitRequest.ProtoReflect.Descriptor instead.
 func (*GetUnitRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{13}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetUnitRequest) GetSerial() string {
@@ -1449,7 +1582,7 @@ type ListUnitsRequest struct {
 
 func (x *ListUnitsRequest) Reset() {
 	*x = ListUnitsRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[14]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1594,7 @@ func (x *ListUnitsRequest) String() string {
 func (*ListUnitsRequest) ProtoMessage() {}
 
 func (x *ListUnitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[14]
+	mi := &file_proto_station_v1_station_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1607,7 @@ func (x *ListUnitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUnitsRequest.ProtoReflect.Descriptor instead.
 func (*ListUnitsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{14}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListUnitsRequest) GetPageSize() uint32 {
@@ -1525,7 +1658,7 @@ type ListUnitsResponse struct {
 
 func (x *ListUnitsResponse) Reset() {
 	*x = ListUnitsResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1670,7 @@ func (x *ListUnitsResponse) String() string {
 func (*ListUnitsResponse) ProtoMessage() {}
 
 func (x *ListUnitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[15]
+	mi := &file_proto_station_v1_station_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1683,7 @@ func (x *ListUnitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUnitsResponse.ProtoReflect.Descriptor instead.
 func (*ListUnitsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{15}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListUnitsResponse) GetUnits() []*Unit {
@@ -1582,7 +1715,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1727,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[16]
+	mi := &file_proto_station_v1_station_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1740,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{16}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchEventsRequest) GetAfterToken() string {
@@ -1657,7 +1790,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1802,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[17]
+	mi := &file_proto_station_v1_station_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1815,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{17}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Event) GetToken() string {
@@ -1754,7 +1887,7 @@ type AbortUnitRequest struct {
 
 func (x *AbortUnitRequest) Reset() {
 	*x = AbortUnitRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1899,7 @@ func (x *AbortUnitRequest) String() string {
 func (*AbortUnitRequest) ProtoMessage() {}
 
 func (x *AbortUnitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[18]
+	mi := &file_proto_station_v1_station_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1912,7 @@ func (x *AbortUnitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUnitRequest.ProtoReflect.Descriptor instead.
 func (*AbortUnitRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{18}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AbortUnitRequest) GetSerial() string {
@@ -1809,7 +1942,7 @@ type AuthorizeReworkRequest struct {
 
 func (x *AuthorizeReworkRequest) Reset() {
 	*x = AuthorizeReworkRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1821,7 +1954,7 @@ func (x *AuthorizeReworkRequest) String() string {
 func (*AuthorizeReworkRequest) ProtoMessage() {}
 
 func (x *AuthorizeReworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[19]
+	mi := &file_proto_station_v1_station_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1834,7 +1967,7 @@ func (x *AuthorizeReworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeReworkRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeReworkRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{19}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AuthorizeReworkRequest) GetSerial() string {
@@ -1866,7 +1999,7 @@ type DecideHoldRequest struct {
 
 func (x *DecideHoldRequest) Reset() {
 	*x = DecideHoldRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2011,7 @@ func (x *DecideHoldRequest) String() string {
 func (*DecideHoldRequest) ProtoMessage() {}
 
 func (x *DecideHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[20]
+	mi := &file_proto_station_v1_station_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2024,7 @@ func (x *DecideHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideHoldRequest.ProtoReflect.Descriptor instead.
 func (*DecideHoldRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{20}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DecideHoldRequest) GetSerial() string {
@@ -1928,7 +2061,7 @@ type ReleaseEKRequest struct {
 
 func (x *ReleaseEKRequest) Reset() {
 	*x = ReleaseEKRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2073,7 @@ func (x *ReleaseEKRequest) String() string {
 func (*ReleaseEKRequest) ProtoMessage() {}
 
 func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[21]
+	mi := &file_proto_station_v1_station_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2086,7 @@ func (x *ReleaseEKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseEKRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseEKRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{21}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReleaseEKRequest) GetSerial() string {
@@ -1981,7 +2114,7 @@ type ListRefusalsRequest struct {
 
 func (x *ListRefusalsRequest) Reset() {
 	*x = ListRefusalsRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2126,7 @@ func (x *ListRefusalsRequest) String() string {
 func (*ListRefusalsRequest) ProtoMessage() {}
 
 func (x *ListRefusalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[22]
+	mi := &file_proto_station_v1_station_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2139,7 @@ func (x *ListRefusalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRefusalsRequest.ProtoReflect.Descriptor instead.
 func (*ListRefusalsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{22}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListRefusalsRequest) GetSerial() string {
@@ -2038,7 +2171,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2050,7 +2183,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[23]
+	mi := &file_proto_station_v1_station_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2063,7 +2196,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{23}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Refusal) GetSeq() uint64 {
@@ -2134,7 +2267,7 @@ type ListRefusalsResponse struct {
 
 func (x *ListRefusalsResponse) Reset() {
 	*x = ListRefusalsResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2279,7 @@ func (x *ListRefusalsResponse) String() string {
 func (*ListRefusalsResponse) ProtoMessage() {}
 
 func (x *ListRefusalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[24]
+	mi := &file_proto_station_v1_station_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2292,7 @@ func (x *ListRefusalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRefusalsResponse.ProtoReflect.Descriptor instead.
 func (*ListRefusalsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{24}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListRefusalsResponse) GetRefusals() []*Refusal {
@@ -2189,7 +2322,7 @@ type ListPossiblyIssuedRequest struct {
 
 func (x *ListPossiblyIssuedRequest) Reset() {
 	*x = ListPossiblyIssuedRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	mi := &file_proto_station_v1_station_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2334,7 @@ func (x *ListPossiblyIssuedRequest) String() string {
 func (*ListPossiblyIssuedRequest) ProtoMessage() {}
 
 func (x *ListPossiblyIssuedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[25]
+	mi := &file_proto_station_v1_station_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2347,7 @@ func (x *ListPossiblyIssuedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPossiblyIssuedRequest.ProtoReflect.Descriptor instead.
 func (*ListPossiblyIssuedRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{25}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListPossiblyIssuedRequest) GetSerial() string {
@@ -2259,7 +2392,7 @@ type PossiblyIssued struct {
 
 func (x *PossiblyIssued) Reset() {
 	*x = PossiblyIssued{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[26]
+	mi := &file_proto_station_v1_station_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2404,7 @@ func (x *PossiblyIssued) String() string {
 func (*PossiblyIssued) ProtoMessage() {}
 
 func (x *PossiblyIssued) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[26]
+	mi := &file_proto_station_v1_station_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2417,7 @@ func (x *PossiblyIssued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PossiblyIssued.ProtoReflect.Descriptor instead.
 func (*PossiblyIssued) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{26}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PossiblyIssued) GetId() string {
@@ -2388,7 +2521,7 @@ type ListPossiblyIssuedResponse struct {
 
 func (x *ListPossiblyIssuedResponse) Reset() {
 	*x = ListPossiblyIssuedResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[27]
+	mi := &file_proto_station_v1_station_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2533,7 @@ func (x *ListPossiblyIssuedResponse) String() string {
 func (*ListPossiblyIssuedResponse) ProtoMessage() {}
 
 func (x *ListPossiblyIssuedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[27]
+	mi := &file_proto_station_v1_station_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2546,7 @@ func (x *ListPossiblyIssuedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPossiblyIssuedResponse.ProtoReflect.Descriptor instead.
 func (*ListPossiblyIssuedResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{27}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListPossiblyIssuedResponse) GetEntries() []*PossiblyIssued {
@@ -2436,7 +2569,7 @@ type ImportIssuanceLogRequest struct {
 
 func (x *ImportIssuanceLogRequest) Reset() {
 	*x = ImportIssuanceLogRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[28]
+	mi := &file_proto_station_v1_station_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2581,7 @@ func (x *ImportIssuanceLogRequest) String() string {
 func (*ImportIssuanceLogRequest) ProtoMessage() {}
 
 func (x *ImportIssuanceLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[28]
+	mi := &file_proto_station_v1_station_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2594,7 @@ func (x *ImportIssuanceLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportIssuanceLogRequest.ProtoReflect.Descriptor instead.
 func (*ImportIssuanceLogRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{28}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ImportIssuanceLogRequest) GetCa() string {
@@ -2491,7 +2624,7 @@ type ImportIssuanceLogResponse struct {
 
 func (x *ImportIssuanceLogResponse) Reset() {
 	*x = ImportIssuanceLogResponse{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[29]
+	mi := &file_proto_station_v1_station_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2636,7 @@ func (x *ImportIssuanceLogResponse) String() string {
 func (*ImportIssuanceLogResponse) ProtoMessage() {}
 
 func (x *ImportIssuanceLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[29]
+	mi := &file_proto_station_v1_station_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2649,7 @@ func (x *ImportIssuanceLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportIssuanceLogResponse.ProtoReflect.Descriptor instead.
 func (*ImportIssuanceLogResponse) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{29}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ImportIssuanceLogResponse) GetClosed() uint32 {
@@ -2551,7 +2684,7 @@ type GetTravelerRequest struct {
 
 func (x *GetTravelerRequest) Reset() {
 	*x = GetTravelerRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[30]
+	mi := &file_proto_station_v1_station_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2696,7 @@ func (x *GetTravelerRequest) String() string {
 func (*GetTravelerRequest) ProtoMessage() {}
 
 func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[30]
+	mi := &file_proto_station_v1_station_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2709,7 @@ func (x *GetTravelerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTravelerRequest.ProtoReflect.Descriptor instead.
 func (*GetTravelerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{30}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetTravelerRequest) GetSerial() string {
@@ -2599,7 +2732,7 @@ type Traveler struct {
 
 func (x *Traveler) Reset() {
 	*x = Traveler{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[31]
+	mi := &file_proto_station_v1_station_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2611,7 +2744,7 @@ func (x *Traveler) String() string {
 func (*Traveler) ProtoMessage() {}
 
 func (x *Traveler) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[31]
+	mi := &file_proto_station_v1_station_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2624,7 +2757,7 @@ func (x *Traveler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traveler.ProtoReflect.Descriptor instead.
 func (*Traveler) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{31}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Traveler) GetSerial() string {
@@ -2650,7 +2783,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[32]
+	mi := &file_proto_station_v1_station_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2795,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[32]
+	mi := &file_proto_station_v1_station_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2808,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{32}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{34}
 }
 
 // CAHealth is the health of one certificate authority client.
@@ -2699,7 +2832,7 @@ type CAHealth struct {
 
 func (x *CAHealth) Reset() {
 	*x = CAHealth{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[33]
+	mi := &file_proto_station_v1_station_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2711,7 +2844,7 @@ func (x *CAHealth) String() string {
 func (*CAHealth) ProtoMessage() {}
 
 func (x *CAHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[33]
+	mi := &file_proto_station_v1_station_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2724,7 +2857,7 @@ func (x *CAHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAHealth.ProtoReflect.Descriptor instead.
 func (*CAHealth) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{33}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CAHealth) GetName() string {
@@ -2796,7 +2929,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[34]
+	mi := &file_proto_station_v1_station_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +2941,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[34]
+	mi := &file_proto_station_v1_station_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +2954,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{34}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Status) GetStationId() string {
@@ -2903,7 +3036,7 @@ type GetReportRequest struct {
 
 func (x *GetReportRequest) Reset() {
 	*x = GetReportRequest{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[35]
+	mi := &file_proto_station_v1_station_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3048,7 @@ func (x *GetReportRequest) String() string {
 func (*GetReportRequest) ProtoMessage() {}
 
 func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[35]
+	mi := &file_proto_station_v1_station_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3061,7 @@ func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
 func (*GetReportRequest) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{35}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetReportRequest) GetKind() string {
@@ -2968,7 +3101,7 @@ type ReportChunk struct {
 
 func (x *ReportChunk) Reset() {
 	*x = ReportChunk{}
-	mi := &file_proto_station_v1_station_proto_msgTypes[36]
+	mi := &file_proto_station_v1_station_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2980,7 +3113,7 @@ func (x *ReportChunk) String() string {
 func (*ReportChunk) ProtoMessage() {}
 
 func (x *ReportChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_station_v1_station_proto_msgTypes[36]
+	mi := &file_proto_station_v1_station_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2993,7 +3126,7 @@ func (x *ReportChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunk.ProtoReflect.Descriptor instead.
 func (*ReportChunk) Descriptor() ([]byte, []int) {
-	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{36}
+	return file_proto_station_v1_station_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReportChunk) GetFileName() string {
@@ -3021,7 +3154,17 @@ var File_proto_station_v1_station_proto protoreflect.FileDescriptor
 
 const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\n" +
-	"\x1eproto/station/v1/station.proto\x12\x10devid.station.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n" +
+	"\x1eproto/station/v1/station.proto\x12\x10devid.station.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n" +
+	"\x13ExportBundleRequest\x12\x1d\n" +
+	"\n" +
+	"work_order\x18\x01 \x01(\tR\tworkOrder\x12\x18\n" +
+	"\aserials\x18\x02 \x03(\tR\aserials\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"I\n" +
+	"\vExportChunk\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x14\n" +
 	"\x12VerifyAuditRequest\"\xfa\x02\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x1d\n" +
@@ -3283,7 +3426,7 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\fHoldDecision\x12\x1d\n" +
 	"\x19HOLD_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HOLD_DECISION_REWORK\x10\x01\x12\x17\n" +
-	"\x13HOLD_DECISION_SCRAP\x10\x022\xed\f\n" +
+	"\x13HOLD_DECISION_SCRAP\x10\x022\xc5\r\n" +
 	"\aStation\x12X\n" +
 	"\x0fCreateWorkOrder\x12(.devid.station.v1.CreateWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12R\n" +
 	"\fGetWorkOrder\x12%.devid.station.v1.GetWorkOrderRequest\x1a\x1b.devid.station.v1.WorkOrder\x12c\n" +
@@ -3304,7 +3447,8 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"\tGetStatus\x12\".devid.station.v1.GetStatusRequest\x1a\x18.devid.station.v1.Status\x12P\n" +
 	"\tGetReport\x12\".devid.station.v1.GetReportRequest\x1a\x1d.devid.station.v1.ReportChunk0\x01\x12Z\n" +
 	"\vVerifyAudit\x12$.devid.station.v1.VerifyAuditRequest\x1a%.devid.station.v1.VerifyAuditResponse\x12R\n" +
-	"\fGetUnitAudit\x12%.devid.station.v1.GetUnitAuditRequest\x1a\x1b.devid.station.v1.UnitAuditB;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
+	"\fGetUnitAudit\x12%.devid.station.v1.GetUnitAuditRequest\x1a\x1b.devid.station.v1.UnitAudit\x12V\n" +
+	"\fExportBundle\x12%.devid.station.v1.ExportBundleRequest\x1a\x1d.devid.station.v1.ExportChunk0\x01B;Z9github.com/devid-station/devid/proto/station/v1;stationv1b\x06proto3"
 
 var (
 	file_proto_station_v1_station_proto_rawDescOnce sync.Once
@@ -3319,122 +3463,128 @@ func file_proto_station_v1_station_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_station_v1_station_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_proto_station_v1_station_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_proto_station_v1_station_proto_goTypes = []any{
 	(WorkOrderStatus)(0),               // 0: devid.station.v1.WorkOrderStatus
 	(UnitStatus)(0),                    // 1: devid.station.v1.UnitStatus
 	(EventKind)(0),                     // 2: devid.station.v1.EventKind
 	(HoldDecision)(0),                  // 3: devid.station.v1.HoldDecision
-	(*VerifyAuditRequest)(nil),         // 4: devid.station.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),        // 5: devid.station.v1.VerifyAuditResponse
-	(*GetUnitAuditRequest)(nil),        // 6: devid.station.v1.GetUnitAuditRequest
-	(*UnitAudit)(nil),                  // 7: devid.station.v1.UnitAudit
-	(*AuditRecord)(nil),                // 8: devid.station.v1.AuditRecord
-	(*SerialRange)(nil),                // 9: devid.station.v1.SerialRange
-	(*WorkOrder)(nil),                  // 10: devid.station.v1.WorkOrder
-	(*CreateWorkOrderRequest)(nil),     // 11: devid.station.v1.CreateWorkOrderRequest
-	(*GetWorkOrderRequest)(nil),        // 12: devid.station.v1.GetWorkOrderRequest
-	(*ListWorkOrdersRequest)(nil),      // 13: devid.station.v1.ListWorkOrdersRequest
-	(*ListWorkOrdersResponse)(nil),     // 14: devid.station.v1.ListWorkOrdersResponse
-	(*CloseWorkOrderRequest)(nil),      // 15: devid.station.v1.CloseWorkOrderRequest
-	(*Unit)(nil),                       // 16: devid.station.v1.Unit
-	(*GetUnitRequest)(nil),             // 17: devid.station.v1.GetUnitRequest
-	(*ListUnitsRequest)(nil),           // 18: devid.station.v1.ListUnitsRequest
-	(*ListUnitsResponse)(nil),          // 19: devid.station.v1.ListUnitsResponse
-	(*WatchEventsRequest)(nil),         // 20: devid.station.v1.WatchEventsRequest
-	(*Event)(nil),                      // 21: devid.station.v1.Event
-	(*AbortUnitRequest)(nil),           // 22: devid.station.v1.AbortUnitRequest
-	(*AuthorizeReworkRequest)(nil),     // 23: devid.station.v1.AuthorizeReworkRequest
-	(*DecideHoldRequest)(nil),          // 24: devid.station.v1.DecideHoldRequest
-	(*ReleaseEKRequest)(nil),           // 25: devid.station.v1.ReleaseEKRequest
-	(*ListRefusalsRequest)(nil),        // 26: devid.station.v1.ListRefusalsRequest
-	(*Refusal)(nil),                    // 27: devid.station.v1.Refusal
-	(*ListRefusalsResponse)(nil),       // 28: devid.station.v1.ListRefusalsResponse
-	(*ListPossiblyIssuedRequest)(nil),  // 29: devid.station.v1.ListPossiblyIssuedRequest
-	(*PossiblyIssued)(nil),             // 30: devid.station.v1.PossiblyIssued
-	(*ListPossiblyIssuedResponse)(nil), // 31: devid.station.v1.ListPossiblyIssuedResponse
-	(*ImportIssuanceLogRequest)(nil),   // 32: devid.station.v1.ImportIssuanceLogRequest
-	(*ImportIssuanceLogResponse)(nil),  // 33: devid.station.v1.ImportIssuanceLogResponse
-	(*GetTravelerRequest)(nil),         // 34: devid.station.v1.GetTravelerRequest
-	(*Traveler)(nil),                   // 35: devid.station.v1.Traveler
-	(*GetStatusRequest)(nil),           // 36: devid.station.v1.GetStatusRequest
-	(*CAHealth)(nil),                   // 37: devid.station.v1.CAHealth
-	(*Status)(nil),                     // 38: devid.station.v1.Status
-	(*GetReportRequest)(nil),           // 39: devid.station.v1.GetReportRequest
-	(*ReportChunk)(nil),                // 40: devid.station.v1.ReportChunk
-	nil,                                // 41: devid.station.v1.AuditRecord.DetailsEntry
-	nil,                                // 42: devid.station.v1.Status.UnitsPerStepEntry
-	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
+	(*ExportBundleRequest)(nil),        // 4: devid.station.v1.ExportBundleRequest
+	(*ExportChunk)(nil),                // 5: devid.station.v1.ExportChunk
+	(*VerifyAuditRequest)(nil),         // 6: devid.station.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 7: devid.station.v1.VerifyAuditResponse
+	(*GetUnitAuditRequest)(nil),        // 8: devid.station.v1.GetUnitAuditRequest
+	(*UnitAudit)(nil),                  // 9: devid.station.v1.UnitAudit
+	(*AuditRecord)(nil),                // 10: devid.station.v1.AuditRecord
+	(*SerialRange)(nil),                // 11: devid.station.v1.SerialRange
+	(*WorkOrder)(nil),                  // 12: devid.station.v1.WorkOrder
+	(*CreateWorkOrderRequest)(nil),     // 13: devid.station.v1.CreateWorkOrderRequest
+	(*GetWorkOrderRequest)(nil),        // 14: devid.station.v1.GetWorkOrderRequest
+	(*ListWorkOrdersRequest)(nil),      // 15: devid.station.v1.ListWorkOrdersRequest
+	(*ListWorkOrdersResponse)(nil),     // 16: devid.station.v1.ListWorkOrdersResponse
+	(*CloseWorkOrderRequest)(nil),      // 17: devid.station.v1.CloseWorkOrderRequest
+	(*Unit)(nil),                       // 18: devid.station.v1.Unit
+	(*GetUnitRequest)(nil),             // 19: devid.station.v1.GetUnitRequest
+	(*ListUnitsRequest)(nil),           // 20: devid.station.v1.ListUnitsRequest
+	(*ListUnitsResponse)(nil),          // 21: devid.station.v1.ListUnitsResponse
+	(*WatchEventsRequest)(nil),         // 22: devid.station.v1.WatchEventsRequest
+	(*Event)(nil),                      // 23: devid.station.v1.Event
+	(*AbortUnitRequest)(nil),           // 24: devid.station.v1.AbortUnitRequest
+	(*AuthorizeReworkRequest)(nil),     // 25: devid.station.v1.AuthorizeReworkRequest
+	(*DecideHoldRequest)(nil),          // 26: devid.station.v1.DecideHoldRequest
+	(*ReleaseEKRequest)(nil),           // 27: devid.station.v1.ReleaseEKRequest
+	(*ListRefusalsRequest)(nil),        // 28: devid.station.v1.ListRefusalsRequest
+	(*Refusal)(nil),                    // 29: devid.station.v1.Refusal
+	(*ListRefusalsResponse)(nil),       // 30: devid.station.v1.ListRefusalsResponse
+	(*ListPossiblyIssuedRequest)(nil),  // 31: devid.station.v1.ListPossiblyIssuedRequest
+	(*PossiblyIssued)(nil),             // 32: devid.station.v1.PossiblyIssued
+	(*ListPossiblyIssuedResponse)(nil), // 33: devid.station.v1.ListPossiblyIssuedResponse
+	(*ImportIssuanceLogRequest)(nil),   // 34: devid.station.v1.ImportIssuanceLogRequest
+	(*ImportIssuanceLogResponse)(nil),  // 35: devid.station.v1.ImportIssuanceLogResponse
+	(*GetTravelerRequest)(nil),         // 36: devid.station.v1.GetTravelerRequest
+	(*Traveler)(nil),                   // 37: devid.station.v1.Traveler
+	(*GetStatusRequest)(nil),           // 38: devid.station.v1.GetStatusRequest
+	(*CAHealth)(nil),                   // 39: devid.station.v1.CAHealth
+	(*Status)(nil),                     // 40: devid.station.v1.Status
+	(*GetReportRequest)(nil),           // 41: devid.station.v1.GetReportRequest
+	(*ReportChunk)(nil),                // 42: devid.station.v1.ReportChunk
+	nil,                                // 43: devid.station.v1.AuditRecord.DetailsEntry
+	nil,                                // 44: devid.station.v1.Status.UnitsPerStepEntry
+	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
 }
 var file_proto_station_v1_station_proto_depIdxs = []int32{
-	8,  // 0: devid.station.v1.UnitAudit.records:type_name -> devid.station.v1.AuditRecord
-	43, // 1: devid.station.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	41, // 2: devid.station.v1.AuditRecord.details:type_name -> devid.station.v1.AuditRecord.DetailsEntry
-	9,  // 3: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
-	0,  // 4: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
-	43, // 5: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
-	43, // 6: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
-	9,  // 7: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
-	0,  // 8: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
-	10, // 9: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
-	1,  // 10: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
-	43, // 11: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
-	43, // 12: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 13: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
-	16, // 14: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
-	43, // 15: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
-	3,  // 16: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
-	43, // 17: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
-	27, // 18: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
-	43, // 19: devid.station.v1.PossiblyIssued.from:type_name -> google.protobuf.Timestamp
-	43, // 20: devid.station.v1.PossiblyIssued.to:type_name -> google.protobuf.Timestamp
-	43, // 21: devid.station.v1.PossiblyIssued.closed_at:type_name -> google.protobuf.Timestamp
-	30, // 22: devid.station.v1.ListPossiblyIssuedResponse.entries:type_name -> devid.station.v1.PossiblyIssued
-	42, // 23: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
-	37, // 24: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
-	11, // 25: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
-	12, // 26: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
-	13, // 27: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
-	15, // 28: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
-	17, // 29: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
-	18, // 30: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
-	20, // 31: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
-	22, // 32: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
-	23, // 33: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
-	24, // 34: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
-	25, // 35: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
-	26, // 36: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
-	29, // 37: devid.station.v1.Station.ListPossiblyIssued:input_type -> devid.station.v1.ListPossiblyIssuedRequest
-	32, // 38: devid.station.v1.Station.ImportIssuanceLog:input_type -> devid.station.v1.ImportIssuanceLogRequest
-	34, // 39: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
-	36, // 40: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
-	39, // 41: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
-	4,  // 42: devid.station.v1.Station.VerifyAudit:input_type -> devid.station.v1.VerifyAuditRequest
-	6,  // 43: devid.station.v1.Station.GetUnitAudit:input_type -> devid.station.v1.GetUnitAuditRequest
-	10, // 44: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
-	10, // 45: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
-	14, // 46: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
-	10, // 47: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
-	16, // 48: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
-	19, // 49: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
-	21, // 50: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
-	16, // 51: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
-	16, // 52: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
-	16, // 53: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
-	16, // 54: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
-	28, // 55: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
-	31, // 56: devid.station.v1.Station.ListPossiblyIssued:output_type -> devid.station.v1.ListPossiblyIssuedResponse
-	33, // 57: devid.station.v1.Station.ImportIssuanceLog:output_type -> devid.station.v1.ImportIssuanceLogResponse
-	35, // 58: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
-	38, // 59: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
-	40, // 60: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
-	5,  // 61: devid.station.v1.Station.VerifyAudit:output_type -> devid.station.v1.VerifyAuditResponse
-	7,  // 62: devid.station.v1.Station.GetUnitAudit:output_type -> devid.station.v1.UnitAudit
-	44, // [44:63] is the sub-list for method output_type
-	25, // [25:44] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	45, // 0: devid.station.v1.ExportBundleRequest.since:type_name -> google.protobuf.Timestamp
+	45, // 1: devid.station.v1.ExportBundleRequest.until:type_name -> google.protobuf.Timestamp
+	10, // 2: devid.station.v1.UnitAudit.records:type_name -> devid.station.v1.AuditRecord
+	45, // 3: devid.station.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	43, // 4: devid.station.v1.AuditRecord.details:type_name -> devid.station.v1.AuditRecord.DetailsEntry
+	11, // 5: devid.station.v1.WorkOrder.ranges:type_name -> devid.station.v1.SerialRange
+	0,  // 6: devid.station.v1.WorkOrder.status:type_name -> devid.station.v1.WorkOrderStatus
+	45, // 7: devid.station.v1.WorkOrder.create_time:type_name -> google.protobuf.Timestamp
+	45, // 8: devid.station.v1.WorkOrder.close_time:type_name -> google.protobuf.Timestamp
+	11, // 9: devid.station.v1.CreateWorkOrderRequest.ranges:type_name -> devid.station.v1.SerialRange
+	0,  // 10: devid.station.v1.ListWorkOrdersRequest.status:type_name -> devid.station.v1.WorkOrderStatus
+	12, // 11: devid.station.v1.ListWorkOrdersResponse.work_orders:type_name -> devid.station.v1.WorkOrder
+	1,  // 12: devid.station.v1.Unit.status:type_name -> devid.station.v1.UnitStatus
+	45, // 13: devid.station.v1.Unit.start_time:type_name -> google.protobuf.Timestamp
+	45, // 14: devid.station.v1.Unit.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 15: devid.station.v1.ListUnitsRequest.status:type_name -> devid.station.v1.UnitStatus
+	18, // 16: devid.station.v1.ListUnitsResponse.units:type_name -> devid.station.v1.Unit
+	45, // 17: devid.station.v1.Event.time:type_name -> google.protobuf.Timestamp
+	3,  // 18: devid.station.v1.DecideHoldRequest.decision:type_name -> devid.station.v1.HoldDecision
+	45, // 19: devid.station.v1.Refusal.time:type_name -> google.protobuf.Timestamp
+	29, // 20: devid.station.v1.ListRefusalsResponse.refusals:type_name -> devid.station.v1.Refusal
+	45, // 21: devid.station.v1.PossiblyIssued.from:type_name -> google.protobuf.Timestamp
+	45, // 22: devid.station.v1.PossiblyIssued.to:type_name -> google.protobuf.Timestamp
+	45, // 23: devid.station.v1.PossiblyIssued.closed_at:type_name -> google.protobuf.Timestamp
+	32, // 24: devid.station.v1.ListPossiblyIssuedResponse.entries:type_name -> devid.station.v1.PossiblyIssued
+	44, // 25: devid.station.v1.Status.units_per_step:type_name -> devid.station.v1.Status.UnitsPerStepEntry
+	39, // 26: devid.station.v1.Status.cas:type_name -> devid.station.v1.CAHealth
+	13, // 27: devid.station.v1.Station.CreateWorkOrder:input_type -> devid.station.v1.CreateWorkOrderRequest
+	14, // 28: devid.station.v1.Station.GetWorkOrder:input_type -> devid.station.v1.GetWorkOrderRequest
+	15, // 29: devid.station.v1.Station.ListWorkOrders:input_type -> devid.station.v1.ListWorkOrdersRequest
+	17, // 30: devid.station.v1.Station.CloseWorkOrder:input_type -> devid.station.v1.CloseWorkOrderRequest
+	19, // 31: devid.station.v1.Station.GetUnit:input_type -> devid.station.v1.GetUnitRequest
+	20, // 32: devid.station.v1.Station.ListUnits:input_type -> devid.station.v1.ListUnitsRequest
+	22, // 33: devid.station.v1.Station.WatchEvents:input_type -> devid.station.v1.WatchEventsRequest
+	24, // 34: devid.station.v1.Station.AbortUnit:input_type -> devid.station.v1.AbortUnitRequest
+	25, // 35: devid.station.v1.Station.AuthorizeRework:input_type -> devid.station.v1.AuthorizeReworkRequest
+	26, // 36: devid.station.v1.Station.DecideHold:input_type -> devid.station.v1.DecideHoldRequest
+	27, // 37: devid.station.v1.Station.ReleaseEK:input_type -> devid.station.v1.ReleaseEKRequest
+	28, // 38: devid.station.v1.Station.ListRefusals:input_type -> devid.station.v1.ListRefusalsRequest
+	31, // 39: devid.station.v1.Station.ListPossiblyIssued:input_type -> devid.station.v1.ListPossiblyIssuedRequest
+	34, // 40: devid.station.v1.Station.ImportIssuanceLog:input_type -> devid.station.v1.ImportIssuanceLogRequest
+	36, // 41: devid.station.v1.Station.GetTraveler:input_type -> devid.station.v1.GetTravelerRequest
+	38, // 42: devid.station.v1.Station.GetStatus:input_type -> devid.station.v1.GetStatusRequest
+	41, // 43: devid.station.v1.Station.GetReport:input_type -> devid.station.v1.GetReportRequest
+	6,  // 44: devid.station.v1.Station.VerifyAudit:input_type -> devid.station.v1.VerifyAuditRequest
+	8,  // 45: devid.station.v1.Station.GetUnitAudit:input_type -> devid.station.v1.GetUnitAuditRequest
+	4,  // 46: devid.station.v1.Station.ExportBundle:input_type -> devid.station.v1.ExportBundleRequest
+	12, // 47: devid.station.v1.Station.CreateWorkOrder:output_type -> devid.station.v1.WorkOrder
+	12, // 48: devid.station.v1.Station.GetWorkOrder:output_type -> devid.station.v1.WorkOrder
+	16, // 49: devid.station.v1.Station.ListWorkOrders:output_type -> devid.station.v1.ListWorkOrdersResponse
+	12, // 50: devid.station.v1.Station.CloseWorkOrder:output_type -> devid.station.v1.WorkOrder
+	18, // 51: devid.station.v1.Station.GetUnit:output_type -> devid.station.v1.Unit
+	21, // 52: devid.station.v1.Station.ListUnits:output_type -> devid.station.v1.ListUnitsResponse
+	23, // 53: devid.station.v1.Station.WatchEvents:output_type -> devid.station.v1.Event
+	18, // 54: devid.station.v1.Station.AbortUnit:output_type -> devid.station.v1.Unit
+	18, // 55: devid.station.v1.Station.AuthorizeRework:output_type -> devid.station.v1.Unit
+	18, // 56: devid.station.v1.Station.DecideHold:output_type -> devid.station.v1.Unit
+	18, // 57: devid.station.v1.Station.ReleaseEK:output_type -> devid.station.v1.Unit
+	30, // 58: devid.station.v1.Station.ListRefusals:output_type -> devid.station.v1.ListRefusalsResponse
+	33, // 59: devid.station.v1.Station.ListPossiblyIssued:output_type -> devid.station.v1.ListPossiblyIssuedResponse
+	35, // 60: devid.station.v1.Station.ImportIssuanceLog:output_type -> devid.station.v1.ImportIssuanceLogResponse
+	37, // 61: devid.station.v1.Station.GetTraveler:output_type -> devid.station.v1.Traveler
+	40, // 62: devid.station.v1.Station.GetStatus:output_type -> devid.station.v1.Status
+	42, // 63: devid.station.v1.Station.GetReport:output_type -> devid.station.v1.ReportChunk
+	7,  // 64: devid.station.v1.Station.VerifyAudit:output_type -> devid.station.v1.VerifyAuditResponse
+	9,  // 65: devid.station.v1.Station.GetUnitAudit:output_type -> devid.station.v1.UnitAudit
+	5,  // 66: devid.station.v1.Station.ExportBundle:output_type -> devid.station.v1.ExportChunk
+	47, // [47:67] is the sub-list for method output_type
+	27, // [27:47] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_proto_station_v1_station_proto_init() }
@@ -3448,7 +3598,7 @@ func file_proto_station_v1_station_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_station_v1_station_proto_rawDesc), len(file_proto_station_v1_station_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,7 @@ const (
 	Station_GetReport_FullMethodName          = "/devid.station.v1.Station/GetReport"
 	Station_VerifyAudit_FullMethodName        = "/devid.station.v1.Station/VerifyAudit"
 	Station_GetUnitAudit_FullMethodName       = "/devid.station.v1.Station/GetUnitAudit"
+	Station_ExportBundle_FullMethodName       = "/devid.station.v1.Station/ExportBundle"
 )
 
 // StationClient is the client API for Station service.
@@ -106,6 +107,11 @@ type StationClient interface {
 	// GetUnitAudit returns one unit's audit records with their place in the signed chain.
 	// Roles: qa, admin.
 	GetUnitAudit(ctx context.Context, in *GetUnitAuditRequest, opts ...grpc.CallOption) (*UnitAudit, error)
+	// ExportBundle builds a QA export (reports/export) of one selection — a work order, a list
+	// of serials, or the units with audit records in [since, until) — and streams its files in
+	// chunks; manifest.json, signed by the station's audit key, comes last. The auditor checks
+	// the folder offline with devid-verify. Roles: qa, admin.
+	ExportBundle(ctx context.Context, in *ExportBundleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportChunk], error)
 }
 
 type stationClient struct {
@@ -324,6 +330,25 @@ func (c *stationClient) GetUnitAudit(ctx context.Context, in *GetUnitAuditReques
 	return out, nil
 }
 
+func (c *stationClient) ExportBundle(ctx context.Context, in *ExportBundleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Station_ServiceDesc.Streams[2], Station_ExportBundle_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportBundleRequest, ExportChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Station_ExportBundleClient = grpc.ServerStreamingClient[ExportChunk]
+
 // StationServer is the server API for Station service.
 // All implementations must embed UnimplementedStationServer
 // for forward compatibility.
@@ -386,6 +411,11 @@ type StationServer interface {
 	// GetUnitAudit returns one unit's audit records with their place in the signed chain.
 	// Roles: qa, admin.
 	GetUnitAudit(context.Context, *GetUnitAuditRequest) (*UnitAudit, error)
+	// ExportBundle builds a QA export (reports/export) of one selection — a work order, a list
+	// of serials, or the units with audit records in [since, until) — and streams its files in
+	// chunks; manifest.json, signed by the station's audit key, comes last. The auditor checks
+	// the folder offline with devid-verify. Roles: qa, admin.
+	ExportBundle(*ExportBundleRequest, grpc.ServerStreamingServer[ExportChunk]) error
 	mustEmbedUnimplementedStationServer()
 }
 
@@ -452,6 +482,9 @@ func (UnimplementedStationServer) VerifyAudit(context.Context, *VerifyAuditReque
 }
 func (UnimplementedStationServer) GetUnitAudit(context.Context, *GetUnitAuditRequest) (*UnitAudit, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUnitAudit not implemented")
+}
+func (UnimplementedStationServer) ExportBundle(*ExportBundleRequest, grpc.ServerStreamingServer[ExportChunk]) error {
+	return status.Error(codes.Unimplemented, "method ExportBundle not implemented")
 }
 func (UnimplementedStationServer) mustEmbedUnimplementedStationServer() {}
 func (UnimplementedStationServer) testEmbeddedByValue()                 {}
@@ -802,6 +835,17 @@ func _Station_GetUnitAudit_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Station_ExportBundle_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportBundleRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StationServer).ExportBundle(m, &grpc.GenericServerStream[ExportBundleRequest, ExportChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Station_ExportBundleServer = grpc.ServerStreamingServer[ExportChunk]
+
 // Station_ServiceDesc is the grpc.ServiceDesc for Station service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -887,6 +931,11 @@ var Station_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GetReport",
 			Handler:       _Station_GetReport_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportBundle",
+			Handler:       _Station_ExportBundle_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,428 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/devid-station/devid/reports/traveler"
+	"github.com/devid-station/devid/station/journal"
+	"github.com/devid-station/devid/station/store"
+)
+
+// Errors of Build a caller maps to its own codes.
+var (
+	// ErrSelection reports a malformed selection.
+	ErrSelection = errors.New("invalid selection")
+	// ErrEmpty reports a selection that holds no unit the station knows.
+	ErrEmpty = errors.New("the selection holds no unit")
+	// ErrNoKey reports a station without an audit key: it cannot sign a bundle.
+	ErrNoKey = errors.New("the station has no audit key to sign with")
+)
+
+// Selection says which units a bundle holds: those of WorkOrder, the listed Serials, or those
+// with an audit record in [Since, Until). Exactly one of the three is set (Since and Until
+// together).
+type Selection struct {
+	WorkOrder string    `json:"work_order,omitempty"`
+	Serials   []string  `json:"serials,omitempty"`
+	Since     time.Time `json:"since,omitzero"`
+	Until     time.Time `json:"until,omitzero"`
+}
+
+func (s Selection) check() error {
+	n := 0
+	if s.WorkOrder != "" {
+		n++
+	}
+	if len(s.Serials) > 0 {
+		n++
+	}
+	if !s.Since.IsZero() || !s.Until.IsZero() {
+		n++
+		if s.Since.IsZero() || s.Until.IsZero() || !s.Since.Before(s.Until) {
+			return fmt.Errorf("a time range needs since before until: %w", ErrSelection)
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("select by one of work order, serials or time range: %w", ErrSelection)
+	}
+	return nil
+}
+
+// BundleFile is one file of a bundle: its slash-separated path inside the folder and its bytes.
+type BundleFile struct {
+	Path string
+	Data []byte
+}
+
+// Bundle is a built export.
+type Bundle struct {
+	// Files are the bundle's files, manifest.json last.
+	Files []BundleFile
+	// Body is what the manifest states.
+	Body *Body
+}
+
+// Options are the station facts the manifest states.
+type Options struct {
+	// Version is the station's software version.
+	Version string
+}
+
+// unitScan is what one pass over the audit chain learns of a unit.
+type unitScan struct {
+	first, last uint64
+	inRange     bool
+	principals  []string
+}
+
+// Build assembles the bundle of sel from st. It first signs the chain head (a checkpoint), so
+// that every exported record is covered by a checkpoint; it needs the store's audit key. A
+// unit that changes while Build runs may get a traveler newer than the exported records,
+// which Verify then reports: export units that have ended.
+func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*Bundle, error) {
+	if err := sel.check(); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	signer := st.AuditSigner()
+	if signer == nil {
+		return nil, fmt.Errorf("export: %w", ErrNoKey)
+	}
+	if _, err := st.Checkpoint(ctx); err != nil {
+		return nil, fmt.Errorf("export: signing the chain head: %w", err)
+	}
+	units, cps, err := scan(ctx, st, sel)
+	if err != nil {
+		return nil, err
+	}
+	serials, err := selectUnits(ctx, st, sel, units)
+	if err != nil {
+		return nil, err
+	}
+	first, last := ^uint64(0), uint64(0)
+	for _, s := range serials {
+		first, last = min(first, units[s].first), max(last, units[s].last)
+	}
+	// Start at the latest checkpoint at or before the first record (or record 1), end at the
+	// first checkpoint at or after the last.
+	start, end := uint64(1), uint64(0)
+	for _, c := range cps {
+		if c <= first {
+			start = c
+		}
+		if c >= last && end == 0 {
+			end = c
+		}
+	}
+	if end == 0 {
+		return nil, fmt.Errorf("export: no signed checkpoint covers audit record %d", last)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(signer.Public())
+	if err != nil {
+		return nil, fmt.Errorf("export: audit key: %w", err)
+	}
+	body := &Body{Schema: Schema, StationID: st.StationID(), SoftwareVersion: opts.Version,
+		CreatedAt: time.Now().UTC(), Selection: sel, AuditPublicKey: pub}
+	b := &Bundle{Body: body}
+	if body.Audit, err = writeAudit(ctx, st, start, end, b); err != nil {
+		return nil, err
+	}
+	var rows [][]string
+	for _, serial := range serials {
+		row, err := b.addUnit(ctx, st, serial, units[serial], opts.Version)
+		if err != nil {
+			return nil, fmt.Errorf("export: unit %s: %w", serial, err)
+		}
+		rows = append(rows, row)
+	}
+	var sum bytes.Buffer
+	w := csv.NewWriter(&sum)
+	_ = w.Write(summaryHeader)
+	_ = w.WriteAll(rows)
+	if err := w.Error(); err != nil {
+		return nil, fmt.Errorf("export: summary: %w", err)
+	}
+	b.add(SummaryFile, sum.Bytes())
+	data, err := signManifest(body, signer)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	b.Files = append(b.Files, BundleFile{Path: ManifestFile, Data: data})
+	return b, nil
+}
+
+// add appends a file and lists it in the manifest.
+func (b *Bundle) add(p string, data []byte) {
+	h := sha256.Sum256(data)
+	b.Files = append(b.Files, BundleFile{Path: p, Data: data})
+	b.Body.Files = append(b.Body.Files, File{Path: p, SHA256: hex.EncodeToString(h[:]), Size: len(data)})
+}
+
+// scan reads the whole chain once: each unit's first and last record, whether one falls in
+// the selection's time range, the principals other than the station, and the checkpoints.
+func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unitScan, []uint64, error) {
+	units := map[string]*unitScan{}
+	var cps []uint64
+	for after := uint64(0); ; {
+		recs, err := st.AuditAfter(ctx, after, 4096)
+		if err != nil {
+			return nil, nil, fmt.Errorf("export: reading the audit chain: %w", err)
+		}
+		if len(recs) == 0 {
+			return units, cps, nil
+		}
+		for i := range recs {
+			a := &recs[i]
+			after = a.Seq
+			if a.Action == store.AuditActionCheckpoint {
+				cps = append(cps, a.Seq)
+			}
+			if a.Serial == "" {
+				continue
+			}
+			u := units[a.Serial]
+			if u == nil {
+				u = &unitScan{first: a.Seq}
+				units[a.Serial] = u
+			}
+			u.last = a.Seq
+			if !a.Time.Before(sel.Since) && a.Time.Before(sel.Until) {
+				u.inRange = true
+			}
+			if a.Principal != "" && a.Principal != store.PrincipalStation && !slices.Contains(u.principals, a.Principal) {
+				u.principals = append(u.principals, a.Principal)
+			}
+		}
+	}
+}
+
+// selectUnits returns the selected serials, sorted.
+func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[string]*unitScan) ([]string, error) {
+	var out []string
+	switch {
+	case len(sel.Serials) > 0:
+		for _, s := range sel.Serials {
+			if units[s] == nil {
+				return nil, fmt.Errorf("export: unit %q: %w", s, store.ErrNotFound)
+			}
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	case sel.WorkOrder != "":
+		if _, err := st.WorkOrder(ctx, sel.WorkOrder); err != nil {
+			return nil, fmt.Errorf("export: work order %q: %w", sel.WorkOrder, err)
+		}
+		for s := range units {
+			u, err := st.Unit(ctx, s)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("export: unit %s: %w", s, err)
+			}
+			if u.WorkOrderID == sel.WorkOrder {
+				out = append(out, s)
+			}
+		}
+	default:
+		for s, u := range units {
+			if u.inRange {
+				out = append(out, s)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("export: %w", ErrEmpty)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// writeAudit adds audit.jsonl with records start..end.
+func writeAudit(ctx context.Context, st *store.Store, start, end uint64, b *Bundle) (Range, error) {
+	r := Range{First: start, Last: end}
+	var buf bytes.Buffer
+	for after := start - 1; after < end; {
+		recs, err := st.AuditAfter(ctx, after, 4096)
+		if err != nil {
+			return r, fmt.Errorf("export: reading the audit chain: %w", err)
+		}
+		if len(recs) == 0 {
+			return r, fmt.Errorf("export: audit record %d is missing", after+1)
+		}
+		for i := range recs {
+			a := &recs[i]
+			if a.Seq > end {
+				break
+			}
+			if a.Seq == start {
+				r.Prev = store.ChainHead{Seq: start - 1, Hash: a.PrevHash}
+			}
+			if a.Action == store.AuditActionCheckpoint {
+				c, err := checkpointEntry(a)
+				if err != nil {
+					return r, fmt.Errorf("export: audit record %d: %w", a.Seq, err)
+				}
+				r.Checkpoints = append(r.Checkpoints, c)
+			}
+			line, err := json.Marshal(a)
+			if err != nil {
+				return r, fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
+			}
+			buf.Write(append(line, '\n'))
+			r.Head = store.ChainHead{Seq: a.Seq, Hash: a.Hash}
+			after = a.Seq
+		}
+	}
+	b.add(AuditFile, buf.Bytes())
+	return r, nil
+}
+
+func checkpointEntry(a *store.AuditEvent) (CheckpointEntry, error) {
+	seq, err := strconv.ParseUint(a.Details["signed_seq"], 10, 64)
+	if err != nil {
+		return CheckpointEntry{}, fmt.Errorf("checkpoint signed_seq: %w", err)
+	}
+	h, err := hex.DecodeString(a.Details["signed_hash"])
+	if err != nil {
+		return CheckpointEntry{}, fmt.Errorf("checkpoint signed_hash: %w", err)
+	}
+	return CheckpointEntry{Record: a.Seq, Seq: seq, Hash: h}, nil
+}
+
+// summaryHeader names summary.csv's columns.
+var summaryHeader = []string{"serial", "work_order", "profile", "ek_fingerprint", "ek_algorithm",
+	"tpm_manufacturer", "tpm_vendor", "tpm_firmware", "idevid_serial", "idevid_sha256", "ldevid_serial",
+	"ldevid_sha256", "result", "error_code", "attempts", "started_at", "ended_at", "cycle_time_seconds",
+	"work_order_created_by", "principals", "station_id", "station_version", "agent_version"}
+
+// addUnit adds serial's traveler and certificates and returns its summary row.
+func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan, version string) ([]string, error) {
+	rec, err := traveler.Build(ctx, st, serial)
+	if err != nil {
+		return nil, err
+	}
+	data, err := rec.JSON()
+	if err != nil {
+		return nil, err
+	}
+	u := Unit{Serial: serial, Traveler: path.Join(travelerDir, serial+".json")}
+	b.add(u.Traveler, data)
+	chains, err := enrollChains(ctx, st, serial)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range rec.Certificates {
+		cr, err := st.CertificateBySHA256(ctx, c.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", c.SHA256, err)
+		}
+		var p bytes.Buffer
+		for _, der := range append([][]byte{cr.DER}, chains[c.SHA256]...) {
+			_ = pem.Encode(&p, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+		}
+		name := path.Join(certDir, serial, strings.ToLower(c.Role)+"-"+c.SHA256+".pem")
+		b.add(name, p.Bytes())
+		u.Certificates = append(u.Certificates, name)
+	}
+	b.Body.Units = append(b.Body.Units, u)
+
+	row := map[string]string{"serial": serial, "work_order": rec.WorkOrder, "profile": rec.Profile,
+		"result": rec.Result, "error_code": rec.ErrorCode, "attempts": strconv.FormatUint(rec.Attempts, 10),
+		"work_order_created_by": rec.WorkOrderCreatedBy, "principals": strings.Join(sc.principals, ";"),
+		"station_id": rec.StationID, "station_version": version}
+	if rec.EK != nil {
+		row["ek_fingerprint"], row["ek_algorithm"] = rec.EK.Fingerprint, rec.EK.Algorithm
+	}
+	if t := rec.TPM; t != nil {
+		row["tpm_manufacturer"], row["tpm_vendor"], row["tpm_firmware"] = t.Manufacturer, t.VendorString, t.FirmwareVersion
+		row["agent_version"] = t.AgentVersion
+	}
+	if c := rec.IDevID; c != nil {
+		row["idevid_serial"], row["idevid_sha256"] = c.SerialNumber, c.SHA256
+	}
+	if c := rec.LDevID; c != nil {
+		row["ldevid_serial"], row["ldevid_sha256"] = c.SerialNumber, c.SHA256
+	}
+	if rec.StartedAt != nil {
+		row["started_at"] = rec.StartedAt.UTC().Format(time.RFC3339Nano)
+	}
+	if rec.EndedAt != nil {
+		row["ended_at"] = rec.EndedAt.UTC().Format(time.RFC3339Nano)
+		row["cycle_time_seconds"] = strconv.FormatFloat(rec.CycleTimeSeconds, 'f', 3, 64)
+	}
+	out := make([]string, len(summaryHeader))
+	for i, h := range summaryHeader {
+		out[i] = row[h]
+	}
+	return out, nil
+}
+
+// enrollChains maps each certificate an enroll step returned (by SHA-256) to the chain the CA
+// sent with it. The enroll results are the only record of the chains.
+func enrollChains(ctx context.Context, st *store.Store, serial string) (map[string][][]byte, error) {
+	recs, err := st.StepRecords(ctx, serial)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][][]byte{}
+	for _, r := range recs {
+		if (r.Step != journal.StepIDevIDEnroll && r.Step != journal.StepLDevIDEnroll) || !r.Ended || r.ErrorCode != "" {
+			continue
+		}
+		var er journal.EnrollResult
+		if err := json.Unmarshal(r.Result, &er); err != nil {
+			return nil, fmt.Errorf("decoding the %s result: %w", r.Step, err)
+		}
+		h := sha256.Sum256(er.Cert)
+		out[hex.EncodeToString(h[:])] = er.Chain
+	}
+	return out, nil
+}
+
+// WriteDir writes the bundle's files under dir, which must not exist yet or be empty. Files
+// are 0644: a bundle holds no secret.
+func (b *Bundle) WriteDir(dir string) error {
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		return fmt.Errorf("export: %s is not empty", dir)
+	}
+	for _, f := range b.Files {
+		if err := WriteFile(dir, f.Path, f.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteFile writes one bundle file under dir, refusing a path that leaves dir.
+func WriteFile(dir, name string, data []byte) error {
+	clean := path.Clean(name)
+	if !filepath.IsLocal(clean) || clean != name {
+		return fmt.Errorf("export: file name %q is not a local path", name)
+	}
+	p := filepath.Join(dir, filepath.FromSlash(clean))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	return nil
+}

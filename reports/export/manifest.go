@@ -1,0 +1,173 @@
+// Package export writes and checks a QA export: one self-contained folder holding, for a
+// selection of units (a work order, a serial list or a time range), their audit records, a
+// JSON traveler per unit, their certificates with chains and a summary.csv, listed with their
+// SHA-256 in a manifest.json signed by the station's audit key. Verify checks a bundle with
+// only the trusted roots and the station's public key: no station, no network.
+//
+// Layout:
+//
+//	manifest.json                    Manifest: the body and its signature
+//	audit.jsonl                      the audit records of the range, one JSON record a line
+//	summary.csv                      one row per unit
+//	travelers/<serial>.json          reports/traveler records
+//	certificates/<serial>/<role>-<sha256>.pem   the certificate, then its chain
+package export
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/devid-station/devid/station/store"
+)
+
+// Schema identifies the bundle format; it changes when a field changes meaning.
+const Schema = "devid-station/qa-export/v1"
+
+// signDomain separates manifest signatures from every other use of the audit key (the
+// checkpoints sign another domain).
+const signDomain = "devid-station/qa-export-manifest/v1\x00"
+
+// File names inside a bundle.
+const (
+	ManifestFile = "manifest.json"
+	AuditFile    = "audit.jsonl"
+	SummaryFile  = "summary.csv"
+	travelerDir  = "travelers"
+	certDir      = "certificates"
+)
+
+// Manifest is manifest.json: Body, and the audit key's signature over SHA-256(signDomain ||
+// compact JSON of Body).
+type Manifest struct {
+	Body      json.RawMessage `json:"body"`
+	Signature []byte          `json:"signature"`
+}
+
+// Body is what the manifest states.
+type Body struct {
+	Schema          string    `json:"schema"`
+	StationID       string    `json:"station_id"`
+	SoftwareVersion string    `json:"software_version"`
+	CreatedAt       time.Time `json:"created_at"`
+	Selection       Selection `json:"selection"`
+	// AuditPublicKey is the station's audit key (DER SubjectPublicKeyInfo); every checkpoint
+	// in audit.jsonl and the manifest are signed by it.
+	AuditPublicKey []byte `json:"audit_public_key"`
+	Audit          Range  `json:"audit"`
+	Units          []Unit `json:"units"`
+	Files          []File `json:"files"`
+}
+
+// Range describes audit.jsonl: records First..Last, linked after Prev. The first record is a
+// checkpoint (or record 1) and so is the last: every record in between is covered by a
+// signature of the audit key.
+type Range struct {
+	First       uint64            `json:"first_seq"`
+	Last        uint64            `json:"last_seq"`
+	Prev        store.ChainHead   `json:"prev"`
+	Head        store.ChainHead   `json:"head"`
+	Checkpoints []CheckpointEntry `json:"checkpoints"`
+}
+
+// CheckpointEntry names one signed checkpoint of the range.
+type CheckpointEntry struct {
+	Record uint64 `json:"record"`
+	Seq    uint64 `json:"signed_seq"`
+	Hash   []byte `json:"signed_hash"`
+}
+
+// Unit lists one unit's files.
+type Unit struct {
+	Serial       string   `json:"serial"`
+	Traveler     string   `json:"traveler"`
+	Certificates []string `json:"certificates,omitempty"`
+}
+
+// File is one file of the bundle and its SHA-256 (hex).
+type File struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Size   int    `json:"size"`
+}
+
+func manifestDigest(compactBody []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(signDomain))
+	h.Write(compactBody)
+	return h.Sum(nil)
+}
+
+// signManifest encodes b and signs it with signer.
+func signManifest(b *Body, signer crypto.Signer) ([]byte, error) {
+	body, err := json.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("encoding manifest: %w", err)
+	}
+	var opts crypto.SignerOpts = crypto.SHA256
+	if _, ok := signer.Public().(ed25519.PublicKey); ok {
+		opts = crypto.Hash(0)
+	}
+	sig, err := signer.Sign(rand.Reader, manifestDigest(body), opts)
+	if err != nil {
+		return nil, fmt.Errorf("signing manifest: %w", err)
+	}
+	out, err := json.MarshalIndent(Manifest{Body: body, Signature: sig}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding manifest: %w", err)
+	}
+	return append(out, '\n'), nil
+}
+
+// openManifest checks data's signature with pub and decodes its body.
+func openManifest(data []byte, pub crypto.PublicKey) (*Body, error) {
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, m.Body); err != nil {
+		return nil, fmt.Errorf("decoding the body: %w", err)
+	}
+	d := manifestDigest(compact.Bytes())
+	ok := false
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		ok = ecdsa.VerifyASN1(k, d, m.Signature)
+	case *rsa.PublicKey:
+		ok = rsa.VerifyPKCS1v15(k, crypto.SHA256, d, m.Signature) == nil
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(k, d, m.Signature)
+	default:
+		return nil, fmt.Errorf("station key type %T not supported", pub)
+	}
+	if !ok {
+		return nil, errors.New("signature does not verify with the station key")
+	}
+	var b Body
+	dec := json.NewDecoder(bytes.NewReader(m.Body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return nil, fmt.Errorf("decoding the body: %w", err)
+	}
+	if b.Schema != Schema {
+		return nil, fmt.Errorf("schema %q, want %q", b.Schema, Schema)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("station key: %w", err)
+	}
+	if !bytes.Equal(der, b.AuditPublicKey) {
+		return nil, errors.New("audit_public_key is not the station key")
+	}
+	return &b, nil
+}

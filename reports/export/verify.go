@@ -1,0 +1,471 @@
+package export
+
+import (
+	"bufio"
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/devid-station/devid/reports/traveler"
+	"github.com/devid-station/devid/station/store"
+)
+
+// Report is the outcome of Verify: problems of the bundle as a whole, and each unit's.
+type Report struct {
+	// Problems are failures that concern the whole bundle (manifest, file hashes, audit chain).
+	Problems []string
+	// Units lists every unit the manifest names, with its problems (none: PASS).
+	Units []UnitReport
+}
+
+// UnitReport is one unit's verdict.
+type UnitReport struct {
+	Serial   string
+	Problems []string
+}
+
+// OK says everything passed.
+func (r *Report) OK() bool {
+	if len(r.Problems) > 0 || len(r.Units) == 0 {
+		return false
+	}
+	for _, u := range r.Units {
+		if len(u.Problems) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// String prints the bundle's problems, then PASS or FAIL per unit with its reasons, then the
+// verdict.
+func (r *Report) String() string {
+	var b strings.Builder
+	for _, p := range r.Problems {
+		fmt.Fprintf(&b, "FAIL bundle: %s\n", p)
+	}
+	for _, u := range r.Units {
+		if len(u.Problems) == 0 && len(r.Problems) == 0 {
+			fmt.Fprintf(&b, "PASS %s\n", u.Serial)
+			continue
+		}
+		fmt.Fprintf(&b, "FAIL %s\n", u.Serial)
+		if len(r.Problems) > 0 {
+			fmt.Fprintf(&b, "  the bundle failed (above)\n")
+		}
+		for _, p := range u.Problems {
+			fmt.Fprintf(&b, "  %s\n", p)
+		}
+	}
+	if r.OK() {
+		fmt.Fprintf(&b, "PASS: %d units\n", len(r.Units))
+	} else {
+		fmt.Fprintf(&b, "FAIL\n")
+	}
+	return b.String()
+}
+
+// Verify checks the bundle in dir against the trusted roots and the station's audit public
+// key: the manifest's signature and every file's hash (and no file unlisted), the audit
+// records' hashes, links and checkpoints (store.VerifyRecords), and for each unit that its
+// traveler agrees with the audit records (every certificate recorded, the final status) and
+// that each certificate chains to roots and agrees with the traveler and the audit records
+// (SHA-256, so key and subject; subject serialNumber and hardwareModuleName). It needs
+// nothing else. A bundle whose manifest does not verify reports that one problem.
+func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Report {
+	rep := &Report{}
+	fail := func(format string, args ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...)) }
+	raw, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		fail("%s: %v", ManifestFile, err)
+		return rep
+	}
+	body, err := openManifest(raw, stationKey)
+	if err != nil {
+		fail("%s: %v", ManifestFile, err)
+		return rep
+	}
+	files := checkFiles(dir, body, fail)
+
+	keySHA, err := store.KeySHA256(stationKey)
+	if err != nil {
+		fail("station key: %v", err)
+		return rep
+	}
+	records := checkAudit(files[AuditFile], body, keySHA, fail)
+	bySerial := map[string][]*store.AuditEvent{}
+	for i := range records {
+		if s := records[i].Serial; s != "" {
+			bySerial[s] = append(bySerial[s], &records[i])
+		}
+	}
+	summary := readSummary(files[SummaryFile], fail)
+	for _, u := range body.Units {
+		ur := UnitReport{Serial: u.Serial}
+		if records == nil {
+			ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
+		} else {
+			ur.Problems = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
+		}
+		rep.Units = append(rep.Units, ur)
+	}
+	return rep
+}
+
+// checkFiles reads every listed file, checks its hash and size, and reports files that are
+// missing or not listed. It returns the contents of every listed file it could read.
+func checkFiles(dir string, body *Body, fail func(string, ...any)) map[string][]byte {
+	out := map[string][]byte{}
+	listed := map[string]bool{ManifestFile: true}
+	for _, f := range body.Files {
+		listed[f.Path] = true
+		if !filepath.IsLocal(filepath.FromSlash(f.Path)) {
+			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
+		if err != nil {
+			fail("%s: %v", f.Path, err)
+			continue
+		}
+		h := sha256.Sum256(data)
+		if hex.EncodeToString(h[:]) != f.SHA256 || len(data) != f.Size {
+			// Still checked further, so that the report also names the record at fault.
+			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, h, len(data), f.SHA256, f.Size)
+		}
+		out[f.Path] = data
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if !listed[filepath.ToSlash(rel)] {
+			fail("%s: not listed in the manifest", filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return out
+}
+
+// checkAudit decodes audit.jsonl and verifies it: the range the manifest states, each
+// record's hash and link, a signed checkpoint first (unless it starts the chain) and last.
+func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any)) []store.AuditEvent {
+	if data == nil {
+		fail("%s: missing", AuditFile)
+		return nil
+	}
+	var recs []store.AuditEvent
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
+	for line := 1; sc.Scan(); line++ {
+		var a store.AuditEvent
+		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&a); err != nil {
+			fail("%s line %d: %v", AuditFile, line, err)
+			return nil
+		}
+		recs = append(recs, a)
+	}
+	r := body.Audit
+	switch {
+	case len(recs) == 0:
+		fail("%s: no records", AuditFile)
+		return nil
+	case recs[0].Seq != r.First || !bytes.Equal(recs[0].PrevHash, r.Prev.Hash) || r.Prev.Seq+1 != r.First:
+		fail("%s record %d: the range does not start at record %d after the manifest's previous hash", AuditFile, recs[0].Seq, r.First)
+		return nil
+	case r.First > 1 && recs[0].Action != store.AuditActionCheckpoint:
+		fail("%s record %d: the range does not start with a signed checkpoint", AuditFile, recs[0].Seq)
+		return nil
+	}
+	prev := r.Prev
+	if r.First == 1 {
+		prev = store.ChainHead{}
+	}
+	head, cps, err := store.VerifyRecords(recs, prev, keySHA)
+	if err != nil {
+		var cb *store.ChainBrokenError
+		if errors.As(err, &cb) {
+			fail("%s record %d: %s", AuditFile, cb.Seq, cb.Reason)
+		} else {
+			fail("%s: %v", AuditFile, err)
+		}
+		return nil
+	}
+	last := recs[len(recs)-1]
+	switch {
+	case head.Seq != r.Last || !bytes.Equal(head.Hash, r.Head.Hash):
+		fail("%s record %d: the records end at %d, the manifest's range at %d", AuditFile, head.Seq, head.Seq, r.Last)
+		return nil
+	case last.Action != store.AuditActionCheckpoint:
+		fail("%s record %d: the range does not end with a signed checkpoint", AuditFile, last.Seq)
+		return nil
+	case len(cps) != len(r.Checkpoints):
+		fail("%s: %d checkpoints, the manifest lists %d", AuditFile, len(cps), len(r.Checkpoints))
+		return nil
+	}
+	for i, c := range cps {
+		if m := r.Checkpoints[i]; m.Record != c.Record || m.Seq != c.Seq || !bytes.Equal(m.Hash, c.Hash) {
+			fail("%s record %d: the checkpoint is not the manifest's", AuditFile, c.Record)
+			return nil
+		}
+	}
+	return recs
+}
+
+// readSummary maps serial -> column -> value.
+func readSummary(data []byte, fail func(string, ...any)) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	if data == nil {
+		return out
+	}
+	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil || len(rows) == 0 || !slices.Equal(rows[0], summaryHeader) {
+		fail("%s: not the expected table (%v)", SummaryFile, err)
+		return out
+	}
+	for _, row := range rows[1:] {
+		m := map[string]string{}
+		for i, h := range rows[0] {
+			m[h] = row[i]
+		}
+		out[m["serial"]] = m
+	}
+	return out
+}
+
+// checkUnit checks one unit's traveler and certificates against its audit records.
+func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, roots *x509.CertPool) []string {
+	var probs []string
+	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	data := files[u.Traveler]
+	if data == nil {
+		fail("%s: missing", u.Traveler)
+		return probs
+	}
+	var tr traveler.Record
+	if err := json.Unmarshal(data, &tr); err != nil {
+		fail("%s: %v", u.Traveler, err)
+		return probs
+	}
+	if tr.Serial != u.Serial {
+		fail("%s: serial %q, the manifest names %q", u.Traveler, tr.Serial, u.Serial)
+	}
+	if len(trail) == 0 {
+		fail("%s: no audit records of the unit", AuditFile)
+		return probs
+	}
+	// The final status is the last unit update's.
+	var status *store.AuditEvent
+	for _, a := range trail {
+		if a.Action == store.EventUnitUpdated && a.Result == store.ResultOK {
+			status = a
+		}
+	}
+	switch {
+	case status == nil:
+		fail("%s: no status update of the unit", AuditFile)
+	case status.Details["status"] != tr.Result:
+		fail("%s: result %q, %s record %d says %q", u.Traveler, tr.Result, AuditFile, status.Seq, status.Details["status"])
+	}
+	if row == nil {
+		fail("%s: no row for the unit", SummaryFile)
+	} else if row["result"] != tr.Result || row["idevid_sha256"] != certSHA(tr.IDevID) || row["ldevid_sha256"] != certSHA(tr.LDevID) {
+		fail("%s: the unit's row disagrees with %s (result, certificates)", SummaryFile, u.Traveler)
+	}
+	recorded := map[string]*store.AuditEvent{}
+	for _, a := range trail {
+		if a.Action == store.EventCertRecorded && len(a.Fingerprints) == 1 {
+			recorded[a.Fingerprints[0]] = a
+		}
+	}
+	for _, c := range tr.Certificates {
+		if a := recorded[c.SHA256]; a == nil || a.Details["role"] != c.Role {
+			fail("%s: certificate %s %s is not recorded for the unit in %s", u.Traveler, c.Role, c.SHA256, AuditFile)
+		}
+	}
+	if len(u.Certificates) != len(tr.Certificates) {
+		fail("%s: %d certificate files, the traveler lists %d certificates", ManifestFile, len(u.Certificates), len(tr.Certificates))
+	}
+	for _, p := range u.Certificates {
+		probs = append(probs, checkCert(p, files[p], &tr, recorded, roots)...)
+	}
+	return probs
+}
+
+func certSHA(c *traveler.Certificate) string {
+	if c == nil {
+		return ""
+	}
+	return c.SHA256
+}
+
+// checkCert checks one certificate file: the certificate, then its chain.
+func checkCert(name string, data []byte, tr *traveler.Record, recorded map[string]*store.AuditEvent, roots *x509.CertPool) []string {
+	var probs []string
+	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
+	if data == nil {
+		fail("missing")
+		return probs
+	}
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			fail("certificate %d: %v", len(certs)+1, err)
+			return probs
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		fail("no certificate")
+		return probs
+	}
+	leaf := certs[0]
+	h := sha256.Sum256(leaf.Raw)
+	sha := hex.EncodeToString(h[:])
+	a := recorded[sha]
+	if a == nil {
+		fail("certificate %s is not recorded for %s in %s", sha, tr.Serial, AuditFile)
+		return probs
+	}
+	role := a.Details["role"]
+	if want := strings.ToLower(role) + "-" + sha + ".pem"; filepath.Base(name) != want {
+		fail("file name is not %s", want)
+	}
+	if a.Details["serial_hex"] != "" && a.Details["serial_hex"] != leaf.SerialNumber.Text(16) {
+		fail("serial number %s, %s record %d says %s", leaf.SerialNumber.Text(16), AuditFile, a.Seq, a.Details["serial_hex"])
+	}
+	// The traveler's certificate of the role, when it is this one, must be the same bytes.
+	var tc *traveler.Certificate
+	switch role {
+	case string(store.RoleIDevID):
+		tc = tr.IDevID
+	case string(store.RoleLDevID):
+		tc = tr.LDevID
+	}
+	if tc != nil && tc.SHA256 == sha {
+		blk, _ := pem.Decode([]byte(tc.PEM))
+		if blk == nil || !bytes.Equal(blk.Bytes, leaf.Raw) || tc.Subject != leaf.Subject.String() {
+			fail("the traveler's %s certificate (key, subject) differs from the file's", role)
+		}
+	}
+	if leaf.Subject.SerialNumber != tr.Serial {
+		fail("subject serialNumber %q is not the unit's serial %q", leaf.Subject.SerialNumber, tr.Serial)
+	}
+	if err := checkHWModule(leaf, tr); err != nil {
+		fail("%v", err)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	// Checked at the time the station recorded it: a bundle stays verifiable after expiry.
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: a.Time,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		fail("does not chain to the given roots: %v", err)
+	}
+	return probs
+}
+
+var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
+var oidHWModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
+
+// checkHWModule checks a hardwareModuleName (RFC 4108) otherName, when the certificate has
+// one: its serial is the unit's serial or the serial number of the unit's verified EK
+// certificate.
+func checkHWModule(c *x509.Certificate, tr *traveler.Record) error {
+	for _, ext := range c.Extensions {
+		if !ext.Id.Equal(oidSAN) {
+			continue
+		}
+		var names []asn1.RawValue
+		if _, err := asn1.Unmarshal(ext.Value, &names); err != nil {
+			return fmt.Errorf("malformed subjectAltName: %w", err)
+		}
+		for _, n := range names {
+			if n.Class != asn1.ClassContextSpecific || n.Tag != 0 {
+				continue
+			}
+			var on struct {
+				TypeID asn1.ObjectIdentifier
+				Value  asn1.RawValue // [0] EXPLICIT: Bytes is the name
+			}
+			if _, err := asn1.UnmarshalWithParams(n.FullBytes, &on, "tag:0"); err != nil {
+				return fmt.Errorf("malformed otherName: %w", err)
+			}
+			if !on.TypeID.Equal(oidHWModuleName) {
+				continue
+			}
+			if on.Value.Class != asn1.ClassContextSpecific || on.Value.Tag != 0 {
+				return errors.New("malformed hardwareModuleName: value not [0]")
+			}
+			var hmn struct {
+				Type   asn1.ObjectIdentifier
+				Serial []byte
+			}
+			if _, err := asn1.Unmarshal(on.Value.Bytes, &hmn); err != nil {
+				return fmt.Errorf("malformed hardwareModuleName: %w", err)
+			}
+			if string(hmn.Serial) == tr.Serial {
+				continue
+			}
+			if tr.EK != nil {
+				if n, ok := new(big.Int).SetString(tr.EK.SerialNumber, 16); ok && bytes.Equal(n.Bytes(), hmn.Serial) {
+					continue
+				}
+			}
+			return fmt.Errorf("hardwareModuleName serial %x is neither the unit's serial nor its EK certificate's", hmn.Serial)
+		}
+	}
+	return nil
+}
+
+// ParseKey reads the station's audit public key from PEM: a PUBLIC KEY or a CERTIFICATE.
+func ParseKey(data []byte) (crypto.PublicKey, error) {
+	blk, _ := pem.Decode(data)
+	if blk == nil {
+		return nil, errors.New("station key: no PEM block")
+	}
+	switch blk.Type {
+	case "PUBLIC KEY":
+		return x509.ParsePKIXPublicKey(blk.Bytes)
+	case "CERTIFICATE":
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("station key: %w", err)
+		}
+		return c.PublicKey, nil
+	}
+	return nil, fmt.Errorf("station key: PEM block %q, want PUBLIC KEY", blk.Type)
+}
+
+// PublicKeyPEM encodes the station's audit public key as the PEM PUBLIC KEY file an auditor
+// is given out of band (devid-verify -station-key).
+func PublicKeyPEM(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
