@@ -38,6 +38,9 @@ type Request struct {
 	// token, the breaker still admits or refuses it, and its answer feeds the breaker and
 	// the rate like any other. FanOut honours it; a Backend that cannot must fail it.
 	Via SingleEnroller
+	// OnRetry, when set, is called before the EST client retries this request (see
+	// est.WithRetryNotice): an earlier attempt may have been issued and its answer lost.
+	OnRetry func(status int)
 }
 
 // Response is the CA's answer to one Request.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/devid-station/devid/ca-client/est"
 )
 
 // SingleEnroller enrolls one CSR at a time, e.g. an EST client's
@@ -79,6 +81,9 @@ func (f *fanOut) one(ctx context.Context, req Request) Response {
 	e := f.e
 	if req.Via != nil {
 		e = req.Via
+	}
+	if req.OnRetry != nil {
+		ctx = est.WithRetryNotice(ctx, func(_ est.Op, status int) { req.OnRetry(status) })
 	}
 	if req.Reenroll {
 		re, ok := e.(SingleReenroller)

@@ -400,7 +400,7 @@ func (c *Client) enroll(ctx context.Context, op Op, csrDER []byte) (*Result, err
 	}
 	body := encodeBase64(csrDER)
 	deadline := c.clock.Now().Add(c.pendingMax)
-	cl := &call{c: c, op: op}
+	cl := &call{c: c, ctx: ctx, op: op}
 	for {
 		resp, err := c.do(ctx, cl, http.MethodPost, body)
 		if err != nil {
@@ -535,6 +535,7 @@ type response struct {
 // is used by one goroutine at a time.
 type call struct {
 	c        *Client
+	ctx      context.Context // the caller's, for its retry notice
 	op       Op
 	attempts int
 	pending  int
@@ -639,6 +640,11 @@ func (cl *call) backoff(minWait, maxWait time.Duration, attemptNum int, resp *ht
 		wait = jitter(expBackoff(minWait, maxWait, attemptNum))
 	}
 	cl.c.onRetry(cl.op, status, wait)
+	if cl.ctx != nil {
+		if fn := retryNotice(cl.ctx); fn != nil {
+			fn(cl.op, status)
+		}
+	}
 	return wait
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/devid-station/devid/ca-client/batch"
@@ -74,7 +75,7 @@ func (i *issuer) Enroll(ctx context.Context, req workflow.EnrollRequest) (*workf
 	if req.ClientCert != nil {
 		return i.enrollAsUnit(ctx, req)
 	}
-	resp, err := i.batcher.Enroll(ctx, batch.Request{CSR: req.CSR, Serial: req.Serial})
+	resp, err := i.batcher.Enroll(ctx, batch.Request{CSR: req.CSR, Serial: req.Serial, OnRetry: onRetry(req)})
 	if err != nil {
 		return nil, i.classify(err)
 	}
@@ -92,11 +93,25 @@ func (i *issuer) enrollAsUnit(ctx context.Context, req workflow.EnrollRequest) (
 		return nil, fmt.Errorf("CA %s: %w", i.name, err)
 	}
 	defer closeConns()
-	resp, err := i.batcher.Enroll(ctx, batch.Request{CSR: req.CSR, Serial: req.Serial, Via: via})
+	resp, err := i.batcher.Enroll(ctx, batch.Request{CSR: req.CSR, Serial: req.Serial, Via: via, OnRetry: onRetry(req)})
 	if err != nil {
 		return nil, i.classify(err)
 	}
 	return &workflow.Issued{Leaf: resp.Leaf, Chain: resp.Chain}, nil
+}
+
+// onRetry tells the workflow of a request sent again after an attempt whose answer was lost
+// (a transport error) or that failed at a server error other than 503: the CA may have issued
+// for it. A 429, a 503 or a poll of a pending request issued nothing.
+func onRetry(req workflow.EnrollRequest) func(int) {
+	if req.OnRetry == nil {
+		return nil
+	}
+	return func(status int) {
+		if status == 0 || (status >= 500 && status != http.StatusServiceUnavailable) {
+			req.OnRetry()
+		}
+	}
 }
 
 func (i *issuer) classify(err error) error {

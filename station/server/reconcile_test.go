@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/fixture/estca"
 	"github.com/devid-station/devid/station/reconcile"
 	"github.com/devid-station/devid/station/store"
 )
@@ -71,4 +73,52 @@ func TestReconcileLostAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRetriedEnrollmentLeavesPossiblyIssued: the CA issues the IDevID and resets the connection
+// instead of answering; the EST client sends the same CSR again and the CA, which does not
+// deduplicate, issues a second certificate that the station records. The first is in the CA's
+// ledger only: the station must hold a possibly-issued entry for its key until a search of the
+// CA records it.
+func TestRetriedEnrollmentLeavesPossiblyIssued(t *testing.T) {
+	l := newTestLine(t, lineOptions{knobs: estca.Knobs{LoseAnswers: 1}})
+	l.workOrder("WO-1", "SN-0001")
+	sim := l.manufacture(nil, tpm.ECCP256)
+	if v := l.runUnit(context.Background(), "SN-0001", sim); !v.Passed {
+		t.Fatalf("verdict %+v", v)
+	}
+	st := l.srv.Store()
+	ctx := context.Background()
+	open, err := st.PossiblyIssuedEntries(ctx, "SN-0001", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 1 || open[0].CA != "maker" || open[0].PublicKeySHA256 == "" {
+		t.Fatalf("open entries %+v, want one for the maker CA naming the IDevID key", open)
+	}
+	unknown := 0
+	for _, e := range l.ca.Ledger() {
+		if _, err := st.CertificateBySHA256(ctx, e.SHA256); err == nil {
+			continue
+		}
+		unknown++
+		if e.Label != "idevid" {
+			t.Errorf("certificate %s of %s is unknown to the store", e.SHA256[:16], e.Label)
+		}
+	}
+	if unknown != 1 {
+		t.Fatalf("%d certificates unknown to the store, want the one whose answer was lost", unknown)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(l.pki.MakerRoot.Cert)
+	rep, err := reconcile.Search(ctx, st, "maker", &reconcile.HTTPSearcher{
+		URL: l.ca.URL() + "/.well-known/est/idevid/search", Roots: roots,
+		HeaderName: "Secret-Value", HeaderValue: headerSecret}, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Closed != 1 || rep.Open != 0 {
+		t.Errorf("report %+v, want the entry closed", rep)
+	}
+	l.issuedAllKnown(st)
 }

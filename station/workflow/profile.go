@@ -108,6 +108,9 @@ type EnrollRequest struct {
 	// ClientCert, when set, authenticates the enrollment as the unit (its IDevID, with a key
 	// that signs through the agent session).
 	ClientCert *ClientCert
+	// OnRetry, when set, is told each time the request is sent again after a failed attempt:
+	// that attempt may have been issued and its answer lost.
+	OnRetry func()
 }
 
 // ClientCert is a TLS client certificate whose key may live anywhere (a unit's TPM).

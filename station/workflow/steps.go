@@ -450,7 +450,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		return journal.EnrollResult{Cert: issued.Leaf.Raw, Chain: chainDER(issued.Chain)}, nil
 	}
 	issuer := u.r.cfg.Issuers[k.profile.Issuer]
-	req := EnrollRequest{Serial: u.serial, CSR: k.csr}
+	req := EnrollRequest{Serial: u.serial, CSR: k.csr, OnRetry: func() { u.answerLost.Store(true) }}
 	if role == roleLDevID && u.profile.LDevIDAuth == AuthIDevIDMTLS {
 		id := u.keys[roleIDevID]
 		req.ClientCert = &ClientCert{

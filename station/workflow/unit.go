@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
@@ -32,6 +33,9 @@ type unit struct {
 	serial string
 	log    *slog.Logger
 	step   string
+	// answerLost is set when the EST client sent the running enroll step's request again
+	// after an attempt whose answer was lost (the issuer's OnRetry may run on its goroutine).
+	answerLost atomic.Bool
 
 	state   store.UnitState
 	results map[string]json.RawMessage // last successful result per step
@@ -290,10 +294,14 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	if err != nil {
 		return u.journalErr(err, "recording the intent of %s", step)
 	}
+	u.answerLost.Store(false)
 	result, err := stepByName[step].run(u, sctx)
 	err = u.timedOut(ctx, sctx, step, err)
-	if c := CodeOf(err); err != nil && (step == StepIDevIDEnroll || step == StepLDevIDEnroll) && (c == CodeCAUnavailable || c == CodeStepTimeout) {
-		// The request may have reached the CA before it failed.
+	c := CodeOf(err)
+	if enroll := step == StepIDevIDEnroll || step == StepLDevIDEnroll; enroll &&
+		(err != nil && (c == CodeCAUnavailable || c == CodeStepTimeout) || u.answerLost.Load()) {
+		// The request may have reached the CA before it failed, or an attempt before the one
+		// answered lost its answer: the CA may hold a certificate the store does not know.
 		if perr := u.possiblyIssued(ctx, ref, u.intent(step), began); perr != nil {
 			u.log.Error("recording a possibly issued certificate", "step", step, "error", perr)
 		}
