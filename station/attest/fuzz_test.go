@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"math/big"
 	"testing"
 
 	"github.com/devid-station/devid/device-agent/tpm/tcgek"
@@ -21,6 +22,18 @@ func rsaEKPublic(k *rsa.PublicKey) []byte {
 	tmpl := tpm2.RSAEKTemplate
 	tmpl.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: k.N.Bytes()})
 	return tpm2.Marshal(tmpl)
+}
+
+// rsaPublic returns an RSA-2048 public key with a random odd modulus: the EK and DevID checks
+// only read public keys, and generating a real key would slow every fuzz worker's start.
+func rsaPublic(tb testing.TB) *rsa.PublicKey {
+	n := make([]byte, 256)
+	if _, err := rand.Read(n); err != nil {
+		tb.Fatal(err)
+	}
+	n[0] |= 0x80
+	n[255] |= 1
+	return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: 65537}
 }
 
 // wantName is the Name a SHA-256 object with public area raw must have.
@@ -36,16 +49,13 @@ func wantName(raw []byte) []byte {
 func FuzzCheckEK(f *testing.F) {
 	t := f
 	eccKey, ca := newKey(t), newKey(t)
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		f.Fatal(err)
-	}
-	certs := []*x509.Certificate{selfSigned(t, &eccKey.PublicKey, ca), selfSigned(t, &rsaKey.PublicKey, ca)}
+	rsaPub := rsaPublic(f)
+	certs := []*x509.Certificate{selfSigned(t, &eccKey.PublicKey, ca), selfSigned(t, rsaPub, ca)}
 	devID, err := ParsePublic(eccPublic(t, devIDTemplate(), &newKey(t).PublicKey))
 	if err != nil {
 		f.Fatal(err)
 	}
-	eccEK, rsaEK := eccPublic(t, tpm2.ECCEKTemplate, &eccKey.PublicKey), rsaEKPublic(&rsaKey.PublicKey)
+	eccEK, rsaEK := eccPublic(t, tpm2.ECCEKTemplate, &eccKey.PublicKey), rsaEKPublic(rsaPub)
 	for _, s := range []struct {
 		raw  []byte
 		cert uint8
@@ -87,17 +97,14 @@ func FuzzCheckEK(f *testing.F) {
 // none it forbids, SHA-256 naming and a Name recomputed from the input.
 func FuzzCheckDevID(f *testing.F) {
 	t := f
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		f.Fatal(err)
-	}
+	rsaPub := rsaPublic(f)
 	rsaDevID := tpm2.TPMTPublic{
 		Type: tpm2.TPMAlgRSA, NameAlg: tpm2.TPMAlgSHA256,
 		ObjectAttributes: devIDTemplate().ObjectAttributes,
 		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
 			Scheme: tpm2.TPMTRSAScheme{Scheme: tpm2.TPMAlgNull}, KeyBits: 2048,
 		}),
-		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: rsaKey.N.Bytes()}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: rsaPub.N.Bytes()}),
 	}
 	good := eccPublic(t, devIDTemplate(), &newKey(t).PublicKey)
 	f.Add(good)
@@ -130,13 +137,10 @@ func FuzzCheckDevID(f *testing.F) {
 // one fails cleanly or works, and only the secret itself is accepted as the answer.
 func FuzzChallenge(f *testing.F) {
 	t := f
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		f.Fatal(err)
-	}
+	rsaPub := rsaPublic(f)
 	devID := eccPublic(t, devIDTemplate(), &newKey(t).PublicKey)
 	f.Add(eccPublic(t, tpm2.ECCEKTemplate, &newKey(t).PublicKey), devID, make([]byte, 32))
-	f.Add(rsaEKPublic(&rsaKey.PublicKey), devID, []byte{1})
+	f.Add(rsaEKPublic(rsaPub), devID, []byte{1})
 	f.Add(devID, devID, []byte(nil))
 	f.Fuzz(func(t *testing.T, ekRaw, keyRaw, answer []byte) {
 		ek, err := parseAny(ekRaw)

@@ -18,6 +18,11 @@ func FuzzConfig(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	if file, err := Decode(example); err != nil {
+		f.Fatal(err)
+	} else if _, err := file.Validate(dir); err != nil {
+		f.Fatalf("the example seed does not validate: %v", err)
+	}
 	f.Add(example)
 	f.Add([]byte(strings.Replace(string(example), "station_id", "station_idx", 1)))
 	f.Add([]byte(strings.Replace(string(example), `"5m"`, `"-5m"`, 1)))
