@@ -171,8 +171,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 const maxCheckErrors = 3
 
 // check runs bbolt's consistency check over every page, after making sure
-// the file holds every page its meta page counts (the check runs on bbolt's
-// own goroutine, where reading past the end of the file would be fatal).
+// the file holds every page its meta page counts and that its page tree is
+// sound (the check runs on bbolt's own goroutine, where reading past the end
+// of the file, a fault or a page cycle would be fatal: see checkPages).
 func check(db *bolt.DB, path string) error {
 	var problems []string
 	err := db.View(func(tx *bolt.Tx) error {
@@ -182,6 +183,15 @@ func check(db *bolt.DB, path string) error {
 		}
 		if st.Size() < tx.Size() {
 			problems = append(problems, fmt.Sprintf("file has %d bytes, its pages need %d (truncated)", st.Size(), tx.Size()))
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := checkPages(f, tx, db.Info().PageSize); err != nil {
+			problems = append(problems, err.Error())
 			return nil
 		}
 		for err := range tx.Check() {
