@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -62,4 +65,32 @@ func FuzzOpen(f *testing.F) {
 		_, _ = s.VerifyChain(ctx)
 		_, _, _ = s.OutboxAfter(ctx, 0, 10)
 	})
+}
+
+// TestOpenHugeFreelistCount: a freelist page claiming 2^27 free pages in a small file is
+// refused before bbolt reads it (bbolt allocated 1 GiB for it; FuzzOpen stalled on such files).
+func TestOpenHugeFreelistCount(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openAt(t, path)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := binary.LittleEndian.Uint32(data[pageHeaderSize+8:])
+	for _, m := range []uint64{0, uint64(ps)} { // the freelist page each meta page names
+		off := binary.LittleEndian.Uint64(data[m+metaFreeOffset:]) * uint64(ps)
+		binary.LittleEndian.PutUint16(data[off+10:], 0xFFFF)
+		binary.LittleEndian.PutUint64(data[off+pageHeaderSize:], 1<<27)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(path, Options{StationID: testStation, Clock: newStepClock()})
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "claims 134217728 free pages") {
+		t.Fatalf("Open = %v, want a CorruptError naming the freelist count", err)
+	}
 }

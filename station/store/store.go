@@ -138,6 +138,16 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if f, ferr := os.Open(path); ferr == nil {
+		st, serr := f.Stat()
+		if serr == nil {
+			ferr = checkFreelistCount(f, st.Size())
+		}
+		f.Close()
+		if ferr != nil {
+			return nil, &CorruptError{Path: path, Reason: ferr.Error()}
+		}
+	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
 		return nil, &CorruptError{Path: path, Reason: err.Error()}
