@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test test-reports bench bench-ca bench-line bench-scale lint generate generate-check tidy-check demo dev-config ci clean
+.PHONY: help deps setup build test test-reports fuzz fuzz-ci bench bench-ca bench-line bench-scale lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,31 @@ test-reports: deps ## the printable reports' tests, leaving the PDFs, HTML and p
 	rm -rf out/reports-test
 	PRINTABLE_ARTIFACTS=$(CURDIR)/out/reports-test $(GO) test -count=1 ./reports/printable/
 	@echo "==> rendered reports and their page-one images: out/reports-test/"
+
+# Native Go fuzz targets as package:target pairs (go test -fuzz takes one target per run). Their
+# seed corpora (f.Add and testdata/fuzz) run in every plain go test as regression tests.
+FUZZ_TARGETS := \
+	./station/ekcert:FuzzVerifyEKCert ./station/ekcert:FuzzParseSAN ./station/ekcert:FuzzExtractDER \
+	./station/attest:FuzzCheckEK ./station/attest:FuzzCheckDevID ./station/attest:FuzzChallenge \
+	./station/attest:FuzzCheckCSR ./station/attest:FuzzVerifySignature \
+	./ca-client/est:FuzzParseCertsOnly ./ca-client/est:FuzzDecodeBase64Body \
+	./station/config:FuzzConfig ./station/config:FuzzCheckAzureIoTIdentity \
+	./station/gateway:FuzzValidateHello ./station/workflow:FuzzHardwareModuleName ./station/workflow:FuzzRestore \
+	./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen
+FUZZTIME ?= 1m
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 1m; new crashers land in the package's testdata/fuzz)
+	@set -o pipefail; mkdir -p out; : > out/fuzz-summary.txt; \
+	for pt in $(FUZZ_TARGETS); do \
+		pkg=$${pt%%:*}; target=$${pt##*:}; \
+		echo "==> $$target in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1 | tee out/fuzz-last.txt || exit 1; \
+		echo "$$target ($$pkg): $$(grep -o 'execs: [0-9]*' out/fuzz-last.txt | tail -n 1)" >> out/fuzz-summary.txt; \
+	done; \
+	echo "==> executions per target in $(FUZZTIME)"; cat out/fuzz-summary.txt
+
+fuzz-ci: ## every fuzz target for 10 s (CI)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...

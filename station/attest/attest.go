@@ -194,7 +194,9 @@ func NewChallenge(rnd io.Reader, ek, key *Key) (*Challenge, error) {
 	}
 	blob, enc, err := tpm2.CreateCredential(rnd, kem, key.Name, secret)
 	if err != nil {
-		return nil, fmt.Errorf("making credential: %w", err)
+		// What fails here is the EK's parameters (a symmetric algorithm the credential
+		// cannot use, say): ImportEncapsulationKey does not check them all.
+		return nil, fmt.Errorf("%w: making credential: %v", ErrEKTemplate, err)
 	}
 	return &Challenge{CredentialBlob: blob, EncryptedSecret: enc, secret: secret}, nil
 }

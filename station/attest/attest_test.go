@@ -20,7 +20,7 @@ import (
 )
 
 // eccPublic returns tmpl with its unique field set to k's point, marshalled.
-func eccPublic(t *testing.T, tmpl tpm2.TPMTPublic, k *ecdsa.PublicKey) []byte {
+func eccPublic(t testing.TB, tmpl tpm2.TPMTPublic, k *ecdsa.PublicKey) []byte {
 	t.Helper()
 	tmpl.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
 		X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, (k.Curve.Params().BitSize+7)/8))},
@@ -43,7 +43,7 @@ func devIDTemplate() tpm2.TPMTPublic {
 	}
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -110,7 +110,7 @@ func TestCheckDevID(t *testing.T) {
 	}
 }
 
-func selfSigned(t *testing.T, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+func selfSigned(t testing.TB, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
 	t.Helper()
 	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
 		SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
@@ -258,7 +258,7 @@ func TestVerifySignature(t *testing.T) {
 // csrWithAttributes builds a PKCS#10 request signed by priv whose attribute list is exactly
 // attrs (DER Attribute SEQUENCEs), as x509.CreateCertificateRequest cannot write a
 // challengePassword.
-func csrWithAttributes(t *testing.T, priv *ecdsa.PrivateKey, subject []byte, attrs ...[]byte) []byte {
+func csrWithAttributes(t testing.TB, priv *ecdsa.PrivateKey, subject []byte, attrs ...[]byte) []byte {
 	t.Helper()
 	spki, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
 	if err != nil {
@@ -296,7 +296,7 @@ func csrWithAttributes(t *testing.T, priv *ecdsa.PrivateKey, subject []byte, att
 }
 
 // attribute returns a DER Attribute of type oid with one value.
-func attribute(t *testing.T, oid asn1.ObjectIdentifier, value any) []byte {
+func attribute(t testing.TB, oid asn1.ObjectIdentifier, value any) []byte {
 	t.Helper()
 	v, err := asn1.Marshal(value)
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 )
 
 // writeCert writes a self-signed certificate (and its key) as PEM files.
-func writeCert(t *testing.T, certPath, keyPath string) {
+func writeCert(t testing.TB, certPath, keyPath string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -47,7 +47,7 @@ func writeCert(t *testing.T, certPath, keyPath string) {
 	}
 }
 
-func write(t *testing.T, path string, data []byte, mode os.FileMode) {
+func write(t testing.TB, path string, data []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func write(t *testing.T, path string, data []byte, mode os.FileMode) {
 
 // exampleDir copies deploy/station.example.toml into a folder with a stand-in for every file
 // it names. (fixture/line checks the example against the real dev material.)
-func exampleDir(t *testing.T) string {
+func exampleDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	example, err := os.ReadFile("../../deploy/station.example.toml")

@@ -144,6 +144,16 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if f, ferr := os.Open(path); ferr == nil {
+		st, serr := f.Stat()
+		if serr == nil {
+			ferr = checkFreelistCount(f, st.Size())
+		}
+		f.Close()
+		if ferr != nil {
+			return nil, &CorruptError{Path: path, Reason: ferr.Error()}
+		}
+	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
 		return nil, &CorruptError{Path: path, Reason: err.Error()}
@@ -185,8 +195,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 const maxCheckErrors = 3
 
 // check runs bbolt's consistency check over every page, after making sure
-// the file holds every page its meta page counts (the check runs on bbolt's
-// own goroutine, where reading past the end of the file would be fatal).
+// the file holds every page its meta page counts and that its page tree is
+// sound (the check runs on bbolt's own goroutine, where reading past the end
+// of the file, a fault or a page cycle would be fatal: see checkPages).
 func check(db *bolt.DB, path string) error {
 	var problems []string
 	err := db.View(func(tx *bolt.Tx) error {
@@ -196,6 +207,15 @@ func check(db *bolt.DB, path string) error {
 		}
 		if st.Size() < tx.Size() {
 			problems = append(problems, fmt.Sprintf("file has %d bytes, its pages need %d (truncated)", st.Size(), tx.Size()))
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := checkPages(f, tx, db.Info().PageSize); err != nil {
+			problems = append(problems, err.Error())
 			return nil
 		}
 		for err := range tx.Check() {

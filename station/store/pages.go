@@ -1,0 +1,200 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bbolt's on-disk layout (go.etcd.io/bbolt internal/common, native byte order: little endian
+// on every platform the station runs on): a page is a 16-byte header (id uint64, flags uint16,
+// count uint16, overflow uint32) and count 16-byte elements; an element's key (and value) lie
+// pos bytes after the element itself.
+const (
+	pageHeaderSize  = 16
+	pageElementSize = 16
+	branchPageFlag  = 0x01
+	leafPageFlag    = 0x02
+	bucketLeafFlag  = 0x01
+	bucketHeaderLen = 16 // root pgid uint64, sequence uint64; an inline page follows when root is 0
+	metaRootOffset  = pageHeaderSize + 16
+	metaFreeOffset  = pageHeaderSize + 32
+	metaTxidOffset  = pageHeaderSize + 48
+	maxPageDepth    = 64
+)
+
+// pageWalk checks the page tree of a store file before bbolt's own check reads it. That check
+// runs on a goroutine of bbolt's, follows page ids without remembering the pages it saw and
+// reads keys where the elements say they are: a page that refers to itself makes it recurse
+// until the stack overflows, and an element pointing outside its page makes it fault; both
+// kill the process instead of giving a CorruptError (found by FuzzOpen).
+type pageWalk struct {
+	f        io.ReaderAt
+	pageSize int
+	hwm      uint64 // pages the meta page counts
+	seen     map[uint64]bool
+}
+
+// checkPages walks every page reachable from the meta page tx reads: each page lies within
+// the file, is a branch or a leaf page, is reached once, and holds its elements.
+func checkPages(f io.ReaderAt, tx *bolt.Tx, pageSize int) error {
+	w := &pageWalk{f: f, pageSize: pageSize, hwm: uint64(tx.Size()) / uint64(pageSize), seen: map[uint64]bool{}}
+	for id := range uint64(2) {
+		meta := make([]byte, metaTxidOffset+8)
+		if _, err := f.ReadAt(meta, int64(id)*int64(pageSize)); err != nil {
+			return fmt.Errorf("reading meta page %d: %w", id, err)
+		}
+		if binary.LittleEndian.Uint64(meta[metaTxidOffset:]) != uint64(tx.ID()) {
+			continue
+		}
+		if err := w.freelist(binary.LittleEndian.Uint64(meta[metaFreeOffset:])); err != nil {
+			return err
+		}
+		return w.tree(binary.LittleEndian.Uint64(meta[metaRootOffset:]), 0)
+	}
+	return fmt.Errorf("no meta page of transaction %d", tx.ID())
+}
+
+// freelist checks that the freelist page and its overflow lie within the file (bbolt's check
+// counts through the overflow, up to 2^32 pages).
+func (w *pageWalk) freelist(pgid uint64) error {
+	if pgid == ^uint64(0) { // no freelist page
+		return nil
+	}
+	if pgid < 2 || pgid >= w.hwm {
+		return fmt.Errorf("freelist page %d outside pages 2-%d", pgid, w.hwm-1)
+	}
+	hdr := make([]byte, pageHeaderSize)
+	if _, err := w.f.ReadAt(hdr, int64(pgid)*int64(w.pageSize)); err != nil {
+		return fmt.Errorf("reading freelist page %d: %w", pgid, err)
+	}
+	if pgid+uint64(binary.LittleEndian.Uint32(hdr[12:])) >= w.hwm {
+		return fmt.Errorf("freelist page %d overflows past page %d", pgid, w.hwm-1)
+	}
+	return nil
+}
+
+// tree checks the page pgid and the pages below it.
+func (w *pageWalk) tree(pgid uint64, depth int) error {
+	if pgid < 2 || pgid >= w.hwm {
+		return fmt.Errorf("page %d outside pages 2-%d", pgid, w.hwm-1)
+	}
+	if w.seen[pgid] {
+		return fmt.Errorf("page %d reached twice", pgid)
+	}
+	w.seen[pgid] = true
+	hdr := make([]byte, pageHeaderSize)
+	if _, err := w.f.ReadAt(hdr, int64(pgid)*int64(w.pageSize)); err != nil {
+		return fmt.Errorf("reading page %d: %w", pgid, err)
+	}
+	if id := binary.LittleEndian.Uint64(hdr); id != pgid {
+		return fmt.Errorf("page %d says it is page %d", pgid, id)
+	}
+	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
+	if pgid+overflow >= w.hwm {
+		return fmt.Errorf("page %d overflows past page %d", pgid, w.hwm-1)
+	}
+	buf := make([]byte, (1+overflow)*uint64(w.pageSize))
+	if _, err := w.f.ReadAt(buf, int64(pgid)*int64(w.pageSize)); err != nil {
+		return fmt.Errorf("reading page %d: %w", pgid, err)
+	}
+	return w.page(pgid, buf, depth)
+}
+
+// page checks the elements of one page (buf, from its header on; an inline bucket's page is
+// the rest of its value) and the pages they refer to.
+func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
+	if depth > maxPageDepth {
+		return fmt.Errorf("page %d lies deeper than %d pages", pgid, maxPageDepth)
+	}
+	if len(buf) < pageHeaderSize {
+		return fmt.Errorf("inline page under page %d is %d bytes", pgid, len(buf))
+	}
+	flags, count := binary.LittleEndian.Uint16(buf[8:]), uint64(binary.LittleEndian.Uint16(buf[10:]))
+	size := uint64(len(buf))
+	if pageHeaderSize+count*pageElementSize > size {
+		return fmt.Errorf("page %d: %d elements do not fit", pgid, count)
+	}
+	for i := range count {
+		at := pageHeaderSize + i*pageElementSize
+		e := buf[at : at+pageElementSize]
+		switch flags {
+		case branchPageFlag:
+			pos, ksize := uint64(binary.LittleEndian.Uint32(e)), uint64(binary.LittleEndian.Uint32(e[4:]))
+			if at+pos+ksize > size {
+				return fmt.Errorf("page %d: element %d lies outside the page", pgid, i)
+			}
+			if err := w.tree(binary.LittleEndian.Uint64(e[8:]), depth+1); err != nil {
+				return err
+			}
+		case leafPageFlag:
+			eflags, pos := binary.LittleEndian.Uint32(e), uint64(binary.LittleEndian.Uint32(e[4:]))
+			ksize, vsize := uint64(binary.LittleEndian.Uint32(e[8:])), uint64(binary.LittleEndian.Uint32(e[12:]))
+			if at+pos+ksize+vsize > size {
+				return fmt.Errorf("page %d: element %d lies outside the page", pgid, i)
+			}
+			if eflags&bucketLeafFlag == 0 {
+				continue
+			}
+			v := buf[at+pos+ksize : at+pos+ksize+vsize]
+			if len(v) < bucketHeaderLen {
+				return fmt.Errorf("page %d: bucket %d has a %d-byte header", pgid, i, len(v))
+			}
+			var err error
+			if root := binary.LittleEndian.Uint64(v); root == 0 {
+				err = w.page(pgid, v[bucketHeaderLen:], depth+1)
+			} else {
+				err = w.tree(root, depth+1)
+			}
+			if err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("page %d has type %#x, want a branch or leaf page", pgid, flags)
+		}
+	}
+	return nil
+}
+
+// checkFreelistCount refuses a store file whose freelist page claims more page ids than the
+// file could hold, before bbolt reads it: bbolt's Open allocates the count it finds there
+// (up to 2^64 ids; 2^27 in a 64 KiB file made it allocate 1 GiB, found by FuzzOpen). A file
+// too short for a meta page or a freelist is left to bbolt.
+func checkFreelistCount(f io.ReaderAt, size int64) error {
+	const pageSizeOffset = pageHeaderSize + 8
+	at := int64(0) // the second meta page lies one page (of the first's size) in
+	for range 2 {
+		meta := make([]byte, metaTxidOffset+8)
+		if _, err := f.ReadAt(meta, at); err != nil {
+			return nil
+		}
+		ps := int64(binary.LittleEndian.Uint32(meta[pageSizeOffset:]))
+		if ps < 512 || ps > 1<<16 {
+			return nil
+		}
+		if at == 0 {
+			at = ps
+		} else {
+			at = -1
+		}
+		fl := binary.LittleEndian.Uint64(meta[metaFreeOffset:])
+		if fl == ^uint64(0) || fl >= uint64(size/ps) {
+			continue
+		}
+		hdr := make([]byte, pageHeaderSize+8)
+		if _, err := f.ReadAt(hdr, int64(fl)*ps); err != nil {
+			continue
+		}
+		if binary.LittleEndian.Uint16(hdr[10:]) == 0xFFFF { // the count is in the first element
+			if n := binary.LittleEndian.Uint64(hdr[pageHeaderSize:]); n > uint64(size/8) {
+				return fmt.Errorf("freelist page %d claims %d free pages in a %d-byte file", fl, n, size)
+			}
+		}
+		if at < 0 {
+			break
+		}
+	}
+	return nil
+}
