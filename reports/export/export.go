@@ -77,6 +77,8 @@ type Bundle struct {
 	Files []BundleFile
 	// Body is what the manifest states.
 	Body *Body
+
+	revocations [][]string // rows of RevocationFile
 }
 
 // Options are the station facts the manifest states.
@@ -159,6 +161,14 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 		return nil, fmt.Errorf("export: summary: %w", err)
 	}
 	b.add(SummaryFile, sum.Bytes())
+	var rev bytes.Buffer
+	w = csv.NewWriter(&rev)
+	_ = w.Write(revocationHeader)
+	_ = w.WriteAll(b.revocations)
+	if err := w.Error(); err != nil {
+		return nil, fmt.Errorf("export: revocation candidates: %w", err)
+	}
+	b.add(RevocationFile, rev.Bytes())
 	data, err := signManifest(body, signer)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
@@ -313,6 +323,24 @@ var summaryHeader = []string{"serial", "work_order", "profile", "ek_fingerprint"
 	"ldevid_sha256", "result", "error_code", "attempts", "started_at", "ended_at", "cycle_time_seconds",
 	"work_order_created_by", "principals", "station_id", "station_version", "agent_version"}
 
+// revocationHeader names revocation_candidates.csv's columns. A row is a certificate
+// (kind "certificate", sha256 set: superseded or refused) or a key a CA may have certified
+// without the station receiving it (kind "key", public_key_sha256 set: possibly issued).
+var revocationHeader = []string{"serial", "kind", "role", "ca", "sha256", "public_key_sha256", "status", "reason"}
+
+// revocationRows lists rec's revocation candidates as rows of RevocationFile.
+func revocationRows(rec *traveler.Record) [][]string {
+	var rows [][]string
+	for _, c := range rec.RevocationCandidates {
+		rows = append(rows, []string{rec.Serial, "certificate", c.Role, c.Issuer, c.SHA256, "", c.Status, c.Reason})
+	}
+	for _, p := range rec.PossiblyIssued {
+		rows = append(rows, []string{rec.Serial, "key", p.Role, p.CA, "", p.PublicKeySHA256, "possibly_issued",
+			"answer lost between " + p.From.UTC().Format(time.RFC3339) + " and " + p.To.UTC().Format(time.RFC3339)})
+	}
+	return rows
+}
+
 // addUnit adds serial's traveler and certificates and returns its summary row.
 func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan, version string) ([]string, error) {
 	rec, err := traveler.Build(ctx, st, serial)
@@ -325,6 +353,7 @@ func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc
 	}
 	u := Unit{Serial: serial, Traveler: path.Join(travelerDir, serial+".json")}
 	b.add(u.Traveler, data)
+	b.revocations = append(b.revocations, revocationRows(rec)...)
 	chains, err := enrollChains(ctx, st, serial)
 	if err != nil {
 		return nil, err

@@ -32,6 +32,9 @@ type line struct {
 	start time.Time
 }
 
+// possiblyKey is the key of SN-2's possibly issued LDevID.
+var possiblyKey = strings.Repeat("ab", 32)
+
 func newLine(t *testing.T) *line {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -68,6 +71,12 @@ func newLine(t *testing.T) *line {
 		if _, err := st.Checkpoint(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// SN-2's LDevID enrollment lost its answer: the CA may have certified this key.
+	if _, err := st.OpenPossiblyIssued(context.Background(), store.PossiblyIssued{Serial: "SN-2", Role: store.RoleLDevID,
+		Step: "ldevid_enroll", Attempt: 1, CA: "customer", CSRSHA256: strings.Repeat("cd", 32),
+		PublicKeySHA256: possiblyKey, From: start, To: start.Add(time.Second)}); err != nil {
+		t.Fatal(err)
 	}
 	b, err := export.Build(context.Background(), st, export.Selection{WorkOrder: "WO-1"}, export.Options{Version: "v-test"})
 	if err != nil {
@@ -172,6 +181,10 @@ func TestBundleVerifies(t *testing.T) {
 	}
 	if b.Audit.Last != head.Seq || !bytes.Equal(b.Audit.Head.Hash, head.Hash) {
 		t.Errorf("range ends at %d, the chain head (the export's checkpoint) is %d", b.Audit.Last, head.Seq)
+	}
+	rev := string(read(t, l.dir, export.RevocationFile))
+	if !strings.Contains(rev, "SN-2,key,LDevID,customer,,"+possiblyKey+",possibly_issued,") {
+		t.Errorf("%s does not list SN-2's possibly issued key:\n%s", export.RevocationFile, rev)
 	}
 	sum := string(read(t, l.dir, export.SummaryFile))
 	for _, want := range []string{"SN-1,WO-1,default,", "SN-3,WO-1,default,", ",failed,CA_REFUSED,", "mes:alice", "st-qa", "v-test", "0x49465800", "7.85.4555.0"} {

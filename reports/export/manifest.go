@@ -42,8 +42,11 @@ const (
 	ManifestFile = "manifest.json"
 	AuditFile    = "audit.jsonl"
 	SummaryFile  = "summary.csv"
-	travelerDir  = "travelers"
-	certDir      = "certificates"
+	// RevocationFile lists what should be revoked or checked with the CA: superseded and
+	// refused certificates (by SHA-256) and possibly issued ones (by the key they would certify).
+	RevocationFile = "revocation_candidates.csv"
+	travelerDir    = "travelers"
+	certDir        = "certificates"
 )
 
 // Manifest is manifest.json: Body, and the audit key's signature over SHA-256(signDomain ||

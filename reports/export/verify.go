@@ -114,12 +114,14 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 		}
 	}
 	summary := readSummary(files[SummaryFile], fail)
+	revocations := readRevocations(files[RevocationFile], fail)
 	for _, u := range body.Units {
 		ur := UnitReport{Serial: u.Serial}
 		if records == nil {
 			ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
 		} else {
 			ur.Problems = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
+			ur.Problems = append(ur.Problems, checkRevocations(u, files, revocations[u.Serial])...)
 		}
 		rep.Units = append(rep.Units, ur)
 	}
@@ -248,6 +250,39 @@ func readSummary(data []byte, fail func(string, ...any)) map[string]map[string]s
 		out[m["serial"]] = m
 	}
 	return out
+}
+
+// readRevocations reads RevocationFile's rows by serial.
+func readRevocations(data []byte, fail func(string, ...any)) map[string][][]string {
+	out := map[string][][]string{}
+	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil || len(rows) == 0 || !slices.Equal(rows[0], revocationHeader) {
+		fail("%s: not the expected table (%v)", RevocationFile, err)
+		return out
+	}
+	for _, row := range rows[1:] {
+		out[row[0]] = append(out[row[0]], row)
+	}
+	return out
+}
+
+// checkRevocations checks that the unit's rows of RevocationFile are exactly the revocation
+// candidates and possibly issued keys its traveler lists.
+func checkRevocations(u Unit, files map[string][]byte, rows [][]string) []string {
+	var tr traveler.Record
+	if err := json.Unmarshal(files[u.Traveler], &tr); err != nil {
+		return nil // checkUnit reports the traveler
+	}
+	want := revocationRows(&tr)
+	if len(want) != len(rows) {
+		return []string{fmt.Sprintf("%s: %d rows for the unit, %s lists %d revocation candidates", RevocationFile, len(rows), u.Traveler, len(want))}
+	}
+	for i := range want {
+		if !slices.Equal(want[i], rows[i]) {
+			return []string{fmt.Sprintf("%s: row %v disagrees with %s", RevocationFile, rows[i], u.Traveler)}
+		}
+	}
+	return nil
 }
 
 // checkUnit checks one unit's traveler and certificates against its audit records.
