@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -502,8 +503,8 @@ func (f *File) loadVendorTrust(rt *Runtime, p *problems, abs func(string) string
 // validateStepTimeouts checks that every step timeout names a workflow step.
 func (f *File) validateStepTimeouts(rt *Runtime, p *problems) {
 	for step, d := range f.Workflow.StepTimeouts {
-		if !contains(workflow.Steps, step) {
-			p.addf("workflow.step_timeouts: unknown step %q (steps: %s)", step, strings.Join(workflow.Steps, ", "))
+		if !contains(workflow.Steps, step) && !slices.Contains(workflow.Waits, workflow.Wait(step)) {
+			p.addf("workflow.step_timeouts: unknown step %q (steps: %s; or a class: %v)", step, strings.Join(workflow.Steps, ", "), workflow.Waits)
 		}
 		rt.StepTimeouts[step] = time.Duration(d)
 	}

@@ -509,3 +509,29 @@ func TestRoleBindings(t *testing.T) {
 		})
 	}
 }
+
+// TestStepTimeoutKeys: [workflow.step_timeouts] takes a step name or a timeout class; anything
+// else is an error.
+func TestStepTimeoutKeys(t *testing.T) {
+	for key, ok := range map[string]bool{"idevid_enroll": true, "ca": true, "tpm": true, "bogus": false} {
+		dir := exampleDir(t)
+		path := filepath.Join(dir, "station.toml")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edited := strings.Replace(string(data), "[workflow.step_timeouts]\n", "[workflow.step_timeouts]\n"+key+"_x = \"1m\"\n", 1)
+		edited = strings.Replace(edited, key+"_x", key, 1)
+		if strings.Count(edited, "\n"+key+" = ") > 1 {
+			continue // the example sets it already
+		}
+		write(t, path, []byte(edited), 0o644)
+		_, err = Load(path)
+		if ok && err != nil {
+			t.Errorf("%s: %v", key, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "unknown step")) {
+			t.Errorf("%s: %v, want an unknown step error", key, err)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // workflowDoc is the architecture page that describes the step table and the error codes.
@@ -137,5 +138,18 @@ func TestStepTable(t *testing.T) {
 	}
 	if got := nvAttributes(1 << 11); !got.WriteLocked || got.Written {
 		t.Errorf("nvAttributes(TPMA_NV_WRITELOCKED) = %+v", got)
+	}
+}
+
+// TestTimeoutClass: a step's own timeout wins, then its Wait class's, then the default.
+func TestTimeoutClass(t *testing.T) {
+	r := &Runner{cfg: Config{StepTimeout: time.Minute, StepTimeouts: map[string]time.Duration{
+		string(WaitCA): 5 * time.Minute, StepLDevIDEnroll: 7 * time.Minute}}}
+	for step, want := range map[string]time.Duration{
+		StepIDevIDEnroll: 5 * time.Minute, StepLDevIDEnroll: 7 * time.Minute, StepVerify: time.Minute,
+	} {
+		if got := r.timeout(step); got != want {
+			t.Errorf("timeout(%s) = %v, want %v", step, got, want)
+		}
 	}
 }

@@ -7,9 +7,12 @@ import (
 	"strings"
 )
 
-// Wait is what a step mostly waits on: it says where its time goes and which timeout a site
-// tunes first ([workflow.step_timeouts] takes a step name).
+// Wait is what a step mostly waits on, and its timeout class: [workflow.step_timeouts] takes a
+// step name or a Wait ("ca" = "5m" bounds every step that waits on a CA).
 type Wait string
+
+// Waits lists the timeout classes.
+var Waits = []Wait{WaitStation, WaitTPM, WaitCA, WaitUnit}
 
 // The waits a step can have.
 const (

@@ -101,7 +101,9 @@ type Config struct {
 	// EKAlgorithms lists the EK types to use, in order of preference; the first one whose
 	// certificate verifies is used (default ECC P-256, ECC P-384, RSA-2048, RSA-3072).
 	EKAlgorithms []agentv1.KeyAlgorithm
-	// StepTimeout bounds each step (0 = 2 minutes); StepTimeouts overrides it per step.
+	// StepTimeout bounds each step (0 = 2 minutes); StepTimeouts overrides it per step name or,
+	// for the steps without an entry of their own, per Wait class ("tpm", "ca", "unit",
+	// "station").
 	StepTimeout  time.Duration
 	StepTimeouts map[string]time.Duration
 	// HandoverWait bounds how long a new session of a serial waits for the previous session's
@@ -248,6 +250,11 @@ func (r *Runner) Run(ctx context.Context, agent Agent) Outcome {
 func (r *Runner) timeout(step string) time.Duration {
 	if t, ok := r.cfg.StepTimeouts[step]; ok {
 		return t
+	}
+	if d := stepByName[step]; d != nil {
+		if t, ok := r.cfg.StepTimeouts[string(d.Wait)]; ok {
+			return t
+		}
 	}
 	return r.cfg.StepTimeout
 }
