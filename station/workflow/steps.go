@@ -326,7 +326,7 @@ func (u *unit) createKey(ctx context.Context, role string) (any, error) {
 }
 
 func algorithmOf(k *attest.Key) agentv1.KeyAlgorithm {
-	if k.Public.Type == 0x0001 { // TPM_ALG_RSA
+	if k.Public.Type == tpm2.TPMAlgRSA {
 		return agentv1.KeyAlgorithm_KEY_ALGORITHM_RSA_2048
 	}
 	return agentv1.KeyAlgorithm_KEY_ALGORITHM_ECC_P256
