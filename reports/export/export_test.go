@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -30,6 +29,8 @@ type line struct {
 	body *export.Body
 	// start is the time of the first record.
 	start time.Time
+	// trust holds the roots of every unit's DevID certificates.
+	trust *x509.CertPool
 }
 
 // possiblyKey is the key of SN-2's possibly issued LDevID.
@@ -52,6 +53,7 @@ func newLine(t *testing.T) *line {
 	}
 	t.Cleanup(func() { st.Close() })
 	ctx := store.WithPrincipal(context.Background(), "mes:alice")
+	roots := x509.NewCertPool()
 	for _, wo := range []store.WorkOrder{{ID: "WO-1", Profile: "default", Serials: []string{"SN-1", "SN-2", "SN-3"}},
 		{ID: "WO-2", Profile: "default", Serials: []string{"SN-9"}}} {
 		if _, err := st.CreateWorkOrder(ctx, wo); err != nil {
@@ -65,7 +67,7 @@ func newLine(t *testing.T) *line {
 		{Serial: "SN-3", WorkOrder: "WO-1", Profile: "default", FailAt: "ldevid_enroll", FailCode: "CA_REFUSED"},
 	} {
 		u.Clock, u.StepTime = clock, time.Second
-		travelertest.WriteUnit(t, st, u)
+		roots.AddCert(travelertest.WriteUnit(t, st, u).DevIDRoot)
 		// Checkpoints come every 7 records from a goroutine; sign now and then so that the
 		// range certainly holds some in the middle.
 		if _, err := st.Checkpoint(context.Background()); err != nil {
@@ -86,34 +88,12 @@ func newLine(t *testing.T) *line {
 	if err := b.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	return &line{st: st, key: key, dir: dir, body: b.Body, start: start}
+	return &line{st: st, key: key, dir: dir, body: b.Body, start: start, trust: roots}
 }
 
 // roots returns the CA certificates the bundle's chains end in: the trusted roots an auditor
 // holds (taken here from the intact bundle).
-func (l *line) roots(t *testing.T) *x509.CertPool {
-	t.Helper()
-	pool := x509.NewCertPool()
-	for _, u := range l.body.Units {
-		for _, p := range u.Certificates {
-			data := read(t, l.dir, p)
-			var last *pem.Block
-			for rest := data; ; {
-				blk, r := pem.Decode(rest)
-				if blk == nil {
-					break
-				}
-				last, rest = blk, r
-			}
-			c, err := x509.ParseCertificate(last.Bytes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pool.AddCert(c)
-		}
-	}
-	return pool
-}
+func (l *line) roots(*testing.T) *x509.CertPool { return l.trust }
 
 func read(t *testing.T, dir, name string) []byte {
 	t.Helper()

@@ -156,16 +156,19 @@ func TestWorkOrderCommands(t *testing.T) {
 	}
 }
 
-func writeUnits(t *testing.T, st *store.Store) {
+// writeUnits writes three units and returns the roots of their DevID certificates.
+func writeUnits(t *testing.T, st *store.Store) *x509.CertPool {
 	t.Helper()
+	roots := x509.NewCertPool()
 	for _, u := range []travelertest.Unit{
 		{Serial: "SN-0001", WorkOrder: "WO-1", Slot: "s1"},
 		{Serial: "SN-0002", WorkOrder: "WO-1", FailAt: "idevid_enroll", FailCode: workflow.CodeCARejected},
 		{Serial: "SN-0003", WorkOrder: "WO-1", StopBefore: "verify"},
 	} {
 		u.Profile = "default"
-		travelertest.WriteUnit(t, st, u)
+		roots.AddCert(travelertest.WriteUnit(t, st, u).DevIDRoot)
 	}
+	return roots
 }
 
 func TestUnitCommands(t *testing.T) {

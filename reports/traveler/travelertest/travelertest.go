@@ -75,6 +75,9 @@ type Written struct {
 	EKFingerprint string
 	// Checks is the verify step's result.
 	Checks map[string]string
+	// DevIDRoot is the self-signed CA that issued the IDevID and LDevID: the trust anchor a
+	// verifier of the unit's certificates is given.
+	DevIDRoot *x509.Certificate
 }
 
 // Step names of the workflow after identify, in order.
@@ -166,6 +169,7 @@ func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
 	}
 	ekCA := NewCA(t, "Test EK CA "+u.Serial)
 	devCA := NewCA(t, "Test DevID CA "+u.Serial)
+	w.DevIDRoot = devCA.Cert
 	ekKey := u.EK
 	if ekKey == nil {
 		ekKey = newKey(t)
