@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,14 +9,18 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/reports/printable"
+	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/config"
 	"github.com/devid-station/devid/station/journal"
@@ -117,6 +122,34 @@ func TestIAKProvisioning(t *testing.T) {
 	if sum := sha256.Sum256(cr.Attest); c.Digest != sum || len(cr.Nonce) != 32 {
 		t.Errorf("journaled digest %s, nonce %d bytes", cr.AttestSHA256, len(cr.Nonce))
 	}
+
+	// The traveler carries the IAK certificate and the certification, also printed.
+	rec, err := traveler.Build(context.Background(), l.srv.Store(), "SN-IAK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.IAK == nil || rec.IAK.SHA256 != hex.EncodeToString(sha256Of(iakCert.Raw)) {
+		t.Errorf("traveler IAK %+v", rec.IAK)
+	}
+	tc := rec.IAKCertification
+	if tc == nil || tc.Attest != hex.EncodeToString(cr.Attest) || tc.AttestSHA256 != cr.AttestSHA256 ||
+		tc.CertifiedName != hex.EncodeToString(idevid.Name) || tc.IAKName != hex.EncodeToString(iak.Name) {
+		t.Fatalf("traveler certification %+v", tc)
+	}
+	var page bytes.Buffer
+	if err := (printable.Traveler{Record: rec}).HTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"IAK certificate", "IDevID certified by the IAK", tc.AttestSHA256} {
+		if !strings.Contains(page.String(), want) {
+			t.Errorf("printable traveler lacks %q", want)
+		}
+	}
+}
+
+func sha256Of(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
 }
 
 func poolOf(certs ...*x509.Certificate) *x509.CertPool {
