@@ -44,6 +44,12 @@ var iakPolicies = []asn1.ObjectIdentifier{OIDVerifiedTPMResidency, OIDVerifiedTP
 // enrollStep lists the steps that enroll a certificate at a CA.
 var enrollStep = map[string]bool{StepIDevIDEnroll: true, StepIAKEnroll: true, StepLDevIDEnroll: true}
 
+// enrolls reports whether step asks a CA for the unit's certificate: an enroll step, but not
+// iak_enroll of a profile without an IAK.
+func (u *unit) enrolls(step string) bool {
+	return enrollStep[step] && (step != StepIAKEnroll || u.profile != nil && u.profile.IAK != nil)
+}
+
 // iakSkipped is the result of an IAK step for a profile without an IAK.
 var iakSkipped = journal.SkipResult{Skipped: "the profile has no IAK"}
 

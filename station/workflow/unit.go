@@ -277,7 +277,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 		// The station stopped, or the session broke, between this step's intent and its
 		// result. Close that attempt as such before starting a new one.
 		code := codeInterrupted
-		if enrollStep[step] {
+		if u.enrolls(step) {
 			code = codeAnswerLost
 			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling the same CSR again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
 			if err := u.possiblyIssued(ctx, rec.StepRef, rec.Intent, rec.BeganAt); err != nil {
@@ -301,7 +301,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	result, err := stepByName[step].run(u, sctx)
 	err = u.timedOut(ctx, sctx, step, err)
 	c := CodeOf(err)
-	if enroll := enrollStep[step]; enroll &&
+	if enroll := u.enrolls(step); enroll &&
 		(err != nil && (c == CodeCAUnavailable || c == CodeStepTimeout) || u.answerLost.Load()) {
 		// The request may have reached the CA before it failed, or an attempt before the one
 		// answered lost its answer: the CA may hold a certificate the store does not know.
