@@ -97,6 +97,19 @@ func TestIAKProvisioning(t *testing.T) {
 	if !slices.EqualFunc(iakCert.PolicyIdentifiers, want, asn1.ObjectIdentifier.Equal) {
 		t.Errorf("IAK certificate policies %v, want %v", iakCert.PolicyIdentifiers, want)
 	}
+	// The IAK certificate names the TPM like the IDevID: hwType TPM 2.0, hwSerialNum the EK
+	// certificate's serial number.
+	ek, err := sim.ReadEK(tpm.ECCP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ekCert, err := x509.ParseCertificate(ek.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typ, serial := hardwareModuleName(t, iakCert); !typ.Equal(workflow.OIDTPM20) || !bytes.Equal(serial, ekCert.SerialNumber.Bytes()) {
+		t.Errorf("IAK hardwareModuleName %v %x, want the TPM's", typ, serial)
+	}
 	if _, err := iakCert.Verify(x509.VerifyOptions{Roots: l.pki.MakerRoot.RootPool(), Intermediates: poolOf(l.pki.IDevIDIssuing.Chain()...),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		t.Errorf("IAK certificate does not chain to the maker's root: %v", err)
