@@ -189,17 +189,17 @@ type Retry struct {
 
 // Profile is how one kind of unit is provisioned.
 type Profile struct {
-	Name     string `toml:"name"`
-	IDevID   Key    `toml:"idevid"`
-	IDevIDNV NV     `toml:"idevid_nv"`
-	LDevID   Key    `toml:"ldevid"`
-	// IAK, when present, has the TPM make an Initial Attestation Key that certifies the IDevID
-	// key (TPM2_Certify) and gets its own certificate; handle defaults to 0x81020001.
-	IAK            *Key        `toml:"iak"`
+	Name           string      `toml:"name"`
+	IDevID         Key         `toml:"idevid"`
+	IDevIDNV       NV          `toml:"idevid_nv"`
+	LDevID         Key         `toml:"ldevid"`
 	SRKHandle      uint32      `toml:"srk_handle"`
 	LDevIDCertPath string      `toml:"ldevid_cert_path"`
 	LDevIDAuth     string      `toml:"ldevid_auth"`
 	Onboarding     *Onboarding `toml:"onboarding"`
+	// IAK, when present, has the TPM make an Initial Attestation Key that certifies the IDevID
+	// key (TPM2_Certify) and gets its own certificate; handle defaults to 0x81020001.
+	IAK *Key `toml:"iak"`
 }
 
 // Key is one DevID key and its certificate request.

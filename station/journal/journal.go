@@ -9,17 +9,11 @@ package journal
 
 // Step names, in workflow order. They are stored in every step record: never rename one.
 const (
-	StepIdentify    = "identify"
-	StepVerifyEK    = "verify_ek"
-	StepAuthorize   = "authorize"
-	StepIDevIDKey   = "idevid_key"
-	StepIDevIDProof = "idevid_residency"
-	// The IAK steps (a profile with an IAK; others record SkipResult).
-	StepIAKKey        = "iak_key"
-	StepIAKProof      = "iak_residency"
-	StepIAKCertify    = "iak_certify"
-	StepIAKCSR        = "iak_csr"
-	StepIAKEnroll     = "iak_enroll"
+	StepIdentify      = "identify"
+	StepVerifyEK      = "verify_ek"
+	StepAuthorize     = "authorize"
+	StepIDevIDKey     = "idevid_key"
+	StepIDevIDProof   = "idevid_residency"
 	StepIDevIDCSR     = "idevid_csr"
 	StepIDevIDEnroll  = "idevid_enroll"
 	StepIDevIDInstall = "idevid_install"
@@ -34,6 +28,16 @@ const (
 	// StepRework prepares a reworked unit before its next provisioning; it is not one of the
 	// workflow's steps in order.
 	StepRework = "rework"
+)
+
+// The IAK steps, which run after idevid_residency (a profile with an IAK; for others each
+// records SkipResult). Stored like the above: never rename one.
+const (
+	StepIAKKey     = "iak_key"
+	StepIAKProof   = "iak_residency"
+	StepIAKCertify = "iak_certify"
+	StepIAKCSR     = "iak_csr"
+	StepIAKEnroll  = "iak_enroll"
 )
 
 // Intent is what a step is about to do, journaled before it does it. Its fields are in the
