@@ -278,3 +278,70 @@ func softwareSigned(attestBytes []byte) ([]byte, error) {
 	return tpm2.Marshal(tpm2.TPMTSignature{SigAlg: tpm2.TPMAlgECDSA, Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA, &tpm2.TPMSSignatureECC{
 		Hash: tpm2.TPMAlgSHA256, SignatureR: tpm2.TPM2BECCParameter{Buffer: r.Bytes()}, SignatureS: tpm2.TPM2BECCParameter{Buffer: s.Bytes()}})}), nil
 }
+
+// TestIAKRework reworks a unit with an IAK twice: a rework that keeps the IDevID keeps the IAK
+// certificate and its certification; one that issues the IDevID again supersedes the IAK
+// certificate too: the IAK certifies the IDevID key again and is certified again.
+func TestIAKRework(t *testing.T) {
+	ctx := context.Background()
+	l := newTestLine(t, lineOptions{configure: withIAK})
+	l.workOrder("WO-1", "SN-0001")
+	sim := l.manufacture(nil, tpm.ECCP256)
+	st := l.srv.Store()
+	issuedIAKs := func() (n int) {
+		for _, e := range l.ca.Ledger() {
+			if e.Label == "iak" {
+				n++
+			}
+		}
+		return n
+	}
+	run := func(rework bool) *traveler.Record {
+		t.Helper()
+		if rework {
+			if _, err := st.AuthorizeRework(ctx, "SN-0001", "admin:CN=test", "retest"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if v := l.runUnit(ctx, "SN-0001", sim); !v.Passed {
+			t.Fatalf("verdict %+v", v)
+		}
+		rec, err := traveler.Build(ctx, st, "SN-0001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.IAK == nil || rec.IAKCertification == nil {
+			t.Fatalf("traveler IAK %v, certification %v", rec.IAK, rec.IAKCertification)
+		}
+		return rec
+	}
+	statuses := func(rec *traveler.Record) string {
+		var b strings.Builder
+		for _, c := range rec.Certificates {
+			b.WriteString(c.Role + ":" + c.Status + " ")
+		}
+		return strings.TrimSpace(b.String())
+	}
+
+	first := run(false)
+	kept := run(true)
+	if n := issuedIAKs(); n != 1 || kept.IAK.SHA256 != first.IAK.SHA256 || *kept.IAKCertification != *first.IAKCertification {
+		t.Fatalf("a rework that keeps the IDevID: %d IAK certificates issued, IAK %s (was %s)", n, kept.IAK.SHA256, first.IAK.SHA256)
+	}
+	if _, err := sim.NVUndefine(0x01C90000, tpm.Platform); err != nil {
+		t.Fatal(err)
+	}
+	again := run(true)
+	if n := issuedIAKs(); n != 2 || again.IAK.SHA256 == first.IAK.SHA256 {
+		t.Fatalf("a rework that issues the IDevID again: %d IAK certificates issued, IAK %s", n, again.IAK.SHA256)
+	}
+	if got, want := statuses(again), "IAK:superseded IDevID:superseded LDevID:superseded LDevID:superseded IAK:active IDevID:active LDevID:active"; got != want {
+		t.Errorf("certificate history %q, want %q", got, want)
+	}
+	c, f := again.IAKCertification, first.IAKCertification
+	// Both keys are primaries of the endorsement seed: recreated, they are the same keys, and
+	// the IDevID is certified again with a fresh nonce.
+	if c.IAKName != f.IAKName || c.CertifiedName != f.CertifiedName || c.Nonce == f.Nonce || c.AttestSHA256 == f.AttestSHA256 {
+		t.Errorf("certification after the reissue %+v, before %+v: want the same keys certified again with a new nonce", c, f)
+	}
+}
