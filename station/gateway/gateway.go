@@ -133,6 +133,9 @@ func New(cfg Config) *Server {
 // Connected reports the number of open agent sessions.
 func (s *Server) Connected() int { return int(s.connected.Load()) }
 
+// SlotsHeld reports the provisioning slots admitted sessions hold now.
+func (s *Server) SlotsHeld() int { return len(s.slots) }
+
 // Session implements the AgentGateway Session RPC.
 func (s *Server) Session(stream agentv1.AgentGateway_SessionServer) error {
 	s.connected.Add(1)

@@ -281,6 +281,9 @@ func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
 // station and exits.
 func (s *Server) Fatal() <-chan error { return s.fatal }
 
+// SlotsHeld reports the provisioning slots agent sessions hold now (after Start).
+func (s *Server) SlotsHeld() int { return s.gw.SlotsHeld() }
+
 // Store returns the station's store.
 func (s *Server) Store() *store.Store { return s.store }
 
