@@ -199,10 +199,18 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 			return nil
 		},
 	})
+	// An agent connection has as long as a session has to say Hello to finish its TLS and
+	// HTTP/2 handshake and, whenever it has no session, to open one: the per-peer limits
+	// count sessions, so a client that answers keepalive pings would otherwise hold a
+	// connection (a socket, goroutines, buffers) for ever without one.
+	idle := rt.HelloTimeout
+	if idle <= 0 {
+		idle = gateway.DefaultHelloTimeout
+	}
 	s.agentSrv = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(rt.AgentTLS)),
+		grpc.Creds(credentials.NewTLS(rt.AgentTLS)), grpc.ConnectionTimeout(idle),
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes), grpc.MaxConcurrentStreams(maxStreamsPerConn),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: idle}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	agentv1.RegisterAgentGatewayServer(s.agentSrv, s.gw)
