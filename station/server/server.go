@@ -193,6 +193,11 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 			switch {
 			case out.Refused:
 				return fmt.Errorf("%w: %s", gateway.ErrRefused, out.Code)
+			case workflow.Class(out.Code) == workflow.ClassSecurity:
+				// EK certificates are public: a client without the TPM passes the first checks
+				// and is journaled before its credential activation fails. Its security failures
+				// count against its peer's refusal limit as refusals do.
+				return fmt.Errorf("%w: %s", gateway.ErrRefused, out.Code)
 			case out.Interrupted:
 				return errors.New(out.Message)
 			}
