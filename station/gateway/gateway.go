@@ -82,8 +82,9 @@ type Config struct {
 	// MaxSessionsPerPeer bounds the open sessions of one peer address (0 = 16).
 	MaxSessionsPerPeer int
 	// MaxRefusalsPerPeer is how many refused sessions (a bad or missing Hello, or a Handler's
-	// ErrRefused, which the station also returns for a security failure) one peer address may have within RefusalWindow; past it its new sessions
-	// are refused at once until the window's deadline (0 = 30; window 0 = 1 min).
+	// ErrRefused, which the station also returns for a security failure) one peer address
+	// may have within RefusalWindow; past it its new sessions are refused at once until the
+	// window's deadline (0 = 30; window 0 = 1 min).
 	MaxRefusalsPerPeer int
 	RefusalWindow      time.Duration
 	// Clock defaults to the system clock.
