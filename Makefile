@@ -47,7 +47,7 @@ build: deps ## build every binary into bin/
 	CGO_ENABLED=0 $(GO) build -o bin/device-agent ./device-agent/cmd/device-agent
 
 # Packages whose concurrency the race detector must see.
-RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station/workflow/... ./station/api/... ./device-agent/agent/... ./fixture/estca/...
+RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station/workflow/... ./station/api/... ./device-agent/agent/... ./fixture/estca/... ./fixture/attack/...
 
 # go test -json through testprogress: go test's package lines, failures in full, a line every
 # 20 s naming slow packages, and a closing "N passed, N failed, N skipped".

@@ -193,16 +193,29 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 			switch {
 			case out.Refused:
 				return fmt.Errorf("%w: %s", gateway.ErrRefused, out.Code)
+			case workflow.Class(out.Code) == workflow.ClassSecurity:
+				// EK certificates are public: a client without the TPM passes the first checks
+				// and is journaled before its credential activation fails. Its security failures
+				// count against its peer's refusal limit as refusals do.
+				return fmt.Errorf("%w: %s", gateway.ErrRefused, out.Code)
 			case out.Interrupted:
 				return errors.New(out.Message)
 			}
 			return nil
 		},
 	})
+	// An agent connection has as long as a session has to say Hello to finish its TLS and
+	// HTTP/2 handshake and, whenever it has no session, to open one: the per-peer limits
+	// count sessions, so a client that answers keepalive pings would otherwise hold a
+	// connection (a socket, goroutines, buffers) for ever without one.
+	idle := rt.HelloTimeout
+	if idle <= 0 {
+		idle = gateway.DefaultHelloTimeout
+	}
 	s.agentSrv = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(rt.AgentTLS)),
+		grpc.Creds(credentials.NewTLS(rt.AgentTLS)), grpc.ConnectionTimeout(idle),
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes), grpc.MaxConcurrentStreams(maxStreamsPerConn),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: idle}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	agentv1.RegisterAgentGatewayServer(s.agentSrv, s.gw)
@@ -280,6 +293,9 @@ func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
 // run time, code store.CodeStoreCorrupt; every write is already refused). The owner closes the
 // station and exits.
 func (s *Server) Fatal() <-chan error { return s.fatal }
+
+// SlotsHeld reports the provisioning slots agent sessions hold now (after Start).
+func (s *Server) SlotsHeld() int { return s.gw.SlotsHeld() }
 
 // Store returns the station's store.
 func (s *Server) Store() *store.Store { return s.store }
