@@ -95,8 +95,11 @@ func (c *unitStates) get(serial string, raw []byte) (UnitState, bool) {
 	return m.u.clone(), true
 }
 
+// put remembers u as the state raw encodes. It keeps both as they are: the caller hands over
+// a u it no longer changes (saveUnit passes a fresh decoded copy) and a raw nothing writes to
+// (a fresh encoding, which bbolt only reads).
 func (c *unitStates) put(serial string, raw []byte, u UnitState) {
-	m := unitMemo{raw: bytes.Clone(raw), u: u.clone()}
+	m := unitMemo{raw: raw, u: u}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= unitStatesMax {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,9 @@ type devKey struct {
 	profile KeyProfile
 	key     *attest.Key
 	csr     []byte
+	// subject and exts are what the station dictates for the key's certificate (request).
+	subject []byte
+	exts    []pkix.Extension
 	cert    *x509.Certificate
 	chain   []*x509.Certificate
 }
