@@ -168,7 +168,9 @@ func (u *unit) checkEK() error {
 			continue
 		}
 		ek := id.EKs[i]
-		info, err := ekcert.VerifyEKCert(ek.GetCertificate(), u.r.cfg.EKRoots, intermediates, u.r.cfg.Clock.Now())
+		info, err := ekcert.VerifyEKCertWith(ek.GetCertificate(), func(c *x509.Certificate) ([]*x509.Certificate, error) {
+			return u.r.chains.verify(c, u.r.ekRoots, intermediates, u.r.cfg.Clock.Now())
+		})
 		if err != nil {
 			code := CodeEKCertInvalid
 			if errors.Is(err, ekcert.ErrUntrusted) {
@@ -563,13 +565,8 @@ func (u *unit) checkIssued(role string, issued *Issued, requested time.Time) err
 		return fail(CodeCertInvalid, nil, "%s certificate NotBefore %s is not its issuance time (requested %s, %v skew allowed)",
 			role, nb.UTC().Format(time.RFC3339), requested.UTC().Format(time.RFC3339), NotBeforeSkew)
 	}
-	inter := x509.NewCertPool()
-	for _, c := range issued.Chain {
-		inter.AddCert(c)
-	}
 	issuer := u.r.cfg.Issuers[k.profile.Issuer]
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: issuer.Roots(), Intermediates: inter,
-		CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := u.r.chains.verify(leaf, issuer.Roots(), issued.Chain, now); err != nil {
 		return fail(CodeCertInvalid, err, "%s certificate does not chain to %s", role, k.profile.Issuer)
 	}
 	return nil
