@@ -53,7 +53,7 @@ func (w *wtx) loadUnit(serial string) (*wbucket, UnitState, error) {
 // saveUnit stamps and writes the unit's state.
 func (w *wtx) saveUnit(ub *wbucket, u *UnitState) error {
 	u.UpdatedAt = w.now
-	data, err := json.Marshal(u)
+	data, err := encodeUnit(u)
 	if err != nil {
 		return fmt.Errorf("encoding unit %q: %w", u.Serial, err)
 	}
