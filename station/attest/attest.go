@@ -19,6 +19,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -84,15 +85,23 @@ func parseAny(raw []byte) (*Key, error) {
 	if !bytes.Equal(tpm2.Marshal(pub), raw) {
 		return nil, fmt.Errorf("%w: public area has trailing or non-canonical bytes", ErrMalformed)
 	}
-	name, err := tpm2.ObjectName(pub)
+	// The Name is nameAlg || H(TPMT_PUBLIC): raw is that encoding (checked above), so hash it
+	// rather than have tpm2.ObjectName encode pub again by reflection.
+	h, err := pub.NameAlg.Hash()
 	if err != nil {
 		return nil, fmt.Errorf("%w: computing name: %v", ErrMalformed, err)
 	}
+	if !h.Available() {
+		return nil, fmt.Errorf("%w: computing name: name algorithm %#x is not available", ErrMalformed, pub.NameAlg)
+	}
+	hash := h.New()
+	hash.Write(raw)
+	name := hash.Sum(binary.BigEndian.AppendUint16(make([]byte, 0, 2+h.Size()), uint16(pub.NameAlg)))
 	pk, err := tpm2.Pub(*pub)
 	if err != nil {
 		return nil, fmt.Errorf("%w: public key: %v", ErrMalformed, err)
 	}
-	return &Key{Public: *pub, Raw: raw, PublicKey: pk, Name: name.Buffer}, nil
+	return &Key{Public: *pub, Raw: raw, PublicKey: pk, Name: name}, nil
 }
 
 func checkKeySize(pk crypto.PublicKey) error {

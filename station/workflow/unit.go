@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -65,8 +66,11 @@ type devKey struct {
 	// activated is set once credential activation proved the key resides beside the EK (this
 	// session, or a recorded result for the same Name).
 	activated bool
-	cert      *x509.Certificate
-	chain     []*x509.Certificate
+	// subject and exts are what the station dictates for the key's certificate (request).
+	subject []byte
+	exts    []pkix.Extension
+	cert    *x509.Certificate
+	chain   []*x509.Certificate
 }
 
 // run provisions an admitted unit: its session passed the first checks and holds a slot.
