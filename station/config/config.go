@@ -197,6 +197,7 @@ type Profile struct {
 	LDevIDCertPath string      `toml:"ldevid_cert_path"`
 	LDevIDAuth     string      `toml:"ldevid_auth"`
 	Onboarding     *Onboarding `toml:"onboarding"`
+	FieldCheck     *FieldCheck `toml:"field_check"`
 }
 
 // Key is one DevID key and its certificate request.
@@ -734,6 +735,14 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 			p.addf("onboarding: %v", err)
 		}
 		wp.Onboarding = o
+	}
+	wp.FieldCheck.Mode = workflow.FieldCheckOff
+	if pr.FieldCheck != nil {
+		fc, err := pr.FieldCheck.validate(abs)
+		if err != nil {
+			p.addf("field_check: %v", err)
+		}
+		wp.FieldCheck = fc
 	}
 	return wp, p
 }
