@@ -5,13 +5,10 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"io"
 	"net/http"
 	"sync/atomic"
 
-	agentv1 "github.com/devid-station/devid/proto/agent/v1"
-	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
@@ -133,30 +130,15 @@ func (u *unit) fieldHandshake(ctx context.Context, fc FieldCheck) (any, error) {
 // records it in the certificate index. The unit keeps its provisioned certificate.
 func (u *unit) fieldReenroll(ctx context.Context) (any, error) {
 	k := u.keys[roleLDevID]
-	subject, exts, err := u.request(roleLDevID)
-	if err != nil {
-		return nil, fail(CodeInternal, err, "building the re-enrollment request")
-	}
-	req := &agentv1.BuildCSRRequest{KeyHandle: k.profile.Handle, Subject: subject}
-	for _, e := range exts {
-		req.Extensions = append(req.Extensions, &agentv1.Extension{Oid: e.Id.String(), Critical: e.Critical, Value: e.Value})
-	}
-	res, err := u.do(ctx, &agentv1.Command{Op: &agentv1.Command_BuildCsr{BuildCsr: req}})
+	csr, err := u.newCSR(ctx, roleLDevID)
 	if err != nil {
 		return nil, err
-	}
-	csr := res.GetBuildCsr().GetCsr()
-	if _, err := attest.CheckCSR(csr, k.key, subject, exts); err != nil {
-		return nil, fail(CodeCSRInvalid, err, "re-enrollment CSR")
 	}
 	var signatures atomic.Int64
 	cred := u.ldevidCredential(ctx, &signatures)
 	requested := u.r.cfg.Clock.Now()
 	issued, err := u.r.cfg.Issuers[k.profile.Issuer].Enroll(ctx, EnrollRequest{Serial: u.serial, CSR: csr, ClientCert: cred, Reenroll: true})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 		code := CodeFieldCheckUnavailable
 		switch CodeOf(err) {
 		case CodeCARejected:
@@ -182,7 +164,7 @@ func (u *unit) fieldReenroll(ctx context.Context) (any, error) {
 		}
 	}
 	if signatures.Load() == 0 {
-		return nil, fail(CodeInternal, errors.New("no TLS signature"), "the re-enrollment went without the TPM's signature")
+		return nil, fail(CodeInternal, nil, "the re-enrollment went without the TPM's signature")
 	}
 	return journal.FieldCheckResult{Mode: FieldCheckReenroll, Endpoint: k.profile.Issuer, ClientCertSHA256: sha(k.cert.Raw),
 		Signatures: int(signatures.Load()), Cert: issued.Leaf.Raw, Chain: chainDER(issued.Chain)}, nil
