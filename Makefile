@@ -21,8 +21,18 @@ help: ## list targets
 #                                 zbarimg scans their barcodes
 #   systemd                       systemd-analyze verify/security of deploy/systemd units (needs no running systemd)
 #   chromium                      the operator console's browser test (headless, driven from Go)
+# The field test (fixture/line TestFieldReenrollment) uses a unit's TPM as the field stack does:
+#   tpm2-abrmd libtss2-tcti-tabrmd0  the TPM resource manager the tools share (swtpm alone runs out
+#                                 of object slots mid-handshake) and the tools' TCTI to reach it
+#   dbus                          a private session bus for tpm2-abrmd
+#   tpm2-openssl                  the OpenSSL provider that signs CSRs and TLS with keys in the TPM
+#   libtpm2-pkcs11-1 libtpm2-pkcs11-tools  tpm2-pkcs11 and tpm2_ptool, which deploy/firstboot's
+#                                 devid-pkcs11-link uses to link the LDevID key into a token
+#   opensc gnutls-bin             pkcs11-tool and p11tool: list and sign with the token's object,
+#                                 resolve the Identity Service config's PKCS#11 URI
 DEB_PACKAGES := gcc libc6-dev libssl-dev protobuf-compiler libprotobuf-dev swtpm swtpm-tools \
-	tpm2-tools openssl curl git ca-certificates poppler-utils zbar-tools systemd chromium
+	tpm2-tools openssl curl git ca-certificates poppler-utils zbar-tools systemd chromium \
+	tpm2-abrmd libtss2-tcti-tabrmd0 dbus tpm2-openssl libtpm2-pkcs11-1 libtpm2-pkcs11-tools opensc gnutls-bin
 
 deps: ## install the Debian packages and Go modules the build and tests need (quick when all are there)
 	@installed=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(DEB_PACKAGES) 2>/dev/null | awk '$$NF=="installed"{print $$1}'); \

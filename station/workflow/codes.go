@@ -61,7 +61,7 @@ const (
 
 var failureClasses = map[string]string{
 	CodeCAUnavailable: ClassTransient, CodeStepTimeout: ClassTransient, codeInterrupted: ClassTransient,
-	codeAnswerLost: ClassTransient, CodeSerialBusy: ClassTransient,
+	codeAnswerLost: ClassTransient, CodeSerialBusy: ClassTransient, CodeFieldCheckUnavailable: ClassTransient,
 
 	CodeEKCertMissing: ClassSecurity, CodeEKUntrusted: ClassSecurity, CodeEKCertInvalid: ClassSecurity,
 	CodeEKMismatch: ClassSecurity, CodeEKBound: ClassSecurity, CodeEKChanged: ClassSecurity,
@@ -98,6 +98,20 @@ const (
 // CodeFileRootsUnsuitable: the file roots the agent announced in Hello miss a file the
 // profile writes (or it announced none); refused before any key exists. Stable like the above.
 const CodeFileRootsUnsuitable = "FILE_ROOTS_UNSUITABLE"
+
+// The field check's error codes (step field_check). Stable like the others: never rename one.
+const (
+	// CodeFieldCheckRejected: the endpoint refused the unit's LDevID (a TLS alert after the
+	// certificate was sent, an HTTP answer other than 2xx, 429 or 5xx, or a CA that rejects the
+	// re-enrollment).
+	CodeFieldCheckRejected = "FIELD_CHECK_REJECTED"
+	// CodeFieldCheckUnavailable: the endpoint could not be reached, its server certificate did
+	// not verify, or it answered 429 or 5xx; transient.
+	CodeFieldCheckUnavailable = "FIELD_CHECK_UNAVAILABLE"
+	// CodeFieldCheckNoClientAuth: the handshake's endpoint never asked for a client
+	// certificate, so its answer says nothing about the LDevID.
+	CodeFieldCheckNoClientAuth = "FIELD_CHECK_NO_CLIENT_AUTH"
+)
 
 // Error is a unit failure with a stable code and a human message.
 type Error struct {

@@ -451,6 +451,17 @@ func (u *unit) buildRequest(role string) ([]byte, []pkix.Extension, error) {
 }
 
 func (u *unit) buildCSR(ctx context.Context, role string) (any, error) {
+	csr, err := u.newCSR(ctx, role)
+	if err != nil {
+		return nil, err
+	}
+	u.keys[role].csr = csr
+	return journal.CSRResult{CSR: csr}, nil
+}
+
+// newCSR has the TPM sign a CSR for role's key with the subject and extensions the station
+// dictates (BuildCsr), and checks it.
+func (u *unit) newCSR(ctx context.Context, role string) ([]byte, error) {
 	k := u.keys[role]
 	subject, exts, err := u.request(role)
 	if err != nil {
@@ -468,8 +479,7 @@ func (u *unit) buildCSR(ctx context.Context, role string) (any, error) {
 	if _, err := attest.CheckCSR(csr, k.key, subject, exts); err != nil {
 		return nil, fail(CodeCSRInvalid, err, "%s CSR", role)
 	}
-	k.csr = csr
-	return journal.CSRResult{CSR: csr}, nil
+	return csr, nil
 }
 
 func (u *unit) enroll(ctx context.Context, role string) (any, error) {

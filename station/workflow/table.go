@@ -99,6 +99,9 @@ var Table = []StepDesc{
 		run: (*unit).installLDevID},
 	{Name: StepOnboarding, Resumable: true, Wait: WaitUnit, Codes: installCodes, run: (*unit).onboarding},
 	{Name: StepVerify, Wait: WaitTPM, Codes: []string{CodeReadbackMismatch, CodeProofFailed}, run: (*unit).verify},
+	{Name: StepFieldCheck, Resumable: true, Role: roleLDevID, Wait: WaitCA,
+		Codes: []string{CodeFieldCheckRejected, CodeFieldCheckUnavailable, CodeFieldCheckNoClientAuth, CodeCertInvalid, CodeCSRInvalid, CodeAgentError},
+		run:   (*unit).fieldCheck},
 	{Name: StepComplete, Wait: WaitStation, run: (*unit).complete},
 }
 

@@ -40,6 +40,7 @@ const (
 	StepLDevIDInstall  = journal.StepLDevIDInstall
 	StepOnboarding     = journal.StepOnboarding
 	StepVerify         = journal.StepVerify
+	StepFieldCheck     = journal.StepFieldCheck
 	StepComplete       = journal.StepComplete
 	eventUnitDone      = stationv1.KindUnitDone
 	eventUnitFailed    = stationv1.KindUnitFailed
