@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test test-reports fuzz fuzz-ci bench bench-ca bench-line bench-scale lint generate generate-check tidy-check demo dev-config ci clean
+.PHONY: help deps setup build test test-reports chaos fuzz fuzz-ci bench bench-ca bench-line bench-scale lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -77,6 +77,16 @@ test-reports: deps ## the printable reports' tests, leaving the PDFs, HTML and p
 	rm -rf out/reports-test
 	PRINTABLE_ARTIFACTS=$(CURDIR)/out/reports-test $(GO) test -count=1 ./reports/printable/
 	@echo "==> rendered reports and their page-one images: out/reports-test/"
+
+# The CI-sized chaos run; make test runs the same scenario (fixture/chaos TestChaosLine). The
+# target run: make chaos CHAOS_ARGS="--units 1000 --slots 64 --kills 50 --power-losses 100 --agent-kills 50 --duration 4h"
+CHAOS_ARGS ?= --units 24 --slots 8 --kills 3 --power-losses 4 --agent-kills 4
+
+chaos: deps ## a line against a real stationd while it is SIGKILLed, swtpm units lose power, agents die and CAs fail; then the invariants (CHAOS_ARGS)
+	@echo "==> building stationd and the fixture (the first build compiles the C TPM simulator: about a minute)"
+	@$(call ticking,still building,CGO_ENABLED=1 $(GO) build -o .bin/ ./fixture/cmd/fixture ./station/cmd/stationd)
+	rm -rf out/chaos
+	.bin/fixture chaos $(CHAOS_ARGS) --stationd .bin/stationd --out out/chaos
 
 # Native Go fuzz targets as package:target pairs (go test -fuzz takes one target per run). Their
 # seed corpora (f.Add and testdata/fuzz) run in every plain go test as regression tests.
