@@ -148,7 +148,7 @@ func (u *unit) fieldReenroll(ctx context.Context) (any, error) {
 		}
 		return nil, fail(code, err, "re-enrolling the LDevID at %s", k.profile.Issuer)
 	}
-	rec, err := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, issued.Leaf.Raw, chainDER(issued.Chain)...)
+	rec, err := u.recordCertificate(ctx, k.role, issued.Leaf.Raw, chainDER(issued.Chain)...)
 	if err != nil {
 		return nil, fail(CodeInternal, err, "recording the re-enrolled LDevID certificate")
 	}
@@ -158,7 +158,9 @@ func (u *unit) fieldReenroll(ctx context.Context) (any, error) {
 	}
 	if rec.Duplicate {
 		// Not a second enrollment: the CA re-enrolled the LDevID the unit keeps.
-		if err := u.r.cfg.Journal.SetCertificateStatus(ctx, u.serial, rec.SHA256, store.CertDuplicate,
+		rctx, cancel := recording(ctx)
+		defer cancel()
+		if err := u.r.cfg.Journal.SetCertificateStatus(rctx, u.serial, rec.SHA256, store.CertDuplicate,
 			"issued by the field check's re-enrollment; the unit keeps its provisioned LDevID"); err != nil {
 			return nil, fail(CodeInternal, err, "marking the re-enrolled LDevID certificate")
 		}

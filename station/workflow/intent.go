@@ -47,7 +47,9 @@ func (u *unit) possiblyIssued(ctx context.Context, ref store.StepRef, raw []byte
 			in.CA = k.profile.Issuer
 		}
 	}
-	p, err := u.r.cfg.Journal.OpenPossiblyIssued(context.WithoutCancel(ctx), store.PossiblyIssued{
+	ctx, cancel := recording(ctx)
+	defer cancel()
+	p, err := u.r.cfg.Journal.OpenPossiblyIssued(ctx, store.PossiblyIssued{
 		Serial: u.serial, Role: store.Role(roleFor(ref.Step)), Step: ref.Step, Attempt: ref.Attempt,
 		CA: in.CA, CSRSHA256: in.CSRSHA256, KeyName: in.KeyName, PublicKeySHA256: in.PublicKeySHA256,
 		From: from, To: u.r.cfg.Clock.Now()})

@@ -509,7 +509,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 				if c.IsCA {
 					continue // a CA's own certificate in the answer, not an issuance
 				}
-				if _, rerr := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, c.Raw); rerr != nil {
+				if _, rerr := u.recordCertificate(ctx, k.role, c.Raw); rerr != nil {
 					u.log.Error("recording a refused certificate", "step", u.step, "error", rerr)
 				} else {
 					u.refuseCert(ctx, c.Raw, ua.Error())
@@ -523,7 +523,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		return nil, fail(CodeCAUnavailable, err, "enrolling the %s certificate at %s", role, k.profile.Issuer)
 	}
 	// Record first: the store must know every certificate a CA issued, valid or not.
-	rec, err := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, issued.Leaf.Raw, chainDER(issued.Chain)...)
+	rec, err := u.recordCertificate(ctx, k.role, issued.Leaf.Raw, chainDER(issued.Chain)...)
 	if err != nil {
 		return nil, fail(CodeInternal, err, "recording the %s certificate", role)
 	}
@@ -542,10 +542,20 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 	return out, nil
 }
 
+// recordCertificate records a certificate a CA issued for the unit: a fact, whatever became of
+// the session (recording).
+func (u *unit) recordCertificate(ctx context.Context, role store.Role, der []byte, chain ...[]byte) (store.CertRecord, error) {
+	ctx, cancel := recording(ctx)
+	defer cancel()
+	return u.r.cfg.Journal.RecordCertificate(ctx, u.serial, role, der, chain...)
+}
+
 // refuseCert marks a recorded certificate refused: issued, never installed, a revocation
 // candidate.
 func (u *unit) refuseCert(ctx context.Context, der []byte, reason string) {
-	if err := u.r.cfg.Journal.SetCertificateStatus(context.WithoutCancel(ctx), u.serial, sha(der), store.CertRefused, reason); err != nil {
+	ctx, cancel := recording(ctx)
+	defer cancel()
+	if err := u.r.cfg.Journal.SetCertificateStatus(ctx, u.serial, sha(der), store.CertRefused, reason); err != nil {
 		u.log.Error("marking a certificate refused", "step", u.step, "error", err)
 	}
 }
@@ -829,7 +839,10 @@ func (u *unit) verify(ctx context.Context) (any, error) {
 }
 
 func (u *unit) complete(ctx context.Context) (any, error) {
-	if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
+	// Every check passed: the unit is done, whatever becomes of its session from here.
+	rctx, cancel := recording(ctx)
+	defer cancel()
+	if _, err := u.r.cfg.Journal.UpdateUnit(rctx, u.serial, func(s *store.UnitState) error {
 		s.Status, s.CurrentStep, s.ErrorCode, s.ErrorMessage = store.StatusDone, StepComplete, "", ""
 		return nil
 	}); err != nil {

@@ -184,7 +184,9 @@ func (u *unit) refuse(ctx context.Context, err error) Outcome {
 			}
 		}
 	}
-	if rerr := u.r.cfg.Journal.RecordRefusal(bg, store.Refusal{Peer: u.agent.Peer(), Serial: u.serial,
+	rctx, cancel := recording(ctx)
+	defer cancel()
+	if rerr := u.r.cfg.Journal.RecordRefusal(rctx, store.Refusal{Peer: u.agent.Peer(), Serial: u.serial,
 		BootID: u.agent.Hello().GetBootId(), Code: out.Code, Message: out.Message, Fingerprints: fps}); rerr != nil {
 		u.log.Error("recording a refused session", "error", rerr)
 	}
@@ -343,13 +345,16 @@ func (u *unit) begin(ctx context.Context, step string) (store.StepRef, error) {
 	return u.r.cfg.Journal.BeginStep(ctx, u.serial, step, u.intent(step))
 }
 
-// flush writes the pending result, if any.
+// flush writes the pending result, if any. The step happened: the session's end does not
+// cancel the write (recording).
 func (u *unit) flush(ctx context.Context) error {
 	p := u.pending
 	if p == nil {
 		return nil
 	}
 	u.pending = nil
+	ctx, cancel := recording(ctx)
+	defer cancel()
 	if err := u.r.cfg.Journal.EndStep(ctx, p.ref, p.result, ""); err != nil {
 		return u.journalErr(err, "recording the result of %s", p.ref.Step)
 	}
@@ -427,7 +432,20 @@ func (e *AgentError) Error() string {
 	return e.Code.String()
 }
 
+// recordTimeout bounds a store write that records what already happened (recording).
+const recordTimeout = 10 * time.Second
+
+// recording returns the context of a store write that records what already happened (a step's
+// result, a certificate a CA issued, the unit's end, an event): the session ending, as an agent
+// that goes away ends it, must not cancel it, but it still has a deadline.
+func recording(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+}
+
+// event appends an event to the unit's log; it records what happened (recording).
 func (u *unit) event(ctx context.Context, typ, msg string, data map[string]string) {
+	ctx, cancel := recording(ctx)
+	defer cancel()
 	if _, err := u.r.cfg.Journal.AppendEvent(ctx, u.serial, typ, msg, data); err != nil && !errors.Is(err, store.ErrNotFound) {
 		u.log.Error("appending event", "type", typ, "error", err)
 	}
@@ -436,7 +454,7 @@ func (u *unit) event(ctx context.Context, typ, msg string, data map[string]strin
 // finishFailed records the failure and tells the agent. Interruptions are not failures.
 func (u *unit) finishFailed(ctx context.Context, err error) error {
 	// The last completed step's result is a fact, whatever happens next.
-	if ferr := u.flush(context.WithoutCancel(ctx)); ferr != nil {
+	if ferr := u.flush(ctx); ferr != nil {
 		u.log.Error("recording a step result", "error", ferr)
 	}
 	if errors.Is(context.Cause(ctx), errAborted) {
@@ -458,7 +476,9 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 		// Abort recorded the unit's status; the agent still gets its verdict.
 		code, msg = CodeAborted, "aborted by an operator"
 	} else if code != CodeAlreadyProvisioned {
-		if _, jerr := u.r.cfg.Journal.UpdateUnit(bg, u.serial, func(s *store.UnitState) error {
+		rctx, cancel := recording(ctx)
+		defer cancel()
+		if _, jerr := u.r.cfg.Journal.UpdateUnit(rctx, u.serial, func(s *store.UnitState) error {
 			s.Status, s.ErrorCode, s.ErrorMessage = status, code, msg
 			s.CurrentStep = u.step
 			return nil
