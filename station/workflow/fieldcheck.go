@@ -134,10 +134,15 @@ func (u *unit) fieldReenroll(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	u.reenrollCSR = csr
 	var signatures atomic.Int64
 	cred := u.ldevidCredential(ctx, &signatures)
 	requested := u.r.cfg.Clock.Now()
-	issued, err := u.r.cfg.Issuers[k.profile.Issuer].Enroll(ctx, EnrollRequest{Serial: u.serial, CSR: csr, ClientCert: cred, Reenroll: true})
+	// A lost answer, an unavailable CA or the step's timeout opens a possibly-issued entry,
+	// as for the enroll steps (unit.runStep): FIELD_CHECK_UNAVAILABLE is the CA's
+	// unavailability here.
+	issued, err := u.r.cfg.Issuers[k.profile.Issuer].Enroll(ctx, EnrollRequest{Serial: u.serial, CSR: csr, ClientCert: cred, Reenroll: true,
+		OnRetry: func() { u.answerLost.Store(true) }})
 	if err != nil {
 		code := CodeFieldCheckUnavailable
 		switch CodeOf(err) {

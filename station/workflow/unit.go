@@ -37,6 +37,8 @@ type unit struct {
 	// answerLost is set when the EST client sent the running enroll step's request again
 	// after an attempt whose answer was lost (the issuer's OnRetry may run on its goroutine).
 	answerLost atomic.Bool
+	// reenrollCSR is the CSR the field check's re-enrollment sent this session.
+	reenrollCSR []byte
 
 	state   store.UnitState
 	results map[string]json.RawMessage // last successful result per step
@@ -285,7 +287,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 		code := codeInterrupted
 		if u.enrolls(step) {
 			code = codeAnswerLost
-			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling the same CSR again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
+			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
 			if err := u.possiblyIssued(ctx, rec.StepRef, rec.Intent, rec.BeganAt); err != nil {
 				return fail(CodeInternal, err, "step %s", step)
 			}
@@ -308,7 +310,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	err = u.timedOut(ctx, sctx, step, err)
 	c := CodeOf(err)
 	if enroll := u.enrolls(step); enroll &&
-		(err != nil && (c == CodeCAUnavailable || c == CodeStepTimeout) || u.answerLost.Load()) {
+		(err != nil && (c == CodeCAUnavailable || c == CodeFieldCheckUnavailable || c == CodeStepTimeout) || u.answerLost.Load()) {
 		// The request may have reached the CA before it failed, or an attempt before the one
 		// answered lost its answer: the CA may hold a certificate the store does not know.
 		if perr := u.possiblyIssued(ctx, ref, u.intent(step), began); perr != nil {
