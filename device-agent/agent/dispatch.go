@@ -137,6 +137,11 @@ func errorCode(err error) (agentv1.ErrorCode, uint32) {
 	}
 	// Everything else comes from the TPM layer.
 	rc := tpm.ResponseCode(err)
+	if tpm.Lockout(err) {
+		// Whatever the operation (a signature, an activation): the TPM refuses DA-protected
+		// authorizations until it recovers.
+		return agentv1.ErrorCode_ERROR_CODE_TPM_LOCKOUT, rc
+	}
 	for _, m := range []struct {
 		err  error
 		code agentv1.ErrorCode

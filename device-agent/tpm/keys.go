@@ -141,7 +141,7 @@ func (t *TPM) existing(h uint32, tmpl tpm2.TPMTPublic, inPlace func(*object) boo
 	if err != nil {
 		return nil, err
 	}
-	if !sameTemplate(o.public, tmpl) {
+	if !sameKeyTemplate(o.public, tmpl) {
 		return nil, fmt.Errorf("%w: an object of another template is there", ErrHandleOccupied)
 	}
 	if !inPlace(o) {
