@@ -113,6 +113,14 @@ const (
 	CodeFieldCheckNoClientAuth = "FIELD_CHECK_NO_CLIENT_AUTH"
 )
 
+// CodeTPMLockout: the unit's TPM is in dictionary-attack lockout (the agent's
+// ERROR_CODE_TPM_LOCKOUT, TPM_RC_LOCKOUT): it refuses its DA-protected keys (a DevID key or IAK
+// made before their templates set noDA) until its recovery time passed or its lockout is reset
+// with lockoutAuth. Whatever the step wrapped it in (a proof, a CA's mTLS handshake signed by
+// the IDevID), the unit fails with this code; class other, not retried as transient. Stable
+// like the others.
+const CodeTPMLockout = "TPM_LOCKOUT"
+
 // Error is a unit failure with a stable code and a human message.
 type Error struct {
 	// Code is one of the Code constants.

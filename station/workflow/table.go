@@ -41,15 +41,16 @@ type StepDesc struct {
 	run func(*unit, context.Context) (any, error)
 }
 
-// StepCodes can end any step: its timeout, a station fault, an operator's abort.
-var StepCodes = []string{CodeStepTimeout, CodeInternal, CodeAborted}
+// StepCodes can end any step: its timeout, a station fault, an operator's abort, a TPM in
+// dictionary-attack lockout.
+var StepCodes = []string{CodeStepTimeout, CodeInternal, CodeAborted, CodeTPMLockout}
 
 // FirstCheckCodes are the codes of a session refused by its first checks, before it has a
 // slot or writes anything of the unit (they end no step: see Runner.Run).
 var FirstCheckCodes = []string{
 	CodeAgentError, CodeEKCertMissing, CodeEKUntrusted, CodeEKCertInvalid, CodeEKMismatch,
 	CodeEKChanged, CodeEKBound, CodeSerialBusy, CodeScrapped, CodeAborted, CodeOnHold,
-	CodeNotAuthorized, CodeActivationFailed, CodeAlreadyProvisioned,
+	CodeNotAuthorized, CodeActivationFailed, CodeAlreadyProvisioned, CodeTPMLockout,
 }
 
 var (

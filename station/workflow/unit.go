@@ -37,6 +37,9 @@ type unit struct {
 	// answerLost is set when the EST client sent the running enroll step's request again
 	// after an attempt whose answer was lost (the issuer's OnRetry may run on its goroutine).
 	answerLost atomic.Bool
+	// tpmLockout is set when the agent answered a command ERROR_CODE_TPM_LOCKOUT (a signer may
+	// run on an HTTP client's goroutine); timedOut consumes it.
+	tpmLockout atomic.Bool
 	// reenrollCSR is the CSR the field check's re-enrollment sent this session.
 	reenrollCSR []byte
 
@@ -155,8 +158,13 @@ func (u *unit) alreadyDone(ctx context.Context) error {
 }
 
 // timedOut turns the error of step's work, done within sctx (a deadline under ctx), into
-// STEP_TIMEOUT when that deadline passed.
+// TPM_LOCKOUT when the agent answered a command of that work with a TPM in lockout, whatever
+// the work made of that answer (a TLS handshake that failed to sign, a failed proof), else
+// into STEP_TIMEOUT when that deadline passed.
 func (u *unit) timedOut(ctx, sctx context.Context, step string, err error) error {
+	if lockout := u.tpmLockout.Swap(false); err != nil && lockout && CodeOf(err) != CodeTPMLockout {
+		return fail(CodeTPMLockout, err, "step %s: the TPM is in dictionary-attack lockout", step)
+	}
 	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
 		return fail(CodeStepTimeout, err, "step %s took longer than %s", step, u.r.timeout(step))
 	}
@@ -413,6 +421,9 @@ func (u *unit) do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, e
 			code = CodeHandleOccupied
 		case agentv1.ErrorCode_ERROR_CODE_ACTIVATION_FAILED:
 			code = CodeActivationFailed
+		case agentv1.ErrorCode_ERROR_CODE_TPM_LOCKOUT:
+			code = CodeTPMLockout
+			u.tpmLockout.Store(true)
 		}
 		return nil, fail(code, &AgentError{Code: e.GetCode(), TPMRC: e.GetTpmRc()}, "agent: %s", clip(e.GetMessage()))
 	}
