@@ -143,7 +143,8 @@ func CheckEK(raw []byte, cert *x509.Certificate) (*Key, tcgek.Type, error) {
 
 // CheckDevID checks that raw is a DevID signing key as TCG's device identity profile requires:
 // fixedTPM, fixedParent, sensitiveDataOrigin and sign set; decrypt and restricted clear; RSA-2048
-// or ECC P-256; name algorithm SHA-256.
+// or ECC P-256; name algorithm SHA-256. noDA is the TPM owner's choice either way (the agent's
+// templates set it: the keys' auth value is empty).
 func CheckDevID(raw []byte) (*Key, error) {
 	k, err := ParsePublic(raw)
 	if err != nil {
@@ -330,7 +331,7 @@ var (
 // CheckIAK checks that raw is an Initial Attestation Key as the TCG device identity profile
 // requires: fixedTPM, fixedParent, sensitiveDataOrigin, restricted and sign set, decrypt clear;
 // the signing scheme fixed to ECDSA (P-256) or RSASSA (RSA-2048) with SHA-256; name algorithm
-// SHA-256.
+// SHA-256. noDA either way, as CheckDevID.
 func CheckIAK(raw []byte) (*Key, error) {
 	k, err := ParsePublic(raw)
 	if err != nil {

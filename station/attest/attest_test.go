@@ -94,6 +94,9 @@ func TestCheckDevID(t *testing.T) {
 		want   error
 	}{
 		{"devid template", func(*tpm2.TPMAObject) {}, nil},
+		{"noDA", func(a *tpm2.TPMAObject) { a.NoDA = true }, nil},
+		{"not noDA", func(a *tpm2.TPMAObject) { a.NoDA = false }, nil},
+		{"noDA, not fixedTPM", func(a *tpm2.TPMAObject) { a.NoDA, a.FixedTPM = true, false }, ErrKeyAttributes},
 		{"not fixedTPM", func(a *tpm2.TPMAObject) { a.FixedTPM = false }, ErrKeyAttributes},
 		{"not fixedParent", func(a *tpm2.TPMAObject) { a.FixedParent = false }, ErrKeyAttributes},
 		{"imported", func(a *tpm2.TPMAObject) { a.SensitiveDataOrigin = false }, ErrKeyAttributes},
