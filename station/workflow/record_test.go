@@ -2,6 +2,7 @@ package workflow_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	stationv1 "github.com/devid-station/devid/proto/station/v1"
@@ -67,5 +68,50 @@ func TestSessionEndAtCompleteKeepsRecords(t *testing.T) {
 	}
 	if !complete {
 		t.Error("the complete step's result was not recorded")
+	}
+}
+
+// cutAtAdvance is a journal whose unit's session ends just before the result of the step before
+// complete is written with the complete step's intent.
+type cutAtAdvance struct {
+	*store.Store
+	cancel context.CancelFunc
+}
+
+func (j *cutAtAdvance) Advance(ctx context.Context, end store.StepRef, result []byte, step string, intent []byte) (store.StepRef, error) {
+	if step == workflow.StepComplete {
+		j.cancel()
+	}
+	return j.Store.Advance(ctx, end, result, step, intent)
+}
+
+// TestSessionEndKeepsLastResult ends the session when the result of the step before complete
+// goes to the store with complete's intent: the result is still recorded (the unit resumes
+// after it).
+func TestSessionEndKeepsLastResult(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, pki, st := newRunner(t, 1, func(c *workflow.Config) {
+		c.Journal = &cutAtAdvance{Store: c.Journal.(*store.Store), cancel: cancel}
+	})
+	if out := r.Run(ctx, newSoftUnit(t, "SN-00000001", pki.EKIssuing)); !out.Interrupted {
+		t.Errorf("outcome %+v, want interrupted", out)
+	}
+	recs, err := st.StepRecords(context.Background(), "SN-00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := workflow.Steps[slices.Index(workflow.Steps, workflow.StepComplete)-1]
+	recorded := false
+	for _, rec := range recs {
+		if rec.Step == last {
+			recorded = rec.Ended && rec.ErrorCode == "" && len(rec.Result) > 0
+		}
+		if rec.Step == workflow.StepComplete {
+			t.Errorf("complete step began: %+v", rec)
+		}
+	}
+	if !recorded {
+		t.Errorf("the result of %s was not recorded", last)
 	}
 }

@@ -346,11 +346,15 @@ type pendingEnd struct {
 	result []byte
 }
 
-// begin journals the intent of step, with the pending result of the previous step if any.
+// begin journals the intent of step, with the pending result of the previous step if any. When
+// that write fails (the session ended), the result stays pending: finishFailed flushes it.
 func (u *unit) begin(ctx context.Context, step string) (store.StepRef, error) {
 	if p := u.pending; p != nil {
-		u.pending = nil
-		return u.r.cfg.Journal.Advance(ctx, p.ref, p.result, step, u.intent(step))
+		ref, err := u.r.cfg.Journal.Advance(ctx, p.ref, p.result, step, u.intent(step))
+		if err == nil {
+			u.pending = nil
+		}
+		return ref, err
 	}
 	return u.r.cfg.Journal.BeginStep(ctx, u.serial, step, u.intent(step))
 }
