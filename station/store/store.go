@@ -292,9 +292,11 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
 	if binary.BigEndian.Uint64(meta.Get(kSchemaVersion)) < 2 {
-		return s.baseline(tx)
+		if err := s.baseline(tx); err != nil {
+			return err
+		}
 	}
-	return nil
+	return s.indexUnits(tx)
 }
 
 // baselineChunk is how many digests one audit.baseline record carries.
@@ -336,7 +338,7 @@ func (s *Store) create(tx *bolt.Tx, stationID string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit} {
+	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit, bUnitIndex} {
 		if _, err := w.tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", name, err)
 		}
