@@ -356,15 +356,24 @@ func unitProtoWith(u store.UnitState, running map[string]bool, verifyEK *store.S
 	return pb
 }
 
-// fixtureSlot reads the slot the agent claimed from a verify_ek intent; "" when absent.
+// fixtureSlot reads the slot the agent claimed from a verify_ek intent; "" when absent. It
+// decodes only the Hello's fixture_slot of the identify report (journal.Identify: protojson
+// with proto field names, or in older records encoding/json of the generated structs, whose
+// tags are the same names), not the whole report: a listing reads it for every unit.
 func fixtureSlot(intent []byte) string {
-	var in journal.Intent
+	var in struct {
+		Identify string `json:"identify"`
+	}
 	if json.Unmarshal(intent, &in) != nil || in.Identify == "" {
 		return ""
 	}
-	var id journal.Identify
+	var id struct {
+		Hello struct {
+			FixtureSlot string `json:"fixture_slot"`
+		} `json:"hello"`
+	}
 	if json.Unmarshal([]byte(in.Identify), &id) != nil {
 		return ""
 	}
-	return id.Hello.GetFixtureSlot()
+	return id.Hello.FixtureSlot
 }
