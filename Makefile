@@ -93,8 +93,8 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 1m; new crashers land 
 fuzz-ci: ## every fuzz target for 10 s (CI)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
-bench: ## run the Go benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## run the Go benchmarks (the store at 100k units: make bench-store)
+	$(GO) test -run '^$$' -bench . -skip 'BenchmarkListUnits|BenchmarkRestart' -benchmem ./...
 
 bench-line: ## the simulated line against its bound: 64 units (both EKs, ECC EK only), then 16 to 64 units (about 2 min)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkLine' -benchtime=1x ./fixture/line/
