@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test test-reports chaos fuzz fuzz-ci bench bench-ca bench-line bench-scale lint generate generate-check tidy-check demo dev-config ci clean
+.PHONY: help deps setup build test test-reports chaos fuzz fuzz-ci bench bench-ca bench-line bench-scale bench-store lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -113,14 +113,32 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 1m; new crashers land 
 fuzz-ci: ## every fuzz target for 10 s (CI)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
-bench: ## run the Go benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## run the Go benchmarks (the store at 100k units: make bench-store)
+	$(GO) test -run '^$$' -bench . -skip 'BenchmarkListUnits|BenchmarkRestart' -benchmem ./...
 
 bench-line: ## the simulated line against its bound: 64 units (both EKs, ECC EK only), then 16 to 64 units (about 2 min)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkLine' -benchtime=1x ./fixture/line/
 
 bench-scale: ## the station at scale on the device MODEL: 1,024 units with 64 and 256 slots, and the CA-bound line (50 requests/s); one table (a few minutes)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkScale' -benchtime=1x -timeout 30m ./fixture/line/
+
+# The store at 100,000 seeded units (STORE_BENCH_UNITS): each figure is the median of 3 runs.
+bench-store: ## the store at 100k units: a page of 100 at any offset (< 20 ms) and a restart with every unit in flight resumed (< 1 s); one table (several minutes)
+	@set -o pipefail; mkdir -p out; \
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkListUnits' -benchtime=3x -timeout 60m ./station/api/ | tee out/bench-store.txt && \
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkRestart' -benchtime=3x -timeout 60m ./station/server/ | tee -a out/bench-store.txt && \
+	awk 'function v(u,  i) { for (i = 3; i < NF; i += 2) if ($$(i+1) == u) return $$i; return "-" } \
+		function row(f, t, m, c, ok) { printf "| %-46s | %-9s | %12s | %11s | %-4s |\n", f, t, m, c, ok } \
+		BEGIN { print ""; print "store at scale (medians of 3 runs; cpu: CPU time of the process, server and client)"; \
+			row("figure", "target", "measured ms", "cpu ms", "met"); row("---", "---", "---", "---", "---") } \
+		/^BenchmarkListUnits\// { n = $$1; sub(/^BenchmarkListUnits\//, "", n); sub(/-[0-9]+$$/, "", n); \
+			m = v("ms/page"); row("list units: page of 100, " n, "< 20 ms", m, v("cpu-ms/page"), (m != "-" && m < 20 ? "yes" : "no")) } \
+		/^BenchmarkRestart/ { r = v("ready_without_verify_ms"); a = v("ready_ms"); w = v("verify_ms"); \
+			row("restart: ready + in flight resumed, no verify", "< 1000 ms", r, "", (r != "-" && r < 1000 ? "yes" : "no")); \
+			row("restart: the same with the full audit verify", "< 1000 ms", a, "", (a != "-" && a < 1000 ? "yes" : "no")); \
+			row("  of which the audit verification", "< 5000 ms", w, "", (w != "-" && w < 5000 ? "yes" : "no")); \
+			row("  store open (page check in background)", "", v("open_ms"), "", ""); \
+			row("  units in flight resumed (count)", "", v("in_flight"), "", "") }' out/bench-store.txt
 
 bench-ca: ## benchmark the CA client against the dev EST CA (batched vs naive, 1-256 callers; about 90 s)
 	$(GO) test -count=1 -run '^$$' -bench . -benchmem ./ca-client/cabench/

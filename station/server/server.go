@@ -86,6 +86,9 @@ type Server struct {
 	roles      api.RoleTable
 	consoleSrv *http.Server // nil when the console is off
 	consoleLis net.Listener
+
+	// inFlight are the units in flight when the station started (resumeAtStart).
+	inFlight []store.UnitState
 }
 
 // reportsFinal bounds the reports writer's last pass when the station closes.
@@ -115,6 +118,22 @@ func verifyAtStart(st *store.Store, override string, log *slog.Logger) error {
 	return st.AuditOverride(context.Background(), override, err)
 }
 
+// resumeAtStart reads the units the station had not finished when it stopped (the store's
+// in-flight index: it reads those units only, however many are stored) and logs them. Each
+// resumes when its agent reconnects: the workflow then settles its open intents first.
+func resumeAtStart(st *store.Store, log *slog.Logger) ([]store.UnitState, error) {
+	units, err := st.InFlight(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("reading the units in flight: %w", err)
+	}
+	steps := map[string]int{}
+	for _, u := range units {
+		steps[u.CurrentStep]++
+	}
+	log.Info("units in flight at start: each resumes when its agent reconnects", "units", len(units), "by_step", steps)
+	return units, nil
+}
+
 // New opens the store and builds every part; it listens on nothing yet.
 func New(rt *config.Runtime, opts Options) (*Server, error) {
 	log := opts.Logger
@@ -140,7 +159,7 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		}
 	}
 	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight,
-		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit,
+		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit, CheckInBackground: true,
 		Checkpoints: store.CheckpointOptions{Signer: signer, Every: rt.CheckpointEvery, Interval: rt.CheckpointInterval}})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
@@ -149,7 +168,12 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal, registry: reg, metrics: m}
+	inFlight, err := resumeAtStart(st, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal, registry: reg, metrics: m, inFlight: inFlight}
 	wfIssuers := map[string]workflow.Issuer{}
 	for _, c := range rt.CAs {
 		is, err := newIssuer(c, log, m)
@@ -296,6 +320,10 @@ func (s *Server) Fatal() <-chan error { return s.fatal }
 
 // SlotsHeld reports the provisioning slots agent sessions hold now (after Start).
 func (s *Server) SlotsHeld() int { return s.gw.SlotsHeld() }
+
+// InFlightAtStart returns the units the station had not finished when it started; each
+// resumes when its agent reconnects.
+func (s *Server) InFlightAtStart() []store.UnitState { return s.inFlight }
 
 // Store returns the station's store.
 func (s *Server) Store() *store.Store { return s.store }

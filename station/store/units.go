@@ -60,6 +60,9 @@ func (w *wtx) saveUnit(ub *wbucket, u *UnitState) error {
 	if err := ub.Put(kState, data); err != nil {
 		return err
 	}
+	if err := w.indexUnit(u); err != nil {
+		return fmt.Errorf("indexing unit %q: %w", u.Serial, err)
+	}
 	w.s.states.put(u.Serial, data, u.decoded())
 	return nil
 }
