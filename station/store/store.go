@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -86,7 +87,8 @@ type Options struct {
 	// Logger receives debug logs (open, refused writes); nil means silence.
 	Logger *slog.Logger
 	// OnCorrupt, when set, is called once (in its own goroutine) when a
-	// damaged page is met after Open; from then on every write is refused.
+	// damaged page or a record that does not decode is met after Open; from
+	// then on every write is refused.
 	OnCorrupt func(error)
 	// RefusalsKept is how many refused sessions RecordRefusal keeps; 0 means
 	// DefaultRefusalsKept.
@@ -97,6 +99,10 @@ type Options struct {
 	// Commits observes, in seconds, each write's time from the call to its durable commit
 	// (waiting for its batch included); nil discards.
 	Commits prometheus.Observer
+
+	// noSync skips fdatasync on commit (bbolt's NoSync): for FuzzOpen only, whose thousands of
+	// throwaway stores would otherwise wait on the disk for most of their time.
+	noSync bool
 }
 
 // Store is a station's store. It is safe for concurrent use.
@@ -147,7 +153,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if f, ferr := os.Open(path); ferr == nil {
 		st, serr := f.Stat()
 		if serr == nil {
-			ferr = checkFreelistCount(f, st.Size())
+			ferr = checkMetas(f, st.Size())
 		}
 		f.Close()
 		if ferr != nil {
@@ -155,7 +161,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
+	if corruptOnOpen(err) {
 		return nil, &CorruptError{Path: path, Reason: err.Error()}
 	}
 	if err != nil {
@@ -173,6 +179,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if db.MaxBatchDelay <= 0 {
 		db.MaxBatchDelay = defaultMaxBatchDelay
 	}
+	db.NoSync = opts.noSync
 	s.db = db
 	if err := db.Update(func(tx *bolt.Tx) error { return s.init(tx, opts.StationID) }); err != nil {
 		db.Close()
@@ -189,6 +196,15 @@ func Open(path string, opts Options) (s *Store, err error) {
 	s.log.Debug("store opened", "path", path, "station_id", s.stationID,
 		"max_batch_size", db.MaxBatchSize, "max_batch_delay", db.MaxBatchDelay)
 	return s, nil
+}
+
+// corruptOnOpen says whether bbolt's Open refused the file for what it holds (not for an I/O
+// error or the lock).
+func corruptOnOpen(err error) bool {
+	return errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) ||
+		errors.Is(err, bolterrors.ErrVersionMismatch) || errors.Is(err, bolterrors.ErrInvalidMapping) ||
+		// bbolt's error for a file shorter than two pages has no sentinel.
+		err != nil && strings.HasPrefix(err.Error(), "file size too small")
 }
 
 // maxCheckErrors bounds the consistency problems a CorruptError names.
@@ -234,12 +250,12 @@ func check(db *bolt.DB, path string) error {
 	return nil
 }
 
-// markCorrupt latches the store as corrupt after bbolt panicked with p and
-// returns the error every later write gets.
-func (s *Store) markCorrupt(p any) error {
-	ce := &CorruptError{Path: s.path, Reason: fmt.Sprintf("bbolt panicked: %v", p)}
+// markCorrupt latches the store as corrupt for reason (bbolt panicked on a page, a stored
+// record does not decode) and returns the error every later write gets.
+func (s *Store) markCorrupt(reason string) error {
+	ce := &CorruptError{Path: s.path, Reason: reason}
 	if s.corrupt.CompareAndSwap(nil, ce) {
-		s.log.Error("store corrupt: refusing every write", "code", CodeStoreCorrupt, "path", s.path, "panic", fmt.Sprint(p))
+		s.log.Error("store corrupt: refusing every write", "code", CodeStoreCorrupt, "path", s.path, "reason", reason)
 		if s.onCorrupt != nil {
 			go s.onCorrupt(ce)
 		}
@@ -265,7 +281,7 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 		return s.create(tx, stationID)
 	}
 	if len(meta.Get(kSchemaVersion)) != 8 || len(meta.Get(kAuditHead)) != 8+sha256.Size {
-		return errors.New("meta bucket corrupt")
+		return &CorruptError{Path: s.path, Reason: "meta bucket damaged"}
 	}
 	if v := binary.BigEndian.Uint64(meta.Get(kSchemaVersion)); v > SchemaVersion {
 		return fmt.Errorf("schema version %d (supported %d): %w", v, SchemaVersion, ErrSchemaTooNew)
@@ -277,7 +293,7 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	s.stationID = stored
 	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit} {
 		if tx.Bucket(name) == nil {
-			return fmt.Errorf("bucket %s missing", name)
+			return &CorruptError{Path: s.path, Reason: fmt.Sprintf("bucket %s missing", name)}
 		}
 	}
 	// O(1) check that the head in meta is the last record; VerifyChain
@@ -485,7 +501,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 		return w.flush()
 	})
 	if err != nil {
-		return err
+		return s.undecodable(err)
 	}
 	s.commits.Observe(time.Since(start).Seconds())
 	if s.cp != nil {
@@ -494,7 +510,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	if refused != nil {
 		s.log.Debug("store write refused", "principal", p, "error", refused)
 	}
-	return refused
+	return s.undecodable(refused)
 }
 
 // headSeq returns the chain head's sequence (0 when it cannot be read).
@@ -512,7 +528,28 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error
 	}
 	defer s.recoverCorrupt(&err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return s.db.View(fn)
+	return s.undecodable(s.db.View(fn))
+}
+
+// undecodable turns err, when it is a stored record that does not decode as what the store
+// wrote there, into the store's *CorruptError: the file is damaged as surely as when a page is
+// (bbolt keeps no checksum of values), and the store latches as corrupt. Any other error
+// passes.
+func (s *Store) undecodable(err error) error {
+	var (
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+		b64    base64.CorruptInputError
+		tm     *time.ParseError
+		cb     *ChainBrokenError
+	)
+	if err == nil || errors.As(err, &cb) {
+		return err
+	}
+	if errors.As(err, &syntax) || errors.As(err, &typ) || errors.As(err, &b64) || errors.As(err, &tm) {
+		return s.markCorrupt("a stored record does not decode: " + err.Error())
+	}
+	return err
 }
 
 // recoverCorrupt, deferred at the store boundary, turns a bbolt panic on a
@@ -520,7 +557,7 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error
 // (SetPanicOnFault), into the store's *CorruptError in *err.
 func (s *Store) recoverCorrupt(err *error) {
 	if p := recover(); p != nil {
-		*err = s.markCorrupt(p)
+		*err = s.markCorrupt(fmt.Sprintf("bbolt panicked: %v", p))
 	}
 }
 
