@@ -77,7 +77,8 @@ FUZZ_TARGETS := \
 	./ca-client/est:FuzzParseCertsOnly ./ca-client/est:FuzzDecodeBase64Body \
 	./station/config:FuzzConfig ./station/config:FuzzCheckAzureIoTIdentity \
 	./station/gateway:FuzzValidateHello ./station/workflow:FuzzHardwareModuleName ./station/workflow:FuzzRestore \
-	./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen
+	./station/workflow:FuzzAgentResult ./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen \
+	./reports/export:FuzzVerify ./reports/export:FuzzParseKey
 FUZZTIME ?= 1m
 # Each input that finds new coverage is minimized for at most this many runs. Go's default, 60 s
 # of wall time, let every worker spend a whole 10 s run minimizing inputs of kilobytes (PKCS#7,
