@@ -75,6 +75,7 @@ FUZZ_TARGETS := \
 	./station/attest:FuzzCheckEK ./station/attest:FuzzCheckDevID ./station/attest:FuzzChallenge \
 	./station/attest:FuzzCheckCSR ./station/attest:FuzzVerifySignature \
 	./ca-client/est:FuzzParseCertsOnly ./ca-client/est:FuzzDecodeBase64Body \
+	./ca-client/est:FuzzSanitizeMessage ./ca-client/est:FuzzParseRetryAfter \
 	./station/config:FuzzConfig ./station/config:FuzzCheckAzureIoTIdentity \
 	./station/gateway:FuzzValidateHello ./station/workflow:FuzzHardwareModuleName ./station/workflow:FuzzRestore \
 	./station/workflow:FuzzAgentResult ./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen \
