@@ -145,6 +145,11 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 	if pageHeaderSize+count*pageElementSize > size {
 		return fmt.Errorf("page %d: %d elements do not fit", pgid, count)
 	}
+	// bbolt never writes an empty branch page, and its cursor reads the first element of a
+	// branch page whatever its count.
+	if flags == branchPageFlag && count == 0 {
+		return fmt.Errorf("page %d: a branch page without elements", pgid)
+	}
 	for i := range count {
 		at := pageHeaderSize + i*pageElementSize
 		e := buf[at : at+pageElementSize]
@@ -172,7 +177,15 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 			}
 			var err error
 			if root := binary.LittleEndian.Uint64(v); root == 0 {
-				err = w.page(pgid, v[bucketHeaderLen:], depth+1)
+				// An inline bucket's page is a leaf: bbolt's cursor takes a branch there
+				// for one whose every child (page 0) is the inline page itself, and
+				// descends forever, growing its stack until the process runs out of
+				// memory (found by FuzzOpen).
+				inline := v[bucketHeaderLen:]
+				if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint16(inline[8:]) != leafPageFlag {
+					return fmt.Errorf("page %d: inline bucket %d is not a leaf page", pgid, i)
+				}
+				err = w.page(pgid, inline, depth+1)
 			} else {
 				err = w.tree(root, depth+1)
 			}
