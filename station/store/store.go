@@ -275,6 +275,11 @@ func (s *Store) Corrupt() error {
 func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	meta := tx.Bucket(bMeta)
 	if meta == nil || meta.Get(kSchemaVersion) == nil {
+		// create writes everything in one transaction: a file holding anything without a
+		// schema version is a damaged store, not a new one.
+		if k, _ := tx.Cursor().First(); k != nil {
+			return &CorruptError{Path: s.path, Reason: "no schema version in a file that holds buckets"}
+		}
 		if stationID == "" {
 			return fmt.Errorf("creating store: station id: %w", ErrInvalidArgument)
 		}
