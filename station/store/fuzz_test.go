@@ -18,10 +18,10 @@ import (
 // reads and writes it: Open fails with an error carrying one of the store's stable codes or
 // gives a store of the station asked for, on which every read and write works or fails with
 // such an error. Nothing panics, faults or hangs, in the caller's goroutine or in bbolt's commit
-// (testdata/fuzz/FuzzOpen holds a file that made bbolt's check count to 2^32 and one whose
-// inline bucket page, a branch pointing at itself, sent bbolt's cursor down forever until the
-// process ran out of memory; the tests below hold the freelist and record damage FuzzOpen found
-// once it wrote).
+// (testdata/fuzz/FuzzOpen holds a file that made bbolt's check count to 2^32, one whose inline
+// bucket page, a branch pointing at itself, sent bbolt's cursor down forever until the process
+// ran out of memory, one whose inline page's id made a commit panic, and one without a meta
+// bucket; the tests below hold the freelist and record damage FuzzOpen found once it wrote).
 func FuzzOpen(f *testing.F) {
 	ctx := context.Background()
 	seedPath := filepath.Join(f.TempDir(), "seed.db")

@@ -177,13 +177,18 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 			}
 			var err error
 			if root := binary.LittleEndian.Uint64(v); root == 0 {
-				// An inline bucket's page is a leaf: bbolt's cursor takes a branch there
-				// for one whose every child (page 0) is the inline page itself, and
+				// An inline bucket's page is a leaf of id 0. bbolt's cursor takes a branch
+				// there for one whose every child (page 0) is the inline page itself, and
 				// descends forever, growing its stack until the process runs out of
-				// memory (found by FuzzOpen).
+				// memory; and a commit that moves the bucket to pages of its own frees the
+				// page of the id it finds, panicking on bbolt's batch goroutine for an id
+				// past the file (both found by FuzzOpen).
 				inline := v[bucketHeaderLen:]
 				if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint16(inline[8:]) != leafPageFlag {
 					return fmt.Errorf("page %d: inline bucket %d is not a leaf page", pgid, i)
+				}
+				if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint64(inline) != 0 {
+					return fmt.Errorf("page %d: inline bucket %d says it is page %d", pgid, i, binary.LittleEndian.Uint64(inline))
 				}
 				err = w.page(pgid, inline, depth+1)
 			} else {
