@@ -95,17 +95,25 @@ FUZZ_TARGETS := \
 	./station/attest:FuzzCheckEK ./station/attest:FuzzCheckDevID ./station/attest:FuzzChallenge \
 	./station/attest:FuzzCheckCSR ./station/attest:FuzzVerifySignature \
 	./ca-client/est:FuzzParseCertsOnly ./ca-client/est:FuzzDecodeBase64Body \
+	./ca-client/est:FuzzSanitizeMessage ./ca-client/est:FuzzParseRetryAfter \
 	./station/config:FuzzConfig ./station/config:FuzzCheckAzureIoTIdentity \
 	./station/gateway:FuzzValidateHello ./station/workflow:FuzzHardwareModuleName ./station/workflow:FuzzRestore \
-	./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen
+	./station/workflow:FuzzAgentResult ./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen \
+	./reports/export:FuzzVerify ./reports/export:FuzzParseKey
 FUZZTIME ?= 1m
+# Each input that finds new coverage is minimized for at most this many runs. Go's default, 60 s
+# of wall time, let every worker spend a whole 10 s run minimizing inputs of kilobytes (PKCS#7,
+# configuration files, 64 KiB store files: removing bytes one and two at a time is quadratic)
+# and report only the few runs that finished; a time limit instead races the worker's own and
+# the coordinator kills and restarts the worker, setup and all.
+FUZZMINIMIZE ?= 100x
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 1m; new crashers land in the package's testdata/fuzz)
 	@set -o pipefail; mkdir -p out; : > out/fuzz-summary.txt; \
 	for pt in $(FUZZ_TARGETS); do \
 		pkg=$${pt%%:*}; target=$${pt##*:}; \
 		echo "==> $$target in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1 | tee out/fuzz-last.txt || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg 2>&1 | tee out/fuzz-last.txt || exit 1; \
 		echo "$$target ($$pkg): $$(grep -o 'execs: [0-9]*' out/fuzz-last.txt | tail -n 1)" >> out/fuzz-summary.txt; \
 	done; \
 	echo "==> executions per target in $(FUZZTIME)"; cat out/fuzz-summary.txt

@@ -2,7 +2,9 @@ package est
 
 import (
 	"bytes"
+	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzParseCertsOnly checks that no input makes the PKCS#7 parser panic and
@@ -66,6 +68,45 @@ func FuzzDecodeBase64Body(f *testing.F) {
 			if err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("round trip with %q: got %x, %v; want %x", eol, got, err, data)
 			}
+		}
+	})
+}
+
+// FuzzSanitizeMessage checks what the client keeps of a CA's error body: one line of
+// printable ASCII within maxMessageLen bytes that never holds the request's secret.
+func FuzzSanitizeMessage(f *testing.F) {
+	f.Add([]byte("bad request: password s3cret-pw refused\r\n"), "s3cret-pw")
+	f.Add([]byte("s3cret\x00-pw s3cr\ret-pw"), "s3cret-pw")
+	f.Add([]byte(strings.Repeat("x", 300)+"token"), "token")
+	f.Fuzz(func(t *testing.T, body []byte, secret string) {
+		got := sanitizeMessage(body, []string{secret})
+		if len(got) > maxMessageLen {
+			t.Fatalf("%d bytes kept", len(got))
+		}
+		for i := 0; i < len(got); i++ {
+			if got[i] < 0x20 || got[i] >= 0x7f {
+				t.Fatalf("byte %#x kept at %d", got[i], i)
+			}
+		}
+		// A secret found in the replacement itself, or shorter than a word, proves nothing.
+		if len(secret) >= 4 && !strings.Contains("[redacted]", secret) && strings.Contains(got, secret) {
+			t.Fatalf("message %q holds the secret", got)
+		}
+	})
+}
+
+// FuzzParseRetryAfter reads arbitrary Retry-After values from a CA: a wait it honours lies
+// between zero and maxRetryAfter.
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, v := range []string{"120", " 5 ", "Wed, 21 Oct 2015 07:28:00 GMT", "99999999999999999999", "-1", ""} {
+		f.Add(v)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, v string) {
+		if wait, ok := parseRetryAfter(v, now); ok && (wait < 0 || wait > maxRetryAfter) {
+			t.Fatalf("Retry-After %q: wait %s", v, wait)
+		} else if !ok && wait != 0 {
+			t.Fatalf("Retry-After %q refused with a wait of %s", v, wait)
 		}
 	})
 }

@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -478,23 +481,35 @@ func checkHWModule(c *x509.Certificate, tr *traveler.Record) error {
 	return nil
 }
 
-// ParseKey reads the station's audit public key from PEM: a PUBLIC KEY or a CERTIFICATE.
+// ParseKey reads the station's audit public key from PEM: a PUBLIC KEY or a CERTIFICATE, of a
+// type manifest signatures are made with (ECDSA, RSA, Ed25519).
 func ParseKey(data []byte) (crypto.PublicKey, error) {
 	blk, _ := pem.Decode(data)
 	if blk == nil {
 		return nil, errors.New("station key: no PEM block")
 	}
+	var pub crypto.PublicKey
 	switch blk.Type {
 	case "PUBLIC KEY":
-		return x509.ParsePKIXPublicKey(blk.Bytes)
+		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("station key: %w", err)
+		}
+		pub = k
 	case "CERTIFICATE":
 		c, err := x509.ParseCertificate(blk.Bytes)
 		if err != nil {
 			return nil, fmt.Errorf("station key: %w", err)
 		}
-		return c.PublicKey, nil
+		pub = c.PublicKey
+	default:
+		return nil, fmt.Errorf("station key: PEM block %q, want PUBLIC KEY", blk.Type)
 	}
-	return nil, fmt.Errorf("station key: PEM block %q, want PUBLIC KEY", blk.Type)
+	switch pub.(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+		return pub, nil
+	}
+	return nil, fmt.Errorf("station key: %T keys sign no manifest", pub)
 }
 
 // PublicKeyPEM encodes the station's audit public key as the PEM PUBLIC KEY file an auditor

@@ -49,9 +49,10 @@ var (
 	ErrChainBroken = errors.New("audit chain broken")
 	// ErrNotOnHold reports a hold decision on a unit that is not on hold.
 	ErrNotOnHold = errors.New("unit is not on hold")
-	// ErrCorrupt reports a store file whose pages are damaged: Open refuses it,
-	// and once a damaged page is met at run time every later write is refused.
-	// The returned error is a *CorruptError.
+	// ErrCorrupt reports a store file whose pages are damaged or one of whose
+	// records does not decode: Open refuses it, and once such damage is met at
+	// run time every later write is refused. The returned error is a
+	// *CorruptError.
 	ErrCorrupt = errors.New("store file corrupt")
 )
 
@@ -64,8 +65,8 @@ const CodeStoreCorrupt = "STORE_CORRUPT"
 type CorruptError struct {
 	// Path is the store file.
 	Path string
-	// Reason says what was found (the first consistency check failures, or
-	// the panic bbolt raised on a damaged page).
+	// Reason says what was found (the first consistency check failures, the
+	// panic bbolt raised on a damaged page, or the record that does not decode).
 	Reason string
 }
 

@@ -1,19 +1,27 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-// FuzzOpen opens arbitrary bytes as a store file (seeded with a real store, whole and cut):
-// Open fails with an error or gives a store whose station id is the one asked for and on which
-// reads work or fail with an error. Nothing panics, faults or hangs (testdata/fuzz/FuzzOpen
-// holds files that made bbolt's check fault or count to 2^32 before checkPages).
+// FuzzOpen opens arbitrary bytes as a store file (seeded with a real store, whole and cut), then
+// reads and writes it: Open fails with an error carrying one of the store's stable codes or
+// gives a store of the station asked for, on which every read and write works or fails with
+// such an error. Nothing panics, faults or hangs, in the caller's goroutine or in bbolt's commit
+// (testdata/fuzz/FuzzOpen holds a file that made bbolt's check count to 2^32, one whose inline
+// bucket page, a branch pointing at itself, sent bbolt's cursor down forever until the process
+// ran out of memory, one whose inline page's id made a commit panic, and one without a meta
+// bucket; the tests below hold the freelist and record damage FuzzOpen found once it wrote).
 func FuzzOpen(f *testing.F) {
 	ctx := context.Background()
 	seedPath := filepath.Join(f.TempDir(), "seed.db")
@@ -48,23 +56,72 @@ func FuzzOpen(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s, err := Open(path, Options{StationID: testStation, Clock: newStepClock()})
+		// One write a batch, so that its commit starts at once instead of after the batch delay,
+		// and no fsync: the file is thrown away.
+		s, err := Open(path, Options{StationID: testStation, Clock: newStepClock(), MaxBatchSize: 1, noSync: true})
 		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error")
-			}
+			wantStableError(t, "Open", err, ErrSchemaTooNew, ErrStationMismatch)
 			return
 		}
-		defer s.Close()
+		defer func() {
+			if err := s.Close(); err != nil {
+				wantStableError(t, "Close", err)
+			}
+		}()
 		if s.StationID() != testStation {
 			t.Fatalf("store of station %q opened for %q", s.StationID(), testStation)
 		}
-		// Reads of a store that opened work or fail with an error. (Writes are left out: a
-		// damaged store that passes bbolt's check can still fault in bbolt's commit.)
-		_, _ = s.Unit(ctx, "SN-0001")
-		_, _ = s.VerifyChain(ctx)
-		_, _, _ = s.OutboxAfter(ctx, 0, 10)
+		_, err = s.Unit(ctx, "SN-0001")
+		wantStableError(t, "Unit", err, ErrNotFound)
+		_, err = s.VerifyChain(ctx)
+		wantStableError(t, "VerifyChain", err)
+		_, _, err = s.OutboxAfter(ctx, 0, 10)
+		wantStableError(t, "OutboxAfter", err)
+		// Writes commit on bbolt's batch goroutine, where a panic cannot be recovered: Open
+		// must have refused every file on which a commit would panic.
+		_, err = s.UpdateUnit(ctx, "SN-0001", func(u *UnitState) error {
+			u.CurrentStep = "fuzz"
+			return nil
+		})
+		// A record that decodes but says what the store never writes (a unit without a status,
+		// closed) is refused like a caller's: the chain's digests, not the write, catch it.
+		refusals := []error{ErrNotAuthorized, ErrInvalidArgument, ErrUnitClosed, ErrNotFound}
+		wantStableError(t, "UpdateUnit", err, refusals...)
+		_, err = s.UpdateUnit(ctx, "SN-0003", func(u *UnitState) error {
+			u.Status = StatusRunning
+			return nil
+		})
+		wantStableError(t, "UpdateUnit (new unit)", err, refusals...)
+		_, err = s.AppendEvent(ctx, "SN-0002", "note", "fuzz", nil)
+		wantStableError(t, "AppendEvent", err, refusals...)
 	})
+}
+
+// wantStableError fails t unless err is nil, a damaged store (ErrCorrupt, its message starting
+// with CodeStoreCorrupt), a broken audit chain (ErrChainBroken, CodeAuditChainBroken), or one of
+// the sentinel errors also allowed.
+func wantStableError(t *testing.T, op string, err error, also ...error) {
+	t.Helper()
+	var ce *CorruptError
+	var cb *ChainBrokenError
+	switch {
+	case err == nil:
+	case errors.As(err, &ce):
+		if !errors.Is(err, ErrCorrupt) || !strings.HasPrefix(ce.Error(), CodeStoreCorrupt+": ") {
+			t.Fatalf("%s: corrupt store error without its code: %v", op, err)
+		}
+	case errors.As(err, &cb):
+		if !errors.Is(err, ErrChainBroken) || !strings.HasPrefix(cb.Error(), CodeAuditChainBroken+": ") {
+			t.Fatalf("%s: broken chain error without its code: %v", op, err)
+		}
+	default:
+		for _, e := range also {
+			if errors.Is(err, e) {
+				return
+			}
+		}
+		t.Fatalf("%s: error without a stable code: %v", op, err)
+	}
 }
 
 // TestOpenHugeFreelistCount: a freelist page claiming 2^27 free pages in a small file is
@@ -92,5 +149,131 @@ func TestOpenHugeFreelistCount(t *testing.T) {
 	var ce *CorruptError
 	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "claims 134217728 free pages") {
 		t.Fatalf("Open = %v, want a CorruptError naming the freelist count", err)
+	}
+}
+
+// TestOpenRefusesFreelistBeyondPages: a freelist listing a page beyond the file's last (and
+// passing bbolt's check, which never looks at the ids' range) is refused at Open. Before, the
+// store opened and a later commit allocated that page and panicked on bbolt's batch goroutine,
+// killing the process (found by FuzzOpen with writes).
+func TestOpenRefusesFreelistBeyondPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openAt(t, path)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const metaPgidOffset = pageHeaderSize + 40
+	ps := uint64(binary.LittleEndian.Uint32(data[pageHeaderSize+8:]))
+	for _, m := range []uint64{0, ps} { // the freelist page each meta page names
+		off := binary.LittleEndian.Uint64(data[m+metaFreeOffset:]) * ps
+		hwm := binary.LittleEndian.Uint64(data[m+metaPgidOffset:])
+		n := uint64(binary.LittleEndian.Uint16(data[off+10:]))
+		binary.LittleEndian.PutUint16(data[off+10:], uint16(n+1))
+		binary.LittleEndian.PutUint64(data[off+pageHeaderSize+8*n:], hwm+10)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// With the page check in the background (stationd) the freelist is still checked in Open.
+	if bs, err := Open(path, Options{StationID: testStation, Clock: newStepClock(), CheckInBackground: true}); err == nil {
+		bs.Close()
+		t.Fatal("Open with the page check in the background accepted a freelist listing a page beyond the file")
+	}
+	s, err = Open(path, Options{StationID: testStation, Clock: newStepClock()})
+	if err == nil {
+		// The old behaviour: the file opened; a few writes reach the bad page.
+		defer s.Close()
+		for i := range 8 {
+			if _, err := s.AppendEvent(context.Background(), "SN-0001", "note", fmt.Sprint(i), nil); err != nil && !errors.Is(err, ErrNotFound) {
+				t.Fatalf("write %d: %v", i, err)
+			}
+			if _, err := s.UpdateUnit(context.Background(), fmt.Sprintf("SN-%04d", i), func(u *UnitState) error { return nil }); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+		}
+		t.Fatal("Open accepted a freelist listing a page beyond the file")
+	}
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), CodeStoreCorrupt+": ") || !strings.Contains(ce.Reason, "outside pages") {
+		t.Fatalf("Open = %v, want a CorruptError naming the freelist's page", err)
+	}
+}
+
+// TestOpenRefusesMetaWithoutFreelist: a valid meta page that names no freelist page is refused
+// before bbolt opens the file, which would otherwise rebuild the freelist by walking pages
+// nothing has checked yet on a goroutine of its own.
+func TestOpenRefusesMetaWithoutFreelist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openAt(t, path)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const checksumOffset = pageHeaderSize + 56
+	binary.LittleEndian.PutUint64(data[metaFreeOffset:], ^uint64(0))
+	h := fnv.New64a()
+	h.Write(data[pageHeaderSize:checksumOffset])
+	binary.LittleEndian.PutUint64(data[checksumOffset:], h.Sum64())
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(path, Options{StationID: testStation, Clock: newStepClock()})
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "names no freelist page") {
+		t.Fatalf("Open = %v, want a CorruptError naming the missing freelist", err)
+	}
+}
+
+// TestUndecodableRecordIsCorrupt damages a unit's stored state so that it is no longer JSON
+// (bbolt keeps no checksum of values: the file opens): reading it gives the store's
+// CorruptError with its code instead of a bare decoding error, and the store then refuses
+// every write and calls OnCorrupt once (found by FuzzOpen with writes).
+func TestUndecodableRecordIsCorrupt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openAt(t, path)
+	mustUnit(t, s, "SN-0001", StatusRunning)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := []byte(`{"serial":"SN-0001"`)
+	if !bytes.Contains(data, state) {
+		t.Fatal("the unit's state is not in the file")
+	}
+	data = bytes.ReplaceAll(data, state, []byte(`{"serial":!SN-0001"`))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := make(chan error, 2)
+	s, err = Open(path, Options{StationID: testStation, Clock: newStepClock(), OnCorrupt: func(err error) { corrupt <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Unit(context.Background(), "SN-0001")
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), CodeStoreCorrupt+": ") || !strings.Contains(ce.Reason, "does not decode") {
+		t.Fatalf("Unit = %v, want the CorruptError of a record that does not decode", err)
+	}
+	if _, err := s.AppendEvent(context.Background(), "SN-0002", "note", "x", nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a write after the damage was met = %v, want ErrCorrupt", err)
+	}
+	select {
+	case err := <-corrupt:
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("OnCorrupt(%v)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnCorrupt was not called")
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"io"
 
 	bolt "go.etcd.io/bbolt"
@@ -13,16 +14,17 @@ import (
 // count uint16, overflow uint32) and count 16-byte elements; an element's key (and value) lie
 // pos bytes after the element itself.
 const (
-	pageHeaderSize  = 16
-	pageElementSize = 16
-	branchPageFlag  = 0x01
-	leafPageFlag    = 0x02
-	bucketLeafFlag  = 0x01
-	bucketHeaderLen = 16 // root pgid uint64, sequence uint64; an inline page follows when root is 0
-	metaRootOffset  = pageHeaderSize + 16
-	metaFreeOffset  = pageHeaderSize + 32
-	metaTxidOffset  = pageHeaderSize + 48
-	maxPageDepth    = 64
+	pageHeaderSize   = 16
+	pageElementSize  = 16
+	branchPageFlag   = 0x01
+	leafPageFlag     = 0x02
+	freelistPageFlag = 0x10
+	bucketLeafFlag   = 0x01
+	bucketHeaderLen  = 16 // root pgid uint64, sequence uint64; an inline page follows when root is 0
+	metaRootOffset   = pageHeaderSize + 16
+	metaFreeOffset   = pageHeaderSize + 32
+	metaTxidOffset   = pageHeaderSize + 48
+	maxPageDepth     = 64
 )
 
 // pageWalk checks the page tree of a store file before bbolt's own check reads it. That check
@@ -40,6 +42,16 @@ type pageWalk struct {
 // checkPages walks every page reachable from the meta page tx reads: each page lies within
 // the file, is a branch or a leaf page, is reached once, and holds its elements.
 func checkPages(f io.ReaderAt, tx *bolt.Tx, pageSize int) error {
+	return walkPages(f, tx, pageSize, true)
+}
+
+// checkFreelist is checkPages without the page tree: the meta page and the freelist, which a
+// commit reads (quick; Open runs it even when the full check runs in the background).
+func checkFreelist(f io.ReaderAt, tx *bolt.Tx, pageSize int) error {
+	return walkPages(f, tx, pageSize, false)
+}
+
+func walkPages(f io.ReaderAt, tx *bolt.Tx, pageSize int, tree bool) error {
 	w := &pageWalk{f: f, pageSize: pageSize, hwm: uint64(tx.Size()) / uint64(pageSize), seen: map[uint64]bool{}}
 	for id := range uint64(2) {
 		meta := make([]byte, metaTxidOffset+8)
@@ -52,13 +64,19 @@ func checkPages(f io.ReaderAt, tx *bolt.Tx, pageSize int) error {
 		if err := w.freelist(binary.LittleEndian.Uint64(meta[metaFreeOffset:])); err != nil {
 			return err
 		}
+		if !tree {
+			return nil
+		}
 		return w.tree(binary.LittleEndian.Uint64(meta[metaRootOffset:]), 0)
 	}
 	return fmt.Errorf("no meta page of transaction %d", tx.ID())
 }
 
-// freelist checks that the freelist page and its overflow lie within the file (bbolt's check
-// counts through the overflow, up to 2^32 pages).
+// freelist checks the freelist page: it lies within the file with its overflow, is a freelist
+// page, holds the ids it counts, and every id it lists is a page below the high water mark
+// other than the meta pages. bbolt's check counts through the overflow (up to 2^32 pages) and
+// never looks at the ids' range; a commit then allocates such an id and panics on a goroutine
+// of bbolt's ("pgid above high water mark"), or writes over a meta page (found by FuzzOpen).
 func (w *pageWalk) freelist(pgid uint64) error {
 	if pgid == ^uint64(0) { // no freelist page
 		return nil
@@ -70,8 +88,31 @@ func (w *pageWalk) freelist(pgid uint64) error {
 	if _, err := w.f.ReadAt(hdr, int64(pgid)*int64(w.pageSize)); err != nil {
 		return fmt.Errorf("reading freelist page %d: %w", pgid, err)
 	}
-	if pgid+uint64(binary.LittleEndian.Uint32(hdr[12:])) >= w.hwm {
+	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
+	if pgid+overflow >= w.hwm {
 		return fmt.Errorf("freelist page %d overflows past page %d", pgid, w.hwm-1)
+	}
+	if flags := binary.LittleEndian.Uint16(hdr[8:]); flags != freelistPageFlag {
+		return fmt.Errorf("freelist page %d has type %#x", pgid, flags)
+	}
+	buf := make([]byte, (1+overflow)*uint64(w.pageSize))
+	if _, err := w.f.ReadAt(buf, int64(pgid)*int64(w.pageSize)); err != nil {
+		return fmt.Errorf("reading freelist page %d: %w", pgid, err)
+	}
+	ids, count := buf[pageHeaderSize:], uint64(binary.LittleEndian.Uint16(hdr[10:]))
+	if count == 0xFFFF { // the count is in the first element
+		if len(ids) < 8 {
+			return fmt.Errorf("freelist page %d: no room for its count", pgid)
+		}
+		count, ids = binary.LittleEndian.Uint64(ids), ids[8:]
+	}
+	if count > uint64(len(ids))/8 {
+		return fmt.Errorf("freelist page %d: %d ids do not fit", pgid, count)
+	}
+	for i := range count {
+		if id := binary.LittleEndian.Uint64(ids[i*8:]); id < 2 || id >= w.hwm {
+			return fmt.Errorf("freelist page %d lists page %d, outside pages 2-%d", pgid, id, w.hwm-1)
+		}
 	}
 	return nil
 }
@@ -117,6 +158,11 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 	if pageHeaderSize+count*pageElementSize > size {
 		return fmt.Errorf("page %d: %d elements do not fit", pgid, count)
 	}
+	// bbolt never writes an empty branch page, and its cursor reads the first element of a
+	// branch page whatever its count.
+	if flags == branchPageFlag && count == 0 {
+		return fmt.Errorf("page %d: a branch page without elements", pgid)
+	}
 	for i := range count {
 		at := pageHeaderSize + i*pageElementSize
 		e := buf[at : at+pageElementSize]
@@ -144,7 +190,20 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 			}
 			var err error
 			if root := binary.LittleEndian.Uint64(v); root == 0 {
-				err = w.page(pgid, v[bucketHeaderLen:], depth+1)
+				// An inline bucket's page is a leaf of id 0. bbolt's cursor takes a branch
+				// there for one whose every child (page 0) is the inline page itself, and
+				// descends forever, growing its stack until the process runs out of
+				// memory; and a commit that moves the bucket to pages of its own frees the
+				// page of the id it finds, panicking on bbolt's batch goroutine for an id
+				// past the file (both found by FuzzOpen).
+				inline := v[bucketHeaderLen:]
+				if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint16(inline[8:]) != leafPageFlag {
+					return fmt.Errorf("page %d: inline bucket %d is not a leaf page", pgid, i)
+				}
+				if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint64(inline) != 0 {
+					return fmt.Errorf("page %d: inline bucket %d says it is page %d", pgid, i, binary.LittleEndian.Uint64(inline))
+				}
+				err = w.page(pgid, inline, depth+1)
 			} else {
 				err = w.tree(root, depth+1)
 			}
@@ -158,15 +217,26 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 	return nil
 }
 
-// checkFreelistCount refuses a store file whose freelist page claims more page ids than the
-// file could hold, before bbolt reads it: bbolt's Open allocates the count it finds there
-// (up to 2^64 ids; 2^27 in a 64 KiB file made it allocate 1 GiB, found by FuzzOpen). A file
-// too short for a meta page or a freelist is left to bbolt.
-func checkFreelistCount(f io.ReaderAt, size int64) error {
-	const pageSizeOffset = pageHeaderSize + 8
+// checkMetas checks what bbolt's Open reads of a store file before any check of ours can run
+// on an open file, given the file's size: a file too short for it is left to bbolt.
+//
+//   - A freelist page claiming more page ids than the file could hold is refused: bbolt's Open
+//     allocates the count it finds there (up to 2^64 ids; 2^27 in a 64 KiB file made it
+//     allocate 1 GiB, found by FuzzOpen).
+//   - A valid meta page naming no freelist page is refused: bbolt's Open would then rebuild the
+//     freelist by walking the page tree on a goroutine of its own, where a page cycle or an
+//     element outside its page kills the process (found by FuzzOpen). The station always
+//     writes its freelist.
+func checkMetas(f io.ReaderAt, size int64) error {
+	const (
+		magicOffset    = pageHeaderSize
+		pageSizeOffset = pageHeaderSize + 8
+		checksumOffset = pageHeaderSize + 56
+		magic          = 0xED0CDAED
+	)
 	at := int64(0) // the second meta page lies one page (of the first's size) in
 	for range 2 {
-		meta := make([]byte, metaTxidOffset+8)
+		meta := make([]byte, checksumOffset+8)
 		if _, err := f.ReadAt(meta, at); err != nil {
 			return nil
 		}
@@ -174,12 +244,20 @@ func checkFreelistCount(f io.ReaderAt, size int64) error {
 		if ps < 512 || ps > 1<<16 {
 			return nil
 		}
+		metaAt := at
 		if at == 0 {
 			at = ps
 		} else {
 			at = -1
 		}
 		fl := binary.LittleEndian.Uint64(meta[metaFreeOffset:])
+		h := fnv.New64a()
+		h.Write(meta[magicOffset:checksumOffset])
+		valid := binary.LittleEndian.Uint32(meta[magicOffset:]) == magic &&
+			h.Sum64() == binary.LittleEndian.Uint64(meta[checksumOffset:])
+		if valid && fl == ^uint64(0) {
+			return fmt.Errorf("meta page at byte %d names no freelist page", metaAt)
+		}
 		if fl == ^uint64(0) || fl >= uint64(size/ps) {
 			continue
 		}

@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -86,7 +87,8 @@ type Options struct {
 	// Logger receives debug logs (open, refused writes); nil means silence.
 	Logger *slog.Logger
 	// OnCorrupt, when set, is called once (in its own goroutine) when a
-	// damaged page is met after Open; from then on every write is refused.
+	// damaged page or a record that does not decode is met after Open; from
+	// then on every write is refused.
 	OnCorrupt func(error)
 	// RefusalsKept is how many refused sessions RecordRefusal keeps; 0 means
 	// DefaultRefusalsKept.
@@ -95,7 +97,8 @@ type Options struct {
 	// N records, every T and at Close.
 	Checkpoints CheckpointOptions
 	// CheckInBackground runs the consistency check of every page (see Open) after Open
-	// returns instead of before: Open then costs O(1) however large the file, and a damage
+	// returns instead of before, all but the file's length and its freelist, which every
+	// commit allocates from: Open then costs O(1) however large the file, and a damage
 	// the check finds latches the store corrupt as a damaged page met later does (OnCorrupt;
 	// every write refused). Until it ends, a read may meet the damage first: a fault or a
 	// bbolt panic still becomes a *CorruptError, but a page tree that loops makes bbolt
@@ -104,6 +107,10 @@ type Options struct {
 	// Commits observes, in seconds, each write's time from the call to its durable commit
 	// (waiting for its batch included); nil discards.
 	Commits prometheus.Observer
+
+	// noSync skips fdatasync on commit (bbolt's NoSync): for FuzzOpen only, whose thousands of
+	// throwaway stores would otherwise wait on the disk for most of their time.
+	noSync bool
 }
 
 // Store is a station's store. It is safe for concurrent use.
@@ -157,7 +164,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if f, ferr := os.Open(path); ferr == nil {
 		st, serr := f.Stat()
 		if serr == nil {
-			ferr = checkFreelistCount(f, st.Size())
+			ferr = checkMetas(f, st.Size())
 		}
 		f.Close()
 		if ferr != nil {
@@ -165,17 +172,19 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
+	if corruptOnOpen(err) {
 		return nil, &CorruptError{Path: path, Reason: err.Error()}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
-	if !opts.CheckInBackground {
-		if err := check(db, path); err != nil {
-			db.Close()
-			return nil, err
-		}
+	checkNow := check
+	if opts.CheckInBackground {
+		checkNow = checkQuick
+	}
+	if err := checkNow(db, path); err != nil {
+		db.Close()
+		return nil, err
 	}
 	db.MaxBatchSize = opts.MaxBatchSize
 	if db.MaxBatchSize <= 0 {
@@ -185,6 +194,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if db.MaxBatchDelay <= 0 {
 		db.MaxBatchDelay = defaultMaxBatchDelay
 	}
+	db.NoSync = opts.noSync
 	s.db = db
 	if err := db.Update(func(tx *bolt.Tx) error { return s.init(tx, opts.StationID) }); err != nil {
 		db.Close()
@@ -206,6 +216,15 @@ func Open(path string, opts Options) (s *Store, err error) {
 	return s, nil
 }
 
+// corruptOnOpen says whether bbolt's Open refused the file for what it holds (not for an I/O
+// error or the lock).
+func corruptOnOpen(err error) bool {
+	return errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) ||
+		errors.Is(err, bolterrors.ErrVersionMismatch) || errors.Is(err, bolterrors.ErrInvalidMapping) ||
+		// bbolt's error for a file shorter than two pages has no sentinel.
+		err != nil && strings.HasPrefix(err.Error(), "file size too small")
+}
+
 // maxCheckErrors bounds the consistency problems a CorruptError names.
 const maxCheckErrors = 3
 
@@ -213,7 +232,14 @@ const maxCheckErrors = 3
 // the file holds every page its meta page counts and that its page tree is
 // sound (the check runs on bbolt's own goroutine, where reading past the end
 // of the file, a fault or a page cycle would be fatal: see checkPages).
-func check(db *bolt.DB, path string) error {
+func check(db *bolt.DB, path string) error { return checkWith(db, path, true) }
+
+// checkQuick is check without the page tree and bbolt's check: the file's length and the
+// freelist a commit would allocate from. Open runs it before the full check goes to the
+// background, so that no write can crash on bbolt's goroutine meanwhile.
+func checkQuick(db *bolt.DB, path string) error { return checkWith(db, path, false) }
+
+func checkWith(db *bolt.DB, path string, full bool) error {
 	var problems []string
 	err := db.View(func(tx *bolt.Tx) error {
 		st, err := os.Stat(path)
@@ -229,6 +255,12 @@ func check(db *bolt.DB, path string) error {
 			return err
 		}
 		defer f.Close()
+		if !full {
+			if err := checkFreelist(f, tx, db.Info().PageSize); err != nil {
+				problems = append(problems, err.Error())
+			}
+			return nil
+		}
 		if err := checkPages(f, tx, db.Info().PageSize); err != nil {
 			problems = append(problems, err.Error())
 			return nil
@@ -249,10 +281,10 @@ func check(db *bolt.DB, path string) error {
 	return nil
 }
 
-// markCorrupt latches the store as corrupt after bbolt panicked with p and
-// returns the error every later write gets.
-func (s *Store) markCorrupt(p any) error {
-	return s.latchCorrupt(&CorruptError{Path: s.path, Reason: fmt.Sprintf("bbolt panicked: %v", p)})
+// markCorrupt latches the store as corrupt for reason (bbolt panicked on a page, a stored
+// record does not decode) and returns the error every later write gets.
+func (s *Store) markCorrupt(reason string) error {
+	return s.latchCorrupt(&CorruptError{Path: s.path, Reason: reason})
 }
 
 // latchCorrupt latches the store as corrupt with ce (the first error stays) and returns the
@@ -279,13 +311,18 @@ func (s *Store) Corrupt() error {
 func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	meta := tx.Bucket(bMeta)
 	if meta == nil || meta.Get(kSchemaVersion) == nil {
+		// create writes everything in one transaction: a file holding anything without a
+		// schema version is a damaged store, not a new one.
+		if k, _ := tx.Cursor().First(); k != nil {
+			return &CorruptError{Path: s.path, Reason: "no schema version in a file that holds buckets"}
+		}
 		if stationID == "" {
 			return fmt.Errorf("creating store: station id: %w", ErrInvalidArgument)
 		}
 		return s.create(tx, stationID)
 	}
 	if len(meta.Get(kSchemaVersion)) != 8 || len(meta.Get(kAuditHead)) != 8+sha256.Size {
-		return errors.New("meta bucket corrupt")
+		return &CorruptError{Path: s.path, Reason: "meta bucket damaged"}
 	}
 	if v := binary.BigEndian.Uint64(meta.Get(kSchemaVersion)); v > SchemaVersion {
 		return fmt.Errorf("schema version %d (supported %d): %w", v, SchemaVersion, ErrSchemaTooNew)
@@ -297,7 +334,7 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	s.stationID = stored
 	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit} {
 		if tx.Bucket(name) == nil {
-			return fmt.Errorf("bucket %s missing", name)
+			return &CorruptError{Path: s.path, Reason: fmt.Sprintf("bucket %s missing", name)}
 		}
 	}
 	// O(1) check that the head in meta is the last record; VerifyChain
@@ -508,7 +545,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 		return w.flush()
 	})
 	if err != nil {
-		return err
+		return s.undecodable(err)
 	}
 	s.commits.Observe(time.Since(start).Seconds())
 	if s.cp != nil {
@@ -517,7 +554,7 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	if refused != nil {
 		s.log.Debug("store write refused", "principal", p, "error", refused)
 	}
-	return refused
+	return s.undecodable(refused)
 }
 
 // headSeq returns the chain head's sequence (0 when it cannot be read).
@@ -535,7 +572,28 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error
 	}
 	defer s.recoverCorrupt(&err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return s.db.View(fn)
+	return s.undecodable(s.db.View(fn))
+}
+
+// undecodable turns err, when it is a stored record that does not decode as what the store
+// wrote there, into the store's *CorruptError: the file is damaged as surely as when a page is
+// (bbolt keeps no checksum of values), and the store latches as corrupt. Any other error
+// passes.
+func (s *Store) undecodable(err error) error {
+	var (
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+		b64    base64.CorruptInputError
+		tm     *time.ParseError
+		cb     *ChainBrokenError
+	)
+	if err == nil || errors.As(err, &cb) {
+		return err
+	}
+	if errors.As(err, &syntax) || errors.As(err, &typ) || errors.As(err, &b64) || errors.As(err, &tm) {
+		return s.markCorrupt("a stored record does not decode: " + err.Error())
+	}
+	return err
 }
 
 // recoverCorrupt, deferred at the store boundary, turns a bbolt panic on a
@@ -543,7 +601,7 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error
 // (SetPanicOnFault), into the store's *CorruptError in *err.
 func (s *Store) recoverCorrupt(err *error) {
 	if p := recover(); p != nil {
-		*err = s.markCorrupt(p)
+		*err = s.markCorrupt(fmt.Sprintf("bbolt panicked: %v", p))
 	}
 }
 

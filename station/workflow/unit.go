@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	agentv1 "github.com/devid-station/devid/proto/agent/v1"
 	"github.com/devid-station/devid/station/attest"
 	"github.com/devid-station/devid/station/ekcert"
@@ -431,7 +434,21 @@ func (u *unit) do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, e
 		}
 		return nil, fail(code, &AgentError{Code: e.GetCode(), TPMRC: e.GetTpmRc()}, "agent: %s", clip(e.GetMessage()))
 	}
+	// Every step reads the answer of its own kind: any other (or none) would leave it with
+	// nothing where it expects the agent's result (found by FuzzAgentResult).
+	if got, want := opName(res), opName(cmd); got != want {
+		return nil, fail(CodeAgentError, nil, "agent: answered %s with %q", want, got)
+	}
 	return res, nil
+}
+
+// opName names the operation a command or a result carries (its "op" field), "" for none.
+func opName(m proto.Message) protoreflect.Name {
+	r := m.ProtoReflect()
+	if f := r.WhichOneof(r.Descriptor().Oneofs().ByName("op")); f != nil {
+		return f.Name()
+	}
+	return ""
 }
 
 // AgentError is a structured error an agent answered a command with.
