@@ -210,7 +210,8 @@ func TestResumeAfterAgentKilled(t *testing.T) {
 			case <-killed:
 				firstErr = <-first
 			case firstErr = <-first:
-				if !delivered(firstErr) {
+				// Cancelled by the kill (both cases ready at once), or done before it.
+				if !delivered(firstErr) && !errors.Is(firstErr, context.Canceled) {
 					t.Fatalf("before boundary %d: %v", k, firstErr)
 				}
 				select {
