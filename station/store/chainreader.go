@@ -2,16 +2,21 @@ package store
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"hash"
 	"runtime"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// chainReader reads the audit log in order while worker goroutines decode
-// records and recompute their hashes ahead of the reader, so that Verify
-// uses every core. It must be closed before the transaction ends.
+// chainReader reads the audit log in order while worker goroutines, ahead of
+// the reader, check each record's hash and compare every stored key/value its
+// writes name with their digests, so that Verify uses every core. The workers
+// read the same read-only transaction as the reader: bbolt keeps no caches in
+// a read-only transaction (its bucket and node maps stay nil), so concurrent
+// reads through it are safe. It must be closed before the transaction ends.
 type chainReader struct {
 	ordered chan *readBatch
 	stop    chan struct{}
@@ -20,15 +25,32 @@ type chainReader struct {
 	i       int
 }
 
-// readRecord is one decoded record.
+// readRecord is one checked record. Its slices point into the transaction's
+// pages.
 type readRecord struct {
-	key    []byte
-	a      AuditEvent
-	bad    bool // does not decode
-	hashOK bool
+	key      []byte
+	seq      uint64
+	prevHash []byte
+	hash     []byte
+	bad      bool // does not decode
+	hashOK   bool
+	// cp is the decoded record when it is a checkpoint.
+	cp     *AuditEvent
+	writes []writeCheck
+}
+
+// writeCheck is one write digest of a record and how the stored value
+// compares with it.
+type writeCheck struct {
+	bucket, key []byte
+	deleted     bool // the write deleted the key (no digest)
+	had         bool // the key held a value before the write
+	present     bool // the key holds a value now
+	ok          bool // the stored value has the digest (deleted: is absent)
 }
 
 type readBatch struct {
+	raw  [][]byte // the stored records, until a worker checks them
 	recs []readRecord
 	done chan struct{}
 }
@@ -43,17 +65,9 @@ func newChainReader(tx *bolt.Tx) *chainReader {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			c := newStoredChecker(tx)
 			for b := range work {
-				for i := range b.recs {
-					rec := &b.recs[i]
-					v := rec.a.Hash // the raw value, parked here by the producer
-					rec.a = AuditEvent{}
-					if err := json.Unmarshal(v, &rec.a); err != nil {
-						rec.bad = true
-						continue
-					}
-					rec.hashOK = bytes.Equal(rec.a.computeHash(), rec.a.Hash)
-				}
+				c.check(b)
 				close(b.done)
 			}
 		}()
@@ -63,8 +77,8 @@ func newChainReader(tx *bolt.Tx) *chainReader {
 		defer r.wg.Done()
 		defer close(work)
 		defer close(r.ordered)
-		c := tx.Bucket(bAudit).Cursor()
-		b := &readBatch{done: make(chan struct{})}
+		cur := tx.Bucket(bAudit).Cursor()
+		b := newReadBatch()
 		flush := func() bool {
 			select {
 			case work <- b:
@@ -76,11 +90,12 @@ func newChainReader(tx *bolt.Tx) *chainReader {
 			case <-r.stop:
 				return false
 			}
-			b = &readBatch{done: make(chan struct{})}
+			b = newReadBatch()
 			return true
 		}
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			b.recs = append(b.recs, readRecord{key: k, a: AuditEvent{Hash: v}})
+		for k, v := cur.First(); k != nil; k, v = cur.Next() {
+			b.recs = append(b.recs, readRecord{key: k})
+			b.raw = append(b.raw, v)
 			if len(b.recs) == readBatchSize && !flush() {
 				return
 			}
@@ -90,6 +105,10 @@ func newChainReader(tx *bolt.Tx) *chainReader {
 		}
 	}()
 	return r
+}
+
+func newReadBatch() *readBatch {
+	return &readBatch{raw: make([][]byte, 0, readBatchSize), recs: make([]readRecord, 0, readBatchSize), done: make(chan struct{})}
 }
 
 // next returns the next record, or nil at the end of the log.
@@ -113,4 +132,117 @@ func (r *chainReader) close() {
 		<-b.done
 	}
 	r.wg.Wait()
+}
+
+// storedChecker is one worker's state: a reused hash, and within a batch the
+// buckets it opened and the stored values it hashed, by path and key (a
+// unit's state is written many times in a few hundred records).
+type storedChecker struct {
+	tx      *bolt.Tx
+	h       hash.Hash
+	sum     []byte
+	id      []byte
+	buckets map[string]*bolt.Bucket
+	stored  map[string]storedSum
+}
+
+// storedSum is what a key holds: whether it holds a value and its SHA-256.
+type storedSum struct {
+	present bool
+	sum     [sha256.Size]byte
+}
+
+func newStoredChecker(tx *bolt.Tx) *storedChecker {
+	return &storedChecker{tx: tx, h: sha256.New(), sum: make([]byte, 0, sha256.Size),
+		buckets: map[string]*bolt.Bucket{}, stored: map[string]storedSum{}}
+}
+
+// check decodes and checks every record of b.
+func (c *storedChecker) check(b *readBatch) {
+	clear(c.buckets)
+	clear(c.stored)
+	for i := range b.recs {
+		c.record(&b.recs[i], b.raw[i])
+	}
+	b.raw = nil
+}
+
+func (c *storedChecker) record(rec *readRecord, v []byte) {
+	if len(v) > 0 && v[0] == '{' {
+		c.legacy(rec, v)
+		return
+	}
+	r, err := parseRecord(v)
+	if err != nil {
+		rec.bad = true
+		return
+	}
+	rec.seq, rec.prevHash, rec.hash = r.seq, r.prevHash, r.hash
+	rec.hashOK = r.hashOK(c.h, c.sum)
+	if string(r.action()) == AuditActionCheckpoint {
+		a := r.event()
+		rec.cp = &a
+	}
+	if r.nWrites > 0 {
+		rec.writes = make([]writeCheck, 0, r.nWrites)
+		r.eachWrite(func(bucket, key, digest []byte, had bool) {
+			rec.writes = append(rec.writes, c.compare(bucket, key, digest, had))
+		})
+	}
+}
+
+// legacy checks a record stored as JSON.
+func (c *storedChecker) legacy(rec *readRecord, v []byte) {
+	var a AuditEvent
+	if err := json.Unmarshal(v, &a); err != nil {
+		rec.bad = true
+		return
+	}
+	rec.seq, rec.prevHash, rec.hash = a.Seq, a.PrevHash, a.Hash
+	rec.hashOK = bytes.Equal(a.computeHash(), a.Hash)
+	if a.Action == AuditActionCheckpoint {
+		rec.cp = &a
+	}
+	for _, d := range a.Writes {
+		rec.writes = append(rec.writes, c.compare([]byte(d.Bucket), d.Key, d.SHA256, d.Had))
+	}
+}
+
+// compare looks the key up and compares its stored value with digest
+// (empty: the write deleted it).
+func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck {
+	w := writeCheck{bucket: bucket, key: key, deleted: len(digest) == 0, had: had}
+	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
+	st, seen := c.stored[string(c.id)]
+	if !seen {
+		if b := c.bucket(bucket); b != nil {
+			var v []byte
+			if v, st.present = storedValue(b, key); st.present {
+				st.sum = sha256.Sum256(v)
+			}
+		}
+		c.stored[string(c.id)] = st
+	}
+	w.present = st.present
+	if w.deleted {
+		w.ok = !st.present
+	} else {
+		w.ok = st.present && bytes.Equal(st.sum[:], digest)
+	}
+	return w
+}
+
+// bucket opens the bucket at path (names joined by "/"), or nil.
+func (c *storedChecker) bucket(path []byte) *bolt.Bucket {
+	if b, ok := c.buckets[string(path)]; ok {
+		return b
+	}
+	var b *bolt.Bucket
+	if i := bytes.LastIndexByte(path, '/'); i < 0 {
+		b = c.tx.Bucket(path)
+	} else if parent := c.bucket(path[:i]); parent != nil {
+		b = parent.Bucket(path[i+1:])
+	}
+	c.buckets[string(path)] = b
+	return b
 }

@@ -287,8 +287,8 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	if k == nil || binary.BigEndian.Uint64(k) != head.Seq {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head in meta is not the last record"}
 	}
-	var last AuditEvent
-	if err := json.Unmarshal(v, &last); err != nil || !bytes.Equal(last.Hash, head.Hash) {
+	last, err := decodeRecord(v)
+	if err != nil || !bytes.Equal(last.Hash, head.Hash) {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
 	if binary.BigEndian.Uint64(meta.Get(kSchemaVersion)) < 2 {
