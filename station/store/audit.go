@@ -125,7 +125,9 @@ func (w *wtx) appendRecord(a AuditEvent) error {
 	a.StationID = w.s.stationID
 	a.Principal = w.principal
 	a.PrevHash = head.Hash
-	if err := w.tx.raw.Bucket(bAudit).Put(u64key(a.Seq), a.seal()); err != nil {
+	ab := w.tx.raw.Bucket(bAudit)
+	ab.FillPercent = 1 // appended in order: fill its pages (see appendOnly)
+	if err := ab.Put(u64key(a.Seq), a.seal()); err != nil {
 		return fmt.Errorf("writing audit record %d: %w", a.Seq, err)
 	}
 	return meta.Put(kAuditHead, encodeHead(ChainHead{Seq: a.Seq, Hash: a.Hash}))
