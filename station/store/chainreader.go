@@ -61,11 +61,12 @@ func newChainReader(tx *bolt.Tx) *chainReader {
 	workers := max(1, runtime.GOMAXPROCS(0))
 	r := &chainReader{ordered: make(chan *readBatch, 4*workers), stop: make(chan struct{})}
 	work := make(chan *readBatch, 4*workers)
+	cache := newStoredCache(tx)
 	for range workers {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			c := newStoredChecker(tx)
+			c := newStoredChecker(cache)
 			for b := range work {
 				c.check(b)
 				close(b.done)
@@ -134,17 +135,28 @@ func (r *chainReader) close() {
 	r.wg.Wait()
 }
 
-// storedChecker is one worker's state: a reused hash, and within a batch the
-// buckets it opened and the stored values it hashed, by path and key (a
-// unit's state is written many times in a few hundred records).
+// storedChecker is one worker's state: a reused hash and buffer, and the
+// cache all workers share.
 type storedChecker struct {
-	tx      *bolt.Tx
-	h       hash.Hash
-	sum     []byte
-	id      []byte
-	buckets map[string]*bolt.Bucket
-	stored  map[string]storedSum
+	h     hash.Hash
+	sum   []byte
+	id    []byte
+	cache *storedCache
 }
+
+// storedCache remembers, for the whole transaction, the buckets opened and
+// the SHA-256 of stored values by bucket path and key: a unit's state is
+// written some twenty times over a few thousand records, and its value (the
+// latest) only needs hashing once. It is bounded: when full it starts over.
+type storedCache struct {
+	tx      *bolt.Tx
+	mu      sync.Mutex
+	buckets map[string]*bolt.Bucket
+	sums    map[string]storedSum
+}
+
+// maxCached bounds each map of a storedCache (about 100 bytes an entry).
+const maxCached = 1 << 17
 
 // storedSum is what a key holds: whether it holds a value and its SHA-256.
 type storedSum struct {
@@ -152,15 +164,16 @@ type storedSum struct {
 	sum     [sha256.Size]byte
 }
 
-func newStoredChecker(tx *bolt.Tx) *storedChecker {
-	return &storedChecker{tx: tx, h: sha256.New(), sum: make([]byte, 0, sha256.Size),
-		buckets: map[string]*bolt.Bucket{}, stored: map[string]storedSum{}}
+func newStoredCache(tx *bolt.Tx) *storedCache {
+	return &storedCache{tx: tx, buckets: map[string]*bolt.Bucket{}, sums: map[string]storedSum{}}
+}
+
+func newStoredChecker(cache *storedCache) *storedChecker {
+	return &storedChecker{h: sha256.New(), sum: make([]byte, 0, sha256.Size), cache: cache}
 }
 
 // check decodes and checks every record of b.
 func (c *storedChecker) check(b *readBatch) {
-	clear(c.buckets)
-	clear(c.stored)
 	for i := range b.recs {
 		c.record(&b.recs[i], b.raw[i])
 	}
@@ -213,16 +226,7 @@ func (c *storedChecker) legacy(rec *readRecord, v []byte) {
 func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck {
 	w := writeCheck{bucket: bucket, key: key, deleted: len(digest) == 0, had: had}
 	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
-	st, seen := c.stored[string(c.id)]
-	if !seen {
-		if b := c.bucket(bucket); b != nil {
-			var v []byte
-			if v, st.present = storedValue(b, key); st.present {
-				st.sum = sha256.Sum256(v)
-			}
-		}
-		c.stored[string(c.id)] = st
-	}
+	st := c.cache.stored(c.id, bucket, key)
 	w.present = st.present
 	if w.deleted {
 		w.ok = !st.present
@@ -232,17 +236,47 @@ func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck
 	return w
 }
 
+// stored returns what bucket/key (id: both, NUL-separated) holds.
+func (c *storedCache) stored(id, bucket, key []byte) storedSum {
+	c.mu.Lock()
+	st, ok := c.sums[string(id)]
+	c.mu.Unlock()
+	if ok {
+		return st
+	}
+	if b := c.bucket(bucket); b != nil {
+		var v []byte
+		if v, st.present = storedValue(b, key); st.present {
+			st.sum = sha256.Sum256(v)
+		}
+	}
+	c.mu.Lock()
+	if len(c.sums) >= maxCached {
+		clear(c.sums)
+	}
+	c.sums[string(id)] = st
+	c.mu.Unlock()
+	return st
+}
+
 // bucket opens the bucket at path (names joined by "/"), or nil.
-func (c *storedChecker) bucket(path []byte) *bolt.Bucket {
-	if b, ok := c.buckets[string(path)]; ok {
+func (c *storedCache) bucket(path []byte) *bolt.Bucket {
+	c.mu.Lock()
+	b, ok := c.buckets[string(path)]
+	c.mu.Unlock()
+	if ok {
 		return b
 	}
-	var b *bolt.Bucket
 	if i := bytes.LastIndexByte(path, '/'); i < 0 {
 		b = c.tx.Bucket(path)
 	} else if parent := c.bucket(path[:i]); parent != nil {
 		b = parent.Bucket(path[i+1:])
 	}
+	c.mu.Lock()
+	if len(c.buckets) >= maxCached {
+		clear(c.buckets)
+	}
 	c.buckets[string(path)] = b
+	c.mu.Unlock()
 	return b
 }
