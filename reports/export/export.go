@@ -14,10 +14,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devid-station/devid/reports/traveler"
@@ -145,13 +148,17 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 	if body.Audit, err = writeAudit(ctx, st, start, end, b); err != nil {
 		return nil, err
 	}
+	parts, err := buildUnits(ctx, st, serials, units, opts.Version)
+	if err != nil {
+		return nil, err
+	}
 	var rows [][]string
-	for _, serial := range serials {
-		row, err := b.addUnit(ctx, st, serial, units[serial], opts.Version)
-		if err != nil {
-			return nil, fmt.Errorf("export: unit %s: %w", serial, err)
-		}
-		rows = append(rows, row)
+	for _, p := range parts {
+		b.Files = append(b.Files, p.files...)
+		b.Body.Files = append(b.Body.Files, p.listed...)
+		b.Body.Units = append(b.Body.Units, p.unit)
+		b.revocations = append(b.revocations, p.revocations...)
+		rows = append(rows, p.row)
 	}
 	var sum bytes.Buffer
 	w := csv.NewWriter(&sum)
@@ -179,9 +186,55 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 
 // add appends a file and lists it in the manifest.
 func (b *Bundle) add(p string, data []byte) {
-	h := sha256.Sum256(data)
 	b.Files = append(b.Files, BundleFile{Path: p, Data: data})
-	b.Body.Files = append(b.Body.Files, File{Path: p, SHA256: hex.EncodeToString(h[:]), Size: len(data)})
+	b.Body.Files = append(b.Body.Files, listFile(p, data))
+}
+
+func listFile(p string, data []byte) File {
+	h := sha256.Sum256(data)
+	return File{Path: p, SHA256: hex.EncodeToString(h[:]), Size: len(data)}
+}
+
+// unitPart is what one unit adds to a bundle.
+type unitPart struct {
+	files       []BundleFile
+	listed      []File
+	unit        Unit
+	row         []string
+	revocations [][]string
+}
+
+func (p *unitPart) add(name string, data []byte) {
+	p.files = append(p.files, BundleFile{Path: name, Data: data})
+	p.listed = append(p.listed, listFile(name, data))
+}
+
+// buildUnits builds the parts of serials, in order, on every core: each unit only reads the
+// store.
+func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, version string) ([]*unitPart, error) {
+	parts := make([]*unitPart, len(serials))
+	errs := make([]error, len(serials))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(serials); i = int(next.Add(1) - 1) {
+				if parts[i], errs[i] = buildUnit(ctx, st, serials[i], units[serials[i]], version); errs[i] != nil {
+					next.Store(int64(len(serials))) // stop the others early
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("export: unit %s: %w", serials[i], err)
+		}
+	}
+	return parts, nil
 }
 
 // scan reads the whole chain once: each unit's first and last record, whether one falls in
@@ -341,8 +394,8 @@ func revocationRows(rec *traveler.Record) [][]string {
 	return rows
 }
 
-// addUnit adds serial's traveler and certificates and returns its summary row.
-func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan, version string) ([]string, error) {
+// buildUnit returns serial's traveler and certificates and its summary row.
+func buildUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan, version string) (*unitPart, error) {
 	rec, err := traveler.Build(ctx, st, serial)
 	if err != nil {
 		return nil, err
@@ -351,9 +404,9 @@ func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc
 	if err != nil {
 		return nil, err
 	}
+	b := &unitPart{revocations: revocationRows(rec)}
 	u := Unit{Serial: serial, Traveler: path.Join(travelerDir, serial+".json")}
 	b.add(u.Traveler, data)
-	b.revocations = append(b.revocations, revocationRows(rec)...)
 	chains, err := enrollChains(ctx, st, serial)
 	if err != nil {
 		return nil, err
@@ -371,7 +424,7 @@ func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc
 		b.add(name, p.Bytes())
 		u.Certificates = append(u.Certificates, name)
 	}
-	b.Body.Units = append(b.Body.Units, u)
+	b.unit = u
 
 	row := map[string]string{"serial": serial, "work_order": rec.WorkOrder, "profile": rec.Profile,
 		"result": rec.Result, "error_code": rec.ErrorCode, "attempts": strconv.FormatUint(rec.Attempts, 10),
@@ -397,11 +450,11 @@ func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc
 		row["ended_at"] = rec.EndedAt.UTC().Format(time.RFC3339Nano)
 		row["cycle_time_seconds"] = strconv.FormatFloat(rec.CycleTimeSeconds, 'f', 3, 64)
 	}
-	out := make([]string, len(summaryHeader))
+	b.row = make([]string, len(summaryHeader))
 	for i, h := range summaryHeader {
-		out[i] = row[h]
+		b.row[i] = row[h]
 	}
-	return out, nil
+	return b, nil
 }
 
 // enrollChains maps each certificate an enroll step returned (by SHA-256) to the chain the CA
@@ -432,8 +485,9 @@ func (b *Bundle) WriteDir(dir string) error {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return fmt.Errorf("export: %s is not empty", dir)
 	}
+	made := map[string]bool{}
 	for _, f := range b.Files {
-		if err := WriteFile(dir, f.Path, f.Data); err != nil {
+		if err := writeFile(dir, f.Path, f.Data, made); err != nil {
 			return err
 		}
 	}
@@ -442,13 +496,23 @@ func (b *Bundle) WriteDir(dir string) error {
 
 // WriteFile writes one bundle file under dir, refusing a path that leaves dir.
 func WriteFile(dir, name string, data []byte) error {
+	return writeFile(dir, name, data, nil)
+}
+
+// writeFile is WriteFile; made, when not nil, holds the folders already made.
+func writeFile(dir, name string, data []byte, made map[string]bool) error {
 	clean := path.Clean(name)
 	if !filepath.IsLocal(clean) || clean != name {
 		return fmt.Errorf("export: file name %q is not a local path", name)
 	}
 	p := filepath.Join(dir, filepath.FromSlash(clean))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("export: %w", err)
+	if d := filepath.Dir(p); !made[d] {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		if made != nil {
+			made[d] = true
+		}
 	}
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		return fmt.Errorf("export: %w", err)

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/sha256"
@@ -17,8 +16,11 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/station/store"
@@ -115,16 +117,28 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 	}
 	summary := readSummary(files[SummaryFile], fail)
 	revocations := readRevocations(files[RevocationFile], fail)
-	for _, u := range body.Units {
-		ur := UnitReport{Serial: u.Serial}
-		if records == nil {
-			ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
-		} else {
-			ur.Problems = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
-			ur.Problems = append(ur.Problems, checkRevocations(u, files, revocations[u.Serial])...)
-		}
-		rep.Units = append(rep.Units, ur)
+	// Units are independent: checked on every core (certificate chains are most of the work).
+	rep.Units = make([]UnitReport, len(body.Units))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(body.Units); i = int(next.Add(1) - 1) {
+				u := body.Units[i]
+				ur := UnitReport{Serial: u.Serial}
+				if records == nil {
+					ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
+				} else {
+					ur.Problems = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
+					ur.Problems = append(ur.Problems, checkRevocations(u, files, revocations[u.Serial])...)
+				}
+				rep.Units[i] = ur
+			}
+		}()
 	}
+	wg.Wait()
 	return rep
 }
 
@@ -172,14 +186,19 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 		return nil
 	}
 	var recs []store.AuditEvent
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
-	for line := 1; sc.Scan(); line++ {
+	// One decoder for the whole file: a record a line, each ending the line it starts.
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	for dec.More() {
+		start := dec.InputOffset()
 		var a store.AuditEvent
-		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&a); err != nil {
-			fail("%s line %d: %v", AuditFile, line, err)
+		err := dec.Decode(&a)
+		if end := dec.InputOffset(); err == nil && (end >= int64(len(data)) || data[end] != '\n' ||
+			bytes.IndexByte(data[start:end], '\n') >= 0 || (start > 0 && data[start-1] != '\n')) {
+			err = errors.New("not one JSON record a line")
+		}
+		if err != nil {
+			fail("%s line %d: %v", AuditFile, bytes.Count(data[:start], []byte("\n"))+1, err)
 			return nil
 		}
 		recs = append(recs, a)
