@@ -131,8 +131,11 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 				if records == nil {
 					ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
 				} else {
-					ur.Problems = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
-					ur.Problems = append(ur.Problems, checkRevocations(u, files, revocations[u.Serial])...)
+					var tr *traveler.Record
+					ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
+					if tr != nil {
+						ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
+					}
 				}
 				rep.Units[i] = ur
 			}
@@ -287,12 +290,8 @@ func readRevocations(data []byte, fail func(string, ...any)) map[string][][]stri
 
 // checkRevocations checks that the unit's rows of RevocationFile are exactly the revocation
 // candidates and possibly issued keys its traveler lists.
-func checkRevocations(u Unit, files map[string][]byte, rows [][]string) []string {
-	var tr traveler.Record
-	if err := json.Unmarshal(files[u.Traveler], &tr); err != nil {
-		return nil // checkUnit reports the traveler
-	}
-	want := revocationRows(&tr)
+func checkRevocations(u Unit, tr *traveler.Record, rows [][]string) []string {
+	want := revocationRows(tr)
 	if len(want) != len(rows) {
 		return []string{fmt.Sprintf("%s: %d rows for the unit, %s lists %d revocation candidates", RevocationFile, len(rows), u.Traveler, len(want))}
 	}
@@ -304,26 +303,27 @@ func checkRevocations(u Unit, files map[string][]byte, rows [][]string) []string
 	return nil
 }
 
-// checkUnit checks one unit's traveler and certificates against its audit records.
-func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, roots *x509.CertPool) []string {
+// checkUnit checks one unit's traveler and certificates against its audit records. It returns
+// the traveler, unless it does not decode.
+func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, roots *x509.CertPool) ([]string, *traveler.Record) {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	data := files[u.Traveler]
 	if data == nil {
 		fail("%s: missing", u.Traveler)
-		return probs
+		return probs, nil
 	}
 	var tr traveler.Record
 	if err := json.Unmarshal(data, &tr); err != nil {
 		fail("%s: %v", u.Traveler, err)
-		return probs
+		return probs, nil
 	}
 	if tr.Serial != u.Serial {
 		fail("%s: serial %q, the manifest names %q", u.Traveler, tr.Serial, u.Serial)
 	}
 	if len(trail) == 0 {
 		fail("%s: no audit records of the unit", AuditFile)
-		return probs
+		return probs, &tr
 	}
 	// The final status is the last unit update's.
 	var status *store.AuditEvent
@@ -360,7 +360,7 @@ func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row m
 	for _, p := range u.Certificates {
 		probs = append(probs, checkCert(p, files[p], &tr, recorded, roots)...)
 	}
-	return probs
+	return probs, &tr
 }
 
 func certSHA(c *traveler.Certificate) string {
