@@ -96,6 +96,11 @@ fuzz-ci: ## every fuzz target for 10 s (CI)
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-store
+BENCH_UNITS ?= 10000
+bench-store: ## start-up verification (with the store's size a unit), QA export and its offline verification over BENCH_UNITS stored units (default 10000; 100000 builds for long)
+	BENCH_UNITS=$(BENCH_UNITS) $(GO) test -count=1 -run '^$$' -bench 'BenchmarkVerify$$|BenchmarkExport' -benchtime=1x -timeout 2h ./station/store/ ./reports/export/
+
 bench-line: ## the simulated line against its bound: 64 units (both EKs, ECC EK only), then 16 to 64 units (about 2 min)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkLine' -benchtime=1x ./fixture/line/
 

@@ -145,10 +145,17 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 	body := &Body{Schema: Schema, StationID: st.StationID(), SoftwareVersion: opts.Version,
 		CreatedAt: time.Now().UTC(), Selection: sel, AuditPublicKey: pub}
 	b := &Bundle{Body: body}
-	if body.Audit, err = writeAudit(ctx, st, start, end, b); err != nil {
-		return nil, err
-	}
+	// The audit file is written while the units are built.
+	auditDone := make(chan error, 1)
+	go func() {
+		var err error
+		body.Audit, err = writeAudit(ctx, st, start, end, b)
+		auditDone <- err
+	}()
 	parts, err := buildUnits(ctx, st, serials, units, opts.Version)
+	if aerr := <-auditDone; aerr != nil {
+		return nil, aerr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -485,37 +492,60 @@ func (b *Bundle) WriteDir(dir string) error {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return fmt.Errorf("export: %s is not empty", dir)
 	}
+	// Folders first, then the files on several goroutines (most of the time is system calls).
+	paths := make([]string, len(b.Files))
 	made := map[string]bool{}
-	for _, f := range b.Files {
-		if err := writeFile(dir, f.Path, f.Data, made); err != nil {
+	for i, f := range b.Files {
+		p, err := localPath(dir, f.Path)
+		if err != nil {
 			return err
 		}
+		if d := filepath.Dir(p); !made[d] {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			made[d] = true
+		}
+		paths[i] = p
 	}
-	return nil
+	errs := make([]error, len(b.Files))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 * max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(paths); i = int(next.Add(1) - 1) {
+				if err := os.WriteFile(paths[i], b.Files[i].Data, 0o644); err != nil {
+					errs[i] = fmt.Errorf("export: %w", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // WriteFile writes one bundle file under dir, refusing a path that leaves dir.
 func WriteFile(dir, name string, data []byte) error {
-	return writeFile(dir, name, data, nil)
-}
-
-// writeFile is WriteFile; made, when not nil, holds the folders already made.
-func writeFile(dir, name string, data []byte, made map[string]bool) error {
-	clean := path.Clean(name)
-	if !filepath.IsLocal(clean) || clean != name {
-		return fmt.Errorf("export: file name %q is not a local path", name)
+	p, err := localPath(dir, name)
+	if err != nil {
+		return err
 	}
-	p := filepath.Join(dir, filepath.FromSlash(clean))
-	if d := filepath.Dir(p); !made[d] {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-		if made != nil {
-			made[d] = true
-		}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("export: %w", err)
 	}
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	return nil
+}
+
+// localPath returns where the bundle file name goes under dir, refusing a path that leaves dir.
+func localPath(dir, name string) (string, error) {
+	clean := path.Clean(name)
+	if !filepath.IsLocal(clean) || clean != name {
+		return "", fmt.Errorf("export: file name %q is not a local path", name)
+	}
+	return filepath.Join(dir, filepath.FromSlash(clean)), nil
 }

@@ -188,23 +188,10 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 		fail("%s: missing", AuditFile)
 		return nil
 	}
-	var recs []store.AuditEvent
-	// One decoder for the whole file: a record a line, each ending the line it starts.
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	for dec.More() {
-		start := dec.InputOffset()
-		var a store.AuditEvent
-		err := dec.Decode(&a)
-		if end := dec.InputOffset(); err == nil && (end >= int64(len(data)) || data[end] != '\n' ||
-			bytes.IndexByte(data[start:end], '\n') >= 0 || (start > 0 && data[start-1] != '\n')) {
-			err = errors.New("not one JSON record a line")
-		}
-		if err != nil {
-			fail("%s line %d: %v", AuditFile, bytes.Count(data[:start], []byte("\n"))+1, err)
-			return nil
-		}
-		recs = append(recs, a)
+	recs, err := decodeAudit(data)
+	if err != nil {
+		fail("%v", err)
+		return nil
 	}
 	r := body.Audit
 	switch {
@@ -251,6 +238,41 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 		}
 	}
 	return recs
+}
+
+// decodeAudit decodes audit.jsonl, one JSON record a line, on every core. An error names the
+// first line at fault.
+func decodeAudit(data []byte) ([]store.AuditEvent, error) {
+	lines := bytes.Split(data, []byte("\n"))
+	if n := len(lines); n > 0 && len(lines[n-1]) == 0 {
+		lines = lines[:n-1] // the newline that ends the last record
+	}
+	recs := make([]store.AuditEvent, len(lines))
+	errs := make([]error, len(lines))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(lines); i = int(next.Add(1) - 1) {
+				dec := json.NewDecoder(bytes.NewReader(lines[i]))
+				dec.DisallowUnknownFields()
+				err := dec.Decode(&recs[i])
+				if err == nil && dec.InputOffset() != int64(len(lines[i])) {
+					err = errors.New("more than one JSON record on the line")
+				}
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", AuditFile, i+1, err)
+		}
+	}
+	return recs, nil
 }
 
 // readSummary maps serial -> column -> value.
