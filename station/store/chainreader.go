@@ -28,14 +28,10 @@ type chainReader struct {
 // readRecord is one checked record. Its slices point into the transaction's
 // pages.
 type readRecord struct {
-	key      []byte
-	seq      uint64
-	prevHash []byte
-	hash     []byte
-	bad      bool // does not decode
-	hashOK   bool
-	// cp is the decoded record when it is a checkpoint.
-	cp     *AuditEvent
+	link
+	key    []byte
+	hash   []byte
+	bad    bool // does not decode
 	writes []writeCheck
 }
 

@@ -101,7 +101,7 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 		if rec.bad {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "record does not decode"}
 		}
-		cp, err := checkLink(rec.seq, rec.prevHash, rec.cp, seq, prev, rec.hashOK, s.stationID)
+		cp, err := checkLink(rec.link, seq, prev, s.stationID)
 		if err != nil {
 			return rep, err
 		}
@@ -318,22 +318,31 @@ func (s *Store) UnitTrail(ctx context.Context, serial string) ([]TrailRecord, Ch
 	return out, head, err
 }
 
-// checkLink checks a record expected at seq right after prev: the seq and
-// previous hash it carries, its hash (hashOK: recomputed and equal) and, for
-// a checkpoint (cp: the decoded record, nil for any other), that it signs
-// prev with a valid signature; it returns the checkpoint, if it is one.
-func checkLink(recSeq uint64, prevHash []byte, cp *AuditEvent, seq uint64, prev ChainHead, hashOK bool, stationID string) (*Checkpoint, error) {
+// link is what checkLink needs of a record: the seq and previous hash it
+// carries, whether its hash is the recomputed one, and the decoded record
+// when it is a checkpoint (nil for any other).
+type link struct {
+	seq      uint64
+	prevHash []byte
+	hashOK   bool
+	cp       *AuditEvent
+}
+
+// checkLink checks a record expected at seq right after prev: its seq, its
+// link, its hash and, for a checkpoint, that it signs prev with a valid
+// signature; it returns the checkpoint, if it is one.
+func checkLink(r link, seq uint64, prev ChainHead, stationID string) (*Checkpoint, error) {
 	switch {
-	case recSeq != seq:
-		return nil, &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", recSeq)}
-	case !bytes.Equal(prevHash, prev.Hash):
+	case r.seq != seq:
+		return nil, &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", r.seq)}
+	case !bytes.Equal(r.prevHash, prev.Hash):
 		return nil, &ChainBrokenError{Seq: seq, Reason: "previous hash does not match"}
-	case !hashOK:
+	case !r.hashOK:
 		return nil, &ChainBrokenError{Seq: seq, Reason: "hash does not match content"}
-	case cp == nil:
+	case r.cp == nil:
 		return nil, nil
 	}
-	c, err := checkpointOf(cp)
+	c, err := checkpointOf(r.cp)
 	if err == nil {
 		err = c.check(stationID, prev)
 	}
@@ -357,11 +366,11 @@ func VerifyRecords(records []AuditEvent, prev ChainHead, keySHA256 []byte) (Chai
 	var cps []Checkpoint
 	for i := range records {
 		a := &records[i]
-		var isCP *AuditEvent
+		r := link{seq: a.Seq, prevHash: a.PrevHash, hashOK: bytes.Equal(a.computeHash(), a.Hash)}
 		if a.Action == AuditActionCheckpoint {
-			isCP = a
+			r.cp = a
 		}
-		cp, err := checkLink(a.Seq, a.PrevHash, isCP, prev.Seq+1, prev, bytes.Equal(a.computeHash(), a.Hash), a.StationID)
+		cp, err := checkLink(r, prev.Seq+1, prev, a.StationID)
 		if err != nil {
 			return prev, cps, err
 		}
