@@ -197,6 +197,9 @@ func (d *dispatcher) handle(cmd *agentv1.Command) (*agentv1.Result, error) {
 	case *agentv1.Command_NvUndefine:
 		r, err := d.nvUndefine(op.NvUndefine)
 		return &agentv1.Result{Op: &agentv1.Result_NvUndefine{NvUndefine: r}}, err
+	case *agentv1.Command_Certify:
+		r, err := d.certify(op.Certify)
+		return &agentv1.Result{Op: &agentv1.Result_Certify{Certify: r}}, err
 	case *agentv1.Command_Finish:
 		v := verdictOf(op.Finish)
 		return &agentv1.Result{Op: &agentv1.Result_Finish{
@@ -395,6 +398,35 @@ func (d *dispatcher) sign(req *agentv1.SignRequest) (*agentv1.SignResult, error)
 	return &agentv1.SignResult{Signature: sig}, nil
 }
 
+// Certifier is a TPM that runs TPM2_Certify (tpm.TPM); a TPM without it answers certify with
+// ERROR_CODE_UNKNOWN_COMMAND.
+type Certifier interface {
+	Certify(objectHandle, signHandle uint32, qualifyingData []byte) (*tpm.Certification, error)
+}
+
+func (d *dispatcher) certify(req *agentv1.CertifyRequest) (*agentv1.CertifyResult, error) {
+	for _, h := range []struct {
+		field string
+		v     uint32
+	}{{"object_handle", req.GetObjectHandle()}, {"sign_handle", req.GetSignHandle()}} {
+		if err := checkRange(h.field, h.v, persistentFirst, persistentLast); err != nil {
+			return nil, err
+		}
+	}
+	if n := len(req.GetQualifyingData()); n > 64 {
+		return nil, fmt.Errorf("%w: qualifying_data of %d bytes (at most 64)", ErrInvalidArgument, n)
+	}
+	c, ok := d.tpm.(Certifier)
+	if !ok {
+		return nil, fmt.Errorf("%w: this TPM cannot certify", ErrUnknownCommand)
+	}
+	r, err := c.Certify(req.GetObjectHandle(), req.GetSignHandle(), req.GetQualifyingData())
+	if err != nil {
+		return nil, fmt.Errorf("certifying %#x with %#x: %w", req.GetObjectHandle(), req.GetSignHandle(), err)
+	}
+	return &agentv1.CertifyResult{Attest: r.Attest, Signature: r.Signature}, nil
+}
+
 func (d *dispatcher) nvWrite(req *agentv1.NVWriteRequest) (*agentv1.NVWriteResult, error) {
 	if err := checkRange("index", req.GetIndex(), nvIndexFirst, nvIndexLast); err != nil {
 		return nil, err
@@ -501,6 +533,8 @@ func keyRole(r agentv1.KeyRole) (tpm.Role, error) {
 		return tpm.IDevID, nil
 	case agentv1.KeyRole_KEY_ROLE_LDEVID:
 		return tpm.LDevID, nil
+	case agentv1.KeyRole_KEY_ROLE_IAK:
+		return tpm.IAK, nil
 	}
 	return tpm.RoleUnspecified, fmt.Errorf("%w: key role %v", ErrInvalidArgument, r)
 }

@@ -221,6 +221,17 @@ func TestDispatchErrorMapping(t *testing.T) {
 	}
 }
 
+// TestDispatchCertifyUnsupported: a TPM without TPM2_Certify (the fake) answers certify with
+// UNKNOWN_COMMAND, having been asked nothing.
+func TestDispatchCertifyUnsupported(t *testing.T) {
+	f := &fakeTPM{}
+	d := newTestDispatcher(t, f, "/x")
+	got := d.execute(&agentv1.Command{Id: 3, Op: &agentv1.Command_Certify{Certify: &agentv1.CertifyRequest{ObjectHandle: 0x81020000, SignHandle: 0x81020001}}})
+	if got.GetError().GetCode() != agentv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND || len(f.calls) != 0 {
+		t.Fatalf("result %v, calls %v; want UNKNOWN_COMMAND and no call", got, f.calls)
+	}
+}
+
 func TestDispatchInvalidRequests(t *testing.T) {
 	subj := subjectDER(t, "unit")
 	d32 := make([]byte, 32)
@@ -287,6 +298,10 @@ func TestDispatchInvalidRequests(t *testing.T) {
 		{"evict unknown auth", &agentv1.Command{Op: &agentv1.Command_Evict{Evict: &agentv1.EvictRequest{Handle: 0x81020000, Auth: 5}}}},
 		{"nv_undefine unspecified auth", &agentv1.Command{Op: &agentv1.Command_NvUndefine{NvUndefine: &agentv1.NVUndefineRequest{Index: 0x01500000}}}},
 		{"nv_undefine persistent handle", &agentv1.Command{Op: &agentv1.Command_NvUndefine{NvUndefine: &agentv1.NVUndefineRequest{Index: 0x81000000, Auth: owner}}}},
+		{"certify sign handle transient", &agentv1.Command{Op: &agentv1.Command_Certify{Certify: &agentv1.CertifyRequest{ObjectHandle: 0x81020000, SignHandle: 0x80000000}}}},
+		{"certify object handle nv", &agentv1.Command{Op: &agentv1.Command_Certify{Certify: &agentv1.CertifyRequest{ObjectHandle: 0x01C00002, SignHandle: 0x81020001}}}},
+		{"certify qualifying data too long", &agentv1.Command{Op: &agentv1.Command_Certify{Certify: &agentv1.CertifyRequest{
+			ObjectHandle: 0x81020000, SignHandle: 0x81020001, QualifyingData: make([]byte, 65)}}}},
 		{"write_file mode beyond 0777", &agentv1.Command{Op: &agentv1.Command_WriteFile{WriteFile: &agentv1.WriteFileRequest{Path: "/x/y", Mode: 0o4755}}}},
 	}
 	for _, tc := range tests {

@@ -19,6 +19,7 @@ type fakeTPM struct {
 
 var _ TPM = (*fakeTPM)(nil)
 var _ TPM = (*tpm.TPM)(nil)
+var _ Certifier = (*tpm.TPM)(nil)
 
 func (f *fakeTPM) record(format string, args ...any) error {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))

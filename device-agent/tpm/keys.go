@@ -8,7 +8,8 @@ import (
 
 // KeyRequest asks CreateKey for a DevID key.
 type KeyRequest struct {
-	// Role is IDevID (primary key in the endorsement hierarchy) or LDevID (child of the SRK).
+	// Role is IDevID (primary key in the endorsement hierarchy), IAK (restricted signing
+	// primary key in the endorsement hierarchy) or LDevID (child of the SRK).
 	Role Role
 	// Algorithm is the key type; with Template set it may be AlgUnspecified, else it must
 	// match the template.
@@ -19,7 +20,8 @@ type KeyRequest struct {
 	// handle for the key's algorithm (SRKHandleRSA or SRKHandleECC).
 	SRKHandle uint32
 	// Template is an optional TPM-marshalled TPMT_PUBLIC used instead of DevIDTemplate; it
-	// must be an unrestricted signing key without decrypt.
+	// must be an unrestricted signing key without decrypt. An IAK takes none: it is always
+	// made from IAKTemplate.
 	Template []byte
 }
 
@@ -39,6 +41,12 @@ type Key struct {
 
 // keyTemplate validates req and returns the template to create from.
 func keyTemplate(req KeyRequest) (tpm2.TPMTPublic, Algorithm, error) {
+	if req.Role == IAK {
+		if req.Template != nil || (req.Algorithm != RSA2048 && req.Algorithm != ECCP256) {
+			return tpm2.TPMTPublic{}, 0, fmt.Errorf("%w: an IAK takes no template and RSA-2048 or ECC P-256", ErrInvalidArgument)
+		}
+		return IAKTemplate(req.Algorithm), req.Algorithm, nil
+	}
 	if req.Template == nil {
 		if req.Algorithm != RSA2048 && req.Algorithm != ECCP256 {
 			return tpm2.TPMTPublic{}, 0, fmt.Errorf("%w: algorithm %v", ErrInvalidArgument, req.Algorithm)
@@ -74,7 +82,7 @@ func DefaultSRKHandle(alg Algorithm) uint32 {
 
 // CreateKey creates a DevID key and persists it at req.Handle.
 //
-// IDevID: CreatePrimary in the endorsement hierarchy, EvictControl to Handle. LDevID: the SRK
+// IDevID and IAK: CreatePrimary in the endorsement hierarchy, EvictControl to Handle. LDevID: the SRK
 // (TCG SRK template of the same algorithm) is created and persisted at SRKHandle when absent;
 // then Create + Load under it, EvictControl, flush.
 //
@@ -83,7 +91,7 @@ func DefaultSRKHandle(alg Algorithm) uint32 {
 // checked by Qualified Name) is returned with Existed=true; any other object there gives
 // ErrHandleOccupied. A bad handle, algorithm or template gives ErrInvalidArgument.
 func (t *TPM) CreateKey(req KeyRequest) (*Key, error) {
-	if req.Role != IDevID && req.Role != LDevID {
+	if req.Role != IDevID && req.Role != LDevID && req.Role != IAK {
 		return nil, fmt.Errorf("creating key: %w: role %d", ErrInvalidArgument, int(req.Role))
 	}
 	if !validPersistent(req.Handle) {
@@ -104,7 +112,7 @@ func (t *TPM) CreateKey(req KeyRequest) (*Key, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var k *Key
-	if req.Role == IDevID {
+	if req.Role != LDevID {
 		k, err = t.createIDevID(tmpl, req.Handle)
 	} else {
 		k, err = t.createLDevID(tmpl, alg, req.Handle, srkHandle)
@@ -136,6 +144,8 @@ func (t *TPM) existing(h uint32, tmpl tpm2.TPMTPublic, inPlace func(*object) boo
 	return &Key{Public: o.raw, Name: o.name, Existed: true, Handle: h}, nil
 }
 
+// createIDevID creates (or finds) a primary key of the endorsement hierarchy at h: the IDevID or
+// the IAK.
 func (t *TPM) createIDevID(tmpl tpm2.TPMTPublic, h uint32) (*Key, error) {
 	k, err := t.existing(h, tmpl, func(o *object) bool { return o.isPrimaryOf(tpm2.TPMRHEndorsement) })
 	if k != nil || err != nil {

@@ -64,26 +64,36 @@ func (t *TPM) Sign(handle uint32, digest []byte, hash crypto.Hash, scheme Scheme
 	if err != nil {
 		return nil, fmt.Errorf("signing with %#x: %w", handle, err)
 	}
-	switch sigAlg {
+	sig, err := encodeSignature(&rsp.Signature)
+	if err != nil {
+		return nil, fmt.Errorf("signing with %#x: %w", handle, err)
+	}
+	return sig, nil
+}
+
+// encodeSignature converts a TPMT_SIGNATURE: an ASN.1 DER signature for ECDSA, the raw
+// signature for RSASSA and RSAPSS.
+func encodeSignature(sig *tpm2.TPMTSignature) ([]byte, error) {
+	switch sig.SigAlg {
 	case tpm2.TPMAlgECDSA:
-		s, err := rsp.Signature.Signature.ECDSA()
+		s, err := sig.Signature.ECDSA()
 		if err != nil {
-			return nil, fmt.Errorf("signing with %#x: %w", handle, err)
+			return nil, err
 		}
 		return asn1.Marshal(struct{ R, S *big.Int }{
 			new(big.Int).SetBytes(s.SignatureR.Buffer),
 			new(big.Int).SetBytes(s.SignatureS.Buffer),
 		})
 	case tpm2.TPMAlgRSAPSS:
-		s, err := rsp.Signature.Signature.RSAPSS()
+		s, err := sig.Signature.RSAPSS()
 		if err != nil {
-			return nil, fmt.Errorf("signing with %#x: %w", handle, err)
+			return nil, err
 		}
 		return s.Sig.Buffer, nil
 	default:
-		s, err := rsp.Signature.Signature.RSASSA()
+		s, err := sig.Signature.RSASSA()
 		if err != nil {
-			return nil, fmt.Errorf("signing with %#x: %w", handle, err)
+			return nil, err
 		}
 		return s.Sig.Buffer, nil
 	}
@@ -176,13 +186,15 @@ func (s *tpmSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]
 
 // BuildCSR returns a DER PKCS#10 request signed by the TPM key at handle with scheme, whose
 // subject is exactly subjectDER (a DER Name) and whose extensions are exactly exts, in order.
-// The request's signature, subject and extensions are checked before it is returned.
+// The request's signature, subject and extensions are checked before it is returned. A
+// restricted signing key (the IAK) signs with the scheme its template fixes, the request's
+// digest computed by the TPM (restrictedSigner).
 func (t *TPM) BuildCSR(handle uint32, subjectDER []byte, exts []Extension, scheme Scheme) ([]byte, error) {
 	var subject pkix.RDNSequence
 	if rest, err := asn1.Unmarshal(subjectDER, &subject); err != nil || len(rest) != 0 {
 		return nil, fmt.Errorf("building CSR: %w: subject is not one DER Name", ErrInvalidArgument)
 	}
-	signer, err := t.Signer(handle)
+	signer, err := t.csrSigner(handle)
 	if err != nil {
 		return nil, fmt.Errorf("building CSR: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -164,5 +165,90 @@ func TestSWTPMUnixSocket(t *testing.T) {
 		if err != nil || csr.CheckSignature() != nil {
 			t.Fatalf("CSR over swtpm does not verify: %v", err)
 		}
+	}
+}
+
+// TestSWTPMIAKCertify runs the IAK on swtpm: created with the IAK attributes, it certifies the
+// IDevID key and signs a CSR; tpm2-tools read the IAK and have the TPM verify the
+// certification's signature with the IAK (and refuse it over a changed attest).
+func TestSWTPMIAKCertify(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping swtpm tier in -short mode")
+	}
+	tpmtest.RequireTools(t, "swtpm", "tpm2_readpublic", "tpm2_verifysignature")
+	spec, tcti, stop := tpmtest.StartSWTPM(t)
+	defer stop()
+	tp, err := tpm.Open(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idevid, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.IDevID, Algorithm: tpm.ECCP256, Handle: tpm.IDevIDHandle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.IAK, Algorithm: tpm.ECCP256, Handle: tpm.IAKHandle}); err != nil {
+		t.Fatal(err)
+	}
+	nonce := bytes.Repeat([]byte{0x42}, 32)
+	c, err := tp.Certify(tpm.IDevIDHandle, tpm.IAKHandle, nonce)
+	if err != nil {
+		t.Fatalf("Certify over swtpm: %v", err)
+	}
+	der, err := tp.BuildCSR(tpm.IAKHandle, []byte{0x30, 0}, nil, tpm.SchemeDefault)
+	if err != nil {
+		t.Fatalf("BuildCSR with the IAK over swtpm: %v", err)
+	}
+	if csr, err := x509.ParseCertificateRequest(der); err != nil || csr.CheckSignature() != nil {
+		t.Fatalf("IAK CSR over swtpm does not verify: %v", err)
+	}
+	if err := tp.Close(); err != nil { // swtpm serves one client at a time
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	attestFile, sigFile := dir+"/attest.bin", dir+"/sig.bin"
+	if err := os.WriteFile(attestFile, c.Attest, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sigFile, c.Signature, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+tcti)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, stderr.Bytes())
+		}
+		return string(out), nil
+	}
+	tool := func(args ...string) string {
+		t.Helper()
+		out, err := run(args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	pub := tool("tpm2_readpublic", "-c", "0x81020001")
+	if m := regexp.MustCompile(`(?m)^attributes:\s*\n\s*value:\s*\S+\s*\n\s*raw:\s*(0x[0-9a-fA-F]+)`).FindStringSubmatch(pub); m == nil || m[1] != "0x50072" {
+		t.Errorf("IAK attributes %v, want raw 0x50072 (fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign):\n%s", m, pub)
+	}
+	// TPMS_ATTEST: TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY, and the nonce and the IDevID's
+	// Name inside.
+	if !bytes.HasPrefix(c.Attest, []byte{0xff, 0x54, 0x43, 0x47, 0x80, 0x17}) || !bytes.Contains(c.Attest, nonce) || !bytes.Contains(c.Attest, idevid.Name) {
+		t.Errorf("attest %x lacks the magic, the certify type, the nonce or the IDevID's Name", c.Attest)
+	}
+	// The TPM itself verifies the signature with the IAK (an error exit fails the test).
+	tool("tpm2_verifysignature", "-c", "0x81020001", "-g", "sha256", "-m", attestFile, "-s", sigFile)
+	changed := bytes.Clone(c.Attest)
+	changed[len(changed)-1] ^= 1
+	if err := os.WriteFile(attestFile, changed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("tpm2_verifysignature", "-c", "0x81020001", "-g", "sha256", "-m", attestFile, "-s", sigFile); err == nil {
+		t.Error("tpm2_verifysignature accepted the signature over a changed attest")
 	}
 }

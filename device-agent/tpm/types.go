@@ -53,6 +53,9 @@ const (
 	IDevID
 	// LDevID is a child of the SRK in the storage hierarchy.
 	LDevID
+	// IAK is the Initial Attestation Key: a restricted signing primary key in the endorsement
+	// hierarchy (IAKTemplate).
+	IAK
 )
 
 func (r Role) String() string {
@@ -61,6 +64,8 @@ func (r Role) String() string {
 		return "IDevID"
 	case LDevID:
 		return "LDevID"
+	case IAK:
+		return "IAK"
 	}
 	return fmt.Sprintf("Role(%d)", int(r))
 }

@@ -473,7 +473,7 @@ func enrollChains(ctx context.Context, st *store.Store, serial string) (map[stri
 	}
 	out := map[string][][]byte{}
 	for _, r := range recs {
-		if (r.Step != journal.StepIDevIDEnroll && r.Step != journal.StepLDevIDEnroll) || !r.Ended || r.ErrorCode != "" {
+		if (r.Step != journal.StepIDevIDEnroll && r.Step != journal.StepIAKEnroll && r.Step != journal.StepLDevIDEnroll) || !r.Ended || r.ErrorCode != "" {
 			continue
 		}
 		var er journal.EnrollResult

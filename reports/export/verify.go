@@ -439,6 +439,8 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 		tc = tr.IDevID
 	case string(store.RoleLDevID):
 		tc = tr.LDevID
+	case string(store.RoleIAK):
+		tc = tr.IAK
 	}
 	if tc != nil && tc.SHA256 == sha {
 		blk, _ := pem.Decode([]byte(tc.PEM))

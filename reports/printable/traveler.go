@@ -52,7 +52,7 @@ func (t Traveler) generated() time.Time {
 // record gains is printed under "Other recorded facts", so nothing recorded is left off.
 var travelerFields = []string{"schema", "serial", "work_order", "profile", "station_id", "result", "error_code",
 	"error_message", "attempts", "started_at", "ended_at", "cycle_time_seconds", "steps", "tpm", "ek", "idevid",
-	"ldevid", "certificates", "verification", "reworks"}
+	"ldevid", "iak", "iak_certification", "certificates", "verification", "reworks"}
 
 func (t Traveler) document() (*document, error) {
 	r := t.Record
@@ -208,7 +208,7 @@ func certificateBlocks(r *traveler.Record) []block {
 	for _, c := range []struct {
 		name string
 		cert *traveler.Certificate
-	}{{"IDevID certificate", r.IDevID}, {"LDevID certificate", r.LDevID}} {
+	}{{"IDevID certificate", r.IDevID}, {"LDevID certificate", r.LDevID}, {"IAK certificate", r.IAK}} {
 		if c.cert == nil {
 			continue
 		}
@@ -216,6 +216,11 @@ func certificateBlocks(r *traveler.Record) []block {
 			{k: "Serial number", v: c.cert.SerialNumber, mono: true},
 			{k: "Valid", v: stamp(c.cert.NotBefore) + "  to  " + stamp(c.cert.NotAfter)},
 			{k: "SHA-256", v: c.cert.SHA256, mono: true}})))
+	}
+	if c := r.IAKCertification; c != nil {
+		out = append(out, section("IDevID certified by the IAK (TPM2_Certify)"), kv{
+			{k: "Attest SHA-256", v: c.AttestSHA256, mono: true}, {k: "Certified Name (IDevID)", v: c.CertifiedName, mono: true},
+			{k: "IAK Name", v: c.IAKName, mono: true}, {k: "Station nonce", v: c.Nonce, mono: true}})
 	}
 	if len(r.Certificates) > 0 {
 		tb := table{head: []string{"Role", "SHA-256", "Duplicate"}, mono: []bool{false, true}}

@@ -82,6 +82,10 @@ type Record struct {
 	// IDevID and LDevID are the certificates the unit was provisioned with.
 	IDevID *Certificate `json:"idevid,omitempty"`
 	LDevID *Certificate `json:"ldevid,omitempty"`
+	// IAK is the Initial Attestation Key's certificate (a profile with an IAK), IAKCertification
+	// the IAK's certification of the IDevID key the station checked (step iak_certify).
+	IAK              *Certificate      `json:"iak,omitempty"`
+	IAKCertification *IAKCertification `json:"iak_certification,omitempty"`
 	// Certificates lists every certificate ever recorded for the unit, oldest first, with its
 	// status (active, superseded, refused, duplicate) and the reason of any other than active.
 	Certificates []CertificateRef `json:"certificates,omitempty"`
@@ -203,6 +207,21 @@ type Certificate struct {
 	PEM          string    `json:"pem"`
 }
 
+// IAKCertification is the evidence that the IDevID key resides in the TPM of the IAK: the
+// TPM2_Certify answer as the TPM produced it (hex), with what the station checked in it.
+type IAKCertification struct {
+	// AttestSHA256 is the SHA-256 of Attest, the digest the IAK signed.
+	AttestSHA256 string `json:"attest_sha256"`
+	// Attest is the TPMS_ATTEST, Signature the TPMT_SIGNATURE over it.
+	Attest    string `json:"attest"`
+	Signature string `json:"signature"`
+	// Nonce is the station's nonce (the attest's extraData).
+	Nonce string `json:"nonce"`
+	// CertifiedName is the IDevID key's TPM Name, IAKName the IAK's.
+	CertifiedName string `json:"certified_name"`
+	IAKName       string `json:"iak_name"`
+}
+
 // CertificateRef names one certificate recorded for the unit.
 type CertificateRef struct {
 	Role         string `json:"role"`
@@ -295,6 +314,17 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 	for _, p := range open {
 		r.PossiblyIssued = append(r.PossiblyIssued, PossiblyIssued{ID: p.ID, Role: string(p.Role), CA: p.CA,
 			PublicKeySHA256: p.PublicKeySHA256, CSRSHA256: p.CSRSHA256, From: p.From, To: p.To})
+	}
+	if c, ok := last[journal.StepIAKCertify]; ok {
+		var cr journal.CertifyResult
+		if err := json.Unmarshal(c.Result, &cr); err != nil {
+			return nil, fmt.Errorf("decoding the %s result: %w", journal.StepIAKCertify, err)
+		}
+		if len(cr.Attest) > 0 { // else skipped: the profile has no IAK
+			r.IAKCertification = &IAKCertification{AttestSHA256: cr.AttestSHA256, Attest: hex.EncodeToString(cr.Attest),
+				Signature: hex.EncodeToString(cr.Signature), Nonce: hex.EncodeToString(cr.Nonce),
+				CertifiedName: hex.EncodeToString(cr.CertifiedName), IAKName: hex.EncodeToString(cr.IAKName)}
+		}
 	}
 	if v, ok := last[journal.StepVerify]; ok {
 		var vr journal.VerifyResult
@@ -465,7 +495,7 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 			chosen[c.Role] = c.SHA256
 		}
 	}
-	for role, step := range map[store.Role]string{store.RoleIDevID: journal.StepIDevIDEnroll, store.RoleLDevID: journal.StepLDevIDEnroll} {
+	for role, step := range map[store.Role]string{store.RoleIDevID: journal.StepIDevIDEnroll, store.RoleLDevID: journal.StepLDevIDEnroll, store.RoleIAK: journal.StepIAKEnroll} {
 		if rec, ok := last[step]; ok && !active[role] {
 			var er journal.EnrollResult
 			if err := json.Unmarshal(rec.Result, &er); err != nil {
@@ -490,6 +520,8 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 			r.IDevID = c
 		case store.RoleLDevID:
 			r.LDevID = c
+		case store.RoleIAK:
+			r.IAK = c
 		}
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -21,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 
 	"github.com/devid-station/devid/device-agent/tpm/tcgek"
 	"github.com/google/go-tpm/tpm2"
@@ -304,4 +306,148 @@ func VerifySignature(pub crypto.PublicKey, hash crypto.Hash, digest, sig []byte,
 		return fmt.Errorf("%w: %v", ErrSignature, err)
 	}
 	return nil
+}
+
+// More sentinel errors of the IAK's evidence; the workflow maps each to a stable error code.
+var (
+	// ErrCertifyType: the attestation is not a TPM2_Certify attestation.
+	ErrCertifyType = errors.New("attestation is not a certification")
+	// ErrCertifiedName: the certification names another object.
+	ErrCertifiedName = errors.New("certification names another object")
+	// ErrNonce: the certification does not carry the station's nonce.
+	ErrNonce = errors.New("certification does not carry the station's nonce")
+)
+
+// CheckIAK checks that raw is an Initial Attestation Key as the TCG device identity profile
+// requires: fixedTPM, fixedParent, sensitiveDataOrigin, restricted and sign set, decrypt clear;
+// the signing scheme fixed to ECDSA (P-256) or RSASSA (RSA-2048) with SHA-256; name algorithm
+// SHA-256.
+func CheckIAK(raw []byte) (*Key, error) {
+	k, err := ParsePublic(raw)
+	if err != nil {
+		return nil, err
+	}
+	a := k.Public.ObjectAttributes
+	if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.Restricted || !a.SignEncrypt || a.Decrypt {
+		return nil, fmt.Errorf("%w: an IAK wants fixedTPM, fixedParent, sensitiveDataOrigin, restricted and sign, not decrypt (attributes %x)",
+			ErrKeyAttributes, attrBits(a))
+	}
+	if _, err := iakScheme(&k.Public); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// iakScheme returns the signature scheme a checked IAK's template fixes: ECDSA or RSASSA,
+// with SHA-256.
+func iakScheme(p *tpm2.TPMTPublic) (tpm2.TPMAlgID, error) {
+	var scheme tpm2.TPMAlgID
+	var hash tpm2.TPMIAlgHash
+	switch p.Type {
+	case tpm2.TPMAlgECC:
+		d, err := p.Parameters.ECCDetail()
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		if scheme = d.Scheme.Scheme; scheme == tpm2.TPMAlgECDSA {
+			s, err := d.Scheme.Details.ECDSA()
+			if err != nil {
+				return 0, fmt.Errorf("%w: %v", ErrMalformed, err)
+			}
+			hash = s.HashAlg
+		}
+	case tpm2.TPMAlgRSA:
+		d, err := p.Parameters.RSADetail()
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		if scheme = d.Scheme.Scheme; scheme == tpm2.TPMAlgRSASSA {
+			s, err := d.Scheme.Details.RSASSA()
+			if err != nil {
+				return 0, fmt.Errorf("%w: %v", ErrMalformed, err)
+			}
+			hash = s.HashAlg
+		}
+	}
+	if (scheme != tpm2.TPMAlgECDSA && scheme != tpm2.TPMAlgRSASSA) || hash != tpm2.TPMAlgSHA256 {
+		return 0, fmt.Errorf("%w: an IAK's scheme must be ECDSA or RSASSA with SHA-256 (scheme %#x, hash %#x)", ErrKeyAttributes, scheme, hash)
+	}
+	return scheme, nil
+}
+
+// Certification is a TPM2_Certify answer the station checked.
+type Certification struct {
+	// Attest is the parsed TPMS_ATTEST.
+	Attest tpm2.TPMSAttest
+	// Name is the certified object's Name.
+	Name []byte
+	// Digest is SHA-256 of the attest bytes, what the signature signs.
+	Digest [32]byte
+}
+
+// CheckCertify checks a TPM2_Certify answer: attest is a canonical TPMS_ATTEST with the
+// TPM_GENERATED magic (else ErrMalformed) of type TPM_ST_ATTEST_CERTIFY (ErrCertifyType);
+// sig, a TPMT_SIGNATURE in the IAK's scheme with SHA-256, verifies over SHA-256(attest) with
+// the IAK's public key (ErrSignature); the certified Name is wantName (ErrCertifiedName); and
+// extraData is nonce (ErrNonce). The signature is checked first: nothing an unsigned attest
+// says counts.
+func CheckCertify(attest, sig []byte, iak *Key, wantName, nonce []byte) (*Certification, error) {
+	a, err := tpm2.Unmarshal[tpm2.TPMSAttest](attest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: TPMS_ATTEST: %v", ErrMalformed, err)
+	}
+	if !bytes.Equal(tpm2.Marshal(a), attest) {
+		return nil, fmt.Errorf("%w: TPMS_ATTEST has trailing or non-canonical bytes", ErrMalformed)
+	}
+	if a.Magic != tpm2.TPMGeneratedValue {
+		return nil, fmt.Errorf("%w: TPMS_ATTEST magic %#x is not TPM_GENERATED_VALUE", ErrMalformed, uint32(a.Magic))
+	}
+	s, err := tpm2.Unmarshal[tpm2.TPMTSignature](sig)
+	if err != nil || !bytes.Equal(tpm2.Marshal(s), sig) {
+		return nil, fmt.Errorf("%w: TPMT_SIGNATURE does not parse", ErrSignature)
+	}
+	scheme, err := iakScheme(&iak.Public)
+	if err != nil {
+		return nil, err
+	}
+	c := &Certification{Attest: *a, Digest: sha256.Sum256(attest)}
+	if s.SigAlg != scheme {
+		return nil, fmt.Errorf("%w: signature algorithm %#x, the IAK signs with %#x", ErrSignature, s.SigAlg, scheme)
+	}
+	var der []byte
+	switch scheme {
+	case tpm2.TPMAlgECDSA:
+		e, err := s.Signature.ECDSA()
+		if err != nil || e.Hash != tpm2.TPMAlgSHA256 {
+			return nil, fmt.Errorf("%w: not an ECDSA signature with SHA-256", ErrSignature)
+		}
+		der, err = asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(e.SignatureR.Buffer), new(big.Int).SetBytes(e.SignatureS.Buffer)})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSignature, err)
+		}
+	default:
+		r, err := s.Signature.RSASSA()
+		if err != nil || r.Hash != tpm2.TPMAlgSHA256 {
+			return nil, fmt.Errorf("%w: not an RSASSA signature with SHA-256", ErrSignature)
+		}
+		der = r.Sig.Buffer
+	}
+	if err := VerifySignature(iak.PublicKey, crypto.SHA256, c.Digest[:], der, false); err != nil {
+		return nil, fmt.Errorf("the certification is not signed by the IAK: %w", err)
+	}
+	if a.Type != tpm2.TPMSTAttestCertify {
+		return nil, fmt.Errorf("%w: type %#x", ErrCertifyType, a.Type)
+	}
+	info, err := a.Attested.Certify()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCertifyType, err)
+	}
+	c.Name = info.Name.Buffer
+	if !bytes.Equal(c.Name, wantName) {
+		return nil, fmt.Errorf("%w: certified %x, want %x", ErrCertifiedName, c.Name, wantName)
+	}
+	if subtle.ConstantTimeCompare(a.ExtraData.Buffer, nonce) != 1 {
+		return nil, ErrNonce
+	}
+	return c, nil
 }

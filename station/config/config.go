@@ -197,6 +197,9 @@ type Profile struct {
 	LDevIDCertPath string      `toml:"ldevid_cert_path"`
 	LDevIDAuth     string      `toml:"ldevid_auth"`
 	Onboarding     *Onboarding `toml:"onboarding"`
+	// IAK, when present, has the TPM make an Initial Attestation Key that certifies the IDevID
+	// key (TPM2_Certify) and gets its own certificate; handle defaults to 0x81020001.
+	IAK *Key `toml:"iak"`
 }
 
 // Key is one DevID key and its certificate request.
@@ -690,6 +693,23 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 	if wp.SRKHandle == 0 {
 		wp.SRKHandle = defaultSRKHandle(wp.LDevID.Algorithm)
 	}
+	if pr.IAK != nil {
+		k := *pr.IAK
+		if k.Handle == 0 {
+			k.Handle = defaultIAKHandle
+		}
+		iak, errs := k.validate(caNames)
+		for _, e := range errs {
+			p.addf("iak: %s", e)
+		}
+		if storageHandle(iak.Handle) {
+			p.addf("iak.handle %#x is in the range the TCG handle registry keeps for SRKs (0x81000000-0x8100FFFF)", iak.Handle)
+		}
+		if slices.Contains([]uint32{wp.IDevID.Handle, wp.LDevID.Handle, wp.SRKHandle}, iak.Handle) {
+			p.addf("iak.handle %#x is the handle of another key", iak.Handle)
+		}
+		wp.IAK = &iak
+	}
 	// The checks across handles look only at handles that are valid on their own: a handle
 	// already reported is not reported again.
 	srkOK, idOK, ldOK := storageHandle(wp.SRKHandle), persistentHandle(wp.IDevID.Handle), persistentHandle(wp.LDevID.Handle)
@@ -781,6 +801,10 @@ func (k Key) validate(caNames map[string]bool) (workflow.KeyProfile, []string) {
 	}
 	return kp, p
 }
+
+// defaultIAKHandle is the IAK's handle in the TPM layout (docs/tpm-layout.md: the DevID keys
+// take consecutive handles from 0x81020000 in the TCG DevID specification's order).
+const defaultIAKHandle = 0x81020001
 
 // persistentHandle reports whether h is a persistent handle of the owner or endorsement
 // hierarchy.

@@ -365,6 +365,47 @@ func TestDefaultHandles(t *testing.T) {
 	}
 }
 
+// TestIAKProfile: [profile.iak] turns the IAK on with the layout's handle by default; a handle
+// of another key is refused; without it the profile has no IAK.
+func TestIAKProfile(t *testing.T) {
+	const iak = "[profile.iak]\nalgorithm = \"ecc-p256\"\nca = \"maker-idevid\"\n%s[profile.iak.subject]\ncommon_name = \"{serial}\"\n\n"
+	for _, tc := range []struct {
+		name, table string
+		handle      uint32 // 0: no IAK
+		problem     string
+	}{
+		{"absent", "", 0, ""},
+		{"default handle", fmt.Sprintf(iak, ""), 0x81020001, ""},
+		{"handle of the IDevID", fmt.Sprintf(iak, "handle = 0x81020000\n"), 0, "iak.handle 0x81020000 is the handle of another key"},
+		{"unknown CA", strings.Replace(fmt.Sprintf(iak, ""), "maker-idevid", "nowhere", 1), 0, "iak: ca \"nowhere\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := exampleDir(t)
+			path := filepath.Join(dir, "station.toml")
+			data, _ := os.ReadFile(path)
+			s := strings.Replace(string(data), "[profile.onboarding]", tc.table+"[profile.onboarding]", 1)
+			write(t, path, []byte(s), 0o644)
+			rt, err := Load(path)
+			if tc.problem != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.problem) {
+					t.Fatalf("Load: %v, want %q", err, tc.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := rt.Profiles["default"]
+			switch {
+			case tc.handle == 0 && p.IAK != nil:
+				t.Errorf("IAK %+v, want none", p.IAK)
+			case tc.handle != 0 && (p.IAK == nil || p.IAK.Handle != tc.handle || p.IAK.Issuer != "maker-idevid" || !p.IAK.CertificatePolicies):
+				t.Errorf("IAK %+v, want handle %#x at maker-idevid with policies", p.IAK, tc.handle)
+			}
+		})
+	}
+}
+
 // TestCertificatePolicies: certificate_policies defaults to true and can be turned off per key.
 func TestCertificatePolicies(t *testing.T) {
 	for _, tc := range []struct {

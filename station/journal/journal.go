@@ -30,6 +30,16 @@ const (
 	StepRework = "rework"
 )
 
+// The IAK steps, which run after idevid_residency (a profile with an IAK; for others each
+// records SkipResult). Stored like the above: never rename one.
+const (
+	StepIAKKey     = "iak_key"
+	StepIAKProof   = "iak_residency"
+	StepIAKCertify = "iak_certify"
+	StepIAKCSR     = "iak_csr"
+	StepIAKEnroll  = "iak_enroll"
+)
+
 // Intent is what a step is about to do, journaled before it does it. Its fields are in the
 // order encoding/json sorted the keys of the map it once was, so its encoding is unchanged.
 type Intent struct {
@@ -86,7 +96,28 @@ type AuthorizeResult struct {
 	Profile   string `json:"profile"`
 }
 
-// KeyResult is the result of a key step (idevid_key, ldevid_key).
+// SkipResult is the result of a step the unit's profile does not ask for (the IAK steps of a
+// profile without an IAK).
+type SkipResult struct {
+	Skipped string `json:"skipped"`
+}
+
+// CertifyResult is iak_certify's result, the audit trail's copy of the evidence: the IAK's
+// TPM2_Certify of the IDevID key as the TPM produced it and the station checked it.
+type CertifyResult struct {
+	// Attest is the signed TPMS_ATTEST, Signature the TPMT_SIGNATURE over it (TPM-marshalled).
+	Attest    []byte `json:"attest"`
+	Signature []byte `json:"signature"`
+	// AttestSHA256 is the hex SHA-256 of Attest: the digest the IAK signed.
+	AttestSHA256 string `json:"attest_sha256"`
+	// Nonce is the station's fresh nonce, TPMS_ATTEST.extraData.
+	Nonce []byte `json:"nonce"`
+	// CertifiedName is the IDevID key's Name the attestation names, IAKName the certifying key's.
+	CertifiedName []byte `json:"certified_name"`
+	IAKName       []byte `json:"iak_name"`
+}
+
+// KeyResult is the result of a key step (idevid_key, iak_key, ldevid_key).
 type KeyResult struct {
 	Handle uint32 `json:"handle"`
 	// Public is the key's TPM public area, Name its TPM Name.

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -133,6 +134,11 @@ func newTestLine(t *testing.T, opts lineOptions) *testLine {
 		{Label: "idevid", Issuer: pki.IDevIDIssuing.Cert, Signer: pki.IDevIDIssuing.Signer, Chain: pki.IDevIDIssuing.Chain()[1:], Root: pki.MakerRoot.Cert,
 			ChainInEnroll: true, IdempotentCSR: opts.idempotentCSR, Profile: estca.Profile{NotAfter: estca.NoExpiry, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: !opts.noPolicies},
 			Auth: estca.Auth{HeaderSecret: secret}, Knobs: opts.knobs},
+		// The maker's IAK profile (iak_test.go): IAK certificates with tcg-kp-AIKCertificate.
+		{Label: "iak", Issuer: pki.IDevIDIssuing.Cert, Signer: pki.IDevIDIssuing.Signer, Chain: pki.IDevIDIssuing.Chain()[1:], Root: pki.MakerRoot.Cert,
+			ChainInEnroll: true, Profile: estca.Profile{NotAfter: estca.NoExpiry, KeyUsage: x509.KeyUsageDigitalSignature,
+				UnknownExtKeyUsage: []asn1.ObjectIdentifier{workflow.OIDAIKCertificate}, CopySAN: true, CopyPolicies: true},
+			Auth: estca.Auth{HeaderSecret: secret}},
 		{Label: "ldevid", Issuer: pki.LDevIDIssuing.Cert, Signer: pki.LDevIDIssuing.Signer, Chain: pki.LDevIDIssuing.Chain()[1:], Root: pki.CustomerRoot.Cert,
 			ChainInEnroll: true, IdempotentCSR: opts.idempotentCSR, Profile: estca.Profile{Validity: 365 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature, CopySAN: true, CopyPolicies: true},
 			Auth: ldevidAuth},

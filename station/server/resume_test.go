@@ -12,6 +12,7 @@ import (
 
 	"github.com/devid-station/devid/device-agent/agent"
 	"github.com/devid-station/devid/device-agent/tpm"
+	"github.com/devid-station/devid/station/config"
 	"github.com/devid-station/devid/station/store"
 	"github.com/devid-station/devid/station/workflow"
 )
@@ -95,13 +96,19 @@ var boundaries = len(workflow.Steps) + 1
 
 // TestResumeAfterStationCrash stops the station hard at every step boundary of a unit's run,
 // starts a new station on the same store file, and lets the unit's agent reconnect: the unit
-// completes, and every certificate the CA issued is in the store.
+// completes, and every certificate the CA issued is in the store. The boundaries after the
+// first round are those of a profile with an IAK.
 func TestResumeAfterStationCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("resume at every boundary: skipped in -short")
 	}
-	for k := 1; k <= boundaries; k++ {
-		t.Run(fmt.Sprintf("boundary %02d", k), func(t *testing.T) {
+	for n := 1; n <= 2*boundaries; n++ {
+		k, name, configure, certs := n, fmt.Sprintf("boundary %02d", n), func(*config.File) {}, 2
+		if n > boundaries {
+			k = n - boundaries
+			name, configure, certs = fmt.Sprintf("iak boundary %02d", k), withIAK, 3
+		}
+		t.Run(name, func(t *testing.T) {
 			var l *testLine
 			crashed := make(chan struct{})
 			j := &boundaryJournal{stopAt: k}
@@ -115,7 +122,7 @@ func TestResumeAfterStationCrash(t *testing.T) {
 				close(crashed)
 				<-dead
 			}
-			l = newTestLine(t, lineOptions{wrap: func(inner workflow.Journal) workflow.Journal { j.Journal = inner; return j }})
+			l = newTestLine(t, lineOptions{configure: configure, wrap: func(inner workflow.Journal) workflow.Journal { j.Journal = inner; return j }})
 			l.workOrder("WO-1", "SN-0001")
 			sim := l.manufacture(nil, tpm.ECCP256)
 
@@ -149,8 +156,8 @@ func TestResumeAfterStationCrash(t *testing.T) {
 			if u := l.unit("SN-0001"); u.Status != store.StatusDone {
 				t.Fatalf("unit %+v", u)
 			}
-			if n := len(l.ca.Ledger()); n != 2 {
-				t.Errorf("the CA issued %d certificates, want 2", n)
+			if n := len(l.ca.Ledger()); n != certs {
+				t.Errorf("the CA issued %d certificates, want %d", n, certs)
 			}
 			l.issuedAllKnown(l.srv.Store())
 		})

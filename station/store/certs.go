@@ -34,7 +34,7 @@ func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role,
 	if err := checkSerial(serial); err != nil {
 		return CertRecord{}, err
 	}
-	if role != RoleIDevID && role != RoleLDevID {
+	if role != RoleIDevID && role != RoleLDevID && role != RoleIAK {
 		return CertRecord{}, fmt.Errorf("certificate role %q: %w", role, ErrInvalidArgument)
 	}
 	cert, err := x509.ParseCertificate(der)

@@ -63,7 +63,7 @@ func (s *Store) OpenPossiblyIssued(ctx context.Context, p PossiblyIssued) (Possi
 	if err := checkSerial(p.Serial); err != nil {
 		return PossiblyIssued{}, err
 	}
-	if p.Role != RoleIDevID && p.Role != RoleLDevID {
+	if p.Role != RoleIDevID && p.Role != RoleLDevID && p.Role != RoleIAK {
 		return PossiblyIssued{}, fmt.Errorf("possibly issued: role %q: %w", p.Role, ErrInvalidArgument)
 	}
 	if !hex256RE.MatchString(p.PublicKeySHA256) || !hex256RE.MatchString(p.CSRSHA256) || p.CA == "" {

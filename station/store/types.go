@@ -220,6 +220,8 @@ type Role string
 const (
 	RoleIDevID Role = "IDevID"
 	RoleLDevID Role = "LDevID"
+	// RoleIAK is the Initial Attestation Key's certificate (a profile with an IAK).
+	RoleIAK Role = "IAK"
 )
 
 // CertRecord is a certificate in the certificate index.

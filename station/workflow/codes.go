@@ -68,6 +68,8 @@ var failureClasses = map[string]string{
 	CodeActivationFailed: ClassSecurity, CodeKeyChanged: ClassSecurity, CodeKeyAttributes: ClassSecurity,
 	CodeKeyNameMismatch: ClassSecurity, CodeCSRInvalid: ClassSecurity, CodeCertInvalid: ClassSecurity,
 	CodeReadbackMismatch: ClassSecurity, CodeProofFailed: ClassSecurity,
+	CodeIAKNotActivated: ClassSecurity, CodeCertifyInvalid: ClassSecurity, CodeCertifySignature: ClassSecurity,
+	CodeCertifyNameMismatch: ClassSecurity, CodeCertifyNonce: ClassSecurity,
 }
 
 // Class returns the failure class of a code: ClassTransient, ClassSecurity or ClassOther.
@@ -77,6 +79,21 @@ func Class(code string) string {
 	}
 	return ClassOther
 }
+
+// The IAK's certification of the IDevID key (step iak_certify); stable like the above.
+const (
+	// CodeIAKNotActivated: the IAK was not proven to reside beside the EK before it certified.
+	CodeIAKNotActivated = "IAK_NOT_ACTIVATED"
+	// CodeCertifyInvalid: the certification is no TPM2_Certify attestation (malformed, not
+	// TPM-generated, another attestation type).
+	CodeCertifyInvalid = "CERTIFY_INVALID"
+	// CodeCertifySignature: the certification is not signed by the activated IAK.
+	CodeCertifySignature = "CERTIFY_SIGNATURE"
+	// CodeCertifyNameMismatch: the certification names an object other than the IDevID key.
+	CodeCertifyNameMismatch = "CERTIFY_NAME_MISMATCH"
+	// CodeCertifyNonce: the certification does not carry the station's fresh nonce (stale).
+	CodeCertifyNonce = "CERTIFY_NONCE_MISMATCH"
+)
 
 // CodeFileRootsUnsuitable: the file roots the agent announced in Hello miss a file the
 // profile writes (or it announced none); refused before any key exists. Stable like the above.

@@ -122,7 +122,7 @@ func TestStepTable(t *testing.T) {
 		if d.run == nil {
 			t.Errorf("step %s has no function", d.Name)
 		}
-		if d.Role != "" && d.Role != roleIDevID && d.Role != roleLDevID {
+		if d.Role != "" && d.Role != roleIDevID && d.Role != roleLDevID && d.Role != roleIAK {
 			t.Errorf("step %s: role %q", d.Name, d.Role)
 		}
 		for _, c := range append(append([]string{}, d.Codes...), StepCodes...) {

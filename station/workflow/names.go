@@ -22,9 +22,8 @@ var (
 	// Attestation, TCG OID registry): what the CA's registration authority verified.
 	// OIDVerifiedTPMResidency: the key is resident in the TPM whose EK was verified.
 	OIDVerifiedTPMResidency = asn1.ObjectIdentifier{2, 23, 133, 11, 1, 1}
-	// OIDVerifiedTPMFixed: the key's fixedTPM attribute was verified (an IDevID or LDevID).
-	// (tcg-cap-verifiedTPMRestricted, 2.23.133.11.1.3, is for an IAK or LAK, restricted keys
-	// the station does not create.)
+	// OIDVerifiedTPMFixed: the key's fixedTPM attribute was verified (an IDevID, IAK or
+	// LDevID). (tcg-cap-verifiedTPMRestricted, OIDVerifiedTPMRestricted, goes with an IAK.)
 	OIDVerifiedTPMFixed = asn1.ObjectIdentifier{2, 23, 133, 11, 1, 2}
 )
 

@@ -32,6 +32,10 @@ type Profile struct {
 	IDevIDNV NVProfile
 	// LDevID describes the LDevID key and certificate.
 	LDevID KeyProfile
+	// IAK, when set, describes the Initial Attestation Key and its certificate: the TPM creates
+	// it, proves it beside the EK, certifies the IDevID key with it (TPM2_Certify) and the CA
+	// certifies it (steps iak_*). Nil skips those steps.
+	IAK *KeyProfile
 	// SRKHandle is the LDevID key's parent.
 	SRKHandle uint32
 	// LDevIDCertPath is where the LDevID certificate and chain (PEM) go on the unit.
@@ -177,7 +181,11 @@ func (p *Profile) Files() []string {
 }
 
 func (p *Profile) validate(issuers map[string]Issuer) error {
-	for _, k := range []KeyProfile{p.IDevID, p.LDevID} {
+	keys := []KeyProfile{p.IDevID, p.LDevID}
+	if p.IAK != nil {
+		keys = append(keys, *p.IAK)
+	}
+	for _, k := range keys {
 		if _, ok := issuers[k.Issuer]; !ok {
 			return fmt.Errorf("profile %s: unknown CA %q", p.Name, k.Issuer)
 		}

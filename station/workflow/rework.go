@@ -89,15 +89,18 @@ func (u *unit) reworkCleanup(ctx context.Context) error {
 		res.Done[fmt.Sprintf("undefine_%#x", nv.Index)] = fmt.Sprint(r.GetNvUndefine().GetExisted())
 	}
 	for _, c := range u.state.Certificates {
-		if c.Role != store.RoleLDevID && (c.Role != store.RoleIDevID || why == "") {
+		if c.Role != store.RoleLDevID && (c.Role != store.RoleIDevID && c.Role != store.RoleIAK || why == "") {
 			continue
 		}
 		if s := c.Current(); s == store.CertSuperseded || s == store.CertRefused {
 			continue
 		}
 		reason := "rework: the LDevID is issued again"
-		if c.Role == store.RoleIDevID {
+		switch c.Role {
+		case store.RoleIDevID:
 			reason = "rework: " + why
+		case store.RoleIAK:
+			reason = "rework: the IAK is certified again with the new IDevID: " + why
 		}
 		if err := u.r.cfg.Journal.SetCertificateStatus(ctx, u.serial, c.SHA256, store.CertSuperseded, reason); err != nil {
 			return u.endFailed(ctx, ref, fail(CodeInternal, err, "marking certificate %s superseded", short(c.SHA256)))
@@ -118,6 +121,8 @@ func (u *unit) reworkCleanup(ctx context.Context) error {
 // idevidSteps produce and install the IDevID; their results outlive a rework that keeps it.
 var idevidSteps = map[string]bool{
 	StepIDevIDKey: true, StepIDevIDProof: true, StepIDevIDCSR: true, StepIDevIDEnroll: true, StepIDevIDInstall: true,
+	// The IAK's: its certification names the IDevID key, its certificate goes with it.
+	StepIAKKey: true, StepIAKProof: true, StepIAKCertify: true, StepIAKCSR: true, StepIAKEnroll: true,
 }
 
 // idevidIntact checks, before a rework touches anything, that the unit still holds the IDevID

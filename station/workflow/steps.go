@@ -276,8 +276,11 @@ func (u *unit) checkPlatform() error {
 }
 
 func (u *unit) keyProfile(role string) KeyProfile {
-	if role == roleIDevID {
+	switch role {
+	case roleIDevID:
 		return u.profile.IDevID
+	case roleIAK:
+		return *u.profile.IAK
 	}
 	return u.profile.LDevID
 }
@@ -300,6 +303,13 @@ func (u *unit) createKey(ctx context.Context, role string) (any, error) {
 	if err != nil {
 		return nil, fail(CodeKeyAttributes, err, "%s key", role)
 	}
+	return u.recordKey(ctx, role, step, kp, key, ck)
+}
+
+// recordKey checks a key the agent reported (checked by attest already) against the profile
+// and what was recorded, and records it for the unit: the profile's algorithm, the reported
+// Name equal to its public area's, the Name recorded by an earlier run of step.
+func (u *unit) recordKey(ctx context.Context, role, step string, kp KeyProfile, key *attest.Key, ck *agentv1.CreateKeyResult) (any, error) {
 	if want := kp.Algorithm; algorithmOf(key) != want {
 		return nil, fail(CodeKeyAttributes, nil, "%s key is %s, profile wants %s", role, algorithmOf(key), want)
 	}
@@ -340,6 +350,7 @@ func (u *unit) proveResidency(ctx context.Context, role string) (any, error) {
 	if err := u.activate(ctx, role, k.profile.Handle, k.key); err != nil {
 		return nil, err
 	}
+	k.activated = true
 	if role == roleIDevID {
 		if err := u.r.cfg.Journal.BindEK(ctx, u.ekFP, u.serial); err != nil {
 			switch {
@@ -408,7 +419,11 @@ func (u *unit) request(role string) ([]byte, []pkix.Extension, error) {
 		exts = append(exts, san)
 	}
 	if kp.CertificatePolicies {
-		pol, err := policiesExtension(devIDPolicies)
+		policies := devIDPolicies
+		if role == roleIAK {
+			policies = iakPolicies
+		}
+		pol, err := policiesExtension(policies)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -540,6 +555,11 @@ func (u *unit) checkIssued(role string, issued *Issued, requested time.Time) err
 		i := slices.IndexFunc(leaf.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(want.Id) })
 		if i < 0 || !sameHardwareModuleName(leaf.Extensions[i].Value, want.Value) {
 			return fail(CodeCertInvalid, nil, "%s certificate lacks the requested hardwareModuleName", role)
+		}
+	}
+	if role == roleIAK {
+		if err := checkIAKCert(leaf); err != nil {
+			return err
 		}
 	}
 	now := u.r.cfg.Clock.Now()
@@ -783,18 +803,29 @@ func (u *unit) complete(ctx context.Context) (any, error) {
 func (u *unit) restore(step string, raw json.RawMessage) error {
 	role := roleFor(step)
 	switch step {
-	case StepIDevIDCSR, StepLDevIDCSR:
+	case StepIAKProof:
+		var r journal.ProofResult
+		if k := u.keys[role]; k != nil && json.Unmarshal(raw, &r) == nil {
+			k.activated = bytes.Equal(r.Name, k.key.Name)
+		}
+	case StepIDevIDCSR, StepLDevIDCSR, StepIAKCSR:
+		if u.keys[role] == nil {
+			return nil // a skipped IAK step
+		}
 		var r journal.CSRResult
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return err
 		}
 		u.keys[role].csr = r.CSR
-	case StepIDevIDEnroll, StepLDevIDEnroll:
+	case StepIDevIDEnroll, StepLDevIDEnroll, StepIAKEnroll:
+		k := u.keys[role]
+		if k == nil {
+			return nil // a skipped IAK step
+		}
 		var r journal.EnrollResult
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return err
 		}
-		k := u.keys[role]
 		cert, err := x509.ParseCertificate(r.Cert)
 		if err != nil {
 			return err

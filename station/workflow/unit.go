@@ -62,8 +62,11 @@ type devKey struct {
 	profile KeyProfile
 	key     *attest.Key
 	csr     []byte
-	cert    *x509.Certificate
-	chain   []*x509.Certificate
+	// activated is set once credential activation proved the key resides beside the EK (this
+	// session, or a recorded result for the same Name).
+	activated bool
+	cert      *x509.Certificate
+	chain     []*x509.Certificate
 }
 
 // run provisions an admitted unit: its session passed the first checks and holds a slot.
@@ -274,7 +277,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 		// The station stopped, or the session broke, between this step's intent and its
 		// result. Close that attempt as such before starting a new one.
 		code := codeInterrupted
-		if step == StepIDevIDEnroll || step == StepLDevIDEnroll {
+		if u.enrolls(step) {
 			code = codeAnswerLost
 			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling the same CSR again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
 			if err := u.possiblyIssued(ctx, rec.StepRef, rec.Intent, rec.BeganAt); err != nil {
@@ -298,7 +301,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	result, err := stepByName[step].run(u, sctx)
 	err = u.timedOut(ctx, sctx, step, err)
 	c := CodeOf(err)
-	if enroll := step == StepIDevIDEnroll || step == StepLDevIDEnroll; enroll &&
+	if enroll := u.enrolls(step); enroll &&
 		(err != nil && (c == CodeCAUnavailable || c == CodeStepTimeout) || u.answerLost.Load()) {
 		// The request may have reached the CA before it failed, or an attempt before the one
 		// answered lost its answer: the CA may hold a certificate the store does not know.
@@ -365,7 +368,7 @@ func (u *unit) intent(step string) []byte {
 	case StepVerifyEK:
 		// What the traveler shows of the TPM: the verified EK certificate and bounded claims.
 		m.Identify = string(u.verifiedReport())
-	case StepIDevIDEnroll, StepLDevIDEnroll:
+	case StepIDevIDEnroll, StepLDevIDEnroll, StepIAKEnroll:
 		k := u.keys[roleFor(step)]
 		if k != nil {
 			sum := sha256.Sum256(k.csr)

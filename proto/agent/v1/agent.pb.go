@@ -204,6 +204,10 @@ const (
 	KeyRole_KEY_ROLE_IDEVID KeyRole = 1
 	// KEY_ROLE_LDEVID: an ordinary key, child of the SRK in the storage hierarchy.
 	KeyRole_KEY_ROLE_LDEVID KeyRole = 2
+	// KEY_ROLE_IAK: the Initial Attestation Key, a restricted signing primary key in the
+	// endorsement hierarchy (TCG TPM 2.0 Keys for Device Identity and Attestation); template
+	// must be empty.
+	KeyRole_KEY_ROLE_IAK KeyRole = 3
 )
 
 // Enum value maps for KeyRole.
@@ -212,11 +216,13 @@ var (
 		0: "KEY_ROLE_UNSPECIFIED",
 		1: "KEY_ROLE_IDEVID",
 		2: "KEY_ROLE_LDEVID",
+		3: "KEY_ROLE_IAK",
 	}
 	KeyRole_value = map[string]int32{
 		"KEY_ROLE_UNSPECIFIED": 0,
 		"KEY_ROLE_IDEVID":      1,
 		"KEY_ROLE_LDEVID":      2,
+		"KEY_ROLE_IAK":         3,
 	}
 )
 
@@ -719,6 +725,7 @@ type Command struct {
 	//	*Command_NvUndefine
 	//	*Command_Finish
 	//	*Command_RemoveFile
+	//	*Command_Certify
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -894,6 +901,15 @@ func (x *Command) GetRemoveFile() *RemoveFileRequest {
 	return nil
 }
 
+func (x *Command) GetCertify() *CertifyRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Certify); ok {
+			return x.Certify
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -968,6 +984,11 @@ type Command_RemoveFile struct {
 	RemoveFile *RemoveFileRequest `protobuf:"bytes,23,opt,name=remove_file,json=removeFile,proto3,oneof"`
 }
 
+type Command_Certify struct {
+	// certify has a TPM key (the IAK) certify another loaded object (TPM2_Certify).
+	Certify *CertifyRequest `protobuf:"bytes,30,opt,name=certify,proto3,oneof"`
+}
+
 func (*Command_Info) isCommand_Op() {}
 
 func (*Command_ReadEk) isCommand_Op() {}
@@ -996,6 +1017,8 @@ func (*Command_Finish) isCommand_Op() {}
 
 func (*Command_RemoveFile) isCommand_Op() {}
 
+func (*Command_Certify) isCommand_Op() {}
+
 // Result answers one Command. Either error is set, or the op matching the command.
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1021,6 +1044,7 @@ type Result struct {
 	//	*Result_NvUndefine
 	//	*Result_Finish
 	//	*Result_RemoveFile
+	//	*Result_Certify
 	Op            isResult_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1203,6 +1227,15 @@ func (x *Result) GetRemoveFile() *RemoveFileResult {
 	return nil
 }
 
+func (x *Result) GetCertify() *CertifyResult {
+	if x != nil {
+		if x, ok := x.Op.(*Result_Certify); ok {
+			return x.Certify
+		}
+	}
+	return nil
+}
+
 type isResult_Op interface {
 	isResult_Op()
 }
@@ -1277,6 +1310,11 @@ type Result_RemoveFile struct {
 	RemoveFile *RemoveFileResult `protobuf:"bytes,23,opt,name=remove_file,json=removeFile,proto3,oneof"`
 }
 
+type Result_Certify struct {
+	// certify answers CertifyRequest.
+	Certify *CertifyResult `protobuf:"bytes,30,opt,name=certify,proto3,oneof"`
+}
+
 func (*Result_Info) isResult_Op() {}
 
 func (*Result_ReadEk) isResult_Op() {}
@@ -1304,6 +1342,8 @@ func (*Result_NvUndefine) isResult_Op() {}
 func (*Result_Finish) isResult_Op() {}
 
 func (*Result_RemoveFile) isResult_Op() {}
+
+func (*Result_Certify) isResult_Op() {}
 
 // Error is a structured failure.
 type Error struct {
@@ -3272,6 +3312,127 @@ func (x *FinishResult) GetExitCode() int32 {
 	return 0
 }
 
+// CertifyRequest asks the key at sign_handle (a restricted signing key: the IAK) to certify the
+// object at object_handle with TPM2_Certify; both are persistent handles with empty auth values.
+type CertifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// object_handle is the certified object (the IDevID key).
+	ObjectHandle uint32 `protobuf:"varint,1,opt,name=object_handle,json=objectHandle,proto3" json:"object_handle,omitempty"`
+	// sign_handle is the certifying key (the IAK); its template fixes the signature scheme.
+	SignHandle uint32 `protobuf:"varint,2,opt,name=sign_handle,json=signHandle,proto3" json:"sign_handle,omitempty"`
+	// qualifying_data is the station's fresh nonce, returned in TPMS_ATTEST.extraData (at most
+	// 64 bytes).
+	QualifyingData []byte `protobuf:"bytes,3,opt,name=qualifying_data,json=qualifyingData,proto3" json:"qualifying_data,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CertifyRequest) Reset() {
+	*x = CertifyRequest{}
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertifyRequest) ProtoMessage() {}
+
+func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertifyRequest.ProtoReflect.Descriptor instead.
+func (*CertifyRequest) Descriptor() ([]byte, []int) {
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CertifyRequest) GetObjectHandle() uint32 {
+	if x != nil {
+		return x.ObjectHandle
+	}
+	return 0
+}
+
+func (x *CertifyRequest) GetSignHandle() uint32 {
+	if x != nil {
+		return x.SignHandle
+	}
+	return 0
+}
+
+func (x *CertifyRequest) GetQualifyingData() []byte {
+	if x != nil {
+		return x.QualifyingData
+	}
+	return nil
+}
+
+// CertifyResult is TPM2_Certify's answer, as the TPM produced it.
+type CertifyResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// attest is the TPMS_ATTEST the TPM signed (TPM2B_ATTEST contents, no size prefix).
+	Attest []byte `protobuf:"bytes,1,opt,name=attest,proto3" json:"attest,omitempty"`
+	// signature is the TPMT_SIGNATURE over attest, TPM-marshalled.
+	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertifyResult) Reset() {
+	*x = CertifyResult{}
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertifyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertifyResult) ProtoMessage() {}
+
+func (x *CertifyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_agent_v1_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertifyResult.ProtoReflect.Descriptor instead.
+func (*CertifyResult) Descriptor() ([]byte, []int) {
+	return file_proto_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *CertifyResult) GetAttest() []byte {
+	if x != nil {
+		return x.Attest
+	}
+	return nil
+}
+
+func (x *CertifyResult) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 var File_proto_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_proto_agent_v1_agent_proto_rawDesc = "" +
@@ -3294,7 +3455,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\rtpm_transport\x18\a \x01(\tR\ftpmTransport\x12'\n" +
 	"\x0fsession_attempt\x18\b \x01(\rR\x0esessionAttempt\x12\x1d\n" +
 	"\n" +
-	"file_roots\x18\t \x03(\tR\tfileRoots\"\x95\a\n" +
+	"file_roots\x18\t \x03(\tR\tfileRoots\"\xd1\a\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x04info\x18\n" +
@@ -3315,8 +3476,9 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"nvUndefine\x127\n" +
 	"\x06finish\x18\x16 \x01(\v2\x1d.devid.agent.v1.FinishRequestH\x00R\x06finish\x12D\n" +
 	"\vremove_file\x18\x17 \x01(\v2!.devid.agent.v1.RemoveFileRequestH\x00R\n" +
-	"removeFileB\x04\n" +
-	"\x02op\"\xb3\a\n" +
+	"removeFile\x12:\n" +
+	"\acertify\x18\x1e \x01(\v2\x1e.devid.agent.v1.CertifyRequestH\x00R\acertifyB\x04\n" +
+	"\x02op\"\xee\a\n" +
 	"\x06Result\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.devid.agent.v1.ErrorR\x05error\x120\n" +
@@ -3338,7 +3500,8 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"nvUndefine\x126\n" +
 	"\x06finish\x18\x16 \x01(\v2\x1c.devid.agent.v1.FinishResultH\x00R\x06finish\x12C\n" +
 	"\vremove_file\x18\x17 \x01(\v2 .devid.agent.v1.RemoveFileResultH\x00R\n" +
-	"removeFileB\x04\n" +
+	"removeFile\x129\n" +
+	"\acertify\x18\x1e \x01(\v2\x1d.devid.agent.v1.CertifyResultH\x00R\acertifyB\x04\n" +
 	"\x02op\"g\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.devid.agent.v1.ErrorCodeR\x04code\x12\x18\n" +
@@ -3482,7 +3645,15 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"+\n" +
 	"\fFinishResult\x12\x1b\n" +
-	"\texit_code\x18\x01 \x01(\x05R\bexitCode*\xc3\x03\n" +
+	"\texit_code\x18\x01 \x01(\x05R\bexitCode\"\x7f\n" +
+	"\x0eCertifyRequest\x12#\n" +
+	"\robject_handle\x18\x01 \x01(\rR\fobjectHandle\x12\x1f\n" +
+	"\vsign_handle\x18\x02 \x01(\rR\n" +
+	"signHandle\x12'\n" +
+	"\x0fqualifying_data\x18\x03 \x01(\fR\x0equalifyingData\"E\n" +
+	"\rCertifyResult\x12\x16\n" +
+	"\x06attest\x18\x01 \x01(\fR\x06attest\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature*\xc3\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_CODE_UNKNOWN_COMMAND\x10\x01\x12\x1f\n" +
@@ -3505,11 +3676,12 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x16KEY_ALGORITHM_RSA_2048\x10\x01\x12\x1a\n" +
 	"\x16KEY_ALGORITHM_ECC_P256\x10\x02\x12\x1a\n" +
 	"\x16KEY_ALGORITHM_ECC_P384\x10\x03\x12\x1a\n" +
-	"\x16KEY_ALGORITHM_RSA_3072\x10\x04*M\n" +
+	"\x16KEY_ALGORITHM_RSA_3072\x10\x04*_\n" +
 	"\aKeyRole\x12\x18\n" +
 	"\x14KEY_ROLE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKEY_ROLE_IDEVID\x10\x01\x12\x13\n" +
-	"\x0fKEY_ROLE_LDEVID\x10\x02*n\n" +
+	"\x0fKEY_ROLE_LDEVID\x10\x02\x12\x10\n" +
+	"\fKEY_ROLE_IAK\x10\x03*n\n" +
 	"\tHierarchy\x12\x19\n" +
 	"\x15HIERARCHY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fHIERARCHY_OWNER\x10\x01\x12\x16\n" +
@@ -3540,7 +3712,7 @@ func file_proto_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_proto_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_proto_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_proto_agent_v1_agent_proto_goTypes = []any{
 	(ErrorCode)(0),                    // 0: devid.agent.v1.ErrorCode
 	(KeyAlgorithm)(0),                 // 1: devid.agent.v1.KeyAlgorithm
@@ -3584,6 +3756,8 @@ var file_proto_agent_v1_agent_proto_goTypes = []any{
 	(*NVUndefineResult)(nil),          // 39: devid.agent.v1.NVUndefineResult
 	(*FinishRequest)(nil),             // 40: devid.agent.v1.FinishRequest
 	(*FinishResult)(nil),              // 41: devid.agent.v1.FinishResult
+	(*CertifyRequest)(nil),            // 42: devid.agent.v1.CertifyRequest
+	(*CertifyResult)(nil),             // 43: devid.agent.v1.CertifyResult
 }
 var file_proto_agent_v1_agent_proto_depIdxs = []int32{
 	8,  // 0: devid.agent.v1.AgentMessage.hello:type_name -> devid.agent.v1.Hello
@@ -3603,42 +3777,44 @@ var file_proto_agent_v1_agent_proto_depIdxs = []int32{
 	38, // 14: devid.agent.v1.Command.nv_undefine:type_name -> devid.agent.v1.NVUndefineRequest
 	40, // 15: devid.agent.v1.Command.finish:type_name -> devid.agent.v1.FinishRequest
 	34, // 16: devid.agent.v1.Command.remove_file:type_name -> devid.agent.v1.RemoveFileRequest
-	11, // 17: devid.agent.v1.Result.error:type_name -> devid.agent.v1.Error
-	13, // 18: devid.agent.v1.Result.info:type_name -> devid.agent.v1.InfoResult
-	16, // 19: devid.agent.v1.Result.read_ek:type_name -> devid.agent.v1.ReadEKResult
-	18, // 20: devid.agent.v1.Result.create_key:type_name -> devid.agent.v1.CreateKeyResult
-	20, // 21: devid.agent.v1.Result.activate_credential:type_name -> devid.agent.v1.ActivateCredentialResult
-	23, // 22: devid.agent.v1.Result.build_csr:type_name -> devid.agent.v1.BuildCSRResult
-	25, // 23: devid.agent.v1.Result.sign:type_name -> devid.agent.v1.SignResult
-	27, // 24: devid.agent.v1.Result.nv_write:type_name -> devid.agent.v1.NVWriteResult
-	29, // 25: devid.agent.v1.Result.nv_read:type_name -> devid.agent.v1.NVReadResult
-	31, // 26: devid.agent.v1.Result.write_file:type_name -> devid.agent.v1.WriteFileResult
-	33, // 27: devid.agent.v1.Result.read_file:type_name -> devid.agent.v1.ReadFileResult
-	37, // 28: devid.agent.v1.Result.evict:type_name -> devid.agent.v1.EvictResult
-	39, // 29: devid.agent.v1.Result.nv_undefine:type_name -> devid.agent.v1.NVUndefineResult
-	41, // 30: devid.agent.v1.Result.finish:type_name -> devid.agent.v1.FinishResult
-	35, // 31: devid.agent.v1.Result.remove_file:type_name -> devid.agent.v1.RemoveFileResult
-	0,  // 32: devid.agent.v1.Error.code:type_name -> devid.agent.v1.ErrorCode
-	1,  // 33: devid.agent.v1.ReadEKRequest.algorithms:type_name -> devid.agent.v1.KeyAlgorithm
-	1,  // 34: devid.agent.v1.EndorsementKey.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	15, // 35: devid.agent.v1.ReadEKResult.keys:type_name -> devid.agent.v1.EndorsementKey
-	2,  // 36: devid.agent.v1.CreateKeyRequest.role:type_name -> devid.agent.v1.KeyRole
-	1,  // 37: devid.agent.v1.CreateKeyRequest.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	1,  // 38: devid.agent.v1.ActivateCredentialRequest.ek_algorithm:type_name -> devid.agent.v1.KeyAlgorithm
-	21, // 39: devid.agent.v1.BuildCSRRequest.extensions:type_name -> devid.agent.v1.Extension
-	4,  // 40: devid.agent.v1.BuildCSRRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
-	5,  // 41: devid.agent.v1.SignRequest.hash:type_name -> devid.agent.v1.HashAlgorithm
-	4,  // 42: devid.agent.v1.SignRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
-	3,  // 43: devid.agent.v1.NVWriteRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	3,  // 44: devid.agent.v1.EvictRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	3,  // 45: devid.agent.v1.NVUndefineRequest.auth:type_name -> devid.agent.v1.Hierarchy
-	6,  // 46: devid.agent.v1.AgentGateway.Session:input_type -> devid.agent.v1.AgentMessage
-	7,  // 47: devid.agent.v1.AgentGateway.Session:output_type -> devid.agent.v1.StationMessage
-	47, // [47:48] is the sub-list for method output_type
-	46, // [46:47] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	42, // 17: devid.agent.v1.Command.certify:type_name -> devid.agent.v1.CertifyRequest
+	11, // 18: devid.agent.v1.Result.error:type_name -> devid.agent.v1.Error
+	13, // 19: devid.agent.v1.Result.info:type_name -> devid.agent.v1.InfoResult
+	16, // 20: devid.agent.v1.Result.read_ek:type_name -> devid.agent.v1.ReadEKResult
+	18, // 21: devid.agent.v1.Result.create_key:type_name -> devid.agent.v1.CreateKeyResult
+	20, // 22: devid.agent.v1.Result.activate_credential:type_name -> devid.agent.v1.ActivateCredentialResult
+	23, // 23: devid.agent.v1.Result.build_csr:type_name -> devid.agent.v1.BuildCSRResult
+	25, // 24: devid.agent.v1.Result.sign:type_name -> devid.agent.v1.SignResult
+	27, // 25: devid.agent.v1.Result.nv_write:type_name -> devid.agent.v1.NVWriteResult
+	29, // 26: devid.agent.v1.Result.nv_read:type_name -> devid.agent.v1.NVReadResult
+	31, // 27: devid.agent.v1.Result.write_file:type_name -> devid.agent.v1.WriteFileResult
+	33, // 28: devid.agent.v1.Result.read_file:type_name -> devid.agent.v1.ReadFileResult
+	37, // 29: devid.agent.v1.Result.evict:type_name -> devid.agent.v1.EvictResult
+	39, // 30: devid.agent.v1.Result.nv_undefine:type_name -> devid.agent.v1.NVUndefineResult
+	41, // 31: devid.agent.v1.Result.finish:type_name -> devid.agent.v1.FinishResult
+	35, // 32: devid.agent.v1.Result.remove_file:type_name -> devid.agent.v1.RemoveFileResult
+	43, // 33: devid.agent.v1.Result.certify:type_name -> devid.agent.v1.CertifyResult
+	0,  // 34: devid.agent.v1.Error.code:type_name -> devid.agent.v1.ErrorCode
+	1,  // 35: devid.agent.v1.ReadEKRequest.algorithms:type_name -> devid.agent.v1.KeyAlgorithm
+	1,  // 36: devid.agent.v1.EndorsementKey.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	15, // 37: devid.agent.v1.ReadEKResult.keys:type_name -> devid.agent.v1.EndorsementKey
+	2,  // 38: devid.agent.v1.CreateKeyRequest.role:type_name -> devid.agent.v1.KeyRole
+	1,  // 39: devid.agent.v1.CreateKeyRequest.algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	1,  // 40: devid.agent.v1.ActivateCredentialRequest.ek_algorithm:type_name -> devid.agent.v1.KeyAlgorithm
+	21, // 41: devid.agent.v1.BuildCSRRequest.extensions:type_name -> devid.agent.v1.Extension
+	4,  // 42: devid.agent.v1.BuildCSRRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
+	5,  // 43: devid.agent.v1.SignRequest.hash:type_name -> devid.agent.v1.HashAlgorithm
+	4,  // 44: devid.agent.v1.SignRequest.scheme:type_name -> devid.agent.v1.SignatureScheme
+	3,  // 45: devid.agent.v1.NVWriteRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	3,  // 46: devid.agent.v1.EvictRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	3,  // 47: devid.agent.v1.NVUndefineRequest.auth:type_name -> devid.agent.v1.Hierarchy
+	6,  // 48: devid.agent.v1.AgentGateway.Session:input_type -> devid.agent.v1.AgentMessage
+	7,  // 49: devid.agent.v1.AgentGateway.Session:output_type -> devid.agent.v1.StationMessage
+	49, // [49:50] is the sub-list for method output_type
+	48, // [48:49] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_proto_agent_v1_agent_proto_init() }
@@ -3668,6 +3844,7 @@ func file_proto_agent_v1_agent_proto_init() {
 		(*Command_NvUndefine)(nil),
 		(*Command_Finish)(nil),
 		(*Command_RemoveFile)(nil),
+		(*Command_Certify)(nil),
 	}
 	file_proto_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*Result_Info)(nil),
@@ -3684,6 +3861,7 @@ func file_proto_agent_v1_agent_proto_init() {
 		(*Result_NvUndefine)(nil),
 		(*Result_Finish)(nil),
 		(*Result_RemoveFile)(nil),
+		(*Result_Certify)(nil),
 	}
 	file_proto_agent_v1_agent_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
@@ -3692,7 +3870,7 @@ func file_proto_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_agent_v1_agent_proto_rawDesc), len(file_proto_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

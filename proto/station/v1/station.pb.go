@@ -2370,7 +2370,7 @@ type PossiblyIssued struct {
 	// id is "<serial>/<step>/<attempt>".
 	Id     string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Serial string `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
-	// role is IDevID or LDevID; ca the station's name of the CA asked.
+	// role is IDevID, LDevID or IAK; ca the station's name of the CA asked.
 	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	Ca   string `protobuf:"bytes,4,opt,name=ca,proto3" json:"ca,omitempty"`
 	// csr_sha256 and public_key_sha256 are hex SHA-256 of the CSR sent and of the key's
