@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"hash"
+	"hash/maphash"
 	"runtime"
 	"sync"
 
@@ -53,11 +54,13 @@ type readBatch struct {
 
 const readBatchSize = 256
 
-func newChainReader(tx *bolt.Tx) *chainReader {
+// newChainReader starts reading the log of tx, whose head has sequence head.
+func newChainReader(tx *bolt.Tx, head uint64) *chainReader {
 	workers := max(1, runtime.GOMAXPROCS(0))
 	r := &chainReader{ordered: make(chan *readBatch, 4*workers), stop: make(chan struct{})}
 	work := make(chan *readBatch, 4*workers)
-	cache := newStoredCache(tx)
+	// A unit's records name about three keys each.
+	cache := newStoredCache(tx, int(min(head, maxCached))*3)
 	for range workers {
 		r.wg.Add(1)
 		go func() {
@@ -143,16 +146,28 @@ type storedChecker struct {
 // storedCache remembers, for the whole transaction, the buckets opened and
 // the SHA-256 of stored values by bucket path and key: a unit's state is
 // written some twenty times over a few thousand records, and its value (the
-// latest) only needs hashing once. It is bounded: when full it starts over.
+// latest) only needs hashing once. The digests are in shards, each with its
+// lock, so that the workers seldom wait for each other. It is bounded: a
+// full map starts over.
 type storedCache struct {
 	tx      *bolt.Tx
-	mu      sync.Mutex
+	seed    maphash.Seed
+	shards  [cacheShards]sumShard
+	mu      sync.Mutex // guards buckets
 	buckets map[string]*bolt.Bucket
-	sums    map[string]storedSum
 }
 
-// maxCached bounds each map of a storedCache (about 100 bytes an entry).
-const maxCached = 1 << 17
+type sumShard struct {
+	mu   sync.Mutex
+	sums map[string]storedSum
+}
+
+const (
+	cacheShards = 16
+	// maxCached bounds the buckets map and the digests of a storedCache
+	// (about 100 bytes an entry).
+	maxCached = 1 << 17
+)
 
 // storedSum is what a key holds: whether it holds a value and its SHA-256.
 type storedSum struct {
@@ -160,8 +175,13 @@ type storedSum struct {
 	sum     [sha256.Size]byte
 }
 
-func newStoredCache(tx *bolt.Tx) *storedCache {
-	return &storedCache{tx: tx, buckets: map[string]*bolt.Bucket{}, sums: map[string]storedSum{}}
+// newStoredCache returns a cache sized for about hint keys.
+func newStoredCache(tx *bolt.Tx, hint int) *storedCache {
+	c := &storedCache{tx: tx, seed: maphash.MakeSeed(), buckets: map[string]*bolt.Bucket{}}
+	for i := range c.shards {
+		c.shards[i].sums = make(map[string]storedSum, min(hint, maxCached)/cacheShards)
+	}
+	return c
 }
 
 func newStoredChecker(cache *storedCache) *storedChecker {
@@ -234,9 +254,10 @@ func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck
 
 // stored returns what bucket/key (id: both, NUL-separated) holds.
 func (c *storedCache) stored(id, bucket, key []byte) storedSum {
-	c.mu.Lock()
-	st, ok := c.sums[string(id)]
-	c.mu.Unlock()
+	sh := &c.shards[maphash.Bytes(c.seed, id)%cacheShards]
+	sh.mu.Lock()
+	st, ok := sh.sums[string(id)]
+	sh.mu.Unlock()
 	if ok {
 		return st
 	}
@@ -246,12 +267,12 @@ func (c *storedCache) stored(id, bucket, key []byte) storedSum {
 			st.sum = sha256.Sum256(v)
 		}
 	}
-	c.mu.Lock()
-	if len(c.sums) >= maxCached {
-		clear(c.sums)
+	sh.mu.Lock()
+	if len(sh.sums) >= maxCached/cacheShards {
+		clear(sh.sums)
 	}
-	c.sums[string(id)] = st
-	c.mu.Unlock()
+	sh.sums[string(id)] = st
+	sh.mu.Unlock()
 	return st
 }
 

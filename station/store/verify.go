@@ -82,7 +82,7 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	// seen so far; a later write of the same key may settle them.
 	pending := map[string]storedRef{}
 	var id []byte
-	cr := newChainReader(tx)
+	cr := newChainReader(tx, want.Seq)
 	defer cr.close()
 	rec := cr.next()
 	for prev.Seq < want.Seq {
