@@ -221,21 +221,9 @@ func (p *unitPart) add(name string, data []byte) {
 func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, version string) ([]*unitPart, error) {
 	parts := make([]*unitPart, len(serials))
 	errs := make([]error, len(serials))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range max(1, runtime.GOMAXPROCS(0)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(serials); i = int(next.Add(1) - 1) {
-				if parts[i], errs[i] = buildUnit(ctx, st, serials[i], units[serials[i]], version); errs[i] != nil {
-					next.Store(int64(len(serials))) // stop the others early
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(len(serials), runtime.GOMAXPROCS(0), func(i int) {
+		parts[i], errs[i] = buildUnit(ctx, st, serials[i], units[serials[i]], version)
+	})
 	for i, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("export: unit %s: %w", serials[i], err)
@@ -509,21 +497,29 @@ func (b *Bundle) WriteDir(dir string) error {
 		paths[i] = p
 	}
 	errs := make([]error, len(b.Files))
+	parallel(len(paths), 2*runtime.GOMAXPROCS(0), func(i int) {
+		if err := os.WriteFile(paths[i], b.Files[i].Data, 0o644); err != nil {
+			errs[i] = fmt.Errorf("export: %w", err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// parallel calls fn(i) for every i in [0, n) on workers goroutines (at least one) and waits
+// for them.
+func parallel(n, workers int, fn func(i int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range 2 * max(1, runtime.GOMAXPROCS(0)) {
+	for range max(1, workers) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(paths); i = int(next.Add(1) - 1) {
-				if err := os.WriteFile(paths[i], b.Files[i].Data, 0o644); err != nil {
-					errs[i] = fmt.Errorf("export: %w", err)
-				}
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
 			}
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // WriteFile writes one bundle file under dir, refusing a path that leaves dir.

@@ -19,8 +19,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/station/store"
@@ -119,29 +117,20 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 	revocations := readRevocations(files[RevocationFile], fail)
 	// Units are independent: checked on every core (certificate chains are most of the work).
 	rep.Units = make([]UnitReport, len(body.Units))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range max(1, runtime.GOMAXPROCS(0)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(body.Units); i = int(next.Add(1) - 1) {
-				u := body.Units[i]
-				ur := UnitReport{Serial: u.Serial}
-				if records == nil {
-					ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
-				} else {
-					var tr *traveler.Record
-					ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
-					if tr != nil {
-						ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
-					}
-				}
-				rep.Units[i] = ur
+	parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
+		u := body.Units[i]
+		ur := UnitReport{Serial: u.Serial}
+		if records == nil {
+			ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
+		} else {
+			var tr *traveler.Record
+			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
+			if tr != nil {
+				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
-		}()
-	}
-	wg.Wait()
+		}
+		rep.Units[i] = ur
+	})
 	return rep
 }
 
@@ -249,24 +238,15 @@ func decodeAudit(data []byte) ([]store.AuditEvent, error) {
 	}
 	recs := make([]store.AuditEvent, len(lines))
 	errs := make([]error, len(lines))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range max(1, runtime.GOMAXPROCS(0)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(lines); i = int(next.Add(1) - 1) {
-				dec := json.NewDecoder(bytes.NewReader(lines[i]))
-				dec.DisallowUnknownFields()
-				err := dec.Decode(&recs[i])
-				if err == nil && dec.InputOffset() != int64(len(lines[i])) {
-					err = errors.New("more than one JSON record on the line")
-				}
-				errs[i] = err
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(len(lines), runtime.GOMAXPROCS(0), func(i int) {
+		dec := json.NewDecoder(bytes.NewReader(lines[i]))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(&recs[i])
+		if err == nil && dec.InputOffset() != int64(len(lines[i])) {
+			err = errors.New("more than one JSON record on the line")
+		}
+		errs[i] = err
+	})
 	for i, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("%s line %d: %w", AuditFile, i+1, err)
