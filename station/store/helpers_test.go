@@ -150,5 +150,5 @@ func reencode(orig []byte, a *AuditEvent) []byte {
 		}
 		return data
 	}
-	return encodeRecord(a)
+	return append(a.appendBody([]byte{recordCanonical}), a.Hash...)
 }

@@ -28,12 +28,6 @@ func (a *AuditEvent) seal() []byte {
 	return append(b, a.Hash...)
 }
 
-// encodeRecord returns the stored form of a, whose Hash must be set (tests
-// use it to write records as the store does).
-func encodeRecord(a *AuditEvent) []byte {
-	return append(a.appendBody([]byte{recordCanonical}), a.Hash...)
-}
-
 // decodeRecord decodes a stored audit record of either form. It does not
 // check the hash.
 func decodeRecord(v []byte) (AuditEvent, error) {
@@ -103,10 +97,10 @@ func (r *canonReader) str() []byte {
 }
 
 // count reads an entry count, bounded by the bytes left (each entry takes at
-// least min bytes).
-func (r *canonReader) count(min int) int {
+// least size bytes).
+func (r *canonReader) count(size int) int {
 	n := r.u32()
-	if uint64(n)*uint64(min) > uint64(len(r.b)) {
+	if uint64(n)*uint64(size) > uint64(len(r.b)) {
 		r.bad, r.b = true, nil
 		return 0
 	}
