@@ -1,9 +1,17 @@
 package store
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestRecordCanonical checks that a stored record decodes to what was sealed, and that
@@ -54,6 +62,111 @@ func TestRecordCanonical(t *testing.T) {
 				if intact(v) {
 					t.Errorf("record of %d bytes (stored %d) verifies", len(v), len(stored))
 				}
+			}
+		})
+	}
+}
+
+// TestJSONRecordsStillVerify rewrites every audit record of a store as JSON, as stations
+// stored them before the canonical encoding, and checks that the store still verifies (with
+// its checkpoints and anchor), that the store appends canonical records after them, and that
+// an edit of a stored value or of a JSON record is still caught.
+func TestJSONRecordsStillVerify(t *testing.T) {
+	base, key := tamperBase(t)
+	keySHA, err := KeySHA256(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	toJSON := func(tx *bolt.Tx) error {
+		ab := tx.Bucket(bAudit)
+		c := ab.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			a, err := decodeRecord(v)
+			if err != nil {
+				return err
+			}
+			data, err := json.Marshal(&a)
+			if err != nil {
+				return err
+			}
+			if err := ab.Put(k, data); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	verify := func(path string) error {
+		s, err := Open(path, Options{})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		anchor, err := ReadAnchor(path + ".checkpoint")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Verify(context.Background(), VerifyOptions{KeySHA256: keySHA, Anchor: anchor})
+		return err
+	}
+	edit := func(path string, fns ...func(tx *bolt.Tx) error) {
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for _, fn := range fns {
+			if err := db.Update(fn); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	path := copyStore(t, base)
+	edit(path, toJSON)
+	if err := verify(path); err != nil {
+		t.Fatalf("store of JSON records: %v", err)
+	}
+	s := openAt(t, path)
+	mustUnit(t, s, "SN2", StatusRunning)
+	if a := lastAudit(t, s); a.Serial != "SN2" {
+		t.Fatalf("last record %+v, want SN2's", a)
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bAudit).Cursor().Last()
+		if v[0] != recordCanonical {
+			return fmt.Errorf("record %x appended after JSON records is not canonical: %q", k, v[:1])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.VerifyChain(context.Background()); err != nil {
+		t.Fatalf("JSON records, then canonical ones: %v", err)
+	}
+
+	tests := []struct {
+		name   string
+		tamper func(tx *bolt.Tx) error
+		want   string
+	}{
+		{"stored value", flipByte("units/SN1", kState), `bucket units/SN1 key "state": stored value differs`},
+		{"JSON record", func(tx *bolt.Tx) error {
+			ab := tx.Bucket(bAudit)
+			v := bytes.Clone(ab.Get(u64key(3)))
+			if v[0] != '{' {
+				return errors.New("record 3 is not JSON")
+			}
+			return ab.Put(u64key(3), bytes.Replace(v, []byte(`"principal":"station"`), []byte(`"principal":"stationX"`), 1))
+		}, "hash does not match content"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := copyStore(t, base)
+			edit(path, toJSON, tc.tamper)
+			err := verify(path)
+			if err == nil || !errors.Is(err, ErrChainBroken) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Verify after tampering: %v; want %q", err, tc.want)
 			}
 		})
 	}
