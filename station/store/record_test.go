@@ -3,9 +3,12 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -169,5 +172,74 @@ func TestJSONRecordsStillVerify(t *testing.T) {
 				t.Fatalf("Verify after tampering: %v; want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSchema2IsUpgraded opens a schema 2 file (JSON audit records, as stations wrote them
+// before the canonical encoding) and checks that Open moves it to the current schema with an
+// audited write, keeps its JSON records, and that it verifies.
+func TestSchema2IsUpgraded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "station.db")
+	s := openAt(t, path)
+	mustUnit(t, s, "SN1", StatusRunning)
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := u64key(2)
+	h := sha256.Sum256(old)
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bMeta).Put(kSchemaVersion, old); err != nil {
+			return err
+		}
+		// The chain as a schema 2 station wrote it: JSON records, schema_version 2.
+		err := rechain(tx, 1, func(a *AuditEvent) {
+			for i, d := range a.Writes {
+				if d.Bucket == string(bMeta) && string(d.Key) == string(kSchemaVersion) {
+					a.Writes[i].SHA256 = h[:]
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		ab := tx.Bucket(bAudit)
+		c := ab.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			a, err := decodeRecord(v)
+			if err != nil {
+				return err
+			}
+			data, _ := json.Marshal(&a)
+			if err := ab.Put(k, data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s = openAt(t, path)
+	if _, err := s.VerifyChain(context.Background()); err != nil {
+		t.Fatalf("upgraded store: %v", err)
+	}
+	if a := lastAudit(t, s); a.Action != AuditActionWrite || a.Details["schema_version"] != fmt.Sprint(SchemaVersion) {
+		t.Errorf("last record %+v, want the schema change", a)
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if v := binary.BigEndian.Uint64(tx.Bucket(bMeta).Get(kSchemaVersion)); v != SchemaVersion {
+			return fmt.Errorf("schema_version %d, want %d", v, SchemaVersion)
+		}
+		if v := tx.Bucket(bAudit).Get(u64key(1)); v[0] != '{' {
+			return fmt.Errorf("record 1 is no longer JSON: %q", v[:1])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
