@@ -82,6 +82,16 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	// seen so far; a later write of the same key may settle them.
 	pending := map[string]storedRef{}
 	var id []byte
+	// The stored keys are counted while the chain is walked; every return
+	// waits for the count, which reads the transaction.
+	var stored int64
+	var storedErr error
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		stored, storedErr = countStored(tx)
+	}()
+	defer func() { <-counted }()
 	cr := newChainReader(tx, want.Seq)
 	defer cr.close()
 	rec := cr.next()
@@ -166,13 +176,13 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 		r := refs[0]
 		return rep, &ChainBrokenError{Seq: r.seq, Bucket: r.bucket, Key: string(r.key), Reason: r.reason}
 	}
-	n, err := countStored(tx)
-	if err != nil {
-		return rep, err
+	<-counted
+	if storedErr != nil {
+		return rep, storedErr
 	}
-	rep.Values = uint64(n)
-	if n != live {
-		return rep, s.uncovered(tx, want.Seq, n, live)
+	rep.Values = uint64(stored)
+	if stored != live {
+		return rep, s.uncovered(tx, want.Seq, stored, live)
 	}
 	if opts.Progress != nil {
 		opts.Progress(want.Seq, want.Seq)
