@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -98,22 +97,18 @@ func benchStepRecord(b *testing.B, delay time.Duration, writers, batch int) {
 	})
 }
 
-// benchUnits returns the store sizes the store benchmarks build: BENCH_UNITS
-// (a comma-separated list, e.g. 100000) or def.
-func benchUnits(b *testing.B, def ...int) []int {
+// benchUnits returns the number of units the store benchmarks build:
+// BENCH_UNITS (e.g. 100000) or def.
+func benchUnits(b *testing.B, def int) int {
 	env := os.Getenv("BENCH_UNITS")
 	if env == "" {
 		return def
 	}
-	var out []int
-	for _, f := range strings.Split(env, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n <= 0 {
-			b.Fatalf("BENCH_UNITS=%q: want unit counts like 1000,100000", env)
-		}
-		out = append(out, n)
+	n, err := strconv.Atoi(env)
+	if err != nil || n <= 0 {
+		b.Fatalf("BENCH_UNITS=%q: want a number of units", env)
 	}
-	return out
+	return n
 }
 
 // BenchmarkVerify builds a store of units the way the workflow writes them
@@ -124,28 +119,27 @@ func benchUnits(b *testing.B, def ...int) []int {
 // wall time) and the file's size per unit. BENCH_UNITS=100000 sets the
 // store's size (default 1000).
 func BenchmarkVerify(b *testing.B) {
-	for _, units := range benchUnits(b, 1000) {
-		b.Run(fmt.Sprintf("units=%d", units), func(b *testing.B) {
-			s := buildUnits(b, units)
-			cpu0 := cpuTime()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				rep, err := s.Verify(context.Background(), VerifyOptions{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.ReportMetric(float64(rep.Records)/float64(units), "records/unit")
-				b.ReportMetric(float64(rep.Values)/float64(units), "values/unit")
-			}
-			b.ReportMetric(float64(units)*float64(b.N)/b.Elapsed().Seconds(), "units/s")
-			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(units*b.N), "cpu-µs/unit")
-			st, err := os.Stat(s.path)
+	units := benchUnits(b, 1000)
+	b.Run(fmt.Sprintf("units=%d", units), func(b *testing.B) {
+		s := buildUnits(b, units)
+		cpu0 := cpuTime()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			rep, err := s.Verify(context.Background(), VerifyOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.ReportMetric(float64(st.Size())/1024/float64(units), "file-KiB/unit")
-		})
-	}
+			b.ReportMetric(float64(rep.Records)/float64(units), "records/unit")
+			b.ReportMetric(float64(rep.Values)/float64(units), "values/unit")
+		}
+		b.ReportMetric(float64(units)*float64(b.N)/b.Elapsed().Seconds(), "units/s")
+		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(units*b.N), "cpu-µs/unit")
+		st, err := os.Stat(s.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(st.Size())/1024/float64(units), "file-KiB/unit")
+	})
 }
 
 // buildUnits builds a store of units provisioned as oneUnit writes them,
