@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help deps setup build test test-reports fuzz fuzz-ci bench bench-ca bench-line bench-scale lint generate generate-check tidy-check demo dev-config ci clean
+.PHONY: help deps setup build test test-reports chaos fuzz fuzz-ci bench bench-ca bench-line bench-scale bench-store lint generate generate-check tidy-check demo dev-config ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,8 +21,18 @@ help: ## list targets
 #                                 zbarimg scans their barcodes
 #   systemd                       systemd-analyze verify/security of deploy/systemd units (needs no running systemd)
 #   chromium                      the operator console's browser test (headless, driven from Go)
+# The field test (fixture/line TestFieldReenrollment) uses a unit's TPM as the field stack does:
+#   tpm2-abrmd libtss2-tcti-tabrmd0  the TPM resource manager the tools share (swtpm alone runs out
+#                                 of object slots mid-handshake) and the tools' TCTI to reach it
+#   dbus                          a private session bus for tpm2-abrmd
+#   tpm2-openssl                  the OpenSSL provider that signs CSRs and TLS with keys in the TPM
+#   libtpm2-pkcs11-1 libtpm2-pkcs11-tools  tpm2-pkcs11 and tpm2_ptool, which deploy/firstboot's
+#                                 devid-pkcs11-link uses to link the LDevID key into a token
+#   opensc gnutls-bin             pkcs11-tool and p11tool: list and sign with the token's object,
+#                                 resolve the Identity Service config's PKCS#11 URI
 DEB_PACKAGES := gcc libc6-dev libssl-dev protobuf-compiler libprotobuf-dev swtpm swtpm-tools \
-	tpm2-tools openssl curl git ca-certificates poppler-utils zbar-tools systemd chromium
+	tpm2-tools openssl curl git ca-certificates poppler-utils zbar-tools systemd chromium \
+	tpm2-abrmd libtss2-tcti-tabrmd0 dbus tpm2-openssl libtpm2-pkcs11-1 libtpm2-pkcs11-tools opensc gnutls-bin
 
 deps: ## install the Debian packages and Go modules the build and tests need (quick when all are there)
 	@installed=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(DEB_PACKAGES) 2>/dev/null | awk '$$NF=="installed"{print $$1}'); \
@@ -47,7 +57,7 @@ build: deps ## build every binary into bin/
 	CGO_ENABLED=0 $(GO) build -o bin/device-agent ./device-agent/cmd/device-agent
 
 # Packages whose concurrency the race detector must see.
-RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station/workflow/... ./station/api/... ./device-agent/agent/... ./fixture/estca/...
+RACE_PKGS := ./ca-client/... ./station/store/... ./station/gateway/... ./station/workflow/... ./station/api/... ./device-agent/agent/... ./fixture/estca/... ./fixture/attack/...
 
 # go test -json through testprogress: go test's package lines, failures in full, a line every
 # 20 s naming slow packages, and a closing "N passed, N failed, N skipped".
@@ -67,6 +77,16 @@ test-reports: deps ## the printable reports' tests, leaving the PDFs, HTML and p
 	rm -rf out/reports-test
 	PRINTABLE_ARTIFACTS=$(CURDIR)/out/reports-test $(GO) test -count=1 ./reports/printable/
 	@echo "==> rendered reports and their page-one images: out/reports-test/"
+
+# The CI-sized chaos run; make test runs the same scenario (fixture/chaos TestChaosLine). The
+# target run: make chaos CHAOS_ARGS="--units 1000 --slots 64 --kills 50 --power-losses 100 --agent-kills 50 --duration 4h"
+CHAOS_ARGS ?= --units 24 --slots 8 --kills 3 --power-losses 4 --agent-kills 4
+
+chaos: deps ## a line against a real stationd while it is SIGKILLed, swtpm units lose power, agents die and CAs fail; then the invariants (CHAOS_ARGS)
+	@echo "==> building stationd and the fixture (the first build compiles the C TPM simulator: about a minute)"
+	@$(call ticking,still building,CGO_ENABLED=1 $(GO) build -o .bin/ ./fixture/cmd/fixture ./station/cmd/stationd)
+	rm -rf out/chaos
+	.bin/fixture chaos $(CHAOS_ARGS) --stationd .bin/stationd --out out/chaos
 
 # Native Go fuzz targets as package:target pairs (go test -fuzz takes one target per run). Their
 # seed corpora (f.Add and testdata/fuzz) run in every plain go test as regression tests.
@@ -93,12 +113,12 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 1m; new crashers land 
 fuzz-ci: ## every fuzz target for 10 s (CI)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
-bench: ## run the Go benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## run the Go benchmarks (the store at 100k units: make bench-store)
+	$(GO) test -run '^$$' -bench . -skip 'BenchmarkListUnits|BenchmarkRestart' -benchmem ./...
 
-.PHONY: bench-store
+.PHONY: bench-audit
 BENCH_UNITS ?= 10000
-bench-store: ## start-up verification (with the store's size a unit), QA export and its offline verification over BENCH_UNITS stored units (default 10000; 100000 builds for long)
+bench-audit: ## start-up verification (with the store's size a unit), the QA export and its offline verification over BENCH_UNITS units written as the workflow writes them (default 10000; 100000 builds for long)
 	BENCH_UNITS=$(BENCH_UNITS) $(GO) test -count=1 -run '^$$' -bench 'BenchmarkVerify$$|BenchmarkExport' -benchtime=1x -timeout 2h ./station/store/ ./reports/export/
 
 bench-line: ## the simulated line against its bound: 64 units (both EKs, ECC EK only), then 16 to 64 units (about 2 min)
@@ -106,6 +126,24 @@ bench-line: ## the simulated line against its bound: 64 units (both EKs, ECC EK 
 
 bench-scale: ## the station at scale on the device MODEL: 1,024 units with 64 and 256 slots, and the CA-bound line (50 requests/s); one table (a few minutes)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkScale' -benchtime=1x -timeout 30m ./fixture/line/
+
+# The store at 100,000 seeded units (STORE_BENCH_UNITS): each figure is the median of 3 runs.
+bench-store: ## the store at 100k units: a page of 100 at any offset (< 20 ms) and a restart with every unit in flight resumed (< 1 s); one table (several minutes)
+	@set -o pipefail; mkdir -p out; \
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkListUnits' -benchtime=3x -timeout 60m ./station/api/ | tee out/bench-store.txt && \
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkRestart' -benchtime=3x -timeout 60m ./station/server/ | tee -a out/bench-store.txt && \
+	awk 'function v(u,  i) { for (i = 3; i < NF; i += 2) if ($$(i+1) == u) return $$i; return "-" } \
+		function row(f, t, m, c, ok) { printf "| %-46s | %-9s | %12s | %11s | %-4s |\n", f, t, m, c, ok } \
+		BEGIN { print ""; print "store at scale (medians of 3 runs; cpu: CPU time of the process, server and client)"; \
+			row("figure", "target", "measured ms", "cpu ms", "met"); row("---", "---", "---", "---", "---") } \
+		/^BenchmarkListUnits\// { n = $$1; sub(/^BenchmarkListUnits\//, "", n); sub(/-[0-9]+$$/, "", n); \
+			m = v("ms/page"); row("list units: page of 100, " n, "< 20 ms", m, v("cpu-ms/page"), (m != "-" && m < 20 ? "yes" : "no")) } \
+		/^BenchmarkRestart/ { r = v("ready_without_verify_ms"); a = v("ready_ms"); w = v("verify_ms"); \
+			row("restart: ready + in flight resumed, no verify", "< 1000 ms", r, "", (r != "-" && r < 1000 ? "yes" : "no")); \
+			row("restart: the same with the full audit verify", "< 1000 ms", a, "", (a != "-" && a < 1000 ? "yes" : "no")); \
+			row("  of which the audit verification", "< 5000 ms", w, "", (w != "-" && w < 5000 ? "yes" : "no")); \
+			row("  store open (page check in background)", "", v("open_ms"), "", ""); \
+			row("  units in flight resumed (count)", "", v("in_flight"), "", "") }' out/bench-store.txt
 
 bench-ca: ## benchmark the CA client against the dev EST CA (batched vs naive, 1-256 callers; about 90 s)
 	$(GO) test -count=1 -run '^$$' -bench . -benchmem ./ca-client/cabench/

@@ -16,8 +16,8 @@ import (
 // when this was written).
 const maxExposure = "30"
 
-// units lists the unit files of systemd/ and the name each is verified as (a template gets an
-// instance).
+// units lists the unit files of systemd/ and firstboot/ and the name each is verified as (a
+// template gets an instance).
 func units(t *testing.T) map[string]string {
 	t.Helper()
 	paths, err := filepath.Glob("systemd/*.service")
@@ -27,6 +27,11 @@ func units(t *testing.T) map[string]string {
 	if len(paths) < 3 {
 		t.Fatalf("systemd/ holds %d units, want stationd, estca@ and device-agent", len(paths))
 	}
+	firstboot, err := filepath.Glob("firstboot/*.service")
+	if err != nil || len(firstboot) == 0 {
+		t.Fatalf("firstboot/ holds no unit (%v), want devid-pkcs11-link", err)
+	}
+	paths = append(paths, firstboot...)
 	out := map[string]string{}
 	for _, p := range paths {
 		name := filepath.Base(p)
@@ -93,6 +98,9 @@ func buildOutputs(t *testing.T) []string {
 	return names
 }
 
+// TestUnitsRunBuiltBinaries checks that each unit of systemd/ runs a binary of make build from
+// /usr/local/bin/, and each unit of firstboot/ the script shipped beside it from
+// /usr/local/libexec/devid/.
 func TestUnitsRunBuiltBinaries(t *testing.T) {
 	built := buildOutputs(t)
 	for path := range units(t) {
@@ -101,7 +109,14 @@ func TestUnitsRunBuiltBinaries(t *testing.T) {
 			t.Errorf("%s: no ExecStart", path)
 		}
 		for _, c := range cmds {
-			if dir, name := filepath.Split(c); dir != "/usr/local/bin/" || !slices.Contains(built, name) {
+			dir, name := filepath.Split(c)
+			if filepath.Dir(path) == "firstboot" {
+				if fi, err := os.Stat(filepath.Join("firstboot", name)); dir != "/usr/local/libexec/devid/" || err != nil || fi.Mode()&0o111 == 0 {
+					t.Errorf("%s runs %s; want /usr/local/libexec/devid/ and an executable script of firstboot/ (%v)", path, c, err)
+				}
+				continue
+			}
+			if dir != "/usr/local/bin/" || !slices.Contains(built, name) {
 				t.Errorf("%s runs %s; want /usr/local/bin/ and one of make build's binaries %v", path, c, built)
 			}
 		}
@@ -144,7 +159,7 @@ func TestSystemdVerify(t *testing.T) {
 		t.Fatal("systemd-analyze is here but the system's units (sysinit.target) are not")
 	}
 	root := t.TempDir()
-	for _, dir := range []string{"usr/lib/systemd", "etc/systemd/system", "usr/local/bin"} {
+	for _, dir := range []string{"usr/lib/systemd", "etc/systemd/system", "usr/local/bin", "usr/local/libexec/devid"} {
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,9 @@ import (
 
 // Defaults applied by Run to zero Config fields.
 const (
+	// DefaultLDevIDKeyFile is the usual LDevIDKeyFile: where deploy/firstboot's
+	// devid-pkcs11-link looks for the key.
+	DefaultLDevIDKeyFile = "/etc/devid/ldevid.tss2.pem"
 	// DefaultBootIDFile is where Linux publishes the boot id.
 	DefaultBootIDFile = "/proc/sys/kernel/random/boot_id"
 	// DefaultMaxMessageBytes bounds every message in both directions (the contract's 1 MiB).
@@ -80,6 +83,14 @@ type Config struct {
 	// below Sysroot. Nothing outside Sysroot is written or read: a symlink below it that
 	// leads outside it is refused. Empty means the real root.
 	Sysroot string
+	// LDevIDKeyFile, when set, is a unit path below FileRoots where the agent keeps the
+	// LDevID key it creates as a TSS2 PRIVATE KEY PEM (mode 0600): the key's public area and
+	// its private area wrapped by the SRK, which only this TPM can load. The key stays
+	// persistent at its handle too; the file lets software that loads keys from files reach
+	// it, such as tpm2_ptool link for a tpm2-pkcs11 token (deploy/firstboot). For an LDevID
+	// key that already existed, the file must hold that key (the private area exists only
+	// when the key is created); otherwise CreateKey fails and the unit needs a rework.
+	LDevIDKeyFile string
 	// Backoff paces reconnects.
 	Backoff Backoff
 	// MaxMessageBytes bounds every message sent or received; 0 means DefaultMaxMessageBytes.
@@ -240,6 +251,9 @@ func (cfg Config) validate() (*settings, error) {
 		if len(unitRoots) == 0 {
 			unitRoots = []string{"/"}
 		}
+	}
+	if f := cfg.LDevIDKeyFile; f != "" && (!filepath.IsAbs(f) || filepath.Clean(f) != f) {
+		return nil, fmt.Errorf("config: LDevID key file %q is not a clean absolute unit path", f)
 	}
 	for _, r := range unitRoots {
 		if !filepath.IsAbs(r) {

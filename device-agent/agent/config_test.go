@@ -71,6 +71,8 @@ func TestConfigValidate(t *testing.T) {
 		{"CA file missing", Config{StationAddr: "s:1", StationCAFile: filepath.Join(dir, "nope")}, "reading station CA"},
 		{"CA file without PEM", Config{StationAddr: "s:1", StationCAFile: caFile}, "no PEM certificate"},
 		{"relative root", Config{StationAddr: "s:1", StationCA: pool, FileRoots: []string{"etc"}}, "not absolute"},
+		{"relative key file", Config{StationAddr: "s:1", StationCA: pool, LDevIDKeyFile: "etc/devid/ldevid.tss2.pem"}, "LDevID key file"},
+		{"unclean key file", Config{StationAddr: "s:1", StationCA: pool, LDevIDKeyFile: "/etc/devid/../ldevid.tss2.pem"}, "LDevID key file"},
 		{"tiny message bound", Config{StationAddr: "s:1", StationCA: pool, MaxMessageBytes: 100}, "max message bytes"},
 		{"negative keepalive", Config{StationAddr: "s:1", StationCA: pool, KeepaliveInterval: -time.Second}, "keepalive"},
 		{"bad backoff", Config{StationAddr: "s:1", StationCA: pool, Backoff: Backoff{Multiplier: 0.1}}, "multiplier"},

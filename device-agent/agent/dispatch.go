@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -44,6 +45,7 @@ func checkNotEndorsement(field string, v uint32) error {
 type dispatcher struct {
 	tpm      TPM
 	files    *fileRoots
+	keyFile  string // Config.LDevIDKeyFile
 	maxBytes int
 	log      *slog.Logger
 }
@@ -135,6 +137,11 @@ func errorCode(err error) (agentv1.ErrorCode, uint32) {
 	}
 	// Everything else comes from the TPM layer.
 	rc := tpm.ResponseCode(err)
+	if tpm.Lockout(err) {
+		// Whatever the operation (a signature, an activation): the TPM refuses DA-protected
+		// authorizations until it recovers.
+		return agentv1.ErrorCode_ERROR_CODE_TPM_LOCKOUT, rc
+	}
 	for _, m := range []struct {
 		err  error
 		code agentv1.ErrorCode
@@ -308,6 +315,11 @@ func (d *dispatcher) createKey(req *agentv1.CreateKeyRequest) (*agentv1.CreateKe
 	if err != nil {
 		return nil, fmt.Errorf("creating key at %#x: %w", req.GetHandle(), err)
 	}
+	if role == tpm.LDevID && d.keyFile != "" {
+		if err := d.keepKeyFile(k); err != nil {
+			return nil, fmt.Errorf("LDevID key file %s: %w", d.keyFile, err)
+		}
+	}
 	return &agentv1.CreateKeyResult{
 		PublicArea: k.Public,
 		Name:       k.Name,
@@ -315,6 +327,31 @@ func (d *dispatcher) createKey(req *agentv1.CreateKeyRequest) (*agentv1.CreateKe
 		SrkCreated: k.SRKCreated,
 		Handle:     k.Handle,
 	}, nil
+}
+
+// keepKeyFile writes a created LDevID key as a TSS2 PRIVATE KEY PEM to the key file, or, for a
+// key that existed, checks that the file holds that key.
+func (d *dispatcher) keepKeyFile(k *tpm.Key) error {
+	if !k.Existed {
+		data, err := tpm.TSS2PrivateKeyPEM(k.Parent, k.Public, k.Private)
+		if err != nil {
+			return err
+		}
+		_, err = d.files.writeFile(&agentv1.WriteFileRequest{Path: d.keyFile, Content: data, Mode: 0o600})
+		return err
+	}
+	r, err := d.files.readFile(&agentv1.ReadFileRequest{Path: d.keyFile}, d.maxBytes)
+	if err != nil {
+		return fmt.Errorf("the key existed, so its private area is only in this file: %w", err)
+	}
+	_, pub, err := tpm.ParseTSS2PrivateKeyPEM(r.GetContent())
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(pub, k.Public) {
+		return fmt.Errorf("%w: the file holds another key than the one at the handle", ErrInvalidArgument)
+	}
+	return nil
 }
 
 func (d *dispatcher) activateCredential(req *agentv1.ActivateCredentialRequest) (*agentv1.ActivateCredentialResult, error) {

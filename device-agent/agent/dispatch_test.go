@@ -203,6 +203,9 @@ func TestDispatchErrorMapping(t *testing.T) {
 		{"nv locked with rc", fmt.Errorf("x: %w: %w", tpm.ErrNVLocked, tpm2.TPMRCNVLocked),
 			agentv1.ErrorCode_ERROR_CODE_NV_LOCKED, uint32(tpm2.TPMRCNVLocked), "write-locked"},
 		{"tpm invalid argument", fmt.Errorf("template: %w", tpm.ErrInvalidArgument), agentv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, 0, "template"},
+		{"lockout", fmt.Errorf("signing: %w", tpm2.TPMRCLockout), agentv1.ErrorCode_ERROR_CODE_TPM_LOCKOUT, uint32(tpm2.TPMRCLockout), "signing"},
+		{"lockout during activation", fmt.Errorf("x: %w: %w", tpm.ErrActivationFailed, tpm2.TPMRCLockout),
+			agentv1.ErrorCode_ERROR_CODE_TPM_LOCKOUT, uint32(tpm2.TPMRCLockout), "activation"},
 		{"raw tpm response code", fmt.Errorf("x: %w", tpm2.TPMRCFailure), agentv1.ErrorCode_ERROR_CODE_TPM, uint32(tpm2.TPMRCFailure), "x:"},
 		{"transport failure", errors.New("write /dev/tpmrm0: broken pipe"), agentv1.ErrorCode_ERROR_CODE_TPM, 0, "broken pipe"},
 	}

@@ -59,6 +59,7 @@ func Run(ctx context.Context, cfg Config, t TPM) (Verdict, error) {
 		d: &dispatcher{
 			tpm:      t,
 			files:    files,
+			keyFile:  cfg.LDevIDKeyFile,
 			maxBytes: s.maxBytes,
 			log:      log,
 		},

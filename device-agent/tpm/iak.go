@@ -11,19 +11,20 @@ import (
 )
 
 // IAKTemplate returns the Initial Attestation Key template of alg (TCG TPM 2.0 Keys for Device
-// Identity and Attestation): fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth,
-// restricted, sign (TPMA_OBJECT 0x00050072); not decrypt; nameAlg SHA-256; the signing scheme
+// Identity and Attestation): fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, noDA,
+// restricted, sign (TPMA_OBJECT 0x00050472); not decrypt; nameAlg SHA-256; the signing scheme
 // fixed to RSASSA or ECDSA with SHA-256, as a restricted signing key needs one for
 // TPM2_Certify; RSA-2048 or ECC P-256 with an empty unique field and an empty auth value.
 // adminWithPolicy is clear: the station's residency proof (TPM2_ActivateCredential) uses the
-// IAK's admin role, which then takes the empty auth value, as for the DevID keys. It panics on
-// an unknown algorithm.
+// IAK's admin role, which then takes the empty auth value, as for the DevID keys; noDA as
+// theirs (DevIDTemplate). It panics on an unknown algorithm.
 func IAKTemplate(alg Algorithm) tpm2.TPMTPublic {
 	attrs := tpm2.TPMAObject{
 		FixedTPM:            true,
 		FixedParent:         true,
 		SensitiveDataOrigin: true,
 		UserWithAuth:        true,
+		NoDA:                true,
 		Restricted:          true,
 		SignEncrypt:         true,
 	}

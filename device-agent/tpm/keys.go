@@ -37,6 +37,12 @@ type Key struct {
 	SRKCreated bool
 	// Handle is the persistent handle.
 	Handle uint32
+	// Parent and Private are set for an LDevID key CreateKey created (not for one that
+	// existed): the SRK's handle and the key's TPM2B_PRIVATE as TPM2_Create returned it
+	// (wrapped by the SRK, usable only in this TPM), so that the key can also be loaded from
+	// a file (TSS2PrivateKeyPEM) by software that cannot use a persistent handle.
+	Parent  uint32
+	Private []byte
 }
 
 // keyTemplate validates req and returns the template to create from.
@@ -135,7 +141,7 @@ func (t *TPM) existing(h uint32, tmpl tpm2.TPMTPublic, inPlace func(*object) boo
 	if err != nil {
 		return nil, err
 	}
-	if !sameTemplate(o.public, tmpl) {
+	if !sameKeyTemplate(o.public, tmpl) {
 		return nil, fmt.Errorf("%w: an object of another template is there", ErrHandleOccupied)
 	}
 	if !inPlace(o) {
@@ -214,5 +220,6 @@ func (t *TPM) createLDevID(tmpl tpm2.TPMTPublic, alg Algorithm, h, srkHandle uin
 	if err := t.persist(o, h); err != nil {
 		return nil, err
 	}
-	return &Key{Public: o.raw, Name: o.name, SRKCreated: created, Handle: h}, nil
+	return &Key{Public: o.raw, Name: o.name, SRKCreated: created, Handle: h,
+		Parent: srkHandle, Private: tpm2.Marshal(cr.OutPrivate)}, nil
 }

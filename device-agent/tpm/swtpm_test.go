@@ -92,7 +92,7 @@ func TestSWTPMInteropWithTPM2Tools(t *testing.T) {
 	for _, f := range strings.Split(m[1], "|") {
 		flags[strings.ToLower(f)] = true
 	}
-	for _, f := range []string{"fixedtpm", "fixedparent", "sensitivedataorigin", "userwithauth", "sign"} {
+	for _, f := range []string{"fixedtpm", "fixedparent", "sensitivedataorigin", "userwithauth", "noda", "sign"} {
 		if !flags[f] {
 			t.Errorf("tpm2_readpublic attributes %q lack %s", m[1], f)
 		}
@@ -102,8 +102,8 @@ func TestSWTPMInteropWithTPM2Tools(t *testing.T) {
 			t.Errorf("tpm2_readpublic attributes %q include %s", m[1], f)
 		}
 	}
-	if m[2] != "0x40072" {
-		t.Errorf("raw attributes %s, want 0x40072", m[2])
+	if m[2] != "0x40472" {
+		t.Errorf("raw attributes %s, want 0x40472", m[2])
 	}
 	name := regexp.MustCompile(`(?m)^name:\s*([0-9a-fA-F]+)`).FindStringSubmatch(pub)
 	if name == nil || !strings.EqualFold(name[1], hex.EncodeToString(key.Name)) {
@@ -233,8 +233,8 @@ func TestSWTPMIAKCertify(t *testing.T) {
 		return out
 	}
 	pub := tool("tpm2_readpublic", "-c", "0x81020001")
-	if m := regexp.MustCompile(`(?m)^attributes:\s*\n\s*value:\s*\S+\s*\n\s*raw:\s*(0x[0-9a-fA-F]+)`).FindStringSubmatch(pub); m == nil || m[1] != "0x50072" {
-		t.Errorf("IAK attributes %v, want raw 0x50072 (fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign):\n%s", m, pub)
+	if m := regexp.MustCompile(`(?m)^attributes:\s*\n\s*value:\s*\S+\s*\n\s*raw:\s*(0x[0-9a-fA-F]+)`).FindStringSubmatch(pub); m == nil || m[1] != "0x50472" {
+		t.Errorf("IAK attributes %v, want raw 0x50472 (fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|sign):\n%s", m, pub)
 	}
 	// TPMS_ATTEST: TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY, and the nonce and the IDevID's
 	// Name inside.

@@ -50,15 +50,19 @@ func SRKTemplate(alg Algorithm) tpm2.TPMTPublic {
 }
 
 // DevIDTemplate returns the DevID signing-key template of alg (TCG TPM 2.0 Keys for Device
-// Identity and Attestation): fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, sign;
-// not decrypt, not restricted; nameAlg SHA-256; scheme NULL so each signature picks its
-// scheme; RSA-2048 or ECC P-256 with an empty unique field. It panics on an unknown algorithm.
+// Identity and Attestation): fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, noDA,
+// sign (TPMA_OBJECT 0x00040472); not decrypt, not restricted; nameAlg SHA-256; scheme NULL so
+// each signature picks its scheme; RSA-2048 or ECC P-256 with an empty unique field and an
+// empty auth value. noDA: an empty auth value has nothing a dictionary attack could guess, and
+// a key under DA protection is refused (TPM_RC_LOCKOUT) once the TPM's failure counter, which
+// every unorderly power loss raises, reaches its limit. It panics on an unknown algorithm.
 func DevIDTemplate(alg Algorithm) tpm2.TPMTPublic {
 	attrs := tpm2.TPMAObject{
 		FixedTPM:            true,
 		FixedParent:         true,
 		SensitiveDataOrigin: true,
 		UserWithAuth:        true,
+		NoDA:                true,
 		SignEncrypt:         true,
 	}
 	switch alg {
@@ -130,6 +134,17 @@ func Name(public []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
 	return n.Buffer, nil
+}
+
+// sameKeyTemplate reports whether the key o was made from tmpl (sameTemplate), or from tmpl
+// without noDA, as DevID keys and IAKs were before their templates set it: such a key is still
+// the unit's key (a resumed or reworked unit keeps it), only under DA protection.
+func sameKeyTemplate(o, tmpl tpm2.TPMTPublic) bool {
+	if sameTemplate(o, tmpl) {
+		return true
+	}
+	tmpl.ObjectAttributes.NoDA = false
+	return sameTemplate(o, tmpl)
 }
 
 // sameTemplate reports whether two public areas are equal apart from their unique fields.

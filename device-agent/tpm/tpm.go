@@ -120,6 +120,10 @@ func ResponseCode(err error) uint32 {
 	return 0
 }
 
+// Lockout reports whether err carries TPM_RC_LOCKOUT: the TPM is in dictionary-attack lockout
+// and refuses DA-protected authorizations until it recovers.
+func Lockout(err error) bool { return isRC(err, tpm2.TPMRCLockout) }
+
 // isRC reports whether err carries the TPM response code rc (format-1 codes compare without
 // their handle, parameter or session number).
 func isRC(err error, rc tpm2.TPMRC) bool { return errors.Is(err, rc) }

@@ -332,14 +332,19 @@ func TestCreateKeyInvalid(t *testing.T) {
 func TestCreateKeyCustomTemplate(t *testing.T) {
 	tp := openSim(t)
 	tmpl := tpm.DevIDTemplate(tpm.RSA2048)
-	tmpl.ObjectAttributes.NoDA = true
+	tmpl.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
+		Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+		Scheme: tpm2.TPMTRSAScheme{Scheme: tpm2.TPMAlgRSASSA,
+			Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSASSA, &tpm2.TPMSSigSchemeRSASSA{HashAlg: tpm2.TPMAlgSHA256})},
+		KeyBits: 2048,
+	})
 	k := mustCreate(t, tp, tpm.KeyRequest{Role: tpm.IDevID, Handle: tpm.IDevIDHandle, Template: tpm2.Marshal(tmpl)})
 	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](k.Public)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !pub.ObjectAttributes.NoDA {
-		t.Error("template's noDA not applied")
+	if d, err := pub.Parameters.RSADetail(); err != nil || d.Scheme.Scheme != tpm2.TPMAlgRSASSA {
+		t.Errorf("template's scheme not applied: %v", err)
 	}
 	// The plain DevID template is another template: the handle is occupied for it.
 	if _, err := tp.CreateKey(tpm.KeyRequest{Role: tpm.IDevID, Algorithm: tpm.RSA2048, Handle: tpm.IDevIDHandle}); !errors.Is(err, tpm.ErrHandleOccupied) {

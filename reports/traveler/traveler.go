@@ -99,11 +99,26 @@ type Record struct {
 	// TPM and EK come from the latest EK verification; Verification holds the end-to-end checks
 	// of the latest successful verify step (check name -> "ok"), whichever provisioning ran it.
 	Verification map[string]string `json:"verification,omitempty"`
+	// FieldCheck is the latest successful field_check step's result.
+	FieldCheck *FieldCheck `json:"field_check,omitempty"`
 	// Reworks lists the rework authorizations the unit consumed.
 	Reworks []store.Rework `json:"reworks,omitempty"`
 	// Actions lists what people did to the unit (aborts, rework authorizations, hold
 	// decisions), oldest first, each with the principal the audit trail names.
 	Actions []Action `json:"actions,omitempty"`
+}
+
+// FieldCheck is how the unit's LDevID fared at the profile's field check: mode "off",
+// "handshake" (TLS version and HTTP status of the endpoint's answer) or "reenroll" (the
+// re-enrolled certificate, also listed under Certificates).
+type FieldCheck struct {
+	Mode             string       `json:"mode"`
+	Endpoint         string       `json:"endpoint,omitempty"`
+	ClientCertSHA256 string       `json:"client_cert_sha256,omitempty"`
+	TLSVersion       string       `json:"tls_version,omitempty"`
+	HTTPStatus       int          `json:"http_status,omitempty"`
+	Signatures       int          `json:"tpm_signatures,omitempty"`
+	Reenrolled       *Certificate `json:"reenrolled,omitempty"`
 }
 
 // PossiblyIssued is an open possibly-issued entry: an enrollment whose answer was lost.
@@ -332,6 +347,19 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 			return nil, fmt.Errorf("decoding the verify result: %w", err)
 		}
 		r.Verification = vr.Checks
+	}
+	if f, ok := last[journal.StepFieldCheck]; ok {
+		var fr journal.FieldCheckResult
+		if err := json.Unmarshal(f.Result, &fr); err != nil {
+			return nil, fmt.Errorf("decoding the field check result: %w", err)
+		}
+		r.FieldCheck = &FieldCheck{Mode: fr.Mode, Endpoint: fr.Endpoint, ClientCertSHA256: fr.ClientCertSHA256,
+			TLSVersion: fr.TLSVersion, HTTPStatus: fr.HTTPStatus, Signatures: fr.Signatures}
+		if len(fr.Cert) > 0 {
+			if r.FieldCheck.Reenrolled, err = describe(fr.Cert); err != nil {
+				return nil, fmt.Errorf("field check certificate: %w", err)
+			}
+		}
 	}
 	return r, nil
 }

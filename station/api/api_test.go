@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -487,7 +488,6 @@ func TestListUnits(t *testing.T) {
 		{"work order", &stationv1.ListUnitsRequest{WorkOrder: "WO-B"}, []string{"SN-05", "SN-06"}},
 		{"error code", &stationv1.ListUnitsRequest{ErrorCode: workflow.CodeCARejected}, []string{"SN-04"}},
 		{"work order and status", &stationv1.ListUnitsRequest{WorkOrder: "WO-A", Status: stationv1.UnitStatus_UNIT_STATUS_FAILED}, []string{"SN-04"}},
-		{"after token", &stationv1.ListUnitsRequest{PageToken: "SN-04"}, []string{"SN-05", "SN-06"}},
 	}
 	for _, f := range filters {
 		t.Run(f.name, func(t *testing.T) {
@@ -502,15 +502,13 @@ func TestListUnits(t *testing.T) {
 	}
 
 	pages := []struct {
-		name   string
-		req    *stationv1.ListUnitsRequest
-		pages  [][]string
-		tokens []string
+		name  string
+		req   *stationv1.ListUnitsRequest
+		pages [][]string
 	}{
-		{"all by two", &stationv1.ListUnitsRequest{PageSize: 2},
-			[][]string{{"SN-01", "SN-02"}, {"SN-03", "SN-04"}, {"SN-05", "SN-06"}}, []string{"SN-02", "SN-04", ""}},
-		{"done by two", &stationv1.ListUnitsRequest{PageSize: 2, Status: stationv1.UnitStatus_UNIT_STATUS_DONE},
-			[][]string{{"SN-01", "SN-02"}, {"SN-03"}}, []string{"SN-02", ""}},
+		{"all by two", &stationv1.ListUnitsRequest{PageSize: 2}, [][]string{{"SN-01", "SN-02"}, {"SN-03", "SN-04"}, {"SN-05", "SN-06"}}},
+		{"done by two", &stationv1.ListUnitsRequest{PageSize: 2, Status: stationv1.UnitStatus_UNIT_STATUS_DONE}, [][]string{{"SN-01", "SN-02"}, {"SN-03"}}},
+		{"all by three", &stationv1.ListUnitsRequest{PageSize: 3}, [][]string{{"SN-01", "SN-02", "SN-03"}, {"SN-04", "SN-05", "SN-06"}}},
 	}
 	for _, p := range pages {
 		t.Run(p.name, func(t *testing.T) {
@@ -519,12 +517,53 @@ func TestListUnits(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := serialsOf(resp.GetUnits()); !slices.Equal(got, p.pages[i]) || resp.GetNextPageToken() != p.tokens[i] {
-					t.Fatalf("page %d: %v token %q, want %v token %q", i, got, resp.GetNextPageToken(), p.pages[i], p.tokens[i])
+				last := i == len(p.pages)-1
+				if got := serialsOf(resp.GetUnits()); !slices.Equal(got, p.pages[i]) || (resp.GetNextPageToken() == "") != last {
+					t.Fatalf("page %d: %v token %q, want %v and a token unless last", i, got, resp.GetNextPageToken(), p.pages[i])
 				}
 				p.req.PageToken = resp.GetNextPageToken()
 			}
 		})
+	}
+
+	// A token continues only the listing it came from, unchanged.
+	first, err := qa.ListUnits(ctx, &stationv1.ListUnitsRequest{PageSize: 2})
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("first page: %v, %v", first, err)
+	}
+	tok := first.GetNextPageToken()
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := slices.Clone(raw)
+	flipped[len(flipped)/2] ^= 1
+	for _, bad := range []struct {
+		name string
+		req  *stationv1.ListUnitsRequest
+		want string
+	}{
+		{"serial as token", &stationv1.ListUnitsRequest{PageToken: "SN-04"}, "not a token this station issued"},
+		{"not base64", &stationv1.ListUnitsRequest{PageToken: "%%%"}, "not a token this station issued"},
+		{"cut", &stationv1.ListUnitsRequest{PageToken: tok[:len(tok)-3]}, "was changed"},
+		{"bit flipped", &stationv1.ListUnitsRequest{PageToken: base64.RawURLEncoding.EncodeToString(flipped)}, "was changed"},
+		{"other filters", &stationv1.ListUnitsRequest{PageToken: tok, WorkOrder: "WO-A"}, "other filters"},
+	} {
+		_, err := qa.ListUnits(ctx, bad.req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: %v, want InvalidArgument saying %q", bad.name, err, bad.want)
+		}
+	}
+	// A unit added before the position and one after it: the next page continues where the
+	// first ended and shows the later one.
+	for _, serial := range []string{"SN-00", "SN-035"} {
+		if _, err := e.Store.UpdateUnit(ctx, serial, func(u *store.UnitState) error { u.WorkOrderID = "WO-A"; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next, err := qa.ListUnits(ctx, &stationv1.ListUnitsRequest{PageSize: 2, PageToken: tok})
+	if got := serialsOf(next.GetUnits()); err != nil || !slices.Equal(got, []string{"SN-03", "SN-035"}) {
+		t.Errorf("page after the token with units added: %v, %v; want [SN-03 SN-035]", got, err)
 	}
 
 	u, err := qa.GetUnit(ctx, &stationv1.GetUnitRequest{Serial: "SN-01"})

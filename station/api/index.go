@@ -13,17 +13,15 @@ import (
 // outboxBatch is how many outbox events one read returns.
 const outboxBatch = 512
 
-// unitIndex knows every unit's serial, in order, and when units completed. The store has no
-// unit listing, so the index follows the outbox: every unit's log starts with a unit.created
-// event, and the workflow appends unit.done when one completes. It reads only the events
+// unitIndex knows when units completed, and walks every unit. The completion times follow
+// the outbox (the workflow appends unit.done when a unit completes); it reads only the events
 // appended since its last refresh. It is safe for concurrent use.
 type unitIndex struct {
 	st *store.Store
 
-	mu      sync.Mutex
-	token   uint64
-	serials []string // sorted
-	done    []time.Time
+	mu    sync.Mutex
+	token uint64
+	done  []time.Time
 }
 
 func newUnitIndex(st *store.Store) *unitIndex { return &unitIndex{st: st} }
@@ -38,12 +36,7 @@ func (x *unitIndex) refresh(ctx context.Context) error {
 			return err
 		}
 		for _, ev := range evs {
-			switch ev.Type {
-			case store.EventUnitCreated:
-				if i, found := slices.BinarySearch(x.serials, ev.Serial); !found {
-					x.serials = slices.Insert(x.serials, i, ev.Serial)
-				}
-			case stationv1.KindUnitDone:
+			if ev.Type == stationv1.KindUnitDone {
 				x.done = append(x.done, ev.Time)
 			}
 		}
@@ -52,24 +45,6 @@ func (x *unitIndex) refresh(ctx context.Context) error {
 			return nil
 		}
 	}
-}
-
-// after returns up to limit serials greater than after (all when limit <= 0).
-func (x *unitIndex) after(ctx context.Context, after string, limit int) ([]string, error) {
-	if err := x.refresh(ctx); err != nil {
-		return nil, err
-	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	i, found := slices.BinarySearch(x.serials, after)
-	if found {
-		i++
-	}
-	end := len(x.serials)
-	if limit > 0 && i+limit < end {
-		end = i + limit
-	}
-	return slices.Clone(x.serials[i:end]), nil
 }
 
 // doneSince counts unit.done events at or after t.
@@ -83,20 +58,26 @@ func (x *unitIndex) doneSince(ctx context.Context, t time.Time) (int, error) {
 	return len(x.done) - i, nil
 }
 
-// forEach calls fn with every unit's state, in serial order, until fn returns false.
+// forEachPage is how many units forEach reads in one read transaction.
+const forEachPage = 1000
+
+// forEach calls fn with every unit's state, in serial order, until fn returns false, reading
+// the store's units a page at a time.
 func (x *unitIndex) forEach(ctx context.Context, fn func(store.UnitState) bool) error {
-	serials, err := x.after(ctx, "", 0)
-	if err != nil {
-		return err
-	}
-	for _, serial := range serials {
-		u, err := x.st.Unit(ctx, serial)
+	q := store.UnitQuery{Limit: forEachPage}
+	for {
+		units, more, err := x.st.ListUnits(ctx, q)
 		if err != nil {
 			return err
 		}
-		if !fn(u) {
+		for _, l := range units {
+			if !fn(l.Unit) {
+				return nil
+			}
+		}
+		if !more {
 			return nil
 		}
+		q.After = units[len(units)-1].Unit.Serial
 	}
-	return nil
 }

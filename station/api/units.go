@@ -52,43 +52,52 @@ func (s *Server) GetUnit(ctx context.Context, req *stationv1.GetUnitRequest) (*s
 	return pb, s.err(method, err)
 }
 
-// ListUnits implements stationv1.StationServer: units in serial order; the page token is the
-// last serial of the previous page.
+// ListUnits implements stationv1.StationServer: units in serial order, a page at a time, from
+// the store's cursor over its units (Store.ListUnits). The page token is opaque (pageToken).
 func (s *Server) ListUnits(ctx context.Context, req *stationv1.ListUnitsRequest) (*stationv1.ListUnitsResponse, error) {
 	const method = "ListUnits"
-	serials, err := s.index.after(ctx, req.GetPageToken(), 0)
+	after, err := parsePageToken(req)
 	if err != nil {
 		return nil, s.err(method, err)
 	}
 	running := s.running()
-	n := pageSize(req.GetPageSize())
-	resp := &stationv1.ListUnitsResponse{}
-	for i, serial := range serials {
-		u, err := s.cfg.Store.Unit(ctx, serial)
-		if err != nil {
-			return nil, s.err(method, err)
-		}
-		if (req.GetWorkOrder() != "" && u.WorkOrderID != req.GetWorkOrder()) ||
-			(req.GetErrorCode() != "" && u.ErrorCode != req.GetErrorCode()) {
-			continue
-		}
-		st := unitStatus(u, running)
-		if req.GetStatus() != stationv1.UnitStatus_UNIT_STATUS_UNSPECIFIED && st != req.GetStatus() {
-			continue
-		}
-		pb, err := s.unitProto(ctx, u, running)
-		if err != nil {
-			return nil, s.err(method, err)
-		}
-		resp.Units = append(resp.Units, pb)
-		if len(resp.Units) == n {
-			if i < len(serials)-1 {
-				resp.NextPageToken = serial
-			}
-			break
-		}
+	q := store.UnitQuery{After: after, Limit: pageSize(req.GetPageSize()), WorkOrder: req.GetWorkOrder(),
+		ErrorCode: req.GetErrorCode(), Step: journal.StepVerifyEK}
+	if want := req.GetStatus(); want != stationv1.UnitStatus_UNIT_STATUS_UNSPECIFIED {
+		q.Statuses = storeStatuses(want)
+		q.Keep = func(u *store.UnitState) bool { return unitStatus(*u, running) == want }
+	}
+	units, more, err := s.cfg.Store.ListUnits(ctx, q)
+	if err != nil {
+		return nil, s.err(method, err)
+	}
+	resp := &stationv1.ListUnitsResponse{Units: make([]*stationv1.Unit, 0, len(units))}
+	for _, l := range units {
+		resp.Units = append(resp.Units, unitProtoWith(l.Unit, running, l.Step))
+	}
+	if more {
+		resp.NextPageToken = pageToken(req, units[len(units)-1].Unit.Serial)
 	}
 	return resp, nil
+}
+
+// storeStatuses are the store statuses an API status can come from.
+func storeStatuses(st stationv1.UnitStatus) []store.Status {
+	switch st {
+	case stationv1.UnitStatus_UNIT_STATUS_RUNNING:
+		return []store.Status{store.StatusRunning}
+	case stationv1.UnitStatus_UNIT_STATUS_WAITING:
+		return store.InFlightStatuses
+	case stationv1.UnitStatus_UNIT_STATUS_DONE:
+		return []store.Status{store.StatusDone}
+	case stationv1.UnitStatus_UNIT_STATUS_FAILED:
+		return []store.Status{store.StatusFailed, store.StatusAborted}
+	case stationv1.UnitStatus_UNIT_STATUS_HOLD:
+		return []store.Status{store.StatusHold}
+	case stationv1.UnitStatus_UNIT_STATUS_SCRAPPED:
+		return []store.Status{store.StatusScrapped}
+	}
+	return []store.Status{""} // an unknown status matches no unit
 }
 
 // AbortUnit implements stationv1.StationServer.
@@ -314,24 +323,28 @@ func unitStatus(u store.UnitState, running map[string]bool) stationv1.UnitStatus
 	return stationv1.UnitStatus_UNIT_STATUS_UNSPECIFIED
 }
 
-// unitProto converts u, adding the EK certificate digest and fixture slot from its verify_ek
-// step record.
+// unitProto converts u, adding the EK certificate digest and fixture slot from its latest
+// verify_ek step record.
 func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[string]bool) (*stationv1.Unit, error) {
+	rec, ok, err := s.cfg.Store.LatestStep(ctx, u.Serial, journal.StepVerifyEK)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return unitProtoWith(u, running, nil), nil
+	}
+	return unitProtoWith(u, running, &rec), nil
+}
+
+// unitProtoWith converts u given its latest verify_ek record (nil when it has none).
+func unitProtoWith(u store.UnitState, running map[string]bool, verifyEK *store.StepRecord) *stationv1.Unit {
 	pb := &stationv1.Unit{
 		Serial: u.Serial, WorkOrder: u.WorkOrderID, Profile: u.Profile, Status: unitStatus(u, running),
 		Step: u.CurrentStep, ErrorCode: u.ErrorCode, ErrorMessage: u.ErrorMessage,
 		Attempts: uint32(u.Steps[journal.StepVerifyEK].Attempts), StartTime: timestamppb.New(u.CreatedAt),
 		UpdateTime: timestamppb.New(u.UpdatedAt),
 	}
-	recs, err := s.cfg.Store.StepRecords(ctx, u.Serial)
-	if err != nil {
-		return nil, err
-	}
-	for i := len(recs) - 1; i >= 0; i-- {
-		rec := recs[i]
-		if rec.Step != journal.StepVerifyEK {
-			continue
-		}
+	if rec := verifyEK; rec != nil {
 		pb.FixtureSlot = fixtureSlot(rec.Intent)
 		if rec.Ended && rec.ErrorCode == "" {
 			var res journal.VerifyEKResult
@@ -339,20 +352,28 @@ func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[s
 				pb.EkSha256 = res.CertSHA256
 			}
 		}
-		break
 	}
-	return pb, nil
+	return pb
 }
 
-// fixtureSlot reads the slot the agent claimed from a verify_ek intent; "" when absent.
+// fixtureSlot reads the slot the agent claimed from a verify_ek intent; "" when absent. It
+// decodes only the Hello's fixture_slot of the identify report (journal.Identify: protojson
+// with proto field names, or in older records encoding/json of the generated structs, whose
+// tags are the same names), not the whole report: a listing reads it for every unit.
 func fixtureSlot(intent []byte) string {
-	var in journal.Intent
+	var in struct {
+		Identify string `json:"identify"`
+	}
 	if json.Unmarshal(intent, &in) != nil || in.Identify == "" {
 		return ""
 	}
-	var id journal.Identify
+	var id struct {
+		Hello struct {
+			FixtureSlot string `json:"fixture_slot"`
+		} `json:"hello"`
+	}
 	if json.Unmarshal([]byte(in.Identify), &id) != nil {
 		return ""
 	}
-	return id.Hello.GetFixtureSlot()
+	return id.Hello.FixtureSlot
 }

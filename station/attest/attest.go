@@ -19,6 +19,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -84,15 +85,23 @@ func parseAny(raw []byte) (*Key, error) {
 	if !bytes.Equal(tpm2.Marshal(pub), raw) {
 		return nil, fmt.Errorf("%w: public area has trailing or non-canonical bytes", ErrMalformed)
 	}
-	name, err := tpm2.ObjectName(pub)
+	// The Name is nameAlg || H(TPMT_PUBLIC): raw is that encoding (checked above), so hash it
+	// rather than have tpm2.ObjectName encode pub again by reflection.
+	h, err := pub.NameAlg.Hash()
 	if err != nil {
 		return nil, fmt.Errorf("%w: computing name: %v", ErrMalformed, err)
 	}
+	if !h.Available() {
+		return nil, fmt.Errorf("%w: computing name: name algorithm %#x is not available", ErrMalformed, pub.NameAlg)
+	}
+	hash := h.New()
+	hash.Write(raw)
+	name := hash.Sum(binary.BigEndian.AppendUint16(make([]byte, 0, 2+h.Size()), uint16(pub.NameAlg)))
 	pk, err := tpm2.Pub(*pub)
 	if err != nil {
 		return nil, fmt.Errorf("%w: public key: %v", ErrMalformed, err)
 	}
-	return &Key{Public: *pub, Raw: raw, PublicKey: pk, Name: name.Buffer}, nil
+	return &Key{Public: *pub, Raw: raw, PublicKey: pk, Name: name}, nil
 }
 
 func checkKeySize(pk crypto.PublicKey) error {
@@ -134,7 +143,8 @@ func CheckEK(raw []byte, cert *x509.Certificate) (*Key, tcgek.Type, error) {
 
 // CheckDevID checks that raw is a DevID signing key as TCG's device identity profile requires:
 // fixedTPM, fixedParent, sensitiveDataOrigin and sign set; decrypt and restricted clear; RSA-2048
-// or ECC P-256; name algorithm SHA-256.
+// or ECC P-256; name algorithm SHA-256. noDA is the TPM owner's choice either way (the agent's
+// templates set it: the keys' auth value is empty).
 func CheckDevID(raw []byte) (*Key, error) {
 	k, err := ParsePublic(raw)
 	if err != nil {
@@ -321,7 +331,7 @@ var (
 // CheckIAK checks that raw is an Initial Attestation Key as the TCG device identity profile
 // requires: fixedTPM, fixedParent, sensitiveDataOrigin, restricted and sign set, decrypt clear;
 // the signing scheme fixed to ECDSA (P-256) or RSASSA (RSA-2048) with SHA-256; name algorithm
-// SHA-256.
+// SHA-256. noDA either way, as CheckDevID.
 func CheckIAK(raw []byte) (*Key, error) {
 	k, err := ParsePublic(raw)
 	if err != nil {

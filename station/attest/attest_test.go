@@ -79,6 +79,9 @@ func TestParsePublic(t *testing.T) {
 				if string(k.Name) != string(want) {
 					t.Errorf("Name = %x, want %x", k.Name, want)
 				}
+				if n, err := tpm2.ObjectName(&k.Public); err != nil || string(n.Buffer) != string(k.Name) {
+					t.Errorf("Name = %x, go-tpm's ObjectName %x (%v)", k.Name, n, err)
+				}
 			}
 		})
 	}
@@ -91,6 +94,9 @@ func TestCheckDevID(t *testing.T) {
 		want   error
 	}{
 		{"devid template", func(*tpm2.TPMAObject) {}, nil},
+		{"noDA", func(a *tpm2.TPMAObject) { a.NoDA = true }, nil},
+		{"not noDA", func(a *tpm2.TPMAObject) { a.NoDA = false }, nil},
+		{"noDA, not fixedTPM", func(a *tpm2.TPMAObject) { a.NoDA, a.FixedTPM = true, false }, ErrKeyAttributes},
 		{"not fixedTPM", func(a *tpm2.TPMAObject) { a.FixedTPM = false }, ErrKeyAttributes},
 		{"not fixedParent", func(a *tpm2.TPMAObject) { a.FixedParent = false }, ErrKeyAttributes},
 		{"imported", func(a *tpm2.TPMAObject) { a.SensitiveDataOrigin = false }, ErrKeyAttributes},
@@ -158,8 +164,15 @@ func TestCheckEK(t *testing.T) {
 			if strings.HasPrefix(tc.name, "P-384") {
 				c = p384Cert
 			}
-			if _, _, err := CheckEK(tc.raw, c); !errors.Is(err, tc.want) {
+			k, _, err := CheckEK(tc.raw, c)
+			if !errors.Is(err, tc.want) {
 				t.Fatalf("CheckEK: %v, want %v", err, tc.want)
+			}
+			if err == nil {
+				// The Name in the EK's own name algorithm (SHA-384 for H-3), as go-tpm computes it.
+				if n, err := tpm2.ObjectName(&k.Public); err != nil || string(n.Buffer) != string(k.Name) {
+					t.Errorf("Name = %x, go-tpm's ObjectName %x (%v)", k.Name, n, err)
+				}
 			}
 		})
 	}

@@ -199,7 +199,8 @@ type Profile struct {
 	Onboarding     *Onboarding `toml:"onboarding"`
 	// IAK, when present, has the TPM make an Initial Attestation Key that certifies the IDevID
 	// key (TPM2_Certify) and gets its own certificate; handle defaults to 0x81020001.
-	IAK *Key `toml:"iak"`
+	IAK        *Key        `toml:"iak"`
+	FieldCheck *FieldCheck `toml:"field_check"`
 }
 
 // Key is one DevID key and its certificate request.
@@ -754,6 +755,14 @@ func (pr Profile) validate(caNames map[string]bool, abs func(string) string) (*w
 			p.addf("onboarding: %v", err)
 		}
 		wp.Onboarding = o
+	}
+	wp.FieldCheck.Mode = workflow.FieldCheckOff
+	if pr.FieldCheck != nil {
+		fc, err := pr.FieldCheck.validate(abs)
+		if err != nil {
+			p.addf("field_check: %v", err)
+		}
+		wp.FieldCheck = fc
 	}
 	return wp, p
 }

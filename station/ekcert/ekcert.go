@@ -311,6 +311,33 @@ type EKCertInfo struct {
 // checked explicitly, as crypto/x509 knows no TCG key purposes. The key usage bits
 // (keyEncipherment for RSA, keyAgreement for ECC) are not enforced: field certificates vary.
 func VerifyEKCert(der []byte, roots, intermediates []*x509.Certificate, now time.Time) (*EKCertInfo, error) {
+	return VerifyEKCertWith(der, func(cert *x509.Certificate) ([]*x509.Certificate, error) {
+		opts := x509.VerifyOptions{
+			Roots:         x509.NewCertPool(),
+			Intermediates: x509.NewCertPool(),
+			CurrentTime:   now,
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		}
+		for _, c := range roots {
+			opts.Roots.AddCert(c)
+		}
+		for _, c := range intermediates {
+			opts.Intermediates.AddCert(c)
+		}
+		chains, err := cert.Verify(opts)
+		if err != nil {
+			return nil, err
+		}
+		return chains[0], nil
+	})
+}
+
+// VerifyEKCertWith is VerifyEKCert with the chain built by chain, which must verify cert as
+// VerifyEKCert does (crypto/x509 with ExtKeyUsageAny, to the pinned roots at the time of the
+// check) and return the chain it found; the station passes one that remembers the
+// intermediates it verified. chain gets cert once the profile checks passed; its error is
+// returned as ErrUntrusted.
+func VerifyEKCertWith(der []byte, chain func(cert *x509.Certificate) ([]*x509.Certificate, error)) (*EKCertInfo, error) {
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -346,19 +373,7 @@ func VerifyEKCert(der []byte, roots, intermediates []*x509.Certificate, now time
 	cert.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(cert.UnhandledCriticalExtensions),
 		func(o asn1.ObjectIdentifier) bool { return o.String() == OIDSubjectAltName })
 
-	opts := x509.VerifyOptions{
-		Roots:         x509.NewCertPool(),
-		Intermediates: x509.NewCertPool(),
-		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	}
-	for _, c := range roots {
-		opts.Roots.AddCert(c)
-	}
-	for _, c := range intermediates {
-		opts.Intermediates.AddCert(c)
-	}
-	chains, err := cert.Verify(opts)
+	path, err := chain(cert)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUntrusted, err)
 	}
@@ -367,7 +382,7 @@ func VerifyEKCert(der []byte, roots, intermediates []*x509.Certificate, now time
 		PublicKey:   cert.PublicKey,
 		Spec:        spec,
 		Certificate: cert,
-		Chain:       chains[0],
+		Chain:       path,
 	}, nil
 }
 

@@ -32,6 +32,9 @@ import (
 // ProtocolVersion is the agent contract version this station speaks.
 const ProtocolVersion = 1
 
+// DefaultHelloTimeout is the wait for an agent's Hello when Config.HelloTimeout is 0.
+const DefaultHelloTimeout = 30 * time.Second
+
 // serialRE is what the station accepts as a serial: it becomes a store key, a certificate
 // serialNumber and a value in onboarding files, so it is kept to a safe alphabet.
 var serialRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
@@ -74,13 +77,14 @@ type Config struct {
 	MaxInFlight int
 	// SlotWait bounds a session's wait for a slot in Admit (0 = 1 min).
 	SlotWait time.Duration
-	// HelloTimeout bounds the wait for Hello (0 = 30 s).
+	// HelloTimeout bounds the wait for Hello (0 = DefaultHelloTimeout).
 	HelloTimeout time.Duration
 	// MaxSessionsPerPeer bounds the open sessions of one peer address (0 = 16).
 	MaxSessionsPerPeer int
 	// MaxRefusalsPerPeer is how many refused sessions (a bad or missing Hello, or a Handler's
-	// ErrRefused) one peer address may have within RefusalWindow; past it its new sessions
-	// are refused at once until the window's deadline (0 = 30; window 0 = 1 min).
+	// ErrRefused, which the station also returns for a security failure) one peer address
+	// may have within RefusalWindow; past it its new sessions are refused at once until the
+	// window's deadline (0 = 30; window 0 = 1 min).
 	MaxRefusalsPerPeer int
 	RefusalWindow      time.Duration
 	// Clock defaults to the system clock.
@@ -107,7 +111,7 @@ func New(cfg Config) *Server {
 		cfg.SlotWait = time.Minute
 	}
 	if cfg.HelloTimeout <= 0 {
-		cfg.HelloTimeout = 30 * time.Second
+		cfg.HelloTimeout = DefaultHelloTimeout
 	}
 	if cfg.MaxSessionsPerPeer <= 0 {
 		cfg.MaxSessionsPerPeer = 16
@@ -132,6 +136,9 @@ func New(cfg Config) *Server {
 
 // Connected reports the number of open agent sessions.
 func (s *Server) Connected() int { return int(s.connected.Load()) }
+
+// SlotsHeld reports the provisioning slots admitted sessions hold now.
+func (s *Server) SlotsHeld() int { return len(s.slots) }
 
 // Session implements the AgentGateway Session RPC.
 func (s *Server) Session(stream agentv1.AgentGateway_SessionServer) error {

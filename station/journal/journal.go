@@ -24,6 +24,7 @@ const (
 	StepLDevIDInstall = "ldevid_install"
 	StepOnboarding    = "onboarding"
 	StepVerify        = "verify"
+	StepFieldCheck    = "field_check"
 	StepComplete      = "complete"
 	// StepRework prepares a reworked unit before its next provisioning; it is not one of the
 	// workflow's steps in order.
@@ -162,6 +163,26 @@ type OnboardingResult struct {
 // VerifyResult is the verify step's result: check name -> "ok".
 type VerifyResult struct {
 	Checks map[string]string `json:"checks"`
+}
+
+// FieldCheckResult is the field_check step's result: how the unit's LDevID fared at an
+// endpoint of the field, used as the field stack will use it.
+type FieldCheckResult struct {
+	// Mode is "off", "handshake" or "reenroll".
+	Mode string `json:"mode"`
+	// Endpoint is the URL of a handshake, the CA's name of a re-enrollment.
+	Endpoint string `json:"endpoint,omitempty"`
+	// ClientCertSHA256 is the hex SHA-256 of the LDevID certificate presented.
+	ClientCertSHA256 string `json:"client_cert_sha256,omitempty"`
+	// TLSVersion and HTTPStatus are what a handshake's endpoint answered with.
+	TLSVersion string `json:"tls_version,omitempty"`
+	HTTPStatus int    `json:"http_status,omitempty"`
+	// Signatures counts the TLS signatures the unit's TPM made for the check.
+	Signatures int `json:"signatures,omitempty"`
+	// Cert and Chain are a re-enrollment's new LDevID certificate and its chain (DER); the
+	// store's certificate index holds it too. The unit keeps its provisioned certificate.
+	Cert  []byte   `json:"cert,omitempty"`
+	Chain [][]byte `json:"chain,omitempty"`
 }
 
 // CompleteResult is the complete step's result.

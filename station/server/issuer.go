@@ -75,6 +75,9 @@ func (i *issuer) Enroll(ctx context.Context, req workflow.EnrollRequest) (*workf
 	if req.ClientCert != nil {
 		return i.enrollAsUnit(ctx, req)
 	}
+	if req.Reenroll {
+		return nil, &workflow.Error{Code: workflow.CodeInternal, Msg: "CA " + i.name + ": a re-enrollment needs the unit's certificate"}
+	}
 	resp, err := i.batcher.Enroll(ctx, batch.Request{CSR: req.CSR, Serial: req.Serial, OnRetry: onRetry(req)})
 	if err != nil {
 		return nil, i.classify(err)
@@ -83,8 +86,9 @@ func (i *issuer) Enroll(ctx context.Context, req workflow.EnrollRequest) (*workf
 }
 
 // enrollAsUnit authenticates with the unit's certificate (its key signs through the agent) on
-// a TLS connection of its own, which is closed once answered. The request goes through the
-// CA's batcher like the others: in-flight bound, rate limit and circuit breaker.
+// a TLS connection of its own, which is closed once answered; a re-enrollment renews that
+// certificate (EST /simplereenroll). The request goes through the CA's batcher like the
+// others: in-flight bound, rate limit and circuit breaker.
 func (i *issuer) enrollAsUnit(ctx context.Context, req workflow.EnrollRequest) (*workflow.Issued, error) {
 	cfg := i.cfg
 	cfg.ClientCert = &est.ClientCertificate{Chain: req.ClientCert.Chain, Key: req.ClientCert.Key}
@@ -93,7 +97,7 @@ func (i *issuer) enrollAsUnit(ctx context.Context, req workflow.EnrollRequest) (
 		return nil, fmt.Errorf("CA %s: %w", i.name, err)
 	}
 	defer closeConns()
-	resp, err := i.batcher.Enroll(ctx, batch.Request{CSR: req.CSR, Serial: req.Serial, Via: via, OnRetry: onRetry(req)})
+	resp, err := i.batcher.Enroll(ctx, batch.Request{CSR: req.CSR, Reenroll: req.Reenroll, Serial: req.Serial, Via: via, OnRetry: onRetry(req)})
 	if err != nil {
 		return nil, i.classify(err)
 	}

@@ -29,7 +29,7 @@ import (
 
 // testLine is a station with its dev EST CAs and PKI, all real, on loopback.
 type testLine struct {
-	t         *testing.T
+	t         testing.TB
 	dir       string
 	pki       *devpki.PKI
 	ca        *estca.Server
@@ -53,7 +53,7 @@ type lineOptions struct {
 
 const headerSecret = "line-test-secret"
 
-func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
+func writePEM(t testing.TB, path, typ string, der []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
 	}
 }
 
-func writeKey(t *testing.T, path string, key crypto.Signer) {
+func writeKey(t testing.TB, path string, key crypto.Signer) {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -73,7 +73,7 @@ func writeKey(t *testing.T, path string, key crypto.Signer) {
 }
 
 // tlsPair issues a server or client certificate from ca and writes it.
-func tlsPair(t *testing.T, ca *devpki.CA, dir, name, cn string, server bool) {
+func tlsPair(t testing.TB, ca *devpki.CA, dir, name, cn string, server bool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -94,7 +94,7 @@ func tlsPair(t *testing.T, ca *devpki.CA, dir, name, cn string, server bool) {
 	writeKey(t, filepath.Join(dir, name+".key"), key)
 }
 
-func newTestLine(t *testing.T, opts lineOptions) *testLine {
+func newTestLine(t testing.TB, opts lineOptions) *testLine {
 	t.Helper()
 	dir := t.TempDir()
 	pki, err := devpki.New(devpki.Options{})

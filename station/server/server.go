@@ -86,6 +86,9 @@ type Server struct {
 	roles      api.RoleTable
 	consoleSrv *http.Server // nil when the console is off
 	consoleLis net.Listener
+
+	// inFlight are the units in flight when the station started (resumeAtStart).
+	inFlight []store.UnitState
 }
 
 // reportsFinal bounds the reports writer's last pass when the station closes.
@@ -115,6 +118,22 @@ func verifyAtStart(st *store.Store, override string, log *slog.Logger) error {
 	return st.AuditOverride(context.Background(), override, err)
 }
 
+// resumeAtStart reads the units the station had not finished when it stopped (the store's
+// in-flight index: it reads those units only, however many are stored) and logs them. Each
+// resumes when its agent reconnects: the workflow then settles its open intents first.
+func resumeAtStart(st *store.Store, log *slog.Logger) ([]store.UnitState, error) {
+	units, err := st.InFlight(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("reading the units in flight: %w", err)
+	}
+	steps := map[string]int{}
+	for _, u := range units {
+		steps[u.CurrentStep]++
+	}
+	log.Info("units in flight at start: each resumes when its agent reconnects", "units", len(units), "by_step", steps)
+	return units, nil
+}
+
 // New opens the store and builds every part; it listens on nothing yet.
 func New(rt *config.Runtime, opts Options) (*Server, error) {
 	log := opts.Logger
@@ -140,7 +159,7 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		}
 	}
 	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight,
-		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit,
+		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit, CheckInBackground: true,
 		Checkpoints: store.CheckpointOptions{Signer: signer, Every: rt.CheckpointEvery, Interval: rt.CheckpointInterval}})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
@@ -149,7 +168,12 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal, registry: reg, metrics: m}
+	inFlight, err := resumeAtStart(st, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &Server{rt: rt, log: log, store: st, issuers: map[string]*issuer{}, fatal: fatal, registry: reg, metrics: m, inFlight: inFlight}
 	wfIssuers := map[string]workflow.Issuer{}
 	for _, c := range rt.CAs {
 		is, err := newIssuer(c, log, m)
@@ -193,16 +217,29 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 			switch {
 			case out.Refused:
 				return fmt.Errorf("%w: %s", gateway.ErrRefused, out.Code)
+			case workflow.Class(out.Code) == workflow.ClassSecurity:
+				// EK certificates are public: a client without the TPM passes the first checks
+				// and is journaled before its credential activation fails. Its security failures
+				// count against its peer's refusal limit as refusals do.
+				return fmt.Errorf("%w: %s", gateway.ErrRefused, out.Code)
 			case out.Interrupted:
 				return errors.New(out.Message)
 			}
 			return nil
 		},
 	})
+	// An agent connection has as long as a session has to say Hello to finish its TLS and
+	// HTTP/2 handshake and, whenever it has no session, to open one: the per-peer limits
+	// count sessions, so a client that answers keepalive pings would otherwise hold a
+	// connection (a socket, goroutines, buffers) for ever without one.
+	idle := rt.HelloTimeout
+	if idle <= 0 {
+		idle = gateway.DefaultHelloTimeout
+	}
 	s.agentSrv = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(rt.AgentTLS)),
+		grpc.Creds(credentials.NewTLS(rt.AgentTLS)), grpc.ConnectionTimeout(idle),
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes), grpc.MaxConcurrentStreams(maxStreamsPerConn),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: idle}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	agentv1.RegisterAgentGatewayServer(s.agentSrv, s.gw)
@@ -280,6 +317,13 @@ func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
 // run time, code store.CodeStoreCorrupt; every write is already refused). The owner closes the
 // station and exits.
 func (s *Server) Fatal() <-chan error { return s.fatal }
+
+// SlotsHeld reports the provisioning slots agent sessions hold now (after Start).
+func (s *Server) SlotsHeld() int { return s.gw.SlotsHeld() }
+
+// InFlightAtStart returns the units the station had not finished when it started; each
+// resumes when its agent reconnects.
+func (s *Server) InFlightAtStart() []store.UnitState { return s.inFlight }
 
 // Store returns the station's store.
 func (s *Server) Store() *store.Store { return s.store }

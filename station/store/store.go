@@ -97,6 +97,13 @@ type Options struct {
 	// Checkpoints, with a Signer, make the store sign its chain head every
 	// N records, every T and at Close.
 	Checkpoints CheckpointOptions
+	// CheckInBackground runs the consistency check of every page (see Open) after Open
+	// returns instead of before: Open then costs O(1) however large the file, and a damage
+	// the check finds latches the store corrupt as a damaged page met later does (OnCorrupt;
+	// every write refused). Until it ends, a read may meet the damage first: a fault or a
+	// bbolt panic still becomes a *CorruptError, but a page tree that loops makes bbolt
+	// recurse until the process dies. CheckDone reports the result.
+	CheckInBackground bool
 	// Commits observes, in seconds, each write's time from the call to its durable commit
 	// (waiting for its batch included); nil discards.
 	Commits prometheus.Observer
@@ -116,6 +123,9 @@ type Store struct {
 	refusalsKept int
 	commits      prometheus.Observer
 	cp           *checkpointer // nil without an audit key
+	checked      chan struct{} // closed when a background page check ended; nil without one
+	checkErr     error         // the page check's result, set before checked is closed
+	closing      atomic.Bool   // Close was called
 }
 
 // Open opens or creates the store file at path. A file whose pages do not
@@ -164,9 +174,11 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
-	if err := check(db, path); err != nil {
-		db.Close()
-		return nil, err
+	if !opts.CheckInBackground {
+		if err := check(db, path); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	db.MaxBatchSize = opts.MaxBatchSize
 	if db.MaxBatchSize <= 0 {
@@ -188,6 +200,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 			return nil, err
 		}
 		s.startCheckpoints(opts.Checkpoints, head.Seq)
+	}
+	if opts.CheckInBackground {
+		s.checkLater(db, path)
 	}
 	s.log.Debug("store opened", "path", path, "station_id", s.stationID,
 		"max_batch_size", db.MaxBatchSize, "max_batch_delay", db.MaxBatchDelay)
@@ -240,9 +255,14 @@ func check(db *bolt.DB, path string) error {
 // markCorrupt latches the store as corrupt after bbolt panicked with p and
 // returns the error every later write gets.
 func (s *Store) markCorrupt(p any) error {
-	ce := &CorruptError{Path: s.path, Reason: fmt.Sprintf("bbolt panicked: %v", p)}
+	return s.latchCorrupt(&CorruptError{Path: s.path, Reason: fmt.Sprintf("bbolt panicked: %v", p)})
+}
+
+// latchCorrupt latches the store as corrupt with ce (the first error stays) and returns the
+// error every later write gets.
+func (s *Store) latchCorrupt(ce *CorruptError) error {
 	if s.corrupt.CompareAndSwap(nil, ce) {
-		s.log.Error("store corrupt: refusing every write", "code", CodeStoreCorrupt, "path", s.path, "panic", fmt.Sprint(p))
+		s.log.Error("store corrupt: refusing every write", "code", CodeStoreCorrupt, "path", s.path, "reason", ce.Reason)
 		if s.onCorrupt != nil {
 			go s.onCorrupt(ce)
 		}
@@ -295,9 +315,11 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
 	if v := binary.BigEndian.Uint64(meta.Get(kSchemaVersion)); v < SchemaVersion {
-		return s.upgrade(tx, v)
+		if err := s.upgrade(tx, v); err != nil {
+			return err
+		}
 	}
-	return nil
+	return s.indexUnits(tx)
 }
 
 // baselineChunk is how many digests one audit.baseline record carries.
@@ -344,7 +366,7 @@ func (s *Store) create(tx *bolt.Tx, stationID string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit} {
+	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit, bUnitIndex} {
 		if _, err := w.tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", name, err)
 		}
@@ -370,6 +392,7 @@ func (s *Store) create(tx *bolt.Tx, stationID string) error {
 // Close signs a last checkpoint (with an audit key) and closes the file;
 // later calls fail.
 func (s *Store) Close() error {
+	s.closing.Store(true)
 	var cpErr error
 	if s.cp != nil {
 		first := false

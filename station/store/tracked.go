@@ -2,6 +2,7 @@ package store
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -95,6 +96,24 @@ func (b *wbucket) Put(key, value []byte) error {
 		h := sha256.Sum256(value)
 		b.w.writes = append(b.w.writes, WriteDigest{Bucket: b.path, Key: append([]byte(nil), key...), SHA256: h[:], Had: had})
 	}
+	return nil
+}
+
+// unindex removes key from the unit index and records the removal (a digest
+// without a hash) when the key held a value. Records are never deleted: the
+// unit index, derived from the units' states, is the only bucket that removes
+// keys, and unindex refuses any other.
+func (b *wbucket) unindex(key []byte) error {
+	if b.path != string(bUnitIndex) {
+		return fmt.Errorf("removing key %q of bucket %s: only the unit index removes keys", key, b.path)
+	}
+	if _, had := storedValue(b.raw, key); !had {
+		return nil
+	}
+	if err := b.raw.Delete(key); err != nil {
+		return err
+	}
+	b.w.writes = append(b.w.writes, WriteDigest{Bucket: b.path, Key: append([]byte(nil), key...), Had: true})
 	return nil
 }
 

@@ -53,12 +53,15 @@ func (w *wtx) loadUnit(serial string) (*wbucket, UnitState, error) {
 // saveUnit stamps and writes the unit's state.
 func (w *wtx) saveUnit(ub *wbucket, u *UnitState) error {
 	u.UpdatedAt = w.now
-	data, err := json.Marshal(u)
+	data, err := encodeUnit(u)
 	if err != nil {
 		return fmt.Errorf("encoding unit %q: %w", u.Serial, err)
 	}
 	if err := ub.Put(kState, data); err != nil {
 		return err
+	}
+	if err := w.indexUnit(u); err != nil {
+		return fmt.Errorf("indexing unit %q: %w", u.Serial, err)
 	}
 	w.s.states.put(u.Serial, data, u.decoded())
 	return nil
@@ -95,8 +98,11 @@ func (c *unitStates) get(serial string, raw []byte) (UnitState, bool) {
 	return m.u.clone(), true
 }
 
+// put remembers u as the state raw encodes. It keeps both as they are: the caller hands over
+// a u it no longer changes (saveUnit passes a fresh decoded copy) and a raw nothing writes to
+// (a fresh encoding, which bbolt only reads).
 func (c *unitStates) put(serial string, raw []byte, u UnitState) {
-	m := unitMemo{raw: bytes.Clone(raw), u: u.clone()}
+	m := unitMemo{raw: raw, u: u}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= unitStatesMax {

@@ -78,6 +78,17 @@ func cpuTime() time.Duration {
 // own CPU time, measured on their threads. parallel=16 and 64 are a line's operating point,
 // where the journal writes of concurrent units share commits; a lone unit (parallel=1) pays a
 // commit and its fsyncs for each of its journal writes.
+//
+// cpu-ms/unit is the process's user and system CPU time (getrusage) over the timed run,
+// divided by the units: the workflow, the store and its commits (fsync included), the
+// garbage collector and the scheduler. station-cpu-ms/unit subtracts only the time the fakes'
+// goroutines spend inside Do and Enroll, each locked to its thread and timed by the thread's
+// CPU clock; the collector's background work for the fakes' garbage stays in the station's
+// share, and B/op and allocs/op count the fakes' allocations too (about 2.7k objects and
+// 130 KB of each unit's), so both overstate the station a little. A unit's fakes are made
+// before the timer starts. b.N units are spread over parallel goroutines: to measure 64 units
+// in flight, run enough of them (-benchtime=256x), as the default benchtime may choose fewer
+// units than goroutines.
 func BenchmarkUnit(b *testing.B) {
 	for _, parallel := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("parallel=%d", parallel), func(b *testing.B) {

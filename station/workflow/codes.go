@@ -61,7 +61,7 @@ const (
 
 var failureClasses = map[string]string{
 	CodeCAUnavailable: ClassTransient, CodeStepTimeout: ClassTransient, codeInterrupted: ClassTransient,
-	codeAnswerLost: ClassTransient, CodeSerialBusy: ClassTransient,
+	codeAnswerLost: ClassTransient, CodeSerialBusy: ClassTransient, CodeFieldCheckUnavailable: ClassTransient,
 
 	CodeEKCertMissing: ClassSecurity, CodeEKUntrusted: ClassSecurity, CodeEKCertInvalid: ClassSecurity,
 	CodeEKMismatch: ClassSecurity, CodeEKBound: ClassSecurity, CodeEKChanged: ClassSecurity,
@@ -98,6 +98,28 @@ const (
 // CodeFileRootsUnsuitable: the file roots the agent announced in Hello miss a file the
 // profile writes (or it announced none); refused before any key exists. Stable like the above.
 const CodeFileRootsUnsuitable = "FILE_ROOTS_UNSUITABLE"
+
+// The field check's error codes (step field_check). Stable like the others: never rename one.
+const (
+	// CodeFieldCheckRejected: the endpoint refused the unit's LDevID (a TLS alert after the
+	// certificate was sent, an HTTP answer other than 2xx, 429 or 5xx, or a CA that rejects the
+	// re-enrollment).
+	CodeFieldCheckRejected = "FIELD_CHECK_REJECTED"
+	// CodeFieldCheckUnavailable: the endpoint could not be reached, its server certificate did
+	// not verify, or it answered 429 or 5xx; transient.
+	CodeFieldCheckUnavailable = "FIELD_CHECK_UNAVAILABLE"
+	// CodeFieldCheckNoClientAuth: the handshake's endpoint never asked for a client
+	// certificate, so its answer says nothing about the LDevID.
+	CodeFieldCheckNoClientAuth = "FIELD_CHECK_NO_CLIENT_AUTH"
+)
+
+// CodeTPMLockout: the unit's TPM is in dictionary-attack lockout (the agent's
+// ERROR_CODE_TPM_LOCKOUT, TPM_RC_LOCKOUT): it refuses its DA-protected keys (a DevID key or IAK
+// made before their templates set noDA) until its recovery time passed or its lockout is reset
+// with lockoutAuth. Whatever the step wrapped it in (a proof, a CA's mTLS handshake signed by
+// the IDevID), the unit fails with this code; class other, not retried as transient. Stable
+// like the others.
+const CodeTPMLockout = "TPM_LOCKOUT"
 
 // Error is a unit failure with a stable code and a human message.
 type Error struct {

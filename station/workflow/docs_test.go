@@ -139,6 +139,16 @@ func TestStepTable(t *testing.T) {
 	if got := nvAttributes(1 << 11); !got.WriteLocked || got.Written {
 		t.Errorf("nvAttributes(TPMA_NV_WRITELOCKED) = %+v", got)
 	}
+	// nvWriteLocked remembers the last attributes it decoded: alternate to prove the memo
+	// follows its input.
+	for _, c := range []struct {
+		bits uint32
+		want bool
+	}{{1 << 11, true}, {1 << 11, true}, {0, false}, {1<<11 | 1<<29, true}, {1 << 29, false}} {
+		if got := nvWriteLocked(c.bits); got != c.want {
+			t.Errorf("nvWriteLocked(%#x) = %v, want %v", c.bits, got, c.want)
+		}
+	}
 }
 
 // TestTimeoutClass: a step's own timeout wins, then its Wait class's, then the default.

@@ -44,9 +44,13 @@ var iakPolicies = []asn1.ObjectIdentifier{OIDVerifiedTPMResidency, OIDVerifiedTP
 // enrollStep lists the steps that enroll a certificate at a CA.
 var enrollStep = map[string]bool{StepIDevIDEnroll: true, StepIAKEnroll: true, StepLDevIDEnroll: true}
 
-// enrolls reports whether step asks a CA for the unit's certificate: an enroll step, but not
-// iak_enroll of a profile without an IAK.
+// enrolls reports whether step asks a CA for a certificate of the unit's: an enroll step, but
+// not iak_enroll of a profile without an IAK; and field_check of a profile whose field check
+// re-enrolls the LDevID.
 func (u *unit) enrolls(step string) bool {
+	if step == StepFieldCheck {
+		return u.profile != nil && u.profile.FieldCheck.Mode == FieldCheckReenroll
+	}
 	return enrollStep[step] && (step != StepIAKEnroll || u.profile != nil && u.profile.IAK != nil)
 }
 

@@ -34,20 +34,29 @@ func (u *unit) possiblyIssued(ctx context.Context, ref store.StepRef, raw []byte
 		return fmt.Errorf("reading the intent of %s: %w", ref.Step, err)
 	}
 	// An intent journaled before intents named the key: the key step of this session found
-	// the same key (another Name is KEY_CHANGED), and the CSR step's result is restored.
+	// the same key (another Name is KEY_CHANGED), and the CSR step's result is restored. The
+	// field check's intent never names them: its re-enrollment's CSR is made within the step
+	// (reenrollCSR); after a restart that CSR is unknown and the entry names the key's CSR of
+	// its enrollment, the same key (reconciliation matches certificates by key).
 	if k := u.keys[roleFor(ref.Step)]; k != nil && k.key != nil {
 		if in.PublicKeySHA256 == "" {
 			in.KeyName, in.PublicKeySHA256 = hex.EncodeToString(k.key.Name), PublicKeySHA256(k.key.PublicKey)
 		}
-		if in.CSRSHA256 == "" && len(k.csr) > 0 {
-			sum := sha256.Sum256(k.csr)
+		csr := k.csr
+		if ref.Step == StepFieldCheck && len(u.reenrollCSR) > 0 {
+			csr = u.reenrollCSR
+		}
+		if in.CSRSHA256 == "" && len(csr) > 0 {
+			sum := sha256.Sum256(csr)
 			in.CSRSHA256 = hex.EncodeToString(sum[:])
 		}
 		if in.CA == "" {
 			in.CA = k.profile.Issuer
 		}
 	}
-	p, err := u.r.cfg.Journal.OpenPossiblyIssued(context.WithoutCancel(ctx), store.PossiblyIssued{
+	ctx, cancel := recording(ctx)
+	defer cancel()
+	p, err := u.r.cfg.Journal.OpenPossiblyIssued(ctx, store.PossiblyIssued{
 		Serial: u.serial, Role: store.Role(roleFor(ref.Step)), Step: ref.Step, Attempt: ref.Attempt,
 		CA: in.CA, CSRSHA256: in.CSRSHA256, KeyName: in.KeyName, PublicKeySHA256: in.PublicKeySHA256,
 		From: from, To: u.r.cfg.Clock.Now()})

@@ -44,6 +44,8 @@ type Profile struct {
 	LDevIDAuth string
 	// Onboarding renders the unit's cloud-onboarding configuration; nil writes none.
 	Onboarding *Onboarding
+	// FieldCheck is the field_check step's check (zero: off).
+	FieldCheck FieldCheck
 }
 
 // KeyProfile describes one DevID key and its certificate.
@@ -115,6 +117,9 @@ type EnrollRequest struct {
 	// OnRetry, when set, is told each time the request is sent again after a failed attempt:
 	// that attempt may have been issued and its answer lost.
 	OnRetry func()
+	// Reenroll asks for a re-enrollment (EST /simplereenroll) of ClientCert, which is then
+	// required.
+	Reenroll bool
 }
 
 // ClientCert is a TLS client certificate whose key may live anywhere (a unit's TPM).

@@ -209,7 +209,9 @@ func (u *unit) endFailed(ctx context.Context, ref store.StepRef, err error) erro
 	if errors.Is(err, errInterrupted) {
 		return err
 	}
-	if endErr := u.r.cfg.Journal.EndStep(context.WithoutCancel(ctx), ref, nil, CodeOf(err)); endErr != nil {
+	rctx, cancel := recording(ctx)
+	defer cancel()
+	if endErr := u.r.cfg.Journal.EndStep(rctx, ref, nil, CodeOf(err)); endErr != nil {
 		u.log.Error("recording a failed step", "step", ref.Step, "error", endErr)
 	}
 	return err

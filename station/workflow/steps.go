@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -167,7 +168,9 @@ func (u *unit) checkEK() error {
 			continue
 		}
 		ek := id.EKs[i]
-		info, err := ekcert.VerifyEKCert(ek.GetCertificate(), u.r.cfg.EKRoots, intermediates, u.r.cfg.Clock.Now())
+		info, err := ekcert.VerifyEKCertWith(ek.GetCertificate(), func(c *x509.Certificate) ([]*x509.Certificate, error) {
+			return u.r.chains.verify(c, u.r.ekRoots, intermediates, u.r.cfg.Clock.Now())
+		})
 		if err != nil {
 			code := CodeEKCertInvalid
 			if errors.Is(err, ekcert.ErrUntrusted) {
@@ -389,8 +392,23 @@ func (u *unit) activate(ctx context.Context, role string, handle uint32, key *at
 	return nil
 }
 
-// request returns the subject and extensions the station dictates for role.
+// request returns the subject and extensions the station dictates for role. They follow from
+// the profile, the serial and the verified EK certificate alone, so a unit builds them once per
+// key (the CSR step asks for them, the enroll step checks the certificate against them).
 func (u *unit) request(role string) ([]byte, []pkix.Extension, error) {
+	k := u.keys[role]
+	if k != nil && k.subject != nil {
+		return k.subject, k.exts, nil
+	}
+	subject, exts, err := u.buildRequest(role)
+	if err == nil && k != nil {
+		k.subject, k.exts = subject, exts
+	}
+	return subject, exts, err
+}
+
+// buildRequest is request without the memo.
+func (u *unit) buildRequest(role string) ([]byte, []pkix.Extension, error) {
 	kp := u.keyProfile(role)
 	subject, err := kp.Subject.subjectDER(u.serial)
 	if err != nil {
@@ -433,6 +451,17 @@ func (u *unit) request(role string) ([]byte, []pkix.Extension, error) {
 }
 
 func (u *unit) buildCSR(ctx context.Context, role string) (any, error) {
+	csr, err := u.newCSR(ctx, role)
+	if err != nil {
+		return nil, err
+	}
+	u.keys[role].csr = csr
+	return journal.CSRResult{CSR: csr}, nil
+}
+
+// newCSR has the TPM sign a CSR for role's key with the subject and extensions the station
+// dictates (BuildCsr), and checks it.
+func (u *unit) newCSR(ctx context.Context, role string) ([]byte, error) {
 	k := u.keys[role]
 	subject, exts, err := u.request(role)
 	if err != nil {
@@ -450,8 +479,7 @@ func (u *unit) buildCSR(ctx context.Context, role string) (any, error) {
 	if _, err := attest.CheckCSR(csr, k.key, subject, exts); err != nil {
 		return nil, fail(CodeCSRInvalid, err, "%s CSR", role)
 	}
-	k.csr = csr
-	return journal.CSRResult{CSR: csr}, nil
+	return csr, nil
 }
 
 func (u *unit) enroll(ctx context.Context, role string) (any, error) {
@@ -481,7 +509,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 				if c.IsCA {
 					continue // a CA's own certificate in the answer, not an issuance
 				}
-				if _, rerr := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, c.Raw); rerr != nil {
+				if _, rerr := u.recordCertificate(ctx, k.role, c.Raw); rerr != nil {
 					u.log.Error("recording a refused certificate", "step", u.step, "error", rerr)
 				} else {
 					u.refuseCert(ctx, c.Raw, ua.Error())
@@ -495,7 +523,7 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 		return nil, fail(CodeCAUnavailable, err, "enrolling the %s certificate at %s", role, k.profile.Issuer)
 	}
 	// Record first: the store must know every certificate a CA issued, valid or not.
-	rec, err := u.r.cfg.Journal.RecordCertificate(ctx, u.serial, k.role, issued.Leaf.Raw, chainDER(issued.Chain)...)
+	rec, err := u.recordCertificate(ctx, k.role, issued.Leaf.Raw, chainDER(issued.Chain)...)
 	if err != nil {
 		return nil, fail(CodeInternal, err, "recording the %s certificate", role)
 	}
@@ -514,10 +542,20 @@ func (u *unit) enroll(ctx context.Context, role string) (any, error) {
 	return out, nil
 }
 
+// recordCertificate records a certificate a CA issued for the unit: a fact, whatever became of
+// the session (recording).
+func (u *unit) recordCertificate(ctx context.Context, role store.Role, der []byte, chain ...[]byte) (store.CertRecord, error) {
+	ctx, cancel := recording(ctx)
+	defer cancel()
+	return u.r.cfg.Journal.RecordCertificate(ctx, u.serial, role, der, chain...)
+}
+
 // refuseCert marks a recorded certificate refused: issued, never installed, a revocation
 // candidate.
 func (u *unit) refuseCert(ctx context.Context, der []byte, reason string) {
-	if err := u.r.cfg.Journal.SetCertificateStatus(context.WithoutCancel(ctx), u.serial, sha(der), store.CertRefused, reason); err != nil {
+	ctx, cancel := recording(ctx)
+	defer cancel()
+	if err := u.r.cfg.Journal.SetCertificateStatus(ctx, u.serial, sha(der), store.CertRefused, reason); err != nil {
 		u.log.Error("marking a certificate refused", "step", u.step, "error", err)
 	}
 }
@@ -567,13 +605,8 @@ func (u *unit) checkIssued(role string, issued *Issued, requested time.Time) err
 		return fail(CodeCertInvalid, nil, "%s certificate NotBefore %s is not its issuance time (requested %s, %v skew allowed)",
 			role, nb.UTC().Format(time.RFC3339), requested.UTC().Format(time.RFC3339), NotBeforeSkew)
 	}
-	inter := x509.NewCertPool()
-	for _, c := range issued.Chain {
-		inter.AddCert(c)
-	}
 	issuer := u.r.cfg.Issuers[k.profile.Issuer]
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: issuer.Roots(), Intermediates: inter,
-		CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := u.r.chains.verify(leaf, issuer.Roots(), issued.Chain, now); err != nil {
 		return fail(CodeCertInvalid, err, "%s certificate does not chain to %s", role, k.profile.Issuer)
 	}
 	return nil
@@ -610,10 +643,29 @@ func (u *unit) readBackNV(ctx context.Context, nv NVProfile, want []byte) error 
 	if !bytes.Equal(r.GetData(), want) {
 		return fail(CodeReadbackMismatch, nil, "NV %#x holds %d bytes that are not the IDevID certificate", nv.Index, len(r.GetData()))
 	}
-	if nv.Lock && !nvAttributes(r.GetAttributes()).WriteLocked {
+	if nv.Lock && !nvWriteLocked(r.GetAttributes()) {
 		return fail(CodeReadbackMismatch, nil, "NV %#x is not write-locked", nv.Index)
 	}
 	return nil
+}
+
+// lastNVAttributes remembers the last TPMA_NV decoded: every unit of a line reports the same
+// attributes, and go-tpm decodes them by reflection.
+var lastNVAttributes atomic.Pointer[nvAttrMemo]
+
+type nvAttrMemo struct {
+	bits  uint32
+	attrs tpm2.TPMANV
+}
+
+// nvWriteLocked reports whether the TPMA_NV the agent reports has TPMA_NV_WRITELOCKED.
+func nvWriteLocked(a uint32) bool {
+	if m := lastNVAttributes.Load(); m != nil && m.bits == a {
+		return m.attrs.WriteLocked
+	}
+	m := &nvAttrMemo{bits: a, attrs: nvAttributes(a)}
+	lastNVAttributes.Store(m)
+	return m.attrs.WriteLocked
 }
 
 // nvAttributes decodes TPMA_NV as the agent reports it.
@@ -787,7 +839,10 @@ func (u *unit) verify(ctx context.Context) (any, error) {
 }
 
 func (u *unit) complete(ctx context.Context) (any, error) {
-	if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
+	// Every check passed: the unit is done, whatever becomes of its session from here.
+	rctx, cancel := recording(ctx)
+	defer cancel()
+	if _, err := u.r.cfg.Journal.UpdateUnit(rctx, u.serial, func(s *store.UnitState) error {
 		s.Status, s.CurrentStep, s.ErrorCode, s.ErrorMessage = store.StatusDone, StepComplete, "", ""
 		return nil
 	}); err != nil {

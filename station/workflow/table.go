@@ -41,15 +41,16 @@ type StepDesc struct {
 	run func(*unit, context.Context) (any, error)
 }
 
-// StepCodes can end any step: its timeout, a station fault, an operator's abort.
-var StepCodes = []string{CodeStepTimeout, CodeInternal, CodeAborted}
+// StepCodes can end any step: its timeout, a station fault, an operator's abort, a TPM in
+// dictionary-attack lockout.
+var StepCodes = []string{CodeStepTimeout, CodeInternal, CodeAborted, CodeTPMLockout}
 
 // FirstCheckCodes are the codes of a session refused by its first checks, before it has a
 // slot or writes anything of the unit (they end no step: see Runner.Run).
 var FirstCheckCodes = []string{
 	CodeAgentError, CodeEKCertMissing, CodeEKUntrusted, CodeEKCertInvalid, CodeEKMismatch,
 	CodeEKChanged, CodeEKBound, CodeSerialBusy, CodeScrapped, CodeAborted, CodeOnHold,
-	CodeNotAuthorized, CodeActivationFailed, CodeAlreadyProvisioned,
+	CodeNotAuthorized, CodeActivationFailed, CodeAlreadyProvisioned, CodeTPMLockout,
 }
 
 var (
@@ -99,6 +100,9 @@ var Table = []StepDesc{
 		run: (*unit).installLDevID},
 	{Name: StepOnboarding, Resumable: true, Wait: WaitUnit, Codes: installCodes, run: (*unit).onboarding},
 	{Name: StepVerify, Wait: WaitTPM, Codes: []string{CodeReadbackMismatch, CodeProofFailed}, run: (*unit).verify},
+	{Name: StepFieldCheck, Resumable: true, Role: roleLDevID, Wait: WaitCA,
+		Codes: []string{CodeFieldCheckRejected, CodeFieldCheckUnavailable, CodeFieldCheckNoClientAuth, CodeCertInvalid, CodeCSRInvalid, CodeAgentError},
+		run:   (*unit).fieldCheck},
 	{Name: StepComplete, Wait: WaitStation, run: (*unit).complete},
 }
 

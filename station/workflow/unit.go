@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,11 @@ type unit struct {
 	// answerLost is set when the EST client sent the running enroll step's request again
 	// after an attempt whose answer was lost (the issuer's OnRetry may run on its goroutine).
 	answerLost atomic.Bool
+	// tpmLockout is set when the agent answered a command ERROR_CODE_TPM_LOCKOUT (a signer may
+	// run on an HTTP client's goroutine); timedOut consumes it.
+	tpmLockout atomic.Bool
+	// reenrollCSR is the CSR the field check's re-enrollment sent this session.
+	reenrollCSR []byte
 
 	state   store.UnitState
 	results map[string]json.RawMessage // last successful result per step
@@ -65,8 +71,11 @@ type devKey struct {
 	// activated is set once credential activation proved the key resides beside the EK (this
 	// session, or a recorded result for the same Name).
 	activated bool
-	cert      *x509.Certificate
-	chain     []*x509.Certificate
+	// subject and exts are what the station dictates for the key's certificate (request).
+	subject []byte
+	exts    []pkix.Extension
+	cert    *x509.Certificate
+	chain   []*x509.Certificate
 }
 
 // run provisions an admitted unit: its session passed the first checks and holds a slot.
@@ -149,8 +158,13 @@ func (u *unit) alreadyDone(ctx context.Context) error {
 }
 
 // timedOut turns the error of step's work, done within sctx (a deadline under ctx), into
-// STEP_TIMEOUT when that deadline passed.
+// TPM_LOCKOUT when the agent answered a command of that work with a TPM in lockout, whatever
+// the work made of that answer (a TLS handshake that failed to sign, a failed proof), else
+// into STEP_TIMEOUT when that deadline passed.
 func (u *unit) timedOut(ctx, sctx context.Context, step string, err error) error {
+	if lockout := u.tpmLockout.Swap(false); err != nil && lockout && CodeOf(err) != CodeTPMLockout {
+		return fail(CodeTPMLockout, err, "step %s: the TPM is in dictionary-attack lockout", step)
+	}
 	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
 		return fail(CodeStepTimeout, err, "step %s took longer than %s", step, u.r.timeout(step))
 	}
@@ -180,7 +194,9 @@ func (u *unit) refuse(ctx context.Context, err error) Outcome {
 			}
 		}
 	}
-	if rerr := u.r.cfg.Journal.RecordRefusal(bg, store.Refusal{Peer: u.agent.Peer(), Serial: u.serial,
+	rctx, cancel := recording(ctx)
+	defer cancel()
+	if rerr := u.r.cfg.Journal.RecordRefusal(rctx, store.Refusal{Peer: u.agent.Peer(), Serial: u.serial,
 		BootID: u.agent.Hello().GetBootId(), Code: out.Code, Message: out.Message, Fingerprints: fps}); rerr != nil {
 		u.log.Error("recording a refused session", "error", rerr)
 	}
@@ -279,7 +295,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 		code := codeInterrupted
 		if u.enrolls(step) {
 			code = codeAnswerLost
-			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling the same CSR again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
+			u.event(ctx, eventLostAnswer, "the answer to an earlier enrollment was lost; enrolling again", map[string]string{"step": step, "attempt": fmt.Sprint(rec.Attempt)})
 			if err := u.possiblyIssued(ctx, rec.StepRef, rec.Intent, rec.BeganAt); err != nil {
 				return fail(CodeInternal, err, "step %s", step)
 			}
@@ -302,7 +318,7 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 	err = u.timedOut(ctx, sctx, step, err)
 	c := CodeOf(err)
 	if enroll := u.enrolls(step); enroll &&
-		(err != nil && (c == CodeCAUnavailable || c == CodeStepTimeout) || u.answerLost.Load()) {
+		(err != nil && (c == CodeCAUnavailable || c == CodeFieldCheckUnavailable || c == CodeStepTimeout) || u.answerLost.Load()) {
 		// The request may have reached the CA before it failed, or an attempt before the one
 		// answered lost its answer: the CA may hold a certificate the store does not know.
 		if perr := u.possiblyIssued(ctx, ref, u.intent(step), began); perr != nil {
@@ -330,22 +346,29 @@ type pendingEnd struct {
 	result []byte
 }
 
-// begin journals the intent of step, with the pending result of the previous step if any.
+// begin journals the intent of step, with the pending result of the previous step if any. When
+// that write fails (the session ended), the result stays pending: finishFailed flushes it.
 func (u *unit) begin(ctx context.Context, step string) (store.StepRef, error) {
 	if p := u.pending; p != nil {
-		u.pending = nil
-		return u.r.cfg.Journal.Advance(ctx, p.ref, p.result, step, u.intent(step))
+		ref, err := u.r.cfg.Journal.Advance(ctx, p.ref, p.result, step, u.intent(step))
+		if err == nil {
+			u.pending = nil
+		}
+		return ref, err
 	}
 	return u.r.cfg.Journal.BeginStep(ctx, u.serial, step, u.intent(step))
 }
 
-// flush writes the pending result, if any.
+// flush writes the pending result, if any. The step happened: the session's end does not
+// cancel the write (recording).
 func (u *unit) flush(ctx context.Context) error {
 	p := u.pending
 	if p == nil {
 		return nil
 	}
 	u.pending = nil
+	ctx, cancel := recording(ctx)
+	defer cancel()
 	if err := u.r.cfg.Journal.EndStep(ctx, p.ref, p.result, ""); err != nil {
 		return u.journalErr(err, "recording the result of %s", p.ref.Step)
 	}
@@ -402,6 +425,9 @@ func (u *unit) do(ctx context.Context, cmd *agentv1.Command) (*agentv1.Result, e
 			code = CodeHandleOccupied
 		case agentv1.ErrorCode_ERROR_CODE_ACTIVATION_FAILED:
 			code = CodeActivationFailed
+		case agentv1.ErrorCode_ERROR_CODE_TPM_LOCKOUT:
+			code = CodeTPMLockout
+			u.tpmLockout.Store(true)
 		}
 		return nil, fail(code, &AgentError{Code: e.GetCode(), TPMRC: e.GetTpmRc()}, "agent: %s", clip(e.GetMessage()))
 	}
@@ -423,7 +449,20 @@ func (e *AgentError) Error() string {
 	return e.Code.String()
 }
 
+// recordTimeout bounds a store write that records what already happened (recording).
+const recordTimeout = 10 * time.Second
+
+// recording returns the context of a store write that records what already happened (a step's
+// result, a certificate a CA issued, the unit's end, an event): the session ending, as an agent
+// that goes away ends it, must not cancel it, but it still has a deadline.
+func recording(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+}
+
+// event appends an event to the unit's log; it records what happened (recording).
 func (u *unit) event(ctx context.Context, typ, msg string, data map[string]string) {
+	ctx, cancel := recording(ctx)
+	defer cancel()
 	if _, err := u.r.cfg.Journal.AppendEvent(ctx, u.serial, typ, msg, data); err != nil && !errors.Is(err, store.ErrNotFound) {
 		u.log.Error("appending event", "type", typ, "error", err)
 	}
@@ -432,7 +471,7 @@ func (u *unit) event(ctx context.Context, typ, msg string, data map[string]strin
 // finishFailed records the failure and tells the agent. Interruptions are not failures.
 func (u *unit) finishFailed(ctx context.Context, err error) error {
 	// The last completed step's result is a fact, whatever happens next.
-	if ferr := u.flush(context.WithoutCancel(ctx)); ferr != nil {
+	if ferr := u.flush(ctx); ferr != nil {
 		u.log.Error("recording a step result", "error", ferr)
 	}
 	if errors.Is(context.Cause(ctx), errAborted) {
@@ -454,7 +493,9 @@ func (u *unit) finishFailed(ctx context.Context, err error) error {
 		// Abort recorded the unit's status; the agent still gets its verdict.
 		code, msg = CodeAborted, "aborted by an operator"
 	} else if code != CodeAlreadyProvisioned {
-		if _, jerr := u.r.cfg.Journal.UpdateUnit(bg, u.serial, func(s *store.UnitState) error {
+		rctx, cancel := recording(ctx)
+		defer cancel()
+		if _, jerr := u.r.cfg.Journal.UpdateUnit(rctx, u.serial, func(s *store.UnitState) error {
 			s.Status, s.ErrorCode, s.ErrorMessage = status, code, msg
 			s.CurrentStep = u.step
 			return nil

@@ -40,6 +40,7 @@ const (
 	StepLDevIDInstall  = journal.StepLDevIDInstall
 	StepOnboarding     = journal.StepOnboarding
 	StepVerify         = journal.StepVerify
+	StepFieldCheck     = journal.StepFieldCheck
 	StepComplete       = journal.StepComplete
 	eventUnitDone      = stationv1.KindUnitDone
 	eventUnitFailed    = stationv1.KindUnitFailed
@@ -121,7 +122,10 @@ type Config struct {
 
 // Runner runs units. It is safe for concurrent use: each Run drives one unit.
 type Runner struct {
-	cfg     Config
+	cfg Config
+	// ekRoots pools cfg.EKRoots; chains verifies the EK and DevID certificate chains.
+	ekRoots *x509.CertPool
+	chains  chainVerifier
 	mu      sync.Mutex
 	running map[string]*run // by serial
 }
@@ -169,7 +173,11 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{cfg: cfg, running: map[string]*run{}}, nil
+	ekRoots := x509.NewCertPool()
+	for _, c := range cfg.EKRoots {
+		ekRoots.AddCert(c)
+	}
+	return &Runner{cfg: cfg, ekRoots: ekRoots, running: map[string]*run{}}, nil
 }
 
 // Outcome is how a Run ended.

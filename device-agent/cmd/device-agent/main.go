@@ -49,6 +49,7 @@ func run(args []string, stderr io.Writer) int {
 		slot       = fs.String("slot", "", "fixture slot name")
 		tpmSpec    = fs.String("tpm", "device:/dev/tpmrm0", "TPM: device:/dev/tpmrm0, swtpm-unix:/path, swtpm-tcp:host:port, simulator (cgo builds)")
 		bootID     = fs.String("boot-id-file", agent.DefaultBootIDFile, "file holding the boot id")
+		keyFile    = fs.String("ldevid-key-file", "", "unit path below a -root where the agent keeps the LDevID key it creates as a TSS2 PRIVATE KEY PEM (0600) for tpm2-pkcs11 (usually "+agent.DefaultLDevIDKeyFile+"; empty: none)")
 		keepalive  = fs.Duration("keepalive", 0, "ping the station after this much silence (0: off; the station must allow it)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		sysroot    = fs.String("sysroot", "", "bench option: an existing folder `DIR` that stands for the unit's file system: every unit path P, -root included, is taken as DIR/P (missing roots are created), nothing outside DIR is touched (symlinks leading off it are refused), and without -root the whole of DIR is writable (root /); the roots announced to the station stay unit paths")
@@ -100,6 +101,7 @@ func run(args []string, stderr io.Writer) int {
 		BootIDFile:        *bootID,
 		FileRoots:         roots,
 		Sysroot:           *sysroot,
+		LDevIDKeyFile:     *keyFile,
 		KeepaliveInterval: *keepalive,
 		Logger:            log,
 	}, t)

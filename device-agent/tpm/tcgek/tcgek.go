@@ -23,6 +23,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"slices"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -118,13 +119,23 @@ func All() []Type { return []Type{RSA2048, ECCP256, ECCP384, RSA3072} }
 // Match returns the EK type whose template p follows, its unique field aside.
 func Match(p tpm2.TPMTPublic) (Type, bool) {
 	got := tpm2.Marshal(WithoutUnique(p))
-	for _, t := range All() {
-		if t.Public.Type == p.Type && bytes.Equal(got, tpm2.Marshal(WithoutUnique(t.Public))) {
+	for i, t := range All() {
+		if t.Public.Type == p.Type && bytes.Equal(got, templates()[i]) {
 			return t, true
 		}
 	}
 	return Type{}, false
 }
+
+// templates holds the encoded template of each of All's types, unique field aside, in All's
+// order: go-tpm encodes by reflection, and Match runs once per unit.
+var templates = sync.OnceValue(func() [][]byte {
+	var out [][]byte
+	for _, t := range All() {
+		out = append(out, tpm2.Marshal(WithoutUnique(t.Public)))
+	}
+	return out
+})
 
 // WithoutUnique returns p with an empty unique field of its type.
 func WithoutUnique(p tpm2.TPMTPublic) tpm2.TPMTPublic {

@@ -64,6 +64,10 @@ const (
 	// TCG-reserved endorsement range (EK handles 0x81010000-0x810100FF, EK certificate and
 	// template NV indexes 0x01C00000-0x01C07FFF); the agent never does, whatever the station says.
 	ErrorCode_ERROR_CODE_ENDORSEMENT_RESERVED ErrorCode = 14
+	// ERROR_CODE_TPM_LOCKOUT: the TPM is in dictionary-attack lockout (TPM_RC_LOCKOUT): it
+	// refuses every DA-protected authorization until its recovery time passed or the lockout is
+	// reset with lockoutAuth; tpm_rc holds the response code. Retrying now does not help.
+	ErrorCode_ERROR_CODE_TPM_LOCKOUT ErrorCode = 15
 )
 
 // Enum value maps for ErrorCode.
@@ -84,6 +88,7 @@ var (
 		12: "ERROR_CODE_NV_LOCKED",
 		13: "ERROR_CODE_INTERNAL",
 		14: "ERROR_CODE_ENDORSEMENT_RESERVED",
+		15: "ERROR_CODE_TPM_LOCKOUT",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":          0,
@@ -101,6 +106,7 @@ var (
 		"ERROR_CODE_NV_LOCKED":            12,
 		"ERROR_CODE_INTERNAL":             13,
 		"ERROR_CODE_ENDORSEMENT_RESERVED": 14,
+		"ERROR_CODE_TPM_LOCKOUT":          15,
 	}
 )
 
@@ -3653,7 +3659,7 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fqualifying_data\x18\x03 \x01(\fR\x0equalifyingData\"E\n" +
 	"\rCertifyResult\x12\x16\n" +
 	"\x06attest\x18\x01 \x01(\fR\x06attest\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature*\xc3\x03\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature*\xdf\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_CODE_UNKNOWN_COMMAND\x10\x01\x12\x1f\n" +
@@ -3670,7 +3676,8 @@ const file_proto_agent_v1_agent_proto_rawDesc = "" +
 	"\x1cERROR_CODE_ACTIVATION_FAILED\x10\v\x12\x18\n" +
 	"\x14ERROR_CODE_NV_LOCKED\x10\f\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\r\x12#\n" +
-	"\x1fERROR_CODE_ENDORSEMENT_RESERVED\x10\x0e*\x9d\x01\n" +
+	"\x1fERROR_CODE_ENDORSEMENT_RESERVED\x10\x0e\x12\x1a\n" +
+	"\x16ERROR_CODE_TPM_LOCKOUT\x10\x0f*\x9d\x01\n" +
 	"\fKeyAlgorithm\x12\x1d\n" +
 	"\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16KEY_ALGORITHM_RSA_2048\x10\x01\x12\x1a\n" +

@@ -1,0 +1,169 @@
+package store
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// encodeUnit returns u's JSON encoding, byte for byte what encoding/json makes of it: every
+// journal write of a unit stores its whole state, and encoding/json spends most of that by
+// reflection (map keys sorted through reflect values, times through MarshalJSON). It spells
+// the fields out in their declared order with their tags' names and omitempty/omitzero rules;
+// strings that need escaping and times encoding/json refuses go through encoding/json.
+// TestEncodeUnit holds it to encoding/json, field list included.
+func encodeUnit(u *UnitState) ([]byte, error) {
+	e := unitEncoder{b: make([]byte, 0, 512+160*len(u.Steps)+64*len(u.Keys)+256*len(u.Certificates))}
+	e.str(`{"serial":`, u.Serial)
+	e.strOmit(`,"work_order_id":`, u.WorkOrderID)
+	e.strOmit(`,"profile":`, u.Profile)
+	e.strOmit(`,"ek_fingerprint":`, u.EKFingerprint)
+	e.strOmit(`,"current_step":`, u.CurrentStep)
+	e.str(`,"status":`, string(u.Status))
+	e.strOmit(`,"error_code":`, u.ErrorCode)
+	e.strOmit(`,"error_message":`, u.ErrorMessage)
+	e.uint(`,"attempts":`, u.Attempts)
+	if len(u.Steps) > 0 {
+		e.b = append(e.b, `,"steps":{`...)
+		for i, name := range sortedKeys(u.Steps) {
+			s := u.Steps[name]
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.str("", name)
+			e.uint(`:{"attempts":`, s.Attempts)
+			e.time(`,"started_at":`, s.StartedAt)
+			if !s.EndedAt.IsZero() {
+				e.time(`,"ended_at":`, s.EndedAt)
+			}
+			e.strOmit(`,"error_code":`, s.ErrorCode)
+			e.b = append(e.b, '}')
+		}
+		e.b = append(e.b, '}')
+	}
+	if len(u.Keys) > 0 {
+		e.b = append(e.b, `,"keys":{`...)
+		for i, role := range sortedKeys(u.Keys) {
+			k := u.Keys[role]
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.str("", role)
+			e.uint(`:{"handle":`, uint64(k.Handle))
+			if len(k.Name) > 0 {
+				e.b = append(e.b, `,"name":"`...)
+				e.b = base64.StdEncoding.AppendEncode(e.b, k.Name)
+				e.b = append(e.b, '"')
+			}
+			e.b = append(e.b, '}')
+		}
+		e.b = append(e.b, '}')
+	}
+	if len(u.Certificates) > 0 {
+		e.b = append(e.b, `,"certificates":[`...)
+		for i, c := range u.Certificates {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.str(`{"role":`, string(c.Role))
+			e.str(`,"sha256":`, c.SHA256)
+			e.str(`,"issuer_hash":`, c.IssuerHash)
+			e.str(`,"serial_hex":`, c.SerialHex)
+			if c.Duplicate {
+				e.b = append(e.b, `,"duplicate":true`...)
+			}
+			e.strOmit(`,"status":`, string(c.Status))
+			e.strOmit(`,"reason":`, c.Reason)
+			e.b = append(e.b, '}')
+		}
+		e.b = append(e.b, ']')
+	}
+	if u.Rework != nil {
+		e.rework(`,"rework":`, u.Rework)
+	}
+	if len(u.Reworks) > 0 {
+		e.b = append(e.b, `,"reworks":[`...)
+		for i := range u.Reworks {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			e.rework(sep, &u.Reworks[i])
+		}
+		e.b = append(e.b, ']')
+	}
+	e.time(`,"created_at":`, u.CreatedAt)
+	e.time(`,"updated_at":`, u.UpdatedAt)
+	e.b = append(e.b, '}')
+	return e.b, e.err
+}
+
+// unitEncoder appends JSON to b; the first error sticks.
+type unitEncoder struct {
+	b   []byte
+	err error
+}
+
+func (e *unitEncoder) rework(prefix string, r *Rework) {
+	e.str(prefix+`{"by":`, r.By)
+	e.str(`,"reason":`, r.Reason)
+	e.time(`,"authorized_at":`, r.AuthorizedAt)
+	if !r.UsedAt.IsZero() {
+		e.time(`,"used_at":`, r.UsedAt)
+	}
+	e.b = append(e.b, '}')
+}
+
+func (e *unitEncoder) uint(prefix string, n uint64) {
+	e.b = strconv.AppendUint(append(e.b, prefix...), n, 10)
+}
+
+func (e *unitEncoder) strOmit(prefix, s string) {
+	if s != "" {
+		e.str(prefix, s)
+	}
+}
+
+// str appends prefix and s as a JSON string: directly when it holds only printable ASCII that
+// encoding/json writes as it is (it escapes <, > and & too), else as encoding/json writes it.
+func (e *unitEncoder) str(prefix, s string) {
+	e.b = append(e.b, prefix...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			e.marshal(s)
+			return
+		}
+	}
+	e.b = append(append(append(e.b, '"'), s...), '"')
+}
+
+// time appends prefix and t as time.Time.MarshalJSON does (RFC 3339 with nanoseconds): directly
+// for the store's UTC times of years 0 to 9999, else through encoding/json (which refuses some).
+func (e *unitEncoder) time(prefix string, t time.Time) {
+	e.b = append(e.b, prefix...)
+	if _, off := t.Zone(); off != 0 || t.Year() < 0 || t.Year() > 9999 {
+		e.marshal(t)
+		return
+	}
+	e.b = append(t.AppendFormat(append(e.b, '"'), time.RFC3339Nano), '"')
+}
+
+func (e *unitEncoder) marshal(v any) {
+	b, err := json.Marshal(v)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	e.b = append(e.b, b...)
+}
+
+// sortedKeys returns m's keys in encoding/json's order for map keys.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,117 @@
+package workflow_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	stationv1 "github.com/devid-station/devid/proto/station/v1"
+	"github.com/devid-station/devid/station/store"
+	"github.com/devid-station/devid/station/workflow"
+)
+
+// cutAtDone is a journal whose unit's session ends (its agent went away) right after the
+// complete step marked the unit done: the writes that record what already happened must not
+// fail with the session's context.
+type cutAtDone struct {
+	*store.Store
+	cancel context.CancelFunc
+}
+
+func (j *cutAtDone) UpdateUnit(ctx context.Context, serial string, fn func(*store.UnitState) error) (store.UnitState, error) {
+	st, err := j.Store.UpdateUnit(ctx, serial, fn)
+	if err == nil && st.Status == store.StatusDone {
+		j.cancel()
+	}
+	return st, err
+}
+
+// TestSessionEndAtCompleteKeepsRecords ends the session right after the unit was marked done:
+// the unit.done event, the complete step's result and the outcome still say done.
+func TestSessionEndAtCompleteKeepsRecords(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, pki, st := newRunner(t, 1, func(c *workflow.Config) {
+		c.Journal = &cutAtDone{Store: c.Journal.(*store.Store), cancel: cancel}
+	})
+	u := newSoftUnit(t, "SN-00000001", pki.EKIssuing)
+	if out := r.Run(ctx, u); !out.Done {
+		t.Errorf("outcome %+v, want done", out)
+	}
+	bg := context.Background()
+	if state, err := st.Unit(bg, "SN-00000001"); err != nil || state.Status != store.StatusDone {
+		t.Errorf("unit %+v, %v; want done", state, err)
+	}
+	evs, err := st.UnitEvents(bg, "SN-00000001", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := false
+	for _, e := range evs {
+		done = done || e.Type == stationv1.KindUnitDone
+		if e.Type == stationv1.KindUnitFailed {
+			t.Errorf("event %+v after the unit was done", e)
+		}
+	}
+	if !done {
+		t.Error("no unit.done event")
+	}
+	recs, err := st.StepRecords(bg, "SN-00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	complete := false
+	for _, rec := range recs {
+		if rec.Step == workflow.StepComplete {
+			complete = rec.Ended && rec.ErrorCode == ""
+		}
+	}
+	if !complete {
+		t.Error("the complete step's result was not recorded")
+	}
+}
+
+// cutAtAdvance is a journal whose unit's session ends just before the result of the step before
+// complete is written with the complete step's intent.
+type cutAtAdvance struct {
+	*store.Store
+	cancel context.CancelFunc
+}
+
+func (j *cutAtAdvance) Advance(ctx context.Context, end store.StepRef, result []byte, step string, intent []byte) (store.StepRef, error) {
+	if step == workflow.StepComplete {
+		j.cancel()
+	}
+	return j.Store.Advance(ctx, end, result, step, intent)
+}
+
+// TestSessionEndKeepsLastResult ends the session when the result of the step before complete
+// goes to the store with complete's intent: the result is still recorded (the unit resumes
+// after it).
+func TestSessionEndKeepsLastResult(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, pki, st := newRunner(t, 1, func(c *workflow.Config) {
+		c.Journal = &cutAtAdvance{Store: c.Journal.(*store.Store), cancel: cancel}
+	})
+	if out := r.Run(ctx, newSoftUnit(t, "SN-00000001", pki.EKIssuing)); !out.Interrupted {
+		t.Errorf("outcome %+v, want interrupted", out)
+	}
+	recs, err := st.StepRecords(context.Background(), "SN-00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := workflow.Steps[slices.Index(workflow.Steps, workflow.StepComplete)-1]
+	recorded := false
+	for _, rec := range recs {
+		if rec.Step == last {
+			recorded = rec.Ended && rec.ErrorCode == "" && len(rec.Result) > 0
+		}
+		if rec.Step == workflow.StepComplete {
+			t.Errorf("complete step began: %+v", rec)
+		}
+	}
+	if !recorded {
+		t.Errorf("the result of %s was not recorded", last)
+	}
+}
