@@ -7,6 +7,7 @@ import (
 	"hash"
 	"hash/maphash"
 	"runtime"
+	"runtime/debug"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,6 +25,7 @@ type chainReader struct {
 	wg      sync.WaitGroup
 	cur     *readBatch
 	i       int
+	err     error // why next returned nil early (a damaged page)
 }
 
 // readRecord is one checked record. Its slices point into the transaction's
@@ -50,12 +52,15 @@ type readBatch struct {
 	raw  [][]byte // the stored records, until a worker checks them
 	recs []readRecord
 	done chan struct{}
+	err  error // bbolt panicked reading the batch (a damaged page)
 }
 
 const readBatchSize = 256
 
 // newChainReader starts reading the log of tx, whose head has sequence head.
-func newChainReader(tx *bolt.Tx, head uint64) *chainReader {
+// A panic of bbolt in one of its goroutines (a damaged page) is turned into
+// an error by onPanic and returned by err.
+func newChainReader(tx *bolt.Tx, head uint64, onPanic func(any) error) *chainReader {
 	workers := max(1, runtime.GOMAXPROCS(0))
 	r := &chainReader{ordered: make(chan *readBatch, 4*workers), stop: make(chan struct{})}
 	work := make(chan *readBatch, 4*workers)
@@ -67,7 +72,7 @@ func newChainReader(tx *bolt.Tx, head uint64) *chainReader {
 			defer r.wg.Done()
 			c := newStoredChecker(cache)
 			for b := range work {
-				c.check(b)
+				guard(&b.err, onPanic, func() { c.check(b) })
 				close(b.done)
 			}
 		}()
@@ -77,34 +82,63 @@ func newChainReader(tx *bolt.Tx, head uint64) *chainReader {
 		defer r.wg.Done()
 		defer close(work)
 		defer close(r.ordered)
-		cur := tx.Bucket(bAudit).Cursor()
-		b := newReadBatch()
-		flush := func() bool {
-			select {
-			case work <- b:
-			case <-r.stop:
-				return false
+		var err error
+		defer func() {
+			if err != nil {
+				eb := &readBatch{err: err, done: make(chan struct{})}
+				close(eb.done)
+				select {
+				case r.ordered <- eb:
+				case <-r.stop:
+				}
 			}
-			select {
-			case r.ordered <- b:
-			case <-r.stop:
-				return false
-			}
-			b = newReadBatch()
-			return true
-		}
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			b.recs = append(b.recs, readRecord{key: k})
-			b.raw = append(b.raw, v)
-			if len(b.recs) == readBatchSize && !flush() {
-				return
-			}
-		}
-		if len(b.recs) > 0 {
-			flush()
-		}
+		}()
+		guard(&err, onPanic, func() { r.produce(tx, work) })
 	}()
 	return r
+}
+
+// produce reads the log into batches for the workers, in order.
+func (r *chainReader) produce(tx *bolt.Tx, work chan<- *readBatch) {
+	cur := tx.Bucket(bAudit).Cursor()
+	b := newReadBatch()
+	flush := func() bool {
+		select {
+		case work <- b:
+		case <-r.stop:
+			return false
+		}
+		select {
+		case r.ordered <- b:
+		case <-r.stop:
+			return false
+		}
+		b = newReadBatch()
+		return true
+	}
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		b.recs = append(b.recs, readRecord{key: k})
+		b.raw = append(b.raw, v)
+		if len(b.recs) == readBatchSize && !flush() {
+			return
+		}
+	}
+	if len(b.recs) > 0 {
+		flush()
+	}
+}
+
+// guard runs fn, which reads a transaction in a goroutine of its own, and
+// turns a panic of bbolt on a damaged page (or a fault reading the mapped
+// file) into *errp through onPanic, as the store's calls do for theirs.
+func guard(errp *error, onPanic func(any) error, fn func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			*errp = onPanic(p)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	fn()
 }
 
 func newReadBatch() *readBatch {
@@ -114,11 +148,18 @@ func newReadBatch() *readBatch {
 // next returns the next record, or nil at the end of the log.
 func (r *chainReader) next() *readRecord {
 	for r.cur == nil || r.i == len(r.cur.recs) {
+		if r.err != nil {
+			return nil
+		}
 		b, ok := <-r.ordered
 		if !ok {
 			return nil
 		}
 		<-b.done
+		if b.err != nil {
+			r.err = b.err
+			return nil
+		}
 		r.cur, r.i = b, 0
 	}
 	r.i++

@@ -89,10 +89,10 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	counted := make(chan struct{})
 	go func() {
 		defer close(counted)
-		stored, storedErr = countStored(tx)
+		guard(&storedErr, s.markCorrupt, func() { stored, storedErr = countStored(tx) })
 	}()
 	defer func() { <-counted }()
-	cr := newChainReader(tx, want.Seq)
+	cr := newChainReader(tx, want.Seq, s.markCorrupt)
 	defer cr.close()
 	rec := cr.next()
 	for prev.Seq < want.Seq {
@@ -104,6 +104,9 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 			if opts.Progress != nil {
 				opts.Progress(prev.Seq, want.Seq)
 			}
+		}
+		if cr.err != nil {
+			return rep, cr.err
 		}
 		if rec == nil || binary.BigEndian.Uint64(rec.key) != seq {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "record missing"}
@@ -148,6 +151,9 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 		prev = ChainHead{Seq: seq, Hash: rec.hash}
 		rep.Records++
 		rec = cr.next()
+	}
+	if cr.err != nil {
+		return rep, cr.err
 	}
 	if !bytes.Equal(prev.Hash, want.Hash) {
 		return rep, &ChainBrokenError{Seq: want.Seq, Reason: "head in meta does not match the log"}
