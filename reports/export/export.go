@@ -14,10 +14,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devid-station/devid/reports/traveler"
@@ -142,16 +145,27 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 	body := &Body{Schema: Schema, StationID: st.StationID(), SoftwareVersion: opts.Version,
 		CreatedAt: time.Now().UTC(), Selection: sel, AuditPublicKey: pub}
 	b := &Bundle{Body: body}
-	if body.Audit, err = writeAudit(ctx, st, start, end, b); err != nil {
+	// The audit file is written while the units are built.
+	auditDone := make(chan error, 1)
+	go func() {
+		var err error
+		body.Audit, err = writeAudit(ctx, st, start, end, b)
+		auditDone <- err
+	}()
+	parts, err := buildUnits(ctx, st, serials, units, opts.Version)
+	if aerr := <-auditDone; aerr != nil {
+		return nil, aerr
+	}
+	if err != nil {
 		return nil, err
 	}
 	var rows [][]string
-	for _, serial := range serials {
-		row, err := b.addUnit(ctx, st, serial, units[serial], opts.Version)
-		if err != nil {
-			return nil, fmt.Errorf("export: unit %s: %w", serial, err)
-		}
-		rows = append(rows, row)
+	for _, p := range parts {
+		b.Files = append(b.Files, p.files...)
+		b.Body.Files = append(b.Body.Files, p.listed...)
+		b.Body.Units = append(b.Body.Units, p.unit)
+		b.revocations = append(b.revocations, p.revocations...)
+		rows = append(rows, p.row)
 	}
 	var sum bytes.Buffer
 	w := csv.NewWriter(&sum)
@@ -179,9 +193,43 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 
 // add appends a file and lists it in the manifest.
 func (b *Bundle) add(p string, data []byte) {
-	h := sha256.Sum256(data)
 	b.Files = append(b.Files, BundleFile{Path: p, Data: data})
-	b.Body.Files = append(b.Body.Files, File{Path: p, SHA256: hex.EncodeToString(h[:]), Size: len(data)})
+	b.Body.Files = append(b.Body.Files, listFile(p, data))
+}
+
+func listFile(p string, data []byte) File {
+	h := sha256.Sum256(data)
+	return File{Path: p, SHA256: hex.EncodeToString(h[:]), Size: len(data)}
+}
+
+// unitPart is what one unit adds to a bundle.
+type unitPart struct {
+	files       []BundleFile
+	listed      []File
+	unit        Unit
+	row         []string
+	revocations [][]string
+}
+
+func (p *unitPart) add(name string, data []byte) {
+	p.files = append(p.files, BundleFile{Path: name, Data: data})
+	p.listed = append(p.listed, listFile(name, data))
+}
+
+// buildUnits builds the parts of serials, in order, on every core: each unit only reads the
+// store.
+func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, version string) ([]*unitPart, error) {
+	parts := make([]*unitPart, len(serials))
+	errs := make([]error, len(serials))
+	parallel(len(serials), runtime.GOMAXPROCS(0), func(i int) {
+		parts[i], errs[i] = buildUnit(ctx, st, serials[i], units[serials[i]], version)
+	})
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("export: unit %s: %w", serials[i], err)
+		}
+	}
+	return parts, nil
 }
 
 // scan reads the whole chain once: each unit's first and last record, whether one falls in
@@ -341,8 +389,8 @@ func revocationRows(rec *traveler.Record) [][]string {
 	return rows
 }
 
-// addUnit adds serial's traveler and certificates and returns its summary row.
-func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan, version string) ([]string, error) {
+// buildUnit returns serial's traveler and certificates and its summary row.
+func buildUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan, version string) (*unitPart, error) {
 	rec, err := traveler.Build(ctx, st, serial)
 	if err != nil {
 		return nil, err
@@ -351,9 +399,9 @@ func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc
 	if err != nil {
 		return nil, err
 	}
+	b := &unitPart{revocations: revocationRows(rec)}
 	u := Unit{Serial: serial, Traveler: path.Join(travelerDir, serial+".json")}
 	b.add(u.Traveler, data)
-	b.revocations = append(b.revocations, revocationRows(rec)...)
 	chains, err := enrollChains(ctx, st, serial)
 	if err != nil {
 		return nil, err
@@ -371,7 +419,7 @@ func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc
 		b.add(name, p.Bytes())
 		u.Certificates = append(u.Certificates, name)
 	}
-	b.Body.Units = append(b.Body.Units, u)
+	b.unit = u
 
 	row := map[string]string{"serial": serial, "work_order": rec.WorkOrder, "profile": rec.Profile,
 		"result": rec.Result, "error_code": rec.ErrorCode, "attempts": strconv.FormatUint(rec.Attempts, 10),
@@ -397,11 +445,11 @@ func (b *Bundle) addUnit(ctx context.Context, st *store.Store, serial string, sc
 		row["ended_at"] = rec.EndedAt.UTC().Format(time.RFC3339Nano)
 		row["cycle_time_seconds"] = strconv.FormatFloat(rec.CycleTimeSeconds, 'f', 3, 64)
 	}
-	out := make([]string, len(summaryHeader))
+	b.row = make([]string, len(summaryHeader))
 	for i, h := range summaryHeader {
-		out[i] = row[h]
+		b.row[i] = row[h]
 	}
-	return out, nil
+	return b, nil
 }
 
 // enrollChains maps each certificate an enroll step returned (by SHA-256) to the chain the CA
@@ -432,21 +480,54 @@ func (b *Bundle) WriteDir(dir string) error {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return fmt.Errorf("export: %s is not empty", dir)
 	}
-	for _, f := range b.Files {
-		if err := WriteFile(dir, f.Path, f.Data); err != nil {
+	// Folders first, then the files on several goroutines (most of the time is system calls).
+	paths := make([]string, len(b.Files))
+	made := map[string]bool{}
+	for i, f := range b.Files {
+		p, err := localPath(dir, f.Path)
+		if err != nil {
 			return err
 		}
+		if d := filepath.Dir(p); !made[d] {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			made[d] = true
+		}
+		paths[i] = p
 	}
-	return nil
+	errs := make([]error, len(b.Files))
+	parallel(len(paths), 2*runtime.GOMAXPROCS(0), func(i int) {
+		if err := os.WriteFile(paths[i], b.Files[i].Data, 0o644); err != nil {
+			errs[i] = fmt.Errorf("export: %w", err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// parallel calls fn(i) for every i in [0, n) on workers goroutines (at least one) and waits
+// for them.
+func parallel(n, workers int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, workers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // WriteFile writes one bundle file under dir, refusing a path that leaves dir.
 func WriteFile(dir, name string, data []byte) error {
-	clean := path.Clean(name)
-	if !filepath.IsLocal(clean) || clean != name {
-		return fmt.Errorf("export: file name %q is not a local path", name)
+	p, err := localPath(dir, name)
+	if err != nil {
+		return err
 	}
-	p := filepath.Join(dir, filepath.FromSlash(clean))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -454,4 +535,13 @@ func WriteFile(dir, name string, data []byte) error {
 		return fmt.Errorf("export: %w", err)
 	}
 	return nil
+}
+
+// localPath returns where the bundle file name goes under dir, refusing a path that leaves dir.
+func localPath(dir, name string) (string, error) {
+	clean := path.Clean(name)
+	if !filepath.IsLocal(clean) || clean != name {
+		return "", fmt.Errorf("export: file name %q is not a local path", name)
+	}
+	return filepath.Join(dir, filepath.FromSlash(clean)), nil
 }

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
@@ -20,6 +19,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -118,16 +118,22 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 	}
 	summary := readSummary(files[SummaryFile], fail)
 	revocations := readRevocations(files[RevocationFile], fail)
-	for _, u := range body.Units {
+	// Units are independent: checked on every core (certificate chains are most of the work).
+	rep.Units = make([]UnitReport, len(body.Units))
+	parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
+		u := body.Units[i]
 		ur := UnitReport{Serial: u.Serial}
 		if records == nil {
 			ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
 		} else {
-			ur.Problems = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
-			ur.Problems = append(ur.Problems, checkRevocations(u, files, revocations[u.Serial])...)
+			var tr *traveler.Record
+			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
+			if tr != nil {
+				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
+			}
 		}
-		rep.Units = append(rep.Units, ur)
-	}
+		rep.Units[i] = ur
+	})
 	return rep
 }
 
@@ -174,18 +180,10 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 		fail("%s: missing", AuditFile)
 		return nil
 	}
-	var recs []store.AuditEvent
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
-	for line := 1; sc.Scan(); line++ {
-		var a store.AuditEvent
-		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&a); err != nil {
-			fail("%s line %d: %v", AuditFile, line, err)
-			return nil
-		}
-		recs = append(recs, a)
+	recs, err := decodeAudit(data)
+	if err != nil {
+		fail("%v", err)
+		return nil
 	}
 	r := body.Audit
 	switch {
@@ -234,6 +232,32 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 	return recs
 }
 
+// decodeAudit decodes audit.jsonl, one JSON record a line, on every core. An error names the
+// first line at fault.
+func decodeAudit(data []byte) ([]store.AuditEvent, error) {
+	lines := bytes.Split(data, []byte("\n"))
+	if n := len(lines); n > 0 && len(lines[n-1]) == 0 {
+		lines = lines[:n-1] // the newline that ends the last record
+	}
+	recs := make([]store.AuditEvent, len(lines))
+	errs := make([]error, len(lines))
+	parallel(len(lines), runtime.GOMAXPROCS(0), func(i int) {
+		dec := json.NewDecoder(bytes.NewReader(lines[i]))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(&recs[i])
+		if err == nil && dec.InputOffset() != int64(len(lines[i])) {
+			err = errors.New("more than one JSON record on the line")
+		}
+		errs[i] = err
+	})
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", AuditFile, i+1, err)
+		}
+	}
+	return recs, nil
+}
+
 // readSummary maps serial -> column -> value.
 func readSummary(data []byte, fail func(string, ...any)) map[string]map[string]string {
 	out := map[string]map[string]string{}
@@ -271,12 +295,8 @@ func readRevocations(data []byte, fail func(string, ...any)) map[string][][]stri
 
 // checkRevocations checks that the unit's rows of RevocationFile are exactly the revocation
 // candidates and possibly issued keys its traveler lists.
-func checkRevocations(u Unit, files map[string][]byte, rows [][]string) []string {
-	var tr traveler.Record
-	if err := json.Unmarshal(files[u.Traveler], &tr); err != nil {
-		return nil // checkUnit reports the traveler
-	}
-	want := revocationRows(&tr)
+func checkRevocations(u Unit, tr *traveler.Record, rows [][]string) []string {
+	want := revocationRows(tr)
 	if len(want) != len(rows) {
 		return []string{fmt.Sprintf("%s: %d rows for the unit, %s lists %d revocation candidates", RevocationFile, len(rows), u.Traveler, len(want))}
 	}
@@ -288,26 +308,27 @@ func checkRevocations(u Unit, files map[string][]byte, rows [][]string) []string
 	return nil
 }
 
-// checkUnit checks one unit's traveler and certificates against its audit records.
-func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, roots *x509.CertPool) []string {
+// checkUnit checks one unit's traveler and certificates against its audit records. It returns
+// the traveler, unless it does not decode.
+func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, roots *x509.CertPool) ([]string, *traveler.Record) {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	data := files[u.Traveler]
 	if data == nil {
 		fail("%s: missing", u.Traveler)
-		return probs
+		return probs, nil
 	}
 	var tr traveler.Record
 	if err := json.Unmarshal(data, &tr); err != nil {
 		fail("%s: %v", u.Traveler, err)
-		return probs
+		return probs, nil
 	}
 	if tr.Serial != u.Serial {
 		fail("%s: serial %q, the manifest names %q", u.Traveler, tr.Serial, u.Serial)
 	}
 	if len(trail) == 0 {
 		fail("%s: no audit records of the unit", AuditFile)
-		return probs
+		return probs, &tr
 	}
 	// The final status is the last unit update's.
 	var status *store.AuditEvent
@@ -344,7 +365,7 @@ func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row m
 	for _, p := range u.Certificates {
 		probs = append(probs, checkCert(p, files[p], &tr, recorded, roots)...)
 	}
-	return probs
+	return probs, &tr
 }
 
 func certSHA(c *traveler.Certificate) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
@@ -20,15 +19,20 @@ const auditDomain = "devid-station/audit/v1\x00"
 // context and calls of its progress function.
 const verifyChunk = 4096
 
-// canonical returns the encoding that Hash covers: a fixed field order,
-// length-prefixed strings, Details sorted by key, time as Unix nanoseconds.
+// canonical returns the encoding that Hash covers: the domain string, then
+// the record's body (appendBody).
 func (a *AuditEvent) canonical() []byte {
-	b := make([]byte, 0, 256)
+	return a.appendBody(append(make([]byte, 0, 512), auditDomain...))
+}
+
+// appendBody appends the record's canonical body to b: a fixed field order,
+// length-prefixed strings, Details sorted by key, time as Unix nanoseconds,
+// PrevHash, then the writes when there are any (marker 'W').
+func (a *AuditEvent) appendBody(b []byte) []byte {
 	str := func(s string) []byte {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 		return append(b, s...)
 	}
-	b = append(b, auditDomain...)
 	b = binary.BigEndian.AppendUint64(b, a.Seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Time.UnixNano()))
 	for _, s := range []string{a.StationID, a.Principal, a.Serial, a.Action, a.Result, a.ErrorCode} {
@@ -121,12 +125,9 @@ func (w *wtx) appendRecord(a AuditEvent) error {
 	a.StationID = w.s.stationID
 	a.Principal = w.principal
 	a.PrevHash = head.Hash
-	a.Hash = a.computeHash()
-	data, err := json.Marshal(&a)
-	if err != nil {
-		return fmt.Errorf("encoding audit record %d: %w", a.Seq, err)
-	}
-	if err := w.tx.raw.Bucket(bAudit).Put(u64key(a.Seq), data); err != nil {
+	ab := w.tx.raw.Bucket(bAudit)
+	ab.FillPercent = 1 // appended in order: fill its pages (see appendOnly)
+	if err := ab.Put(u64key(a.Seq), a.seal()); err != nil {
 		return fmt.Errorf("writing audit record %d: %w", a.Seq, err)
 	}
 	return meta.Put(kAuditHead, encodeHead(ChainHead{Seq: a.Seq, Hash: a.Hash}))
@@ -189,8 +190,8 @@ func (s *Store) AuditAfter(ctx context.Context, after uint64, limit int) ([]Audi
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bAudit).Cursor()
 		for k, v := c.Seek(u64key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			var a AuditEvent
-			if err := json.Unmarshal(v, &a); err != nil {
+			a, err := decodeRecord(v)
+			if err != nil {
 				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			out = append(out, a)

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"go/ast"
@@ -86,16 +85,13 @@ func TestVerifyChainDetectsTampering(t *testing.T) {
 	mutate := func(seq uint64, fn func(a *AuditEvent)) func(tx *bolt.Tx) error {
 		return func(tx *bolt.Tx) error {
 			b := tx.Bucket(bAudit)
-			var a AuditEvent
-			if err := json.Unmarshal(b.Get(u64key(seq)), &a); err != nil {
-				return err
-			}
-			fn(&a)
-			v, err := json.Marshal(&a)
+			orig := b.Get(u64key(seq))
+			a, err := decodeRecord(orig)
 			if err != nil {
 				return err
 			}
-			return b.Put(u64key(seq), v)
+			fn(&a)
+			return b.Put(u64key(seq), reencode(orig, &a))
 		}
 	}
 	tests := []struct {

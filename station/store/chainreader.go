@@ -2,58 +2,77 @@ package store
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"hash"
+	"hash/maphash"
 	"runtime"
+	"runtime/debug"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// chainReader reads the audit log in order while worker goroutines decode
-// records and recompute their hashes ahead of the reader, so that Verify
-// uses every core. It must be closed before the transaction ends.
+// chainReader reads the audit log in order while worker goroutines, ahead of
+// the reader, check each record's hash and compare every stored key/value its
+// writes name with their digests, so that Verify uses every core. The workers
+// read the same read-only transaction as the reader: bbolt keeps no caches in
+// a read-only transaction (its bucket and node maps stay nil), so concurrent
+// reads through it are safe. It must be closed before the transaction ends.
 type chainReader struct {
 	ordered chan *readBatch
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	cur     *readBatch
 	i       int
+	err     error // why next returned nil early (a damaged page)
 }
 
-// readRecord is one decoded record.
+// readRecord is one checked record. Its slices point into the transaction's
+// pages.
 type readRecord struct {
+	link
 	key    []byte
-	a      AuditEvent
+	hash   []byte
 	bad    bool // does not decode
-	hashOK bool
+	writes []writeCheck
+}
+
+// writeCheck is one write digest of a record and how the stored value
+// compares with it.
+type writeCheck struct {
+	bucket, key []byte
+	deleted     bool // the write deleted the key (no digest)
+	had         bool // the key held a value before the write
+	present     bool // the key holds a value now
+	ok          bool // the stored value has the digest (deleted: is absent)
 }
 
 type readBatch struct {
+	raw  [][]byte // the stored records, until a worker checks them
 	recs []readRecord
 	done chan struct{}
+	err  error // bbolt panicked reading the batch (a damaged page)
 }
 
 const readBatchSize = 256
 
-func newChainReader(tx *bolt.Tx) *chainReader {
+// newChainReader starts reading the log of tx, whose head has sequence head.
+// A panic of bbolt in one of its goroutines (a damaged page) is turned into
+// an error by onPanic and returned by err.
+func newChainReader(tx *bolt.Tx, head uint64, onPanic func(any) error) *chainReader {
 	workers := max(1, runtime.GOMAXPROCS(0))
 	r := &chainReader{ordered: make(chan *readBatch, 4*workers), stop: make(chan struct{})}
 	work := make(chan *readBatch, 4*workers)
+	// A unit's records name about three keys each.
+	cache := newStoredCache(tx, int(min(head, maxCached))*3)
 	for range workers {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			c := newStoredChecker(cache)
 			for b := range work {
-				for i := range b.recs {
-					rec := &b.recs[i]
-					v := rec.a.Hash // the raw value, parked here by the producer
-					rec.a = AuditEvent{}
-					if err := json.Unmarshal(v, &rec.a); err != nil {
-						rec.bad = true
-						continue
-					}
-					rec.hashOK = bytes.Equal(rec.a.computeHash(), rec.a.Hash)
-				}
+				guard(&b.err, onPanic, func() { c.check(b) })
 				close(b.done)
 			}
 		}()
@@ -63,43 +82,84 @@ func newChainReader(tx *bolt.Tx) *chainReader {
 		defer r.wg.Done()
 		defer close(work)
 		defer close(r.ordered)
-		c := tx.Bucket(bAudit).Cursor()
-		b := &readBatch{done: make(chan struct{})}
-		flush := func() bool {
-			select {
-			case work <- b:
-			case <-r.stop:
-				return false
+		var err error
+		defer func() {
+			if err != nil {
+				eb := &readBatch{err: err, done: make(chan struct{})}
+				close(eb.done)
+				select {
+				case r.ordered <- eb:
+				case <-r.stop:
+				}
 			}
-			select {
-			case r.ordered <- b:
-			case <-r.stop:
-				return false
-			}
-			b = &readBatch{done: make(chan struct{})}
-			return true
-		}
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			b.recs = append(b.recs, readRecord{key: k, a: AuditEvent{Hash: v}})
-			if len(b.recs) == readBatchSize && !flush() {
-				return
-			}
-		}
-		if len(b.recs) > 0 {
-			flush()
-		}
+		}()
+		guard(&err, onPanic, func() { r.produce(tx, work) })
 	}()
 	return r
+}
+
+// produce reads the log into batches for the workers, in order.
+func (r *chainReader) produce(tx *bolt.Tx, work chan<- *readBatch) {
+	cur := tx.Bucket(bAudit).Cursor()
+	b := newReadBatch()
+	flush := func() bool {
+		select {
+		case work <- b:
+		case <-r.stop:
+			return false
+		}
+		select {
+		case r.ordered <- b:
+		case <-r.stop:
+			return false
+		}
+		b = newReadBatch()
+		return true
+	}
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		b.recs = append(b.recs, readRecord{key: k})
+		b.raw = append(b.raw, v)
+		if len(b.recs) == readBatchSize && !flush() {
+			return
+		}
+	}
+	if len(b.recs) > 0 {
+		flush()
+	}
+}
+
+// guard runs fn, which reads a transaction in a goroutine of its own, and
+// turns a panic of bbolt on a damaged page (or a fault reading the mapped
+// file) into *errp through onPanic, as the store's calls do for theirs.
+func guard(errp *error, onPanic func(any) error, fn func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			*errp = onPanic(p)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	fn()
+}
+
+func newReadBatch() *readBatch {
+	return &readBatch{raw: make([][]byte, 0, readBatchSize), recs: make([]readRecord, 0, readBatchSize), done: make(chan struct{})}
 }
 
 // next returns the next record, or nil at the end of the log.
 func (r *chainReader) next() *readRecord {
 	for r.cur == nil || r.i == len(r.cur.recs) {
+		if r.err != nil {
+			return nil
+		}
 		b, ok := <-r.ordered
 		if !ok {
 			return nil
 		}
 		<-b.done
+		if b.err != nil {
+			r.err = b.err
+			return nil
+		}
 		r.cur, r.i = b, 0
 	}
 	r.i++
@@ -113,4 +173,168 @@ func (r *chainReader) close() {
 		<-b.done
 	}
 	r.wg.Wait()
+}
+
+// storedChecker is one worker's state: a reused hash and buffer, and the
+// cache all workers share.
+type storedChecker struct {
+	h     hash.Hash
+	sum   []byte
+	id    []byte
+	cache *storedCache
+}
+
+// storedCache remembers, for the whole transaction, the buckets opened and
+// the SHA-256 of stored values by bucket path and key: a unit's state is
+// written some twenty times over a few thousand records, and its value (the
+// latest) only needs hashing once. The digests are in shards, each with its
+// lock, so that the workers seldom wait for each other. It is bounded: a
+// full map starts over.
+type storedCache struct {
+	tx      *bolt.Tx
+	seed    maphash.Seed
+	shards  [cacheShards]sumShard
+	mu      sync.Mutex // guards buckets
+	buckets map[string]*bolt.Bucket
+}
+
+type sumShard struct {
+	mu   sync.Mutex
+	sums map[string]storedSum
+}
+
+const (
+	cacheShards = 16
+	// maxCached bounds the buckets map and the digests of a storedCache
+	// (about 100 bytes an entry).
+	maxCached = 1 << 17
+)
+
+// storedSum is what a key holds: whether it holds a value and its SHA-256.
+type storedSum struct {
+	present bool
+	sum     [sha256.Size]byte
+}
+
+// newStoredCache returns a cache sized for about hint keys.
+func newStoredCache(tx *bolt.Tx, hint int) *storedCache {
+	c := &storedCache{tx: tx, seed: maphash.MakeSeed(), buckets: map[string]*bolt.Bucket{}}
+	for i := range c.shards {
+		c.shards[i].sums = make(map[string]storedSum, min(hint, maxCached)/cacheShards)
+	}
+	return c
+}
+
+func newStoredChecker(cache *storedCache) *storedChecker {
+	return &storedChecker{h: sha256.New(), sum: make([]byte, 0, sha256.Size), cache: cache}
+}
+
+// check decodes and checks every record of b.
+func (c *storedChecker) check(b *readBatch) {
+	for i := range b.recs {
+		c.record(&b.recs[i], b.raw[i])
+	}
+	b.raw = nil
+}
+
+func (c *storedChecker) record(rec *readRecord, v []byte) {
+	if len(v) > 0 && v[0] == '{' {
+		c.legacy(rec, v)
+		return
+	}
+	r, err := parseRecord(v)
+	if err != nil {
+		rec.bad = true
+		return
+	}
+	rec.seq, rec.prevHash, rec.hash = r.seq, r.prevHash, r.hash
+	rec.hashOK = r.hashOK(c.h, c.sum)
+	if string(r.action()) == AuditActionCheckpoint {
+		a := r.event()
+		rec.cp = &a
+	}
+	if r.nWrites > 0 {
+		rec.writes = make([]writeCheck, 0, r.nWrites)
+		r.eachWrite(func(bucket, key, digest []byte, had bool) {
+			rec.writes = append(rec.writes, c.compare(bucket, key, digest, had))
+		})
+	}
+}
+
+// legacy checks a record stored as JSON.
+func (c *storedChecker) legacy(rec *readRecord, v []byte) {
+	var a AuditEvent
+	if err := json.Unmarshal(v, &a); err != nil {
+		rec.bad = true
+		return
+	}
+	rec.seq, rec.prevHash, rec.hash = a.Seq, a.PrevHash, a.Hash
+	rec.hashOK = bytes.Equal(a.computeHash(), a.Hash)
+	if a.Action == AuditActionCheckpoint {
+		rec.cp = &a
+	}
+	for _, d := range a.Writes {
+		rec.writes = append(rec.writes, c.compare([]byte(d.Bucket), d.Key, d.SHA256, d.Had))
+	}
+}
+
+// compare looks the key up and compares its stored value with digest
+// (empty: the write deleted it).
+func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck {
+	w := writeCheck{bucket: bucket, key: key, deleted: len(digest) == 0, had: had}
+	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
+	st := c.cache.stored(c.id, bucket, key)
+	w.present = st.present
+	if w.deleted {
+		w.ok = !st.present
+	} else {
+		w.ok = st.present && bytes.Equal(st.sum[:], digest)
+	}
+	return w
+}
+
+// stored returns what bucket/key (id: both, NUL-separated) holds.
+func (c *storedCache) stored(id, bucket, key []byte) storedSum {
+	sh := &c.shards[maphash.Bytes(c.seed, id)%cacheShards]
+	sh.mu.Lock()
+	st, ok := sh.sums[string(id)]
+	sh.mu.Unlock()
+	if ok {
+		return st
+	}
+	if b := c.bucket(bucket); b != nil {
+		var v []byte
+		if v, st.present = storedValue(b, key); st.present {
+			st.sum = sha256.Sum256(v)
+		}
+	}
+	sh.mu.Lock()
+	if len(sh.sums) >= maxCached/cacheShards {
+		clear(sh.sums)
+	}
+	sh.sums[string(id)] = st
+	sh.mu.Unlock()
+	return st
+}
+
+// bucket opens the bucket at path (names joined by "/"), or nil.
+func (c *storedCache) bucket(path []byte) *bolt.Bucket {
+	c.mu.Lock()
+	b, ok := c.buckets[string(path)]
+	c.mu.Unlock()
+	if ok {
+		return b
+	}
+	if i := bytes.LastIndexByte(path, '/'); i < 0 {
+		b = c.tx.Bucket(path)
+	} else if parent := c.bucket(path[:i]); parent != nil {
+		b = parent.Bucket(path[i+1:])
+	}
+	c.mu.Lock()
+	if len(c.buckets) >= maxCached {
+		clear(c.buckets)
+	}
+	c.buckets[string(path)] = b
+	c.mu.Unlock()
+	return b
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"math/big"
 	"path/filepath"
@@ -137,4 +138,17 @@ func mustParse(t *testing.T, der []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// reencode returns a stored the way orig was stored: JSON (as schema 1 and
+// older stations wrote records) or the canonical encoding.
+func reencode(orig []byte, a *AuditEvent) []byte {
+	if len(orig) > 0 && orig[0] == '{' {
+		data, err := json.Marshal(a)
+		if err != nil {
+			panic(err)
+		}
+		return data
+	}
+	return append(a.appendBody([]byte{recordCanonical}), a.Hash...)
 }

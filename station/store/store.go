@@ -39,8 +39,11 @@ import (
 
 // SchemaVersion is the schema this package writes. Open refuses newer files.
 // Schema 2 puts the digest of every stored key/value in the audit chain; Open
-// brings a schema 1 file up with audit.baseline records (baseline).
-const SchemaVersion = 2
+// brings a schema 1 file up with audit.baseline records (baseline). Schema 3
+// stores new audit records in their canonical encoding (recordCanonical),
+// which older stations cannot read; the JSON records of an older file stay
+// as they are and verify.
+const SchemaVersion = 3
 
 const (
 	defaultMaxBatchSize  = 256
@@ -344,12 +347,12 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	if k == nil || binary.BigEndian.Uint64(k) != head.Seq {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head in meta is not the last record"}
 	}
-	var last AuditEvent
-	if err := json.Unmarshal(v, &last); err != nil || !bytes.Equal(last.Hash, head.Hash) {
+	last, err := decodeRecord(v)
+	if err != nil || !bytes.Equal(last.Hash, head.Hash) {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
-	if binary.BigEndian.Uint64(meta.Get(kSchemaVersion)) < 2 {
-		if err := s.baseline(tx); err != nil {
+	if v := binary.BigEndian.Uint64(meta.Get(kSchemaVersion)); v < SchemaVersion {
+		if err := s.upgrade(tx, v); err != nil {
 			return err
 		}
 	}
@@ -359,24 +362,29 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 // baselineChunk is how many digests one audit.baseline record carries.
 const baselineChunk = 4096
 
-// baseline covers a schema 1 file: audit.baseline records carry the digest
-// of every key/value it holds, then the schema becomes 2.
-func (s *Store) baseline(tx *bolt.Tx) error {
-	var digests []WriteDigest
-	if err := walkStored(tx, func(path string, k, v []byte) error {
-		h := sha256.Sum256(v)
-		digests = append(digests, WriteDigest{Bucket: path, Key: bytes.Clone(k), SHA256: h[:]})
-		return nil
-	}); err != nil {
-		return fmt.Errorf("audit baseline: %w", err)
-	}
+// upgrade brings a file of schema from up to SchemaVersion, with an audited
+// write of the new version. A schema 1 file is first covered by
+// audit.baseline records carrying the digest of every key/value it holds.
+func (s *Store) upgrade(tx *bolt.Tx, from uint64) error {
 	w := s.newWtx(tx, PrincipalStation)
-	for i := 0; i < len(digests); i += baselineChunk {
-		a := AuditEvent{Action: AuditActionBaseline, Details: map[string]string{"from_schema": "1"},
-			Writes: digests[i:min(i+baselineChunk, len(digests))]}
-		if err := w.appendRecord(a); err != nil {
+	var baselined int
+	if from < 2 {
+		var digests []WriteDigest
+		if err := walkStored(tx, func(path string, k, v []byte) error {
+			h := sha256.Sum256(v)
+			digests = append(digests, WriteDigest{Bucket: path, Key: bytes.Clone(k), SHA256: h[:]})
+			return nil
+		}); err != nil {
 			return fmt.Errorf("audit baseline: %w", err)
 		}
+		for i := 0; i < len(digests); i += baselineChunk {
+			a := AuditEvent{Action: AuditActionBaseline, Details: map[string]string{"from_schema": "1"},
+				Writes: digests[i:min(i+baselineChunk, len(digests))]}
+			if err := w.appendRecord(a); err != nil {
+				return fmt.Errorf("audit baseline: %w", err)
+			}
+		}
+		baselined = len(digests)
 	}
 	if err := w.tx.Bucket(bMeta).Put(kSchemaVersion, u64key(SchemaVersion)); err != nil {
 		return err
@@ -384,7 +392,7 @@ func (s *Store) baseline(tx *bolt.Tx) error {
 	if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_version": fmt.Sprint(SchemaVersion)}}); err != nil {
 		return err
 	}
-	s.log.Info("store brought to schema 2: every stored record's digest is now in the audit chain", "records", len(digests))
+	s.log.Info("store brought to the current schema", "from", from, "schema_version", SchemaVersion, "baselined_records", baselined)
 	return w.flush()
 }
 

@@ -121,8 +121,8 @@ func rechain(tx *bolt.Tx, from uint64, edit func(a *AuditEvent)) error {
 	if from == 1 {
 		prev = make([]byte, 32)
 	} else {
-		var p AuditEvent
-		if err := json.Unmarshal(ab.Get(u64key(from-1)), &p); err != nil {
+		p, err := decodeRecord(ab.Get(u64key(from - 1)))
+		if err != nil {
 			return err
 		}
 		prev = p.Hash
@@ -130,8 +130,8 @@ func rechain(tx *bolt.Tx, from uint64, edit func(a *AuditEvent)) error {
 	c := ab.Cursor()
 	var head ChainHead
 	for k, v := c.Seek(u64key(from)); k != nil; k, v = c.Next() {
-		var a AuditEvent
-		if err := json.Unmarshal(v, &a); err != nil {
+		a, err := decodeRecord(v)
+		if err != nil {
 			return err
 		}
 		if a.Seq == from && edit != nil {
@@ -139,8 +139,7 @@ func rechain(tx *bolt.Tx, from uint64, edit func(a *AuditEvent)) error {
 		}
 		a.PrevHash = prev
 		a.Hash = a.computeHash()
-		data, _ := json.Marshal(&a)
-		if err := ab.Put(k, data); err != nil {
+		if err := ab.Put(k, reencode(v, &a)); err != nil {
 			return err
 		}
 		prev, head = a.Hash, ChainHead{Seq: a.Seq, Hash: a.Hash}
@@ -159,8 +158,8 @@ func truncate(n uint64) func(tx *bolt.Tx) error {
 				return err
 			}
 		}
-		var a AuditEvent
-		if err := json.Unmarshal(ab.Get(u64key(last-n)), &a); err != nil {
+		a, err := decodeRecord(ab.Get(u64key(last - n)))
+		if err != nil {
 			return err
 		}
 		return tx.Bucket(bMeta).Put(kAuditHead, encodeHead(ChainHead{Seq: a.Seq, Hash: a.Hash}))
@@ -232,7 +231,7 @@ func TestTamperIsDetected(t *testing.T) {
 		{"meta", flipByte("meta", kStationID), `checkpoint of station`},
 		{"audit record", func(tx *bolt.Tx) error {
 			v := bytes.Clone(tx.Bucket(bAudit).Get(u64key(woSeq)))
-			v = bytes.Replace(v, []byte(`"WO-1"`), []byte(`"WO-2"`), 1)
+			v = bytes.Replace(v, []byte(`WO-1`), []byte(`WO-2`), 1)
 			return tx.Bucket(bAudit).Put(u64key(woSeq), v)
 		}, "hash does not match content"},
 		{"deleted record", func(tx *bolt.Tx) error {
@@ -276,7 +275,8 @@ func TestSchema1IsBaselined(t *testing.T) {
 	s := openAt(t, path)
 	mustUnit(t, s, "SN1", StatusRunning)
 	s.Close()
-	// Make it a schema 1 file: no digests in the chain, schema_version 1.
+	// Make it a schema 1 file: no digests in the chain, records in JSON as
+	// schema 1 wrote them, schema_version 1.
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -287,8 +287,8 @@ func TestSchema1IsBaselined(t *testing.T) {
 		}
 		c := tx.Bucket(bAudit).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var a AuditEvent
-			if err := json.Unmarshal(v, &a); err != nil {
+			a, err := decodeRecord(v)
+			if err != nil {
 				return err
 			}
 			a.Writes = nil
@@ -307,7 +307,7 @@ func TestSchema1IsBaselined(t *testing.T) {
 	if _, err := s.VerifyChain(context.Background()); err != nil {
 		t.Fatalf("baselined store: %v", err)
 	}
-	if a := lastAudit(t, s); a.Action != AuditActionWrite || a.Details["schema_version"] != "2" {
+	if a := lastAudit(t, s); a.Action != AuditActionWrite || a.Details["schema_version"] != fmt.Sprint(SchemaVersion) {
 		t.Errorf("last record %+v, want the schema change", a)
 	}
 	s.Close()

@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/sha256"
 	"fmt"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -46,6 +47,9 @@ type wbucket struct {
 func (w *wtx) wrap(b *bolt.Bucket, path string) *wbucket {
 	if b == nil {
 		return nil
+	}
+	if appendOnly(path) {
+		b.FillPercent = 1
 	}
 	return &wbucket{raw: b, path: path, w: w}
 }
@@ -115,6 +119,14 @@ func (b *wbucket) unindex(key []byte) error {
 
 func (b *wbucket) exempt(key []byte) bool {
 	return chainKey(b.path, key)
+}
+
+// appendOnly reports a bucket whose keys are sequence numbers written in
+// order: the outbox and each unit's events. bbolt splits a page at the
+// bucket's fill percent (half, by default), which leaves every page of an
+// appended bucket half empty; these are filled.
+func appendOnly(path string) bool {
+	return path == string(bOutbox) || strings.HasSuffix(path, "/"+string(bEvents))
 }
 
 // chainKey reports whether path/key is outside the chain's coverage: the

@@ -3,13 +3,11 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -83,8 +81,18 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	// pending holds keys whose stored value differs from the latest digest
 	// seen so far; a later write of the same key may settle them.
 	pending := map[string]storedRef{}
-	look := newLookup(tx)
-	cr := newChainReader(tx)
+	var id []byte
+	// The stored keys are counted while the chain is walked; every return
+	// waits for the count, which reads the transaction.
+	var stored int64
+	var storedErr error
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		guard(&storedErr, s.markCorrupt, func() { stored, storedErr = countStored(tx) })
+	}()
+	defer func() { <-counted }()
+	cr := newChainReader(tx, want.Seq, s.markCorrupt)
 	defer cr.close()
 	rec := cr.next()
 	for prev.Seq < want.Seq {
@@ -97,56 +105,55 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 				opts.Progress(prev.Seq, want.Seq)
 			}
 		}
+		if cr.err != nil {
+			return rep, cr.err
+		}
 		if rec == nil || binary.BigEndian.Uint64(rec.key) != seq {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "record missing"}
 		}
 		if rec.bad {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "record does not decode"}
 		}
-		a := &rec.a
-		cp, err := checkLink(a, seq, prev, rec.hashOK, s.stationID)
+		cp, err := checkLink(rec.link, seq, prev, s.stationID)
 		if err != nil {
 			return rep, err
 		}
-		if opts.Anchor != nil && seq == opts.Anchor.Seq && !bytes.Equal(a.Hash, opts.Anchor.Hash) {
+		if opts.Anchor != nil && seq == opts.Anchor.Seq && !bytes.Equal(rec.hash, opts.Anchor.Hash) {
 			return rep, &ChainBrokenError{Seq: seq, Reason: "hash differs from the one the saved checkpoint signed (re-chained)"}
 		}
 		if cp != nil {
 			rep.Checkpoints++
 			rep.Last = cp
 		}
-		for _, d := range a.Writes {
-			if d.Had {
+		for _, d := range rec.writes {
+			if d.had {
 				live--
 			}
-			if d.SHA256 != nil {
+			if !d.deleted {
 				live++
 			}
-			id := d.Bucket + "\x00" + string(d.Key)
-			stored, present := look.get(d.Bucket, d.Key)
-			var ok bool
-			if d.SHA256 == nil {
-				ok = !present
-			} else if present {
-				h := sha256.Sum256(stored)
-				ok = bytes.Equal(h[:], d.SHA256)
-			}
-			if ok {
-				delete(pending, id)
+			id = append(append(append(id[:0], d.bucket...), 0), d.key...)
+			if d.ok {
+				if len(pending) > 0 {
+					delete(pending, string(id))
+				}
 				continue
 			}
 			reason := "stored value differs from its digest"
 			switch {
-			case !present:
+			case !d.present:
 				reason = "stored record missing"
-			case d.SHA256 == nil:
+			case d.deleted:
 				reason = "deleted record present"
 			}
-			pending[id] = storedRef{seq: seq, bucket: d.Bucket, key: d.Key, reason: reason}
+			pending[string(id)] = storedRef{seq: seq, bucket: string(d.bucket), key: bytes.Clone(d.key), reason: reason}
 		}
-		prev = ChainHead{Seq: seq, Hash: a.Hash}
+		prev = ChainHead{Seq: seq, Hash: rec.hash}
 		rep.Records++
 		rec = cr.next()
+	}
+	if cr.err != nil {
+		return rep, cr.err
 	}
 	if !bytes.Equal(prev.Hash, want.Hash) {
 		return rep, &ChainBrokenError{Seq: want.Seq, Reason: "head in meta does not match the log"}
@@ -154,7 +161,7 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	if rec != nil {
 		return rep, &ChainBrokenError{Seq: binary.BigEndian.Uint64(rec.key), Reason: "record after the head"}
 	}
-	rep.Head = prev
+	rep.Head = ChainHead{Seq: prev.Seq, Hash: bytes.Clone(prev.Hash)}
 	if opts.Anchor != nil {
 		if err := opts.Anchor.verify(); err != nil {
 			return rep, &ChainBrokenError{Seq: opts.Anchor.Record, Reason: "saved checkpoint: " + err.Error()}
@@ -175,13 +182,13 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 		r := refs[0]
 		return rep, &ChainBrokenError{Seq: r.seq, Bucket: r.bucket, Key: string(r.key), Reason: r.reason}
 	}
-	n, err := countStored(tx)
-	if err != nil {
-		return rep, err
+	<-counted
+	if storedErr != nil {
+		return rep, storedErr
 	}
-	rep.Values = uint64(n)
-	if n != live {
-		return rep, s.uncovered(tx, want.Seq, n, live)
+	rep.Values = uint64(stored)
+	if stored != live {
+		return rep, s.uncovered(tx, want.Seq, stored, live)
 	}
 	if opts.Progress != nil {
 		opts.Progress(want.Seq, want.Seq)
@@ -225,8 +232,8 @@ func (s *Store) uncovered(tx *bolt.Tx, head uint64, stored, live int64) error {
 	covered := map[string]bool{}
 	c := tx.Bucket(bAudit).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		var a AuditEvent
-		if err := json.Unmarshal(v, &a); err != nil {
+		a, err := decodeRecord(v)
+		if err != nil {
 			return &ChainBrokenError{Seq: binary.BigEndian.Uint64(k), Reason: "record does not decode"}
 		}
 		for _, d := range a.Writes {
@@ -251,34 +258,6 @@ func (s *Store) uncovered(tx *bolt.Tx, head uint64, stored, live int64) error {
 }
 
 var errStop = errors.New("stop")
-
-// lookup reads stored values by bucket path, remembering the last bucket.
-type lookup struct {
-	tx   *bolt.Tx
-	path string
-	b    *bolt.Bucket
-}
-
-func newLookup(tx *bolt.Tx) *lookup { return &lookup{tx: tx} }
-
-func (l *lookup) get(path string, key []byte) ([]byte, bool) {
-	if path != l.path || l.b == nil {
-		l.path, l.b = path, nil
-		names := strings.Split(path, "/")
-		b := l.tx.Bucket([]byte(names[0]))
-		for _, n := range names[1:] {
-			if b == nil {
-				break
-			}
-			b = b.Bucket([]byte(n))
-		}
-		l.b = b
-	}
-	if l.b == nil {
-		return nil, false
-	}
-	return storedValue(l.b, key)
-}
 
 // VerifyStation is Verify as the station runs it: the last checkpoint must be
 // signed by the store's audit key and the chain must hold the checkpoint
@@ -316,6 +295,15 @@ func (s *Store) UnitTrail(ctx context.Context, serial string) ([]TrailRecord, Ch
 	quoted, _ := json.Marshal(serial)
 	mark := append([]byte(`"serial":`), quoted...)
 	cpMark := []byte(`"action":"` + AuditActionCheckpoint + `"`)
+	// wanted reports whether a stored record may be the unit's or a
+	// checkpoint, reading only what it must.
+	wanted := func(v []byte) bool {
+		if len(v) > 0 && v[0] == '{' {
+			return bytes.Contains(v, mark) || bytes.Contains(v, cpMark)
+		}
+		r, err := parseRecord(v)
+		return err != nil || string(r.serial()) == serial || string(r.action()) == AuditActionCheckpoint
+	}
 	var out []TrailRecord
 	var head ChainHead
 	err := s.view(ctx, func(tx *bolt.Tx) error {
@@ -323,12 +311,11 @@ func (s *Store) UnitTrail(ctx context.Context, serial string) ([]TrailRecord, Ch
 		open := 0 // out[open:] wait for a checkpoint
 		c := tx.Bucket(bAudit).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			isUnit, isCP := bytes.Contains(v, mark), bytes.Contains(v, cpMark)
-			if !isUnit && !isCP {
+			if !wanted(v) {
 				continue
 			}
-			var a AuditEvent
-			if err := json.Unmarshal(v, &a); err != nil {
+			a, err := decodeRecord(v)
+			if err != nil {
 				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			if a.Action == AuditActionCheckpoint {
@@ -347,28 +334,38 @@ func (s *Store) UnitTrail(ctx context.Context, serial string) ([]TrailRecord, Ch
 	return out, head, err
 }
 
-// checkLink checks record a, expected at seq right after prev: its seq, its
-// link, its hash (hashOK: recomputed and equal) and, for a checkpoint, that
-// it signs prev with a valid signature; it returns the checkpoint, if a is one.
-func checkLink(a *AuditEvent, seq uint64, prev ChainHead, hashOK bool, stationID string) (*Checkpoint, error) {
+// link is what checkLink needs of a record: the seq and previous hash it
+// carries, whether its hash is the recomputed one, and the decoded record
+// when it is a checkpoint (nil for any other).
+type link struct {
+	seq      uint64
+	prevHash []byte
+	hashOK   bool
+	cp       *AuditEvent
+}
+
+// checkLink checks a record expected at seq right after prev: its seq, its
+// link, its hash and, for a checkpoint, that it signs prev with a valid
+// signature; it returns the checkpoint, if it is one.
+func checkLink(r link, seq uint64, prev ChainHead, stationID string) (*Checkpoint, error) {
 	switch {
-	case a.Seq != seq:
-		return nil, &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", a.Seq)}
-	case !bytes.Equal(a.PrevHash, prev.Hash):
+	case r.seq != seq:
+		return nil, &ChainBrokenError{Seq: seq, Reason: fmt.Sprintf("record carries seq %d", r.seq)}
+	case !bytes.Equal(r.prevHash, prev.Hash):
 		return nil, &ChainBrokenError{Seq: seq, Reason: "previous hash does not match"}
-	case !hashOK:
+	case !r.hashOK:
 		return nil, &ChainBrokenError{Seq: seq, Reason: "hash does not match content"}
-	case a.Action != AuditActionCheckpoint:
+	case r.cp == nil:
 		return nil, nil
 	}
-	cp, err := checkpointOf(a)
+	c, err := checkpointOf(r.cp)
 	if err == nil {
-		err = cp.check(stationID, prev)
+		err = c.check(stationID, prev)
 	}
 	if err != nil {
 		return nil, &ChainBrokenError{Seq: seq, Reason: err.Error()}
 	}
-	return &cp, nil
+	return &c, nil
 }
 
 // VerifyRecords verifies a contiguous run of audit records away from the
@@ -385,7 +382,11 @@ func VerifyRecords(records []AuditEvent, prev ChainHead, keySHA256 []byte) (Chai
 	var cps []Checkpoint
 	for i := range records {
 		a := &records[i]
-		cp, err := checkLink(a, prev.Seq+1, prev, bytes.Equal(a.computeHash(), a.Hash), a.StationID)
+		r := link{seq: a.Seq, prevHash: a.PrevHash, hashOK: bytes.Equal(a.computeHash(), a.Hash)}
+		if a.Action == AuditActionCheckpoint {
+			r.cp = a
+		}
+		cp, err := checkLink(r, prev.Seq+1, prev, a.StationID)
 		if err != nil {
 			return prev, cps, err
 		}
