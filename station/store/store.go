@@ -290,6 +290,10 @@ func (s *Store) markCorrupt(reason string) error {
 	return s.latchCorrupt(&CorruptError{Path: s.path, Reason: reason})
 }
 
+// markPanic latches the store as corrupt after bbolt panicked with p (on any goroutine of
+// the store's) and returns the error every later write gets.
+func (s *Store) markPanic(p any) error { return s.markCorrupt(fmt.Sprintf("bbolt panicked: %v", p)) }
+
 // latchCorrupt latches the store as corrupt with ce (the first error stays) and returns the
 // error every later write gets.
 func (s *Store) latchCorrupt(ce *CorruptError) error {
@@ -609,7 +613,7 @@ func (s *Store) undecodable(err error) error {
 // (SetPanicOnFault), into the store's *CorruptError in *err.
 func (s *Store) recoverCorrupt(err *error) {
 	if p := recover(); p != nil {
-		*err = s.markCorrupt(fmt.Sprintf("bbolt panicked: %v", p))
+		*err = s.markPanic(p)
 	}
 }
 

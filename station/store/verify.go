@@ -89,10 +89,10 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	counted := make(chan struct{})
 	go func() {
 		defer close(counted)
-		guard(&storedErr, s.markCorrupt, func() { stored, storedErr = countStored(tx) })
+		guard(&storedErr, s.markPanic, func() { stored, storedErr = countStored(tx) })
 	}()
 	defer func() { <-counted }()
-	cr := newChainReader(tx, want.Seq, s.markCorrupt)
+	cr := newChainReader(tx, want.Seq, s.markPanic)
 	defer cr.close()
 	rec := cr.next()
 	for prev.Seq < want.Seq {
