@@ -328,6 +328,16 @@ func TestTamper(t *testing.T) {
 			[]string{idevid + ": open"}, "SN-1"},
 		{"file added", func(d string) { write(t, d, "extra.txt", []byte("x")) },
 			[]string{"extra.txt: not listed in the manifest"}, ""},
+		{"certificate replaced by a link out of the bundle", func(d string) {
+			outside := filepath.Join(t.TempDir(), "cert.pem")
+			if err := os.WriteFile(outside, read(t, d, idevid), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(filepath.Join(d, idevid))
+			if err := os.Symlink(outside, filepath.Join(d, idevid)); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{idevid + ": openat", "path escapes from parent"}, "SN-1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -92,7 +92,15 @@ func (r *Report) String() string {
 func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Report {
 	rep := &Report{}
 	fail := func(format string, args ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...)) }
-	raw, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	// Every file is read through the bundle's root: a symbolic link leading out of the bundle
+	// is refused, never followed.
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		fail("bundle: %v", err)
+		return rep
+	}
+	defer root.Close()
+	raw, err := root.ReadFile(ManifestFile)
 	if err != nil {
 		fail("%s: %v", ManifestFile, err)
 		return rep
@@ -102,7 +110,7 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
-	files := checkFiles(dir, body, fail)
+	files := checkFiles(root, dir, body, fail)
 
 	keySHA, err := store.KeySHA256(stationKey)
 	if err != nil {
@@ -139,7 +147,7 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 
 // checkFiles reads every listed file, checks its hash and size, and reports files that are
 // missing or not listed. It returns the contents of every listed file it could read.
-func checkFiles(dir string, body *Body, fail func(string, ...any)) map[string][]byte {
+func checkFiles(root *os.Root, dir string, body *Body, fail func(string, ...any)) map[string][]byte {
 	out := map[string][]byte{}
 	listed := map[string]bool{ManifestFile: true}
 	for _, f := range body.Files {
@@ -148,7 +156,7 @@ func checkFiles(dir string, body *Body, fail func(string, ...any)) map[string][]
 			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
+		data, err := root.ReadFile(filepath.FromSlash(f.Path))
 		if err != nil {
 			fail("%s: %v", f.Path, err)
 			continue
