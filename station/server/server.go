@@ -159,7 +159,7 @@ func New(rt *config.Runtime, opts Options) (*Server, error) {
 		}
 	}
 	st, err := store.Open(rt.StorePath, store.Options{StationID: rt.StationID, MaxBatchSize: rt.MaxUnitsInFlight,
-		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit, CheckInBackground: true,
+		Logger: log, Clock: opts.Clock, OnCorrupt: onCorrupt, Commits: m.StoreCommit,
 		Checkpoints: store.CheckpointOptions{Signer: signer, Every: rt.CheckpointEvery, Interval: rt.CheckpointInterval}})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)

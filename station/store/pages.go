@@ -42,16 +42,6 @@ type pageWalk struct {
 // checkPages walks every page reachable from the meta page tx reads: each page lies within
 // the file, is a branch or a leaf page, is reached once, and holds its elements.
 func checkPages(f io.ReaderAt, tx *bolt.Tx, pageSize int) error {
-	return walkPages(f, tx, pageSize, true)
-}
-
-// checkFreelist is checkPages without the page tree: the meta page and the freelist, which a
-// commit reads (quick; Open runs it even when the full check runs in the background).
-func checkFreelist(f io.ReaderAt, tx *bolt.Tx, pageSize int) error {
-	return walkPages(f, tx, pageSize, false)
-}
-
-func walkPages(f io.ReaderAt, tx *bolt.Tx, pageSize int, tree bool) error {
 	w := &pageWalk{f: f, pageSize: pageSize, hwm: uint64(tx.Size()) / uint64(pageSize), seen: map[uint64]bool{}}
 	for id := range uint64(2) {
 		meta := make([]byte, metaTxidOffset+8)
@@ -63,9 +53,6 @@ func walkPages(f io.ReaderAt, tx *bolt.Tx, pageSize int, tree bool) error {
 		}
 		if err := w.freelist(binary.LittleEndian.Uint64(meta[metaFreeOffset:])); err != nil {
 			return err
-		}
-		if !tree {
-			return nil
 		}
 		return w.tree(binary.LittleEndian.Uint64(meta[metaRootOffset:]), 0)
 	}

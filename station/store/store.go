@@ -99,14 +99,6 @@ type Options struct {
 	// Checkpoints, with a Signer, make the store sign its chain head every
 	// N records, every T and at Close.
 	Checkpoints CheckpointOptions
-	// CheckInBackground runs the consistency check of every page (see Open) after Open
-	// returns instead of before, all but the file's length and its freelist, which every
-	// commit allocates from: Open then costs O(1) however large the file, and a damage
-	// the check finds latches the store corrupt as a damaged page met later does (OnCorrupt;
-	// every write refused). Until it ends, a read may meet the damage first: a fault or a
-	// bbolt panic still becomes a *CorruptError, but a page tree that loops makes bbolt
-	// recurse until the process dies. CheckDone reports the result.
-	CheckInBackground bool
 	// Commits observes, in seconds, each write's time from the call to its durable commit
 	// (waiting for its batch included); nil discards.
 	Commits prometheus.Observer
@@ -130,9 +122,6 @@ type Store struct {
 	refusalsKept int
 	commits      prometheus.Observer
 	cp           *checkpointer // nil without an audit key
-	checked      chan struct{} // closed when a background page check ended; nil without one
-	checkErr     error         // the page check's result, set before checked is closed
-	closing      atomic.Bool   // Close was called
 }
 
 // Open opens or creates the store file at path. A file whose pages do not
@@ -181,11 +170,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
-	checkNow := check
-	if opts.CheckInBackground {
-		checkNow = checkQuick
-	}
-	if err := checkNow(db, path); err != nil {
+	if err := check(db, path); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -211,9 +196,6 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 		s.startCheckpoints(opts.Checkpoints, head.Seq)
 	}
-	if opts.CheckInBackground {
-		s.checkLater(db, path)
-	}
 	s.log.Debug("store opened", "path", path, "station_id", s.stationID,
 		"max_batch_size", db.MaxBatchSize, "max_batch_delay", db.MaxBatchDelay)
 	return s, nil
@@ -235,14 +217,7 @@ const maxCheckErrors = 3
 // the file holds every page its meta page counts and that its page tree is
 // sound (the check runs on bbolt's own goroutine, where reading past the end
 // of the file, a fault or a page cycle would be fatal: see checkPages).
-func check(db *bolt.DB, path string) error { return checkWith(db, path, true) }
-
-// checkQuick is check without the page tree and bbolt's check: the file's length and the
-// freelist a commit would allocate from. Open runs it before the full check goes to the
-// background, so that no write can crash on bbolt's goroutine meanwhile.
-func checkQuick(db *bolt.DB, path string) error { return checkWith(db, path, false) }
-
-func checkWith(db *bolt.DB, path string, full bool) error {
+func check(db *bolt.DB, path string) error {
 	var problems []string
 	err := db.View(func(tx *bolt.Tx) error {
 		st, err := os.Stat(path)
@@ -258,12 +233,6 @@ func checkWith(db *bolt.DB, path string, full bool) error {
 			return err
 		}
 		defer f.Close()
-		if !full {
-			if err := checkFreelist(f, tx, db.Info().PageSize); err != nil {
-				problems = append(problems, err.Error())
-			}
-			return nil
-		}
 		if err := checkPages(f, tx, db.Info().PageSize); err != nil {
 			problems = append(problems, err.Error())
 			return nil
@@ -433,7 +402,6 @@ func (s *Store) create(tx *bolt.Tx, stationID string) error {
 // Close signs a last checkpoint (with an audit key) and closes the file;
 // later calls fail.
 func (s *Store) Close() error {
-	s.closing.Store(true)
 	var cpErr error
 	if s.cp != nil {
 		first := false
