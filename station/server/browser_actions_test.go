@@ -116,7 +116,13 @@ func TestConsoleActionsInBrowser(t *testing.T) {
 	line := screenshotAt(t, ctx, 1920, 1080)
 	tablet := screenshotAt(t, ctx, tabletWidth, tabletHeight)
 	const reason = "connector bent on slot 2"
-	if err := chromedp.Do(ctx, chromedp.Click(tile+" button.abort"), chromedp.WaitVisible("#action textarea"),
+	// The tile is drawn again on every step of the unit, so the button is clicked in the page
+	// in one go: a node looked up first may be gone by the time a click is sent to it.
+	clicked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const b = document.querySelector('`+tile+` button.abort'); if (b) b.click(); return !!b })()`))
+	if err != nil || !clicked {
+		t.Fatalf("clicking the tile's abort button: found %v, %v", clicked, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible("#action textarea"),
 		chromedp.SendKeys("#action textarea", reason), chromedp.Click("#action button.primary"),
 		chromedp.WaitNotVisible("#action")); err != nil {
 		msg, _ := chromedp.Run(ctx, chromedp.Text("#action .error"))
