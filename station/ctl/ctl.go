@@ -134,6 +134,13 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	return err
 }
 
+// Dial prepares a client connection to the station API at addr, as stationctl makes it: TLS
+// 1.3, the server verified against the CA certificates in the file ca, the client certificate
+// cert with its key (mode 0600); it connects on the first call.
+func Dial(addr, ca, cert, key string) (*grpc.ClientConn, error) {
+	return dial(options{addr: addr, ca: ca, cert: cert, key: key})
+}
+
 // dial prepares a client connection; it connects on the first call.
 func dial(o options) (*grpc.ClientConn, error) {
 	host, _, err := net.SplitHostPort(o.addr)
