@@ -175,3 +175,34 @@ func TestTruncatedFileAtRunTime(t *testing.T) {
 		t.Fatalf("read of a page past the end of the file: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestOpenRefusesUndecodableStateWhileIndexing: a file without the unit index whose unit state
+// does not decode is refused as corrupt when Open builds the index (found by FuzzOpen).
+func TestOpenRefusesUndecodableStateWhileIndexing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openAt(t, path)
+	mustUnit(t, s, "SN-0001", StatusRunning)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bUnitIndex); err != nil {
+			return err
+		}
+		return tx.Bucket(bUnits).Bucket([]byte("SN-0001")).Put(kState, []byte(`{"serial"`+"\x00"+`:1}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(path, Options{StationID: testStation})
+	var ce *CorruptError
+	if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) || !strings.Contains(err.Error(), "SN-0001") {
+		t.Fatalf("Open: %v, want ErrCorrupt naming SN-0001", err)
+	}
+}

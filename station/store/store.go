@@ -184,7 +184,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}
 	db.NoSync = opts.noSync
 	s.db = db
-	if err := db.Update(func(tx *bolt.Tx) error { return s.init(tx, opts.StationID) }); err != nil {
+	if err := s.undecodable(db.Update(func(tx *bolt.Tx) error { return s.init(tx, opts.StationID) })); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
