@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,6 +62,7 @@ func FuzzOpen(f *testing.F) {
 		s, err := Open(path, Options{StationID: testStation, Clock: newStepClock(), MaxBatchSize: 1, noSync: true})
 		if err != nil {
 			wantStableError(t, "Open", err, ErrSchemaTooNew, ErrStationMismatch)
+			wantUnlocked(t, path, err)
 			return
 		}
 		defer func() {
@@ -95,6 +97,20 @@ func FuzzOpen(f *testing.F) {
 		_, err = s.AppendEvent(ctx, "SN-0002", "note", "fuzz", nil)
 		wantStableError(t, "AppendEvent", err, refusals...)
 	})
+}
+
+// wantUnlocked fails t unless the file at path can be locked again: a refused store file must
+// not stay open (a panic inside bolt.Open left its descriptor and lock behind).
+func wantUnlocked(t *testing.T, path string, openErr error) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("refused store file still locked: %v (%v)", err, openErr)
+	}
 }
 
 // wantStableError fails t unless err is nil, a damaged store (ErrCorrupt, its message starting

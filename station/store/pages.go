@@ -214,6 +214,9 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 //     freelist by walking the page tree on a goroutine of its own, where a page cycle or an
 //     element outside its page kills the process (found by FuzzOpen). The station always
 //     writes its freelist.
+//   - A valid meta page whose freelist page lies outside the file or is not a freelist page is
+//     refused: bbolt's Open panics on it after mapping the file, and the mapping keeps the file
+//     and its lock held for the life of the process (found by FuzzOpen).
 func checkMetas(f io.ReaderAt, size int64) error {
 	const (
 		magicOffset    = pageHeaderSize
@@ -245,12 +248,18 @@ func checkMetas(f io.ReaderAt, size int64) error {
 		if valid && fl == ^uint64(0) {
 			return fmt.Errorf("meta page at byte %d names no freelist page", metaAt)
 		}
+		if valid && (fl < 2 || fl >= uint64(size/ps)) {
+			return fmt.Errorf("meta page at byte %d names freelist page %d, outside the file's %d pages", metaAt, fl, size/ps)
+		}
 		if fl == ^uint64(0) || fl >= uint64(size/ps) {
 			continue
 		}
 		hdr := make([]byte, pageHeaderSize+8)
 		if _, err := f.ReadAt(hdr, int64(fl)*ps); err != nil {
 			continue
+		}
+		if valid && binary.LittleEndian.Uint16(hdr[8:]) != freelistPageFlag {
+			return fmt.Errorf("meta page at byte %d names page %d as its freelist, which is not a freelist page", metaAt, fl)
 		}
 		if binary.LittleEndian.Uint16(hdr[10:]) == 0xFFFF { // the count is in the first element
 			if n := binary.LittleEndian.Uint64(hdr[pageHeaderSize:]); n > uint64(size/8) {
