@@ -41,7 +41,7 @@ func watch(e *env, args []string) error {
 	if *count < 0 {
 		return usagef("watch: --count %d: want 0 (until interrupted) or more", *count)
 	}
-	clear := isTerminal(e.out)
+	clear := IsTerminal(e.out)
 	t := time.NewTicker(*interval)
 	defer t.Stop()
 	for n := 0; *count == 0 || n < *count; n++ {
@@ -145,8 +145,8 @@ func since(now time.Time, t *timestamppb.Timestamp) string {
 	return max(0, now.Sub(t.AsTime())).Round(time.Second).String()
 }
 
-// isTerminal reports whether w is a terminal (a character device).
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is a terminal (a character device).
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
