@@ -27,31 +27,28 @@ import (
 )
 
 // BenchmarkStepRecord measures one step record (BeginStep + EndStep, two
-// batched commits with fsync) on a real file, with 1, 16 and 256 concurrent
-// writers, under bbolt's default MaxBatchDelay (10ms) and the store's (2ms),
-// with MaxBatchSize equal to the writers ("tuned") or fixed at 256 as a
+// commits with fsync, in groups) on a real file, with 1, 16 and 256 concurrent
+// writers, with MaxBatchSize equal to the writers ("tuned") or fixed at 256 as a
 // station configured for 256 units sees when fewer are active. With 16 or
 // more writers it uses RunParallel with SetParallelism(writers / GOMAXPROCS);
 // one writer is a plain loop.
 func BenchmarkStepRecord(b *testing.B) {
-	for _, delay := range []time.Duration{10 * time.Millisecond, defaultMaxBatchDelay} {
-		for _, writers := range []int{1, 16, 256} {
-			for i, batch := range []int{writers, 256} {
-				if i == 0 && writers == 256 {
-					continue // same as the fixed run
-				}
-				b.Run(fmt.Sprintf("delay=%s/writers=%d/batch=%d", delay, writers, batch), func(b *testing.B) {
-					benchStepRecord(b, delay, writers, batch)
-				})
+	for _, writers := range []int{1, 16, 256} {
+		for i, batch := range []int{writers, 256} {
+			if i == 0 && writers == 256 {
+				continue // same as the fixed run
 			}
+			b.Run(fmt.Sprintf("writers=%d/batch=%d", writers, batch), func(b *testing.B) {
+				benchStepRecord(b, writers, batch)
+			})
 		}
 	}
 }
 
-func benchStepRecord(b *testing.B, delay time.Duration, writers, batch int) {
+func benchStepRecord(b *testing.B, writers, batch int) {
 	ctx := context.Background()
 	path := filepath.Join(b.TempDir(), "station.db")
-	s, err := Open(path, Options{StationID: testStation, MaxBatchSize: batch, MaxBatchDelay: delay})
+	s, err := Open(path, Options{StationID: testStation, MaxBatchSize: batch})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -57,8 +57,7 @@ func FuzzOpen(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		// One write a batch, so that its commit starts at once instead of after the batch delay,
-		// and no fsync: the file is thrown away.
+		// One write a transaction, and no fsync: the file is thrown away.
 		s, err := Open(path, Options{StationID: testStation, Clock: newStepClock(), MaxBatchSize: 1, noSync: true})
 		if err != nil {
 			wantStableError(t, "Open", err, ErrSchemaTooNew, ErrStationMismatch)

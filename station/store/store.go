@@ -5,8 +5,8 @@
 //
 // Nothing is ever deleted: an EK binding an admin releases is emptied (and audited), and
 // refused sessions live in a ring of fixed slots (RecordRefusal). Every mutating call commits its effect, its events
-// and its audit record in one transaction through bbolt's DB.Batch, so that
-// many concurrent units share each fsync; reads use DB.View. Refusals (an EK
+// and its audit record in one transaction, committed in groups (committer), so
+// that many concurrent units share each fsync; reads use DB.View. Refusals (an EK
 // bound elsewhere, an open intent, ...) are audited too. A call's context is
 // checked before its write is queued; once queued, the write completes.
 //
@@ -46,8 +46,7 @@ import (
 const SchemaVersion = 3
 
 const (
-	defaultMaxBatchSize  = 256
-	defaultMaxBatchDelay = 2 * time.Millisecond
+	defaultMaxBatchSize = 256
 	lockTimeout          = 5 * time.Second
 )
 
@@ -84,9 +83,6 @@ type Options struct {
 	// MaxBatchSize is the most writes committed in one transaction; set it
 	// near the number of concurrent writers. 0 means 256.
 	MaxBatchSize int
-	// MaxBatchDelay is how long a batch waits for more writers before it
-	// commits. 0 means 2ms (bbolt's own default is 10ms).
-	MaxBatchDelay time.Duration
 	// Logger receives debug logs (open, refused writes); nil means silence.
 	Logger *slog.Logger
 	// OnCorrupt, when set, is called once (in its own goroutine) when a
@@ -122,6 +118,7 @@ type Store struct {
 	refusalsKept int
 	commits      prometheus.Observer
 	cp           *checkpointer // nil without an audit key
+	committer    *committer
 }
 
 // Open opens or creates the store file at path. A file whose pages do not
@@ -183,13 +180,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 		db.Close()
 		return nil, err
 	}
-	db.MaxBatchSize = opts.MaxBatchSize
-	if db.MaxBatchSize <= 0 {
-		db.MaxBatchSize = defaultMaxBatchSize
-	}
-	db.MaxBatchDelay = opts.MaxBatchDelay
-	if db.MaxBatchDelay <= 0 {
-		db.MaxBatchDelay = defaultMaxBatchDelay
+	s.committer = &committer{db: db, max: opts.MaxBatchSize, onPanic: s.markPanic}
+	if s.committer.max <= 0 {
+		s.committer.max = defaultMaxBatchSize
 	}
 	db.NoSync = opts.noSync
 	s.db = db
@@ -206,7 +199,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		s.startCheckpoints(opts.Checkpoints, head.Seq)
 	}
 	s.log.Debug("store opened", "path", path, "station_id", s.stationID,
-		"max_batch_size", db.MaxBatchSize, "max_batch_delay", db.MaxBatchDelay)
+		"max_batch_size", s.committer.max)
 	return s, nil
 }
 
@@ -505,8 +498,8 @@ func (w *wtx) refuse(a AuditEvent, err error) error {
 	return &refusal{err: err}
 }
 
-// update runs fn in a batched write transaction. fn may run more than once
-// (bbolt re-runs batches); it must only touch the transaction and values it
+// update runs fn in a write transaction committed with others (committer). fn may run more
+// than once (a group is re-run without a write that failed); it must only touch the transaction and values it
 // resets itself. A refusal from fn commits the transaction and is returned.
 func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	if err := ctx.Err(); err != nil {
@@ -515,13 +508,13 @@ func (s *Store) update(ctx context.Context, fn func(w *wtx) error) (err error) {
 	if err := s.Corrupt(); err != nil {
 		return err
 	}
-	// A panic of fn in a batch is re-run alone by bbolt in this goroutine.
+	// A panic of fn in a group is re-run alone by the committer in this goroutine.
 	defer s.recoverCorrupt(&err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	p := principal(ctx)
 	var refused error
 	start := time.Now()
-	err = s.db.Batch(func(tx *bolt.Tx) error {
+	err = s.committer.do(func(tx *bolt.Tx) error {
 		refused = nil
 		w := s.newWtx(tx, p)
 		err := fn(w)
