@@ -115,3 +115,36 @@ func TestSessionEndKeepsLastResult(t *testing.T) {
 		t.Errorf("the result of %s was not recorded", last)
 	}
 }
+
+// TestWorkOrderRecordedOnlyForUnitsThatTakeTheFiles checks where the work order is recorded
+// now that opening the unit writes it: a unit that can take the profile's files has its work
+// order and profile (and the authorize step's result names them); a unit whose agent announced
+// no file roots fails the authorize step with FILE_ROOTS_UNSUITABLE and has none recorded.
+func TestWorkOrderRecordedOnlyForUnitsThatTakeTheFiles(t *testing.T) {
+	r, pki, st := newRunner(t, 1)
+	bg := context.Background()
+	good := newSoftUnit(t, "SN-00000001", pki.EKIssuing)
+	if out := r.Run(bg, good); !out.Done {
+		t.Fatalf("outcome %+v, want done", out)
+	}
+	if state, err := st.Unit(bg, "SN-00000001"); err != nil || state.WorkOrderID != "WO-B" || state.Profile != "default" {
+		t.Errorf("unit %+v, %v; want work order WO-B, profile default", state, err)
+	}
+	rec, ok, err := st.LatestStep(bg, "SN-00000001", workflow.StepAuthorize)
+	if err != nil || !ok || string(rec.Result) != `{"work_order":"WO-B","profile":"default"}` {
+		t.Errorf("authorize step %s, %v, %v", rec.Result, ok, err)
+	}
+
+	rootless := newSoftUnit(t, "SN-00000002", pki.EKIssuing)
+	rootless.hello.FileRoots = nil
+	if out := r.Run(bg, rootless); out.Done || out.Code != workflow.CodeFileRootsUnsuitable {
+		t.Fatalf("outcome %+v, want %s", out, workflow.CodeFileRootsUnsuitable)
+	}
+	state, err := st.Unit(bg, "SN-00000002")
+	if err != nil || state.Status != store.StatusFailed || state.CurrentStep != workflow.StepAuthorize {
+		t.Fatalf("unit %+v, %v; want failed at %s", state, err, workflow.StepAuthorize)
+	}
+	if state.WorkOrderID != "" || state.Profile != "" {
+		t.Errorf("unit that cannot take the profile's files has work order %q, profile %q", state.WorkOrderID, state.Profile)
+	}
+}
