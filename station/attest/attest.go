@@ -49,7 +49,8 @@ var (
 
 // Key is a TPM object's public area with what is derived from it.
 type Key struct {
-	// Public is the parsed public area.
+	// Public is the parsed public area. Its parameters may be shared with the other keys of
+	// the same template (see template): read them, never modify them.
 	Public tpm2.TPMTPublic
 	// Raw is the marshalled public area as checked.
 	Raw []byte
