@@ -49,7 +49,8 @@ var (
 
 // Key is a TPM object's public area with what is derived from it.
 type Key struct {
-	// Public is the parsed public area.
+	// Public is the parsed public area. Its parameters may be shared with the other keys of
+	// the same template (see template): read them, never modify them.
 	Public tpm2.TPMTPublic
 	// Raw is the marshalled public area as checked.
 	Raw []byte
@@ -63,7 +64,7 @@ type Key struct {
 // name algorithm other than SHA-256 and keys other than RSA-2048 and ECC P-256, and computes
 // its Name.
 func ParsePublic(raw []byte) (*Key, error) {
-	k, err := parseAny(raw)
+	k, _, err := parseAny(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -76,32 +77,37 @@ func ParsePublic(raw []byte) (*Key, error) {
 	return k, nil
 }
 
-// parseAny parses a marshalled TPMT_PUBLIC, refuses trailing bytes and computes its Name.
-func parseAny(raw []byte) (*Key, error) {
-	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: public area: %v", ErrMalformed, err)
-	}
-	if !bytes.Equal(tpm2.Marshal(pub), raw) {
-		return nil, fmt.Errorf("%w: public area has trailing or non-canonical bytes", ErrMalformed)
+// parseAny parses a marshalled TPMT_PUBLIC, refuses trailing bytes and computes its Name; t
+// is the template it was parsed through (nil for a type the memo does not keep).
+func parseAny(raw []byte) (k *Key, t *template, err error) {
+	pub, t, ok := parseMemo(raw)
+	if !ok {
+		full, err := tpm2.Unmarshal[tpm2.TPMTPublic](raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: public area: %v", ErrMalformed, err)
+		}
+		if !bytes.Equal(tpm2.Marshal(full), raw) {
+			return nil, nil, fmt.Errorf("%w: public area has trailing or non-canonical bytes", ErrMalformed)
+		}
+		pub, t = *full, remember(full, raw)
 	}
 	// The Name is nameAlg || H(TPMT_PUBLIC): raw is that encoding (checked above), so hash it
 	// rather than have tpm2.ObjectName encode pub again by reflection.
 	h, err := pub.NameAlg.Hash()
 	if err != nil {
-		return nil, fmt.Errorf("%w: computing name: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: computing name: %v", ErrMalformed, err)
 	}
 	if !h.Available() {
-		return nil, fmt.Errorf("%w: computing name: name algorithm %#x is not available", ErrMalformed, pub.NameAlg)
+		return nil, nil, fmt.Errorf("%w: computing name: name algorithm %#x is not available", ErrMalformed, pub.NameAlg)
 	}
 	hash := h.New()
 	hash.Write(raw)
 	name := hash.Sum(binary.BigEndian.AppendUint16(make([]byte, 0, 2+h.Size()), uint16(pub.NameAlg)))
-	pk, err := tpm2.Pub(*pub)
+	pk, err := tpm2.Pub(pub)
 	if err != nil {
-		return nil, fmt.Errorf("%w: public key: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: public key: %v", ErrMalformed, err)
 	}
-	return &Key{Public: *pub, Raw: raw, PublicKey: pk, Name: name}, nil
+	return &Key{Public: pub, Raw: raw, PublicKey: pk, Name: name}, t, nil
 }
 
 func checkKeySize(pk crypto.PublicKey) error {
@@ -126,11 +132,17 @@ func checkKeySize(pk crypto.PublicKey) error {
 // the unique one as the template says) whose key equals the certificate's public key. It
 // returns the key and its EK type.
 func CheckEK(raw []byte, cert *x509.Certificate) (*Key, tcgek.Type, error) {
-	k, err := parseAny(raw)
+	k, tmpl, err := parseAny(raw)
 	if err != nil {
 		return nil, tcgek.Type{}, err
 	}
-	t, ok := tcgek.Match(k.Public)
+	var t tcgek.Type
+	var ok bool
+	if tmpl != nil {
+		t, ok = tmpl.ekType, tmpl.ekOK
+	} else {
+		t, ok = tcgek.Match(k.Public)
+	}
 	if !ok {
 		return nil, tcgek.Type{}, fmt.Errorf("%w: type %#x, name algorithm %#x, object attributes %#x", ErrEKTemplate,
 			k.Public.Type, k.Public.NameAlg, attrBits(k.Public.ObjectAttributes))

@@ -143,11 +143,11 @@ func FuzzChallenge(f *testing.F) {
 	f.Add(rsaEKPublic(rsaPub), devID, []byte{1})
 	f.Add(devID, devID, []byte(nil))
 	f.Fuzz(func(t *testing.T, ekRaw, keyRaw, answer []byte) {
-		ek, err := parseAny(ekRaw)
+		ek, _, err := parseAny(ekRaw)
 		if err != nil {
 			return
 		}
-		key, err := parseAny(keyRaw)
+		key, _, err := parseAny(keyRaw)
 		if err != nil {
 			return
 		}

@@ -31,8 +31,9 @@ const (
 	StepRework = "rework"
 )
 
-// The IAK steps, which run after idevid_residency (a profile with an IAK; for others each
-// records SkipResult). Stored like the above: never rename one.
+// The IAK steps, which run after idevid_residency (a profile with an IAK; for others none runs
+// and nothing is journaled, where earlier stations recorded SkipResult for each). Stored like
+// the above: never rename one.
 const (
 	StepIAKKey     = "iak_key"
 	StepIAKProof   = "iak_residency"
@@ -97,8 +98,9 @@ type AuthorizeResult struct {
 	Profile   string `json:"profile"`
 }
 
-// SkipResult is the result of a step the unit's profile does not ask for (the IAK steps of a
-// profile without an IAK).
+// SkipResult is the result earlier stations recorded for a step the unit's profile does not
+// ask for (the IAK steps of a profile without an IAK); the station journals nothing for such a
+// step now, and still reads these records.
 type SkipResult struct {
 	Skipped string `json:"skipped"`
 }

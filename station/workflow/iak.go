@@ -17,7 +17,8 @@ import (
 // The IAK steps (TCG TPM 2.0 Keys for Device Identity and Attestation): with Profile.IAK set
 // the TPM creates an Initial Attestation Key, proves it resides beside the EK by credential
 // activation, certifies the IDevID key with it (TPM2_Certify) and gets an IAK certificate from
-// the maker's CA. A profile without an IAK records SkipResult for each.
+// the maker's CA. A profile without an IAK runs none of them and journals nothing for them
+// (units provisioned before recorded journal.SkipResult for each).
 const (
 	StepIAKKey     = journal.StepIAKKey
 	StepIAKProof   = journal.StepIAKProof
@@ -52,19 +53,6 @@ func (u *unit) enrolls(step string) bool {
 		return u.profile != nil && u.profile.FieldCheck.Mode == FieldCheckReenroll
 	}
 	return enrollStep[step] && (step != StepIAKEnroll || u.profile != nil && u.profile.IAK != nil)
-}
-
-// iakSkipped is the result of an IAK step for a profile without an IAK.
-var iakSkipped = journal.SkipResult{Skipped: "the profile has no IAK"}
-
-// iakStep runs an IAK step when the profile has an IAK, else records it skipped.
-func iakStep(run func(*unit, context.Context) (any, error)) func(*unit, context.Context) (any, error) {
-	return func(u *unit, ctx context.Context) (any, error) {
-		if u.profile.IAK == nil {
-			return iakSkipped, nil
-		}
-		return run(u, ctx)
-	}
 }
 
 // createIAK has the TPM create (or find) the IAK at the profile's handle and checks its public

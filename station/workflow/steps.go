@@ -244,11 +244,16 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 	if err := checkFileRoots(u.profile, u.agent.Hello().GetFileRoots()); err != nil {
 		return nil, err
 	}
-	if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
-		s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
-		return nil
-	}); err != nil {
-		return nil, fail(CodeInternal, err, "recording the work order")
+	// open recorded them already unless the unit was reopened.
+	if u.state.WorkOrderID != u.workOrder || u.state.Profile != u.profile.Name {
+		st, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
+			s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
+			return nil
+		})
+		if err != nil {
+			return nil, fail(CodeInternal, err, "recording the work order")
+		}
+		u.state = st
 	}
 	// Before the first key: a unit that cannot take its IDevID NV index never gets one.
 	if err := u.checkPlatform(); err != nil {

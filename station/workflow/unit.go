@@ -215,11 +215,17 @@ func (u *unit) finish(ctx context.Context, f *agentv1.FinishRequest) {
 }
 
 // open marks the unit running (creating its record). A done, aborted or held unit with a
-// rework authorization is reopened and reworked (reworkCleanup).
+// rework authorization is reopened and reworked (reworkCleanup). A unit that is not reopened
+// gets its work order and profile in the same write when it can take the profile's files:
+// what the authorize step records, which then has nothing left to write.
 func (u *unit) open(ctx context.Context) error {
 	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted || u.state.Status == store.StatusHold
+	authorized := !closed && checkFileRoots(u.profile, u.agent.Hello().GetFileRoots()) == nil
 	st, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
 		s.Status, s.ErrorCode, s.ErrorMessage = store.StatusRunning, "", ""
+		if authorized {
+			s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
+		}
 		return nil
 	})
 	if err != nil {
@@ -307,6 +313,11 @@ func (u *unit) runStep(ctx context.Context, step string) error {
 			return fmt.Errorf("closing interrupted step %s: %w", step, err)
 		}
 		delete(u.intents, step)
+	}
+	if roleFor(step) == roleIAK && u.profile.IAK == nil {
+		// A step the profile does not ask for does nothing: it journals nothing either (the
+		// previous step's result stays pending for the next intent).
+		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, u.r.timeout(step))
 	defer cancel()
