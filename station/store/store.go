@@ -47,7 +47,7 @@ const SchemaVersion = 3
 
 const (
 	defaultMaxBatchSize = 256
-	lockTimeout          = 5 * time.Second
+	lockTimeout         = 5 * time.Second
 )
 
 // Bucket and key names.
