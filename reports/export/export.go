@@ -316,7 +316,7 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 // writeAudit adds audit.jsonl with records start..end.
 func writeAudit(ctx context.Context, st *store.Store, start, end uint64, b *Bundle) (Range, error) {
 	r := Range{First: start, Last: end}
-	var buf bytes.Buffer
+	var buf []byte
 	for after := start - 1; after < end; {
 		recs, err := st.AuditAfter(ctx, after, 4096)
 		if err != nil {
@@ -340,16 +340,16 @@ func writeAudit(ctx context.Context, st *store.Store, start, end uint64, b *Bund
 				}
 				r.Checkpoints = append(r.Checkpoints, c)
 			}
-			line, err := json.Marshal(a)
+			line, err := appendAuditJSON(buf, a)
 			if err != nil {
 				return r, fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
 			}
-			buf.Write(append(line, '\n'))
+			buf = append(line, '\n')
 			r.Head = store.ChainHead{Seq: a.Seq, Hash: a.Hash}
 			after = a.Seq
 		}
 	}
-	b.add(AuditFile, buf.Bytes())
+	b.add(AuditFile, buf)
 	return r, nil
 }
 

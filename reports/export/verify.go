@@ -250,13 +250,7 @@ func decodeAudit(data []byte) ([]store.AuditEvent, error) {
 	recs := make([]store.AuditEvent, len(lines))
 	errs := make([]error, len(lines))
 	parallel(len(lines), runtime.GOMAXPROCS(0), func(i int) {
-		dec := json.NewDecoder(bytes.NewReader(lines[i]))
-		dec.DisallowUnknownFields()
-		err := dec.Decode(&recs[i])
-		if err == nil && dec.InputOffset() != int64(len(lines[i])) {
-			err = errors.New("more than one JSON record on the line")
-		}
-		errs[i] = err
+		errs[i] = decodeAuditLine(lines[i], &recs[i])
 	})
 	for i, err := range errs {
 		if err != nil {
