@@ -116,7 +116,7 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 	if err != nil {
 		return nil, err
 	}
-	serials, err := selectUnits(ctx, st, sel, units)
+	serials, states, err := selectUnits(ctx, st, sel, units)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,7 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 		body.Audit, err = writeAudit(ctx, st, start, end, b)
 		auditDone <- err
 	}()
-	parts, err := buildUnits(ctx, st, serials, units, opts.Version)
+	parts, err := buildUnits(ctx, st, serials, units, states, opts.Version)
 	if aerr := <-auditDone; aerr != nil {
 		return nil, aerr
 	}
@@ -218,11 +218,13 @@ func (p *unitPart) add(name string, data []byte) {
 
 // buildUnits builds the parts of serials, in order, on every core: each unit only reads the
 // store.
-func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, version string) ([]*unitPart, error) {
+func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, states map[string]*store.UnitState, version string) ([]*unitPart, error) {
 	parts := make([]*unitPart, len(serials))
 	errs := make([]error, len(serials))
+	wos := &workOrders{}
 	parallel(len(serials), runtime.GOMAXPROCS(0), func(i int) {
-		parts[i], errs[i] = buildUnit(ctx, st, serials[i], units[serials[i]], version)
+		r := &unitReader{Store: st, wos: wos, unit: states[serials[i]]}
+		parts[i], errs[i] = buildUnit(ctx, r, serials[i], units[serials[i]], version)
 	})
 	for i, err := range errs {
 		if err != nil {
@@ -270,14 +272,16 @@ func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unit
 	}
 }
 
-// selectUnits returns the selected serials, sorted.
-func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[string]*unitScan) ([]string, error) {
+// selectUnits returns the selected serials, sorted, and the states of those it read (a work
+// order's units, listed from the store's index).
+func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[string]*unitScan) ([]string, map[string]*store.UnitState, error) {
 	var out []string
+	states := map[string]*store.UnitState{}
 	switch {
 	case len(sel.Serials) > 0:
 		for _, s := range sel.Serials {
 			if units[s] == nil {
-				return nil, fmt.Errorf("export: unit %q: %w", s, store.ErrNotFound)
+				return nil, nil, fmt.Errorf("export: unit %q: %w", s, store.ErrNotFound)
 			}
 			if !slices.Contains(out, s) {
 				out = append(out, s)
@@ -285,18 +289,22 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 		}
 	case sel.WorkOrder != "":
 		if _, err := st.WorkOrder(ctx, sel.WorkOrder); err != nil {
-			return nil, fmt.Errorf("export: work order %q: %w", sel.WorkOrder, err)
+			return nil, nil, fmt.Errorf("export: work order %q: %w", sel.WorkOrder, err)
 		}
-		for s := range units {
-			u, err := st.Unit(ctx, s)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
+		for after, more := "", true; more; {
+			page, m, err := st.ListUnits(ctx, store.UnitQuery{WorkOrder: sel.WorkOrder, After: after, Limit: 1024})
 			if err != nil {
-				return nil, fmt.Errorf("export: unit %s: %w", s, err)
+				return nil, nil, fmt.Errorf("export: listing work order %q: %w", sel.WorkOrder, err)
 			}
-			if u.WorkOrderID == sel.WorkOrder {
-				out = append(out, s)
+			more = m && len(page) > 0
+			for i := range page {
+				u := &page[i].Unit
+				after = u.Serial
+				// Only units with audit records: the bundle proves nothing of the others.
+				if units[u.Serial] != nil && u.WorkOrderID == sel.WorkOrder {
+					out = append(out, u.Serial)
+					states[u.Serial] = u
+				}
 			}
 		}
 	default:
@@ -307,10 +315,10 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("export: %w", ErrEmpty)
+		return nil, nil, fmt.Errorf("export: %w", ErrEmpty)
 	}
 	sort.Strings(out)
-	return out, nil
+	return out, states, nil
 }
 
 // writeAudit adds audit.jsonl with records start..end.
@@ -390,7 +398,7 @@ func revocationRows(rec *traveler.Record) [][]string {
 }
 
 // buildUnit returns serial's traveler and certificates and its summary row.
-func buildUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan, version string) (*unitPart, error) {
+func buildUnit(ctx context.Context, st *unitReader, serial string, sc *unitScan, version string) (*unitPart, error) {
 	rec, err := traveler.Build(ctx, st, serial)
 	if err != nil {
 		return nil, err
@@ -454,7 +462,7 @@ func buildUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan
 
 // enrollChains maps each certificate an enroll step returned (by SHA-256) to the chain the CA
 // sent with it. The enroll results are the only record of the chains.
-func enrollChains(ctx context.Context, st *store.Store, serial string) (map[string][][]byte, error) {
+func enrollChains(ctx context.Context, st *unitReader, serial string) (map[string][][]byte, error) {
 	recs, err := st.StepRecords(ctx, serial)
 	if err != nil {
 		return nil, err
