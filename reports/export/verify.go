@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/station/store"
@@ -128,6 +129,7 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 	revocations := readRevocations(files[RevocationFile], fail)
 	// Units are independent: checked on every core (certificate chains are most of the work).
 	rep.Units = make([]UnitReport, len(body.Units))
+	cache := &certCache{roots: roots}
 	parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
 		u := body.Units[i]
 		ur := UnitReport{Serial: u.Serial}
@@ -135,7 +137,7 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 			ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
 		} else {
 			var tr *traveler.Record
-			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
+			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], cache)
 			if tr != nil {
 				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
@@ -312,7 +314,7 @@ func checkRevocations(u Unit, tr *traveler.Record, rows [][]string) []string {
 
 // checkUnit checks one unit's traveler and certificates against its audit records. It returns
 // the traveler, unless it does not decode.
-func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, roots *x509.CertPool) ([]string, *traveler.Record) {
+func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, cache *certCache) ([]string, *traveler.Record) {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	data := files[u.Traveler]
@@ -365,7 +367,7 @@ func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row m
 		fail("%s: %d certificate files, the traveler lists %d certificates", ManifestFile, len(u.Certificates), len(tr.Certificates))
 	}
 	for _, p := range u.Certificates {
-		probs = append(probs, checkCert(p, files[p], &tr, recorded, roots)...)
+		probs = append(probs, checkCert(p, files[p], &tr, recorded, cache)...)
 	}
 	return probs, &tr
 }
@@ -378,7 +380,7 @@ func certSHA(c *traveler.Certificate) string {
 }
 
 // checkCert checks one certificate file: the certificate, then its chain.
-func checkCert(name string, data []byte, tr *traveler.Record, recorded map[string]*store.AuditEvent, roots *x509.CertPool) []string {
+func checkCert(name string, data []byte, tr *traveler.Record, recorded map[string]*store.AuditEvent, cache *certCache) []string {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
 	if data == nil {
@@ -386,17 +388,25 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 		return probs
 	}
 	var certs []*x509.Certificate
+	var rooted []bool // certs[i] is one of the trusted roots
 	for rest := data; ; {
 		var blk *pem.Block
 		if blk, rest = pem.Decode(rest); blk == nil {
 			break
 		}
-		c, err := x509.ParseCertificate(blk.Bytes)
+		var c *x509.Certificate
+		var err error
+		root := false
+		if len(certs) == 0 {
+			c, err = x509.ParseCertificate(blk.Bytes) // a leaf is in one file only
+		} else {
+			c, root, err = cache.chainCert(blk.Bytes)
+		}
 		if err != nil {
 			fail("certificate %d: %v", len(certs)+1, err)
 			return probs
 		}
-		certs = append(certs, c)
+		certs, rooted = append(certs, c), append(rooted, root)
 	}
 	if len(certs) == 0 {
 		fail("no certificate")
@@ -439,16 +449,52 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 	if err := checkHWModule(leaf, tr); err != nil {
 		fail("%v", err)
 	}
+	// A trusted root the file also carries is left out of the intermediates: a chain through
+	// it ends at it anyway, and x509 would check every signature once more through the copy.
 	inter := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
+	for i, c := range certs[1:] {
+		if !rooted[i+1] {
+			inter.AddCert(c)
+		}
 	}
 	// Checked at the time the station recorded it: a bundle stays verifiable after expiry.
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: a.Time,
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: cache.roots, Intermediates: inter, CurrentTime: a.Time,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		fail("does not chain to the given roots: %v", err)
 	}
 	return probs
+}
+
+// certCache parses each distinct chain certificate of a bundle once (every unit's files carry
+// the same few CA certificates) and remembers whether it is one of the trusted roots. It is
+// safe for concurrent use.
+type certCache struct {
+	roots *x509.CertPool
+	certs sync.Map // string(DER) -> *cachedCert
+}
+
+type cachedCert struct {
+	once sync.Once
+	cert *x509.Certificate
+	root bool
+	err  error
+}
+
+// chainCert returns der parsed and whether it is a trusted root.
+func (c *certCache) chainCert(der []byte) (*x509.Certificate, bool, error) {
+	v, _ := c.certs.LoadOrStore(string(der), &cachedCert{})
+	e := v.(*cachedCert)
+	e.once.Do(func() {
+		e.cert, e.err = x509.ParseCertificate(der)
+		if e.err != nil || !bytes.Equal(e.cert.RawSubject, e.cert.RawIssuer) {
+			return
+		}
+		// A certificate in the pool verifies as the whole chain, with no signature checked.
+		chains, err := e.cert.Verify(x509.VerifyOptions{Roots: c.roots, CurrentTime: e.cert.NotBefore,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		e.root = err == nil && len(chains) == 1 && len(chains[0]) == 1 && chains[0][0].Equal(e.cert)
+	})
+	return e.cert, e.root, e.err
 }
 
 var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
