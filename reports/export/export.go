@@ -74,14 +74,25 @@ type BundleFile struct {
 	Data []byte
 }
 
-// Bundle is a built export.
+// Bundle is a built export held in memory.
 type Bundle struct {
 	// Files are the bundle's files, manifest.json last.
 	Files []BundleFile
 	// Body is what the manifest states.
 	Body *Body
+}
 
-	revocations [][]string // rows of RevocationFile
+// Put adds a file: a Bundle is the Sink of Build.
+func (b *Bundle) Put(name string, data []byte) error {
+	b.Files = append(b.Files, BundleFile{Path: name, Data: data})
+	return nil
+}
+
+// Sink receives a bundle's files one at a time as Write builds them, manifest.json last: a
+// Bundle in memory, an archive (TarWriter) or the station API's stream. A file's data is not
+// used again once Put returns.
+type Sink interface {
+	Put(name string, data []byte) error
 }
 
 // Options are the station facts the manifest states.
@@ -97,11 +108,28 @@ type unitScan struct {
 	principals  []string
 }
 
-// Build assembles the bundle of sel from st. It first signs the chain head (a checkpoint), so
-// that every exported record is covered by a checkpoint; it needs the store's audit key. A
-// unit that changes while Build runs may get a traveler newer than the exported records,
-// which Verify then reports: export units that have ended.
+// Build assembles the bundle of sel from st in memory (see Write).
 func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*Bundle, error) {
+	b := &Bundle{}
+	body, err := Write(ctx, st, sel, opts, b)
+	if err != nil {
+		return nil, err
+	}
+	b.Body = body
+	return b, nil
+}
+
+// unitBatch is how many units Write builds at a time: the files it holds before handing them
+// to the sink.
+const unitBatch = 256
+
+// Write builds the bundle of sel from st and hands its files to sink as they are built: each
+// unit's traveler and certificates, then audit.jsonl, summary.csv, revocation_candidates.csv
+// and manifest.json. It first signs the chain head (a checkpoint), so that every exported
+// record is covered by a checkpoint; it needs the store's audit key. A unit that changes while
+// Write runs may get a traveler newer than the exported records, which Verify then reports:
+// export units that have ended. It returns what the manifest states.
+func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, sink Sink) (*Body, error) {
 	if err := sel.check(); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
@@ -144,57 +172,98 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 	}
 	body := &Body{Schema: Schema, StationID: st.StationID(), SoftwareVersion: opts.Version,
 		CreatedAt: time.Now().UTC(), Selection: sel, AuditPublicKey: pub}
-	b := &Bundle{Body: body}
-	// The audit file is written while the units are built.
-	auditDone := make(chan error, 1)
-	go func() {
-		var err error
-		body.Audit, err = writeAudit(ctx, st, start, end, b)
-		auditDone <- err
-	}()
-	parts, err := buildUnits(ctx, st, serials, units, states, opts.Version)
-	if aerr := <-auditDone; aerr != nil {
-		return nil, aerr
+	put := func(name string, data []byte) error {
+		body.Files = append(body.Files, listFile(name, data))
+		if err := sink.Put(name, data); err != nil {
+			return fmt.Errorf("export: %s: %w", name, err)
+		}
+		return nil
 	}
-	if err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The audit file is encoded while the units are built, and the units a batch at a time
+	// while the batch before goes to the sink.
+	type auditFile struct {
+		r    Range
+		data []byte
+		err  error
+	}
+	auditDone := make(chan auditFile, 1)
+	go func() {
+		r, data, err := writeAudit(ctx, st, start, end)
+		auditDone <- auditFile{r, data, err}
+	}()
+	type batch struct {
+		parts []*unitPart
+		err   error
+	}
+	batches := make(chan batch, 1)
+	go func() {
+		defer close(batches)
+		wos := &workOrders{}
+		for i := 0; i < len(serials); i += unitBatch {
+			parts, err := buildUnits(ctx, st, serials[i:min(i+unitBatch, len(serials))], units, states, wos, opts.Version)
+			select {
+			case batches <- batch{parts, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var rows, revocations [][]string
+	for b := range batches {
+		if b.err != nil {
+			return nil, b.err
+		}
+		for _, p := range b.parts {
+			for _, f := range p.files {
+				if err := put(f.Path, f.Data); err != nil {
+					return nil, err
+				}
+			}
+			body.Units = append(body.Units, p.unit)
+			revocations = append(revocations, p.revocations...)
+			rows = append(rows, p.row)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	a := <-auditDone
+	if a.err != nil {
+		return nil, a.err
+	}
+	body.Audit = a.r
+	if err := put(AuditFile, a.data); err != nil {
 		return nil, err
 	}
-	var rows [][]string
-	for _, p := range parts {
-		b.Files = append(b.Files, p.files...)
-		b.Body.Files = append(b.Body.Files, p.listed...)
-		b.Body.Units = append(b.Body.Units, p.unit)
-		b.revocations = append(b.revocations, p.revocations...)
-		rows = append(rows, p.row)
+	for _, t := range []struct {
+		name   string
+		header []string
+		rows   [][]string
+	}{{SummaryFile, summaryHeader, rows}, {RevocationFile, revocationHeader, revocations}} {
+		var buf bytes.Buffer
+		w := csv.NewWriter(&buf)
+		_ = w.Write(t.header)
+		_ = w.WriteAll(t.rows)
+		if err := w.Error(); err != nil {
+			return nil, fmt.Errorf("export: %s: %w", t.name, err)
+		}
+		if err := put(t.name, buf.Bytes()); err != nil {
+			return nil, err
+		}
 	}
-	var sum bytes.Buffer
-	w := csv.NewWriter(&sum)
-	_ = w.Write(summaryHeader)
-	_ = w.WriteAll(rows)
-	if err := w.Error(); err != nil {
-		return nil, fmt.Errorf("export: summary: %w", err)
-	}
-	b.add(SummaryFile, sum.Bytes())
-	var rev bytes.Buffer
-	w = csv.NewWriter(&rev)
-	_ = w.Write(revocationHeader)
-	_ = w.WriteAll(b.revocations)
-	if err := w.Error(); err != nil {
-		return nil, fmt.Errorf("export: revocation candidates: %w", err)
-	}
-	b.add(RevocationFile, rev.Bytes())
 	data, err := signManifest(body, signer)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	b.Files = append(b.Files, BundleFile{Path: ManifestFile, Data: data})
-	return b, nil
-}
-
-// add appends a file and lists it in the manifest.
-func (b *Bundle) add(p string, data []byte) {
-	b.Files = append(b.Files, BundleFile{Path: p, Data: data})
-	b.Body.Files = append(b.Body.Files, listFile(p, data))
+	if err := sink.Put(ManifestFile, data); err != nil {
+		return nil, fmt.Errorf("export: %s: %w", ManifestFile, err)
+	}
+	return body, nil
 }
 
 func listFile(p string, data []byte) File {
@@ -205,7 +274,6 @@ func listFile(p string, data []byte) File {
 // unitPart is what one unit adds to a bundle.
 type unitPart struct {
 	files       []BundleFile
-	listed      []File
 	unit        Unit
 	row         []string
 	revocations [][]string
@@ -213,15 +281,13 @@ type unitPart struct {
 
 func (p *unitPart) add(name string, data []byte) {
 	p.files = append(p.files, BundleFile{Path: name, Data: data})
-	p.listed = append(p.listed, listFile(name, data))
 }
 
 // buildUnits builds the parts of serials, in order, on every core: each unit only reads the
 // store.
-func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, states map[string]*store.UnitState, version string) ([]*unitPart, error) {
+func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, states map[string]*store.UnitState, wos *workOrders, version string) ([]*unitPart, error) {
 	parts := make([]*unitPart, len(serials))
 	errs := make([]error, len(serials))
-	wos := &workOrders{}
 	parallel(len(serials), runtime.GOMAXPROCS(0), func(i int) {
 		r := &unitReader{Store: st, wos: wos, unit: states[serials[i]]}
 		parts[i], errs[i] = buildUnit(ctx, r, serials[i], units[serials[i]], version)
@@ -321,17 +387,17 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 	return out, states, nil
 }
 
-// writeAudit adds audit.jsonl with records start..end.
-func writeAudit(ctx context.Context, st *store.Store, start, end uint64, b *Bundle) (Range, error) {
+// writeAudit returns audit.jsonl with records start..end, and its range.
+func writeAudit(ctx context.Context, st *store.Store, start, end uint64) (Range, []byte, error) {
 	r := Range{First: start, Last: end}
 	var buf []byte
 	for after := start - 1; after < end; {
 		recs, err := st.AuditAfter(ctx, after, 4096)
 		if err != nil {
-			return r, fmt.Errorf("export: reading the audit chain: %w", err)
+			return r, nil, fmt.Errorf("export: reading the audit chain: %w", err)
 		}
 		if len(recs) == 0 {
-			return r, fmt.Errorf("export: audit record %d is missing", after+1)
+			return r, nil, fmt.Errorf("export: audit record %d is missing", after+1)
 		}
 		for i := range recs {
 			a := &recs[i]
@@ -344,21 +410,20 @@ func writeAudit(ctx context.Context, st *store.Store, start, end uint64, b *Bund
 			if a.Action == store.AuditActionCheckpoint {
 				c, err := checkpointEntry(a)
 				if err != nil {
-					return r, fmt.Errorf("export: audit record %d: %w", a.Seq, err)
+					return r, nil, fmt.Errorf("export: audit record %d: %w", a.Seq, err)
 				}
 				r.Checkpoints = append(r.Checkpoints, c)
 			}
 			line, err := appendAuditJSON(buf, a)
 			if err != nil {
-				return r, fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
+				return r, nil, fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
 			}
 			buf = append(line, '\n')
 			r.Head = store.ChainHead{Seq: a.Seq, Hash: a.Hash}
 			after = a.Seq
 		}
 	}
-	b.add(AuditFile, buf)
-	return r, nil
+	return r, buf, nil
 }
 
 func checkpointEntry(a *store.AuditEvent) (CheckpointEntry, error) {

@@ -83,25 +83,24 @@ func (r *Report) String() string {
 	return b.String()
 }
 
-// Verify checks the bundle in dir against the trusted roots and the station's audit public
-// key: the manifest's signature and every file's hash (and no file unlisted), the audit
-// records' hashes, links and checkpoints (store.VerifyRecords), and for each unit that its
-// traveler agrees with the audit records (every certificate recorded, the final status) and
-// that each certificate chains to roots and agrees with the traveler and the audit records
-// (SHA-256, so key and subject; subject serialNumber and hardwareModuleName). It needs
-// nothing else. A bundle whose manifest does not verify reports that one problem.
-func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Report {
+// Verify checks the bundle at path (a folder, or the archive TarWriter writes) against the
+// trusted roots and the station's audit public key: the manifest's signature and every file's
+// hash (and no file unlisted), the audit records' hashes, links and checkpoints
+// (store.VerifyRecords), and for each unit that its traveler agrees with the audit records
+// (every certificate recorded, the final status) and that each certificate chains to roots
+// and agrees with the traveler and the audit records (SHA-256, so key and subject; subject
+// serialNumber and hardwareModuleName). It needs nothing else. A bundle whose manifest does
+// not verify reports that one problem.
+func Verify(path string, roots *x509.CertPool, stationKey crypto.PublicKey) *Report {
 	rep := &Report{}
 	fail := func(format string, args ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...)) }
-	// Every file is read through the bundle's root: a symbolic link leading out of the bundle
-	// is refused, never followed.
-	root, err := os.OpenRoot(dir)
+	src, err := openBundle(path, fail)
 	if err != nil {
 		fail("bundle: %v", err)
 		return rep
 	}
-	defer root.Close()
-	raw, err := root.ReadFile(ManifestFile)
+	defer src.Close()
+	raw, err := src.ReadFile(ManifestFile)
 	if err != nil {
 		fail("%s: %v", ManifestFile, err)
 		return rep
@@ -111,7 +110,7 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
-	files := checkFiles(root, dir, body, fail)
+	files := checkFiles(src, body, fail)
 
 	keySHA, err := store.KeySHA256(stationKey)
 	if err != nil {
@@ -147,9 +146,91 @@ func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Repo
 	return rep
 }
 
+// bundleSource is where Verify reads a bundle's files.
+type bundleSource interface {
+	ReadFile(name string) ([]byte, error)
+	// Others lists the files present that are not in listed.
+	Others(listed map[string]bool) []string
+	Close() error
+}
+
+// openBundle opens the folder or archive at path. Problems of an archive's entries are
+// reported through fail.
+func openBundle(path string, fail func(string, ...any)) (bundleSource, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		// Every file is read through the bundle's root: a symbolic link leading out of the
+		// bundle is refused, never followed.
+		root, err := os.OpenRoot(path)
+		if err != nil {
+			return nil, err
+		}
+		return &dirBundle{root: root, dir: path}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return archiveBundle(readTar(f, fail)), nil
+}
+
+// dirBundle is a bundle folder.
+type dirBundle struct {
+	root *os.Root
+	dir  string
+}
+
+func (d *dirBundle) ReadFile(name string) ([]byte, error) {
+	return d.root.ReadFile(filepath.FromSlash(name))
+}
+
+func (d *dirBundle) Others(listed map[string]bool) []string {
+	var out []string
+	_ = filepath.WalkDir(d.dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(d.dir, p)
+		if !listed[filepath.ToSlash(rel)] {
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return out
+}
+
+func (d *dirBundle) Close() error { return d.root.Close() }
+
+// archiveBundle is a bundle archive, read whole.
+type archiveBundle map[string][]byte
+
+func (a archiveBundle) ReadFile(name string) ([]byte, error) {
+	if data, ok := a[name]; ok {
+		return data, nil
+	}
+	return nil, errors.New("not in the archive")
+}
+
+func (a archiveBundle) Others(listed map[string]bool) []string {
+	var out []string
+	for name := range a {
+		if !listed[name] {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (a archiveBundle) Close() error { return nil }
+
 // checkFiles reads every listed file, checks its hash and size, and reports files that are
 // missing or not listed. It returns the contents of every listed file it could read.
-func checkFiles(root *os.Root, dir string, body *Body, fail func(string, ...any)) map[string][]byte {
+func checkFiles(src bundleSource, body *Body, fail func(string, ...any)) map[string][]byte {
 	out := map[string][]byte{}
 	listed := map[string]bool{ManifestFile: true}
 	for _, f := range body.Files {
@@ -158,7 +239,7 @@ func checkFiles(root *os.Root, dir string, body *Body, fail func(string, ...any)
 			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
 			continue
 		}
-		data, err := root.ReadFile(filepath.FromSlash(f.Path))
+		data, err := src.ReadFile(f.Path)
 		if err != nil {
 			fail("%s: %v", f.Path, err)
 			continue
@@ -170,16 +251,9 @@ func checkFiles(root *os.Root, dir string, body *Body, fail func(string, ...any)
 		}
 		out[f.Path] = data
 	}
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if !listed[filepath.ToSlash(rel)] {
-			fail("%s: not listed in the manifest", filepath.ToSlash(rel))
-		}
-		return nil
-	})
+	for _, p := range src.Others(listed) {
+		fail("%s: not listed in the manifest", p)
+	}
 	return out
 }
 

@@ -1,0 +1,106 @@
+package export
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"time"
+)
+
+// A bundle is a folder or one archive holding the same files: an uncompressed tar (POSIX
+// ustar, or PAX for long names) of regular files only, manifest.json last. The archive is
+// written in one pass (no file created a unit) and read in one (Verify of a file).
+
+// TarWriter writes a bundle as one tar archive. It is the Sink of Write.
+type TarWriter struct {
+	buf   *bufio.Writer
+	tw    *tar.Writer
+	mtime time.Time
+}
+
+// NewTarWriter returns a TarWriter writing to w. Close ends the archive.
+func NewTarWriter(w io.Writer) *TarWriter {
+	buf := bufio.NewWriterSize(w, 1<<20)
+	return &TarWriter{buf: buf, tw: tar.NewWriter(buf), mtime: time.Now().UTC().Truncate(time.Second)}
+}
+
+// Put writes one file (0644: a bundle holds no secret).
+func (t *TarWriter) Put(name string, data []byte) error {
+	if _, err := localName(name); err != nil {
+		return err
+	}
+	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644, ModTime: t.mtime}); err != nil {
+		return fmt.Errorf("export: archive: %w", err)
+	}
+	if _, err := t.tw.Write(data); err != nil {
+		return fmt.Errorf("export: archive: %w", err)
+	}
+	return nil
+}
+
+// Close writes the end of the archive and flushes it; it does not close the writer beneath.
+func (t *TarWriter) Close() error {
+	if err := t.tw.Close(); err != nil {
+		return fmt.Errorf("export: archive: %w", err)
+	}
+	if err := t.buf.Flush(); err != nil {
+		return fmt.Errorf("export: archive: %w", err)
+	}
+	return nil
+}
+
+// localName checks that a bundle file name is a clean relative slash path that stays inside
+// the bundle.
+func localName(name string) (string, error) {
+	if !fs.ValidPath(name) || name == "." {
+		return "", fmt.Errorf("export: file name %q is not a local path", name)
+	}
+	return name, nil
+}
+
+// readTar reads every file of a bundle archive. Problems (an entry that is not a regular file,
+// a name that leaves the bundle, a name twice) are reported through fail and the entry skipped;
+// an archive that does not read stops there, keeping what came before.
+func readTar(r io.Reader, fail func(string, ...any)) map[string][]byte {
+	files := map[string][]byte{}
+	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files
+		}
+		if err != nil {
+			fail("archive: %v", err)
+			return files
+		}
+		switch _, lerr := localName(h.Name); {
+		case h.Typeflag == tar.TypeDir:
+			continue // a folder of the bundle: its files come as entries of their own
+		case h.Typeflag != tar.TypeReg:
+			fail("%s: not a regular file in the archive", h.Name)
+			continue
+		case lerr != nil:
+			fail("%s: the name leaves the bundle", h.Name)
+			continue
+		case files[h.Name] != nil:
+			fail("%s: twice in the archive", h.Name)
+			continue
+		}
+		// The header's size is only believed as far as the data goes.
+		var data bytes.Buffer
+		data.Grow(int(min(h.Size, 64<<20)))
+		if _, err := data.ReadFrom(tr); err != nil {
+			fail("%s: archive: %v", h.Name, err)
+			return files
+		}
+		d := data.Bytes()
+		if d == nil {
+			d = []byte{} // an empty file is there all the same
+		}
+		files[h.Name] = d
+	}
+}
