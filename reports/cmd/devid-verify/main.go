@@ -1,9 +1,9 @@
-// Command devid-verify checks a DevID Station QA export offline: only the bundle folder, the
-// trusted roots and the station's audit public key, no station and no network. It prints PASS
+// Command devid-verify checks a DevID Station QA export offline: only the bundle (a folder, or
+// the one-file archive stationctl export --out FILE.tar writes), the trusted roots and the station's audit public key, no station and no network. It prints PASS
 // or FAIL per unit with the reasons and exits 0 only when everything passed (1: a check
 // failed, 2: bad usage or unreadable inputs). See reports/export.
 //
-//	devid-verify -bundle DIR -roots ROOTS.pem [-roots MORE.pem] -station-key KEY.pem
+//	devid-verify -bundle DIR|FILE.tar -roots ROOTS.pem [-roots MORE.pem] -station-key KEY.pem
 package main
 
 import (
@@ -29,7 +29,7 @@ func (f *files) Set(v string) error { *f = append(*f, v); return nil }
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("devid-verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	bundle := fs.String("bundle", "", "the export folder")
+	bundle := fs.String("bundle", "", "the export: a folder or a .tar archive")
 	key := fs.String("station-key", "", "the station's audit public key (PEM PUBLIC KEY), obtained out of band")
 	var roots files
 	fs.Var(&roots, "roots", "PEM file of trusted root certificates (repeatable)")
@@ -37,7 +37,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *bundle == "" || *key == "" || len(roots) == 0 || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: devid-verify -bundle DIR -roots ROOTS.pem [-roots ...] -station-key KEY.pem")
+		fmt.Fprintln(stderr, "usage: devid-verify -bundle DIR|FILE.tar -roots ROOTS.pem [-roots ...] -station-key KEY.pem")
 		return 2
 	}
 	pool, pub, err := inputs(roots, *key)

@@ -64,6 +64,26 @@ func TestRun(t *testing.T) {
 	if code := run(args, &out, &errb); code != 0 || !strings.Contains(out.String(), "PASS SN-1") {
 		t.Fatalf("intact bundle: exit %d\n%s%s", code, out.String(), errb.String())
 	}
+	// The same bundle as one archive.
+	archive := filepath.Join(tmp, "bundle.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := export.NewTarWriter(f)
+	for _, file := range b.Files {
+		if err := tw.Put(file.Path, file.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out.Reset()
+	if code := run([]string{"-bundle", archive, "-roots", roots, "-station-key", keyFile}, &out, &errb); code != 0 || !strings.Contains(out.String(), "PASS SN-1") {
+		t.Fatalf("intact archive: exit %d\n%s%s", code, out.String(), errb.String())
+	}
 	data[len(data)/2] ^= 1
 	if err := os.WriteFile(pemFile, data, 0o644); err != nil {
 		t.Fatal(err)
