@@ -492,6 +492,16 @@ func buildUnit(ctx context.Context, st *unitReader, serial string, sc *unitScan,
 		b.add(name, p.Bytes())
 		u.Certificates = append(u.Certificates, name)
 	}
+	if rec.EK != nil && rec.EK.SHA256 != "" {
+		ek, err := ekCertificate(ctx, st, serial, rec.EK.SHA256)
+		if err != nil {
+			return nil, err
+		}
+		if ek != nil {
+			u.EKCertificate = path.Join(certDir, serial, ekFilePrefix+rec.EK.SHA256+".pem")
+			b.add(u.EKCertificate, ek)
+		}
+	}
 	b.unit = u
 
 	row := map[string]string{"serial": serial, "work_order": rec.WorkOrder, "profile": rec.Profile,
@@ -545,6 +555,48 @@ func enrollChains(ctx context.Context, st *unitReader, serial string) (map[strin
 		out[hex.EncodeToString(h[:])] = er.Chain
 	}
 	return out, nil
+}
+
+// ekCertificate returns the PEM of the unit's verified EK certificate (hex SHA-256 sha), then
+// the chain certificates its agent sent with it, from the identify report verify_ek's intent
+// keeps; nil when no report holds it.
+func ekCertificate(ctx context.Context, st *unitReader, serial, sha string) ([]byte, error) {
+	recs, err := st.StepRecords(ctx, serial)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := &recs[i]
+		if r.Step != journal.StepVerifyEK {
+			continue
+		}
+		var intent journal.Intent
+		if err := json.Unmarshal(r.Intent, &intent); err != nil {
+			return nil, fmt.Errorf("decoding the %s intent: %w", r.Step, err)
+		}
+		if intent.Identify == "" {
+			continue
+		}
+		var id journal.Identify
+		if err := json.Unmarshal([]byte(intent.Identify), &id); err != nil {
+			return nil, fmt.Errorf("decoding the identify report: %w", err)
+		}
+		for _, k := range id.EKs {
+			if der := k.GetCertificate(); len(der) > 0 && sha256Hex(der) == sha {
+				var p bytes.Buffer
+				for _, c := range append([][]byte{der}, id.Chain...) {
+					_ = pem.Encode(&p, &pem.Block{Type: "CERTIFICATE", Bytes: c})
+				}
+				return p.Bytes(), nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
 }
 
 // WriteDir writes the bundle's files under dir, which must not exist yet or be empty. Files

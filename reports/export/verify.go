@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"math/big"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -92,6 +93,25 @@ func (r *Report) String() string {
 // serialNumber and hardwareModuleName). It needs nothing else. A bundle whose manifest does
 // not verify reports that one problem.
 func Verify(path string, roots *x509.CertPool, stationKey crypto.PublicKey) *Report {
+	return VerifyWith(path, Trust{Roots: roots, StationKey: stationKey})
+}
+
+// Trust is what an auditor is given out of band.
+type Trust struct {
+	// Roots are the trusted roots of the DevID certificates.
+	Roots *x509.CertPool
+	// EKRoots, when set, are the trusted roots of the TPMs' EK certificates: every unit's EK
+	// certificate must then be in the bundle and chain to them (with the TCG EK profile the
+	// station checks). Without them the EK certificate, when present, is checked against the
+	// unit's records only.
+	EKRoots *x509.CertPool
+	// StationKey is the station's audit public key.
+	StationKey crypto.PublicKey
+}
+
+// VerifyWith is Verify with the EK roots too (see Trust).
+func VerifyWith(path string, t Trust) *Report {
+	roots, stationKey := t.Roots, t.StationKey
 	rep := &Report{}
 	fail := func(format string, args ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...)) }
 	src, err := openBundle(path, fail)
@@ -128,7 +148,7 @@ func Verify(path string, roots *x509.CertPool, stationKey crypto.PublicKey) *Rep
 	revocations := readRevocations(files[RevocationFile], fail)
 	// Units are independent: checked on every core (certificate chains are most of the work).
 	rep.Units = make([]UnitReport, len(body.Units))
-	cache := &certCache{roots: roots}
+	cache := &certCache{roots: roots, ekRoots: t.EKRoots}
 	parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
 		u := body.Units[i]
 		ur := UnitReport{Serial: u.Serial}
@@ -443,6 +463,7 @@ func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row m
 	for _, p := range u.Certificates {
 		probs = append(probs, checkCert(p, files[p], &tr, recorded, cache)...)
 	}
+	probs = append(probs, checkEK(u, files[u.EKCertificate], &tr, trail, cache.ekRoots)...)
 	return probs, &tr
 }
 
@@ -543,8 +564,8 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 // the same few CA certificates) and remembers whether it is one of the trusted roots. It is
 // safe for concurrent use.
 type certCache struct {
-	roots *x509.CertPool
-	certs sync.Map // string(DER) -> *cachedCert
+	roots, ekRoots *x509.CertPool
+	certs          sync.Map // string(DER) -> *cachedCert
 }
 
 type cachedCert struct {
@@ -570,6 +591,85 @@ func (c *certCache) chainCert(der []byte) (*x509.Certificate, bool, error) {
 	})
 	return e.cert, e.root, e.err
 }
+
+// checkEK checks the unit's EK certificate file: the certificate is the traveler's EK (SHA-256,
+// serial number, key fingerprint), its key is the one an audit record bound to the unit, and
+// with EK roots it chains to them through the chain the file carries, as the station checks an
+// EK certificate, at the time of the binding.
+func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent, ekRoots *x509.CertPool) []string {
+	var probs []string
+	name := u.EKCertificate
+	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
+	if name == "" {
+		if ekRoots != nil {
+			return []string{fmt.Sprintf("%s: no EK certificate of the unit to check against the EK roots", ManifestFile)}
+		}
+		return nil
+	}
+	if data == nil {
+		fail("missing")
+		return probs
+	}
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			fail("certificate %d: %v", len(certs)+1, err)
+			return probs
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		fail("no certificate")
+		return probs
+	}
+	ek := certs[0]
+	sha, fp := sha256Hex(ek.Raw), sha256Hex(ek.RawSubjectPublicKeyInfo)
+	if want := path.Join(certDir, u.Serial, ekFilePrefix+sha+".pem"); name != want {
+		fail("file name is not %s", want)
+	}
+	switch {
+	case tr.EK == nil:
+		fail("%s names no EK certificate", u.Traveler)
+	case tr.EK.SHA256 != sha || tr.EK.Fingerprint != fp || tr.EK.SerialNumber != ek.SerialNumber.Text(16):
+		fail("certificate %s (key %s) is not %s's EK certificate %s (key %s)", sha, fp, u.Traveler, tr.EK.SHA256, tr.EK.Fingerprint)
+	}
+	var bound *store.AuditEvent
+	for _, a := range trail {
+		if a.Action == store.EventEKBound && a.Result == store.ResultOK && len(a.Fingerprints) == 1 && a.Fingerprints[0] == fp {
+			bound = a
+		}
+	}
+	if bound == nil {
+		fail("the EK %s is not bound to %s in %s", fp, u.Serial, AuditFile)
+		return probs
+	}
+	if ekRoots == nil {
+		return probs
+	}
+	if !slices.ContainsFunc(ek.UnknownExtKeyUsage, oidEKCertificate.Equal) {
+		fail("extended key usage lacks tcg-kp-EKCertificate: not an EK certificate")
+	}
+	// The subjectAltName of an EK certificate names the TPM (a directoryName), which
+	// crypto/x509 leaves unhandled; the station checked it against the TCG profile.
+	ek.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(ek.UnhandledCriticalExtensions), oidSAN.Equal)
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := ek.Verify(x509.VerifyOptions{Roots: ekRoots, Intermediates: inter, CurrentTime: bound.Time,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		fail("does not chain to the given EK roots: %v", err)
+	}
+	return probs
+}
+
+// oidEKCertificate is tcg-kp-EKCertificate, the extended key usage of an EK certificate.
+var oidEKCertificate = asn1.ObjectIdentifier{2, 23, 133, 8, 1}
 
 var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
 var oidHWModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
