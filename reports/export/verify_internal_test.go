@@ -6,8 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/reports/traveler/travelertest"
 )
 
@@ -45,4 +48,22 @@ func mustParse(t *testing.T, der []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestTravelerFacts keeps the verifier's view of a traveler in step with the traveler's
+// format: each field it decodes is the record's field of the same name and JSON key.
+func TestTravelerFacts(t *testing.T) {
+	rec := reflect.TypeFor[traveler.Record]()
+	facts := reflect.TypeFor[travelerFacts]()
+	for i := range facts.NumField() {
+		f := facts.Field(i)
+		r, ok := rec.FieldByName(f.Name)
+		if !ok || r.Type != f.Type {
+			t.Errorf("traveler.Record has no field %s of type %s", f.Name, f.Type)
+			continue
+		}
+		if key, _, _ := strings.Cut(r.Tag.Get("json"), ","); key != f.Tag.Get("json") {
+			t.Errorf("field %s: traveler key %q, the verifier reads %q", f.Name, key, f.Tag.Get("json"))
+		}
+	}
 }
