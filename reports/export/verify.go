@@ -652,7 +652,14 @@ func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent
 		return probs
 	}
 	ek := certs[0]
-	sha, fp := sha256Hex(ek.Raw), sha256Hex(ek.RawSubjectPublicKeyInfo)
+	// The fingerprint is the station's: the SHA-256 of the key's SubjectPublicKeyInfo as Go
+	// encodes it.
+	spki, err := x509.MarshalPKIXPublicKey(ek.PublicKey)
+	if err != nil {
+		fail("public key: %v", err)
+		return probs
+	}
+	sha, fp := sha256Hex(ek.Raw), sha256Hex(spki)
 	if want := path.Join(certDir, u.Serial, ekFilePrefix+sha+".pem"); name != want {
 		fail("file name is not %s", want)
 	}

@@ -35,7 +35,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("station-key", "", "the station's audit public key (PEM PUBLIC KEY), obtained out of band")
 	var roots, ekRoots files
 	fs.Var(&roots, "roots", "PEM file of trusted root certificates (repeatable)")
-	fs.Var(&ekRoots, "ek-roots", "PEM file of the trusted roots of the TPMs' EK certificates (repeatable; optional)")
+	fs.Var(&ekRoots, "ek-roots", "PEM file of the trusted roots of the TPMs' EK certificates and the station's configured EK intermediates (repeatable; optional)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
