@@ -1,9 +1,9 @@
 // Package export writes and checks a QA export: one self-contained folder (or one archive of
-// the same files) holding, for a
-// selection of units (a work order, a serial list or a time range), their audit records, a
-// JSON traveler per unit, their certificates with chains and a summary.csv, listed with their
-// SHA-256 in a manifest.json signed by the station's audit key. Verify checks a bundle with
-// only the trusted roots and the station's public key: no station, no network.
+// the same files) holding, for a selection of units (a work order, a serial list or a time
+// range), their audit records, a JSON traveler per unit, their certificates with chains and a
+// summary.csv, listed with their SHA-256 in a manifest.json signed by the station's audit key.
+// Verify checks a bundle with only the trusted roots and the station's public key: no
+// station, no network.
 //
 // Layout:
 //
