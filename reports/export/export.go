@@ -577,12 +577,20 @@ func ekCertificate(ctx context.Context, st *unitReader, serial, sha string) ([]b
 		if intent.Identify == "" {
 			continue
 		}
-		var id journal.Identify
+		// Only the EK certificates and the chain of the report (journal.Identify's stored form:
+		// "eks" holds EndorsementKey messages, whose bytes protojson and encoding/json both
+		// write in standard base64); the SHA-256 proves the right bytes were found.
+		var id struct {
+			EKs []struct {
+				Certificate []byte `json:"certificate"`
+			} `json:"eks"`
+			Chain [][]byte `json:"chain"`
+		}
 		if err := json.Unmarshal([]byte(intent.Identify), &id); err != nil {
 			return nil, fmt.Errorf("decoding the identify report: %w", err)
 		}
 		for _, k := range id.EKs {
-			if der := k.GetCertificate(); len(der) > 0 && sha256Hex(der) == sha {
+			if der := k.Certificate; len(der) > 0 && sha256Hex(der) == sha {
 				var p bytes.Buffer
 				for _, c := range append([][]byte{der}, id.Chain...) {
 					_ = pem.Encode(&p, &pem.Block{Type: "CERTIFICATE", Bytes: c})
