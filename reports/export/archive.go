@@ -29,15 +29,21 @@ func NewTarWriter(w io.Writer) *TarWriter {
 }
 
 // Put writes one file (0644: a bundle holds no secret).
-func (t *TarWriter) Put(name string, data []byte) error {
+func (t *TarWriter) Put(name string, parts ...[]byte) error {
 	if _, err := localName(name); err != nil {
 		return err
 	}
-	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644, ModTime: t.mtime}); err != nil {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(size), Mode: 0o644, ModTime: t.mtime}); err != nil {
 		return fmt.Errorf("export: archive: %w", err)
 	}
-	if _, err := t.tw.Write(data); err != nil {
-		return fmt.Errorf("export: archive: %w", err)
+	for _, p := range parts {
+		if _, err := t.tw.Write(p); err != nil {
+			return fmt.Errorf("export: archive: %w", err)
+		}
 	}
 	return nil
 }

@@ -83,16 +83,17 @@ type Bundle struct {
 }
 
 // Put adds a file: a Bundle is the Sink of Build.
-func (b *Bundle) Put(name string, data []byte) error {
-	b.Files = append(b.Files, BundleFile{Path: name, Data: data})
+func (b *Bundle) Put(name string, parts ...[]byte) error {
+	b.Files = append(b.Files, BundleFile{Path: name, Data: bytes.Join(parts, nil)})
 	return nil
 }
 
 // Sink receives a bundle's files one at a time as Write builds them, manifest.json last: a
-// Bundle in memory, an archive (TarWriter) or the station API's stream. A file's data is not
+// Bundle in memory, an archive (TarWriter) or the station API's stream. A file comes as its
+// parts in order (audit.jsonl in several, to spare a copy of the largest file); they are not
 // used again once Put returns.
 type Sink interface {
-	Put(name string, data []byte) error
+	Put(name string, parts ...[]byte) error
 }
 
 // Options are the station facts the manifest states.
@@ -172,9 +173,9 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	}
 	body := &Body{Schema: Schema, StationID: st.StationID(), SoftwareVersion: opts.Version,
 		CreatedAt: time.Now().UTC(), Selection: sel, AuditPublicKey: pub}
-	put := func(name string, data []byte) error {
-		body.Files = append(body.Files, listFile(name, data))
-		if err := sink.Put(name, data); err != nil {
+	put := func(name string, data ...[]byte) error {
+		body.Files = append(body.Files, listFile(name, data...))
+		if err := sink.Put(name, data...); err != nil {
 			return fmt.Errorf("export: %s: %w", name, err)
 		}
 		return nil
@@ -185,7 +186,7 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	// while the batch before goes to the sink.
 	type auditFile struct {
 		r    Range
-		data []byte
+		data [][]byte
 		err  error
 	}
 	auditDone := make(chan auditFile, 1)
@@ -237,7 +238,7 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 		return nil, a.err
 	}
 	body.Audit = a.r
-	if err := put(AuditFile, a.data); err != nil {
+	if err := put(AuditFile, a.data...); err != nil {
 		return nil, err
 	}
 	for _, t := range []struct {
@@ -266,9 +267,14 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	return body, nil
 }
 
-func listFile(p string, data []byte) File {
-	h := sha256.Sum256(data)
-	return File{Path: p, SHA256: hex.EncodeToString(h[:]), Size: len(data)}
+func listFile(p string, parts ...[]byte) File {
+	h := sha256.New()
+	size := 0
+	for _, b := range parts {
+		h.Write(b)
+		size += len(b)
+	}
+	return File{Path: p, SHA256: hex.EncodeToString(h.Sum(nil)), Size: size}
 }
 
 // unitPart is what one unit adds to a bundle.
@@ -300,32 +306,78 @@ func buildUnits(ctx context.Context, st *store.Store, serials []string, units ma
 	return parts, nil
 }
 
-// scan reads the whole chain once: each unit's first and last record, whether one falls in
-// the selection's time range, the principals other than the station, and the checkpoints.
-func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unitScan, []uint64, error) {
-	units := map[string]*unitScan{}
-	var cps []uint64
-	for after := uint64(0); ; {
-		recs, err := st.AuditAfter(ctx, after, 4096)
-		if err != nil {
-			return nil, nil, fmt.Errorf("export: reading the audit chain: %w", err)
+// auditSegment is how many audit records one worker reads at a time: the chain is read and
+// encoded on every core, a segment each. (A variable: tests split small chains.)
+var auditSegment uint64 = 16384
+
+// readSegments reads audit records first..last on every core, a segment of auditSegment
+// records at a time, calling fn with the segment's number (from 0) and its records in
+// order, a page at a time (fn is never called for one segment on two goroutines at once).
+func readSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, recs []store.AuditEvent) error) error {
+	if last < first {
+		return nil
+	}
+	n := int((last-first)/auditSegment) + 1
+	errs := make([]error, n)
+	parallel(n, runtime.GOMAXPROCS(0), func(i int) {
+		lo := first + uint64(i)*auditSegment
+		hi := min(last, lo+auditSegment-1)
+		for after := lo - 1; after < hi; {
+			recs, err := st.AuditAfter(ctx, after, int(min(4096, hi-after)))
+			if err != nil {
+				errs[i] = fmt.Errorf("export: reading the audit chain: %w", err)
+				return
+			}
+			if len(recs) == 0 || recs[0].Seq != after+1 {
+				errs[i] = fmt.Errorf("export: audit record %d is missing", after+1)
+				return
+			}
+			k := 0
+			for k < len(recs) && recs[k].Seq <= hi {
+				k++
+			}
+			if err := fn(i, recs[:k]); err != nil {
+				errs[i] = err
+				return
+			}
+			after = recs[k-1].Seq
 		}
-		if len(recs) == 0 {
-			return units, cps, nil
+	})
+	return errors.Join(errs...)
+}
+
+// scan reads the whole chain once, up to the head: each unit's first and last record, whether
+// one falls in the selection's time range, the principals other than the station, and the
+// checkpoints.
+func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unitScan, []uint64, error) {
+	head, err := st.ChainHead(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("export: reading the chain head: %w", err)
+	}
+	type part struct {
+		units  map[string]*unitScan
+		serial []string // in the order of their first record
+		cps    []uint64
+	}
+	parts := make([]part, (head.Seq+auditSegment-1)/auditSegment)
+	err = readSegments(ctx, st, 1, head.Seq, func(seg int, recs []store.AuditEvent) error {
+		p := &parts[seg]
+		if p.units == nil {
+			p.units = map[string]*unitScan{}
 		}
 		for i := range recs {
 			a := &recs[i]
-			after = a.Seq
 			if a.Action == store.AuditActionCheckpoint {
-				cps = append(cps, a.Seq)
+				p.cps = append(p.cps, a.Seq)
 			}
 			if a.Serial == "" {
 				continue
 			}
-			u := units[a.Serial]
+			u := p.units[a.Serial]
 			if u == nil {
 				u = &unitScan{first: a.Seq}
-				units[a.Serial] = u
+				p.units[a.Serial] = u
+				p.serial = append(p.serial, a.Serial)
 			}
 			u.last = a.Seq
 			if !a.Time.Before(sel.Since) && a.Time.Before(sel.Until) {
@@ -335,7 +387,31 @@ func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unit
 				u.principals = append(u.principals, a.Principal)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
+	// The segments in order: a unit's first record is in the first segment naming it.
+	units := map[string]*unitScan{}
+	var cps []uint64
+	for _, p := range parts {
+		cps = append(cps, p.cps...)
+		for _, s := range p.serial {
+			u, seen := units[s], p.units[s]
+			if u == nil {
+				units[s] = seen
+				continue
+			}
+			u.last, u.inRange = seen.last, u.inRange || seen.inRange
+			for _, pr := range seen.principals {
+				if !slices.Contains(u.principals, pr) {
+					u.principals = append(u.principals, pr)
+				}
+			}
+		}
+	}
+	return units, cps, nil
 }
 
 // selectUnits returns the selected serials, sorted, and the states of those it read (a work
@@ -387,43 +463,48 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 	return out, states, nil
 }
 
-// writeAudit returns audit.jsonl with records start..end, and its range.
-func writeAudit(ctx context.Context, st *store.Store, start, end uint64) (Range, []byte, error) {
+// writeAudit returns audit.jsonl with records start..end, a part a segment, and its range.
+func writeAudit(ctx context.Context, st *store.Store, start, end uint64) (Range, [][]byte, error) {
 	r := Range{First: start, Last: end}
-	var buf []byte
-	for after := start - 1; after < end; {
-		recs, err := st.AuditAfter(ctx, after, 4096)
-		if err != nil {
-			return r, nil, fmt.Errorf("export: reading the audit chain: %w", err)
-		}
-		if len(recs) == 0 {
-			return r, nil, fmt.Errorf("export: audit record %d is missing", after+1)
-		}
+	type part struct {
+		buf []byte
+		cps []CheckpointEntry
+	}
+	parts := make([]part, (end-start)/auditSegment+1)
+	err := readSegments(ctx, st, start, end, func(seg int, recs []store.AuditEvent) error {
+		p := &parts[seg]
 		for i := range recs {
 			a := &recs[i]
-			if a.Seq > end {
-				break
-			}
 			if a.Seq == start {
 				r.Prev = store.ChainHead{Seq: start - 1, Hash: a.PrevHash}
+			}
+			if a.Seq == end {
+				r.Head = store.ChainHead{Seq: a.Seq, Hash: a.Hash}
 			}
 			if a.Action == store.AuditActionCheckpoint {
 				c, err := checkpointEntry(a)
 				if err != nil {
-					return r, nil, fmt.Errorf("export: audit record %d: %w", a.Seq, err)
+					return fmt.Errorf("export: audit record %d: %w", a.Seq, err)
 				}
-				r.Checkpoints = append(r.Checkpoints, c)
+				p.cps = append(p.cps, c)
 			}
-			line, err := appendAuditJSON(buf, a)
+			line, err := appendAuditJSON(p.buf, a)
 			if err != nil {
-				return r, nil, fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
+				return fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
 			}
-			buf = append(line, '\n')
-			r.Head = store.ChainHead{Seq: a.Seq, Hash: a.Hash}
-			after = a.Seq
+			p.buf = append(line, '\n')
 		}
+		return nil
+	})
+	if err != nil {
+		return r, nil, err
 	}
-	return r, buf, nil
+	bufs := make([][]byte, len(parts))
+	for i, p := range parts {
+		bufs[i] = p.buf
+		r.Checkpoints = append(r.Checkpoints, p.cps...)
+	}
+	return r, bufs, nil
 }
 
 func checkpointEntry(a *store.AuditEvent) (CheckpointEntry, error) {

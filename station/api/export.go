@@ -53,15 +53,31 @@ type streamError struct{ err error }
 
 func (e *streamError) Error() string { return e.err.Error() }
 
-func (c chunkSink) Put(name string, data []byte) error {
-	for off := 0; off == 0 || off < len(data); off += exportChunk {
-		ch := &stationv1.ExportChunk{Path: name, Data: data[off:min(off+exportChunk, len(data))]}
-		if off == 0 {
-			ch.Size = int64(len(data))
+func (c chunkSink) Put(name string, parts ...[]byte) error {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	first := true
+	send := func(data []byte) error {
+		ch := &stationv1.ExportChunk{Path: name, Data: data}
+		if first {
+			ch.Size, first = int64(size), false
 		}
 		if err := c.stream.Send(ch); err != nil {
 			return &streamError{err}
 		}
+		return nil
+	}
+	for _, p := range parts {
+		for off := 0; off < len(p); off += exportChunk {
+			if err := send(p[off:min(off+exportChunk, len(p))]); err != nil {
+				return err
+			}
+		}
+	}
+	if first { // an empty file is one empty chunk
+		return send(nil)
 	}
 	return nil
 }

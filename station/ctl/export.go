@@ -109,7 +109,7 @@ func receiveArchive(out string, stream chunkStream) (int, error) {
 	defer os.Remove(f.Name())
 	defer f.Close()
 	tw := export.NewTarWriter(f)
-	files, err := receiveBundle(stream, tw.Put)
+	files, err := receiveBundle(stream, func(name string, data []byte) error { return tw.Put(name, data) })
 	if err != nil {
 		return files, err
 	}
