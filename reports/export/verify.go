@@ -137,32 +137,53 @@ func VerifyWith(path string, t Trust) *Report {
 		fail("station key: %v", err)
 		return rep
 	}
-	records := checkAudit(files[AuditFile], body, keySHA, fail)
+	records := decodeAuditFile(files[AuditFile], fail)
+	summary := readSummary(files[SummaryFile], fail)
+	revocations := readRevocations(files[RevocationFile], fail)
+	// The chain is checked record after record while the units, independent, are checked on
+	// every core against the decoded records; a chain that does not verify voids those checks.
+	type verdict struct {
+		ok    bool
+		probs []string
+	}
+	chain := make(chan verdict, 1)
+	go func() {
+		var v verdict
+		v.ok = records != nil && checkChain(records, body, keySHA, func(format string, args ...any) {
+			v.probs = append(v.probs, fmt.Sprintf(format, args...))
+		})
+		chain <- v
+	}()
 	bySerial := map[string][]*store.AuditEvent{}
 	for i := range records {
 		if s := records[i].Serial; s != "" {
 			bySerial[s] = append(bySerial[s], &records[i])
 		}
 	}
-	summary := readSummary(files[SummaryFile], fail)
-	revocations := readRevocations(files[RevocationFile], fail)
-	// Units are independent: checked on every core (certificate chains are most of the work).
 	rep.Units = make([]UnitReport, len(body.Units))
 	cache := &certCache{roots: roots, ekRoots: t.EKRoots}
-	parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
-		u := body.Units[i]
-		ur := UnitReport{Serial: u.Serial}
-		if records == nil {
-			ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
-		} else {
+	if records != nil {
+		parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
+			u := body.Units[i]
+			ur := UnitReport{Serial: u.Serial}
 			var tr *traveler.Record
 			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], cache)
 			if tr != nil {
 				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
+			rep.Units[i] = ur
+		})
+	}
+	if v := <-chain; !v.ok {
+		rep.Problems = append(rep.Problems, v.probs...)
+		records = nil
+	}
+	if records == nil {
+		for i, u := range body.Units {
+			rep.Units[i] = UnitReport{Serial: u.Serial,
+				Problems: []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}}
 		}
-		rep.Units[i] = ur
-	})
+	}
 	return rep
 }
 
@@ -249,27 +270,40 @@ func (a archiveBundle) Others(listed map[string]bool) []string {
 func (a archiveBundle) Close() error { return nil }
 
 // checkFiles reads every listed file, checks its hash and size, and reports files that are
-// missing or not listed. It returns the contents of every listed file it could read.
+// missing or not listed. It returns the contents of every listed file it could read. Files
+// are read and hashed on every core (audit.jsonl is most of the bytes).
 func checkFiles(src bundleSource, body *Body, fail func(string, ...any)) map[string][]byte {
+	type read struct {
+		data []byte
+		err  error
+		sum  [sha256.Size]byte
+	}
+	reads := make([]read, len(body.Files))
+	parallel(len(body.Files), runtime.GOMAXPROCS(0), func(i int) {
+		r := &reads[i]
+		if p := body.Files[i].Path; filepath.IsLocal(filepath.FromSlash(p)) {
+			if r.data, r.err = src.ReadFile(p); r.err == nil {
+				r.sum = sha256.Sum256(r.data)
+			}
+		}
+	})
 	out := map[string][]byte{}
 	listed := map[string]bool{ManifestFile: true}
-	for _, f := range body.Files {
+	for i, f := range body.Files {
 		listed[f.Path] = true
-		if !filepath.IsLocal(filepath.FromSlash(f.Path)) {
+		r := &reads[i]
+		switch {
+		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
 			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
 			continue
-		}
-		data, err := src.ReadFile(f.Path)
-		if err != nil {
-			fail("%s: %v", f.Path, err)
+		case r.err != nil:
+			fail("%s: %v", f.Path, r.err)
 			continue
-		}
-		h := sha256.Sum256(data)
-		if hex.EncodeToString(h[:]) != f.SHA256 || len(data) != f.Size {
+		case hex.EncodeToString(r.sum[:]) != f.SHA256 || len(r.data) != f.Size:
 			// Still checked further, so that the report also names the record at fault.
-			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, h, len(data), f.SHA256, f.Size)
+			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, len(r.data), f.SHA256, f.Size)
 		}
-		out[f.Path] = data
+		out[f.Path] = r.data
 	}
 	for _, p := range src.Others(listed) {
 		fail("%s: not listed in the manifest", p)
@@ -277,9 +311,9 @@ func checkFiles(src bundleSource, body *Body, fail func(string, ...any)) map[str
 	return out
 }
 
-// checkAudit decodes audit.jsonl and verifies it: the range the manifest states, each
-// record's hash and link, a signed checkpoint first (unless it starts the chain) and last.
-func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any)) []store.AuditEvent {
+// decodeAuditFile decodes audit.jsonl; nil (and the reason through fail) when it is missing or
+// a line does not decode.
+func decodeAuditFile(data []byte, fail func(string, ...any)) []store.AuditEvent {
 	if data == nil {
 		fail("%s: missing", AuditFile)
 		return nil
@@ -289,17 +323,23 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 		fail("%v", err)
 		return nil
 	}
+	return recs
+}
+
+// checkChain verifies the records of audit.jsonl: the range the manifest states, each
+// record's hash and link, a signed checkpoint first (unless it starts the chain) and last.
+func checkChain(recs []store.AuditEvent, body *Body, keySHA []byte, fail func(string, ...any)) bool {
 	r := body.Audit
 	switch {
 	case len(recs) == 0:
 		fail("%s: no records", AuditFile)
-		return nil
+		return false
 	case recs[0].Seq != r.First || !bytes.Equal(recs[0].PrevHash, r.Prev.Hash) || r.Prev.Seq+1 != r.First:
 		fail("%s record %d: the range does not start at record %d after the manifest's previous hash", AuditFile, recs[0].Seq, r.First)
-		return nil
+		return false
 	case r.First > 1 && recs[0].Action != store.AuditActionCheckpoint:
 		fail("%s record %d: the range does not start with a signed checkpoint", AuditFile, recs[0].Seq)
-		return nil
+		return false
 	}
 	prev := r.Prev
 	if r.First == 1 {
@@ -313,27 +353,27 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 		} else {
 			fail("%s: %v", AuditFile, err)
 		}
-		return nil
+		return false
 	}
 	last := recs[len(recs)-1]
 	switch {
 	case head.Seq != r.Last || !bytes.Equal(head.Hash, r.Head.Hash):
 		fail("%s record %d: the records end at %d, the manifest's range at %d", AuditFile, head.Seq, head.Seq, r.Last)
-		return nil
+		return false
 	case last.Action != store.AuditActionCheckpoint:
 		fail("%s record %d: the range does not end with a signed checkpoint", AuditFile, last.Seq)
-		return nil
+		return false
 	case len(cps) != len(r.Checkpoints):
 		fail("%s: %d checkpoints, the manifest lists %d", AuditFile, len(cps), len(r.Checkpoints))
-		return nil
+		return false
 	}
 	for i, c := range cps {
 		if m := r.Checkpoints[i]; m.Record != c.Record || m.Seq != c.Seq || !bytes.Equal(m.Hash, c.Hash) {
 			fail("%s record %d: the checkpoint is not the manifest's", AuditFile, c.Record)
-			return nil
+			return false
 		}
 	}
-	return recs
+	return true
 }
 
 // decodeAudit decodes audit.jsonl, one JSON record a line, on every core. An error names the
