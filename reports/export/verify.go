@@ -90,8 +90,9 @@ func (r *Report) String() string {
 // (store.VerifyRecords), and for each unit that its traveler agrees with the audit records
 // (every certificate recorded, the final status) and that each certificate chains to roots
 // and agrees with the traveler and the audit records (SHA-256, so key and subject; subject
-// serialNumber and hardwareModuleName). It needs nothing else. A bundle whose manifest does
-// not verify reports that one problem.
+// serialNumber and hardwareModuleName), and that its EK certificate, when the bundle holds
+// it, is the traveler's and carries the key an audit record bound to the unit. It needs
+// nothing else. A bundle whose manifest does not verify reports that one problem.
 func Verify(path string, roots *x509.CertPool, stationKey crypto.PublicKey) *Report {
 	return VerifyWith(path, Trust{Roots: roots, StationKey: stationKey})
 }
@@ -100,9 +101,10 @@ func Verify(path string, roots *x509.CertPool, stationKey crypto.PublicKey) *Rep
 type Trust struct {
 	// Roots are the trusted roots of the DevID certificates.
 	Roots *x509.CertPool
-	// EKRoots, when set, are the trusted roots of the TPMs' EK certificates: every unit's EK
-	// certificate must then be in the bundle and chain to them (with the TCG EK profile the
-	// station checks). Without them the EK certificate, when present, is checked against the
+	// EKRoots, when set, are the trusted roots of the TPMs' EK certificates (and the EK
+	// intermediates the station is configured with, which the bundle does not carry): every
+	// unit's EK certificate must then be in the bundle, carry the EK extended key usage and
+	// chain to them. Without them the EK certificate, when present, is checked against the
 	// unit's records only.
 	EKRoots *x509.CertPool
 	// StationKey is the station's audit public key.
