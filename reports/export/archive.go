@@ -3,7 +3,6 @@ package export
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -68,10 +67,10 @@ func localName(name string) (string, error) {
 	return name, nil
 }
 
-// readTar reads every file of a bundle archive. Problems (an entry that is not a regular file,
+// readTar reads every file of a bundle archive of size bytes. Problems (an entry that is not a regular file,
 // a name that leaves the bundle, a name twice) are reported through fail and the entry skipped;
 // an archive that does not read stops there, keeping what came before.
-func readTar(r io.Reader, fail func(string, ...any)) map[string][]byte {
+func readTar(r io.Reader, size int64, fail func(string, ...any)) map[string][]byte {
 	files := map[string][]byte{}
 	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
 	for {
@@ -96,17 +95,16 @@ func readTar(r io.Reader, fail func(string, ...any)) map[string][]byte {
 			fail("%s: twice in the archive", h.Name)
 			continue
 		}
-		// The header's size is only believed as far as the data goes.
-		var data bytes.Buffer
-		data.Grow(int(min(h.Size, 64<<20)))
-		if _, err := data.ReadFrom(tr); err != nil {
+		// An entry cannot be larger than the archive: a forged size allocates no more.
+		if h.Size < 0 || h.Size > size {
+			fail("%s: %d bytes, larger than the archive", h.Name, h.Size)
+			return files
+		}
+		data := make([]byte, h.Size)
+		if _, err := io.ReadFull(tr, data); err != nil {
 			fail("%s: archive: %v", h.Name, err)
 			return files
 		}
-		d := data.Bytes()
-		if d == nil {
-			d = []byte{} // an empty file is there all the same
-		}
-		files[h.Name] = d
+		files[h.Name] = data
 	}
 }

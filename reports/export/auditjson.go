@@ -174,6 +174,8 @@ func decodeAuditLine(line []byte, a *store.AuditEvent) error {
 type auditReader struct {
 	b   []byte
 	bad bool
+	// arena holds the decoded bytes of the record's digests, one allocation for many.
+	arena []byte
 }
 
 // lit consumes s, or marks the line bad.
@@ -221,13 +223,21 @@ func (r *auditReader) bin() []byte {
 	if r.bad {
 		return nil
 	}
-	out := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	if len(s) == 0 {
+		return []byte{} // as encoding/json decodes "": empty, not nil
+	}
+	need := base64.StdEncoding.DecodedLen(len(s))
+	if r.arena == nil || cap(r.arena)-len(r.arena) < need {
+		r.arena = make([]byte, 0, max(need, 1024))
+	}
+	out := r.arena[len(r.arena) : len(r.arena)+need]
 	n, err := base64.StdEncoding.Decode(out, s)
 	if err != nil {
 		r.bad = true
 		return nil
 	}
-	return out[:n]
+	r.arena = r.arena[:len(r.arena)+n]
+	return out[:n:n]
 }
 
 // decodeAuditFast decodes line when it is in the form appendAuditPlain writes (the fields in

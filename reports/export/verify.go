@@ -218,7 +218,7 @@ func openBundle(path string, fail func(string, ...any)) (bundleSource, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return archiveBundle(readTar(f, fail)), nil
+	return archiveBundle(readTar(f, fi.Size(), fail)), nil
 }
 
 // dirBundle is a bundle folder.
