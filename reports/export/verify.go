@@ -121,18 +121,20 @@ func VerifyWith(path string, t Trust) *Report {
 		fail("bundle: %v", err)
 		return rep
 	}
-	defer src.Close()
 	raw, err := src.ReadFile(ManifestFile)
 	if err != nil {
+		src.Close()
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
 	body, err := openManifest(raw, stationKey)
 	if err != nil {
+		src.Close()
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
 	files := checkFiles(src, body, fail)
+	src.Close() // every file needed is in files
 
 	keySHA, err := store.KeySHA256(stationKey)
 	if err != nil {
@@ -140,6 +142,7 @@ func VerifyWith(path string, t Trust) *Report {
 		return rep
 	}
 	records := decodeAuditFile(files[AuditFile], fail)
+	delete(files, AuditFile) // the largest file, decoded: its bytes can go
 	summary := readSummary(files[SummaryFile], fail)
 	revocations := readRevocations(files[RevocationFile], fail)
 	// The chain is checked record after record while the units, independent, are checked on
@@ -269,7 +272,10 @@ func (a archiveBundle) Others(listed map[string]bool) []string {
 	return out
 }
 
-func (a archiveBundle) Close() error { return nil }
+func (a archiveBundle) Close() error {
+	clear(a)
+	return nil
+}
 
 // checkFiles reads every listed file, checks its hash and size, and reports files that are
 // missing or not listed. It returns the contents of every listed file it could read. Files
