@@ -14,7 +14,7 @@ import (
 // ustar, or PAX for long names) of regular files only, manifest.json last. The archive is
 // written in one pass (no file created a unit) and read in one (Verify of a file).
 
-// TarWriter writes a bundle as one tar archive. It is the Sink of Write.
+// TarWriter writes a bundle as one tar archive: a Sink of Write.
 type TarWriter struct {
 	buf   *bufio.Writer
 	tw    *tar.Writer
@@ -29,7 +29,7 @@ func NewTarWriter(w io.Writer) *TarWriter {
 
 // Put writes one file (0644: a bundle holds no secret).
 func (t *TarWriter) Put(name string, parts ...[]byte) error {
-	if _, err := localName(name); err != nil {
+	if err := checkName(name); err != nil {
 		return err
 	}
 	size := 0
@@ -58,18 +58,18 @@ func (t *TarWriter) Close() error {
 	return nil
 }
 
-// localName checks that a bundle file name is a clean relative slash path that stays inside
+// checkName checks that a bundle file name is a clean relative slash path that stays inside
 // the bundle.
-func localName(name string) (string, error) {
+func checkName(name string) error {
 	if !fs.ValidPath(name) || name == "." {
-		return "", fmt.Errorf("export: file name %q is not a local path", name)
+		return fmt.Errorf("export: file name %q is not a local path", name)
 	}
-	return name, nil
+	return nil
 }
 
-// readTar reads every file of a bundle archive of size bytes. Problems (an entry that is not a regular file,
-// a name that leaves the bundle, a name twice) are reported through fail and the entry skipped;
-// an archive that does not read stops there, keeping what came before.
+// readTar reads every file of a bundle archive of size bytes. Problems (an entry that is not a
+// regular file, a name that leaves the bundle, a name twice) are reported through fail and the
+// entry skipped; an archive that does not read stops there, keeping what came before.
 func readTar(r io.Reader, size int64, fail func(string, ...any)) map[string][]byte {
 	files := map[string][]byte{}
 	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
@@ -82,13 +82,13 @@ func readTar(r io.Reader, size int64, fail func(string, ...any)) map[string][]by
 			fail("archive: %v", err)
 			return files
 		}
-		switch _, lerr := localName(h.Name); {
+		switch nameErr := checkName(h.Name); {
 		case h.Typeflag == tar.TypeDir:
 			continue // a folder of the bundle: its files come as entries of their own
 		case h.Typeflag != tar.TypeReg:
 			fail("%s: not a regular file in the archive", h.Name)
 			continue
-		case lerr != nil:
+		case nameErr != nil:
 			fail("%s: the name leaves the bundle", h.Name)
 			continue
 		case files[h.Name] != nil:
