@@ -185,14 +185,19 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	// The audit file is encoded while the units are built, and the units a batch at a time
 	// while the batch before goes to the sink.
 	type auditFile struct {
-		r    Range
-		data [][]byte
-		err  error
+		r      Range
+		data   [][]byte
+		listed File
+		err    error
 	}
 	auditDone := make(chan auditFile, 1)
 	go func() {
-		r, data, err := writeAudit(ctx, st, start, end)
-		auditDone <- auditFile{r, data, err}
+		var a auditFile
+		// Hashed here too, while the units are still being built.
+		if a.r, a.data, a.err = writeAudit(ctx, st, start, end); a.err == nil {
+			a.listed = listFile(AuditFile, a.data...)
+		}
+		auditDone <- a
 	}()
 	type batch struct {
 		parts []*unitPart
@@ -238,8 +243,9 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 		return nil, a.err
 	}
 	body.Audit = a.r
-	if err := put(AuditFile, a.data...); err != nil {
-		return nil, err
+	body.Files = append(body.Files, a.listed)
+	if err := sink.Put(AuditFile, a.data...); err != nil {
+		return nil, fmt.Errorf("export: %s: %w", AuditFile, err)
 	}
 	for _, t := range []struct {
 		name   string
