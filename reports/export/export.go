@@ -74,14 +74,26 @@ type BundleFile struct {
 	Data []byte
 }
 
-// Bundle is a built export.
+// Bundle is a built export held in memory.
 type Bundle struct {
 	// Files are the bundle's files, manifest.json last.
 	Files []BundleFile
 	// Body is what the manifest states.
 	Body *Body
+}
 
-	revocations [][]string // rows of RevocationFile
+// Put adds a file: a Bundle is the Sink of Build.
+func (b *Bundle) Put(name string, parts ...[]byte) error {
+	b.Files = append(b.Files, BundleFile{Path: name, Data: bytes.Join(parts, nil)})
+	return nil
+}
+
+// Sink receives a bundle's files one at a time as Write builds them, manifest.json last: a
+// Bundle in memory, an archive (TarWriter) or the station API's stream. A file comes as its
+// parts in order (audit.jsonl in several, to spare a copy of the largest file); they are not
+// used again once Put returns.
+type Sink interface {
+	Put(name string, parts ...[]byte) error
 }
 
 // Options are the station facts the manifest states.
@@ -97,11 +109,28 @@ type unitScan struct {
 	principals  []string
 }
 
-// Build assembles the bundle of sel from st. It first signs the chain head (a checkpoint), so
-// that every exported record is covered by a checkpoint; it needs the store's audit key. A
-// unit that changes while Build runs may get a traveler newer than the exported records,
-// which Verify then reports: export units that have ended.
+// Build assembles the bundle of sel from st in memory (see Write).
 func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*Bundle, error) {
+	b := &Bundle{}
+	body, err := Write(ctx, st, sel, opts, b)
+	if err != nil {
+		return nil, err
+	}
+	b.Body = body
+	return b, nil
+}
+
+// unitBatch is how many units Write builds at a time: the files it holds before handing them
+// to the sink.
+const unitBatch = 256
+
+// Write builds the bundle of sel from st and hands its files to sink as they are built: each
+// unit's traveler and certificates, then audit.jsonl, summary.csv, revocation_candidates.csv
+// and manifest.json. It first signs the chain head (a checkpoint), so that every exported
+// record is covered by a checkpoint; it needs the store's audit key. A unit that changes while
+// Write runs may get a traveler newer than the exported records, which Verify then reports:
+// export units that have ended. It returns what the manifest states.
+func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, sink Sink) (*Body, error) {
 	if err := sel.check(); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
@@ -116,7 +145,7 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 	if err != nil {
 		return nil, err
 	}
-	serials, err := selectUnits(ctx, st, sel, units)
+	serials, states, err := selectUnits(ctx, st, sel, units)
 	if err != nil {
 		return nil, err
 	}
@@ -144,68 +173,119 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 	}
 	body := &Body{Schema: Schema, StationID: st.StationID(), SoftwareVersion: opts.Version,
 		CreatedAt: time.Now().UTC(), Selection: sel, AuditPublicKey: pub}
-	b := &Bundle{Body: body}
-	// The audit file is written while the units are built.
-	auditDone := make(chan error, 1)
+	put := func(name string, data ...[]byte) error {
+		body.Files = append(body.Files, listFile(name, data...))
+		if err := sink.Put(name, data...); err != nil {
+			return fmt.Errorf("export: %s: %w", name, err)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The audit file is encoded while the units are built, and the units a batch at a time
+	// while the batch before goes to the sink.
+	type auditFile struct {
+		r      Range
+		data   [][]byte
+		listed File
+		err    error
+	}
+	auditDone := make(chan auditFile, 1)
 	go func() {
-		var err error
-		body.Audit, err = writeAudit(ctx, st, start, end, b)
-		auditDone <- err
+		var a auditFile
+		// Hashed here too, while the units are still being built.
+		if a.r, a.data, a.err = writeAudit(ctx, st, start, end); a.err == nil {
+			a.listed = listFile(AuditFile, a.data...)
+		}
+		auditDone <- a
 	}()
-	parts, err := buildUnits(ctx, st, serials, units, opts.Version)
-	if aerr := <-auditDone; aerr != nil {
-		return nil, aerr
+	type batch struct {
+		parts []*unitPart
+		err   error
 	}
-	if err != nil {
-		return nil, err
+	batches := make(chan batch, 1)
+	go func() {
+		defer close(batches)
+		wos := &workOrders{}
+		for i := 0; i < len(serials); i += unitBatch {
+			parts, err := buildUnits(ctx, st, serials[i:min(i+unitBatch, len(serials))], units, states, wos, opts.Version)
+			select {
+			case batches <- batch{parts, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var rows, revocations [][]string
+	for b := range batches {
+		if b.err != nil {
+			return nil, b.err
+		}
+		for _, p := range b.parts {
+			for _, f := range p.files {
+				if err := put(f.Path, f.Data); err != nil {
+					return nil, err
+				}
+			}
+			body.Units = append(body.Units, p.unit)
+			revocations = append(revocations, p.revocations...)
+			rows = append(rows, p.row)
+		}
 	}
-	var rows [][]string
-	for _, p := range parts {
-		b.Files = append(b.Files, p.files...)
-		b.Body.Files = append(b.Body.Files, p.listed...)
-		b.Body.Units = append(b.Body.Units, p.unit)
-		b.revocations = append(b.revocations, p.revocations...)
-		rows = append(rows, p.row)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
-	var sum bytes.Buffer
-	w := csv.NewWriter(&sum)
-	_ = w.Write(summaryHeader)
-	_ = w.WriteAll(rows)
-	if err := w.Error(); err != nil {
-		return nil, fmt.Errorf("export: summary: %w", err)
+	a := <-auditDone
+	if a.err != nil {
+		return nil, a.err
 	}
-	b.add(SummaryFile, sum.Bytes())
-	var rev bytes.Buffer
-	w = csv.NewWriter(&rev)
-	_ = w.Write(revocationHeader)
-	_ = w.WriteAll(b.revocations)
-	if err := w.Error(); err != nil {
-		return nil, fmt.Errorf("export: revocation candidates: %w", err)
+	body.Audit = a.r
+	body.Files = append(body.Files, a.listed)
+	if err := sink.Put(AuditFile, a.data...); err != nil {
+		return nil, fmt.Errorf("export: %s: %w", AuditFile, err)
 	}
-	b.add(RevocationFile, rev.Bytes())
+	for _, t := range []struct {
+		name   string
+		header []string
+		rows   [][]string
+	}{{SummaryFile, summaryHeader, rows}, {RevocationFile, revocationHeader, revocations}} {
+		var buf bytes.Buffer
+		w := csv.NewWriter(&buf)
+		_ = w.Write(t.header)
+		_ = w.WriteAll(t.rows)
+		if err := w.Error(); err != nil {
+			return nil, fmt.Errorf("export: %s: %w", t.name, err)
+		}
+		if err := put(t.name, buf.Bytes()); err != nil {
+			return nil, err
+		}
+	}
 	data, err := signManifest(body, signer)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	b.Files = append(b.Files, BundleFile{Path: ManifestFile, Data: data})
-	return b, nil
+	if err := sink.Put(ManifestFile, data); err != nil {
+		return nil, fmt.Errorf("export: %s: %w", ManifestFile, err)
+	}
+	return body, nil
 }
 
-// add appends a file and lists it in the manifest.
-func (b *Bundle) add(p string, data []byte) {
-	b.Files = append(b.Files, BundleFile{Path: p, Data: data})
-	b.Body.Files = append(b.Body.Files, listFile(p, data))
-}
-
-func listFile(p string, data []byte) File {
-	h := sha256.Sum256(data)
-	return File{Path: p, SHA256: hex.EncodeToString(h[:]), Size: len(data)}
+func listFile(p string, parts ...[]byte) File {
+	h := sha256.New()
+	size := 0
+	for _, b := range parts {
+		h.Write(b)
+		size += len(b)
+	}
+	return File{Path: p, SHA256: hex.EncodeToString(h.Sum(nil)), Size: size}
 }
 
 // unitPart is what one unit adds to a bundle.
 type unitPart struct {
 	files       []BundleFile
-	listed      []File
 	unit        Unit
 	row         []string
 	revocations [][]string
@@ -213,16 +293,16 @@ type unitPart struct {
 
 func (p *unitPart) add(name string, data []byte) {
 	p.files = append(p.files, BundleFile{Path: name, Data: data})
-	p.listed = append(p.listed, listFile(name, data))
 }
 
 // buildUnits builds the parts of serials, in order, on every core: each unit only reads the
 // store.
-func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, version string) ([]*unitPart, error) {
+func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, states map[string]*store.UnitState, wos *workOrders, version string) ([]*unitPart, error) {
 	parts := make([]*unitPart, len(serials))
 	errs := make([]error, len(serials))
 	parallel(len(serials), runtime.GOMAXPROCS(0), func(i int) {
-		parts[i], errs[i] = buildUnit(ctx, st, serials[i], units[serials[i]], version)
+		r := &unitReader{Store: st, wos: wos, unit: states[serials[i]]}
+		parts[i], errs[i] = buildUnit(ctx, r, serials[i], units[serials[i]], version)
 	})
 	for i, err := range errs {
 		if err != nil {
@@ -232,32 +312,78 @@ func buildUnits(ctx context.Context, st *store.Store, serials []string, units ma
 	return parts, nil
 }
 
-// scan reads the whole chain once: each unit's first and last record, whether one falls in
-// the selection's time range, the principals other than the station, and the checkpoints.
-func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unitScan, []uint64, error) {
-	units := map[string]*unitScan{}
-	var cps []uint64
-	for after := uint64(0); ; {
-		recs, err := st.AuditAfter(ctx, after, 4096)
-		if err != nil {
-			return nil, nil, fmt.Errorf("export: reading the audit chain: %w", err)
+// auditSegment is how many audit records one worker reads at a time: the chain is read and
+// encoded on every core, a segment each. (A variable: tests split small chains.)
+var auditSegment uint64 = 16384
+
+// readSegments reads audit records first..last on every core, a segment of auditSegment
+// records at a time, calling fn with the segment's number (from 0) and its records in
+// order, a page at a time (fn is never called for one segment on two goroutines at once).
+func readSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, recs []store.AuditEvent) error) error {
+	if last < first {
+		return nil
+	}
+	n := int((last-first)/auditSegment) + 1
+	errs := make([]error, n)
+	parallel(n, runtime.GOMAXPROCS(0), func(i int) {
+		lo := first + uint64(i)*auditSegment
+		hi := min(last, lo+auditSegment-1)
+		for after := lo - 1; after < hi; {
+			recs, err := st.AuditAfter(ctx, after, int(min(4096, hi-after)))
+			if err != nil {
+				errs[i] = fmt.Errorf("export: reading the audit chain: %w", err)
+				return
+			}
+			if len(recs) == 0 || recs[0].Seq != after+1 {
+				errs[i] = fmt.Errorf("export: audit record %d is missing", after+1)
+				return
+			}
+			k := 0
+			for k < len(recs) && recs[k].Seq <= hi {
+				k++
+			}
+			if err := fn(i, recs[:k]); err != nil {
+				errs[i] = err
+				return
+			}
+			after = recs[k-1].Seq
 		}
-		if len(recs) == 0 {
-			return units, cps, nil
+	})
+	return errors.Join(errs...)
+}
+
+// scan reads the whole chain once, up to the head: each unit's first and last record, whether
+// one falls in the selection's time range, the principals other than the station, and the
+// checkpoints.
+func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unitScan, []uint64, error) {
+	head, err := st.ChainHead(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("export: reading the chain head: %w", err)
+	}
+	type part struct {
+		units  map[string]*unitScan
+		serial []string // in the order of their first record
+		cps    []uint64
+	}
+	parts := make([]part, (head.Seq+auditSegment-1)/auditSegment)
+	err = readSegments(ctx, st, 1, head.Seq, func(seg int, recs []store.AuditEvent) error {
+		p := &parts[seg]
+		if p.units == nil {
+			p.units = map[string]*unitScan{}
 		}
 		for i := range recs {
 			a := &recs[i]
-			after = a.Seq
 			if a.Action == store.AuditActionCheckpoint {
-				cps = append(cps, a.Seq)
+				p.cps = append(p.cps, a.Seq)
 			}
 			if a.Serial == "" {
 				continue
 			}
-			u := units[a.Serial]
+			u := p.units[a.Serial]
 			if u == nil {
 				u = &unitScan{first: a.Seq}
-				units[a.Serial] = u
+				p.units[a.Serial] = u
+				p.serial = append(p.serial, a.Serial)
 			}
 			u.last = a.Seq
 			if !a.Time.Before(sel.Since) && a.Time.Before(sel.Until) {
@@ -267,17 +393,43 @@ func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unit
 				u.principals = append(u.principals, a.Principal)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
+	// The segments in order: a unit's first record is in the first segment naming it.
+	units := map[string]*unitScan{}
+	var cps []uint64
+	for _, p := range parts {
+		cps = append(cps, p.cps...)
+		for _, s := range p.serial {
+			u, seen := units[s], p.units[s]
+			if u == nil {
+				units[s] = seen
+				continue
+			}
+			u.last, u.inRange = seen.last, u.inRange || seen.inRange
+			for _, pr := range seen.principals {
+				if !slices.Contains(u.principals, pr) {
+					u.principals = append(u.principals, pr)
+				}
+			}
+		}
+	}
+	return units, cps, nil
 }
 
-// selectUnits returns the selected serials, sorted.
-func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[string]*unitScan) ([]string, error) {
+// selectUnits returns the selected serials, sorted, and the states of those it read (a work
+// order's units, listed from the store's index).
+func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[string]*unitScan) ([]string, map[string]*store.UnitState, error) {
 	var out []string
+	states := map[string]*store.UnitState{}
 	switch {
 	case len(sel.Serials) > 0:
 		for _, s := range sel.Serials {
 			if units[s] == nil {
-				return nil, fmt.Errorf("export: unit %q: %w", s, store.ErrNotFound)
+				return nil, nil, fmt.Errorf("export: unit %q: %w", s, store.ErrNotFound)
 			}
 			if !slices.Contains(out, s) {
 				out = append(out, s)
@@ -285,18 +437,22 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 		}
 	case sel.WorkOrder != "":
 		if _, err := st.WorkOrder(ctx, sel.WorkOrder); err != nil {
-			return nil, fmt.Errorf("export: work order %q: %w", sel.WorkOrder, err)
+			return nil, nil, fmt.Errorf("export: work order %q: %w", sel.WorkOrder, err)
 		}
-		for s := range units {
-			u, err := st.Unit(ctx, s)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
+		for after, more := "", true; more; {
+			page, m, err := st.ListUnits(ctx, store.UnitQuery{WorkOrder: sel.WorkOrder, After: after, Limit: 1024})
 			if err != nil {
-				return nil, fmt.Errorf("export: unit %s: %w", s, err)
+				return nil, nil, fmt.Errorf("export: listing work order %q: %w", sel.WorkOrder, err)
 			}
-			if u.WorkOrderID == sel.WorkOrder {
-				out = append(out, s)
+			more = m && len(page) > 0
+			for i := range page {
+				u := &page[i].Unit
+				after = u.Serial
+				// Only units with audit records: the bundle proves nothing of the others.
+				if units[u.Serial] != nil && u.WorkOrderID == sel.WorkOrder {
+					out = append(out, u.Serial)
+					states[u.Serial] = u
+				}
 			}
 		}
 	default:
@@ -307,50 +463,54 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("export: %w", ErrEmpty)
+		return nil, nil, fmt.Errorf("export: %w", ErrEmpty)
 	}
 	sort.Strings(out)
-	return out, nil
+	return out, states, nil
 }
 
-// writeAudit adds audit.jsonl with records start..end.
-func writeAudit(ctx context.Context, st *store.Store, start, end uint64, b *Bundle) (Range, error) {
+// writeAudit returns audit.jsonl with records start..end, a part a segment, and its range.
+func writeAudit(ctx context.Context, st *store.Store, start, end uint64) (Range, [][]byte, error) {
 	r := Range{First: start, Last: end}
-	var buf bytes.Buffer
-	for after := start - 1; after < end; {
-		recs, err := st.AuditAfter(ctx, after, 4096)
-		if err != nil {
-			return r, fmt.Errorf("export: reading the audit chain: %w", err)
-		}
-		if len(recs) == 0 {
-			return r, fmt.Errorf("export: audit record %d is missing", after+1)
-		}
+	type part struct {
+		buf []byte
+		cps []CheckpointEntry
+	}
+	parts := make([]part, (end-start)/auditSegment+1)
+	err := readSegments(ctx, st, start, end, func(seg int, recs []store.AuditEvent) error {
+		p := &parts[seg]
 		for i := range recs {
 			a := &recs[i]
-			if a.Seq > end {
-				break
-			}
 			if a.Seq == start {
 				r.Prev = store.ChainHead{Seq: start - 1, Hash: a.PrevHash}
+			}
+			if a.Seq == end {
+				r.Head = store.ChainHead{Seq: a.Seq, Hash: a.Hash}
 			}
 			if a.Action == store.AuditActionCheckpoint {
 				c, err := checkpointEntry(a)
 				if err != nil {
-					return r, fmt.Errorf("export: audit record %d: %w", a.Seq, err)
+					return fmt.Errorf("export: audit record %d: %w", a.Seq, err)
 				}
-				r.Checkpoints = append(r.Checkpoints, c)
+				p.cps = append(p.cps, c)
 			}
-			line, err := json.Marshal(a)
+			line, err := appendAuditJSON(p.buf, a)
 			if err != nil {
-				return r, fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
+				return fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
 			}
-			buf.Write(append(line, '\n'))
-			r.Head = store.ChainHead{Seq: a.Seq, Hash: a.Hash}
-			after = a.Seq
+			p.buf = append(line, '\n')
 		}
+		return nil
+	})
+	if err != nil {
+		return r, nil, err
 	}
-	b.add(AuditFile, buf.Bytes())
-	return r, nil
+	bufs := make([][]byte, len(parts))
+	for i, p := range parts {
+		bufs[i] = p.buf
+		r.Checkpoints = append(r.Checkpoints, p.cps...)
+	}
+	return r, bufs, nil
 }
 
 func checkpointEntry(a *store.AuditEvent) (CheckpointEntry, error) {
@@ -390,7 +550,7 @@ func revocationRows(rec *traveler.Record) [][]string {
 }
 
 // buildUnit returns serial's traveler and certificates and its summary row.
-func buildUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan, version string) (*unitPart, error) {
+func buildUnit(ctx context.Context, st *unitReader, serial string, sc *unitScan, version string) (*unitPart, error) {
 	rec, err := traveler.Build(ctx, st, serial)
 	if err != nil {
 		return nil, err
@@ -418,6 +578,16 @@ func buildUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan
 		name := path.Join(certDir, serial, strings.ToLower(c.Role)+"-"+c.SHA256+".pem")
 		b.add(name, p.Bytes())
 		u.Certificates = append(u.Certificates, name)
+	}
+	if rec.EK != nil && rec.EK.SHA256 != "" {
+		ek, err := ekCertificate(ctx, st, serial, rec.EK.SHA256)
+		if err != nil {
+			return nil, err
+		}
+		if ek != nil {
+			u.EKCertificate = path.Join(certDir, serial, ekFilePrefix+rec.EK.SHA256+".pem")
+			b.add(u.EKCertificate, ek)
+		}
 	}
 	b.unit = u
 
@@ -454,7 +624,7 @@ func buildUnit(ctx context.Context, st *store.Store, serial string, sc *unitScan
 
 // enrollChains maps each certificate an enroll step returned (by SHA-256) to the chain the CA
 // sent with it. The enroll results are the only record of the chains.
-func enrollChains(ctx context.Context, st *store.Store, serial string) (map[string][][]byte, error) {
+func enrollChains(ctx context.Context, st *unitReader, serial string) (map[string][][]byte, error) {
 	recs, err := st.StepRecords(ctx, serial)
 	if err != nil {
 		return nil, err
@@ -472,6 +642,56 @@ func enrollChains(ctx context.Context, st *store.Store, serial string) (map[stri
 		out[hex.EncodeToString(h[:])] = er.Chain
 	}
 	return out, nil
+}
+
+// ekCertificate returns the PEM of the unit's verified EK certificate (hex SHA-256 sha), then
+// the chain certificates its agent sent with it, from the identify report verify_ek's intent
+// keeps; nil when no report holds it.
+func ekCertificate(ctx context.Context, st *unitReader, serial, sha string) ([]byte, error) {
+	recs, err := st.StepRecords(ctx, serial)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := &recs[i]
+		if r.Step != journal.StepVerifyEK {
+			continue
+		}
+		var intent journal.Intent
+		if err := json.Unmarshal(r.Intent, &intent); err != nil {
+			return nil, fmt.Errorf("decoding the %s intent: %w", r.Step, err)
+		}
+		if intent.Identify == "" {
+			continue
+		}
+		// Only the EK certificates and the chain of the report (journal.Identify's stored form:
+		// "eks" holds EndorsementKey messages, whose bytes protojson and encoding/json both
+		// write in standard base64); the SHA-256 proves the right bytes were found.
+		var id struct {
+			EKs []struct {
+				Certificate []byte `json:"certificate"`
+			} `json:"eks"`
+			Chain [][]byte `json:"chain"`
+		}
+		if err := json.Unmarshal([]byte(intent.Identify), &id); err != nil {
+			return nil, fmt.Errorf("decoding the identify report: %w", err)
+		}
+		for _, k := range id.EKs {
+			if der := k.Certificate; len(der) > 0 && sha256Hex(der) == sha {
+				var p bytes.Buffer
+				for _, c := range append([][]byte{der}, id.Chain...) {
+					_ = pem.Encode(&p, &pem.Block{Type: "CERTIFICATE", Bytes: c})
+				}
+				return p.Bytes(), nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
 }
 
 // WriteDir writes the bundle's files under dir, which must not exist yet or be empty. Files

@@ -29,8 +29,9 @@ type line struct {
 	body *export.Body
 	// start is the time of the first record.
 	start time.Time
-	// trust holds the roots of every unit's DevID certificates.
-	trust *x509.CertPool
+	// trust holds the roots of every unit's DevID certificates, ekTrust of their EK
+	// certificates.
+	trust, ekTrust *x509.CertPool
 }
 
 // possiblyKey is the key of SN-2's possibly issued LDevID.
@@ -53,7 +54,7 @@ func newLine(t *testing.T) *line {
 	}
 	t.Cleanup(func() { st.Close() })
 	ctx := store.WithPrincipal(context.Background(), "mes:alice")
-	roots := x509.NewCertPool()
+	roots, ekRoots := x509.NewCertPool(), x509.NewCertPool()
 	for _, wo := range []store.WorkOrder{{ID: "WO-1", Profile: "default", Serials: []string{"SN-1", "SN-2", "SN-3"}},
 		{ID: "WO-2", Profile: "default", Serials: []string{"SN-9"}}} {
 		if _, err := st.CreateWorkOrder(ctx, wo); err != nil {
@@ -67,7 +68,9 @@ func newLine(t *testing.T) *line {
 		{Serial: "SN-3", WorkOrder: "WO-1", Profile: "default", FailAt: "ldevid_enroll", FailCode: "CA_REFUSED"},
 	} {
 		u.Clock, u.StepTime = clock, time.Second
-		roots.AddCert(travelertest.WriteUnit(t, st, u).DevIDRoot)
+		w := travelertest.WriteUnit(t, st, u)
+		roots.AddCert(w.DevIDRoot)
+		ekRoots.AddCert(w.EKRoot)
 		// Checkpoints come every 7 records from a goroutine; sign now and then so that the
 		// range certainly holds some in the middle.
 		if _, err := st.Checkpoint(context.Background()); err != nil {
@@ -88,7 +91,7 @@ func newLine(t *testing.T) *line {
 	if err := b.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	return &line{st: st, key: key, dir: dir, body: b.Body, start: start, trust: roots}
+	return &line{st: st, key: key, dir: dir, body: b.Body, start: start, trust: roots, ekTrust: ekRoots}
 }
 
 // roots returns the CA certificates the bundle's chains end in: the trusted roots an auditor
@@ -150,6 +153,15 @@ func TestBundleVerifies(t *testing.T) {
 	}
 	if !strings.Contains(rep.String(), "PASS SN-3") {
 		t.Errorf("report does not pass SN-3:\n%s", rep)
+	}
+	// Every unit's EK certificate is in the bundle and chains to the EK roots.
+	for _, u := range l.body.Units {
+		if !strings.HasPrefix(u.EKCertificate, "certificates/"+u.Serial+"/ek-") {
+			t.Errorf("%s: EK certificate file %q", u.Serial, u.EKCertificate)
+		}
+	}
+	if rep := export.VerifyWith(l.dir, export.Trust{Roots: l.trust, EKRoots: l.ekTrust, StationKey: l.key.Public()}); !rep.OK() {
+		t.Errorf("intact bundle fails with the EK roots:\n%s", rep)
 	}
 	b := l.body
 	if b.StationID != "st-qa" || b.SoftwareVersion != "v-test" || len(b.Audit.Checkpoints) < 2 {
@@ -324,6 +336,15 @@ func TestTamper(t *testing.T) {
 			[]string{export.AuditFile + ": SHA-256", seqName(edit-1) + " the records end at " + itoa(edit-1)}, ""},
 		{"traveler truncated", func(d string) { write(t, d, sn1.Traveler, read(t, d, sn1.Traveler)[:100]) },
 			[]string{sn1.Traveler + ": SHA-256", sn1.Traveler + ": unexpected end of JSON input"}, "SN-1"},
+		{"EK certificate of another unit", func(d string) {
+			var sn2 export.Unit
+			for _, u := range l.body.Units {
+				if u.Serial == "SN-2" {
+					sn2 = u
+				}
+			}
+			write(t, d, sn1.EKCertificate, read(t, d, sn2.EKCertificate))
+		}, []string{sn1.EKCertificate + ": SHA-256", sn1.EKCertificate + ": file name is not", sn1.EKCertificate + ": the EK"}, "SN-1"},
 		{"file deleted", func(d string) { os.Remove(filepath.Join(d, idevid)) },
 			[]string{idevid + ": open"}, "SN-1"},
 		{"file added", func(d string) { write(t, d, "extra.txt", []byte("x")) },
@@ -364,6 +385,22 @@ func TestTamper(t *testing.T) {
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if rep := export.Verify(l.dir, roots, other.Public()); rep.OK() || !strings.Contains(rep.String(), "manifest.json: signature does not verify") {
 			t.Errorf("another key verifies:\n%s", rep)
+		}
+	})
+	t.Run("other EK roots", func(t *testing.T) {
+		pool := x509.NewCertPool()
+		pool.AddCert(travelertest.NewCA(t, "stranger").Cert)
+		rep := export.VerifyWith(l.dir, export.Trust{Roots: roots, EKRoots: pool, StationKey: l.key.Public()})
+		if rep.OK() || !strings.Contains(rep.String(), sn1.EKCertificate+": does not chain to the given EK roots") {
+			t.Errorf("EK certificates chain to a stranger:\n%s", rep)
+		}
+	})
+	t.Run("EK roots and no EK certificate", func(t *testing.T) {
+		d := copyDir(t, l.dir)
+		os.Remove(filepath.Join(d, sn1.EKCertificate))
+		rep := export.VerifyWith(d, export.Trust{Roots: roots, EKRoots: l.ekTrust, StationKey: l.key.Public()})
+		if rep.OK() || !strings.Contains(rep.String(), sn1.EKCertificate+": missing") {
+			t.Errorf("a missing EK certificate passes:\n%s", rep)
 		}
 	})
 	t.Run("other roots", func(t *testing.T) {

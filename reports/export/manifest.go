@@ -1,8 +1,9 @@
-// Package export writes and checks a QA export: one self-contained folder holding, for a
-// selection of units (a work order, a serial list or a time range), their audit records, a
-// JSON traveler per unit, their certificates with chains and a summary.csv, listed with their
-// SHA-256 in a manifest.json signed by the station's audit key. Verify checks a bundle with
-// only the trusted roots and the station's public key: no station, no network.
+// Package export writes and checks a QA export: one self-contained folder (or one archive of
+// the same files) holding, for a selection of units (a work order, a serial list or a time
+// range), their audit records, a JSON traveler per unit, their certificates with chains and a
+// summary.csv, listed with their SHA-256 in a manifest.json signed by the station's audit key.
+// Verify checks a bundle with only the trusted roots and the station's public key: no
+// station, no network.
 //
 // Layout:
 //
@@ -11,6 +12,9 @@
 //	summary.csv                      one row per unit
 //	travelers/<serial>.json          reports/traveler records
 //	certificates/<serial>/<role>-<sha256>.pem   the certificate, then its chain
+//	certificates/<serial>/ek-<sha256>.pem       the EK certificate, then the agent's chain
+//
+// The same files may come as one uncompressed tar archive (TarWriter), manifest.json last.
 package export
 
 import (
@@ -47,6 +51,7 @@ const (
 	RevocationFile = "revocation_candidates.csv"
 	travelerDir    = "travelers"
 	certDir        = "certificates"
+	ekFilePrefix   = "ek-"
 )
 
 // Manifest is manifest.json: Body, and the audit key's signature over SHA-256(signDomain ||
@@ -94,6 +99,9 @@ type Unit struct {
 	Serial       string   `json:"serial"`
 	Traveler     string   `json:"traveler"`
 	Certificates []string `json:"certificates,omitempty"`
+	// EKCertificate is the verified EK certificate, then the chain certificates the unit's
+	// agent sent with it (the station keeps no other record of the chain it built).
+	EKCertificate string `json:"ek_certificate,omitempty"`
 }
 
 // File is one file of the bundle and its SHA-256 (hex).

@@ -18,10 +18,12 @@ import (
 	"io/fs"
 	"math/big"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/station/store"
@@ -82,108 +84,244 @@ func (r *Report) String() string {
 	return b.String()
 }
 
-// Verify checks the bundle in dir against the trusted roots and the station's audit public
-// key: the manifest's signature and every file's hash (and no file unlisted), the audit
-// records' hashes, links and checkpoints (store.VerifyRecords), and for each unit that its
-// traveler agrees with the audit records (every certificate recorded, the final status) and
-// that each certificate chains to roots and agrees with the traveler and the audit records
-// (SHA-256, so key and subject; subject serialNumber and hardwareModuleName). It needs
+// Verify checks the bundle at path (a folder, or the archive TarWriter writes) against the
+// trusted roots and the station's audit public key: the manifest's signature and every file's
+// hash (and no file unlisted), the audit records' hashes, links and checkpoints
+// (store.VerifyRecords), and for each unit that its traveler agrees with the audit records
+// (every certificate recorded, the final status) and that each certificate chains to roots
+// and agrees with the traveler and the audit records (SHA-256, so key and subject; subject
+// serialNumber and hardwareModuleName), and that its EK certificate, when the bundle holds
+// it, is the traveler's and carries the key an audit record bound to the unit. It needs
 // nothing else. A bundle whose manifest does not verify reports that one problem.
-func Verify(dir string, roots *x509.CertPool, stationKey crypto.PublicKey) *Report {
+func Verify(path string, roots *x509.CertPool, stationKey crypto.PublicKey) *Report {
+	return VerifyWith(path, Trust{Roots: roots, StationKey: stationKey})
+}
+
+// Trust is what an auditor is given out of band.
+type Trust struct {
+	// Roots are the trusted roots of the DevID certificates.
+	Roots *x509.CertPool
+	// EKRoots, when set, are the trusted roots of the TPMs' EK certificates (and the EK
+	// intermediates the station is configured with, which the bundle does not carry): every
+	// unit's EK certificate must then be in the bundle, carry the EK extended key usage and
+	// chain to them. Without them the EK certificate, when present, is checked against the
+	// unit's records only.
+	EKRoots *x509.CertPool
+	// StationKey is the station's audit public key.
+	StationKey crypto.PublicKey
+}
+
+// VerifyWith is Verify with the EK roots too (see Trust).
+func VerifyWith(path string, t Trust) *Report {
+	roots, stationKey := t.Roots, t.StationKey
 	rep := &Report{}
 	fail := func(format string, args ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...)) }
-	// Every file is read through the bundle's root: a symbolic link leading out of the bundle
-	// is refused, never followed.
-	root, err := os.OpenRoot(dir)
+	src, err := openBundle(path, fail)
 	if err != nil {
 		fail("bundle: %v", err)
 		return rep
 	}
-	defer root.Close()
-	raw, err := root.ReadFile(ManifestFile)
+	raw, err := src.ReadFile(ManifestFile)
 	if err != nil {
+		src.Close()
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
 	body, err := openManifest(raw, stationKey)
 	if err != nil {
+		src.Close()
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
-	files := checkFiles(root, dir, body, fail)
+	files := checkFiles(src, body, fail)
+	src.Close() // every file needed is in files
 
 	keySHA, err := store.KeySHA256(stationKey)
 	if err != nil {
 		fail("station key: %v", err)
 		return rep
 	}
-	records := checkAudit(files[AuditFile], body, keySHA, fail)
+	records := decodeAuditFile(files[AuditFile], fail)
+	delete(files, AuditFile) // the largest file, decoded: its bytes can go
+	summary := readSummary(files[SummaryFile], fail)
+	revocations := readRevocations(files[RevocationFile], fail)
+	// The chain is checked record after record while the units, independent, are checked on
+	// every core against the decoded records; a chain that does not verify voids those checks.
+	type verdict struct {
+		ok    bool
+		probs []string
+	}
+	chain := make(chan verdict, 1)
+	go func() {
+		var v verdict
+		v.ok = records != nil && checkChain(records, body, keySHA, func(format string, args ...any) {
+			v.probs = append(v.probs, fmt.Sprintf(format, args...))
+		})
+		chain <- v
+	}()
 	bySerial := map[string][]*store.AuditEvent{}
 	for i := range records {
 		if s := records[i].Serial; s != "" {
 			bySerial[s] = append(bySerial[s], &records[i])
 		}
 	}
-	summary := readSummary(files[SummaryFile], fail)
-	revocations := readRevocations(files[RevocationFile], fail)
-	// Units are independent: checked on every core (certificate chains are most of the work).
 	rep.Units = make([]UnitReport, len(body.Units))
-	parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
-		u := body.Units[i]
-		ur := UnitReport{Serial: u.Serial}
-		if records == nil {
-			ur.Problems = []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}
-		} else {
+	cache := &certCache{roots: roots, ekRoots: t.EKRoots}
+	if records != nil {
+		parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
+			u := body.Units[i]
+			ur := UnitReport{Serial: u.Serial}
 			var tr *traveler.Record
-			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], roots)
+			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], cache)
 			if tr != nil {
 				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
+			rep.Units[i] = ur
+		})
+	}
+	if v := <-chain; !v.ok {
+		rep.Problems = append(rep.Problems, v.probs...)
+		records = nil
+	}
+	if records == nil {
+		for i, u := range body.Units {
+			rep.Units[i] = UnitReport{Serial: u.Serial,
+				Problems: []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}}
 		}
-		rep.Units[i] = ur
-	})
+	}
 	return rep
 }
 
-// checkFiles reads every listed file, checks its hash and size, and reports files that are
-// missing or not listed. It returns the contents of every listed file it could read.
-func checkFiles(root *os.Root, dir string, body *Body, fail func(string, ...any)) map[string][]byte {
-	out := map[string][]byte{}
-	listed := map[string]bool{ManifestFile: true}
-	for _, f := range body.Files {
-		listed[f.Path] = true
-		if !filepath.IsLocal(filepath.FromSlash(f.Path)) {
-			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
-			continue
-		}
-		data, err := root.ReadFile(filepath.FromSlash(f.Path))
-		if err != nil {
-			fail("%s: %v", f.Path, err)
-			continue
-		}
-		h := sha256.Sum256(data)
-		if hex.EncodeToString(h[:]) != f.SHA256 || len(data) != f.Size {
-			// Still checked further, so that the report also names the record at fault.
-			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, h, len(data), f.SHA256, f.Size)
-		}
-		out[f.Path] = data
+// bundleSource is where Verify reads a bundle's files.
+type bundleSource interface {
+	ReadFile(name string) ([]byte, error)
+	// Others lists the files present that are not in listed.
+	Others(listed map[string]bool) []string
+	Close() error
+}
+
+// openBundle opens the folder or archive at path. Problems of an archive's entries are
+// reported through fail.
+func openBundle(path string, fail func(string, ...any)) (bundleSource, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
 	}
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+	if fi.IsDir() {
+		// Every file is read through the bundle's root: a symbolic link leading out of the
+		// bundle is refused, never followed.
+		root, err := os.OpenRoot(path)
+		if err != nil {
+			return nil, err
+		}
+		return &dirBundle{root: root, dir: path}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return archiveBundle(readTar(f, fi.Size(), fail)), nil
+}
+
+// dirBundle is a bundle folder.
+type dirBundle struct {
+	root *os.Root
+	dir  string
+}
+
+func (d *dirBundle) ReadFile(name string) ([]byte, error) {
+	return d.root.ReadFile(filepath.FromSlash(name))
+}
+
+func (d *dirBundle) Others(listed map[string]bool) []string {
+	var out []string
+	_ = filepath.WalkDir(d.dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
 			return err
 		}
-		rel, _ := filepath.Rel(dir, p)
+		rel, _ := filepath.Rel(d.dir, p)
 		if !listed[filepath.ToSlash(rel)] {
-			fail("%s: not listed in the manifest", filepath.ToSlash(rel))
+			out = append(out, filepath.ToSlash(rel))
 		}
 		return nil
 	})
 	return out
 }
 
-// checkAudit decodes audit.jsonl and verifies it: the range the manifest states, each
-// record's hash and link, a signed checkpoint first (unless it starts the chain) and last.
-func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any)) []store.AuditEvent {
+func (d *dirBundle) Close() error { return d.root.Close() }
+
+// archiveBundle is a bundle archive, read whole.
+type archiveBundle map[string][]byte
+
+func (a archiveBundle) ReadFile(name string) ([]byte, error) {
+	if data, ok := a[name]; ok {
+		return data, nil
+	}
+	return nil, errors.New("not in the archive")
+}
+
+func (a archiveBundle) Others(listed map[string]bool) []string {
+	var out []string
+	for name := range a {
+		if !listed[name] {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (a archiveBundle) Close() error {
+	clear(a)
+	return nil
+}
+
+// checkFiles reads every listed file, checks its hash and size, and reports files that are
+// missing or not listed. It returns the contents of every listed file it could read. Files
+// are read and hashed on every core (audit.jsonl is most of the bytes).
+func checkFiles(src bundleSource, body *Body, fail func(string, ...any)) map[string][]byte {
+	type read struct {
+		data []byte
+		err  error
+		sum  [sha256.Size]byte
+	}
+	reads := make([]read, len(body.Files))
+	parallel(len(body.Files), runtime.GOMAXPROCS(0), func(i int) {
+		r := &reads[i]
+		if p := body.Files[i].Path; filepath.IsLocal(filepath.FromSlash(p)) {
+			if r.data, r.err = src.ReadFile(p); r.err == nil {
+				r.sum = sha256.Sum256(r.data)
+			}
+		}
+	})
+	out := map[string][]byte{}
+	listed := map[string]bool{ManifestFile: true}
+	for i, f := range body.Files {
+		listed[f.Path] = true
+		r := &reads[i]
+		switch {
+		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
+			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
+			continue
+		case r.err != nil:
+			fail("%s: %v", f.Path, r.err)
+			continue
+		case hex.EncodeToString(r.sum[:]) != f.SHA256 || len(r.data) != f.Size:
+			// Still checked further, so that the report also names the record at fault.
+			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, len(r.data), f.SHA256, f.Size)
+		}
+		out[f.Path] = r.data
+	}
+	for _, p := range src.Others(listed) {
+		fail("%s: not listed in the manifest", p)
+	}
+	return out
+}
+
+// decodeAuditFile decodes audit.jsonl; nil (and the reason through fail) when it is missing or
+// a line does not decode.
+func decodeAuditFile(data []byte, fail func(string, ...any)) []store.AuditEvent {
 	if data == nil {
 		fail("%s: missing", AuditFile)
 		return nil
@@ -193,17 +331,23 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 		fail("%v", err)
 		return nil
 	}
+	return recs
+}
+
+// checkChain verifies the records of audit.jsonl: the range the manifest states, each
+// record's hash and link, a signed checkpoint first (unless it starts the chain) and last.
+func checkChain(recs []store.AuditEvent, body *Body, keySHA []byte, fail func(string, ...any)) bool {
 	r := body.Audit
 	switch {
 	case len(recs) == 0:
 		fail("%s: no records", AuditFile)
-		return nil
+		return false
 	case recs[0].Seq != r.First || !bytes.Equal(recs[0].PrevHash, r.Prev.Hash) || r.Prev.Seq+1 != r.First:
 		fail("%s record %d: the range does not start at record %d after the manifest's previous hash", AuditFile, recs[0].Seq, r.First)
-		return nil
+		return false
 	case r.First > 1 && recs[0].Action != store.AuditActionCheckpoint:
 		fail("%s record %d: the range does not start with a signed checkpoint", AuditFile, recs[0].Seq)
-		return nil
+		return false
 	}
 	prev := r.Prev
 	if r.First == 1 {
@@ -217,27 +361,27 @@ func checkAudit(data []byte, body *Body, keySHA []byte, fail func(string, ...any
 		} else {
 			fail("%s: %v", AuditFile, err)
 		}
-		return nil
+		return false
 	}
 	last := recs[len(recs)-1]
 	switch {
 	case head.Seq != r.Last || !bytes.Equal(head.Hash, r.Head.Hash):
 		fail("%s record %d: the records end at %d, the manifest's range at %d", AuditFile, head.Seq, head.Seq, r.Last)
-		return nil
+		return false
 	case last.Action != store.AuditActionCheckpoint:
 		fail("%s record %d: the range does not end with a signed checkpoint", AuditFile, last.Seq)
-		return nil
+		return false
 	case len(cps) != len(r.Checkpoints):
 		fail("%s: %d checkpoints, the manifest lists %d", AuditFile, len(cps), len(r.Checkpoints))
-		return nil
+		return false
 	}
 	for i, c := range cps {
 		if m := r.Checkpoints[i]; m.Record != c.Record || m.Seq != c.Seq || !bytes.Equal(m.Hash, c.Hash) {
 			fail("%s record %d: the checkpoint is not the manifest's", AuditFile, c.Record)
-			return nil
+			return false
 		}
 	}
-	return recs
+	return true
 }
 
 // decodeAudit decodes audit.jsonl, one JSON record a line, on every core. An error names the
@@ -250,13 +394,7 @@ func decodeAudit(data []byte) ([]store.AuditEvent, error) {
 	recs := make([]store.AuditEvent, len(lines))
 	errs := make([]error, len(lines))
 	parallel(len(lines), runtime.GOMAXPROCS(0), func(i int) {
-		dec := json.NewDecoder(bytes.NewReader(lines[i]))
-		dec.DisallowUnknownFields()
-		err := dec.Decode(&recs[i])
-		if err == nil && dec.InputOffset() != int64(len(lines[i])) {
-			err = errors.New("more than one JSON record on the line")
-		}
-		errs[i] = err
+		errs[i] = decodeAuditLine(lines[i], &recs[i])
 	})
 	for i, err := range errs {
 		if err != nil {
@@ -318,7 +456,7 @@ func checkRevocations(u Unit, tr *traveler.Record, rows [][]string) []string {
 
 // checkUnit checks one unit's traveler and certificates against its audit records. It returns
 // the traveler, unless it does not decode.
-func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, roots *x509.CertPool) ([]string, *traveler.Record) {
+func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, cache *certCache) ([]string, *traveler.Record) {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	data := files[u.Traveler]
@@ -326,8 +464,8 @@ func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row m
 		fail("%s: missing", u.Traveler)
 		return probs, nil
 	}
-	var tr traveler.Record
-	if err := json.Unmarshal(data, &tr); err != nil {
+	tr, err := decodeTraveler(data)
+	if err != nil {
 		fail("%s: %v", u.Traveler, err)
 		return probs, nil
 	}
@@ -371,9 +509,34 @@ func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row m
 		fail("%s: %d certificate files, the traveler lists %d certificates", ManifestFile, len(u.Certificates), len(tr.Certificates))
 	}
 	for _, p := range u.Certificates {
-		probs = append(probs, checkCert(p, files[p], &tr, recorded, roots)...)
+		probs = append(probs, checkCert(p, files[p], &tr, recorded, cache)...)
 	}
+	probs = append(probs, checkEK(u, files[u.EKCertificate], &tr, trail, cache.ekRoots)...)
 	return probs, &tr
+}
+
+// travelerFacts are the fields of a traveler the verifier checks: decoding only them leaves
+// the rest (the step timeline, most of a traveler) to encoding/json's syntax check.
+type travelerFacts struct {
+	Serial               string                    `json:"serial"`
+	Result               string                    `json:"result"`
+	EK                   *traveler.EKCertificate   `json:"ek"`
+	IDevID               *traveler.Certificate     `json:"idevid"`
+	LDevID               *traveler.Certificate     `json:"ldevid"`
+	IAK                  *traveler.Certificate     `json:"iak"`
+	Certificates         []traveler.CertificateRef `json:"certificates"`
+	RevocationCandidates []traveler.CertificateRef `json:"revocation_candidates"`
+	PossiblyIssued       []traveler.PossiblyIssued `json:"possibly_issued"`
+}
+
+// decodeTraveler decodes what the verifier checks of a traveler file into a record.
+func decodeTraveler(data []byte) (traveler.Record, error) {
+	var f travelerFacts
+	if err := json.Unmarshal(data, &f); err != nil {
+		return traveler.Record{}, err
+	}
+	return traveler.Record{Serial: f.Serial, Result: f.Result, EK: f.EK, IDevID: f.IDevID, LDevID: f.LDevID, IAK: f.IAK,
+		Certificates: f.Certificates, RevocationCandidates: f.RevocationCandidates, PossiblyIssued: f.PossiblyIssued}, nil
 }
 
 func certSHA(c *traveler.Certificate) string {
@@ -384,7 +547,7 @@ func certSHA(c *traveler.Certificate) string {
 }
 
 // checkCert checks one certificate file: the certificate, then its chain.
-func checkCert(name string, data []byte, tr *traveler.Record, recorded map[string]*store.AuditEvent, roots *x509.CertPool) []string {
+func checkCert(name string, data []byte, tr *traveler.Record, recorded map[string]*store.AuditEvent, cache *certCache) []string {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
 	if data == nil {
@@ -392,17 +555,25 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 		return probs
 	}
 	var certs []*x509.Certificate
+	var rooted []bool // certs[i] is one of the trusted roots
 	for rest := data; ; {
 		var blk *pem.Block
 		if blk, rest = pem.Decode(rest); blk == nil {
 			break
 		}
-		c, err := x509.ParseCertificate(blk.Bytes)
+		var c *x509.Certificate
+		var err error
+		root := false
+		if len(certs) == 0 {
+			c, err = x509.ParseCertificate(blk.Bytes) // a leaf is in one file only
+		} else {
+			c, root, err = cache.chainCert(blk.Bytes)
+		}
 		if err != nil {
 			fail("certificate %d: %v", len(certs)+1, err)
 			return probs
 		}
-		certs = append(certs, c)
+		certs, rooted = append(certs, c), append(rooted, root)
 	}
 	if len(certs) == 0 {
 		fail("no certificate")
@@ -445,17 +616,139 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 	if err := checkHWModule(leaf, tr); err != nil {
 		fail("%v", err)
 	}
+	// A trusted root the file also carries is left out of the intermediates: a chain through
+	// it ends at it anyway, and x509 would check every signature once more through the copy.
 	inter := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
+	for i, c := range certs[1:] {
+		if !rooted[i+1] {
+			inter.AddCert(c)
+		}
 	}
 	// Checked at the time the station recorded it: a bundle stays verifiable after expiry.
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: a.Time,
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: cache.roots, Intermediates: inter, CurrentTime: a.Time,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		fail("does not chain to the given roots: %v", err)
 	}
 	return probs
 }
+
+// certCache parses each distinct chain certificate of a bundle once (every unit's files carry
+// the same few CA certificates) and remembers whether it is one of the trusted roots. It is
+// safe for concurrent use.
+type certCache struct {
+	roots, ekRoots *x509.CertPool
+	certs          sync.Map // string(DER) -> *cachedCert
+}
+
+type cachedCert struct {
+	once sync.Once
+	cert *x509.Certificate
+	root bool
+	err  error
+}
+
+// chainCert returns der parsed and whether it is a trusted root.
+func (c *certCache) chainCert(der []byte) (*x509.Certificate, bool, error) {
+	v, _ := c.certs.LoadOrStore(string(der), &cachedCert{})
+	e := v.(*cachedCert)
+	e.once.Do(func() {
+		e.cert, e.err = x509.ParseCertificate(der)
+		if e.err != nil || !bytes.Equal(e.cert.RawSubject, e.cert.RawIssuer) {
+			return
+		}
+		// A certificate in the pool verifies as the whole chain, with no signature checked.
+		chains, err := e.cert.Verify(x509.VerifyOptions{Roots: c.roots, CurrentTime: e.cert.NotBefore,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		e.root = err == nil && len(chains) == 1 && len(chains[0]) == 1 && chains[0][0].Equal(e.cert)
+	})
+	return e.cert, e.root, e.err
+}
+
+// checkEK checks the unit's EK certificate file: the certificate is the traveler's EK (SHA-256,
+// serial number, key fingerprint), its key is the one an audit record bound to the unit, and
+// with EK roots it chains to them through the chain the file carries, as the station checks an
+// EK certificate, at the time of the binding.
+func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent, ekRoots *x509.CertPool) []string {
+	var probs []string
+	name := u.EKCertificate
+	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
+	if name == "" {
+		if ekRoots != nil {
+			return []string{fmt.Sprintf("%s: no EK certificate of the unit to check against the EK roots", ManifestFile)}
+		}
+		return nil
+	}
+	if data == nil {
+		fail("missing")
+		return probs
+	}
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			fail("certificate %d: %v", len(certs)+1, err)
+			return probs
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		fail("no certificate")
+		return probs
+	}
+	ek := certs[0]
+	// The fingerprint is the station's: the SHA-256 of the key's SubjectPublicKeyInfo as Go
+	// encodes it.
+	spki, err := x509.MarshalPKIXPublicKey(ek.PublicKey)
+	if err != nil {
+		fail("public key: %v", err)
+		return probs
+	}
+	sha, fp := sha256Hex(ek.Raw), sha256Hex(spki)
+	if want := path.Join(certDir, u.Serial, ekFilePrefix+sha+".pem"); name != want {
+		fail("file name is not %s", want)
+	}
+	switch {
+	case tr.EK == nil:
+		fail("%s names no EK certificate", u.Traveler)
+	case tr.EK.SHA256 != sha || tr.EK.Fingerprint != fp || tr.EK.SerialNumber != ek.SerialNumber.Text(16):
+		fail("certificate %s (key %s) is not %s's EK certificate %s (key %s)", sha, fp, u.Traveler, tr.EK.SHA256, tr.EK.Fingerprint)
+	}
+	var bound *store.AuditEvent
+	for _, a := range trail {
+		if a.Action == store.EventEKBound && a.Result == store.ResultOK && len(a.Fingerprints) == 1 && a.Fingerprints[0] == fp {
+			bound = a
+		}
+	}
+	if bound == nil {
+		fail("the EK %s is not bound to %s in %s", fp, u.Serial, AuditFile)
+		return probs
+	}
+	if ekRoots == nil {
+		return probs
+	}
+	if !slices.ContainsFunc(ek.UnknownExtKeyUsage, oidEKCertificate.Equal) {
+		fail("extended key usage lacks tcg-kp-EKCertificate: not an EK certificate")
+	}
+	// The subjectAltName of an EK certificate names the TPM (a directoryName), which
+	// crypto/x509 leaves unhandled; the station checked it against the TCG profile.
+	ek.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(ek.UnhandledCriticalExtensions), oidSAN.Equal)
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := ek.Verify(x509.VerifyOptions{Roots: ekRoots, Intermediates: inter, CurrentTime: bound.Time,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		fail("does not chain to the given EK roots: %v", err)
+	}
+	return probs
+}
+
+// oidEKCertificate is tcg-kp-EKCertificate, the extended key usage of an EK certificate.
+var oidEKCertificate = asn1.ObjectIdentifier{2, 23, 133, 8, 1}
 
 var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
 var oidHWModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}

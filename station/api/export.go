@@ -15,7 +15,8 @@ import (
 const exportChunk = 256 << 10
 
 // ExportBundle implements stationv1.StationServer: it builds the QA export of the selection
-// and streams its files, manifest.json last.
+// and streams its files as they are built, manifest.json last (the bundle is never held whole
+// in memory).
 func (s *Server) ExportBundle(req *stationv1.ExportBundleRequest, stream grpc.ServerStreamingServer[stationv1.ExportChunk]) error {
 	const method = "ExportBundle"
 	sel := export.Selection{WorkOrder: req.GetWorkOrder(), Serials: req.GetSerials()}
@@ -25,8 +26,11 @@ func (s *Server) ExportBundle(req *stationv1.ExportBundleRequest, stream grpc.Se
 	if req.GetUntil() != nil {
 		sel.Until = req.GetUntil().AsTime()
 	}
-	b, err := export.Build(stream.Context(), s.cfg.Store, sel, export.Options{Version: s.cfg.Version})
+	_, err := export.Write(stream.Context(), s.cfg.Store, sel, export.Options{Version: s.cfg.Version}, chunkSink{stream})
+	var sendErr *streamError
 	switch {
+	case errors.As(err, &sendErr):
+		return sendErr.err // the client went away: nothing to map
 	case errors.Is(err, export.ErrSelection):
 		return s.err(method, fmt.Errorf("%w: %w", err, ErrInvalidRequest))
 	case errors.Is(err, export.ErrEmpty):
@@ -36,16 +40,44 @@ func (s *Server) ExportBundle(req *stationv1.ExportBundleRequest, stream grpc.Se
 	case err != nil:
 		return s.err(method, err)
 	}
-	for _, f := range b.Files {
-		for off := 0; off == 0 || off < len(f.Data); off += exportChunk {
-			c := &stationv1.ExportChunk{Path: f.Path, Data: f.Data[off:min(off+exportChunk, len(f.Data))]}
-			if off == 0 {
-				c.Size = int64(len(f.Data))
-			}
-			if err := stream.Send(c); err != nil {
+	return nil
+}
+
+// chunkSink sends each bundle file as ExportChunks of at most exportChunk bytes.
+type chunkSink struct {
+	stream grpc.ServerStreamingServer[stationv1.ExportChunk]
+}
+
+// streamError is a failed Send.
+type streamError struct{ err error }
+
+func (e *streamError) Error() string { return e.err.Error() }
+
+func (c chunkSink) Put(name string, parts ...[]byte) error {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	first := true
+	send := func(data []byte) error {
+		ch := &stationv1.ExportChunk{Path: name, Data: data}
+		if first {
+			ch.Size, first = int64(size), false
+		}
+		if err := c.stream.Send(ch); err != nil {
+			return &streamError{err}
+		}
+		return nil
+	}
+	for _, p := range parts {
+		for off := 0; off < len(p); off += exportChunk {
+			if err := send(p[off:min(off+exportChunk, len(p))]); err != nil {
 				return err
 			}
 		}
+	}
+	if first { // an empty file is one empty chunk
+		return send(nil)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ commands:
   watch [--interval D] [--count N]   live view of the line (counters, units in flight) until Ctrl-C
   audit verify         (qa, admin) verify the whole audit chain; exits 1 when it does not verify
   audit unit SERIAL    (qa, admin) one unit's audit trail with its place in the signed chain
-  export --work-order ID | --serials S1,S2 | --since T --until T  --out DIR
+  export --work-order ID | --serials S1,S2 | --since T --until T  --out DIR|FILE.tar
                        (qa, admin) the QA export: a signed bundle devid-verify checks offline`
 
 // UsageError reports a malformed command line; stationctl exits with status 2 for it.

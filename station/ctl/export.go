@@ -16,9 +16,10 @@ import (
 	"github.com/devid-station/devid/reports/export"
 )
 
-// exportCmd fetches a QA export into a new folder: export --work-order W | --serials a,b |
-// --since T --until T, --out DIR. The files land in a temporary folder beside DIR, renamed to
-// DIR once the whole bundle (manifest.json last) arrived.
+// exportCmd fetches a QA export into a new folder, or one archive when the name ends in .tar:
+// export --work-order W | --serials a,b | --since T --until T, --out DIR|FILE.tar. The bundle
+// lands in a temporary folder or file beside it, renamed once the whole bundle (manifest.json
+// last) arrived.
 func exportCmd(e *env, args []string) error {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	wo := fs.String("work-order", "", "")
@@ -59,30 +60,77 @@ func exportCmd(e *env, args []string) error {
 	if err != nil {
 		return rpcErr(err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(*out)), "."+filepath.Base(*out)+".*")
-	if err != nil {
-		return fmt.Errorf("export: %w", err)
+	var files int
+	if strings.HasSuffix(*out, ".tar") {
+		files, err = receiveArchive(*out, stream)
+	} else {
+		files, err = receiveFolder(*out, stream)
 	}
-	defer os.RemoveAll(tmp)
-	files, err := receiveBundle(tmp, stream)
 	if err != nil {
 		return err
-	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	if err := os.Rename(tmp, *out); err != nil {
-		return fmt.Errorf("export: %w", err)
 	}
 	fmt.Fprintf(e.out, "%s (%d files); verify it offline: devid-verify -bundle %s -roots ROOTS.pem -station-key KEY.pem\n", *out, files, *out)
 	return nil
 }
 
-// receiveBundle writes the streamed files under dir and returns how many came. The bundle is
-// complete when the last file is the manifest and every file has its announced size.
-func receiveBundle(dir string, stream interface {
+// chunkStream is the ExportBundle answer.
+type chunkStream interface {
 	Recv() (*stationv1.ExportChunk, error)
-}) (int, error) {
+}
+
+// receiveFolder writes the bundle into a temporary folder beside out, renamed to out once the
+// whole bundle arrived.
+func receiveFolder(out string, stream chunkStream) (int, error) {
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".*")
+	if err != nil {
+		return 0, fmt.Errorf("export: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	files, err := receiveBundle(stream, func(name string, data []byte) error { return export.WriteFile(tmp, name, data) })
+	if err != nil {
+		return files, err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return files, fmt.Errorf("export: %w", err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return files, fmt.Errorf("export: %w", err)
+	}
+	return files, nil
+}
+
+// receiveArchive writes the bundle as one archive (export.TarWriter) into a temporary file
+// beside out, renamed to out once the whole bundle arrived.
+func receiveArchive(out string, stream chunkStream) (int, error) {
+	f, err := os.CreateTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".*")
+	if err != nil {
+		return 0, fmt.Errorf("export: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	tw := export.NewTarWriter(f)
+	files, err := receiveBundle(stream, func(name string, data []byte) error { return tw.Put(name, data) })
+	if err != nil {
+		return files, err
+	}
+	if err := tw.Close(); err != nil {
+		return files, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return files, fmt.Errorf("export: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return files, fmt.Errorf("export: %w", err)
+	}
+	if err := os.Rename(f.Name(), out); err != nil {
+		return files, fmt.Errorf("export: %w", err)
+	}
+	return files, nil
+}
+
+// receiveBundle hands each streamed file to put and returns how many came. The bundle is
+// complete when the last file is the manifest and every file has its announced size.
+func receiveBundle(stream chunkStream, put func(name string, data []byte) error) (int, error) {
 	var name string
 	var data []byte
 	var size int64
@@ -95,7 +143,7 @@ func receiveBundle(dir string, stream interface {
 			return fmt.Errorf("export: %s: got %d bytes, the station announced %d", name, len(data), size)
 		}
 		n++
-		return export.WriteFile(dir, name, data)
+		return put(name, data)
 	}
 	for {
 		c, err := stream.Recv()

@@ -68,6 +68,20 @@ func TestExportCommand(t *testing.T) {
 	if !rep.OK() || len(rep.Units) != 3 {
 		t.Fatalf("the fetched bundle does not verify (%d units):\n%s", len(rep.Units), rep)
 	}
+	// A name ending in .tar fetches one archive, which verifies too.
+	archive := filepath.Join(t.TempDir(), "bundle.tar")
+	if msg, err := run(apitest.QA, "export", "--work-order", "WO-1", "--out", archive); err != nil || !strings.Contains(msg, "devid-verify -bundle "+archive) {
+		t.Fatalf("export to an archive: %v\n%s", err, msg)
+	}
+	if fi, err := os.Stat(archive); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("%s: %v, want a file", archive, err)
+	}
+	if rep := export.Verify(archive, roots, key.Public()); !rep.OK() || len(rep.Units) != 3 {
+		t.Fatalf("the fetched archive does not verify (%d units):\n%s", len(rep.Units), rep)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(archive), ".bundle.tar.*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
 
 	for _, c := range []struct {
 		role string

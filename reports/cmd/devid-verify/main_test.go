@@ -30,7 +30,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	travelertest.WriteUnit(t, st, travelertest.Unit{Serial: "SN-1", WorkOrder: "WO-1", Profile: "default"})
+	w := travelertest.WriteUnit(t, st, travelertest.Unit{Serial: "SN-1", WorkOrder: "WO-1", Profile: "default"})
 	b, err := export.Build(context.Background(), st, export.Selection{Serials: []string{"SN-1"}}, export.Options{Version: "t"})
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +63,42 @@ func TestRun(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run(args, &out, &errb); code != 0 || !strings.Contains(out.String(), "PASS SN-1") {
 		t.Fatalf("intact bundle: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	// The same bundle as one archive.
+	archive := filepath.Join(tmp, "bundle.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := export.NewTarWriter(f)
+	for _, file := range b.Files {
+		if err := tw.Put(file.Path, file.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out.Reset()
+	if code := run([]string{"-bundle", archive, "-roots", roots, "-station-key", keyFile}, &out, &errb); code != 0 || !strings.Contains(out.String(), "PASS SN-1") {
+		t.Fatalf("intact archive: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	// With the EK roots the EK certificate is checked too; with a stranger's it fails.
+	ekRoots, stranger := filepath.Join(tmp, "ek-roots.pem"), filepath.Join(tmp, "stranger.pem")
+	if err := os.WriteFile(ekRoots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.EKRoot.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stranger, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.DevIDRoot.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run(append(args, "-ek-roots", ekRoots), &out, &errb); code != 0 {
+		t.Fatalf("with the EK roots: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run(append(args, "-ek-roots", stranger), &out, &errb); code != 1 || !strings.Contains(out.String(), "does not chain to the given EK roots") {
+		t.Fatalf("with another EK root: exit %d\n%s", code, out.String())
 	}
 	data[len(data)/2] ^= 1
 	if err := os.WriteFile(pemFile, data, 0o644); err != nil {

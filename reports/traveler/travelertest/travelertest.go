@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
 	"math/big"
@@ -78,6 +79,8 @@ type Written struct {
 	// DevIDRoot is the self-signed CA that issued the IDevID and LDevID: the trust anchor a
 	// verifier of the unit's certificates is given.
 	DevIDRoot *x509.Certificate
+	// EKRoot is the self-signed CA that issued the EK certificate (of the TCG EK profile).
+	EKRoot *x509.Certificate
 }
 
 // Step names of the workflow after identify, in order.
@@ -150,6 +153,25 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// ekSAN returns the critical subjectAltName of a TCG EK certificate: one directoryName whose
+// RDNs are the TPM manufacturer, model and version (2.23.133.2.1, .2, .3).
+func ekSAN(t testing.TB) pkix.Extension {
+	t.Helper()
+	name, err := asn1.Marshal(pkix.RDNSequence{
+		{{Type: asn1.ObjectIdentifier{2, 23, 133, 2, 1}, Value: "id:49465800"}},
+		{{Type: asn1.ObjectIdentifier{2, 23, 133, 2, 2}, Value: "SLB9670"}},
+		{{Type: asn1.ObjectIdentifier{2, 23, 133, 2, 3}, Value: "id:00070055"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	san, err := asn1.Marshal([]asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Critical: true, Value: san}
+}
+
 // WriteUnit journals u in st through the store's calls, step by step, as the workflow does
 // for a unit whose agent, TPM and CAs all answer (or that fails at u.FailAt).
 func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
@@ -174,7 +196,12 @@ func WriteUnit(t testing.TB, st *store.Store, u Unit) Written {
 	if ekKey == nil {
 		ekKey = newKey(t)
 	}
-	w.EKCert = ekCA.Issue(t, &x509.Certificate{}, ekKey.Public())
+	// An EK certificate as the TCG profile has it: a critical subjectAltName holding only a
+	// directoryName (the TPM's manufacturer, model and version), extended key usage
+	// tcg-kp-EKCertificate.
+	w.EKRoot = ekCA.Cert
+	w.EKCert = ekCA.Issue(t, &x509.Certificate{ExtraExtensions: []pkix.Extension{ekSAN(t)},
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{{2, 23, 133, 8, 1}}}, ekKey.Public())
 	pubDER, err := x509.MarshalPKIXPublicKey(ekKey.Public())
 	check(err)
 	w.EKFingerprint = store.EKFingerprint(pubDER)

@@ -1,0 +1,73 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/devid-station/devid/reports/traveler/travelertest"
+	"github.com/devid-station/devid/station/store"
+)
+
+// TestSegments checks that reading the chain in segments on several cores gives the bundle
+// one segment gives: the same audit.jsonl and range, units, principals and summary, for
+// segments of 1, 7 and 64 records (units whose records span segments).
+func TestSegments(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "station.db"), store.Options{StationID: "st-seg",
+		Checkpoints: store.CheckpointOptions{Signer: key, Every: 11, Interval: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := store.WithPrincipal(context.Background(), "mes:bob")
+	if _, err := st.CreateWorkOrder(ctx, store.WorkOrder{ID: "WO-1", Profile: "default", Serials: []string{"SN-1", "SN-2", "SN-3"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"SN-1", "SN-2", "SN-3"} {
+		travelertest.WriteUnit(t, st, travelertest.Unit{Serial: s, WorkOrder: "WO-1", Profile: "default"})
+	}
+	if _, err := st.AuthorizeRework(ctx, "SN-2", "mes:bob", "retest"); err != nil {
+		t.Fatal(err)
+	}
+	export := func(seg uint64) (*Bundle, map[string][]byte) {
+		t.Helper()
+		defer func(old uint64) { auditSegment = old }(auditSegment)
+		auditSegment = seg
+		b, err := Build(context.Background(), st, Selection{WorkOrder: "WO-1"}, Options{Version: "v"})
+		if err != nil {
+			t.Fatalf("segments of %d: %v", seg, err)
+		}
+		files := map[string][]byte{}
+		for _, f := range b.Files {
+			files[f.Path] = f.Data
+		}
+		return b, files
+	}
+	want, wantFiles := export(1 << 20)
+	for _, seg := range []uint64{1, 7, 64} {
+		got, gotFiles := export(seg)
+		// The chain head is already a checkpoint: each export covers the same records.
+		if !bytes.Equal(gotFiles[AuditFile], wantFiles[AuditFile]) {
+			t.Errorf("segments of %d: audit.jsonl differs", seg)
+		}
+		if !reflect.DeepEqual(got.Body.Audit, want.Body.Audit) {
+			t.Errorf("segments of %d: range %+v, want %+v", seg, got.Body.Audit, want.Body.Audit)
+		}
+		if !reflect.DeepEqual(got.Body.Units, want.Body.Units) || !bytes.Equal(gotFiles[SummaryFile], wantFiles[SummaryFile]) {
+			t.Errorf("segments of %d: units or summary differ:\n%s\nwant\n%s", seg, gotFiles[SummaryFile], wantFiles[SummaryFile])
+		}
+		if !bytes.Contains(gotFiles[SummaryFile], []byte("mes:bob")) {
+			t.Errorf("segments of %d: the summary lacks the principal", seg)
+		}
+	}
+}
