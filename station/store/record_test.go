@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -153,7 +152,7 @@ func TestJSONRecordsStillVerify(t *testing.T) {
 		tamper func(tx *bolt.Tx) error
 		want   string
 	}{
-		{"stored value", flipByte("units/SN1", kState), `bucket units/SN1 key "state": stored value differs`},
+		{"stored value", flipByte("unit_states", []byte("SN1")), `bucket unit_states key "SN1": stored value differs`},
 		{"JSON record", func(tx *bolt.Tx) error {
 			ab := tx.Bucket(bAudit)
 			v := bytes.Clone(ab.Get(u64key(3)))
@@ -179,10 +178,7 @@ func TestJSONRecordsStillVerify(t *testing.T) {
 // before the canonical encoding) and checks that Open moves it to the current schema with an
 // audited write, keeps its JSON records, and that it verifies.
 func TestSchema2IsUpgraded(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "station.db")
-	s := openAt(t, path)
-	mustUnit(t, s, "SN1", StatusRunning)
-	s.Close()
+	path := schema3File(t)
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +219,7 @@ func TestSchema2IsUpgraded(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s = openAt(t, path)
+	s := openAt(t, path)
 	if _, err := s.VerifyChain(context.Background()); err != nil {
 		t.Fatalf("upgraded store: %v", err)
 	}

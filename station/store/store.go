@@ -42,8 +42,10 @@ import (
 // brings a schema 1 file up with audit.baseline records (baseline). Schema 3
 // stores new audit records in their canonical encoding (recordCanonical),
 // which older stations cannot read; the JSON records of an older file stay
-// as they are and verify.
-const SchemaVersion = 3
+// as they are and verify. Schema 4 keeps the units' records flat (layout.go) and
+// names a write's bucket by a short id in the audit records; Open copies an
+// older file's units into it (migrateUnits).
+const SchemaVersion = 4
 
 const (
 	defaultMaxBatchSize  = 256
@@ -53,7 +55,9 @@ const (
 
 // Bucket and key names.
 var (
-	bMeta       = []byte("meta")
+	bMeta = []byte("meta")
+	// bUnits held a bucket per unit (its state, and buckets steps and events) up to schema
+	// 3; a migrated file keeps it, read by nothing.
 	bUnits      = []byte("units")
 	bEKIndex    = []byte("ek_index")
 	bCertIndex  = []byte("cert_index")
@@ -317,7 +321,12 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 		return fmt.Errorf("store of station %q opened as %q: %w", stored, stationID, ErrStationMismatch)
 	}
 	s.stationID = stored
-	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit} {
+	version := binary.BigEndian.Uint64(meta.Get(kSchemaVersion))
+	required := [][]byte{bUnitStates, bStepRecords, bUnitEvents, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit}
+	if version < 4 {
+		required = [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit}
+	}
+	for _, name := range required {
 		if tx.Bucket(name) == nil {
 			return &CorruptError{Path: s.path, Reason: fmt.Sprintf("bucket %s missing", name)}
 		}
@@ -333,8 +342,8 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	if err != nil || !bytes.Equal(last.Hash, head.Hash) {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
-	if v := binary.BigEndian.Uint64(meta.Get(kSchemaVersion)); v < SchemaVersion {
-		if err := s.upgrade(tx, v); err != nil {
+	if version < SchemaVersion {
+		if err := s.upgrade(tx, version); err != nil {
 			return err
 		}
 	}
@@ -346,7 +355,8 @@ const baselineChunk = 4096
 
 // upgrade brings a file of schema from up to SchemaVersion, with an audited
 // write of the new version. A schema 1 file is first covered by
-// audit.baseline records carrying the digest of every key/value it holds.
+// audit.baseline records carrying the digest of every key/value it holds; the
+// units of a file older than schema 4 are then copied into the flat layout.
 func (s *Store) upgrade(tx *bolt.Tx, from uint64) error {
 	w := s.newWtx(tx, PrincipalStation)
 	var baselined int
@@ -368,13 +378,21 @@ func (s *Store) upgrade(tx *bolt.Tx, from uint64) error {
 		}
 		baselined = len(digests)
 	}
+	migrated := 0
+	if from < 4 {
+		var err error
+		if migrated, err = w.migrateUnits(); err != nil {
+			return fmt.Errorf("copying units into the schema 4 layout: %w", err)
+		}
+	}
 	if err := w.tx.Bucket(bMeta).Put(kSchemaVersion, u64key(SchemaVersion)); err != nil {
 		return err
 	}
 	if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_version": fmt.Sprint(SchemaVersion)}}); err != nil {
 		return err
 	}
-	s.log.Info("store brought to the current schema", "from", from, "schema_version", SchemaVersion, "baselined_records", baselined)
+	s.log.Info("store brought to the current schema", "from", from, "schema_version", SchemaVersion,
+		"baselined_records", baselined, "units_copied", migrated)
 	return w.flush()
 }
 
@@ -385,7 +403,7 @@ func (s *Store) create(tx *bolt.Tx, stationID string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit, bUnitIndex} {
+	for _, name := range [][]byte{bUnitStates, bStepRecords, bUnitEvents, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit, bUnitIndex} {
 		if _, err := w.tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", name, err)
 		}
@@ -579,7 +597,7 @@ func (s *Store) undecodable(err error) error {
 	if err == nil || errors.As(err, &cb) {
 		return err
 	}
-	if errors.As(err, &syntax) || errors.As(err, &typ) || errors.As(err, &b64) || errors.As(err, &tm) {
+	if errors.As(err, &syntax) || errors.As(err, &typ) || errors.As(err, &b64) || errors.As(err, &tm) || errors.Is(err, errStateFormat) {
 		return s.markCorrupt("a stored record does not decode: " + err.Error())
 	}
 	return err

@@ -3,7 +3,6 @@ package store
 import (
 	"crypto/sha256"
 	"fmt"
-	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -122,11 +121,11 @@ func (b *wbucket) exempt(key []byte) bool {
 }
 
 // appendOnly reports a bucket whose keys are sequence numbers written in
-// order: the outbox and each unit's events. bbolt splits a page at the
-// bucket's fill percent (half, by default), which leaves every page of an
-// appended bucket half empty; these are filled.
+// order: the outbox. bbolt splits a page at the bucket's fill percent (half,
+// by default), which leaves every page of an appended bucket half empty; these
+// are filled.
 func appendOnly(path string) bool {
-	return path == string(bOutbox) || strings.HasSuffix(path, "/"+string(bEvents))
+	return path == string(bOutbox)
 }
 
 // chainKey reports whether path/key is outside the chain's coverage: the

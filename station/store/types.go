@@ -45,10 +45,15 @@ type UnitState struct {
 	WorkOrderID   string `json:"work_order_id,omitempty"`
 	Profile       string `json:"profile,omitempty"`
 	EKFingerprint string `json:"ek_fingerprint,omitempty"` // managed by BindEK
-	CurrentStep   string `json:"current_step,omitempty"`
-	Status        Status `json:"status"`
-	ErrorCode     string `json:"error_code,omitempty"`
-	ErrorMessage  string `json:"error_message,omitempty"`
+	// EKCertSHA256 is the hex SHA-256 of the EK certificate the unit's EK verification
+	// accepted, and FixtureSlot the fixture slot its agent reported then: set by the workflow,
+	// kept in the unit's listing row (empty in units written before).
+	EKCertSHA256 string `json:"ek_cert_sha256,omitempty"`
+	FixtureSlot  string `json:"fixture_slot,omitempty"`
+	CurrentStep  string `json:"current_step,omitempty"`
+	Status       Status `json:"status"`
+	ErrorCode    string `json:"error_code,omitempty"`
+	ErrorMessage string `json:"error_message,omitempty"`
 	// Attempts counts every BeginStep of the unit.
 	Attempts uint64 `json:"attempts"`
 	// Steps summarizes each step by name; managed by BeginStep and EndStep.

@@ -1,0 +1,278 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The units' records are flat (schema 4): one bucket for all units' states, one for all step
+// records and one for all unit event logs, keyed by serial, with no bucket per unit or per step
+// (a bucket that is not inline takes whole pages, which was most of a unit's bytes):
+//
+//	unit_states   serial                               the unit's state (stateValue)
+//	step_records  serial 0x00 step 0x00 attempt(u64)   StepRecord (JSON)
+//	unit_events   serial 0x00 unit seq(u64)            the event's outbox seq (u64): its bytes
+//	                                                   are stored once, in outbox
+//
+// A serial or a step name never holds 0x00 (serialRE, stepRE), so one unit's keys (and one
+// step's) are contiguous and in order. Files of schema 3 and older kept a bucket per unit under
+// units; Open copies them into this layout (migrateUnits) and keeps the old bucket, read by
+// nothing, still covered by the chain.
+var (
+	bUnitStates  = []byte("unit_states")
+	bStepRecords = []byte("step_records")
+	bUnitEvents  = []byte("unit_events")
+)
+
+// stepPrefix is the key prefix of the step records of serial's step ("" step: every step).
+func stepPrefix(serial, step string) []byte {
+	b := make([]byte, 0, len(serial)+len(step)+2+8)
+	b = append(append(b, serial...), 0)
+	if step != "" {
+		b = append(append(b, step...), 0)
+	}
+	return b
+}
+
+func stepKey(serial, step string, attempt uint64) []byte {
+	return binary.BigEndian.AppendUint64(stepPrefix(serial, step), attempt)
+}
+
+// eventPrefix is the key prefix of serial's unit events.
+func eventPrefix(serial string) []byte {
+	return append(append(make([]byte, 0, len(serial)+9), serial...), 0)
+}
+
+func eventKey(serial string, unitSeq uint64) []byte {
+	return binary.BigEndian.AppendUint64(eventPrefix(serial), unitSeq)
+}
+
+// lastSeq returns the sequence and value of the last key prefix+u64 of the cursor's bucket
+// (0 and nil: none).
+func lastSeq(c *bolt.Cursor, prefix []byte) (uint64, []byte) {
+	end := append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	k, v := c.Seek(end)
+	switch {
+	case k == nil:
+		k, v = c.Last()
+	case !bytes.Equal(k, end):
+		k, v = c.Prev()
+	}
+	if len(k) != len(prefix)+8 || !bytes.HasPrefix(k, prefix) {
+		return 0, nil
+	}
+	return binary.BigEndian.Uint64(k[len(prefix):]), v
+}
+
+// A unit's stored state is its listing row, then its JSON (UnitState):
+//
+//	stateRowFormat, uvarint length of the row, the row, the JSON
+//
+// The row holds what a listing shows (rowOf), so a page of units decodes no JSON. Both are
+// written together by saveUnit, in one value, so one digest of the chain covers both.
+const stateRowFormat byte = 0x01
+
+// encodeState returns the stored value of u.
+func encodeState(u *UnitState) ([]byte, error) {
+	js, err := encodeUnit(u)
+	if err != nil {
+		return nil, err
+	}
+	row := appendRow(make([]byte, 0, 256), u)
+	b := make([]byte, 0, 1+binary.MaxVarintLen32+len(row)+len(js))
+	b = append(b, stateRowFormat)
+	b = binary.AppendUvarint(b, uint64(len(row)))
+	return append(append(b, row...), js...), nil
+}
+
+var errStateFormat = errors.New("stored unit state does not decode")
+
+// splitState returns the row and the JSON of a stored state; a plain JSON state (as schema 3
+// stored it) has no row.
+func splitState(v []byte) (row, js []byte, err error) {
+	if len(v) > 0 && v[0] == '{' {
+		return nil, v, nil
+	}
+	if len(v) < 2 || v[0] != stateRowFormat {
+		return nil, nil, errStateFormat
+	}
+	n, k := binary.Uvarint(v[1:])
+	if k <= 0 || n > uint64(len(v)-1-k) {
+		return nil, nil, errStateFormat
+	}
+	return v[1+k : 1+k+int(n)], v[1+k+int(n):], nil
+}
+
+// appendRow appends u's listing row: status, work order, profile, current step, error code,
+// error message, EK certificate SHA-256, fixture slot (uvarint-length strings), attempts,
+// created and updated (Unix nanoseconds, 0 for zero), then each step's name and attempts.
+func appendRow(b []byte, u *UnitState) []byte {
+	for _, s := range []string{string(u.Status), u.WorkOrderID, u.Profile, u.CurrentStep, u.ErrorCode,
+		u.ErrorMessage, u.EKCertSHA256, u.FixtureSlot} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, u.Attempts)
+	for _, t := range []time.Time{u.CreatedAt, u.UpdatedAt} {
+		var n int64
+		if !t.IsZero() {
+			n = t.UnixNano()
+		}
+		b = binary.AppendVarint(b, n)
+	}
+	b = binary.AppendUvarint(b, uint64(len(u.Steps)))
+	for _, name := range sortedKeys(u.Steps) {
+		b = binary.AppendUvarint(b, uint64(len(name)))
+		b = append(b, name...)
+		b = binary.AppendUvarint(b, u.Steps[name].Attempts)
+	}
+	return b
+}
+
+// decodeRow decodes a listing row into the fields a brief UnitState holds.
+func decodeRow(serial string, row []byte) (UnitState, error) {
+	u := UnitState{Serial: serial}
+	bad := false
+	str := func() string {
+		n, k := binary.Uvarint(row)
+		if k <= 0 || n > uint64(len(row)-k) {
+			bad, row = true, nil
+			return ""
+		}
+		s := string(row[k : k+int(n)])
+		row = row[k+int(n):]
+		return s
+	}
+	uv := func() uint64 {
+		n, k := binary.Uvarint(row)
+		if k <= 0 {
+			bad, row = true, nil
+			return 0
+		}
+		row = row[k:]
+		return n
+	}
+	tm := func() time.Time {
+		n, k := binary.Varint(row)
+		if k <= 0 {
+			bad, row = true, nil
+			return time.Time{}
+		}
+		row = row[k:]
+		if n == 0 {
+			return time.Time{}
+		}
+		return time.Unix(0, n).UTC()
+	}
+	u.Status = Status(str())
+	u.WorkOrderID, u.Profile, u.CurrentStep, u.ErrorCode, u.ErrorMessage = str(), str(), str(), str(), str()
+	u.EKCertSHA256, u.FixtureSlot = str(), str()
+	u.Attempts = uv()
+	u.CreatedAt, u.UpdatedAt = tm(), tm()
+	n := uv()
+	if n > uint64(len(row)) {
+		bad = true
+	}
+	if n > 0 && !bad {
+		u.Steps = make(map[string]StepSummary, n)
+		for range n {
+			name := str()
+			u.Steps[name] = StepSummary{Attempts: uv()}
+		}
+	}
+	if bad || len(row) > 0 {
+		return UnitState{}, fmt.Errorf("unit %q: listing row: %w", serial, errStateFormat)
+	}
+	return u, nil
+}
+
+// migrateChunk is how many units one audit record of a migration covers.
+const migrateChunk = 1024
+
+// migrateUnits copies the units of a file older than schema 4 (a bucket per unit under units)
+// into the flat layout, as audited writes (store.write records, detail schema_4): each state
+// with its listing row before its JSON bytes as they were, each step record as it was, and each
+// unit event as a reference to the outbox entry that holds the same event. The units bucket
+// stays as it was: nothing is ever deleted, and the chain still covers every value in it.
+func (w *wtx) migrateUnits() (int, error) {
+	old := w.tx.raw.Bucket(bUnits)
+	var states, steps, events *wbucket
+	for _, p := range []struct {
+		b    **wbucket
+		name []byte
+	}{{&states, bUnitStates}, {&steps, bStepRecords}, {&events, bUnitEvents}} {
+		b, err := w.tx.CreateBucketIfNotExists(p.name)
+		if err != nil {
+			return 0, err
+		}
+		*p.b = b
+	}
+	outbox := w.tx.raw.Bucket(bOutbox)
+	n := 0
+	c := old.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		ub := old.Bucket(k)
+		if v != nil || ub == nil {
+			return n, fmt.Errorf("units/%q is not a unit's bucket: %w", k, errStateFormat)
+		}
+		serial := string(k)
+		raw := ub.Get(kState)
+		var u UnitState
+		if err := json.Unmarshal(raw, &u); err != nil {
+			return n, fmt.Errorf("unit %q: decoding state: %w", serial, err)
+		}
+		row := appendRow(nil, &u)
+		val := binary.AppendUvarint([]byte{stateRowFormat}, uint64(len(row)))
+		if err := states.Put(k, append(append(val, row...), raw...)); err != nil {
+			return n, err
+		}
+		if sb := ub.Bucket(bSteps); sb != nil {
+			err := sb.ForEachBucket(func(step []byte) error {
+				return sb.Bucket(step).ForEach(func(ak, rec []byte) error {
+					if len(ak) != 8 {
+						return fmt.Errorf("unit %q step %q: attempt key %x: %w", serial, step, ak, errStateFormat)
+					}
+					return steps.Put(stepKey(serial, string(step), binary.BigEndian.Uint64(ak)), bytes.Clone(rec))
+				})
+			})
+			if err != nil {
+				return n, err
+			}
+		}
+		if eb := ub.Bucket(bEvents); eb != nil {
+			err := eb.ForEach(func(sk, data []byte) error {
+				var ev struct {
+					Seq uint64 `json:"seq"`
+				}
+				if err := json.Unmarshal(data, &ev); err != nil {
+					return fmt.Errorf("unit %q event: %w", serial, err)
+				}
+				if len(sk) != 8 || outbox.Get(u64key(ev.Seq)) == nil {
+					return fmt.Errorf("unit %q event %x: outbox entry %d missing: %w", serial, sk, ev.Seq, errStateFormat)
+				}
+				return events.Put(eventKey(serial, binary.BigEndian.Uint64(sk)), u64key(ev.Seq))
+			})
+			if err != nil {
+				return n, err
+			}
+		}
+		if n++; n%migrateChunk == 0 {
+			if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_4": "units copied"}}); err != nil {
+				return n, err
+			}
+			if err := w.flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_4": "units copied", "units": fmt.Sprint(n)}}); err != nil {
+		return n, err
+	}
+	return n, w.flush()
+}
