@@ -196,6 +196,8 @@ type storedCache struct {
 	shards  [cacheShards]sumShard
 	mu      sync.Mutex // guards buckets
 	buckets map[string]*bolt.Bucket
+	// byID are the top-level buckets of writeBuckets, by id.
+	byID [len(writeBuckets)]*bolt.Bucket
 }
 
 type sumShard struct {
@@ -219,6 +221,11 @@ type storedSum struct {
 // newStoredCache returns a cache sized for about hint keys.
 func newStoredCache(tx *bolt.Tx, hint int) *storedCache {
 	c := &storedCache{tx: tx, seed: maphash.MakeSeed(), buckets: map[string]*bolt.Bucket{}}
+	for id, name := range writeBucketNames {
+		if name != nil {
+			c.byID[id] = tx.Bucket(name)
+		}
+	}
 	for i := range c.shards {
 		c.shards[i].sums = make(map[string]storedSum, min(hint, maxCached)/cacheShards)
 	}
@@ -255,8 +262,8 @@ func (c *storedChecker) record(rec *readRecord, v []byte) {
 	}
 	if r.nWrites > 0 {
 		rec.writes = make([]writeCheck, 0, r.nWrites)
-		r.eachWrite(func(bucket, key, digest []byte, had bool) {
-			rec.writes = append(rec.writes, c.compare(bucket, key, digest, had))
+		r.eachWrite(func(id int, bucket, key, digest []byte, had bool) {
+			rec.writes = append(rec.writes, c.compare(id, bucket, key, digest, had))
 		})
 	}
 }
@@ -274,16 +281,16 @@ func (c *storedChecker) legacy(rec *readRecord, v []byte) {
 		rec.cp = &a
 	}
 	for _, d := range a.Writes {
-		rec.writes = append(rec.writes, c.compare([]byte(d.Bucket), d.Key, d.SHA256, d.Had))
+		rec.writes = append(rec.writes, c.compare(0, []byte(d.Bucket), d.Key, d.SHA256, d.Had))
 	}
 }
 
 // compare looks the key up and compares its stored value with digest
-// (empty: the write deleted it).
-func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck {
+// (empty: the write deleted it). id is the bucket's in writeBuckets (0: none).
+func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) writeCheck {
 	w := writeCheck{bucket: bucket, key: key, deleted: len(digest) == 0, had: had}
 	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
-	st := c.cache.stored(c.id, bucket, key)
+	st := c.cache.stored(c.id, id, bucket, key)
 	w.present = st.present
 	if w.deleted {
 		w.ok = !st.present
@@ -293,8 +300,9 @@ func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck
 	return w
 }
 
-// stored returns what bucket/key (id: both, NUL-separated) holds.
-func (c *storedCache) stored(id, bucket, key []byte) storedSum {
+// stored returns what bucket/key (id: both, NUL-separated) holds; bucketID is the bucket's
+// in writeBuckets (0: none).
+func (c *storedCache) stored(id []byte, bucketID int, bucket, key []byte) storedSum {
 	sh := &c.shards[maphash.Bytes(c.seed, id)%cacheShards]
 	sh.mu.Lock()
 	st, ok := sh.sums[string(id)]
@@ -302,7 +310,11 @@ func (c *storedCache) stored(id, bucket, key []byte) storedSum {
 	if ok {
 		return st
 	}
-	if b := c.bucket(bucket); b != nil {
+	b := c.byID[bucketID]
+	if bucketID == 0 {
+		b = c.bucket(bucket)
+	}
+	if b != nil {
 		var v []byte
 		if v, st.present = storedValue(b, key); st.present {
 			st.sum = sha256.Sum256(v)

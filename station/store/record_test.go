@@ -29,6 +29,19 @@ func TestRecordCanonical(t *testing.T) {
 			Fingerprints: []string{"ab", "cd"}, PrevHash: make([]byte, 32),
 			Writes: []WriteDigest{{Bucket: "units/SN1", Key: []byte("state"), SHA256: make([]byte, 32), Had: true},
 				{Bucket: "ek_index", Key: []byte("k"), Had: true}}}},
+		{"v2", AuditEvent{Seq: 43, StationID: "st-1", Principal: PrincipalStation, Serial: "SN1", Action: EventStepBegun,
+			Result: ResultOK, Details: map[string]string{"step": "enroll"}, Fingerprints: []string{"ab"}, PrevHash: make([]byte, 32),
+			Encoding: AuditEncodingV2,
+			Writes: []WriteDigest{
+				{Bucket: "unit_states", Key: []byte("SN1"), SHA256: make([]byte, 32), Had: true},     // serial elided, empty rest
+				{Bucket: "step_records", Key: stepKey("SN1", "enroll", 1), SHA256: make([]byte, 32)}, // serial at 0
+				{Bucket: "unit_index", Key: append(ixPrefix(ixStatus, "running"), "SN1"...)},         // serial at the end
+				{Bucket: "unit_index", Key: []byte("uSN1xSN1"), Had: true},                           // removed, serial twice
+				{Bucket: "outbox", Key: u64key(7), SHA256: make([]byte, 32)},                         // no serial
+				{Bucket: "units/SN1/steps/enroll", Key: u64key(1), SHA256: make([]byte, 32)},         // named in full
+			}}},
+		{"v2 bare", AuditEvent{Seq: 1, StationID: "st", Principal: PrincipalStation, Action: "store.created", Result: ResultOK,
+			PrevHash: make([]byte, 32), Encoding: AuditEncodingV2}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,8 +148,8 @@ func TestJSONRecordsStillVerify(t *testing.T) {
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		k, v := tx.Bucket(bAudit).Cursor().Last()
-		if v[0] != recordCanonical {
-			return fmt.Errorf("record %x appended after JSON records is not canonical: %q", k, v[:1])
+		if v[0] != recordV2 {
+			return fmt.Errorf("record %x appended after JSON records is not in the v2 encoding: %q", k, v[:1])
 		}
 		return nil
 	})

@@ -371,7 +371,7 @@ func (s *Store) upgrade(tx *bolt.Tx, from uint64) error {
 		}
 		for i := 0; i < len(digests); i += baselineChunk {
 			a := AuditEvent{Action: AuditActionBaseline, Details: map[string]string{"from_schema": "1"},
-				Writes: digests[i:min(i+baselineChunk, len(digests))]}
+				Writes: digests[i:min(i+baselineChunk, len(digests))], Encoding: AuditEncodingV2}
 			if err := w.appendRecord(a); err != nil {
 				return fmt.Errorf("audit baseline: %w", err)
 			}

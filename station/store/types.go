@@ -331,7 +331,15 @@ type AuditEvent struct {
 	Writes   []WriteDigest `json:"writes,omitempty"`
 	PrevHash []byte        `json:"prev_hash"`
 	Hash     []byte        `json:"hash"`
+	// Encoding is the canonical encoding Hash covers: AuditEncodingV2 for records written
+	// from schema 4 on, 0 (v1) before.
+	Encoding int `json:"encoding,omitempty"`
 }
+
+// AuditEncodingV2 is the canonical encoding of the audit records written from schema 4 on:
+// lengths and counts as uvarints, and each write digest naming its bucket by a short id
+// (writeBuckets) and eliding the record's serial from its key (see appendBodyV2).
+const AuditEncodingV2 = 2
 
 // WriteDigest is one key/value a call wrote: where, and the SHA-256 of the
 // value (empty when the key was deleted).
