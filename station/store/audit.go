@@ -144,7 +144,7 @@ func (w *wtx) appendRecord(a AuditEvent) error {
 	a.Principal = w.principal
 	a.PrevHash = head.Hash
 	ab := w.tx.raw.Bucket(bAudit)
-	ab.FillPercent = 1 // appended in order: fill its pages (see appendOnly)
+	ab.FillPercent = 1 // appended in order: fill its pages (see fillPercent)
 	if err := ab.Put(u64key(a.Seq), a.seal()); err != nil {
 		return fmt.Errorf("writing audit record %d: %w", a.Seq, err)
 	}

@@ -17,8 +17,14 @@ import (
 //
 //	unit_states   serial                               the unit's state (stateValue)
 //	step_records  serial 0x00 step 0x00 attempt(u64)   StepRecord (JSON)
-//	unit_events   serial 0x00 unit seq(u64)            the event's outbox seq (u64): its bytes
-//	                                                   are stored once, in outbox
+//	unit_events   serial                               the outbox seq (u64) of each of the
+//	                                                   unit's events, in order (unit seq n is
+//	                                                   the n-th): an event's bytes are stored
+//	                                                   once, in outbox
+//
+// A unit's event log is one value, rewritten with each event, rather than a key per event: the
+// chain's digests are as many either way, but the file holds one key a unit instead of some
+// twenty, each of which Verify looks up and hashes.
 //
 // A serial or a step name never holds 0x00 (serialRE, stepRE), so one unit's keys (and one
 // step's) are contiguous and in order. Files of schema 3 and older kept a bucket per unit under
@@ -42,15 +48,6 @@ func stepPrefix(serial, step string) []byte {
 
 func stepKey(serial, step string, attempt uint64) []byte {
 	return binary.BigEndian.AppendUint64(stepPrefix(serial, step), attempt)
-}
-
-// eventPrefix is the key prefix of serial's unit events.
-func eventPrefix(serial string) []byte {
-	return append(append(make([]byte, 0, len(serial)+9), serial...), 0)
-}
-
-func eventKey(serial string, unitSeq uint64) []byte {
-	return binary.BigEndian.AppendUint64(eventPrefix(serial), unitSeq)
 }
 
 // lastSeq returns the sequence and value of the last key prefix+u64 of the cursor's bucket
@@ -197,8 +194,8 @@ const migrateChunk = 1024
 
 // migrateUnits copies the units of a file older than schema 4 (a bucket per unit under units)
 // into the flat layout, as audited writes (store.write records, detail schema_4): each state
-// with its listing row before its JSON bytes as they were, each step record as it was, and each
-// unit event as a reference to the outbox entry that holds the same event. The units bucket
+// with its listing row before its JSON bytes as they were, each step record as it was, and its
+// events as references to the outbox entries that hold the same events. The units bucket
 // stays as it was: nothing is ever deleted, and the chain still covers every value in it.
 func (w *wtx) migrateUnits() (int, error) {
 	old := w.tx.raw.Bucket(bUnits)
@@ -246,6 +243,7 @@ func (w *wtx) migrateUnits() (int, error) {
 			}
 		}
 		if eb := ub.Bucket(bEvents); eb != nil {
+			var seqs []byte
 			err := eb.ForEach(func(sk, data []byte) error {
 				var ev struct {
 					Seq uint64 `json:"seq"`
@@ -253,13 +251,19 @@ func (w *wtx) migrateUnits() (int, error) {
 				if err := json.Unmarshal(data, &ev); err != nil {
 					return fmt.Errorf("unit %q event: %w", serial, err)
 				}
-				if len(sk) != 8 || outbox.Get(u64key(ev.Seq)) == nil {
-					return fmt.Errorf("unit %q event %x: outbox entry %d missing: %w", serial, sk, ev.Seq, errStateFormat)
+				if len(sk) != 8 || binary.BigEndian.Uint64(sk) != uint64(len(seqs)/8+1) || outbox.Get(u64key(ev.Seq)) == nil {
+					return fmt.Errorf("unit %q event %x (outbox entry %d): %w", serial, sk, ev.Seq, errStateFormat)
 				}
-				return events.Put(eventKey(serial, binary.BigEndian.Uint64(sk)), u64key(ev.Seq))
+				seqs = binary.BigEndian.AppendUint64(seqs, ev.Seq)
+				return nil
 			})
 			if err != nil {
 				return n, err
+			}
+			if len(seqs) > 0 {
+				if err := events.Put(k, seqs); err != nil {
+					return n, err
+				}
 			}
 		}
 		if n++; n%migrateChunk == 0 {

@@ -202,9 +202,9 @@ func (w *wtx) stampEvent(ev Event) (Event, error) {
 	if ev.Serial != "" {
 		// The unit's log refers to the outbox, which holds the event's bytes.
 		eb := w.tx.Bucket(bUnitEvents)
-		last, _ := lastSeq(eb.Cursor(), eventPrefix(ev.Serial))
-		ev.UnitSeq = last + 1
-		if err := eb.Put(eventKey(ev.Serial, ev.UnitSeq), u64key(seq)); err != nil {
+		seqs := eb.Get([]byte(ev.Serial))
+		ev.UnitSeq = uint64(len(seqs)/8) + 1
+		if err := eb.Put([]byte(ev.Serial), binary.BigEndian.AppendUint64(bytes.Clone(seqs), seq)); err != nil {
 			return ev, err
 		}
 	}
@@ -580,12 +580,14 @@ func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, lim
 			return nil
 		}
 		outbox := tx.Bucket(bOutbox)
-		prefix := eventPrefix(serial)
-		c := tx.Bucket(bUnitEvents).Cursor()
-		for k, v := c.Seek(eventKey(serial, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-			data := outbox.Get(v)
-			if len(v) != 8 || data == nil {
-				return fmt.Errorf("event %d of unit %q: outbox entry missing: %w", binary.BigEndian.Uint64(k[len(prefix):]), serial, errStateFormat)
+		seqs := tx.Bucket(bUnitEvents).Get([]byte(serial))
+		if len(seqs)%8 != 0 {
+			return fmt.Errorf("event log of unit %q: %w", serial, errStateFormat)
+		}
+		for i := min(after, uint64(len(seqs)/8)); i < uint64(len(seqs)/8) && (limit <= 0 || len(out) < limit); i++ {
+			data := outbox.Get(seqs[i*8 : i*8+8])
+			if data == nil {
+				return fmt.Errorf("event %d of unit %q: outbox entry missing: %w", i+1, serial, errStateFormat)
 			}
 			var ev Event
 			if err := json.Unmarshal(data, &ev); err != nil {
