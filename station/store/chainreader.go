@@ -42,10 +42,11 @@ type readRecord struct {
 // compares with it.
 type writeCheck struct {
 	bucket, key []byte
-	deleted     bool // the write deleted the key (no digest)
-	had         bool // the key held a value before the write
-	present     bool // the key holds a value now
-	ok          bool // the stored value has the digest (deleted: is absent)
+	id          uint64 // hash of bucket and key (storedCache.seed)
+	deleted     bool   // the write deleted the key (no digest)
+	had         bool   // the key held a value before the write
+	present     bool   // the key holds a value now
+	ok          bool   // the stored value has the digest (deleted: is absent)
 }
 
 type readBatch struct {
@@ -182,6 +183,11 @@ type storedChecker struct {
 	sum   []byte
 	id    []byte
 	cache *storedCache
+	// outbox is the worker's cursor over the outbox, whose keys a batch of records names in
+	// order, each once (nothing rewrites an outbox entry): it steps instead of seeking, and
+	// the cache is no use for them.
+	outbox    *bolt.Cursor
+	outboxKey []byte
 }
 
 // storedCache remembers, for the whole transaction, the buckets opened and
@@ -233,7 +239,32 @@ func newStoredCache(tx *bolt.Tx, hint int) *storedCache {
 }
 
 func newStoredChecker(cache *storedCache) *storedChecker {
-	return &storedChecker{h: sha256.New(), sum: make([]byte, 0, sha256.Size), cache: cache}
+	c := &storedChecker{h: sha256.New(), sum: make([]byte, 0, sha256.Size), cache: cache}
+	if b := cache.byID[outboxID]; b != nil {
+		c.outbox = b.Cursor()
+	}
+	return c
+}
+
+// outboxID is the outbox's id in writeBuckets.
+const outboxID = 5
+
+// appended returns what the outbox holds under key, stepping the worker's cursor when key
+// follows the last one read.
+func (c *storedChecker) appended(key []byte) storedSum {
+	var k, v []byte
+	if c.outboxKey != nil && bytes.Compare(key, c.outboxKey) > 0 {
+		k, v = c.outbox.Next()
+	}
+	if k == nil || !bytes.Equal(k, key) {
+		k, v = c.outbox.Seek(key)
+	}
+	c.outboxKey = k
+	var st storedSum
+	if st.present = bytes.Equal(k, key) && (v != nil || c.cache.byID[outboxID].Bucket(k) == nil); st.present {
+		st.sum = sha256.Sum256(v)
+	}
+	return st
 }
 
 // check decodes and checks every record of b.
@@ -290,7 +321,13 @@ func (c *storedChecker) legacy(rec *readRecord, v []byte) {
 func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) writeCheck {
 	w := writeCheck{bucket: bucket, key: key, deleted: len(digest) == 0, had: had}
 	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
-	st := c.cache.stored(c.id, id, bucket, key)
+	w.id = maphash.Bytes(c.cache.seed, c.id)
+	var st storedSum
+	if id == outboxID && c.outbox != nil {
+		st = c.appended(key)
+	} else {
+		st = c.cache.stored(c.id, w.id, id, bucket, key)
+	}
 	w.present = st.present
 	if w.deleted {
 		w.ok = !st.present
@@ -302,8 +339,8 @@ func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) wr
 
 // stored returns what bucket/key (id: both, NUL-separated) holds; bucketID is the bucket's
 // in writeBuckets (0: none).
-func (c *storedCache) stored(id []byte, bucketID int, bucket, key []byte) storedSum {
-	sh := &c.shards[maphash.Bytes(c.seed, id)%cacheShards]
+func (c *storedCache) stored(id []byte, idHash uint64, bucketID int, bucket, key []byte) storedSum {
+	sh := &c.shards[idHash%cacheShards]
 	sh.mu.Lock()
 	st, ok := sh.sums[string(id)]
 	sh.mu.Unlock()
