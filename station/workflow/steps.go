@@ -246,6 +246,11 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 	}
 	if _, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
 		s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
+		// What verify_ek accepted, for listings (which then read no verify_ek record).
+		if u.ekCert != nil {
+			sum := sha256.Sum256(u.ekCert.Certificate.Raw)
+			s.EKCertSHA256, s.FixtureSlot = hex.EncodeToString(sum[:]), clip(u.id.Hello.GetFixtureSlot())
+		}
 		return nil
 	}); err != nil {
 		return nil, fail(CodeInternal, err, "recording the work order")
