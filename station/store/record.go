@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"hash"
@@ -146,13 +147,67 @@ func (r *canonReader) count(size int) int {
 	return int(n)
 }
 
-// section reads n entries of strs strings each (and one flag byte each when
-// flag), returning the bytes they take.
-func (r *canonReader) section(n, strs int, flag bool) []byte {
+// text reads a string of Details or Fingerprints: in v1 a str; in v2 a uvarint x, then
+// x>>1 bytes: the string itself when x is even, else the bytes whose lowercase hex is the
+// string (appendText). decode false skips it (nil).
+func (r *canonReader) text(decode bool) []byte {
+	if !r.v2 {
+		return r.str()
+	}
+	x := r.uvarint()
+	n := x >> 1
+	if n > uint64(len(r.b)) {
+		r.bad, r.b = true, nil
+		return nil
+	}
+	raw := r.b[:n:n]
+	r.b = r.b[n:]
+	switch {
+	case x&1 == 1 && n == 0, x&1 == 0 && hexText(raw): // not what appendText writes
+		r.bad, r.b = true, nil
+		return nil
+	case x&1 == 0 || !decode:
+		return raw
+	}
+	return hex.AppendEncode(make([]byte, 0, 2*n), raw)
+}
+
+// hexText reports a string appendText stores as the bytes it spells: non-empty lowercase hex
+// (digests and fingerprints).
+func hexText[T string | []byte](s T) bool {
+	if len(s) == 0 || len(s)%2 != 0 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// appendText appends s as canonReader.text reads it in v2.
+func appendText(b []byte, s string) []byte {
+	if hexText(s) {
+		b = binary.AppendUvarint(b, uint64(len(s)/2)<<1|1)
+		out, _ := hex.AppendDecode(b, []byte(s)) // hexText: it decodes
+		return out
+	}
+	b = binary.AppendUvarint(b, uint64(len(s))<<1)
+	return append(b, s...)
+}
+
+// section reads n entries of strs strings each (texts when text; and one flag
+// byte each when flag), returning the bytes they take.
+func (r *canonReader) section(n, strs int, flag, text bool) []byte {
 	start := r.b
 	for i := 0; i < n && !r.bad; i++ {
 		for j := 0; j < strs; j++ {
-			r.str()
+			if text {
+				r.text(false)
+			} else {
+				r.str()
+			}
 		}
 		if flag {
 			if len(r.b) < 1 || r.b[0] > 1 {
@@ -183,10 +238,10 @@ func parseRecord(v []byte) (recordView, error) {
 	for i := range r.fields {
 		r.fields[i] = c.str()
 	}
-	r.nDetails = c.count(8)
-	r.details = c.section(r.nDetails, 2, false)
-	r.nFingerprints = c.count(4)
-	r.fingerprints = c.section(r.nFingerprints, 1, false)
+	r.nDetails = c.count(2)
+	r.details = c.section(r.nDetails, 2, false, true)
+	r.nFingerprints = c.count(1)
+	r.fingerprints = c.section(r.nFingerprints, 1, false, true)
 	r.prevHash = c.str()
 	if r.v2 {
 		r.nWrites = c.count(4)
@@ -205,7 +260,7 @@ func parseRecord(v []byte) (recordView, error) {
 		if r.nWrites == 0 {
 			return r, errRecordFormat // an empty write list is not encoded
 		}
-		r.writes = c.section(r.nWrites, 3, true)
+		r.writes = c.section(r.nWrites, 3, true, false)
 	}
 	if c.bad || len(c.b) > 0 {
 		return r, errRecordFormat
@@ -313,13 +368,13 @@ func (r *recordView) event() AuditEvent {
 	if r.nDetails > 0 {
 		a.Details = make(map[string]string, r.nDetails)
 		for range r.nDetails {
-			k := c.str()
-			a.Details[string(k)] = string(c.str())
+			k := c.text(true)
+			a.Details[string(k)] = string(c.text(true))
 		}
 	}
 	c = canonReader{b: r.fingerprints, v2: r.v2}
 	for range r.nFingerprints {
-		a.Fingerprints = append(a.Fingerprints, string(c.str()))
+		a.Fingerprints = append(a.Fingerprints, string(c.text(true)))
 	}
 	if r.nWrites > 0 {
 		a.Writes = make([]WriteDigest, 0, r.nWrites)
@@ -380,7 +435,8 @@ const (
 )
 
 // appendBodyV2 appends the v2 body (AuditEncodingV2): seq and time as in v1, then every
-// length and count as a uvarint: the six strings, Details sorted by key, Fingerprints,
+// length and count as a uvarint: the six strings, Details sorted by key and Fingerprints
+// (as texts: a digest or fingerprint in lowercase hex is stored as its bytes, appendText),
 // PrevHash, then the number of writes (0 included) and each write: its bucket's id (0: the
 // name follows), a flags byte (writeHad, writeSerial), with writeSerial the offset at which
 // the key held the first occurrence of the record's serial, the key without it, and the
@@ -402,12 +458,12 @@ func (a *AuditEvent) appendBodyV2(b []byte) []byte {
 	sort.Strings(keys)
 	b = binary.AppendUvarint(b, uint64(len(keys)))
 	for _, k := range keys {
-		str([]byte(k))
-		str([]byte(a.Details[k]))
+		b = appendText(b, k)
+		b = appendText(b, a.Details[k])
 	}
 	b = binary.AppendUvarint(b, uint64(len(a.Fingerprints)))
 	for _, f := range a.Fingerprints {
-		str([]byte(f))
+		b = appendText(b, f)
 	}
 	str(a.PrevHash)
 	b = binary.AppendUvarint(b, uint64(len(a.Writes)))

@@ -30,7 +30,8 @@ func TestRecordCanonical(t *testing.T) {
 			Writes: []WriteDigest{{Bucket: "units/SN1", Key: []byte("state"), SHA256: make([]byte, 32), Had: true},
 				{Bucket: "ek_index", Key: []byte("k"), Had: true}}}},
 		{"v2", AuditEvent{Seq: 43, StationID: "st-1", Principal: PrincipalStation, Serial: "SN1", Action: EventStepBegun,
-			Result: ResultOK, Details: map[string]string{"step": "enroll"}, Fingerprints: []string{"ab"}, PrevHash: make([]byte, 32),
+			Result: ResultOK, Details: map[string]string{"step": "enroll", "intent_sha256": strings.Repeat("0f", 32), "odd": "abc",
+				"upper": "AB", "empty": "", "ab": "cd"}, Fingerprints: []string{"ab", "a", ""}, PrevHash: make([]byte, 32),
 			Encoding: AuditEncodingV2,
 			Writes: []WriteDigest{
 				{Bucket: "unit_states", Key: []byte("SN1"), SHA256: make([]byte, 32), Had: true},     // serial elided, empty rest
