@@ -208,7 +208,7 @@ type storedCache struct {
 
 type sumShard struct {
 	mu   sync.Mutex
-	sums map[string]storedSum
+	sums map[uint64]cachedSum
 }
 
 const (
@@ -233,7 +233,7 @@ func newStoredCache(tx *bolt.Tx, hint int) *storedCache {
 		}
 	}
 	for i := range c.shards {
-		c.shards[i].sums = make(map[string]storedSum, min(hint, maxCached)/cacheShards)
+		c.shards[i].sums = make(map[uint64]cachedSum, min(hint, maxCached)/cacheShards)
 	}
 	return c
 }
@@ -326,7 +326,7 @@ func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) wr
 	if id == outboxID && c.outbox != nil {
 		st = c.appended(key)
 	} else {
-		st = c.cache.stored(c.id, w.id, id, bucket, key)
+		st = c.cache.stored(w.id, id, bucket, key)
 	}
 	w.present = st.present
 	if w.deleted {
@@ -337,16 +337,25 @@ func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) wr
 	return w
 }
 
-// stored returns what bucket/key (id: both, NUL-separated) holds; bucketID is the bucket's
+// cachedSum is a cache entry: the key it is for (slices into the transaction's pages or the
+// records decoded, which live as long as the cache) and what it holds.
+type cachedSum struct {
+	bucket, key []byte
+	st          storedSum
+}
+
+// stored returns what bucket/key holds; idHash is the hash of both, which keys the cache (an
+// entry for another key under the same hash is a miss, and stays); bucketID is the bucket's
 // in writeBuckets (0: none).
-func (c *storedCache) stored(id []byte, idHash uint64, bucketID int, bucket, key []byte) storedSum {
+func (c *storedCache) stored(idHash uint64, bucketID int, bucket, key []byte) storedSum {
 	sh := &c.shards[idHash%cacheShards]
 	sh.mu.Lock()
-	st, ok := sh.sums[string(id)]
+	e, ok := sh.sums[idHash]
 	sh.mu.Unlock()
-	if ok {
-		return st
+	if ok && bytes.Equal(e.key, key) && bytes.Equal(e.bucket, bucket) {
+		return e.st
 	}
+	var st storedSum
 	b := c.byID[bucketID]
 	if bucketID == 0 {
 		b = c.bucket(bucket)
@@ -357,11 +366,14 @@ func (c *storedCache) stored(id []byte, idHash uint64, bucketID int, bucket, key
 			st.sum = sha256.Sum256(v)
 		}
 	}
+	if ok { // another key has this hash: keep it
+		return st
+	}
 	sh.mu.Lock()
 	if len(sh.sums) >= maxCached/cacheShards {
 		clear(sh.sums)
 	}
-	sh.sums[string(id)] = st
+	sh.sums[idHash] = cachedSum{bucket: bucket, key: key, st: st}
 	sh.mu.Unlock()
 	return st
 }
