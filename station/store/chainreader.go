@@ -323,9 +323,12 @@ func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) wr
 	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
 	w.id = maphash.Bytes(c.cache.seed, c.id)
 	var st storedSum
-	if id == outboxID && c.outbox != nil {
+	switch {
+	case id == outboxID && c.outbox != nil:
 		st = c.appended(key)
-	} else {
+	case uncached[id]:
+		st = c.cache.lookup(id, bucket, key)
+	default:
 		st = c.cache.stored(w.id, id, bucket, key)
 	}
 	w.present = st.present
@@ -355,17 +358,7 @@ func (c *storedCache) stored(idHash uint64, bucketID int, bucket, key []byte) st
 	if ok && bytes.Equal(e.key, key) && bytes.Equal(e.bucket, bucket) {
 		return e.st
 	}
-	var st storedSum
-	b := c.byID[bucketID]
-	if bucketID == 0 {
-		b = c.bucket(bucket)
-	}
-	if b != nil {
-		var v []byte
-		if v, st.present = storedValue(b, key); st.present {
-			st.sum = sha256.Sum256(v)
-		}
-	}
+	st := c.lookup(bucketID, bucket, key)
 	if ok { // another key has this hash: keep it
 		return st
 	}
@@ -377,6 +370,26 @@ func (c *storedCache) stored(idHash uint64, bucketID int, bucket, key []byte) st
 	sh.mu.Unlock()
 	return st
 }
+
+// lookup reads what bucket/key holds and hashes it.
+func (c *storedCache) lookup(bucketID int, bucket, key []byte) storedSum {
+	var st storedSum
+	b := c.byID[bucketID]
+	if bucketID == 0 {
+		b = c.bucket(bucket)
+	}
+	if b != nil {
+		var v []byte
+		if v, st.present = storedValue(b, key); st.present {
+			st.sum = sha256.Sum256(v)
+		}
+	}
+	return st
+}
+
+// uncached are the buckets whose keys the chain names once (the certificate index): the cache
+// would only cost them.
+var uncached = [len(writeBuckets)]bool{7: true}
 
 // bucket opens the bucket at path (names joined by "/"), or nil.
 func (c *storedCache) bucket(path []byte) *bolt.Bucket {

@@ -21,7 +21,17 @@ import (
 
 // loadUnit reads the unit's state; ErrNotFound if absent.
 func (s *Store) loadUnit(tx *bolt.Tx, serial string) (UnitState, error) {
-	raw := tx.Bucket(bUnitStates).Get([]byte(serial))
+	return s.unitIn(tx.Bucket(bUnitStates), serial)
+}
+
+// loadUnit is Store.loadUnit in a write transaction.
+func (w *wtx) loadUnit(serial string) (UnitState, error) {
+	return w.s.unitIn(w.tx.Bucket(bUnitStates), serial)
+}
+
+// unitIn decodes serial's state from the unit_states bucket b; ErrNotFound if absent.
+func (s *Store) unitIn(b interface{ Get([]byte) []byte }, serial string) (UnitState, error) {
+	raw := b.Get([]byte(serial))
 	if raw == nil {
 		return UnitState{}, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
 	}
@@ -38,19 +48,6 @@ func unitExists(tx *bolt.Tx, serial string) error {
 		return fmt.Errorf("unit %q: %w", serial, ErrNotFound)
 	}
 	return nil
-}
-
-// loadUnit is Store.loadUnit in a write transaction.
-func (w *wtx) loadUnit(serial string) (UnitState, error) {
-	raw := w.tx.Bucket(bUnitStates).Get([]byte(serial))
-	if raw == nil {
-		return UnitState{}, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
-	}
-	u, err := w.s.decodeUnit(serial, raw)
-	if err != nil {
-		return u, fmt.Errorf("unit %q: %w", serial, err)
-	}
-	return u, nil
 }
 
 // saveUnit stamps and writes the unit's state (with its listing row) and its index entries.
