@@ -149,7 +149,7 @@ func (r *canonReader) count(size int) int {
 
 // text reads a string of Details or Fingerprints: in v1 a str; in v2 a uvarint x, then
 // x>>1 bytes: the string itself when x is even, else the bytes whose lowercase hex is the
-// string (appendText). decode false skips it (nil).
+// string (appendText). With decode false it returns the stored bytes as they are.
 func (r *canonReader) text(decode bool) []byte {
 	if !r.v2 {
 		return r.str()
@@ -246,7 +246,7 @@ func parseRecord(v []byte) (recordView, error) {
 	if r.v2 {
 		r.nWrites = c.count(4)
 		r.writes = c.b
-		if !c.bad && !r.eachWrite(nil) {
+		if c.bad || !r.eachWrite(nil) {
 			return r, errRecordFormat
 		}
 		return r, nil

@@ -74,6 +74,13 @@ func TestRecordCanonical(t *testing.T) {
 					t.Errorf("byte %d of %d changed: the record still verifies", i, len(stored))
 				}
 			}
+			// A record whose body is cut or extended, its hash recomputed, does not parse.
+			for _, body := range [][]byte{stored[1 : len(stored)-33], append(bytes.Clone(stored[1:len(stored)-32]), 0)} {
+				v := append(append([]byte{stored[0]}, body...), make([]byte, 32)...)
+				if _, err := parseRecord(v); err == nil {
+					t.Errorf("a body of %d bytes (intact %d) parses", len(body), len(stored)-33)
+				}
+			}
 			for _, v := range [][]byte{stored[:len(stored)-1], append(append([]byte(nil), stored...), 0), stored[1:]} {
 				if intact(v) {
 					t.Errorf("record of %d bytes (stored %d) verifies", len(v), len(stored))
