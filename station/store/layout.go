@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -15,7 +16,7 @@ import (
 // records and one for all unit event logs, keyed by serial, with no bucket per unit or per step
 // (a bucket that is not inline takes whole pages, which was most of a unit's bytes):
 //
-//	unit_states   serial                               the unit's state (stateValue)
+//	unit_states   serial                               the unit's state (encodeState)
 //	step_records  serial 0x00 step 0x00 attempt(u64)   StepRecord (JSON)
 //	unit_events   serial                               the outbox seq (u64) of each of the
 //	                                                   unit's events, in order (unit seq n is
@@ -189,15 +190,22 @@ func decodeRow(serial string, row []byte) (UnitState, error) {
 	return u, nil
 }
 
-// migrateChunk is how many units one audit record of a migration covers.
-const migrateChunk = 1024
+// migrateChunk is how many units one transaction (and one audit record) of a migration
+// copies: a transaction holds what it writes in memory until it commits.
+var migrateChunk = 1024
 
 // migrateUnits copies the units of a file older than schema 4 (a bucket per unit under units)
 // into the flat layout, as audited writes (store.write records, detail schema_4): each state
 // with its listing row before its JSON bytes as they were, each step record as it was, and its
 // events as references to the outbox entries that hold the same events. The units bucket
 // stays as it was: nothing is ever deleted, and the chain still covers every value in it.
-func (w *wtx) migrateUnits() (int, error) {
+//
+// It copies up to limit units (all: limit <= 0) after the serial after, skipping units already
+// copied (by an earlier transaction of an open that did not finish), and returns the last
+// serial it looked at, how many it copied and whether it reached the last unit. Open runs it
+// in transactions of migrateChunk units before it brings the schema up (Store.migrate), so that
+// no transaction holds a whole large file's copy.
+func (w *wtx) migrateUnits(after []byte, limit int) (last []byte, n int, done bool, err error) {
 	old := w.tx.raw.Bucket(bUnits)
 	var states, steps, events *wbucket
 	for _, p := range []struct {
@@ -206,28 +214,40 @@ func (w *wtx) migrateUnits() (int, error) {
 	}{{&states, bUnitStates}, {&steps, bStepRecords}, {&events, bUnitEvents}} {
 		b, err := w.tx.CreateBucketIfNotExists(p.name)
 		if err != nil {
-			return 0, err
+			return nil, 0, false, err
 		}
 		*p.b = b
 	}
 	outbox := w.tx.raw.Bucket(bOutbox)
-	n := 0
 	c := old.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
+	k, v := c.First()
+	if after != nil {
+		if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+			k, v = c.Next()
+		}
+	}
+	for ; k != nil; k, v = c.Next() {
+		if limit > 0 && n == limit {
+			return bytes.Clone(last), n, false, w.migrated(n)
+		}
+		last = k
 		ub := old.Bucket(k)
 		if v != nil || ub == nil {
-			return n, fmt.Errorf("units/%q is not a unit's bucket: %w", k, errStateFormat)
+			return nil, n, false, fmt.Errorf("units/%q is not a unit's bucket: %w", k, errStateFormat)
+		}
+		if states.Get(k) != nil {
+			continue
 		}
 		serial := string(k)
 		raw := ub.Get(kState)
 		var u UnitState
 		if err := json.Unmarshal(raw, &u); err != nil {
-			return n, fmt.Errorf("unit %q: decoding state: %w", serial, err)
+			return nil, n, false, fmt.Errorf("unit %q: decoding state: %w", serial, err)
 		}
 		row := appendRow(nil, &u)
 		val := binary.AppendUvarint([]byte{stateRowFormat}, uint64(len(row)))
 		if err := states.Put(k, append(append(val, row...), raw...)); err != nil {
-			return n, err
+			return nil, n, false, err
 		}
 		if sb := ub.Bucket(bSteps); sb != nil {
 			err := sb.ForEachBucket(func(step []byte) error {
@@ -239,7 +259,7 @@ func (w *wtx) migrateUnits() (int, error) {
 				})
 			})
 			if err != nil {
-				return n, err
+				return nil, n, false, err
 			}
 		}
 		if eb := ub.Bucket(bEvents); eb != nil {
@@ -258,25 +278,69 @@ func (w *wtx) migrateUnits() (int, error) {
 				return nil
 			})
 			if err != nil {
-				return n, err
+				return nil, n, false, err
 			}
 			if len(seqs) > 0 {
 				if err := events.Put(k, seqs); err != nil {
-					return n, err
+					return nil, n, false, err
 				}
 			}
 		}
-		if n++; n%migrateChunk == 0 {
-			if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_4": "units copied"}}); err != nil {
-				return n, err
-			}
-			if err := w.flush(); err != nil {
-				return n, err
-			}
-		}
+		n++
+	}
+	return bytes.Clone(last), n, true, w.migrated(n)
+}
+
+// migrated audits the n units a migrateUnits call copied (nothing when none).
+func (w *wtx) migrated(n int) error {
+	if n == 0 {
+		return nil
 	}
 	if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_4": "units copied", "units": fmt.Sprint(n)}}); err != nil {
-		return n, err
+		return err
 	}
-	return n, w.flush()
+	return w.flush()
+}
+
+// migrate copies the units of a file older than schema 4 into the flat layout, migrateChunk
+// units a transaction, before Open brings the schema up (init, upgrade): a transaction holds
+// what it writes in memory until it commits, and a large file's copy is gigabytes. An open
+// that stops half-way leaves whole chunks, each with its audit record; the next one goes on.
+// It leaves alone a file init refuses or creates (no schema, a damaged meta bucket or chain
+// head, another station's file, schema 4 or newer) and a schema 1 file, whose stored values
+// upgrade first covers with audit.baseline records, then copies in the same transaction.
+func (s *Store) migrate(db *bolt.DB, stationID string) error {
+	var after []byte
+	total := 0
+	for {
+		done := true
+		err := db.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bMeta)
+			if meta == nil || len(meta.Get(kSchemaVersion)) != 8 || len(meta.Get(kAuditHead)) != 8+sha256.Size ||
+				binary.BigEndian.Uint64(meta.Get(kSchemaVersion)) >= 4 ||
+				binary.BigEndian.Uint64(meta.Get(kSchemaVersion)) < 2 || // baselined first, by upgrade
+				tx.Bucket(bUnits) == nil || tx.Bucket(bOutbox) == nil || tx.Bucket(bAudit) == nil {
+				return nil
+			}
+			stored := string(meta.Get(kStationID))
+			if stationID != "" && stationID != stored || checkHead(tx) != nil {
+				return nil
+			}
+			s.stationID = stored
+			var n int
+			var err error
+			after, n, done, err = s.newWtx(tx, PrincipalStation).migrateUnits(after, migrateChunk)
+			total += n
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("copying units into the schema 4 layout: %w", err)
+		}
+		if total > 0 {
+			s.log.Info("store: units copied into the schema 4 layout", "units", total, "done", done)
+		}
+		if done {
+			return nil
+		}
+	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -207,5 +208,53 @@ func TestSchema3IsMigrated(t *testing.T) {
 	}
 	if rep.Values == 0 {
 		t.Error("no values checked")
+	}
+}
+
+// TestSchema3MigratesInChunks: Open copies the units a chunk a transaction, each chunk with its
+// audit record, and goes on after an open that stopped half-way (here: a first chunk copied by
+// hand, then Open).
+func TestSchema3MigratesInChunks(t *testing.T) {
+	defer func(n int) { migrateChunk = n }(migrateChunk)
+	migrateChunk = 1
+	path := schema3File(t)
+	old := readOldUnits(t, path)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := &Store{stationID: testStation, clock: newStepClock()}
+	err = db.Update(func(tx *bolt.Tx) error {
+		last, n, done, err := half.newWtx(tx, PrincipalStation).migrateUnits(nil, 1)
+		if err == nil && (string(last) != "SN1" || n != 1 || done) {
+			err = fmt.Errorf("first chunk: last %q, %d copied, done %v", last, n, done)
+		}
+		return err
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openAt(t, path)
+	if _, err := s.Verify(context.Background(), VerifyOptions{}); err != nil {
+		t.Fatalf("migrated store: %v", err)
+	}
+	recs, err := s.AuditAfter(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks []string
+	for _, a := range recs {
+		if a.Details["schema_4"] != "" {
+			chunks = append(chunks, a.Details["units"])
+		}
+	}
+	if !slices.Equal(chunks, []string{"1", "1"}) {
+		t.Errorf("chunks of the migration copied %v units, want [1 1]", chunks)
+	}
+	for serial, o := range old {
+		if u, err := s.Unit(context.Background(), serial); err != nil || !reflect.DeepEqual(u, o.state) {
+			t.Errorf("Unit(%s) = %+v, %v; want %+v", serial, u, err, o.state)
+		}
 	}
 }

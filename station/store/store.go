@@ -197,6 +197,10 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}
 	db.NoSync = opts.noSync
 	s.db = db
+	if err := s.undecodable(s.migrate(db, opts.StationID)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
 	if err := s.undecodable(db.Update(func(tx *bolt.Tx) error { return s.init(tx, opts.StationID) })); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
@@ -331,9 +335,21 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 			return &CorruptError{Path: s.path, Reason: fmt.Sprintf("bucket %s missing", name)}
 		}
 	}
-	// O(1) check that the head in meta is the last record; VerifyChain
-	// walks the whole log.
-	head := readHead(meta)
+	if err := checkHead(tx); err != nil {
+		return err
+	}
+	if version < SchemaVersion {
+		if err := s.upgrade(tx, version); err != nil {
+			return err
+		}
+	}
+	return s.indexUnits(tx)
+}
+
+// checkHead checks in O(1) that the head in meta is the last audit record; Verify walks the
+// whole log.
+func checkHead(tx *bolt.Tx) error {
+	head := readHead(tx.Bucket(bMeta))
 	k, v := tx.Bucket(bAudit).Cursor().Last()
 	if k == nil || binary.BigEndian.Uint64(k) != head.Seq {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head in meta is not the last record"}
@@ -342,12 +358,7 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	if err != nil || !bytes.Equal(last.Hash, head.Hash) {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
-	if version < SchemaVersion {
-		if err := s.upgrade(tx, version); err != nil {
-			return err
-		}
-	}
-	return s.indexUnits(tx)
+	return nil
 }
 
 // baselineChunk is how many digests one audit.baseline record carries.
@@ -381,7 +392,9 @@ func (s *Store) upgrade(tx *bolt.Tx, from uint64) error {
 	migrated := 0
 	if from < 4 {
 		var err error
-		if migrated, err = w.migrateUnits(); err != nil {
+		// Store.migrate copied them before, a chunk a transaction: this copies what is left
+		// (nothing, unless the file changed since).
+		if _, migrated, _, err = w.migrateUnits(nil, 0); err != nil {
 			return fmt.Errorf("copying units into the schema 4 layout: %w", err)
 		}
 	}
