@@ -158,7 +158,7 @@ bench-store: ## the store at 100k units: a page of 100 at any offset (< 20 ms) a
 			row("restart: ready + in flight resumed, no verify", "< 1000 ms", r, "", (r != "-" && r < 1000 ? "yes" : "no")); \
 			row("restart: the same with the full audit verify", "< 1000 ms", a, "", (a != "-" && a < 1000 ? "yes" : "no")); \
 			row("  of which the audit verification", "< 5000 ms", w, "", (w != "-" && w < 5000 ? "yes" : "no")); \
-			row("  store open (page check in background)", "", v("open_ms"), "", ""); \
+			row("  store open (page check of every page)", "", v("open_ms"), "", ""); \
 			row("  units in flight resumed (count)", "", v("in_flight"), "", "") }' out/bench-store.txt
 
 bench-ca: ## benchmark the CA client against the dev EST CA (batched vs naive, 1-256 callers; about 90 s)

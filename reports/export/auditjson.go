@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -136,6 +137,10 @@ func appendAuditPlain(b []byte, a *store.AuditEvent) (out []byte, ok bool) {
 	}
 	bin(`,"prev_hash":`, a.PrevHash)
 	bin(`,"hash":`, a.Hash)
+	if a.Encoding != 0 {
+		b = append(b, `,"encoding":`...)
+		b = strconv.AppendInt(b, int64(a.Encoding), 10)
+	}
 	return append(b, '}'), true
 }
 
@@ -196,6 +201,21 @@ func (r *auditReader) has(s string) bool {
 	return true
 }
 
+// uint reads a decimal number as encoding/json writes it (no sign, no leading zero).
+func (r *auditReader) uint() uint64 {
+	i := 0
+	for i < len(r.b) && r.b[i] >= '0' && r.b[i] <= '9' {
+		i++
+	}
+	n, err := strconv.ParseUint(string(r.b[:i]), 10, 64)
+	if r.bad || err != nil || (i > 1 && r.b[0] == '0') {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[i:]
+	return n
+}
+
 // raw reads a quoted plain string and returns its bytes (no copy).
 func (r *auditReader) raw() []byte {
 	r.lit(`"`)
@@ -251,15 +271,7 @@ func decodeAuditFast(line []byte, a *store.AuditEvent) error {
 	if r.bad {
 		return errNotPlain
 	}
-	i := 0
-	for i < len(r.b) && r.b[i] >= '0' && r.b[i] <= '9' {
-		i++
-	}
-	seq, err := strconv.ParseUint(string(r.b[:i]), 10, 64)
-	if err != nil || (i > 1 && r.b[0] == '0') {
-		return errNotPlain
-	}
-	a.Seq, r.b = seq, r.b[i:]
+	a.Seq = r.uint()
 	r.lit(`,"time":`)
 	if r.bad {
 		return errNotPlain
@@ -332,6 +344,14 @@ func decodeAuditFast(line []byte, a *store.AuditEvent) error {
 	a.PrevHash = r.bin()
 	r.lit(`,"hash":`)
 	a.Hash = r.bin()
+	if r.has(`,"encoding":`) {
+		// encoding/json leaves out 0 (omitempty) and writes no sign for a positive number.
+		if n := r.uint(); n == 0 || n > math.MaxInt32 {
+			r.bad = true
+		} else {
+			a.Encoding = int(n)
+		}
+	}
 	r.lit("}")
 	if r.bad || len(r.b) > 0 {
 		return errNotPlain

@@ -17,7 +17,7 @@ func auditSamples() []store.AuditEvent {
 	return []store.AuditEvent{
 		{Seq: 1, Time: t0, StationID: "st-1", Principal: "station", Action: "checkpoint", Result: "ok",
 			Details:  map[string]string{"signed_seq": "7", "signed_hash": "ab", "key_sha256": "cd", "sig": "AQID+/=="},
-			PrevHash: make([]byte, 32), Hash: h},
+			PrevHash: make([]byte, 32), Hash: h, Encoding: store.AuditEncodingV2},
 		{Seq: 18446744073709551615, Time: t0.Truncate(time.Second), StationID: "st-1", Principal: "mes:alice", Serial: "SN-000001",
 			Action: "unit_updated", Result: "error", ErrorCode: "CA_REFUSED", Fingerprints: []string{"ab", "cd"},
 			Writes: []store.WriteDigest{{Bucket: "units/SN-1/steps", Key: []byte{0, 1, 0xff}, SHA256: h, Had: true},

@@ -998,8 +998,8 @@ func TestAuditVerifyAndTrail(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		ub := tx.Bucket([]byte("units")).Bucket([]byte("SN-1"))
-		return ub.Put([]byte("state"), bytes.Replace(ub.Get([]byte("state")), []byte(`"failed"`), []byte(`"running"`), 1))
+		b := tx.Bucket([]byte("unit_states"))
+		return b.Put([]byte("SN-1"), bytes.Replace(b.Get([]byte("SN-1")), []byte(`"failed"`), []byte(`"running"`), 1))
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -1008,7 +1008,7 @@ func TestAuditVerifyAndTrail(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	e = apitest.Start(t, api.Config{Store: st})
 	r, err = e.Client(t, apitest.QA).VerifyAudit(ctx, &stationv1.VerifyAuditRequest{})
-	if err != nil || r.GetOk() || r.GetErrorCode() != store.CodeAuditChainBroken || r.GetBucket() != "units/SN-1" || r.GetKey() != "state" || r.GetBadSeq() == 0 {
-		t.Fatalf("VerifyAudit after tampering: %v, %v; want AUDIT_CHAIN_BROKEN naming units/SN-1 state", r, err)
+	if err != nil || r.GetOk() || r.GetErrorCode() != store.CodeAuditChainBroken || r.GetBucket() != "unit_states" || r.GetKey() != "SN-1" || r.GetBadSeq() == 0 {
+		t.Fatalf("VerifyAudit after tampering: %v, %v; want AUDIT_CHAIN_BROKEN naming unit_states SN-1", r, err)
 	}
 }

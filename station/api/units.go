@@ -61,8 +61,9 @@ func (s *Server) ListUnits(ctx context.Context, req *stationv1.ListUnitsRequest)
 		return nil, s.err(method, err)
 	}
 	running := s.running()
+	// Brief: a page reads each unit's listing row, not its state or its verify_ek record.
 	q := store.UnitQuery{After: after, Limit: pageSize(req.GetPageSize()), WorkOrder: req.GetWorkOrder(),
-		ErrorCode: req.GetErrorCode(), Step: journal.StepVerifyEK}
+		ErrorCode: req.GetErrorCode(), Brief: true}
 	if want := req.GetStatus(); want != stationv1.UnitStatus_UNIT_STATUS_UNSPECIFIED {
 		q.Statuses = storeStatuses(want)
 		q.Keep = func(u *store.UnitState) bool { return unitStatus(*u, running) == want }
@@ -73,7 +74,11 @@ func (s *Server) ListUnits(ctx context.Context, req *stationv1.ListUnitsRequest)
 	}
 	resp := &stationv1.ListUnitsResponse{Units: make([]*stationv1.Unit, 0, len(units))}
 	for _, l := range units {
-		resp.Units = append(resp.Units, unitProtoWith(l.Unit, running, l.Step))
+		pb, err := s.unitProto(ctx, l.Unit, running)
+		if err != nil {
+			return nil, s.err(method, err)
+		}
+		resp.Units = append(resp.Units, pb)
 	}
 	if more {
 		resp.NextPageToken = pageToken(req, units[len(units)-1].Unit.Serial)
@@ -323,9 +328,14 @@ func unitStatus(u store.UnitState, running map[string]bool) stationv1.UnitStatus
 	return stationv1.UnitStatus_UNIT_STATUS_UNSPECIFIED
 }
 
-// unitProto converts u, adding the EK certificate digest and fixture slot from its latest
-// verify_ek step record.
+// unitProto converts u (a full state or a listing row). The EK certificate digest and fixture
+// slot are the unit's own (UnitState.EKCertSHA256, FixtureSlot) when the workflow recorded
+// them; for a unit that has none (written before they were recorded, or whose EK verification
+// did not lead to its authorization) they come from its latest verify_ek step record.
 func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[string]bool) (*stationv1.Unit, error) {
+	if u.EKCertSHA256 != "" || u.FixtureSlot != "" || u.Steps[journal.StepVerifyEK].Attempts == 0 {
+		return unitProtoWith(u, running, nil), nil
+	}
 	rec, ok, err := s.cfg.Store.LatestStep(ctx, u.Serial, journal.StepVerifyEK)
 	if err != nil {
 		return nil, err
@@ -336,13 +346,13 @@ func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[s
 	return unitProtoWith(u, running, &rec), nil
 }
 
-// unitProtoWith converts u given its latest verify_ek record (nil when it has none).
+// unitProtoWith converts u given its latest verify_ek record (nil: none, or not needed).
 func unitProtoWith(u store.UnitState, running map[string]bool, verifyEK *store.StepRecord) *stationv1.Unit {
 	pb := &stationv1.Unit{
 		Serial: u.Serial, WorkOrder: u.WorkOrderID, Profile: u.Profile, Status: unitStatus(u, running),
 		Step: u.CurrentStep, ErrorCode: u.ErrorCode, ErrorMessage: u.ErrorMessage,
 		Attempts: uint32(u.Steps[journal.StepVerifyEK].Attempts), StartTime: timestamppb.New(u.CreatedAt),
-		UpdateTime: timestamppb.New(u.UpdatedAt),
+		UpdateTime: timestamppb.New(u.UpdatedAt), FixtureSlot: u.FixtureSlot, EkSha256: u.EKCertSHA256,
 	}
 	if rec := verifyEK; rec != nil {
 		pb.FixtureSlot = fixtureSlot(rec.Intent)

@@ -28,7 +28,7 @@ func damageUnitsPage(t *testing.T, path string, root uint64, pageSize int) {
 	}
 }
 
-// unitsRoot returns the units bucket's root page and the page size of a closed store file.
+// unitsRoot returns the unit states bucket's root page and the page size of a closed store file.
 func unitsRoot(t *testing.T, path string) (uint64, int) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
@@ -38,13 +38,13 @@ func unitsRoot(t *testing.T, path string) (uint64, int) {
 	defer db.Close()
 	var root uint64
 	if err := db.View(func(tx *bolt.Tx) error {
-		root = uint64(tx.Bucket([]byte("units")).Root())
+		root = uint64(tx.Bucket([]byte("unit_states")).Root())
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if root < 2 {
-		t.Fatalf("units bucket is inline (root %d)", root)
+		t.Fatalf("unit_states bucket is inline (root %d)", root)
 	}
 	return root, db.Info().PageSize
 }

@@ -12,8 +12,21 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// auditDomain separates audit hashes from every other SHA-256 use.
-const auditDomain = "devid-station/audit/v1\x00"
+// auditDomain separates audit hashes from every other SHA-256 use; auditDomainV2 is the
+// domain of records in the v2 encoding (AuditEncodingV2), so that no v1 body hashes as a v2
+// one.
+const (
+	auditDomain   = "devid-station/audit/v1\x00"
+	auditDomainV2 = "devid-station/audit/v2\x00"
+)
+
+// domain returns the hash domain of a's encoding.
+func (a *AuditEvent) domain() string {
+	if a.Encoding == AuditEncodingV2 {
+		return auditDomainV2
+	}
+	return auditDomain
+}
 
 // verifyChunk is how many audit records Verify checks between looks at its
 // context and calls of its progress function.
@@ -22,13 +35,17 @@ const verifyChunk = 4096
 // canonical returns the encoding that Hash covers: the domain string, then
 // the record's body (appendBody).
 func (a *AuditEvent) canonical() []byte {
-	return a.appendBody(append(make([]byte, 0, 512), auditDomain...))
+	return a.appendBody(append(make([]byte, 0, 512), a.domain()...))
 }
 
 // appendBody appends the record's canonical body to b: a fixed field order,
 // length-prefixed strings, Details sorted by key, time as Unix nanoseconds,
-// PrevHash, then the writes when there are any (marker 'W').
+// PrevHash, then the writes when there are any (marker 'W'). A record of
+// encoding v2 is appendBodyV2.
 func (a *AuditEvent) appendBody(b []byte) []byte {
+	if a.Encoding == AuditEncodingV2 {
+		return a.appendBodyV2(b)
+	}
 	str := func(s string) []byte {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 		return append(b, s...)
@@ -96,7 +113,7 @@ func (w *wtx) audit(a AuditEvent) error {
 
 // flush appends the call's audit records to the chain, the digests of every
 // key/value it wrote on the last one (on a store.write record when it queued
-// none).
+// none), in the v2 encoding.
 func (w *wtx) flush() error {
 	if len(w.writes) > 0 {
 		if len(w.pending) == 0 {
@@ -105,6 +122,7 @@ func (w *wtx) flush() error {
 		w.pending[len(w.pending)-1].Writes = w.writes
 	}
 	for _, a := range w.pending {
+		a.Encoding = AuditEncodingV2
 		if err := w.appendRecord(a); err != nil {
 			return err
 		}
@@ -126,7 +144,7 @@ func (w *wtx) appendRecord(a AuditEvent) error {
 	a.Principal = w.principal
 	a.PrevHash = head.Hash
 	ab := w.tx.raw.Bucket(bAudit)
-	ab.FillPercent = 1 // appended in order: fill its pages (see appendOnly)
+	ab.FillPercent = 1 // appended in order: fill its pages (see fillPercent)
 	if err := ab.Put(u64key(a.Seq), a.seal()); err != nil {
 		return fmt.Errorf("writing audit record %d: %w", a.Seq, err)
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -45,7 +46,7 @@ func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role,
 	sha := digest(der)
 	var out CertRecord
 	err = s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(serial)
+		u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -74,17 +75,19 @@ func (s *Store) RecordCertificate(ctx context.Context, serial string, role Role,
 				rec.Duplicate, status = true, CertDuplicate
 			}
 		}
-		for _, k := range [][]byte{issKey, shaKey(sha)} {
-			if err := put(idx, k, &rec); err != nil {
-				return err
-			}
+		// One copy of the record, under its SHA-256; the issuer + serial number key refers to it.
+		if err := put(idx, shaKey(sha), &rec); err != nil {
+			return err
+		}
+		if err := idx.Put(issKey, shaKey(sha)); err != nil {
+			return err
 		}
 		ref := CertRef{Role: role, SHA256: sha, IssuerHash: issuerHash, SerialHex: serialHex, Duplicate: rec.Duplicate, Status: status}
 		if rec.Duplicate {
 			ref.Reason = "another " + string(role) + " certificate was active when this one was issued"
 		}
 		u.Certificates = append(u.Certificates, ref)
-		if err := w.saveUnit(ub, &u); err != nil {
+		if err := w.saveUnit(&u); err != nil {
 			return err
 		}
 		data := map[string]string{"role": string(role), "sha256": sha}
@@ -121,7 +124,16 @@ func (s *Store) CertificateByIssuerSerial(ctx context.Context, rawIssuer []byte,
 func (s *Store) certificate(ctx context.Context, key []byte) (CertRecord, error) {
 	var rec CertRecord
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		ok, err := get(tx.Bucket(bCertIndex), key, &rec)
+		idx := tx.Bucket(bCertIndex)
+		if v := idx.Get(key); len(v) > 0 && v[0] != '{' {
+			// An issuer + serial number key refers to the record under its SHA-256 (records
+			// written before schema 4 hold a copy).
+			if !bytes.HasPrefix(v, shaKey("")) {
+				return fmt.Errorf("certificate %s: index entry %q: %w", key, v, errStateFormat)
+			}
+			key = v
+		}
+		ok, err := get(idx, key, &rec)
 		if err == nil && !ok {
 			err = fmt.Errorf("certificate %s: %w", key, ErrNotFound)
 		}
@@ -148,7 +160,7 @@ func (s *Store) SetCertificateStatus(ctx context.Context, serial, sha string, st
 		return fmt.Errorf("certificate status %s without a reason: %w", status, ErrInvalidArgument)
 	}
 	return s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(serial)
+		u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -161,7 +173,7 @@ func (s *Store) SetCertificateStatus(ctx context.Context, serial, sha string, st
 			return nil
 		}
 		c.Status, c.Reason = status, reason
-		if err := w.saveUnit(ub, &u); err != nil {
+		if err := w.saveUnit(&u); err != nil {
 			return err
 		}
 		data := map[string]string{"role": string(c.Role), "sha256": sha, "status": string(status), "reason": reason}

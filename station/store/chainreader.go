@@ -42,10 +42,11 @@ type readRecord struct {
 // compares with it.
 type writeCheck struct {
 	bucket, key []byte
-	deleted     bool // the write deleted the key (no digest)
-	had         bool // the key held a value before the write
-	present     bool // the key holds a value now
-	ok          bool // the stored value has the digest (deleted: is absent)
+	id          uint64 // hash of bucket and key (storedCache.seed)
+	deleted     bool   // the write deleted the key (no digest)
+	had         bool   // the key held a value before the write
+	present     bool   // the key holds a value now
+	ok          bool   // the stored value has the digest (deleted: is absent)
 }
 
 type readBatch struct {
@@ -182,6 +183,11 @@ type storedChecker struct {
 	sum   []byte
 	id    []byte
 	cache *storedCache
+	// outbox is the worker's cursor over the outbox, whose keys a batch of records names in
+	// order, each once (nothing rewrites an outbox entry): it steps instead of seeking, and
+	// the cache is no use for them.
+	outbox    *bolt.Cursor
+	outboxKey []byte
 }
 
 // storedCache remembers, for the whole transaction, the buckets opened and
@@ -196,11 +202,13 @@ type storedCache struct {
 	shards  [cacheShards]sumShard
 	mu      sync.Mutex // guards buckets
 	buckets map[string]*bolt.Bucket
+	// byID are the top-level buckets of writeBuckets, by id.
+	byID [len(writeBuckets)]*bolt.Bucket
 }
 
 type sumShard struct {
 	mu   sync.Mutex
-	sums map[string]storedSum
+	sums map[uint64]cachedSum
 }
 
 const (
@@ -219,14 +227,44 @@ type storedSum struct {
 // newStoredCache returns a cache sized for about hint keys.
 func newStoredCache(tx *bolt.Tx, hint int) *storedCache {
 	c := &storedCache{tx: tx, seed: maphash.MakeSeed(), buckets: map[string]*bolt.Bucket{}}
+	for id, name := range writeBucketNames {
+		if name != nil {
+			c.byID[id] = tx.Bucket(name)
+		}
+	}
 	for i := range c.shards {
-		c.shards[i].sums = make(map[string]storedSum, min(hint, maxCached)/cacheShards)
+		c.shards[i].sums = make(map[uint64]cachedSum, min(hint, maxCached)/cacheShards)
 	}
 	return c
 }
 
 func newStoredChecker(cache *storedCache) *storedChecker {
-	return &storedChecker{h: sha256.New(), sum: make([]byte, 0, sha256.Size), cache: cache}
+	c := &storedChecker{h: sha256.New(), sum: make([]byte, 0, sha256.Size), cache: cache}
+	if b := cache.byID[outboxID]; b != nil {
+		c.outbox = b.Cursor()
+	}
+	return c
+}
+
+// outboxID is the outbox's id in writeBuckets.
+const outboxID = 5
+
+// appended returns what the outbox holds under key, stepping the worker's cursor when key
+// follows the last one read.
+func (c *storedChecker) appended(key []byte) storedSum {
+	var k, v []byte
+	if c.outboxKey != nil && bytes.Compare(key, c.outboxKey) > 0 {
+		k, v = c.outbox.Next()
+	}
+	if k == nil || !bytes.Equal(k, key) {
+		k, v = c.outbox.Seek(key)
+	}
+	c.outboxKey = k
+	var st storedSum
+	if st.present = bytes.Equal(k, key) && (v != nil || c.cache.byID[outboxID].Bucket(k) == nil); st.present {
+		st.sum = sha256.Sum256(v)
+	}
+	return st
 }
 
 // check decodes and checks every record of b.
@@ -255,8 +293,8 @@ func (c *storedChecker) record(rec *readRecord, v []byte) {
 	}
 	if r.nWrites > 0 {
 		rec.writes = make([]writeCheck, 0, r.nWrites)
-		r.eachWrite(func(bucket, key, digest []byte, had bool) {
-			rec.writes = append(rec.writes, c.compare(bucket, key, digest, had))
+		r.eachWrite(func(id int, bucket, key, digest []byte, had bool) {
+			rec.writes = append(rec.writes, c.compare(id, bucket, key, digest, had))
 		})
 	}
 }
@@ -274,16 +312,25 @@ func (c *storedChecker) legacy(rec *readRecord, v []byte) {
 		rec.cp = &a
 	}
 	for _, d := range a.Writes {
-		rec.writes = append(rec.writes, c.compare([]byte(d.Bucket), d.Key, d.SHA256, d.Had))
+		rec.writes = append(rec.writes, c.compare(0, []byte(d.Bucket), d.Key, d.SHA256, d.Had))
 	}
 }
 
 // compare looks the key up and compares its stored value with digest
-// (empty: the write deleted it).
-func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck {
+// (empty: the write deleted it). id is the bucket's in writeBuckets (0: none).
+func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) writeCheck {
 	w := writeCheck{bucket: bucket, key: key, deleted: len(digest) == 0, had: had}
 	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
-	st := c.cache.stored(c.id, bucket, key)
+	w.id = maphash.Bytes(c.cache.seed, c.id)
+	var st storedSum
+	switch {
+	case id == outboxID && c.outbox != nil:
+		st = c.appended(key)
+	case uncached[id]:
+		st = c.cache.lookup(id, bucket, key)
+	default:
+		st = c.cache.stored(w.id, id, bucket, key)
+	}
 	w.present = st.present
 	if w.deleted {
 		w.ok = !st.present
@@ -293,29 +340,56 @@ func (c *storedChecker) compare(bucket, key, digest []byte, had bool) writeCheck
 	return w
 }
 
-// stored returns what bucket/key (id: both, NUL-separated) holds.
-func (c *storedCache) stored(id, bucket, key []byte) storedSum {
-	sh := &c.shards[maphash.Bytes(c.seed, id)%cacheShards]
+// cachedSum is a cache entry: the key it is for (slices into the transaction's pages or the
+// records decoded, which live as long as the cache) and what it holds.
+type cachedSum struct {
+	bucket, key []byte
+	st          storedSum
+}
+
+// stored returns what bucket/key holds; idHash is the hash of both, which keys the cache (an
+// entry for another key under the same hash is a miss, and stays); bucketID is the bucket's
+// in writeBuckets (0: none).
+func (c *storedCache) stored(idHash uint64, bucketID int, bucket, key []byte) storedSum {
+	sh := &c.shards[idHash%cacheShards]
 	sh.mu.Lock()
-	st, ok := sh.sums[string(id)]
+	e, ok := sh.sums[idHash]
 	sh.mu.Unlock()
-	if ok {
-		return st
+	if ok && bytes.Equal(e.key, key) && bytes.Equal(e.bucket, bucket) {
+		return e.st
 	}
-	if b := c.bucket(bucket); b != nil {
-		var v []byte
-		if v, st.present = storedValue(b, key); st.present {
-			st.sum = sha256.Sum256(v)
-		}
+	st := c.lookup(bucketID, bucket, key)
+	if ok { // another key has this hash: keep it
+		return st
 	}
 	sh.mu.Lock()
 	if len(sh.sums) >= maxCached/cacheShards {
 		clear(sh.sums)
 	}
-	sh.sums[string(id)] = st
+	sh.sums[idHash] = cachedSum{bucket: bucket, key: key, st: st}
 	sh.mu.Unlock()
 	return st
 }
+
+// lookup reads what bucket/key holds and hashes it.
+func (c *storedCache) lookup(bucketID int, bucket, key []byte) storedSum {
+	var st storedSum
+	b := c.byID[bucketID]
+	if bucketID == 0 {
+		b = c.bucket(bucket)
+	}
+	if b != nil {
+		var v []byte
+		if v, st.present = storedValue(b, key); st.present {
+			st.sum = sha256.Sum256(v)
+		}
+	}
+	return st
+}
+
+// uncached are the buckets whose keys the chain names once (the certificate index): the cache
+// would only cost them.
+var uncached = [len(writeBuckets)]bool{7: true}
 
 // bucket opens the bucket at path (names joined by "/"), or nil.
 func (c *storedCache) bucket(path []byte) *bolt.Bucket {

@@ -36,13 +36,13 @@ func populated(t *testing.T, path string) (root uint64, pageSize int) {
 	defer db.Close()
 	pageSize = db.Info().PageSize
 	if err := db.View(func(tx *bolt.Tx) error {
-		root = uint64(tx.Bucket(bUnits).Root())
+		root = uint64(tx.Bucket(bUnitStates).Root())
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if root < 2 {
-		t.Fatalf("units bucket is inline (root %d)", root)
+		t.Fatalf("unit_states bucket is inline (root %d)", root)
 	}
 	return root, pageSize
 }
@@ -193,7 +193,7 @@ func TestOpenRefusesUndecodableStateWhileIndexing(t *testing.T) {
 		if err := tx.DeleteBucket(bUnitIndex); err != nil {
 			return err
 		}
-		return tx.Bucket(bUnits).Bucket([]byte("SN-0001")).Put(kState, []byte(`{"serial"`+"\x00"+`:1}`))
+		return tx.Bucket(bUnitStates).Put([]byte("SN-0001"), []byte(`{"serial"`+"\x00"+`:1}`))
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func (s *Store) BindEK(ctx context.Context, fp, serial string) error {
 		return err
 	}
 	return s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(serial)
+		u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -45,7 +45,7 @@ func (s *Store) BindEK(ctx context.Context, fp, serial string) error {
 			return err
 		}
 		u.EKFingerprint = fp
-		if err := w.saveUnit(ub, &u); err != nil {
+		if err := w.saveUnit(&u); err != nil {
 			return err
 		}
 		if err := w.event(Event{Serial: serial, Type: EventEKBound, Status: u.Status,
@@ -84,7 +84,7 @@ func (s *Store) ReleaseEK(ctx context.Context, serial, reason string) (UnitState
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(serial)
+		u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -100,7 +100,7 @@ func (s *Store) ReleaseEK(ctx context.Context, serial, reason string) (UnitState
 			}
 		}
 		u.EKFingerprint = ""
-		if err := w.saveUnit(ub, &u); err != nil {
+		if err := w.saveUnit(&u); err != nil {
 			return err
 		}
 		details := map[string]string{"ek_fingerprint": fp, "reason": reason, "by": w.principal}

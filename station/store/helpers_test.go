@@ -141,7 +141,7 @@ func mustParse(t *testing.T, der []byte) *x509.Certificate {
 }
 
 // reencode returns a stored the way orig was stored: JSON (as schema 1 and
-// older stations wrote records) or the canonical encoding.
+// older stations wrote records) or the canonical encoding (v1 or v2).
 func reencode(orig []byte, a *AuditEvent) []byte {
 	if len(orig) > 0 && orig[0] == '{' {
 		data, err := json.Marshal(a)
@@ -150,5 +150,5 @@ func reencode(orig []byte, a *AuditEvent) []byte {
 		}
 		return data
 	}
-	return append(a.appendBody([]byte{recordCanonical}), a.Hash...)
+	return append(a.appendBody([]byte{orig[0]}), a.Hash...)
 }

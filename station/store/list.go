@@ -137,13 +137,9 @@ func (s *Store) indexUnits(tx *bolt.Tx) error {
 		return fmt.Errorf("creating the unit index: %w", err)
 	}
 	n := 0
-	c := tx.Bucket(bUnits).Cursor()
+	c := tx.Bucket(bUnitStates).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		ub := tx.Bucket(bUnits).Bucket(k)
-		if v != nil || ub == nil {
-			continue
-		}
-		u, err := s.decodeUnit(string(k), ub.Get(kState))
+		u, err := s.decodeUnit(string(k), v)
 		if err != nil {
 			return fmt.Errorf("indexing unit %q: %w", k, err)
 		}
@@ -187,6 +183,12 @@ type UnitQuery struct {
 	Keep func(*UnitState) bool
 	// Step, when set, makes each ListedUnit carry the latest attempt of this step.
 	Step string
+	// Brief, when set, makes each ListedUnit carry only the unit's listing row, read without
+	// decoding its state: Serial, Status, WorkOrderID, Profile, CurrentStep, ErrorCode,
+	// ErrorMessage, EKCertSHA256, FixtureSlot, Attempts, CreatedAt, UpdatedAt, and Steps with
+	// each step's Attempts only. Keep sees the same. A unit stored before rows existed (a
+	// migrated file's, until it is written again) is decoded in full.
+	Brief bool
 }
 
 // ListedUnit is one unit of a listing.
@@ -240,7 +242,7 @@ func (s *Store) InFlight(ctx context.Context) ([]UnitState, error) {
 // walkUnits calls fn with each unit matching q after q.After, in serial order, until fn
 // returns false.
 func (s *Store) walkUnits(tx *bolt.Tx, q UnitQuery, fn func(ListedUnit) bool) error {
-	ix, units := tx.Bucket(bUnitIndex), tx.Bucket(bUnits)
+	ix, units := tx.Bucket(bUnitIndex), tx.Bucket(bUnitStates)
 	var srcs []*serialCursor
 	switch {
 	case q.WorkOrder != "":
@@ -274,11 +276,11 @@ func (s *Store) walkUnits(tx *bolt.Tx, q UnitQuery, fn func(ListedUnit) bool) er
 				c.next()
 			}
 		}
-		ub := units.Bucket(serial)
-		if ub == nil {
+		raw := units.Get(serial)
+		if raw == nil {
 			return fmt.Errorf("unit index names unit %q, which is not stored", serial)
 		}
-		u, err := s.decodeUnit(string(serial), ub.Get(kState))
+		u, err := s.listedUnit(string(serial), raw, q.Brief)
 		if err != nil {
 			return fmt.Errorf("unit %q: %w", serial, err)
 		}
@@ -287,7 +289,7 @@ func (s *Store) walkUnits(tx *bolt.Tx, q UnitQuery, fn func(ListedUnit) bool) er
 		}
 		l := ListedUnit{Unit: u}
 		if q.Step != "" {
-			if l.Step, err = latestStep(ub, q.Step); err != nil {
+			if l.Step, err = latestStep(tx, string(serial), q.Step); err != nil {
 				return fmt.Errorf("unit %q: %w", serial, err)
 			}
 		}
@@ -314,14 +316,24 @@ func (q *UnitQuery) matches(u *UnitState) bool {
 	return q.Keep == nil || q.Keep(u)
 }
 
-// latestStep returns the latest attempt of step in the unit's bucket ub, nil when none.
-func latestStep(ub *bolt.Bucket, step string) (*StepRecord, error) {
-	sb := ub.Bucket(bSteps).Bucket([]byte(step))
-	if sb == nil {
-		return nil, nil
+// listedUnit decodes a unit's stored state, only its listing row when brief (and it has one).
+func (s *Store) listedUnit(serial string, raw []byte, brief bool) (UnitState, error) {
+	if brief {
+		row, _, err := splitState(raw)
+		if err != nil {
+			return UnitState{}, err
+		}
+		if row != nil {
+			return decodeRow(serial, row)
+		}
 	}
-	k, v := sb.Cursor().Last()
-	if k == nil {
+	return s.decodeUnit(serial, raw)
+}
+
+// latestStep returns the latest attempt of the unit's step, nil when none.
+func latestStep(tx *bolt.Tx, serial, step string) (*StepRecord, error) {
+	_, v := lastSeq(tx.Bucket(bStepRecords).Cursor(), stepPrefix(serial, step))
+	if v == nil {
 		return nil, nil
 	}
 	var rec StepRecord
@@ -335,11 +347,11 @@ func latestStep(ub *bolt.Bucket, step string) (*StepRecord, error) {
 func (s *Store) LatestStep(ctx context.Context, serial, step string) (StepRecord, bool, error) {
 	var rec *StepRecord
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		ub, _, err := s.loadUnit(tx, serial)
-		if err != nil {
+		if err := unitExists(tx, serial); err != nil {
 			return err
 		}
-		rec, err = latestStep(ub, step)
+		var err error
+		rec, err = latestStep(tx, serial, step)
 		return err
 	})
 	if err != nil || rec == nil {

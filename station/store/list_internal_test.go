@@ -18,8 +18,8 @@ func inFlightByState(t *testing.T, s *Store) []string {
 	t.Helper()
 	var out []string
 	err := s.view(t.Context(), func(tx *bolt.Tx) error {
-		return tx.Bucket(bUnits).ForEachBucket(func(k []byte) error {
-			u, err := s.decodeUnit(string(k), tx.Bucket(bUnits).Bucket(k).Get(kState))
+		return tx.Bucket(bUnitStates).ForEach(func(k, v []byte) error {
+			u, err := s.decodeUnit(string(k), v)
 			if err == nil && slices.Contains(InFlightStatuses, u.Status) {
 				out = append(out, u.Serial)
 			}
@@ -101,7 +101,8 @@ func TestInFlightIndexAfterCrash(t *testing.T) {
 	}
 }
 
-// TestUnitIndexBuiltForOlderFiles writes units as a store without the unit index did, then
+// TestUnitIndexBuiltForOlderFiles writes units as a store without the unit index did (plain
+// JSON states, without a listing row), then
 // opens the file: Open builds the index, audited, so listings and InFlight see every unit and
 // the chain still verifies.
 func TestUnitIndexBuiltForOlderFiles(t *testing.T) {
@@ -123,12 +124,8 @@ func TestUnitIndexBuiltForOlderFiles(t *testing.T) {
 		w := old.newWtx(tx, PrincipalStation)
 		for i, st := range []Status{StatusDone, StatusRunning, StatusFailed, StatusPending} {
 			u := UnitState{Serial: fmt.Sprintf("SN-%d", i), WorkOrderID: "WO-1", Status: st}
-			ub, err := createUnitBucket(w.tx.Bucket(bUnits), u.Serial)
-			if err != nil {
-				return err
-			}
 			data, _ := json.Marshal(u)
-			if err := ub.Put(kState, data); err != nil {
+			if err := w.tx.Bucket(bUnitStates).Put([]byte(u.Serial), data); err != nil {
 				return err
 			}
 			if err := w.audit(AuditEvent{Serial: u.Serial, Action: EventUnitUpdated}); err != nil {
@@ -145,9 +142,11 @@ func TestUnitIndexBuiltForOlderFiles(t *testing.T) {
 	if got := inFlightSerials(t, s); !slices.Equal(got, []string{"SN-1", "SN-3"}) {
 		t.Errorf("InFlight after building the index: %v", got)
 	}
-	units, _, err := s.ListUnits(t.Context(), UnitQuery{WorkOrder: "WO-1"})
-	if err != nil || len(units) != 4 {
-		t.Errorf("work order WO-1 after building the index: %v, %v", units, err)
+	for _, brief := range []bool{false, true} {
+		units, _, err := s.ListUnits(t.Context(), UnitQuery{WorkOrder: "WO-1", Brief: brief})
+		if err != nil || len(units) != 4 || units[2].Unit.Status != StatusFailed {
+			t.Errorf("work order WO-1 after building the index (brief %v): %v, %v", brief, units, err)
+		}
 	}
 	if a := lastAudit(t, s); a.Action != AuditActionWrite || a.Details["unit_index"] != "built" || a.Details["units"] != "4" {
 		t.Errorf("last audit record %+v, want the index's build", a)
@@ -160,7 +159,7 @@ func TestOnlyTheUnitIndexRemovesKeys(t *testing.T) {
 	mustUnit(t, s, "SN-1", StatusPending)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		w := s.newWtx(tx, PrincipalStation)
-		return w.tx.Bucket(bUnits).Bucket([]byte("SN-1")).unindex(kState)
+		return w.tx.Bucket(bUnitStates).unindex([]byte("SN-1"))
 	})
 	if err == nil {
 		t.Fatal("unindex removed a unit's state")

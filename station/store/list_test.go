@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
@@ -243,5 +245,47 @@ func TestListUnitsConcurrentInserts(t *testing.T) {
 	}
 	if odd != n {
 		t.Errorf("%d of the %d units that existed throughout were listed (%d units listed)", odd, n, len(seen))
+	}
+}
+
+// TestListBrief: a brief listing gives each unit's listing row, the same fields as its state.
+func TestListBrief(t *testing.T) {
+	st := openSeeded(t, 40, storetest.Options{InFlightEvery: 7, FailedEvery: 5, PerWorkOrder: 10})
+	ctx := t.Context()
+	if _, err := st.UpdateUnit(ctx, storetest.Serial("", 3), func(u *store.UnitState) error {
+		u.ErrorMessage = "näh \"quoted\"\x00"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	full := listAll(t, st, store.UnitQuery{}, 13)
+	brief := listAll(t, st, store.UnitQuery{Brief: true}, 13)
+	if len(full) != 40 || len(brief) != 40 {
+		t.Fatalf("%d units listed, %d brief; want 40", len(full), len(brief))
+	}
+	for i, f := range full {
+		u, b := f.Unit, brief[i].Unit
+		want := store.UnitState{Serial: u.Serial, WorkOrderID: u.WorkOrderID, Profile: u.Profile, CurrentStep: u.CurrentStep,
+			Status: u.Status, ErrorCode: u.ErrorCode, ErrorMessage: u.ErrorMessage, EKCertSHA256: u.EKCertSHA256,
+			FixtureSlot: u.FixtureSlot, Attempts: u.Attempts}
+		got := b
+		got.CreatedAt, got.UpdatedAt, got.Steps = time.Time{}, time.Time{}, nil
+		if !reflect.DeepEqual(got, want) || !b.CreatedAt.Equal(u.CreatedAt) || !b.UpdatedAt.Equal(u.UpdatedAt) || len(b.Steps) != len(u.Steps) {
+			t.Fatalf("brief %+v\nwant %+v (from %+v)", b, want, u)
+		}
+		for name, s := range u.Steps {
+			if b.Steps[name].Attempts != s.Attempts {
+				t.Errorf("%s step %s: %d attempts in the row, %d in the state", u.Serial, name, b.Steps[name].Attempts, s.Attempts)
+			}
+		}
+		if u.FixtureSlot == "" || u.EKCertSHA256 == "" {
+			t.Errorf("%s: seeded without its EK certificate or slot", u.Serial)
+		}
+	}
+	// Filters and Keep apply to rows as to states.
+	failed := listAll(t, st, store.UnitQuery{Brief: true, Statuses: []store.Status{store.StatusFailed},
+		Keep: func(u *store.UnitState) bool { return u.ErrorCode != "" }}, 5)
+	if len(failed) != 6 {
+		t.Errorf("%d failed units listed brief, want 6", len(failed))
 	}
 }

@@ -73,7 +73,7 @@ func (s *Store) OpenPossiblyIssued(ctx context.Context, p PossiblyIssued) (Possi
 	p.Closed, p.ClosedAt, p.Resolution, p.Certificates = false, time.Time{}, "", nil
 	var out PossiblyIssued
 	err := s.update(ctx, func(w *wtx) error {
-		if _, _, err := w.loadUnit(p.Serial); err != nil {
+		if _, err := w.loadUnit(p.Serial); err != nil {
 			return skip(err)
 		}
 		b, err := w.tx.CreateBucketIfNotExists(bPossiblyIssued)

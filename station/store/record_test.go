@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -30,6 +29,20 @@ func TestRecordCanonical(t *testing.T) {
 			Fingerprints: []string{"ab", "cd"}, PrevHash: make([]byte, 32),
 			Writes: []WriteDigest{{Bucket: "units/SN1", Key: []byte("state"), SHA256: make([]byte, 32), Had: true},
 				{Bucket: "ek_index", Key: []byte("k"), Had: true}}}},
+		{"v2", AuditEvent{Seq: 43, StationID: "st-1", Principal: PrincipalStation, Serial: "SN1", Action: EventStepBegun,
+			Result: ResultOK, Details: map[string]string{"step": "enroll", "intent_sha256": strings.Repeat("0f", 32), "odd": "abc",
+				"upper": "AB", "empty": "", "ab": "cd"}, Fingerprints: []string{"ab", "a", ""}, PrevHash: make([]byte, 32),
+			Encoding: AuditEncodingV2,
+			Writes: []WriteDigest{
+				{Bucket: "unit_states", Key: []byte("SN1"), SHA256: make([]byte, 32), Had: true},     // serial elided, empty rest
+				{Bucket: "step_records", Key: stepKey("SN1", "enroll", 1), SHA256: make([]byte, 32)}, // serial at 0
+				{Bucket: "unit_index", Key: append(ixPrefix(ixStatus, "running"), "SN1"...)},         // serial at the end
+				{Bucket: "unit_index", Key: []byte("uSN1xSN1"), Had: true},                           // removed, serial twice
+				{Bucket: "outbox", Key: u64key(7), SHA256: make([]byte, 32)},                         // no serial
+				{Bucket: "units/SN1/steps/enroll", Key: u64key(1), SHA256: make([]byte, 32)},         // named in full
+			}}},
+		{"v2 bare", AuditEvent{Seq: 1, StationID: "st", Principal: PrincipalStation, Action: "store.created", Result: ResultOK,
+			PrevHash: make([]byte, 32), Encoding: AuditEncodingV2}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,6 +72,13 @@ func TestRecordCanonical(t *testing.T) {
 				v[i] ^= 0x01
 				if intact(v) {
 					t.Errorf("byte %d of %d changed: the record still verifies", i, len(stored))
+				}
+			}
+			// A record whose body is cut or extended, its hash recomputed, does not parse.
+			for _, body := range [][]byte{stored[1 : len(stored)-33], append(bytes.Clone(stored[1:len(stored)-32]), 0)} {
+				v := append(append([]byte{stored[0]}, body...), make([]byte, 32)...)
+				if _, err := parseRecord(v); err == nil {
+					t.Errorf("a body of %d bytes (intact %d) parses", len(body), len(stored)-33)
 				}
 			}
 			for _, v := range [][]byte{stored[:len(stored)-1], append(append([]byte(nil), stored...), 0), stored[1:]} {
@@ -136,8 +156,8 @@ func TestJSONRecordsStillVerify(t *testing.T) {
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		k, v := tx.Bucket(bAudit).Cursor().Last()
-		if v[0] != recordCanonical {
-			return fmt.Errorf("record %x appended after JSON records is not canonical: %q", k, v[:1])
+		if v[0] != recordV2 {
+			return fmt.Errorf("record %x appended after JSON records is not in the v2 encoding: %q", k, v[:1])
 		}
 		return nil
 	})
@@ -153,7 +173,7 @@ func TestJSONRecordsStillVerify(t *testing.T) {
 		tamper func(tx *bolt.Tx) error
 		want   string
 	}{
-		{"stored value", flipByte("units/SN1", kState), `bucket units/SN1 key "state": stored value differs`},
+		{"stored value", flipByte("unit_states", []byte("SN1")), `bucket unit_states key "SN1": stored value differs`},
 		{"JSON record", func(tx *bolt.Tx) error {
 			ab := tx.Bucket(bAudit)
 			v := bytes.Clone(ab.Get(u64key(3)))
@@ -179,10 +199,7 @@ func TestJSONRecordsStillVerify(t *testing.T) {
 // before the canonical encoding) and checks that Open moves it to the current schema with an
 // audited write, keeps its JSON records, and that it verifies.
 func TestSchema2IsUpgraded(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "station.db")
-	s := openAt(t, path)
-	mustUnit(t, s, "SN1", StatusRunning)
-	s.Close()
+	path := schema3File(t)
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +240,7 @@ func TestSchema2IsUpgraded(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s = openAt(t, path)
+	s := openAt(t, path)
 	if _, err := s.VerifyChain(context.Background()); err != nil {
 		t.Fatalf("upgraded store: %v", err)
 	}

@@ -32,32 +32,22 @@ func (s *Store) Seed(ctx context.Context, units []SeedUnit) error {
 		}
 	}
 	return s.update(ctx, func(w *wtx) error {
-		all := w.tx.Bucket(bUnits)
+		states, steps := w.tx.Bucket(bUnitStates), w.tx.Bucket(bStepRecords)
 		for _, su := range units {
 			u := su.State
-			ub, err := createUnitBucket(all, u.Serial)
-			if err != nil {
-				return err
+			if states.Get([]byte(u.Serial)) != nil {
+				return fmt.Errorf("seeding unit %q: it exists", u.Serial)
 			}
 			for _, rec := range su.Steps {
-				sb, err := ub.Bucket(bSteps).CreateBucketIfNotExists([]byte(rec.Step))
-				if err != nil {
-					return err
-				}
 				rec.Serial = u.Serial
-				if err := put(sb, u64key(rec.Attempt), &rec); err != nil {
+				if err := put(steps, stepKey(u.Serial, rec.Step, rec.Attempt), &rec); err != nil {
 					return err
-				}
-				if rec.Attempt > sb.raw.Sequence() {
-					if err := sb.raw.SetSequence(rec.Attempt); err != nil {
-						return err
-					}
 				}
 			}
 			if err := w.event(Event{Serial: u.Serial, Type: EventUnitCreated, Status: StatusPending}); err != nil {
 				return err
 			}
-			if err := w.saveUnit(ub, &u); err != nil {
+			if err := w.saveUnit(&u); err != nil {
 				return err
 			}
 			if err := w.audit(AuditEvent{Serial: u.Serial, Action: AuditActionWrite, Details: map[string]string{"seeded": string(u.Status)}}); err != nil {

@@ -42,8 +42,10 @@ import (
 // brings a schema 1 file up with audit.baseline records (baseline). Schema 3
 // stores new audit records in their canonical encoding (recordCanonical),
 // which older stations cannot read; the JSON records of an older file stay
-// as they are and verify.
-const SchemaVersion = 3
+// as they are and verify. Schema 4 keeps the units' records flat (layout.go) and
+// names a write's bucket by a short id in the audit records; Open copies an
+// older file's units into it (migrateUnits).
+const SchemaVersion = 4
 
 const (
 	defaultMaxBatchSize = 256
@@ -52,7 +54,9 @@ const (
 
 // Bucket and key names.
 var (
-	bMeta       = []byte("meta")
+	bMeta = []byte("meta")
+	// bUnits held a bucket per unit (its state, and buckets steps and events) up to schema
+	// 3; a migrated file keeps it, read by nothing.
 	bUnits      = []byte("units")
 	bEKIndex    = []byte("ek_index")
 	bCertIndex  = []byte("cert_index")
@@ -186,6 +190,10 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}
 	db.NoSync = opts.noSync
 	s.db = db
+	if err := s.undecodable(s.migrate(db, opts.StationID)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
 	if err := s.undecodable(db.Update(func(tx *bolt.Tx) error { return s.init(tx, opts.StationID) })); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
@@ -310,14 +318,31 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 		return fmt.Errorf("store of station %q opened as %q: %w", stored, stationID, ErrStationMismatch)
 	}
 	s.stationID = stored
-	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit} {
+	version := binary.BigEndian.Uint64(meta.Get(kSchemaVersion))
+	required := [][]byte{bUnitStates, bStepRecords, bUnitEvents, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit}
+	if version < 4 {
+		required = [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit}
+	}
+	for _, name := range required {
 		if tx.Bucket(name) == nil {
 			return &CorruptError{Path: s.path, Reason: fmt.Sprintf("bucket %s missing", name)}
 		}
 	}
-	// O(1) check that the head in meta is the last record; VerifyChain
-	// walks the whole log.
-	head := readHead(meta)
+	if err := checkHead(tx); err != nil {
+		return err
+	}
+	if version < SchemaVersion {
+		if err := s.upgrade(tx, version); err != nil {
+			return err
+		}
+	}
+	return s.indexUnits(tx)
+}
+
+// checkHead checks in O(1) that the head in meta is the last audit record; Verify walks the
+// whole log.
+func checkHead(tx *bolt.Tx) error {
+	head := readHead(tx.Bucket(bMeta))
 	k, v := tx.Bucket(bAudit).Cursor().Last()
 	if k == nil || binary.BigEndian.Uint64(k) != head.Seq {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head in meta is not the last record"}
@@ -326,12 +351,7 @@ func (s *Store) init(tx *bolt.Tx, stationID string) error {
 	if err != nil || !bytes.Equal(last.Hash, head.Hash) {
 		return &ChainBrokenError{Seq: head.Seq, Reason: "head hash in meta differs from the last record"}
 	}
-	if v := binary.BigEndian.Uint64(meta.Get(kSchemaVersion)); v < SchemaVersion {
-		if err := s.upgrade(tx, v); err != nil {
-			return err
-		}
-	}
-	return s.indexUnits(tx)
+	return nil
 }
 
 // baselineChunk is how many digests one audit.baseline record carries.
@@ -339,7 +359,8 @@ const baselineChunk = 4096
 
 // upgrade brings a file of schema from up to SchemaVersion, with an audited
 // write of the new version. A schema 1 file is first covered by
-// audit.baseline records carrying the digest of every key/value it holds.
+// audit.baseline records carrying the digest of every key/value it holds; the
+// units of a file older than schema 4 are then copied into the flat layout.
 func (s *Store) upgrade(tx *bolt.Tx, from uint64) error {
 	w := s.newWtx(tx, PrincipalStation)
 	var baselined int
@@ -354,12 +375,21 @@ func (s *Store) upgrade(tx *bolt.Tx, from uint64) error {
 		}
 		for i := 0; i < len(digests); i += baselineChunk {
 			a := AuditEvent{Action: AuditActionBaseline, Details: map[string]string{"from_schema": "1"},
-				Writes: digests[i:min(i+baselineChunk, len(digests))]}
+				Writes: digests[i:min(i+baselineChunk, len(digests))], Encoding: AuditEncodingV2}
 			if err := w.appendRecord(a); err != nil {
 				return fmt.Errorf("audit baseline: %w", err)
 			}
 		}
 		baselined = len(digests)
+	}
+	migrated := 0
+	if from < 4 {
+		var err error
+		// Store.migrate copied them before, a chunk a transaction: this copies what is left
+		// (nothing, unless the file changed since).
+		if _, migrated, _, err = w.migrateUnits(nil, 0); err != nil {
+			return fmt.Errorf("copying units into the schema 4 layout: %w", err)
+		}
 	}
 	if err := w.tx.Bucket(bMeta).Put(kSchemaVersion, u64key(SchemaVersion)); err != nil {
 		return err
@@ -367,7 +397,8 @@ func (s *Store) upgrade(tx *bolt.Tx, from uint64) error {
 	if err := w.audit(AuditEvent{Action: AuditActionWrite, Details: map[string]string{"schema_version": fmt.Sprint(SchemaVersion)}}); err != nil {
 		return err
 	}
-	s.log.Info("store brought to the current schema", "from", from, "schema_version", SchemaVersion, "baselined_records", baselined)
+	s.log.Info("store brought to the current schema", "from", from, "schema_version", SchemaVersion,
+		"baselined_records", baselined, "units_copied", migrated)
 	return w.flush()
 }
 
@@ -378,7 +409,7 @@ func (s *Store) create(tx *bolt.Tx, stationID string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range [][]byte{bUnits, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit, bUnitIndex} {
+	for _, name := range [][]byte{bUnitStates, bStepRecords, bUnitEvents, bEKIndex, bCertIndex, bWorkOrders, bOutbox, bAudit, bUnitIndex} {
 		if _, err := w.tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", name, err)
 		}
@@ -572,7 +603,7 @@ func (s *Store) undecodable(err error) error {
 	if err == nil || errors.As(err, &cb) {
 		return err
 	}
-	if errors.As(err, &syntax) || errors.As(err, &typ) || errors.As(err, &b64) || errors.As(err, &tm) {
+	if errors.As(err, &syntax) || errors.As(err, &typ) || errors.As(err, &b64) || errors.As(err, &tm) || errors.Is(err, errStateFormat) {
 		return s.markCorrupt("a stored record does not decode: " + err.Error())
 	}
 	return err

@@ -221,11 +221,16 @@ func TestTamperIsDetected(t *testing.T) {
 		tamper func(tx *bolt.Tx) error
 		want   string // in the error
 	}{
-		{"unit state", flipByte("units/SN1", kState), `bucket units/SN1 key "state": stored value differs`},
-		{"step record", flipByte("units/SN1/steps/enroll", u64key(1)), "bucket units/SN1/steps/enroll key 0x0000000000000001: stored value differs"},
-		{"event", flipByte("units/SN1/events", u64key(2)), "bucket units/SN1/events key 0x0000000000000002: stored value differs"},
+		{"unit state", flipByte("unit_states", []byte("SN1")), `bucket unit_states key "SN1": stored value differs`},
+		{"step record", flipByte("step_records", stepKey("SN1", "enroll", 1)),
+			fmt.Sprintf("bucket step_records key 0x%x: stored value differs", stepKey("SN1", "enroll", 1))},
+		{"event log", flipByte("unit_events", []byte("SN1")), `bucket unit_events key "SN1": stored value differs`},
 		{"outbox event", flipByte("outbox", u64key(1)), "bucket outbox key 0x0000000000000001: stored value differs"},
-		{"cert record", func(tx *bolt.Tx) error { return flipByte("cert_index", certKey(tx))(tx) }, "bucket cert_index key \"iss/"},
+		{"cert reference", func(tx *bolt.Tx) error { return flipByte("cert_index", certKey(tx))(tx) }, "bucket cert_index key \"iss/"},
+		{"cert record", func(tx *bolt.Tx) error {
+			k, _ := tx.Bucket(bCertIndex).Cursor().Last()
+			return flipByte("cert_index", bytes.Clone(k))(tx)
+		}, "bucket cert_index key \"sha256/"},
 		{"EK binding", flipByte("ek_index", []byte(strings.Repeat("ab", 32))), "bucket ek_index key"},
 		{"work order", flipByte("work_orders", []byte("WO-1")), `bucket work_orders key "WO-1": stored value differs`},
 		{"meta", flipByte("meta", kStationID), `checkpoint of station`},
@@ -235,9 +240,9 @@ func TestTamperIsDetected(t *testing.T) {
 			return tx.Bucket(bAudit).Put(u64key(woSeq), v)
 		}, "hash does not match content"},
 		{"deleted record", func(tx *bolt.Tx) error {
-			return tx.Bucket(bUnits).Bucket([]byte("SN1")).Bucket(bEvents).Delete(u64key(1))
+			return tx.Bucket(bUnitEvents).Delete([]byte("SN1"))
 		},
-			"bucket units/SN1/events key 0x0000000000000001: stored record missing"},
+			`bucket unit_events key "SN1": stored record missing`},
 		{"added record", func(tx *bolt.Tx) error { return tx.Bucket(bWorkOrders).Put([]byte("WO-X"), []byte(`{}`)) },
 			`bucket work_orders key "WO-X": stored record not covered by the chain`},
 		{"re-chained after an edit", func(tx *bolt.Tx) error {
@@ -271,10 +276,7 @@ func TestTamperIsDetected(t *testing.T) {
 // stations wrote them before) and checks that Open covers every record with
 // audit.baseline records, so that it verifies and later edits are caught.
 func TestSchema1IsBaselined(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "station.db")
-	s := openAt(t, path)
-	mustUnit(t, s, "SN1", StatusRunning)
-	s.Close()
+	path := schema3File(t)
 	// Make it a schema 1 file: no digests in the chain, records in JSON as
 	// schema 1 wrote them, schema_version 1.
 	db, err := bolt.Open(path, 0o600, nil)
@@ -303,7 +305,7 @@ func TestSchema1IsBaselined(t *testing.T) {
 	}
 	db.Close()
 
-	s = openAt(t, path)
+	s := openAt(t, path)
 	if _, err := s.VerifyChain(context.Background()); err != nil {
 		t.Fatalf("baselined store: %v", err)
 	}
@@ -316,12 +318,12 @@ func TestSchema1IsBaselined(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Update(flipByte("units/SN1", kState)); err != nil {
+	if err := db.Update(flipByte("unit_states", []byte("SN1"))); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
 	s = openAt(t, path)
-	if _, err := s.VerifyChain(context.Background()); err == nil || !strings.Contains(err.Error(), `bucket units/SN1 key "state"`) {
+	if _, err := s.VerifyChain(context.Background()); err == nil || !strings.Contains(err.Error(), `bucket unit_states key "SN1"`) {
 		t.Fatalf("edit after the baseline: %v, want it named", err)
 	}
 }

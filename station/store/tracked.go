@@ -3,7 +3,6 @@ package store
 import (
 	"crypto/sha256"
 	"fmt"
-	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -48,8 +47,8 @@ func (w *wtx) wrap(b *bolt.Bucket, path string) *wbucket {
 	if b == nil {
 		return nil
 	}
-	if appendOnly(path) {
-		b.FillPercent = 1
+	if f := fillPercent(path); f > 0 {
+		b.FillPercent = f
 	}
 	return &wbucket{raw: b, path: path, w: w}
 }
@@ -121,12 +120,22 @@ func (b *wbucket) exempt(key []byte) bool {
 	return chainKey(b.path, key)
 }
 
-// appendOnly reports a bucket whose keys are sequence numbers written in
-// order: the outbox and each unit's events. bbolt splits a page at the
-// bucket's fill percent (half, by default), which leaves every page of an
-// appended bucket half empty; these are filled.
-func appendOnly(path string) bool {
-	return path == string(bOutbox) || strings.HasSuffix(path, "/"+string(bEvents))
+// fillPercent returns the fill percent of a bucket whose keys are mostly
+// written in order (0: bbolt's default, half). bbolt splits a page at the
+// bucket's fill percent, which leaves every page of a bucket appended to half
+// empty. The outbox (sequence numbers in order) is filled; the step records
+// and the unit index, keyed by serial (or a status then serial), mostly grow
+// at the serials of the units in flight (a line's serials mostly rise) and are
+// filled to 90%. (The unit states and event logs, one value a unit rewritten as
+// it grows, keep the default, which leaves room for the growth.)
+func fillPercent(path string) float64 {
+	switch path {
+	case string(bOutbox):
+		return 1
+	case string(bStepRecords), string(bUnitIndex):
+		return 0.9
+	}
+	return 0
 }
 
 // chainKey reports whether path/key is outside the chain's coverage: the

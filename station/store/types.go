@@ -45,10 +45,15 @@ type UnitState struct {
 	WorkOrderID   string `json:"work_order_id,omitempty"`
 	Profile       string `json:"profile,omitempty"`
 	EKFingerprint string `json:"ek_fingerprint,omitempty"` // managed by BindEK
-	CurrentStep   string `json:"current_step,omitempty"`
-	Status        Status `json:"status"`
-	ErrorCode     string `json:"error_code,omitempty"`
-	ErrorMessage  string `json:"error_message,omitempty"`
+	// EKCertSHA256 is the hex SHA-256 of the EK certificate the unit's EK verification
+	// accepted, and FixtureSlot the fixture slot its agent reported then: set by the workflow,
+	// kept in the unit's listing row (empty in units written before).
+	EKCertSHA256 string `json:"ek_cert_sha256,omitempty"`
+	FixtureSlot  string `json:"fixture_slot,omitempty"`
+	CurrentStep  string `json:"current_step,omitempty"`
+	Status       Status `json:"status"`
+	ErrorCode    string `json:"error_code,omitempty"`
+	ErrorMessage string `json:"error_message,omitempty"`
 	// Attempts counts every BeginStep of the unit.
 	Attempts uint64 `json:"attempts"`
 	// Steps summarizes each step by name; managed by BeginStep and EndStep.
@@ -326,7 +331,15 @@ type AuditEvent struct {
 	Writes   []WriteDigest `json:"writes,omitempty"`
 	PrevHash []byte        `json:"prev_hash"`
 	Hash     []byte        `json:"hash"`
+	// Encoding is the canonical encoding Hash covers: AuditEncodingV2 for records written
+	// from schema 4 on, 0 (v1) before.
+	Encoding int `json:"encoding,omitempty"`
 }
+
+// AuditEncodingV2 is the canonical encoding of the audit records written from schema 4 on:
+// lengths and counts as uvarints, and each write digest naming its bucket by a short id
+// (writeBuckets) and eliding the record's serial from its key (see appendBodyV2).
+const AuditEncodingV2 = 2
 
 // WriteDigest is one key/value a call wrote: where, and the SHA-256 of the
 // value (empty when the key was deleted).

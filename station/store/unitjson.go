@@ -20,6 +20,8 @@ func encodeUnit(u *UnitState) ([]byte, error) {
 	e.strOmit(`,"work_order_id":`, u.WorkOrderID)
 	e.strOmit(`,"profile":`, u.Profile)
 	e.strOmit(`,"ek_fingerprint":`, u.EKFingerprint)
+	e.strOmit(`,"ek_cert_sha256":`, u.EKCertSHA256)
+	e.strOmit(`,"fixture_slot":`, u.FixtureSlot)
 	e.strOmit(`,"current_step":`, u.CurrentStep)
 	e.str(`,"status":`, string(u.Status))
 	e.strOmit(`,"error_code":`, u.ErrorCode)

@@ -15,7 +15,7 @@ import (
 func TestEncodeUnitFields(t *testing.T) {
 	want := map[reflect.Type]string{
 		reflect.TypeFor[UnitState](): "Serial:serial WorkOrderID:work_order_id,omitempty Profile:profile,omitempty " +
-			"EKFingerprint:ek_fingerprint,omitempty CurrentStep:current_step,omitempty Status:status " +
+			"EKFingerprint:ek_fingerprint,omitempty EKCertSHA256:ek_cert_sha256,omitempty FixtureSlot:fixture_slot,omitempty CurrentStep:current_step,omitempty Status:status " +
 			"ErrorCode:error_code,omitempty ErrorMessage:error_message,omitempty Attempts:attempts Steps:steps,omitempty " +
 			"Keys:keys,omitempty Certificates:certificates,omitempty Rework:rework,omitempty Reworks:reworks,omitempty " +
 			"CreatedAt:created_at UpdatedAt:updated_at",
@@ -99,7 +99,7 @@ func randomUnit(rng *rand.Rand) UnitState {
 		}
 		return time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).UTC()
 	}
-	u := UnitState{Serial: str(), WorkOrderID: str(), Profile: str(), EKFingerprint: str(), CurrentStep: str(),
+	u := UnitState{Serial: str(), WorkOrderID: str(), Profile: str(), EKFingerprint: str(), EKCertSHA256: str(), FixtureSlot: str(), CurrentStep: str(),
 		Status: Status(str()), ErrorCode: str(), ErrorMessage: str(), Attempts: rng.Uint64(), CreatedAt: tm(), UpdatedAt: tm()}
 	if rng.IntN(3) > 0 {
 		u.Steps = map[string]StepSummary{}

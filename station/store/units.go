@@ -19,45 +19,45 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// unitBucket returns the bucket of serial, or nil.
-func unitBucket(tx *bolt.Tx, serial string) *bolt.Bucket {
-	return tx.Bucket(bUnits).Bucket([]byte(serial))
-}
-
 // loadUnit reads the unit's state; ErrNotFound if absent.
-func (s *Store) loadUnit(tx *bolt.Tx, serial string) (*bolt.Bucket, UnitState, error) {
-	ub := unitBucket(tx, serial)
-	if ub == nil {
-		return nil, UnitState{}, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
-	}
-	u, err := s.decodeUnit(serial, ub.Get(kState))
-	if err != nil {
-		return nil, u, fmt.Errorf("unit %q: %w", serial, err)
-	}
-	return ub, u, nil
+func (s *Store) loadUnit(tx *bolt.Tx, serial string) (UnitState, error) {
+	return s.unitIn(tx.Bucket(bUnitStates), serial)
 }
 
 // loadUnit is Store.loadUnit in a write transaction.
-func (w *wtx) loadUnit(serial string) (*wbucket, UnitState, error) {
-	ub := w.tx.Bucket(bUnits).Bucket([]byte(serial))
-	if ub == nil {
-		return nil, UnitState{}, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
-	}
-	u, err := w.s.decodeUnit(serial, ub.Get(kState))
-	if err != nil {
-		return nil, u, fmt.Errorf("unit %q: %w", serial, err)
-	}
-	return ub, u, nil
+func (w *wtx) loadUnit(serial string) (UnitState, error) {
+	return w.s.unitIn(w.tx.Bucket(bUnitStates), serial)
 }
 
-// saveUnit stamps and writes the unit's state.
-func (w *wtx) saveUnit(ub *wbucket, u *UnitState) error {
+// unitIn decodes serial's state from the unit_states bucket b; ErrNotFound if absent.
+func (s *Store) unitIn(b interface{ Get([]byte) []byte }, serial string) (UnitState, error) {
+	raw := b.Get([]byte(serial))
+	if raw == nil {
+		return UnitState{}, fmt.Errorf("unit %q: %w", serial, ErrNotFound)
+	}
+	u, err := s.decodeUnit(serial, raw)
+	if err != nil {
+		return u, fmt.Errorf("unit %q: %w", serial, err)
+	}
+	return u, nil
+}
+
+// unitExists returns ErrNotFound when serial has no state.
+func unitExists(tx *bolt.Tx, serial string) error {
+	if tx.Bucket(bUnitStates).Get([]byte(serial)) == nil {
+		return fmt.Errorf("unit %q: %w", serial, ErrNotFound)
+	}
+	return nil
+}
+
+// saveUnit stamps and writes the unit's state (with its listing row) and its index entries.
+func (w *wtx) saveUnit(u *UnitState) error {
 	u.UpdatedAt = w.now
-	data, err := encodeUnit(u)
+	data, err := encodeState(u)
 	if err != nil {
 		return fmt.Errorf("encoding unit %q: %w", u.Serial, err)
 	}
-	if err := ub.Put(kState, data); err != nil {
+	if err := w.tx.Bucket(bUnitStates).Put([]byte(u.Serial), data); err != nil {
 		return err
 	}
 	if err := w.indexUnit(u); err != nil {
@@ -117,16 +117,19 @@ func (s *Store) decodeUnit(serial string, raw []byte) (UnitState, error) {
 	if raw == nil {
 		return u, fmt.Errorf("state: %w", ErrNotFound)
 	}
-	if m, ok := s.states.get(serial, raw); ok {
-		if s.states.check {
-			if err := json.Unmarshal(raw, &u); err != nil || !reflect.DeepEqual(u, m) {
-				panic(fmt.Sprintf("store: remembered state of %q differs from its bytes:\n%+v\n%+v", serial, m, u))
-			}
-		}
+	m, ok := s.states.get(serial, raw)
+	if ok && !s.states.check {
 		return m, nil
 	}
-	if err := json.Unmarshal(raw, &u); err != nil {
+	_, js, err := splitState(raw)
+	if err != nil {
 		return u, fmt.Errorf("decoding state: %w", err)
+	}
+	if err := json.Unmarshal(js, &u); err != nil {
+		return u, fmt.Errorf("decoding state: %w", err)
+	}
+	if ok && !reflect.DeepEqual(u, m) {
+		panic(fmt.Sprintf("store: remembered state of %q differs from its bytes:\n%+v\n%+v", serial, m, u))
 	}
 	return u, nil
 }
@@ -193,22 +196,18 @@ func (w *wtx) stampEvent(ev Event) (Event, error) {
 		return ev, err
 	}
 	ev.Seq = seq
-	var eb *wbucket
 	if ev.Serial != "" {
-		eb = w.tx.Bucket(bUnits).Bucket([]byte(ev.Serial)).Bucket(bEvents)
-		if ev.UnitSeq, err = eb.NextSequence(); err != nil {
+		// The unit's log refers to the outbox, which holds the event's bytes.
+		eb := w.tx.Bucket(bUnitEvents)
+		seqs := eb.Get([]byte(ev.Serial))
+		ev.UnitSeq = uint64(len(seqs)/8) + 1
+		if err := eb.Put([]byte(ev.Serial), binary.BigEndian.AppendUint64(bytes.Clone(seqs), seq)); err != nil {
 			return ev, err
 		}
 	}
-	// The unit's log and the outbox hold the same record: encode it once.
 	data, err := json.Marshal(&ev)
 	if err != nil {
 		return ev, fmt.Errorf("encoding event: %w", err)
-	}
-	if eb != nil {
-		if err := eb.Put(u64key(ev.UnitSeq), data); err != nil {
-			return ev, err
-		}
 	}
 	return ev, ob.Put(u64key(seq), data)
 }
@@ -218,7 +217,7 @@ func (s *Store) Unit(ctx context.Context, serial string) (UnitState, error) {
 	var u UnitState
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
-		_, u, err = s.loadUnit(tx, serial)
+		u, err = s.loadUnit(tx, serial)
 		return err
 	})
 	return u, err
@@ -236,18 +235,12 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		units := w.tx.Bucket(bUnits)
-		ub := units.Bucket([]byte(serial))
-		var before UnitState
-		var err error
-		created := ub == nil
+		before, err := w.loadUnit(serial)
+		created := errors.Is(err, ErrNotFound)
 		if created {
-			if ub, err = createUnitBucket(units, serial); err != nil {
-				return err
-			}
 			before = UnitState{Serial: serial, Status: StatusPending, CreatedAt: w.now}
-		} else if before, err = w.s.decodeUnit(serial, ub.Get(kState)); err != nil {
-			return fmt.Errorf("unit %q: %w", serial, err)
+		} else if err != nil {
+			return err
 		}
 		u := before.clone()
 		if err := fn(&u); err != nil {
@@ -276,7 +269,7 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 				return err
 			}
 		}
-		if err := w.saveUnit(ub, &u); err != nil {
+		if err := w.saveUnit(&u); err != nil {
 			return err
 		}
 		if err := w.event(Event{Serial: serial, Type: EventUnitUpdated, Step: u.CurrentStep, Status: u.Status,
@@ -290,19 +283,6 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 		return UnitState{}, err
 	}
 	return out, nil
-}
-
-func createUnitBucket(units *wbucket, serial string) (*wbucket, error) {
-	ub, err := units.CreateBucket([]byte(serial))
-	if err != nil {
-		return nil, fmt.Errorf("creating unit %q: %w", serial, err)
-	}
-	for _, name := range [][]byte{bSteps, bEvents} {
-		if _, err := ub.CreateBucket(name); err != nil {
-			return nil, fmt.Errorf("creating unit %q: %w", serial, err)
-		}
-	}
-	return ub, nil
 }
 
 func unitFingerprints(u *UnitState) []string {
@@ -338,14 +318,14 @@ func (s *Store) BeginStep(ctx context.Context, serial, step string, intent []byt
 	}
 	var ref StepRef
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(serial)
+		u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
-		if ref, err = w.beginStep(ub, &u, step, intent); err != nil {
+		if ref, err = w.beginStep(&u, step, intent); err != nil {
 			return err
 		}
-		return w.saveUnit(ub, &u)
+		return w.saveUnit(&u)
 	})
 	if err != nil {
 		return StepRef{}, err
@@ -353,20 +333,18 @@ func (s *Store) BeginStep(ctx context.Context, serial, step string, intent []byt
 	return ref, nil
 }
 
-// beginStep is BeginStep inside a write transaction, for the unit ub whose state is u; the
-// caller saves u.
-func (w *wtx) beginStep(ub *wbucket, u *UnitState, step string, intent []byte) (StepRef, error) {
+// beginStep is BeginStep inside a write transaction, for the unit whose state is u; the caller
+// saves u.
+func (w *wtx) beginStep(u *UnitState, step string, intent []byte) (StepRef, error) {
 	serial := u.Serial
 	a := AuditEvent{Serial: serial, Action: EventStepBegun, Fingerprints: unitFingerprints(u),
 		Details: map[string]string{"step": step, "intent_sha256": digest(intent)}}
 	if u.Status.closed() {
 		return StepRef{}, w.refuse(a, fmt.Errorf("beginning step %q of %s unit %q: %w", step, u.Status, serial, ErrUnitClosed))
 	}
-	sb, err := ub.Bucket(bSteps).CreateBucketIfNotExists([]byte(step))
-	if err != nil {
-		return StepRef{}, err
-	}
-	if k, v := sb.Cursor().Last(); k != nil {
+	sb := w.tx.Bucket(bStepRecords)
+	attempt, v := lastSeq(sb.Cursor(), stepPrefix(serial, step))
+	if v != nil {
 		var last StepRecord
 		if err := json.Unmarshal(v, &last); err != nil {
 			return StepRef{}, fmt.Errorf("decoding step %q: %w", step, err)
@@ -376,13 +354,10 @@ func (w *wtx) beginStep(ub *wbucket, u *UnitState, step string, intent []byte) (
 			return StepRef{}, w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", step, last.Attempt, serial, ErrIntentOpen))
 		}
 	}
-	attempt, err := sb.NextSequence()
-	if err != nil {
-		return StepRef{}, err
-	}
+	attempt++
 	ref := StepRef{Serial: serial, Step: step, Attempt: attempt}
 	rec := StepRecord{StepRef: ref, Intent: intent, BeganAt: w.now}
-	if err := put(sb, u64key(attempt), &rec); err != nil {
+	if err := put(sb, stepKey(serial, step, attempt), &rec); err != nil {
 		return StepRef{}, err
 	}
 	if u.Status == StatusFailed {
@@ -416,15 +391,15 @@ func (s *Store) EndStep(ctx context.Context, ref StepRef, result []byte, errCode
 		return err
 	}
 	return s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(ref.Serial)
+		u, err := w.loadUnit(ref.Serial)
 		if err != nil {
 			return skip(err)
 		}
-		saved, err := w.endStep(ub, &u, ref, result, errCode)
+		saved, err := w.endStep(&u, ref, result, errCode)
 		if err != nil || !saved {
 			return err
 		}
-		return w.saveUnit(ub, &u)
+		return w.saveUnit(&u)
 	})
 }
 
@@ -443,21 +418,21 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 	}
 	var ref StepRef
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(end.Serial)
+		u, err := w.loadUnit(end.Serial)
 		if err != nil {
 			return skip(err)
 		}
-		ended, err := w.endStep(ub, &u, end, result, "")
+		ended, err := w.endStep(&u, end, result, "")
 		if err != nil {
 			return err
 		}
-		ref, err = w.beginStep(ub, &u, step, intent)
+		ref, err = w.beginStep(&u, step, intent)
 		var r *refusal
 		if err != nil && !(ended && errors.As(err, &r)) {
 			return err
 		}
 		// A refused begin still commits the ended step: save the unit's summary of it.
-		if serr := w.saveUnit(ub, &u); serr != nil {
+		if serr := w.saveUnit(&u); serr != nil {
 			return serr
 		}
 		return err
@@ -468,16 +443,14 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 	return ref, nil
 }
 
-// endStep is EndStep inside a write transaction, for the unit ub whose state is u. It reports
+// endStep is EndStep inside a write transaction, for the unit whose state is u. It reports
 // whether it changed u, which the caller then saves.
-func (w *wtx) endStep(ub *wbucket, u *UnitState, ref StepRef, result []byte, errCode string) (bool, error) {
+func (w *wtx) endStep(u *UnitState, ref StepRef, result []byte, errCode string) (bool, error) {
 	notFound := fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound)
-	sb := ub.Bucket(bSteps).Bucket([]byte(ref.Step))
-	if sb == nil {
-		return false, skip(notFound)
-	}
+	sb := w.tx.Bucket(bStepRecords)
+	key := stepKey(ref.Serial, ref.Step, ref.Attempt)
 	var rec StepRecord
-	if ok, err := get(sb, u64key(ref.Attempt), &rec); err != nil {
+	if ok, err := get(sb, key, &rec); err != nil {
 		return false, err
 	} else if !ok {
 		return false, skip(notFound)
@@ -492,7 +465,7 @@ func (w *wtx) endStep(ub *wbucket, u *UnitState, ref StepRef, result []byte, err
 		return false, w.refuse(a, fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrStepEnded))
 	}
 	rec.Ended, rec.Result, rec.ErrorCode, rec.EndedAt = true, result, errCode, w.now
-	if err := put(sb, u64key(ref.Attempt), &rec); err != nil {
+	if err := put(sb, key, &rec); err != nil {
 		return false, err
 	}
 	if u.Steps == nil {
@@ -518,23 +491,21 @@ func (w *wtx) endStep(ub *wbucket, u *UnitState, ref StepRef, result []byte, err
 func (s *Store) stepRecords(ctx context.Context, serial string, keep func(*StepRecord) bool) ([]StepRecord, error) {
 	var out []StepRecord
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		ub, _, err := s.loadUnit(tx, serial)
-		if err != nil {
+		if err := unitExists(tx, serial); err != nil {
 			return err
 		}
-		steps := ub.Bucket(bSteps)
-		return steps.ForEachBucket(func(name []byte) error {
-			return steps.Bucket(name).ForEach(func(_, v []byte) error {
-				var rec StepRecord
-				if err := json.Unmarshal(v, &rec); err != nil {
-					return fmt.Errorf("decoding step %q: %w", name, err)
-				}
-				if keep(&rec) {
-					out = append(out, rec)
-				}
-				return nil
-			})
-		})
+		prefix := stepPrefix(serial, "")
+		c := tx.Bucket(bStepRecords).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var rec StepRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decoding step record %q: %w", k[len(prefix):], err)
+			}
+			if keep(&rec) {
+				out = append(out, rec)
+			}
+		}
+		return nil
 	})
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
@@ -571,7 +542,7 @@ func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, da
 	}
 	var out Event
 	err := s.update(ctx, func(w *wtx) error {
-		_, u, err := w.loadUnit(serial)
+		u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -599,12 +570,29 @@ func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, da
 func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]Event, error) {
 	var out []Event
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		ub, _, err := s.loadUnit(tx, serial)
-		if err != nil {
+		if err := unitExists(tx, serial); err != nil {
 			return err
 		}
-		out, err = scanEvents(ub.Bucket(bEvents), after, limit)
-		return err
+		if after == math.MaxUint64 {
+			return nil
+		}
+		outbox := tx.Bucket(bOutbox)
+		seqs := tx.Bucket(bUnitEvents).Get([]byte(serial))
+		if len(seqs)%8 != 0 {
+			return fmt.Errorf("event log of unit %q: %w", serial, errStateFormat)
+		}
+		for i := min(after, uint64(len(seqs)/8)); i < uint64(len(seqs)/8) && (limit <= 0 || len(out) < limit); i++ {
+			data := outbox.Get(seqs[i*8 : i*8+8])
+			if data == nil {
+				return fmt.Errorf("event %d of unit %q: outbox entry missing: %w", i+1, serial, errStateFormat)
+			}
+			var ev Event
+			if err := json.Unmarshal(data, &ev); err != nil {
+				return fmt.Errorf("decoding event: %w", err)
+			}
+			out = append(out, ev)
+		}
+		return nil
 	})
 	return out, err
 }

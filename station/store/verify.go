@@ -65,13 +65,47 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyReport, e
 	return rep, err
 }
 
-// storedRef is a key whose stored value does not (yet) match the chain.
+// storedRef is a key whose stored value does not (yet) match the chain. Its slices point into
+// the read transaction or the records the chain reader decoded.
 type storedRef struct {
-	seq    uint64
-	bucket string
-	key    []byte
-	reason string
+	seq         uint64
+	bucket, key []byte
+	reason      string
 }
+
+// pendingKeys holds the keys whose stored value differs from the latest digest seen so far,
+// by the hash of their bucket and key (writeCheck.id) that the workers computed; a key whose
+// hash another key holds already goes in other, by name.
+type pendingKeys struct {
+	byID  map[uint64]storedRef
+	other map[string]storedRef
+}
+
+func (p *pendingKeys) same(r storedRef, d *writeCheck) bool {
+	return bytes.Equal(r.bucket, d.bucket) && bytes.Equal(r.key, d.key)
+}
+
+func (p *pendingKeys) name(d *writeCheck) string { return string(d.bucket) + "\x00" + string(d.key) }
+
+// settle removes d's key.
+func (p *pendingKeys) settle(d *writeCheck) {
+	if r, ok := p.byID[d.id]; ok && p.same(r, d) {
+		delete(p.byID, d.id)
+	} else if len(p.other) > 0 {
+		delete(p.other, p.name(d))
+	}
+}
+
+// add records d's key as differing, for r.
+func (p *pendingKeys) add(d *writeCheck, r storedRef) {
+	if old, ok := p.byID[d.id]; ok && !p.same(old, d) {
+		p.other[p.name(d)] = r
+		return
+	}
+	p.byID[d.id] = r
+}
+
+func (p *pendingKeys) len() int { return len(p.byID) + len(p.other) }
 
 func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (VerifyReport, error) {
 	want := readHead(tx.Bucket(bMeta))
@@ -80,8 +114,7 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	var live int64
 	// pending holds keys whose stored value differs from the latest digest
 	// seen so far; a later write of the same key may settle them.
-	pending := map[string]storedRef{}
-	var id []byte
+	pending := pendingKeys{byID: map[uint64]storedRef{}, other: map[string]storedRef{}}
 	// The stored keys are counted while the chain is walked; every return
 	// waits for the count, which reads the transaction.
 	var stored int64
@@ -125,17 +158,17 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 			rep.Checkpoints++
 			rep.Last = cp
 		}
-		for _, d := range rec.writes {
+		for i := range rec.writes {
+			d := &rec.writes[i]
 			if d.had {
 				live--
 			}
 			if !d.deleted {
 				live++
 			}
-			id = append(append(append(id[:0], d.bucket...), 0), d.key...)
 			if d.ok {
-				if len(pending) > 0 {
-					delete(pending, string(id))
+				if pending.len() > 0 {
+					pending.settle(d)
 				}
 				continue
 			}
@@ -146,7 +179,7 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 			case d.deleted:
 				reason = "deleted record present"
 			}
-			pending[string(id)] = storedRef{seq: seq, bucket: string(d.bucket), key: bytes.Clone(d.key), reason: reason}
+			pending.add(d, storedRef{seq: seq, bucket: d.bucket, key: d.key, reason: reason})
 		}
 		prev = ChainHead{Seq: seq, Hash: rec.hash}
 		rep.Records++
@@ -173,14 +206,17 @@ func (s *Store) verify(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Ve
 	if opts.KeySHA256 != nil && rep.Last != nil && !bytes.Equal(rep.Last.KeySHA256(), opts.KeySHA256) {
 		return rep, &ChainBrokenError{Seq: rep.Last.Record, Reason: "last checkpoint is not signed by the station's audit key"}
 	}
-	if len(pending) > 0 {
-		refs := make([]storedRef, 0, len(pending))
-		for _, r := range pending {
+	if pending.len() > 0 {
+		refs := make([]storedRef, 0, pending.len())
+		for _, r := range pending.byID {
+			refs = append(refs, r)
+		}
+		for _, r := range pending.other {
 			refs = append(refs, r)
 		}
 		sort.Slice(refs, func(i, j int) bool { return refs[i].seq < refs[j].seq })
 		r := refs[0]
-		return rep, &ChainBrokenError{Seq: r.seq, Bucket: r.bucket, Key: string(r.key), Reason: r.reason}
+		return rep, &ChainBrokenError{Seq: r.seq, Bucket: string(r.bucket), Key: string(r.key), Reason: r.reason}
 	}
 	<-counted
 	if storedErr != nil {

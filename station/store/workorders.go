@@ -171,10 +171,10 @@ func (s *Store) Authorize(ctx context.Context, serial, profile string) (WorkOrde
 		if !found {
 			return fmt.Errorf("serial %q profile %q: no open work order: %w", serial, profile, ErrNotAuthorized)
 		}
-		if unitBucket(tx, serial) == nil {
+		if tx.Bucket(bUnitStates).Get([]byte(serial)) == nil {
 			return nil
 		}
-		_, u, err := s.loadUnit(tx, serial)
+		u, err := s.loadUnit(tx, serial)
 		if err != nil {
 			return err
 		}
@@ -203,7 +203,7 @@ func (s *Store) AuthorizeRework(ctx context.Context, serial, by, reason string) 
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(serial)
+		u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -211,7 +211,7 @@ func (s *Store) AuthorizeRework(ctx context.Context, serial, by, reason string) 
 			return skip(fmt.Errorf("rework of %q: the unit is scrapped: %w", serial, ErrUnitClosed))
 		}
 		u.Rework = &Rework{By: by, Reason: reason, AuthorizedAt: w.now}
-		if err := w.saveUnit(ub, &u); err != nil {
+		if err := w.saveUnit(&u); err != nil {
 			return err
 		}
 		details := map[string]string{"by": by, "reason": reason}
@@ -250,7 +250,7 @@ func (s *Store) DecideHold(ctx context.Context, serial, by, decision, reason str
 	}
 	var out UnitState
 	err := s.update(ctx, func(w *wtx) error {
-		ub, u, err := w.loadUnit(serial)
+		u, err := w.loadUnit(serial)
 		if err != nil {
 			return skip(err)
 		}
@@ -263,7 +263,7 @@ func (s *Store) DecideHold(ctx context.Context, serial, by, decision, reason str
 		} else {
 			u.Rework = &Rework{By: by, Reason: reason, AuthorizedAt: w.now}
 		}
-		if err := w.saveUnit(ub, &u); err != nil {
+		if err := w.saveUnit(&u); err != nil {
 			return err
 		}
 		if err := w.event(Event{Serial: serial, Type: EventHoldDecided, Status: u.Status, ErrorCode: u.ErrorCode, Data: details}); err != nil {

@@ -238,6 +238,25 @@ func (u *unit) checkAuthorized(ctx context.Context) error {
 	return fail(CodeNotAuthorized, nil, "serial %q is in no open work order of a configured profile", u.serial)
 }
 
+// recordAuthorization sets on s what authorize records: the work order and profile, and for
+// listings (which then read no verify_ek record) the EK certificate the first checks verified
+// and the fixture slot the agent claimed.
+func (u *unit) recordAuthorization(s *store.UnitState) {
+	s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
+	if u.ekCert != nil {
+		sum := sha256.Sum256(u.ekCert.Certificate.Raw)
+		s.EKCertSHA256, s.FixtureSlot = hex.EncodeToString(sum[:]), clip(u.id.Hello.GetFixtureSlot())
+	}
+}
+
+// authorizationRecorded reports whether the unit's state holds what recordAuthorization sets.
+func (u *unit) authorizationRecorded() bool {
+	var want store.UnitState
+	u.recordAuthorization(&want)
+	return u.state.WorkOrderID == want.WorkOrderID && u.state.Profile == want.Profile &&
+		u.state.EKCertSHA256 == want.EKCertSHA256 && u.state.FixtureSlot == want.FixtureSlot
+}
+
 // authorize records the work order checkAuthorized found, once the unit can take the profile's
 // files: a unit that cannot never gets a key.
 func (u *unit) authorize(ctx context.Context) (any, error) {
@@ -245,9 +264,9 @@ func (u *unit) authorize(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	// open recorded them already unless the unit was reopened.
-	if u.state.WorkOrderID != u.workOrder || u.state.Profile != u.profile.Name {
+	if !u.authorizationRecorded() {
 		st, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
-			s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
+			u.recordAuthorization(s)
 			return nil
 		})
 		if err != nil {

@@ -216,15 +216,15 @@ func (u *unit) finish(ctx context.Context, f *agentv1.FinishRequest) {
 
 // open marks the unit running (creating its record). A done, aborted or held unit with a
 // rework authorization is reopened and reworked (reworkCleanup). A unit that is not reopened
-// gets its work order and profile in the same write when it can take the profile's files:
-// what the authorize step records, which then has nothing left to write.
+// gets its work order, profile and verified EK certificate in the same write when it can take
+// the profile's files: what the authorize step records, which then has nothing left to write.
 func (u *unit) open(ctx context.Context) error {
 	closed := u.state.Status == store.StatusDone || u.state.Status == store.StatusAborted || u.state.Status == store.StatusHold
 	authorized := !closed && checkFileRoots(u.profile, u.agent.Hello().GetFileRoots()) == nil
 	st, err := u.r.cfg.Journal.UpdateUnit(ctx, u.serial, func(s *store.UnitState) error {
 		s.Status, s.ErrorCode, s.ErrorMessage = store.StatusRunning, "", ""
 		if authorized {
-			s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
+			u.recordAuthorization(s)
 		}
 		return nil
 	})

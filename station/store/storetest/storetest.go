@@ -153,6 +153,8 @@ func unit(i int, opts Options, chain [][]byte) (store.SeedUnit, error) {
 					CertSHA256: fp, Issuer: "CN=Sim EK CA", Manufacturer: "SIM"}); err != nil {
 					return store.SeedUnit{}, err
 				}
+				// As the workflow records them when the unit is authorized after verify_ek.
+				u.EKCertSHA256, u.FixtureSlot = fp, fmt.Sprintf("slot-%d", i%64)
 			}
 			if last && u.Status == store.StatusFailed {
 				rec.Result, rec.ErrorCode = nil, u.ErrorCode
