@@ -700,27 +700,10 @@ func (b *Bundle) WriteDir(dir string) error {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return fmt.Errorf("export: %s is not empty", dir)
 	}
-	// Folders first, then the files on several goroutines (most of the time is system calls).
-	paths := make([]string, len(b.Files))
-	made := map[string]bool{}
-	for i, f := range b.Files {
-		p, err := localPath(dir, f.Path)
-		if err != nil {
-			return err
-		}
-		if d := filepath.Dir(p); !made[d] {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return fmt.Errorf("export: %w", err)
-			}
-			made[d] = true
-		}
-		paths[i] = p
-	}
+	// On several goroutines: most of the time is system calls.
 	errs := make([]error, len(b.Files))
-	parallel(len(paths), 2*runtime.GOMAXPROCS(0), func(i int) {
-		if err := os.WriteFile(paths[i], b.Files[i].Data, 0o644); err != nil {
-			errs[i] = fmt.Errorf("export: %w", err)
-		}
+	parallel(len(b.Files), 2*runtime.GOMAXPROCS(0), func(i int) {
+		errs[i] = WriteFile(dir, b.Files[i].Path, b.Files[i].Data)
 	})
 	return errors.Join(errs...)
 }

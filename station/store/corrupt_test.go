@@ -200,9 +200,5 @@ func TestOpenRefusesUndecodableStateWhileIndexing(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(path, Options{StationID: testStation})
-	var ce *CorruptError
-	if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) || !strings.Contains(err.Error(), "SN-0001") {
-		t.Fatalf("Open: %v, want ErrCorrupt naming SN-0001", err)
-	}
+	wantOpenCorrupt(t, path, `"SN-0001"`)
 }

@@ -98,6 +98,17 @@ func FuzzOpen(f *testing.F) {
 	})
 }
 
+// wantOpenCorrupt fails t unless opening the store file at path is refused with a
+// *CorruptError whose message starts with CodeStoreCorrupt and contains want.
+func wantOpenCorrupt(t *testing.T, path, want string) {
+	t.Helper()
+	_, err := Open(path, Options{StationID: testStation, Clock: newStepClock()})
+	var ce *CorruptError
+	if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) || !strings.HasPrefix(ce.Error(), CodeStoreCorrupt+": ") || !strings.Contains(ce.Error(), want) {
+		t.Fatalf("Open = %v, want a %s error naming %q", err, CodeStoreCorrupt, want)
+	}
+}
+
 // wantUnlocked fails t unless the file at path can be locked again: a refused store file must
 // not stay open (a panic inside bolt.Open left its descriptor and lock behind).
 func wantUnlocked(t *testing.T, path string, openErr error) {
@@ -160,11 +171,7 @@ func TestOpenHugeFreelistCount(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(path, Options{StationID: testStation, Clock: newStepClock()})
-	var ce *CorruptError
-	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "claims 134217728 free pages") {
-		t.Fatalf("Open = %v, want a CorruptError naming the freelist count", err)
-	}
+	wantOpenCorrupt(t, path, "claims 134217728 free pages")
 }
 
 // TestOpenRefusesFreelistBeyondPages: a freelist listing a page beyond the file's last (and
@@ -234,11 +241,7 @@ func TestOpenRefusesMetaWithoutFreelist(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(path, Options{StationID: testStation, Clock: newStepClock()})
-	var ce *CorruptError
-	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "names no freelist page") {
-		t.Fatalf("Open = %v, want a CorruptError naming the missing freelist", err)
-	}
+	wantOpenCorrupt(t, path, "names no freelist page")
 }
 
 // TestUndecodableRecordIsCorrupt damages a unit's stored state so that it is no longer JSON

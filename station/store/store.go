@@ -144,16 +144,11 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if s.commits == nil {
 		s.commits = prometheus.ObserverFunc(func(float64) {})
 	}
-	var (
-		db   *bolt.DB
-		file *os.File // the file bbolt opened: a panic inside bolt.Open leaves its descriptor open
-	)
+	var db *bolt.DB
 	defer func() {
 		if p := recover(); p != nil {
 			if db != nil {
 				db.Close()
-			} else if file != nil {
-				file.Close()
 			}
 			s, err = nil, &CorruptError{Path: path, Reason: fmt.Sprintf("bbolt panicked: %v", p)}
 		}
@@ -169,11 +164,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 			return nil, &CorruptError{Path: path, Reason: ferr.Error()}
 		}
 	}
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
-		f, err := os.OpenFile(name, flag, perm)
-		file = f
-		return f, err
-	}})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if corruptOnOpen(err) {
 		return nil, &CorruptError{Path: path, Reason: err.Error()}
 	}

@@ -190,7 +190,8 @@ func (u *unit) checkEK() error {
 		if err != nil {
 			return fail(CodeInternal, err, "EK fingerprint")
 		}
-		u.ekAlg, u.ek, u.ekCert, u.ekFP = alg, key, info, fp
+		sum := sha256.Sum256(info.Certificate.Raw)
+		u.ekAlg, u.ek, u.ekCert, u.ekFP, u.ekCertSHA = alg, key, info, fp, hex.EncodeToString(sum[:])
 		return nil
 	}
 	if lastErr != nil {
@@ -202,9 +203,8 @@ func (u *unit) checkEK() error {
 // verifyEK journals what checkEK verified before the session was admitted. The EK is bound to
 // the serial only once the TPM proved it holds it (proveResidency).
 func (u *unit) verifyEK(context.Context) (any, error) {
-	sum := sha256.Sum256(u.ekCert.Certificate.Raw)
 	return journal.VerifyEKResult{
-		Algorithm: u.ekAlg.String(), Fingerprint: u.ekFP, CertSHA256: hex.EncodeToString(sum[:]),
+		Algorithm: u.ekAlg.String(), Fingerprint: u.ekFP, CertSHA256: u.ekCertSHA,
 		Issuer: u.ekCert.Certificate.Issuer.String(), Manufacturer: u.ekCert.Manufacturer,
 	}, nil
 }
@@ -244,8 +244,7 @@ func (u *unit) checkAuthorized(ctx context.Context) error {
 func (u *unit) recordAuthorization(s *store.UnitState) {
 	s.WorkOrderID, s.Profile = u.workOrder, u.profile.Name
 	if u.ekCert != nil {
-		sum := sha256.Sum256(u.ekCert.Certificate.Raw)
-		s.EKCertSHA256, s.FixtureSlot = hex.EncodeToString(sum[:]), clip(u.id.Hello.GetFixtureSlot())
+		s.EKCertSHA256, s.FixtureSlot = u.ekCertSHA, clip(u.id.Hello.GetFixtureSlot())
 	}
 }
 

@@ -60,6 +60,7 @@ type unit struct {
 	ek        *attest.Key
 	ekCert    *ekcert.EKCertInfo
 	ekFP      string
+	ekCertSHA string // lowercase hex SHA-256 of the EK certificate's DER
 	// proven is set once a credential activation in this session proved the TPM holds the EK.
 	proven bool
 	keys   map[string]*devKey // by role: roleIDevID, roleLDevID
