@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"os"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -205,69 +206,95 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 }
 
 // checkMetas checks what bbolt's Open reads of a store file before any check of ours can run
-// on an open file, given the file's size: a file too short for it is left to bbolt.
+// on an open file, given the file's size, the way bbolt reads it: the page size of the first
+// valid meta page (at byte 0, else at 1 KiB << i), else the OS's; then both meta pages at that
+// page size. For each valid one (magic, version and checksum):
 //
-//   - A freelist page claiming more page ids than the file could hold is refused: bbolt's Open
-//     allocates the count it finds there (up to 2^64 ids; 2^27 in a 64 KiB file made it
-//     allocate 1 GiB, found by FuzzOpen).
-//   - A valid meta page naming no freelist page is refused: bbolt's Open would then rebuild the
+//   - A meta page naming no freelist page is refused: bbolt's Open would then rebuild the
 //     freelist by walking the page tree on a goroutine of its own, where a page cycle or an
 //     element outside its page kills the process (found by FuzzOpen). The station always
 //     writes its freelist.
-//   - A valid meta page whose freelist page lies outside the file or is not a freelist page is
-//     refused: bbolt's Open panics on it after mapping the file, and the mapping keeps the file
-//     and its lock held for the life of the process (found by FuzzOpen).
+//   - A freelist page outside the file, not exactly a freelist page, claiming more page ids
+//     than the file could hold, or listing them past the file's end is refused: bbolt's Open
+//     allocates the count it finds there (2^27 in a 64 KiB file made it allocate 1 GiB), or
+//     panics after mapping the file, and the mapping keeps the file and its lock for the life
+//     of the process (all found by FuzzOpen).
+//
+// A file on which no meta page is valid is left to bbolt, which refuses it.
 func checkMetas(f io.ReaderAt, size int64) error {
 	const (
 		magicOffset    = pageHeaderSize
+		versionOffset  = pageHeaderSize + 4
 		pageSizeOffset = pageHeaderSize + 8
 		checksumOffset = pageHeaderSize + 56
 		magic          = 0xED0CDAED
+		version        = 2
 	)
-	at := int64(0) // the second meta page lies one page (of the first's size) in
-	for range 2 {
-		meta := make([]byte, checksumOffset+8)
-		if _, err := f.ReadAt(meta, at); err != nil {
-			return nil
+	type meta struct {
+		valid    bool
+		pageSize int64
+		freelist uint64
+	}
+	read := func(at int64) meta {
+		b := make([]byte, checksumOffset+8)
+		if _, err := f.ReadAt(b, at); err != nil {
+			return meta{}
 		}
-		ps := int64(binary.LittleEndian.Uint32(meta[pageSizeOffset:]))
-		if ps < 512 || ps > 1<<16 {
-			return nil
-		}
-		metaAt := at
-		if at == 0 {
-			at = ps
-		} else {
-			at = -1
-		}
-		fl := binary.LittleEndian.Uint64(meta[metaFreeOffset:])
 		h := fnv.New64a()
-		h.Write(meta[magicOffset:checksumOffset])
-		valid := binary.LittleEndian.Uint32(meta[magicOffset:]) == magic &&
-			h.Sum64() == binary.LittleEndian.Uint64(meta[checksumOffset:])
-		if valid && fl == ^uint64(0) {
+		h.Write(b[magicOffset:checksumOffset])
+		return meta{
+			valid: binary.LittleEndian.Uint32(b[magicOffset:]) == magic && binary.LittleEndian.Uint32(b[versionOffset:]) == version &&
+				h.Sum64() == binary.LittleEndian.Uint64(b[checksumOffset:]),
+			pageSize: int64(binary.LittleEndian.Uint32(b[pageSizeOffset:])),
+			freelist: binary.LittleEndian.Uint64(b[metaFreeOffset:]),
+		}
+	}
+	ps := int64(os.Getpagesize())
+	if m := read(0); m.valid {
+		ps = m.pageSize
+	} else {
+		for i := range 15 {
+			at := int64(1024) << i
+			if at >= size-1024 {
+				break
+			}
+			if m := read(at); m.valid {
+				ps = m.pageSize
+				break
+			}
+		}
+	}
+	for _, metaAt := range []int64{0, ps} {
+		m := read(metaAt)
+		if !m.valid {
+			continue
+		}
+		if ps < 512 || ps > 1<<16 {
+			return fmt.Errorf("meta page at byte %d: page size %d", metaAt, ps)
+		}
+		fl, pages := m.freelist, uint64(size/ps)
+		if fl == ^uint64(0) {
 			return fmt.Errorf("meta page at byte %d names no freelist page", metaAt)
 		}
-		if valid && (fl < 2 || fl >= uint64(size/ps)) {
-			return fmt.Errorf("meta page at byte %d names freelist page %d, outside the file's %d pages", metaAt, fl, size/ps)
-		}
-		if fl == ^uint64(0) || fl >= uint64(size/ps) {
-			continue
+		if fl < 2 || fl >= pages {
+			return fmt.Errorf("meta page at byte %d names freelist page %d, outside the file's %d pages", metaAt, fl, pages)
 		}
 		hdr := make([]byte, pageHeaderSize+8)
 		if _, err := f.ReadAt(hdr, int64(fl)*ps); err != nil {
-			continue
+			return fmt.Errorf("freelist page %d: %w", fl, err)
 		}
-		if valid && binary.LittleEndian.Uint16(hdr[8:]) != freelistPageFlag {
+		if binary.LittleEndian.Uint16(hdr[8:]) != freelistPageFlag {
 			return fmt.Errorf("meta page at byte %d names page %d as its freelist, which is not a freelist page", metaAt, fl)
 		}
-		if binary.LittleEndian.Uint16(hdr[10:]) == 0xFFFF { // the count is in the first element
-			if n := binary.LittleEndian.Uint64(hdr[pageHeaderSize:]); n > uint64(size/8) {
-				return fmt.Errorf("freelist page %d claims %d free pages in a %d-byte file", fl, n, size)
-			}
+		n, ids := uint64(binary.LittleEndian.Uint16(hdr[10:])), uint64(int64(fl)*ps+pageHeaderSize)
+		if n == 0xFFFF { // the count is in the first element
+			n, ids = binary.LittleEndian.Uint64(hdr[pageHeaderSize:]), ids+8
 		}
-		if at < 0 {
-			break
+		if n > uint64(size/8) {
+			return fmt.Errorf("freelist page %d claims %d free pages in a %d-byte file", fl, n, size)
+		}
+		if ids+n*8 > uint64(size) {
+			return fmt.Errorf("freelist page %d lists %d free pages past the file's end", fl, n)
 		}
 	}
 	return nil
