@@ -112,6 +112,13 @@ func TestKilledStationdLosesNoCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	t.Cleanup(func() {
+		if t.Failed() {
+			if data, err := os.ReadFile(logFile.Name()); err == nil {
+				t.Logf("stationd.log (last 6 KiB):\n%s", data[max(0, len(data)-6<<10):])
+			}
+		}
+	})
 	p := &stationdProcess{t: t, bin: bin, conf: conf, log: logFile}
 	p.start()
 	t.Cleanup(p.kill)

@@ -220,7 +220,7 @@ func TestOpenRefusesFreelistBeyondPages(t *testing.T) {
 	}
 }
 
-// TestOpenRefusesMetaWithoutFreelist: a valid meta page that names no freelist page is refused
+// TestOpenRefusesMetaWithoutFreelist: the valid meta page bbolt uses naming no freelist page is refused
 // before bbolt opens the file, which would otherwise rebuild the freelist by walking pages
 // nothing has checked yet on a goroutine of its own.
 func TestOpenRefusesMetaWithoutFreelist(t *testing.T) {
@@ -233,11 +233,17 @@ func TestOpenRefusesMetaWithoutFreelist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const checksumOffset = pageHeaderSize + 56
-	binary.LittleEndian.PutUint64(data[metaFreeOffset:], ^uint64(0))
+	// The meta page bbolt uses: the one with the higher transaction id.
+	const txidOffset, checksumOffset = pageHeaderSize + 48, pageHeaderSize + 56
+	ps := int(binary.LittleEndian.Uint32(data[pageHeaderSize+8:]))
+	meta := data[:ps]
+	if binary.LittleEndian.Uint64(data[ps+txidOffset:]) > binary.LittleEndian.Uint64(data[txidOffset:]) {
+		meta = data[ps : 2*ps]
+	}
+	binary.LittleEndian.PutUint64(meta[metaFreeOffset:], ^uint64(0))
 	h := fnv.New64a()
-	h.Write(data[pageHeaderSize:checksumOffset])
-	binary.LittleEndian.PutUint64(data[checksumOffset:], h.Sum64())
+	h.Write(meta[pageHeaderSize:checksumOffset])
+	binary.LittleEndian.PutUint64(meta[checksumOffset:], h.Sum64())
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -288,5 +294,41 @@ func TestUndecodableRecordIsCorrupt(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("OnCorrupt was not called")
+	}
+}
+
+// TestOpenIgnoresOlderMeta: the meta page bbolt does not use (the lower transaction id) may
+// name a freelist page that a later transaction reused before a crash; such a file opens
+// (stationd refused a store after a SIGKILL when every valid meta page was checked).
+func TestOpenIgnoresOlderMeta(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openAt(t, path)
+	mustUnit(t, s, "SN-0001", StatusRunning)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const txidOffset, checksumOffset = pageHeaderSize + 48, pageHeaderSize + 56
+	ps := int(binary.LittleEndian.Uint32(data[pageHeaderSize+8:]))
+	older := data[:ps]
+	if binary.LittleEndian.Uint64(data[txidOffset:]) > binary.LittleEndian.Uint64(data[ps+txidOffset:]) {
+		older = data[ps : 2*ps]
+	}
+	binary.LittleEndian.PutUint64(older[metaFreeOffset:], 2) // page 2 is no freelist page
+	h := fnv.New64a()
+	h.Write(older[pageHeaderSize:checksumOffset])
+	binary.LittleEndian.PutUint64(older[checksumOffset:], h.Sum64())
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{StationID: testStation, Clock: newStepClock()})
+	if err != nil {
+		t.Fatalf("Open: %v, want the file opened on its newer meta page", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -208,7 +208,8 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 // checkMetas checks what bbolt's Open reads of a store file before any check of ours can run
 // on an open file, given the file's size, the way bbolt reads it: the page size of the first
 // valid meta page (at byte 0, else at 1 KiB << i), else the OS's; then both meta pages at that
-// page size. For each valid one (magic, version and checksum):
+// page size, of which it uses the valid one (magic, version and checksum) with the higher
+// transaction id. For that one:
 //
 //   - A meta page naming no freelist page is refused: bbolt's Open would then rebuild the
 //     freelist by walking the page tree on a goroutine of its own, where a page cycle or an
@@ -226,27 +227,32 @@ func checkMetas(f io.ReaderAt, size int64) error {
 		magicOffset    = pageHeaderSize
 		versionOffset  = pageHeaderSize + 4
 		pageSizeOffset = pageHeaderSize + 8
+		txidOffset     = pageHeaderSize + 48
 		checksumOffset = pageHeaderSize + 56
 		magic          = 0xED0CDAED
 		version        = 2
 	)
 	type meta struct {
+		at       int64
 		valid    bool
 		pageSize int64
 		freelist uint64
+		txid     uint64
 	}
 	read := func(at int64) meta {
 		b := make([]byte, checksumOffset+8)
 		if _, err := f.ReadAt(b, at); err != nil {
-			return meta{}
+			return meta{at: at}
 		}
 		h := fnv.New64a()
 		h.Write(b[magicOffset:checksumOffset])
 		return meta{
+			at: at,
 			valid: binary.LittleEndian.Uint32(b[magicOffset:]) == magic && binary.LittleEndian.Uint32(b[versionOffset:]) == version &&
 				h.Sum64() == binary.LittleEndian.Uint64(b[checksumOffset:]),
 			pageSize: int64(binary.LittleEndian.Uint32(b[pageSizeOffset:])),
 			freelist: binary.LittleEndian.Uint64(b[metaFreeOffset:]),
+			txid:     binary.LittleEndian.Uint64(b[txidOffset:]),
 		}
 	}
 	ps := int64(os.Getpagesize())
@@ -264,38 +270,46 @@ func checkMetas(f io.ReaderAt, size int64) error {
 			}
 		}
 	}
-	for _, metaAt := range []int64{0, ps} {
-		m := read(metaAt)
-		if !m.valid {
-			continue
-		}
-		if ps < 512 || ps > 1<<16 {
-			return fmt.Errorf("meta page at byte %d: page size %d", metaAt, ps)
-		}
-		fl, pages := m.freelist, uint64(size/ps)
-		if fl == ^uint64(0) {
-			return fmt.Errorf("meta page at byte %d names no freelist page", metaAt)
-		}
-		if fl < 2 || fl >= pages {
-			return fmt.Errorf("meta page at byte %d names freelist page %d, outside the file's %d pages", metaAt, fl, pages)
-		}
-		hdr := make([]byte, pageHeaderSize+8)
-		if _, err := f.ReadAt(hdr, int64(fl)*ps); err != nil {
-			return fmt.Errorf("freelist page %d: %w", fl, err)
-		}
-		if binary.LittleEndian.Uint16(hdr[8:]) != freelistPageFlag {
-			return fmt.Errorf("meta page at byte %d names page %d as its freelist, which is not a freelist page", metaAt, fl)
-		}
-		n, ids := uint64(binary.LittleEndian.Uint16(hdr[10:])), uint64(int64(fl)*ps+pageHeaderSize)
-		if n == 0xFFFF { // the count is in the first element
-			n, ids = binary.LittleEndian.Uint64(hdr[pageHeaderSize:]), ids+8
-		}
-		if n > uint64(size/8) {
-			return fmt.Errorf("freelist page %d claims %d free pages in a %d-byte file", fl, n, size)
-		}
-		if ids+n*8 > uint64(size) {
-			return fmt.Errorf("freelist page %d lists %d free pages past the file's end", fl, n)
-		}
+	// The meta page bbolt then uses: of the two at that page size, the one with the higher
+	// transaction id when it is valid, else the other. Only that one: the other may name
+	// pages a later transaction reused before a crash, and bbolt never reads them.
+	m, other := read(0), read(ps)
+	if other.txid > m.txid {
+		m, other = other, m
+	}
+	if !m.valid {
+		m = other
+	}
+	if !m.valid {
+		return nil // bbolt refuses the file
+	}
+	metaAt := m.at
+	if ps < 512 || ps > 1<<16 {
+		return fmt.Errorf("meta page at byte %d: page size %d", metaAt, ps)
+	}
+	fl, pages := m.freelist, uint64(size/ps)
+	if fl == ^uint64(0) {
+		return fmt.Errorf("meta page at byte %d names no freelist page", metaAt)
+	}
+	if fl < 2 || fl >= pages {
+		return fmt.Errorf("meta page at byte %d names freelist page %d, outside the file's %d pages", metaAt, fl, pages)
+	}
+	hdr := make([]byte, pageHeaderSize+8)
+	if _, err := f.ReadAt(hdr, int64(fl)*ps); err != nil {
+		return fmt.Errorf("freelist page %d: %w", fl, err)
+	}
+	if binary.LittleEndian.Uint16(hdr[8:]) != freelistPageFlag {
+		return fmt.Errorf("meta page at byte %d names page %d as its freelist, which is not a freelist page", metaAt, fl)
+	}
+	n, ids := uint64(binary.LittleEndian.Uint16(hdr[10:])), uint64(int64(fl)*ps+pageHeaderSize)
+	if n == 0xFFFF { // the count is in the first element
+		n, ids = binary.LittleEndian.Uint64(hdr[pageHeaderSize:]), ids+8
+	}
+	if n > uint64(size/8) {
+		return fmt.Errorf("freelist page %d claims %d free pages in a %d-byte file", fl, n, size)
+	}
+	if ids+n*8 > uint64(size) {
+		return fmt.Errorf("freelist page %d lists %d free pages past the file's end", fl, n)
 	}
 	return nil
 }
