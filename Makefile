@@ -93,7 +93,7 @@ chaos: deps ## a line against a real stationd while it is SIGKILLed, swtpm units
 FUZZ_TARGETS := \
 	./station/ekcert:FuzzVerifyEKCert ./station/ekcert:FuzzParseSAN ./station/ekcert:FuzzExtractDER \
 	./station/attest:FuzzCheckEK ./station/attest:FuzzCheckDevID ./station/attest:FuzzChallenge \
-	./station/attest:FuzzCheckCSR ./station/attest:FuzzVerifySignature \
+	./station/attest:FuzzCheckCSR ./station/attest:FuzzVerifySignature ./station/attest:FuzzCheckIAK ./station/attest:FuzzCheckCertify \
 	./ca-client/est:FuzzParseCertsOnly ./ca-client/est:FuzzDecodeBase64Body \
 	./ca-client/est:FuzzSanitizeMessage ./ca-client/est:FuzzParseRetryAfter \
 	./station/config:FuzzConfig ./station/config:FuzzCheckAzureIoTIdentity \

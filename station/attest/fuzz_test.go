@@ -3,6 +3,7 @@ package attest
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -232,6 +233,132 @@ func FuzzVerifySignature(f *testing.F) {
 		}
 		if err == nil && i != 0 && !bytes.Equal(sig, rsaSig) {
 			t.Fatal("an RSA signature other than the key's own verifies")
+		}
+	})
+}
+
+// iakTemplate is an ECC P-256 IAK's template: restricted signing, ECDSA with SHA-256.
+func iakTemplate() tpm2.TPMTPublic {
+	t := devIDTemplate()
+	t.ObjectAttributes.Restricted = true
+	t.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+		CurveID: tpm2.TPMECCNistP256,
+		Scheme: tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgECDSA, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA,
+			&tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256})},
+	})
+	return t
+}
+
+// certifyAttest is the TPMS_ATTEST a TPM2_Certify of the object called name with nonce answers.
+func certifyAttest(name, nonce []byte) []byte {
+	return tpm2.Marshal(tpm2.TPMSAttest{
+		Magic: tpm2.TPMGeneratedValue, Type: tpm2.TPMSTAttestCertify,
+		QualifiedSigner: tpm2.TPM2BName{Buffer: name}, ExtraData: tpm2.TPM2BData{Buffer: nonce},
+		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestCertify, &tpm2.TPMSCertifyInfo{
+			Name: tpm2.TPM2BName{Buffer: name}, QualifiedName: tpm2.TPM2BName{Buffer: name},
+		}),
+	})
+}
+
+// signAttest signs attest with k as an IAK does: ECDSA over SHA-256, as a TPMT_SIGNATURE.
+func signAttest(t testing.TB, k *ecdsa.PrivateKey, attest []byte) []byte {
+	d := sha256.Sum256(attest)
+	r, s, err := ecdsa.Sign(rand.Reader, k, d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tpm2.Marshal(tpm2.TPMTSignature{SigAlg: tpm2.TPMAlgECDSA, Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA,
+		&tpm2.TPMSSignatureECC{Hash: tpm2.TPMAlgSHA256, SignatureR: tpm2.TPM2BECCParameter{Buffer: r.Bytes()},
+			SignatureS: tpm2.TPM2BECCParameter{Buffer: s.Bytes()}})})
+}
+
+// FuzzCheckIAK feeds arbitrary public areas to the IAK check: a failure wraps ErrMalformed or
+// ErrKeyAttributes, and a success is a restricted signing key, not a decryption key, whose
+// scheme is ECDSA or RSASSA with SHA-256 and whose Name is recomputed from the input.
+func FuzzCheckIAK(f *testing.F) {
+	t := f
+	good := eccPublic(t, iakTemplate(), &newKey(t).PublicKey)
+	if _, err := CheckIAK(good); err != nil {
+		f.Fatalf("an IAK template is refused: %v", err)
+	}
+	f.Add(good)
+	f.Add(eccPublic(t, devIDTemplate(), &newKey(t).PublicKey))
+	f.Add(eccPublic(t, tpm2.ECCEKTemplate, &newKey(t).PublicKey))
+	f.Add(good[:len(good)-3])
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		k, err := CheckIAK(raw)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrKeyAttributes) {
+				t.Fatalf("error wraps neither ErrMalformed nor ErrKeyAttributes: %v", err)
+			}
+			return
+		}
+		a := k.Public.ObjectAttributes
+		if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.SignEncrypt || !a.Restricted || a.Decrypt {
+			t.Fatalf("accepted IAK has attributes %x", attrBits(a))
+		}
+		if s, err := iakScheme(&k.Public); err != nil || (s != tpm2.TPMAlgECDSA && s != tpm2.TPMAlgRSASSA) {
+			t.Fatalf("accepted IAK's scheme %#x: %v", s, err)
+		}
+		if !bytes.Equal(k.Raw, raw) || !bytes.Equal(k.Name, wantName(raw)) {
+			t.Fatal("accepted IAK's Raw or Name is not computed from the input")
+		}
+	})
+}
+
+// FuzzCheckCertify feeds arbitrary TPM2_Certify answers (attestation and signature) to the
+// check of the IAK's evidence: a failure wraps one of the attestation errors, and a success is
+// an attestation the IAK signed (checked here with crypto/ecdsa), of type certify, naming the
+// IDevID and carrying the station's nonce.
+func FuzzCheckCertify(f *testing.F) {
+	t := f
+	iakPriv := newKey(t)
+	iak, err := CheckIAK(eccPublic(t, iakTemplate(), &iakPriv.PublicKey))
+	if err != nil {
+		f.Fatal(err)
+	}
+	idevid, err := CheckDevID(eccPublic(t, devIDTemplate(), &newKey(t).PublicKey))
+	if err != nil {
+		f.Fatal(err)
+	}
+	nonce := bytes.Repeat([]byte{0xA5}, 32)
+	good := certifyAttest(idevid.Name, nonce)
+	goodSig := signAttest(t, iakPriv, good)
+	if _, err := CheckCertify(good, goodSig, iak, idevid.Name, nonce); err != nil {
+		f.Fatalf("the IAK's own certification is refused: %v", err)
+	}
+	f.Add(good, goodSig)
+	f.Add(good, signAttest(t, newKey(t), good))
+	other := certifyAttest(iak.Name, nonce)
+	f.Add(other, signAttest(t, iakPriv, other))
+	stale := certifyAttest(idevid.Name, nonce[:16])
+	f.Add(stale, signAttest(t, iakPriv, stale))
+	f.Add(good[:len(good)-1], []byte{0, 0x18})
+	f.Fuzz(func(t *testing.T, attest, sig []byte) {
+		c, err := CheckCertify(attest, sig, iak, idevid.Name, nonce)
+		if err != nil {
+			for _, want := range []error{ErrMalformed, ErrSignature, ErrCertifyType, ErrCertifiedName, ErrNonce} {
+				if errors.Is(err, want) {
+					return
+				}
+			}
+			t.Fatalf("error wraps none of the attestation errors: %v", err)
+		}
+		s, err := tpm2.Unmarshal[tpm2.TPMTSignature](sig)
+		if err != nil {
+			t.Fatalf("accepted signature does not parse: %v", err)
+		}
+		e, err := s.Signature.ECDSA()
+		if err != nil {
+			t.Fatalf("accepted signature is not ECDSA: %v", err)
+		}
+		d := sha256.Sum256(attest)
+		if !ecdsa.Verify(&iakPriv.PublicKey, d[:], new(big.Int).SetBytes(e.SignatureR.Buffer), new(big.Int).SetBytes(e.SignatureS.Buffer)) {
+			t.Fatal("accepted an attestation the IAK did not sign")
+		}
+		if c.Digest != d || !bytes.Equal(c.Name, idevid.Name) || c.Attest.Type != tpm2.TPMSTAttestCertify ||
+			!bytes.Equal(c.Attest.ExtraData.Buffer, nonce) {
+			t.Fatal("accepted certification does not name the IDevID with the nonce")
 		}
 	})
 }
