@@ -79,7 +79,7 @@ test-reports: deps ## the printable reports' tests, leaving the PDFs, HTML and p
 	@echo "==> rendered reports and their page-one images: out/reports-test/"
 
 # The CI-sized chaos run; make test runs the same scenario (fixture/chaos TestChaosLine). The
-# target run: make chaos CHAOS_ARGS="--units 1000 --slots 64 --kills 50 --power-losses 100 --agent-kills 50 --duration 4h"
+# target run: make chaos CHAOS_ARGS="--units 1000 --swtpm-units 250 --slots 64 --kills 50 --power-losses 100 --agent-kills 50 --duration 1h"
 CHAOS_ARGS ?= --units 24 --slots 8 --kills 3 --power-losses 4 --agent-kills 4
 
 chaos: deps ## a line against a real stationd while it is SIGKILLed, swtpm units lose power, agents die and CAs fail; then the invariants (CHAOS_ARGS)
