@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"hash"
 	"hash/maphash"
+	"math/bits"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -52,8 +53,12 @@ type writeCheck struct {
 type readBatch struct {
 	raw  [][]byte // the stored records, until a worker checks them
 	recs []readRecord
-	done chan struct{}
-	err  error // bbolt panicked reading the batch (a damaged page)
+	// writes and keys hold the checks of the records' writes and copies of their keys: an
+	// allocation every few hundred writes, not one or two a write.
+	writes []writeCheck
+	keys   []byte
+	done   chan struct{}
+	err    error // bbolt panicked reading the batch (a damaged page)
 }
 
 const readBatchSize = 256
@@ -176,45 +181,47 @@ func (r *chainReader) close() {
 	r.wg.Wait()
 }
 
-// storedChecker is one worker's state: a reused hash and buffer, and the
+// storedChecker is one worker's state: a reused hash and buffers, a cursor a bucket, and the
 // cache all workers share.
 type storedChecker struct {
 	h     hash.Hash
 	sum   []byte
 	id    []byte
 	cache *storedCache
-	// outbox is the worker's cursor over the outbox, whose keys a batch of records names in
-	// order, each once (nothing rewrites an outbox entry): it steps instead of seeking, and
-	// the cache is no use for them.
-	outbox    *bolt.Cursor
+	// cursors are the worker's cursors over the buckets of writeBuckets, by id, made when
+	// first needed.
+	cursors [len(writeBuckets)]*bolt.Cursor
+	// outboxKey is the outbox key the worker read last: a batch of records names the outbox's
+	// keys in order, each once (nothing rewrites an outbox entry), so its cursor steps instead
+	// of seeking, and the cache is no use for them.
 	outboxKey []byte
 }
 
 // storedCache remembers, for the whole transaction, the buckets opened and
 // the SHA-256 of stored values by bucket path and key: a unit's state is
 // written some twenty times over a few thousand records, and its value (the
-// latest) only needs hashing once. The digests are in shards, each with its
-// lock, so that the workers seldom wait for each other. It is bounded: a
-// full map starts over.
+// latest) only needs hashing once. The digests are in a table indexed by the
+// hash of bucket and key, whose slots are guarded by striped locks so that the
+// workers seldom wait for each other. It is bounded: a key takes its slot from
+// whatever key held it.
 type storedCache struct {
-	tx      *bolt.Tx
-	seed    maphash.Seed
-	shards  [cacheShards]sumShard
+	tx    *bolt.Tx
+	seed  maphash.Seed
+	sums  []cachedSum // len is a power of two
+	locks [cacheLocks]struct {
+		sync.Mutex
+		_ [56]byte // one lock a cache line
+	}
 	mu      sync.Mutex // guards buckets
 	buckets map[string]*bolt.Bucket
 	// byID are the top-level buckets of writeBuckets, by id.
 	byID [len(writeBuckets)]*bolt.Bucket
 }
 
-type sumShard struct {
-	mu   sync.Mutex
-	sums map[uint64]cachedSum
-}
-
 const (
-	cacheShards = 16
+	cacheLocks = 16
 	// maxCached bounds the buckets map and the digests of a storedCache
-	// (about 100 bytes an entry).
+	// (128 bytes an entry).
 	maxCached = 1 << 17
 )
 
@@ -226,42 +233,51 @@ type storedSum struct {
 
 // newStoredCache returns a cache sized for about hint keys.
 func newStoredCache(tx *bolt.Tx, hint int) *storedCache {
-	c := &storedCache{tx: tx, seed: maphash.MakeSeed(), buckets: map[string]*bolt.Bucket{}}
+	size := 1 << bits.Len(uint(min(max(hint, 1), maxCached)-1))
+	c := &storedCache{tx: tx, seed: maphash.MakeSeed(), sums: make([]cachedSum, size), buckets: map[string]*bolt.Bucket{}}
 	for id, name := range writeBucketNames {
 		if name != nil {
 			c.byID[id] = tx.Bucket(name)
 		}
 	}
-	for i := range c.shards {
-		c.shards[i].sums = make(map[uint64]cachedSum, min(hint, maxCached)/cacheShards)
-	}
 	return c
 }
 
 func newStoredChecker(cache *storedCache) *storedChecker {
-	c := &storedChecker{h: sha256.New(), sum: make([]byte, 0, sha256.Size), cache: cache}
-	if b := cache.byID[outboxID]; b != nil {
-		c.outbox = b.Cursor()
-	}
-	return c
+	return &storedChecker{h: sha256.New(), sum: make([]byte, 0, sha256.Size), cache: cache}
 }
 
 // outboxID is the outbox's id in writeBuckets.
 const outboxID = 5
 
+// cursor returns the worker's cursor over the bucket of writeBuckets id, or over the bucket
+// at path for id 0; nil when there is no such bucket.
+func (c *storedChecker) cursor(id int, path []byte) *bolt.Cursor {
+	if id == 0 {
+		if b := c.cache.bucket(path); b != nil {
+			return b.Cursor()
+		}
+		return nil
+	}
+	if c.cursors[id] == nil && c.cache.byID[id] != nil {
+		c.cursors[id] = c.cache.byID[id].Cursor()
+	}
+	return c.cursors[id]
+}
+
 // appended returns what the outbox holds under key, stepping the worker's cursor when key
 // follows the last one read.
-func (c *storedChecker) appended(key []byte) storedSum {
+func (c *storedChecker) appended(cur *bolt.Cursor, key []byte) storedSum {
 	var k, v []byte
 	if c.outboxKey != nil && bytes.Compare(key, c.outboxKey) > 0 {
-		k, v = c.outbox.Next()
+		k, v = cur.Next()
 	}
 	if k == nil || !bytes.Equal(k, key) {
-		k, v = c.outbox.Seek(key)
+		k, v = cur.Seek(key)
 	}
 	c.outboxKey = k
 	var st storedSum
-	if st.present = bytes.Equal(k, key) && (v != nil || c.cache.byID[outboxID].Bucket(k) == nil); st.present {
+	if st.present = bytes.Equal(k, key) && (v != nil || cur.Bucket().Bucket(k) == nil); st.present {
 		st.sum = sha256.Sum256(v)
 	}
 	return st
@@ -270,37 +286,58 @@ func (c *storedChecker) appended(key []byte) storedSum {
 // check decodes and checks every record of b.
 func (c *storedChecker) check(b *readBatch) {
 	for i := range b.recs {
-		c.record(&b.recs[i], b.raw[i])
+		c.record(b, &b.recs[i], b.raw[i])
 	}
 	b.raw = nil
 }
 
-func (c *storedChecker) record(rec *readRecord, v []byte) {
+func (c *storedChecker) record(b *readBatch, rec *readRecord, v []byte) {
 	if len(v) > 0 && v[0] == '{' {
-		c.legacy(rec, v)
+		c.legacy(b, rec, v)
 		return
 	}
-	r, err := parseRecord(v)
+	r, err := parseHead(v)
 	if err != nil {
 		rec.bad = true
 		return
 	}
+	start := b.room(r.nWrites)
+	if !r.eachWrite(func(id int, bucket, key, digest []byte, had bool) {
+		b.writes = append(b.writes, c.compare(id, bucket, b.key(key), digest, had))
+	}) {
+		rec.bad = true
+		return
+	}
+	rec.writes = b.writes[start:len(b.writes):len(b.writes)]
 	rec.seq, rec.prevHash, rec.hash = r.seq, r.prevHash, r.hash
 	rec.hashOK = r.hashOK(c.h, c.sum)
 	if string(r.action()) == AuditActionCheckpoint {
 		a := r.event()
 		rec.cp = &a
 	}
-	if r.nWrites > 0 {
-		rec.writes = make([]writeCheck, 0, r.nWrites)
-		r.eachWrite(func(id int, bucket, key, digest []byte, had bool) {
-			rec.writes = append(rec.writes, c.compare(id, bucket, key, digest, had))
-		})
+}
+
+// room makes room for n more writes in the batch's buffer, returning where they start.
+func (b *readBatch) room(n int) int {
+	if cap(b.writes)-len(b.writes) < n {
+		b.writes = make([]writeCheck, 0, max(5*readBatchSize, n))
 	}
+	return len(b.writes)
+}
+
+// key returns a copy of key in the batch's buffer.
+func (b *readBatch) key(key []byte) []byte {
+	start := len(b.keys)
+	if cap(b.keys)-start < len(key) {
+		b.keys = make([]byte, 0, max(4096, len(key)))
+		start = 0
+	}
+	b.keys = append(b.keys, key...)
+	return b.keys[start:len(b.keys):len(b.keys)]
 }
 
 // legacy checks a record stored as JSON.
-func (c *storedChecker) legacy(rec *readRecord, v []byte) {
+func (c *storedChecker) legacy(b *readBatch, rec *readRecord, v []byte) {
 	var a AuditEvent
 	if err := json.Unmarshal(v, &a); err != nil {
 		rec.bad = true
@@ -311,9 +348,12 @@ func (c *storedChecker) legacy(rec *readRecord, v []byte) {
 	if a.Action == AuditActionCheckpoint {
 		rec.cp = &a
 	}
+	start := b.room(len(a.Writes))
 	for _, d := range a.Writes {
-		rec.writes = append(rec.writes, c.compare(0, []byte(d.Bucket), d.Key, d.SHA256, d.Had))
+		bucket := []byte(d.Bucket)
+		b.writes = append(b.writes, c.compare(bucketID(bucket), bucket, d.Key, d.SHA256, d.Had))
 	}
+	rec.writes = b.writes[start:len(b.writes):len(b.writes)]
 }
 
 // compare looks the key up and compares its stored value with digest
@@ -323,13 +363,19 @@ func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) wr
 	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
 	w.id = maphash.Bytes(c.cache.seed, c.id)
 	var st storedSum
+	cur := c.cursor(id, bucket)
 	switch {
-	case id == outboxID && c.outbox != nil:
-		st = c.appended(key)
+	case cur == nil:
+	case id == outboxID:
+		st = c.appended(cur, key)
 	case uncached[id]:
-		st = c.cache.lookup(id, bucket, key)
+		st = lookup(cur, key)
 	default:
-		st = c.cache.stored(w.id, id, bucket, key)
+		var ok bool
+		if st, ok = c.cache.get(w.id, id, key); !ok {
+			st = lookup(cur, key)
+			c.cache.put(w.id, id, key, st)
+		}
 	}
 	w.present = st.present
 	if w.deleted {
@@ -340,56 +386,61 @@ func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) wr
 	return w
 }
 
-// cachedSum is a cache entry: the key it is for (slices into the transaction's pages or the
-// records decoded, which live as long as the cache) and what it holds.
+// cachedSum is a cache entry: the key it is for (its hash, the id of its bucket in
+// writeBuckets, 0 when the entry is empty, and its bytes) and what it holds. It holds no
+// pointer: the collector does not scan the cache, and the cache keeps no record's memory
+// alive.
 type cachedSum struct {
-	bucket, key []byte
-	st          storedSum
+	id     uint64
+	st     storedSum
+	bucket uint8
+	n      uint8 // len(key)
+	key    [maxCachedKey]byte
 }
 
-// stored returns what bucket/key holds; idHash is the hash of both, which keys the cache (an
-// entry for another key under the same hash is a miss, and stays); bucketID is the bucket's
-// in writeBuckets (0: none).
-func (c *storedCache) stored(idHash uint64, bucketID int, bucket, key []byte) storedSum {
-	sh := &c.shards[idHash%cacheShards]
-	sh.mu.Lock()
-	e, ok := sh.sums[idHash]
-	sh.mu.Unlock()
-	if ok && bytes.Equal(e.key, key) && bytes.Equal(e.bucket, bucket) {
-		return e.st
-	}
-	st := c.lookup(bucketID, bucket, key)
-	if ok { // another key has this hash: keep it
-		return st
-	}
-	sh.mu.Lock()
-	if len(sh.sums) >= maxCached/cacheShards {
-		clear(sh.sums)
-	}
-	sh.sums[idHash] = cachedSum{bucket: bucket, key: key, st: st}
-	sh.mu.Unlock()
-	return st
+// maxCachedKey is the longest key the cache holds (a cache entry takes 128 bytes): a longer
+// key, rare (a unit's serial is seldom longer than 60 bytes), is read each time.
+const maxCachedKey = 128 - 8 - 33 - 2
+
+// get returns what the cache holds for the key of bucket bucketID (in writeBuckets) and
+// whether it holds it; id is the hash of bucket and key.
+func (c *storedCache) get(id uint64, bucketID int, key []byte) (storedSum, bool) {
+	i := id & uint64(len(c.sums)-1)
+	l := &c.locks[i%cacheLocks]
+	l.Lock()
+	e := &c.sums[i]
+	st, ok := e.st, int(e.bucket) == bucketID && e.id == id && string(e.key[:e.n]) == string(key)
+	l.Unlock()
+	return st, ok
 }
 
-// lookup reads what bucket/key holds and hashes it.
-func (c *storedCache) lookup(bucketID int, bucket, key []byte) storedSum {
+// put remembers what the key of bucket bucketID holds, in the slot of its hash id, unless
+// the key is too long or its bucket is not in writeBuckets.
+func (c *storedCache) put(id uint64, bucketID int, key []byte, st storedSum) {
+	if bucketID == 0 || len(key) > maxCachedKey {
+		return
+	}
+	i := id & uint64(len(c.sums)-1)
+	l := &c.locks[i%cacheLocks]
+	l.Lock()
+	e := &c.sums[i]
+	e.id, e.st, e.bucket, e.n = id, st, uint8(bucketID), uint8(len(key))
+	copy(e.key[:], key)
+	l.Unlock()
+}
+
+// lookup returns what the cursor's bucket holds under key.
+func lookup(cur *bolt.Cursor, key []byte) storedSum {
 	var st storedSum
-	b := c.byID[bucketID]
-	if bucketID == 0 {
-		b = c.bucket(bucket)
-	}
-	if b != nil {
-		var v []byte
-		if v, st.present = storedValue(b, key); st.present {
-			st.sum = sha256.Sum256(v)
-		}
+	if v, present := seekStored(cur, key); present {
+		st.present, st.sum = true, sha256.Sum256(v)
 	}
 	return st
 }
 
-// uncached are the buckets whose keys the chain names once (the certificate index): the cache
-// would only cost them.
-var uncached = [len(writeBuckets)]bool{7: true}
+// uncached are the buckets whose keys the chain names once (the EK and certificate indexes):
+// the cache would only cost them.
+var uncached = [len(writeBuckets)]bool{6: true, 7: true}
 
 // bucket opens the bucket at path (names joined by "/"), or nil.
 func (c *storedCache) bucket(path []byte) *bolt.Bucket {
