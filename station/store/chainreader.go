@@ -22,6 +22,7 @@ import (
 // reads through it are safe. It must be closed before the transaction ends.
 type chainReader struct {
 	ordered chan *readBatch
+	free    chan *readBatch // batches read, for the next ones
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	cur     *readBatch
@@ -68,7 +69,7 @@ const readBatchSize = 256
 // an error by onPanic and returned by err.
 func newChainReader(tx *bolt.Tx, head uint64, onPanic func(any) error) *chainReader {
 	workers := max(1, runtime.GOMAXPROCS(0))
-	r := &chainReader{ordered: make(chan *readBatch, 4*workers), stop: make(chan struct{})}
+	r := &chainReader{ordered: make(chan *readBatch, 4*workers), free: make(chan *readBatch, 8*workers+2), stop: make(chan struct{})}
 	work := make(chan *readBatch, 4*workers)
 	// A unit's records name about three keys each.
 	cache := newStoredCache(tx, int(min(head, maxCached))*3)
@@ -107,7 +108,7 @@ func newChainReader(tx *bolt.Tx, head uint64, onPanic func(any) error) *chainRea
 // produce reads the log into batches for the workers, in order.
 func (r *chainReader) produce(tx *bolt.Tx, work chan<- *readBatch) {
 	cur := tx.Bucket(bAudit).Cursor()
-	b := newReadBatch()
+	b := r.newBatch()
 	flush := func() bool {
 		select {
 		case work <- b:
@@ -119,7 +120,7 @@ func (r *chainReader) produce(tx *bolt.Tx, work chan<- *readBatch) {
 		case <-r.stop:
 			return false
 		}
-		b = newReadBatch()
+		b = r.newBatch()
 		return true
 	}
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
@@ -147,8 +148,25 @@ func guard(errp *error, onPanic func(any) error, fn func()) {
 	fn()
 }
 
-func newReadBatch() *readBatch {
-	return &readBatch{raw: make([][]byte, 0, readBatchSize), recs: make([]readRecord, 0, readBatchSize), done: make(chan struct{})}
+// newBatch returns an empty batch: one read already, or a new one.
+func (r *chainReader) newBatch() *readBatch {
+	select {
+	case b := <-r.free:
+		return b
+	default:
+		return &readBatch{raw: make([][]byte, 0, readBatchSize), recs: make([]readRecord, 0, readBatchSize), done: make(chan struct{})}
+	}
+}
+
+// recycle hands b, whose records next returned, back to newBatch. The keys its records'
+// writes name may still be awaited (pendingKeys): their buffer is not reused.
+func (r *chainReader) recycle(b *readBatch) {
+	b.raw, b.recs, b.writes, b.keys = b.raw[:0], b.recs[:0], b.writes[:0], nil
+	b.done = make(chan struct{})
+	select {
+	case r.free <- b:
+	default:
+	}
 }
 
 // next returns the next record, or nil at the end of the log.
@@ -165,6 +183,9 @@ func (r *chainReader) next() *readRecord {
 		if b.err != nil {
 			r.err = b.err
 			return nil
+		}
+		if r.cur != nil {
+			r.recycle(r.cur)
 		}
 		r.cur, r.i = b, 0
 	}
@@ -200,14 +221,15 @@ type storedChecker struct {
 // storedCache remembers, for the whole transaction, the buckets opened and
 // the SHA-256 of stored values by bucket path and key: a unit's state is
 // written some twenty times over a few thousand records, and its value (the
-// latest) only needs hashing once. The digests are in a table indexed by the
-// hash of bucket and key, whose slots are guarded by striped locks so that the
-// workers seldom wait for each other. It is bounded: a key takes its slot from
-// whatever key held it.
+// latest) only needs hashing once. The digests are in sets of a few entries,
+// a key's set chosen by the hash of its bucket and key, guarded by striped
+// locks so that the workers seldom wait for each other. It is bounded: a key
+// takes the place of the least recently used key of its set, so that it
+// holds the keys of the units in flight in little memory.
 type storedCache struct {
 	tx    *bolt.Tx
 	seed  maphash.Seed
-	sums  []cachedSum // len is a power of two
+	sets  []cacheSet // len is a power of two
 	locks [cacheLocks]struct {
 		sync.Mutex
 		_ [56]byte // one lock a cache line
@@ -220,9 +242,10 @@ type storedCache struct {
 
 const (
 	cacheLocks = 16
+	cacheWays  = 4
 	// maxCached bounds the buckets map and the digests of a storedCache
-	// (128 bytes an entry).
-	maxCached = 1 << 17
+	// (some 130 bytes a digest).
+	maxCached = 1 << 14
 )
 
 // storedSum is what a key holds: whether it holds a value and its SHA-256.
@@ -233,8 +256,8 @@ type storedSum struct {
 
 // newStoredCache returns a cache sized for about hint keys.
 func newStoredCache(tx *bolt.Tx, hint int) *storedCache {
-	size := 1 << bits.Len(uint(min(max(hint, 1), maxCached)-1))
-	c := &storedCache{tx: tx, seed: maphash.MakeSeed(), sums: make([]cachedSum, size), buckets: map[string]*bolt.Bucket{}}
+	sets := 1 << bits.Len(uint(max(1, min(hint, maxCached)/cacheWays)-1))
+	c := &storedCache{tx: tx, seed: maphash.MakeSeed(), sets: make([]cacheSet, sets), buckets: map[string]*bolt.Bucket{}}
 	for id, name := range writeBucketNames {
 		if name != nil {
 			c.byID[id] = tx.Bucket(name)
@@ -386,47 +409,70 @@ func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) wr
 	return w
 }
 
-// cachedSum is a cache entry: the key it is for (its hash, the id of its bucket in
-// writeBuckets, 0 when the entry is empty, and its bytes) and what it holds. It holds no
-// pointer: the collector does not scan the cache, and the cache keeps no record's memory
-// alive.
+// cacheSet is a set of cache entries: their hashes and when each was last used (the set's
+// clock; 0: empty), then the entries. It holds no pointer: the collector does not scan the
+// cache, and the cache keeps no record's memory alive.
+type cacheSet struct {
+	ids     [cacheWays]uint64
+	used    [cacheWays]uint32
+	clock   uint32
+	entries [cacheWays]cachedSum
+}
+
+// cachedSum is a cache entry: the key it is for (the id of its bucket in writeBuckets and
+// its bytes) and what it holds.
 type cachedSum struct {
-	id     uint64
 	st     storedSum
 	bucket uint8
 	n      uint8 // len(key)
 	key    [maxCachedKey]byte
 }
 
-// maxCachedKey is the longest key the cache holds (a cache entry takes 128 bytes): a longer
-// key, rare (a unit's serial is seldom longer than 60 bytes), is read each time.
-const maxCachedKey = 128 - 8 - 33 - 2
+// maxCachedKey is the longest key the cache holds (an entry takes 120 bytes): a longer key,
+// rare (a unit's serial is seldom longer than 60 bytes), is read each time.
+const maxCachedKey = 120 - 33 - 2
 
 // get returns what the cache holds for the key of bucket bucketID (in writeBuckets) and
 // whether it holds it; id is the hash of bucket and key.
 func (c *storedCache) get(id uint64, bucketID int, key []byte) (storedSum, bool) {
-	i := id & uint64(len(c.sums)-1)
+	i := id & uint64(len(c.sets)-1)
 	l := &c.locks[i%cacheLocks]
 	l.Lock()
-	e := &c.sums[i]
-	st, ok := e.st, int(e.bucket) == bucketID && e.id == id && string(e.key[:e.n]) == string(key)
-	l.Unlock()
-	return st, ok
+	defer l.Unlock()
+	set := &c.sets[i]
+	for w := range cacheWays {
+		if e := &set.entries[w]; set.ids[w] == id && set.used[w] != 0 && int(e.bucket) == bucketID && string(e.key[:e.n]) == string(key) {
+			set.clock++
+			set.used[w] = set.clock
+			return e.st, true
+		}
+	}
+	return storedSum{}, false
 }
 
-// put remembers what the key of bucket bucketID holds, in the slot of its hash id, unless
-// the key is too long or its bucket is not in writeBuckets.
+// put remembers what the key of bucket bucketID holds, in place of the least recently used
+// entry of the set of its hash id, unless the key is too long or its bucket is not in
+// writeBuckets.
 func (c *storedCache) put(id uint64, bucketID int, key []byte, st storedSum) {
 	if bucketID == 0 || len(key) > maxCachedKey {
 		return
 	}
-	i := id & uint64(len(c.sums)-1)
+	i := id & uint64(len(c.sets)-1)
 	l := &c.locks[i%cacheLocks]
 	l.Lock()
-	e := &c.sums[i]
-	e.id, e.st, e.bucket, e.n = id, st, uint8(bucketID), uint8(len(key))
+	defer l.Unlock()
+	set := &c.sets[i]
+	old := 0
+	for w := 1; w < cacheWays; w++ {
+		if set.used[w] < set.used[old] {
+			old = w
+		}
+	}
+	set.clock++
+	set.ids[old], set.used[old] = id, set.clock
+	e := &set.entries[old]
+	e.st, e.bucket, e.n = st, uint8(bucketID), uint8(len(key))
 	copy(e.key[:], key)
-	l.Unlock()
 }
 
 // lookup returns what the cursor's bucket holds under key.
