@@ -31,7 +31,7 @@ type chainReader struct {
 }
 
 // readRecord is one checked record. Its slices point into the transaction's
-// pages.
+// pages and its batch's buffers.
 type readRecord struct {
 	link
 	key    []byte
