@@ -44,7 +44,9 @@ type readRecord struct {
 // compares with it.
 type writeCheck struct {
 	bucket, key []byte
+	digest      []byte
 	id          uint64 // hash of bucket and key (storedCache.seed)
+	bucketID    int    // the bucket's in writeBuckets (0: none)
 	deleted     bool   // the write deleted the key (no digest)
 	had         bool   // the key held a value before the write
 	present     bool   // the key holds a value now
@@ -216,6 +218,7 @@ type storedChecker struct {
 	// keys in order, each once (nothing rewrites an outbox entry), so its cursor steps instead
 	// of seeking, and the cache is no use for them.
 	outboxKey []byte
+	ahead     uint64 // the sum of storedCache.ahead's results
 }
 
 // storedCache remembers, for the whole transaction, the buckets opened and
@@ -306,12 +309,26 @@ func (c *storedChecker) appended(cur *bolt.Cursor, key []byte) storedSum {
 	return st
 }
 
-// check decodes and checks every record of b.
+// check decodes and checks every record of b. The sets of the cache the batch's keys fall in
+// are all read before the first is searched, so that the CPU fetches them together instead
+// of one after the other.
 func (c *storedChecker) check(b *readBatch) {
 	for i := range b.recs {
 		c.record(b, &b.recs[i], b.raw[i])
 	}
 	b.raw = nil
+	for i := range b.recs {
+		for j := range b.recs[i].writes {
+			if w := &b.recs[i].writes[j]; cached(w.bucketID) {
+				c.ahead += c.cache.ahead(w.id)
+			}
+		}
+	}
+	for i := range b.recs {
+		for j := range b.recs[i].writes {
+			c.compare(&b.recs[i].writes[j])
+		}
+	}
 }
 
 func (c *storedChecker) record(b *readBatch, rec *readRecord, v []byte) {
@@ -326,7 +343,7 @@ func (c *storedChecker) record(b *readBatch, rec *readRecord, v []byte) {
 	}
 	start := b.room(r.nWrites)
 	if !r.eachWrite(func(id int, bucket, key, digest []byte, had bool) {
-		b.writes = append(b.writes, c.compare(id, bucket, b.key(key), digest, had))
+		b.writes = append(b.writes, c.write(id, bucket, b.key(key), digest, had))
 	}) {
 		rec.bad = true
 		return
@@ -374,48 +391,58 @@ func (c *storedChecker) legacy(b *readBatch, rec *readRecord, v []byte) {
 	start := b.room(len(a.Writes))
 	for _, d := range a.Writes {
 		bucket := []byte(d.Bucket)
-		b.writes = append(b.writes, c.compare(bucketID(bucket), bucket, d.Key, d.SHA256, d.Had))
+		b.writes = append(b.writes, c.write(bucketID(bucket), bucket, d.Key, d.SHA256, d.Had))
 	}
 	rec.writes = b.writes[start:len(b.writes):len(b.writes)]
 }
 
-// compare looks the key up and compares its stored value with digest
-// (empty: the write deleted it). id is the bucket's in writeBuckets (0: none).
-func (c *storedChecker) compare(id int, bucket, key, digest []byte, had bool) writeCheck {
-	w := writeCheck{bucket: bucket, key: key, deleted: len(digest) == 0, had: had}
+// write returns the check of a write of key in bucket (id: its id in writeBuckets, 0: none)
+// with digest (empty: the write deleted the key), to compare.
+func (c *storedChecker) write(id int, bucket, key, digest []byte, had bool) writeCheck {
+	w := writeCheck{bucket: bucket, key: key, digest: digest, bucketID: id, deleted: len(digest) == 0, had: had}
 	c.id = append(append(append(c.id[:0], bucket...), 0), key...)
 	w.id = maphash.Bytes(c.cache.seed, c.id)
+	return w
+}
+
+// cached reports whether the cache holds the keys of the bucket of writeBuckets id.
+func cached(id int) bool { return id != 0 && id != outboxID && !uncached[id] }
+
+// compare looks w's key up and compares its stored value with w's digest.
+func (c *storedChecker) compare(w *writeCheck) {
 	var st storedSum
-	cur := c.cursor(id, bucket)
+	cur := c.cursor(w.bucketID, w.bucket)
 	switch {
 	case cur == nil:
-	case id == outboxID:
-		st = c.appended(cur, key)
-	case uncached[id]:
-		st = lookup(cur, key)
+	case w.bucketID == outboxID:
+		st = c.appended(cur, w.key)
+	case !cached(w.bucketID):
+		st = lookup(cur, w.key)
 	default:
 		var ok bool
-		if st, ok = c.cache.get(w.id, id, key); !ok {
-			st = lookup(cur, key)
-			c.cache.put(w.id, id, key, st)
+		if st, ok = c.cache.get(w.id, w.bucketID, w.key); !ok {
+			st = lookup(cur, w.key)
+			c.cache.put(w.id, w.bucketID, w.key, st)
 		}
 	}
 	w.present = st.present
 	if w.deleted {
 		w.ok = !st.present
 	} else {
-		w.ok = st.present && bytes.Equal(st.sum[:], digest)
+		w.ok = st.present && bytes.Equal(st.sum[:], w.digest)
 	}
-	return w
 }
 
 // cacheSet is a set of cache entries: their hashes and when each was last used (the set's
 // clock; 0: empty), then the entries. It holds no pointer: the collector does not scan the
 // cache, and the cache keeps no record's memory alive.
 type cacheSet struct {
-	ids     [cacheWays]uint64
-	used    [cacheWays]uint32
-	clock   uint32
+	ids   [cacheWays]uint64
+	used  [cacheWays]uint32
+	clock uint32
+	// line is never written: ahead reads it, without the lock, to fetch the set's first
+	// 64 bytes (one cache line: a set takes 512 bytes and the table starts on a page).
+	line    uint64
 	entries [cacheWays]cachedSum
 }
 
@@ -428,9 +455,15 @@ type cachedSum struct {
 	key    [maxCachedKey]byte
 }
 
-// maxCachedKey is the longest key the cache holds (an entry takes 120 bytes): a longer key,
-// rare (a unit's serial is seldom longer than 60 bytes), is read each time.
-const maxCachedKey = 120 - 33 - 2
+// maxCachedKey is the longest key the cache holds (an entry takes 112 bytes): a longer key,
+// rare (a unit's serial is seldom longer than 50 bytes), is read each time.
+const maxCachedKey = 112 - 33 - 2
+
+// ahead reads the set of the hash id, so that the CPU starts fetching it; it returns what
+// it read (nothing), for the caller to keep so that the read is not optimized away.
+func (c *storedCache) ahead(id uint64) uint64 {
+	return c.sets[id&uint64(len(c.sets)-1)].line
+}
 
 // get returns what the cache holds for the key of bucket bucketID (in writeBuckets) and
 // whether it holds it; id is the hash of bucket and key.
