@@ -247,7 +247,7 @@ const (
 	cacheLocks = 16
 	cacheWays  = 4
 	// maxCached bounds the buckets map and the digests of a storedCache
-	// (some 130 bytes a digest).
+	// (128 bytes a digest).
 	maxCached = 1 << 14
 )
 
@@ -460,7 +460,7 @@ type cachedSum struct {
 const maxCachedKey = 112 - 33 - 2
 
 // ahead reads the set of the hash id, so that the CPU starts fetching it; it returns what
-// it read (nothing), for the caller to keep so that the read is not optimized away.
+// it read (0), for the caller to keep so that the read is not optimized away.
 func (c *storedCache) ahead(id uint64) uint64 {
 	return c.sets[id&uint64(len(c.sets)-1)].line
 }
@@ -484,10 +484,9 @@ func (c *storedCache) get(id uint64, bucketID int, key []byte) (storedSum, bool)
 }
 
 // put remembers what the key of bucket bucketID holds, in place of the least recently used
-// entry of the set of its hash id, unless the key is too long or its bucket is not in
-// writeBuckets.
+// entry of the set of its hash id, unless the key is too long.
 func (c *storedCache) put(id uint64, bucketID int, key []byte, st storedSum) {
-	if bucketID == 0 || len(key) > maxCachedKey {
+	if len(key) > maxCachedKey {
 		return
 	}
 	i := id & uint64(len(c.sets)-1)
