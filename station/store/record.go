@@ -226,6 +226,16 @@ func (r *canonReader) section(n, strs int, flag, text bool) []byte {
 // parseRecord parses a stored canonical record: every byte between the
 // format byte and the hash must belong to it.
 func parseRecord(v []byte) (recordView, error) {
+	r, err := parseHead(v)
+	if err == nil && r.v2 && !r.eachWrite(nil) {
+		return r, errRecordFormat
+	}
+	return r, err
+}
+
+// parseHead is parseRecord without reading a v2 record's writes: the record is malformed
+// if eachWrite then reports they do not decode.
+func parseHead(v []byte) (recordView, error) {
 	var r recordView
 	if len(v) < 1+sha256.Size || (v[0] != recordCanonical && v[0] != recordV2) {
 		return r, errRecordFormat
@@ -246,7 +256,7 @@ func parseRecord(v []byte) (recordView, error) {
 	if r.v2 {
 		r.nWrites = c.count(4)
 		r.writes = c.b
-		if c.bad || !r.eachWrite(nil) {
+		if c.bad {
 			return r, errRecordFormat
 		}
 		return r, nil
@@ -289,7 +299,8 @@ func (r *recordView) action() []byte { return r.fields[3] }
 
 // eachWrite calls fn (when not nil) for every write digest, in order, with the bucket's id in
 // writeBuckets (0: none) and name, and reports whether the writes decode (always, for a
-// record parseRecord accepted). A v2 key with the record's serial elided is rebuilt.
+// record parseRecord accepted). A v2 key with the record's serial elided is rebuilt, in a
+// buffer the next write reuses: fn must copy a key it keeps.
 func (r *recordView) eachWrite(fn func(id int, bucket, key, digest []byte, had bool)) bool {
 	c := canonReader{b: r.writes, v2: r.v2}
 	if !r.v2 {
@@ -298,12 +309,13 @@ func (r *recordView) eachWrite(fn func(id int, bucket, key, digest []byte, had b
 			had := c.b[0] == 1
 			c.b = c.b[1:]
 			if fn != nil {
-				fn(0, b, k, d, had)
+				fn(bucketID(b), b, k, d, had)
 			}
 		}
 		return true
 	}
 	serial := r.serial()
+	var rebuilt []byte
 	for range r.nWrites {
 		if len(c.b) < 1 {
 			return false
@@ -340,8 +352,8 @@ func (r *recordView) eachWrite(fn func(id int, bucket, key, digest []byte, had b
 		case off > len(rest) || off >= 0 && len(serial) == 0:
 			return false
 		case off >= 0:
-			key = make([]byte, 0, len(rest)+len(serial))
-			key = append(append(append(key, rest[:off]...), serial...), rest[off:]...)
+			rebuilt = append(append(append(rebuilt[:0], rest[:off]...), serial...), rest[off:]...)
+			key = rebuilt
 			if bytes.Index(key, serial) != off { // the encoder elides the first occurrence
 				return false
 			}

@@ -149,8 +149,13 @@ func chainKey(path string, key []byte) bool {
 // storedValue returns the value under key and whether the key holds one (an
 // empty value included; a nested bucket is no value).
 func storedValue(b *bolt.Bucket, key []byte) ([]byte, bool) {
-	k, v := b.Cursor().Seek(key)
-	if k == nil || string(k) != string(key) || (v == nil && b.Bucket(key) != nil) {
+	return seekStored(b.Cursor(), key)
+}
+
+// seekStored is storedValue through a cursor of the bucket.
+func seekStored(c *bolt.Cursor, key []byte) ([]byte, bool) {
+	k, v := c.Seek(key)
+	if k == nil || string(k) != string(key) || (v == nil && c.Bucket().Bucket(key) != nil) {
 		return nil, false
 	}
 	return v, true
