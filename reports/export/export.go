@@ -320,6 +320,16 @@ var auditSegment uint64 = 16384
 // records at a time, calling fn with the segment's number (from 0) and its records in
 // order, a page at a time (fn is never called for one segment on two goroutines at once).
 func readSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, recs []store.AuditEvent) error) error {
+	return readSegmentsOf(ctx, st.AuditAfter, func(a *store.AuditEvent) uint64 { return a.Seq }, first, last, fn)
+}
+
+// readBriefSegments is readSegments reading the records' store.AuditBrief only.
+func readBriefSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, recs []store.AuditBrief) error) error {
+	return readSegmentsOf(ctx, st.AuditBriefsAfter, func(a *store.AuditBrief) uint64 { return a.Seq }, first, last, fn)
+}
+
+// readSegmentsOf is readSegments with records of type T, read by read and numbered by seq.
+func readSegmentsOf[T any](ctx context.Context, read func(ctx context.Context, after uint64, limit int) ([]T, error), seq func(*T) uint64, first, last uint64, fn func(seg int, recs []T) error) error {
 	if last < first {
 		return nil
 	}
@@ -329,24 +339,24 @@ func readSegments(ctx context.Context, st *store.Store, first, last uint64, fn f
 		lo := first + uint64(i)*auditSegment
 		hi := min(last, lo+auditSegment-1)
 		for after := lo - 1; after < hi; {
-			recs, err := st.AuditAfter(ctx, after, int(min(4096, hi-after)))
+			recs, err := read(ctx, after, int(min(4096, hi-after)))
 			if err != nil {
 				errs[i] = fmt.Errorf("export: reading the audit chain: %w", err)
 				return
 			}
-			if len(recs) == 0 || recs[0].Seq != after+1 {
+			if len(recs) == 0 || seq(&recs[0]) != after+1 {
 				errs[i] = fmt.Errorf("export: audit record %d is missing", after+1)
 				return
 			}
 			k := 0
-			for k < len(recs) && recs[k].Seq <= hi {
+			for k < len(recs) && seq(&recs[k]) <= hi {
 				k++
 			}
 			if err := fn(i, recs[:k]); err != nil {
 				errs[i] = err
 				return
 			}
-			after = recs[k-1].Seq
+			after = seq(&recs[k-1])
 		}
 	})
 	return errors.Join(errs...)
@@ -366,7 +376,7 @@ func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unit
 		cps    []uint64
 	}
 	parts := make([]part, (head.Seq+auditSegment-1)/auditSegment)
-	err = readSegments(ctx, st, 1, head.Seq, func(seg int, recs []store.AuditEvent) error {
+	err = readBriefSegments(ctx, st, 1, head.Seq, func(seg int, recs []store.AuditBrief) error {
 		p := &parts[seg]
 		if p.units == nil {
 			p.units = map[string]*unitScan{}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -195,6 +196,64 @@ func (s *Store) ChainHead(ctx context.Context) (ChainHead, error) {
 	return h, err
 }
 
+// auditPage bounds the room AuditAfter and AuditBriefsAfter make for their answer before
+// reading it: a page of records at most, so that a large limit past the head costs nothing.
+const auditPage = 4096
+
+// AuditBrief is what an audit record says of when, who and which unit: AuditEvent's Seq,
+// Time, Principal, Serial and Action.
+type AuditBrief struct {
+	Seq       uint64
+	Time      time.Time
+	Principal string
+	Serial    string
+	Action    string
+}
+
+// AuditBriefsAfter is AuditAfter returning each record's AuditBrief only: it does not build
+// the records' details, fingerprints, writes and digests (a QA export reads the whole chain
+// so to find its units' records). A record that does not decode is an error, as in
+// AuditAfter.
+func (s *Store) AuditBriefsAfter(ctx context.Context, after uint64, limit int) ([]AuditBrief, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []AuditBrief
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bAudit).Cursor()
+		for k, v := c.Seek(u64key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			if out == nil {
+				out = make([]AuditBrief, 0, min(limit, auditPage))
+			}
+			a, err := decodeBrief(v)
+			if err != nil {
+				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// decodeBrief decodes the AuditBrief of a stored audit record of either form, as
+// decodeRecord would decode the record.
+func decodeBrief(v []byte) (AuditBrief, error) {
+	if len(v) > 0 && v[0] == '{' {
+		a, err := decodeRecord(v)
+		return AuditBrief{Seq: a.Seq, Time: a.Time, Principal: a.Principal, Serial: a.Serial, Action: a.Action}, err
+	}
+	r, err := parseRecord(v)
+	if err != nil {
+		return AuditBrief{}, err
+	}
+	return AuditBrief{Seq: r.seq, Time: time.Unix(0, r.time).UTC(), Principal: string(r.fields[1]),
+		Serial: string(r.fields[2]), Action: string(r.fields[3])}, nil
+}
+
 // AuditAfter returns up to limit audit records with Seq > after, in order.
 // limit <= 0 means 100.
 func (s *Store) AuditAfter(ctx context.Context, after uint64, limit int) ([]AuditEvent, error) {
@@ -208,6 +267,9 @@ func (s *Store) AuditAfter(ctx context.Context, after uint64, limit int) ([]Audi
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bAudit).Cursor()
 		for k, v := c.Seek(u64key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			if out == nil {
+				out = make([]AuditEvent, 0, min(limit, auditPage))
+			}
 			a, err := decodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
