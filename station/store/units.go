@@ -581,6 +581,13 @@ func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, lim
 		if len(seqs)%8 != 0 {
 			return fmt.Errorf("event log of unit %q: %w", serial, errStateFormat)
 		}
+		n := uint64(len(seqs)/8) - min(after, uint64(len(seqs)/8))
+		if limit > 0 {
+			n = min(n, uint64(limit))
+		}
+		if n > 0 {
+			out = make([]Event, 0, n)
+		}
 		for i := min(after, uint64(len(seqs)/8)); i < uint64(len(seqs)/8) && (limit <= 0 || len(out) < limit); i++ {
 			data := outbox.Get(seqs[i*8 : i*8+8])
 			if data == nil {
