@@ -393,8 +393,13 @@ func decodeAudit(data []byte) ([]store.AuditEvent, error) {
 	}
 	recs := make([]store.AuditEvent, len(lines))
 	errs := make([]error, len(lines))
-	parallel(len(lines), runtime.GOMAXPROCS(0), func(i int) {
-		errs[i] = decodeAuditLine(lines[i], &recs[i])
+	// A batch of lines at a time, their digests decoded into shared buffers.
+	const batch = 256
+	parallel((len(lines)+batch-1)/batch, runtime.GOMAXPROCS(0), func(b int) {
+		var arena []byte
+		for i := b * batch; i < min(len(lines), (b+1)*batch); i++ {
+			errs[i] = decodeAuditLineIn(lines[i], &recs[i], &arena)
+		}
 	})
 	for i, err := range errs {
 		if err != nil {
