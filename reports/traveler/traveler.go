@@ -504,12 +504,15 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 // the last recorded for the role.
 func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitState, last map[string]*store.StepRecord) error {
 	chosen, active := map[store.Role]string{}, map[store.Role]bool{}
+	// Each certificate is parsed once: the chosen ones are described from the same parse.
+	parsed := map[string]*x509.Certificate{} // by the DER's hex SHA-256
 	for _, c := range u.Certificates {
 		ref := CertificateRef{Role: string(c.Role), SHA256: c.SHA256, Duplicate: c.Duplicate, Status: string(c.Current()),
 			Reason: c.Reason, SerialNumber: c.SerialHex}
 		if cr, err := st.CertificateBySHA256(ctx, c.SHA256); err == nil {
 			if cert, err := x509.ParseCertificate(cr.DER); err == nil {
 				ref.Issuer = cert.Issuer.String()
+				parsed[sha256Hex(cr.DER)] = cert
 			}
 		}
 		r.Certificates = append(r.Certificates, ref)
@@ -539,7 +542,7 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 		if err != nil {
 			return fmt.Errorf("reading the %s certificate %s: %w", role, sha, err)
 		}
-		c, err := describe(cr.DER)
+		c, err := describeParsed(cr.DER, parsed[sha256Hex(cr.DER)])
 		if err != nil {
 			return fmt.Errorf("the %s certificate %s: %w", role, sha, err)
 		}
@@ -577,9 +580,16 @@ func (r *Record) addPrincipals(ctx context.Context, st Store, u *store.UnitState
 }
 
 func describe(der []byte) (*Certificate, error) {
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("parsing: %w", err)
+	return describeParsed(der, nil)
+}
+
+// describeParsed is describe with der already parsed as c (nil: not yet).
+func describeParsed(der []byte, c *x509.Certificate) (*Certificate, error) {
+	if c == nil {
+		var err error
+		if c, err = x509.ParseCertificate(der); err != nil {
+			return nil, fmt.Errorf("parsing: %w", err)
+		}
 	}
 	return &Certificate{
 		Subject: c.Subject.String(), Issuer: c.Issuer.String(), SerialNumber: c.SerialNumber.Text(16),
