@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -18,7 +19,8 @@ import (
 // TestSegments checks that reading the chain in segments on several cores gives the bundle
 // one segment gives: the same audit.jsonl and range, units, principals and summary, for
 // segments of 1, 7 and 64 records (units whose records span segments), and audit.jsonl's
-// chunks as small as a line or smaller (a chunk that grows past its size).
+// chunks as small as a line or smaller (a chunk that grows past its size); and that
+// audit.jsonl is its range's records (AuditAfter) through encoding/json.
 func TestSegments(t *testing.T) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -54,8 +56,30 @@ func TestSegments(t *testing.T) {
 		}
 		return b, files
 	}
-	// One segment in one buffer that grows (slack 0): the obvious encoding.
+	// One segment in one buffer that grows (slack 0).
 	want, wantFiles := export(1<<20, 1<<16, 0)
+	// The obvious audit.jsonl: the range's records as AuditAfter returns them, through
+	// encoding/json (what audit.jsonl holds, byte for byte).
+	r := want.Body.Audit
+	recs, err := st.AuditAfter(ctx, r.First-1, int(r.Last-r.First+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obvious []byte
+	for i := range recs {
+		line, err := json.Marshal(&recs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		obvious = append(append(obvious, line...), '\n')
+	}
+	if !bytes.Equal(wantFiles[AuditFile], obvious) {
+		t.Error("audit.jsonl is not its records through encoding/json")
+	}
+	if last := recs[len(recs)-1]; uint64(len(recs)) != r.Last-r.First+1 || !bytes.Equal(r.Prev.Hash, recs[0].PrevHash) ||
+		r.Prev.Seq != r.First-1 || r.Head.Seq != last.Seq || !bytes.Equal(r.Head.Hash, last.Hash) {
+		t.Errorf("range %+v disagrees with its records", r)
+	}
 	for _, c := range []struct {
 		seg          uint64
 		chunk, slack int
