@@ -515,7 +515,8 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 	return out, states, nil
 }
 
-// writeAudit returns audit.jsonl with records start..end, in parts (each segment's chunks, in order), and its range.
+// writeAudit returns audit.jsonl with records start..end, in parts (each segment's chunks, in
+// order), and its range.
 func writeAudit(ctx context.Context, st *store.Store, start, end uint64) (Range, [][]byte, error) {
 	r := Range{First: start, Last: end}
 	type part struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -215,33 +216,42 @@ func (s *Store) AuditEach(ctx context.Context, after uint64, limit int, fn func(
 	}
 	var a AuditEvent
 	var arena []byte
-	return s.view(ctx, func(tx *bolt.Tx) error {
+	// fn's error is returned as it is, not taken for the store's (a record that does not
+	// decode marks the store corrupt).
+	var fnErr error
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bAudit).Cursor()
 		n := 0
 		for k, v := c.Seek(u64key(after + 1)); k != nil && n < limit; k, v = c.Next() {
 			n++
+			rec := &a
 			if len(v) > 0 && v[0] == '{' {
-				rec, err := decodeRecord(v)
+				js, err := decodeRecord(v)
 				if err != nil {
 					return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
 				}
-				if err := fn(&rec); err != nil {
-					return err
+				rec = &js
+			} else {
+				r, err := parseRecord(v)
+				if err != nil {
+					return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
 				}
-				continue
+				r.eventInto(&a, &arena)
 			}
-			r, err := parseRecord(v)
-			if err != nil {
-				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
-			}
-			r.eventInto(&a, &arena)
-			if err := fn(&a); err != nil {
-				return err
+			if fnErr = fn(rec); fnErr != nil {
+				return errAuditEachStopped
 			}
 		}
 		return nil
 	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
 }
+
+// errAuditEachStopped ends AuditEach's transaction when fn fails.
+var errAuditEachStopped = errors.New("stopped by the reader")
 
 // AuditBrief is what an audit record says of when, who and which unit: AuditEvent's Seq,
 // Time, Principal, Serial and Action.

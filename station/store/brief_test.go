@@ -80,7 +80,7 @@ func TestAuditBriefs(t *testing.T) {
 // TestAuditEach checks AuditEach, which reuses one record, against AuditAfter: for every start
 // and limit the same records, equal while fn holds them (the reused details, lists and keys
 // of the record before leave nothing behind), a write's key extended by fn changes no other
-// key, and fn's error stops it.
+// key, and fn's error stops it and is returned as it is (the store is not taken for corrupt).
 func TestAuditEach(t *testing.T) {
 	ctx := WithPrincipal(context.Background(), "operator-1")
 	s, _ := openTemp(t)
@@ -148,5 +148,14 @@ func TestAuditEach(t *testing.T) {
 	n := 0
 	if err := s.AuditEach(ctx, 0, 1000, func(*AuditEvent) error { n++; return stop }); err != stop || n != 1 {
 		t.Fatalf("fn's error: %v after %d records, want it after 1", err, n)
+	}
+	// fn's error is fn's, even of a kind a record that does not decode makes: the store is
+	// not taken for corrupt.
+	syntax := &json.SyntaxError{}
+	if err := s.AuditEach(ctx, 0, 1000, func(*AuditEvent) error { return syntax }); err != syntax {
+		t.Fatalf("fn's error: %v, want it as it is", err)
+	}
+	if _, err := s.AuditAfter(ctx, 0, 1); err != nil {
+		t.Fatalf("after fn's error: %v", err)
 	}
 }
