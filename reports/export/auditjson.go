@@ -156,13 +156,22 @@ func plain[T string | []byte](s T) bool {
 	return true
 }
 
+// auditArena is the size of the buffers decoded digests go into.
+const auditArena = 16 << 10
+
 // errNotPlain makes decodeAuditFast decline a line.
 var errNotPlain = errors.New("not a plain record")
 
 // decodeAuditLine decodes one line of audit.jsonl as the verifier always has: strictly (no
 // unknown field, one JSON value), with encoding/json unless decodeAuditFast reads it.
 func decodeAuditLine(line []byte, a *store.AuditEvent) error {
-	if decodeAuditFast(line, a) == nil {
+	return decodeAuditLineIn(line, a, nil)
+}
+
+// decodeAuditLineIn is decodeAuditLine decoding the record's digests into *arena (see
+// decodeAuditFastIn).
+func decodeAuditLineIn(line []byte, a *store.AuditEvent, arena *[]byte) error {
+	if decodeAuditFastIn(line, a, arena) == nil {
 		return nil
 	}
 	*a = store.AuditEvent{}
@@ -248,7 +257,7 @@ func (r *auditReader) bin() []byte {
 	}
 	need := base64.StdEncoding.DecodedLen(len(s))
 	if r.arena == nil || cap(r.arena)-len(r.arena) < need {
-		r.arena = make([]byte, 0, max(need, 1024))
+		r.arena = make([]byte, 0, max(need, auditArena))
 	}
 	out := r.arena[len(r.arena) : len(r.arena)+need]
 	n, err := base64.StdEncoding.Decode(out, s)
@@ -265,8 +274,20 @@ func (r *auditReader) bin() []byte {
 // into exactly the value encoding/json decodes from it; otherwise it returns errNotPlain and
 // leaves *a undefined.
 func decodeAuditFast(line []byte, a *store.AuditEvent) error {
+	return decodeAuditFastIn(line, a, nil)
+}
+
+// decodeAuditFastIn is decodeAuditFast decoding the record's digests into the free room of
+// *arena, which it leaves holding them (nil: an arena of the record's own): the records of a
+// batch of lines then share a few allocations. A digest's slice is capped at its end, so an
+// append to one never writes over another.
+func decodeAuditFastIn(line []byte, a *store.AuditEvent, arena *[]byte) error {
 	*a = store.AuditEvent{}
 	r := auditReader{b: line}
+	if arena != nil {
+		r.arena = *arena
+		defer func() { *arena = r.arena }()
+	}
 	r.lit(`{"seq":`)
 	if r.bad {
 		return errNotPlain

@@ -78,6 +78,69 @@ func TestDecodeAuditLineRefuses(t *testing.T) {
 	}
 }
 
+// TestDecodeAuditShared checks decodeAudit, whose records share digest buffers, against
+// decoding each line alone: the same records, and changing one record's digests (within their
+// length, or by appending) leaves every other as it was.
+func TestDecodeAuditShared(t *testing.T) {
+	var file []byte
+	var want []store.AuditEvent
+	for range 300 { // more lines than a batch
+		for _, a := range auditSamples() {
+			line, err := json.Marshal(&a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file = append(append(file, line...), '\n')
+			var alone store.AuditEvent
+			if err := decodeAuditLine(line, &alone); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, alone)
+		}
+	}
+	got, err := decodeAudit(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatal("decodeAudit's records differ from the lines' decoded alone")
+	}
+	// Appending to a digest writes nothing another record sees, and no two digests share a
+	// byte: flipping every digest's bytes flips each once.
+	digests := func(a *store.AuditEvent) [][]byte {
+		out := [][]byte{a.PrevHash, a.Hash}
+		for j := range a.Writes {
+			out = append(out, a.Writes[j].Key, a.Writes[j].SHA256)
+		}
+		return out
+	}
+	for i := range got {
+		for _, d := range digests(&got[i]) {
+			_ = append(d, 0xee, 0xee, 0xee)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatal("appending to a record's digest changed another record")
+	}
+	for i := range got {
+		for _, d := range digests(&got[i]) {
+			for k := range d {
+				d[k] ^= 0xff
+			}
+		}
+	}
+	for i := range got {
+		w := digests(&want[i])
+		for j, d := range digests(&got[i]) {
+			for k := range d {
+				if d[k] != w[j][k]^0xff {
+					t.Fatalf("record %d: a digest shares bytes with another", i)
+				}
+			}
+		}
+	}
+}
+
 // FuzzAuditLine checks that the fast decoder reads a line only into what encoding/json reads
 // from it, and that encoding the record again gives encoding/json's bytes.
 func FuzzAuditLine(f *testing.F) {
@@ -99,6 +162,16 @@ func FuzzAuditLine(f *testing.F) {
 		}
 		if !reflect.DeepEqual(fast, want) {
 			t.Fatalf("fast path read %+v, encoding/json %+v", fast, want)
+		}
+		// The same into a shared arena, used and almost full, then again after it: the first
+		// record is left as it was.
+		arena := make([]byte, 3, 8)
+		var shared, again store.AuditEvent
+		if err := decodeAuditFastIn(line, &shared, &arena); err != nil || !reflect.DeepEqual(shared, want) {
+			t.Fatalf("fast path into an arena read %+v (%v), encoding/json %+v", shared, err, want)
+		}
+		if err := decodeAuditFastIn(line, &again, &arena); err != nil || !reflect.DeepEqual(shared, want) || !reflect.DeepEqual(again, want) {
+			t.Fatalf("fast path into a shared arena read %+v then %+v (%v), encoding/json %+v", shared, again, err, want)
 		}
 		enc, err := json.Marshal(&want)
 		if err != nil {

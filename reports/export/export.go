@@ -316,10 +316,11 @@ func buildUnits(ctx context.Context, st *store.Store, serials []string, units ma
 // encoded on every core, a segment each. (A variable: tests split small chains.)
 var auditSegment uint64 = 16384
 
-// readSegments reads audit records first..last on every core, a segment of auditSegment
-// records at a time, calling fn with the segment's number (from 0) and its records in
-// order, a page at a time (fn is never called for one segment on two goroutines at once).
-func readSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, recs []store.AuditEvent) error) error {
+// eachInSegments reads audit records first..last on every core, a segment of auditSegment
+// records at a time, calling fn with the segment's number (from 0) and each of its records in
+// order (fn is never called for one segment on two goroutines at once), as store.AuditEach
+// reads them a page at a time: the record is fn's only until fn returns.
+func eachInSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, a *store.AuditEvent) error) error {
 	if last < first {
 		return nil
 	}
@@ -329,24 +330,69 @@ func readSegments(ctx context.Context, st *store.Store, first, last uint64, fn f
 		lo := first + uint64(i)*auditSegment
 		hi := min(last, lo+auditSegment-1)
 		for after := lo - 1; after < hi; {
-			recs, err := st.AuditAfter(ctx, after, int(min(4096, hi-after)))
+			next, stopped := after+1, error(nil)
+			err := st.AuditEach(ctx, after, int(min(4096, hi-after)), func(a *store.AuditEvent) error {
+				if a.Seq != next {
+					stopped = fmt.Errorf("export: audit record %d is missing", next)
+				} else if stopped = fn(i, a); stopped == nil {
+					next++
+				}
+				return stopped
+			})
+			switch {
+			case stopped != nil:
+				errs[i] = stopped
+				return
+			case err != nil:
+				errs[i] = fmt.Errorf("export: reading the audit chain: %w", err)
+				return
+			case next == after+1:
+				errs[i] = fmt.Errorf("export: audit record %d is missing", next)
+				return
+			}
+			after = next - 1
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// readBriefSegments reads the store.AuditBrief of audit records first..last on every core, a
+// segment of auditSegment records at a time, calling fn with the segment's number (from 0)
+// and its records in order, a page at a time (fn is never called for one segment on two
+// goroutines at once).
+func readBriefSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, recs []store.AuditBrief) error) error {
+	return readSegmentsOf(ctx, st.AuditBriefsAfter, func(a *store.AuditBrief) uint64 { return a.Seq }, first, last, fn)
+}
+
+// readSegmentsOf is readBriefSegments with records of type T, read by read and numbered by seq.
+func readSegmentsOf[T any](ctx context.Context, read func(ctx context.Context, after uint64, limit int) ([]T, error), seq func(*T) uint64, first, last uint64, fn func(seg int, recs []T) error) error {
+	if last < first {
+		return nil
+	}
+	n := int((last-first)/auditSegment) + 1
+	errs := make([]error, n)
+	parallel(n, runtime.GOMAXPROCS(0), func(i int) {
+		lo := first + uint64(i)*auditSegment
+		hi := min(last, lo+auditSegment-1)
+		for after := lo - 1; after < hi; {
+			recs, err := read(ctx, after, int(min(4096, hi-after)))
 			if err != nil {
 				errs[i] = fmt.Errorf("export: reading the audit chain: %w", err)
 				return
 			}
-			if len(recs) == 0 || recs[0].Seq != after+1 {
+			if len(recs) == 0 || seq(&recs[0]) != after+1 {
 				errs[i] = fmt.Errorf("export: audit record %d is missing", after+1)
 				return
 			}
 			k := 0
-			for k < len(recs) && recs[k].Seq <= hi {
+			for k < len(recs) && seq(&recs[k]) <= hi {
 				k++
 			}
 			if err := fn(i, recs[:k]); err != nil {
 				errs[i] = err
 				return
 			}
-			after = recs[k-1].Seq
+			after = seq(&recs[k-1])
 		}
 	})
 	return errors.Join(errs...)
@@ -366,7 +412,7 @@ func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unit
 		cps    []uint64
 	}
 	parts := make([]part, (head.Seq+auditSegment-1)/auditSegment)
-	err = readSegments(ctx, st, 1, head.Seq, func(seg int, recs []store.AuditEvent) error {
+	err = readBriefSegments(ctx, st, 1, head.Seq, func(seg int, recs []store.AuditBrief) error {
 		p := &parts[seg]
 		if p.units == nil {
 			p.units = map[string]*unitScan{}
@@ -469,49 +515,70 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 	return out, states, nil
 }
 
-// writeAudit returns audit.jsonl with records start..end, a part a segment, and its range.
+// writeAudit returns audit.jsonl with records start..end, in parts (each segment's chunks, in
+// order), and its range.
 func writeAudit(ctx context.Context, st *store.Store, start, end uint64) (Range, [][]byte, error) {
 	r := Range{First: start, Last: end}
 	type part struct {
-		buf []byte
-		cps []CheckpointEntry
+		bufs [][]byte // full chunks, then buf
+		buf  []byte
+		cps  []CheckpointEntry
 	}
 	parts := make([]part, (end-start)/auditSegment+1)
-	err := readSegments(ctx, st, start, end, func(seg int, recs []store.AuditEvent) error {
+	// Each record is encoded as the store reads it (store.AuditEach: no record is built anew),
+	// and nothing of it is kept but copies.
+	err := eachInSegments(ctx, st, start, end, func(seg int, a *store.AuditEvent) error {
 		p := &parts[seg]
-		for i := range recs {
-			a := &recs[i]
-			if a.Seq == start {
-				r.Prev = store.ChainHead{Seq: start - 1, Hash: a.PrevHash}
+		// A segment's lines go into chunks of auditChunk bytes, handed to the sink as
+		// parts: one buffer a segment grew by doubling, copying its tens of megabytes
+		// over and over (a sixth of the export's CPU).
+		if cap(p.buf)-len(p.buf) < auditChunkSlack {
+			if len(p.buf) > 0 {
+				p.bufs = append(p.bufs, p.buf)
 			}
-			if a.Seq == end {
-				r.Head = store.ChainHead{Seq: a.Seq, Hash: a.Hash}
-			}
-			if a.Action == store.AuditActionCheckpoint {
-				c, err := checkpointEntry(a)
-				if err != nil {
-					return fmt.Errorf("export: audit record %d: %w", a.Seq, err)
-				}
-				p.cps = append(p.cps, c)
-			}
-			line, err := appendAuditJSON(p.buf, a)
-			if err != nil {
-				return fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
-			}
-			p.buf = append(line, '\n')
+			p.buf = make([]byte, 0, auditChunk)
 		}
+		if a.Seq == start {
+			r.Prev = store.ChainHead{Seq: start - 1, Hash: bytes.Clone(a.PrevHash)}
+		}
+		if a.Seq == end {
+			r.Head = store.ChainHead{Seq: a.Seq, Hash: bytes.Clone(a.Hash)}
+		}
+		if a.Action == store.AuditActionCheckpoint {
+			c, err := checkpointEntry(a)
+			if err != nil {
+				return fmt.Errorf("export: audit record %d: %w", a.Seq, err)
+			}
+			p.cps = append(p.cps, c)
+		}
+		line, err := appendAuditJSON(p.buf, a)
+		if err != nil {
+			return fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
+		}
+		p.buf = append(line, '\n')
 		return nil
 	})
 	if err != nil {
 		return r, nil, err
 	}
-	bufs := make([][]byte, len(parts))
-	for i, p := range parts {
-		bufs[i] = p.buf
+	var bufs [][]byte
+	for _, p := range parts {
+		bufs = append(bufs, p.bufs...)
+		if len(p.buf) > 0 {
+			bufs = append(bufs, p.buf)
+		}
 		r.Checkpoints = append(r.Checkpoints, p.cps...)
 	}
 	return r, bufs, nil
 }
+
+// audit.jsonl is encoded into chunks of auditChunk bytes; a chunk with less than
+// auditChunkSlack bytes free is full (a longer line makes its chunk grow). (Variables: tests
+// make lines cross chunks.)
+var (
+	auditChunk      = 1 << 20
+	auditChunkSlack = 16 << 10
+)
 
 func checkpointEntry(a *store.AuditEvent) (CheckpointEntry, error) {
 	seq, err := strconv.ParseUint(a.Details["signed_seq"], 10, 64)

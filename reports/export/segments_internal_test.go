@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -17,7 +18,9 @@ import (
 
 // TestSegments checks that reading the chain in segments on several cores gives the bundle
 // one segment gives: the same audit.jsonl and range, units, principals and summary, for
-// segments of 1, 7 and 64 records (units whose records span segments).
+// segments of 1, 7 and 64 records (units whose records span segments), and audit.jsonl's
+// chunks as small as a line or smaller (a chunk that grows past its size); and that
+// audit.jsonl is its range's records (AuditAfter) through encoding/json.
 func TestSegments(t *testing.T) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -39,10 +42,10 @@ func TestSegments(t *testing.T) {
 	if _, err := st.AuthorizeRework(ctx, "SN-2", "mes:bob", "retest"); err != nil {
 		t.Fatal(err)
 	}
-	export := func(seg uint64) (*Bundle, map[string][]byte) {
+	export := func(seg uint64, chunk, slack int) (*Bundle, map[string][]byte) {
 		t.Helper()
-		defer func(old uint64) { auditSegment = old }(auditSegment)
-		auditSegment = seg
+		defer func(old uint64, chunk, slack int) { auditSegment, auditChunk, auditChunkSlack = old, chunk, slack }(auditSegment, auditChunk, auditChunkSlack)
+		auditSegment, auditChunk, auditChunkSlack = seg, chunk, slack
 		b, err := Build(context.Background(), st, Selection{WorkOrder: "WO-1"}, Options{Version: "v"})
 		if err != nil {
 			t.Fatalf("segments of %d: %v", seg, err)
@@ -53,12 +56,40 @@ func TestSegments(t *testing.T) {
 		}
 		return b, files
 	}
-	want, wantFiles := export(1 << 20)
-	for _, seg := range []uint64{1, 7, 64} {
-		got, gotFiles := export(seg)
+	// One segment in one buffer that grows (slack 0).
+	want, wantFiles := export(1<<20, 1<<16, 0)
+	// The obvious audit.jsonl: the range's records as AuditAfter returns them, through
+	// encoding/json (what audit.jsonl holds, byte for byte).
+	r := want.Body.Audit
+	recs, err := st.AuditAfter(ctx, r.First-1, int(r.Last-r.First+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obvious []byte
+	for i := range recs {
+		line, err := json.Marshal(&recs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		obvious = append(append(obvious, line...), '\n')
+	}
+	if !bytes.Equal(wantFiles[AuditFile], obvious) {
+		t.Error("audit.jsonl is not its records through encoding/json")
+	}
+	if last := recs[len(recs)-1]; uint64(len(recs)) != r.Last-r.First+1 || !bytes.Equal(r.Prev.Hash, recs[0].PrevHash) ||
+		r.Prev.Seq != r.First-1 || r.Head.Seq != last.Seq || !bytes.Equal(r.Head.Hash, last.Hash) {
+		t.Errorf("range %+v disagrees with its records", r)
+	}
+	for _, c := range []struct {
+		seg          uint64
+		chunk, slack int
+	}{{1, 1 << 20, 16 << 10}, {7, 1 << 20, 16 << 10}, {64, 1 << 20, 16 << 10}, {1 << 20, 1 << 20, 16 << 10},
+		{7, 64, 16}, {64, 2048, 1024}, {1 << 20, 1, 1}} {
+		seg := c.seg
+		got, gotFiles := export(seg, c.chunk, c.slack)
 		// The chain head is already a checkpoint: each export covers the same records.
 		if !bytes.Equal(gotFiles[AuditFile], wantFiles[AuditFile]) {
-			t.Errorf("segments of %d: audit.jsonl differs", seg)
+			t.Errorf("segments of %d, chunks of %d: audit.jsonl differs", seg, c.chunk)
 		}
 		if !reflect.DeepEqual(got.Body.Audit, want.Body.Audit) {
 			t.Errorf("segments of %d: range %+v, want %+v", seg, got.Body.Audit, want.Body.Audit)

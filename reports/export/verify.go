@@ -141,33 +141,20 @@ func VerifyWith(path string, t Trust) *Report {
 		fail("station key: %v", err)
 		return rep
 	}
-	records := decodeAuditFile(files[AuditFile], fail)
+	// The chain is checked as audit.jsonl is decoded, a batch of records at a time; the units
+	// are then checked on every core against their records. A file that does not decode or a
+	// chain that does not verify voids those checks.
+	audit := readAudit(files[AuditFile], body, keySHA)
 	delete(files, AuditFile) // the largest file, decoded: its bytes can go
+	if audit.decodeErr != nil {
+		fail("%v", audit.decodeErr)
+	}
 	summary := readSummary(files[SummaryFile], fail)
 	revocations := readRevocations(files[RevocationFile], fail)
-	// The chain is checked record after record while the units, independent, are checked on
-	// every core against the decoded records; a chain that does not verify voids those checks.
-	type verdict struct {
-		ok    bool
-		probs []string
-	}
-	chain := make(chan verdict, 1)
-	go func() {
-		var v verdict
-		v.ok = records != nil && checkChain(records, body, keySHA, func(format string, args ...any) {
-			v.probs = append(v.probs, fmt.Sprintf(format, args...))
-		})
-		chain <- v
-	}()
-	bySerial := map[string][]*store.AuditEvent{}
-	for i := range records {
-		if s := records[i].Serial; s != "" {
-			bySerial[s] = append(bySerial[s], &records[i])
-		}
-	}
+	bySerial := audit.bySerial
 	rep.Units = make([]UnitReport, len(body.Units))
 	cache := &certCache{roots: roots, ekRoots: t.EKRoots}
-	if records != nil {
+	if audit.decodeErr == nil && audit.chainOK {
 		parallel(len(body.Units), runtime.GOMAXPROCS(0), func(i int) {
 			u := body.Units[i]
 			ur := UnitReport{Serial: u.Serial}
@@ -179,11 +166,10 @@ func VerifyWith(path string, t Trust) *Report {
 			rep.Units[i] = ur
 		})
 	}
-	if v := <-chain; !v.ok {
-		rep.Problems = append(rep.Problems, v.probs...)
-		records = nil
+	if audit.decodeErr == nil && !audit.chainOK {
+		rep.Problems = append(rep.Problems, audit.chainProbs...)
 	}
-	if records == nil {
+	if audit.decodeErr != nil || !audit.chainOK {
 		for i, u := range body.Units {
 			rep.Units[i] = UnitReport{Serial: u.Serial,
 				Problems: []string{AuditFile + ": does not verify (above): nothing of the unit can be checked against it"}}
@@ -320,7 +306,8 @@ func checkFiles(src bundleSource, body *Body, fail func(string, ...any)) map[str
 }
 
 // decodeAuditFile decodes audit.jsonl; nil (and the reason through fail) when it is missing or
-// a line does not decode.
+// a line does not decode. With checkChain it is the obvious form of readAudit, which Verify
+// uses and TestReadAudit holds to them.
 func decodeAuditFile(data []byte, fail func(string, ...any)) []store.AuditEvent {
 	if data == nil {
 		fail("%s: missing", AuditFile)
@@ -393,8 +380,13 @@ func decodeAudit(data []byte) ([]store.AuditEvent, error) {
 	}
 	recs := make([]store.AuditEvent, len(lines))
 	errs := make([]error, len(lines))
-	parallel(len(lines), runtime.GOMAXPROCS(0), func(i int) {
-		errs[i] = decodeAuditLine(lines[i], &recs[i])
+	// A batch of lines at a time, their digests decoded into shared buffers.
+	const batch = 256
+	parallel((len(lines)+batch-1)/batch, runtime.GOMAXPROCS(0), func(b int) {
+		var arena []byte
+		for i := b * batch; i < min(len(lines), (b+1)*batch); i++ {
+			errs[i] = decodeAuditLineIn(lines[i], &recs[i], &arena)
+		}
 	})
 	for i, err := range errs {
 		if err != nil {

@@ -504,12 +504,15 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 // the last recorded for the role.
 func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitState, last map[string]*store.StepRecord) error {
 	chosen, active := map[store.Role]string{}, map[store.Role]bool{}
+	// Each certificate is parsed once: the chosen ones are described from the same parse.
+	parsed := map[string]*x509.Certificate{} // by the DER's hex SHA-256
 	for _, c := range u.Certificates {
 		ref := CertificateRef{Role: string(c.Role), SHA256: c.SHA256, Duplicate: c.Duplicate, Status: string(c.Current()),
 			Reason: c.Reason, SerialNumber: c.SerialHex}
 		if cr, err := st.CertificateBySHA256(ctx, c.SHA256); err == nil {
 			if cert, err := x509.ParseCertificate(cr.DER); err == nil {
 				ref.Issuer = cert.Issuer.String()
+				parsed[sha256Hex(cr.DER)] = cert
 			}
 		}
 		r.Certificates = append(r.Certificates, ref)
@@ -539,7 +542,7 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 		if err != nil {
 			return fmt.Errorf("reading the %s certificate %s: %w", role, sha, err)
 		}
-		c, err := describe(cr.DER)
+		c, err := describeParsed(cr.DER, parsed[sha256Hex(cr.DER)])
 		if err != nil {
 			return fmt.Errorf("the %s certificate %s: %w", role, sha, err)
 		}
@@ -577,9 +580,16 @@ func (r *Record) addPrincipals(ctx context.Context, st Store, u *store.UnitState
 }
 
 func describe(der []byte) (*Certificate, error) {
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("parsing: %w", err)
+	return describeParsed(der, nil)
+}
+
+// describeParsed is describe with der already parsed as c (nil: not yet).
+func describeParsed(der []byte, c *x509.Certificate) (*Certificate, error) {
+	if c == nil {
+		var err error
+		if c, err = x509.ParseCertificate(der); err != nil {
+			return nil, fmt.Errorf("parsing: %w", err)
+		}
 	}
 	return &Certificate{
 		Subject: c.Subject.String(), Issuer: c.Issuer.String(), SerialNumber: c.SerialNumber.Text(16),
@@ -598,9 +608,69 @@ func (r *Record) JSON() ([]byte, error) {
 	if r == nil {
 		return nil, errors.New("nil traveler record")
 	}
-	b, err := json.MarshalIndent(r, "", "  ")
+	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encoding traveler of %q: %w", r.Serial, err)
 	}
-	return append(b, '\n'), nil
+	return append(indentCompact(make([]byte, 0, len(b)+len(b)/2), b, "  "), '\n'), nil
+}
+
+// indentCompact appends src, JSON as json.Marshal writes it (no space outside strings),
+// indented as json.Indent(dst, src, "", indent) indents it: json.MarshalIndent's output.
+// encoding/json runs its syntax scanner over every byte to indent, which Marshal's output
+// does not need (TestIndentCompact and FuzzIndentCompact hold the two together).
+func indentCompact(dst, src []byte, indent string) []byte {
+	newline := func(depth int) {
+		dst = append(dst, '\n')
+		for range depth {
+			dst = append(dst, indent...)
+		}
+	}
+	depth, needIndent, inString := 0, false, false
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		if inString {
+			// Copy the string up to its closing quote (a backslash escapes the next byte).
+			j := i
+			for j < len(src) && src[j] != '"' {
+				if src[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			j = min(j, len(src)-1)
+			dst = append(dst, src[i:j+1]...)
+			i, inString = j, false
+			continue
+		}
+		if needIndent && c != '}' && c != ']' {
+			needIndent = false
+			depth++
+			newline(depth)
+		}
+		switch c {
+		case '"':
+			inString = true
+			dst = append(dst, c)
+		case '{', '[':
+			needIndent = true // an empty object or array stays {} or []
+			dst = append(dst, c)
+		case ',':
+			dst = append(dst, c)
+			newline(depth)
+		case ':':
+			dst = append(dst, c, ' ')
+		case '}', ']':
+			if needIndent {
+				needIndent = false
+			} else {
+				depth--
+				newline(depth)
+			}
+			dst = append(dst, c)
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
 }

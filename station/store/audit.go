@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -195,6 +197,116 @@ func (s *Store) ChainHead(ctx context.Context) (ChainHead, error) {
 	return h, err
 }
 
+// auditPage bounds the room AuditAfter and AuditBriefsAfter make for their answer before
+// reading it: a page of records at most, so that a large limit past the head costs nothing.
+const auditPage = 4096
+
+// AuditEach calls fn with each audit record with Seq > after, in order, up to limit of them
+// (limit <= 0 means 100), in one read transaction, and stops at fn's first error, which it
+// returns. The record fn is given holds what AuditAfter returns of it, but it and everything
+// in it are fn's only until fn returns: the next record reuses them, and its byte slices
+// point into the store's pages, which fn must not write. It spares a reader that encodes each
+// record (a QA export) building every record anew.
+func (s *Store) AuditEach(ctx context.Context, after uint64, limit int, fn func(a *AuditEvent) error) error {
+	if limit <= 0 {
+		limit = 100
+	}
+	if after == math.MaxUint64 {
+		return nil
+	}
+	var a AuditEvent
+	var arena []byte
+	// fn's error is returned as it is, not taken for the store's (a record that does not
+	// decode marks the store corrupt).
+	var fnErr error
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bAudit).Cursor()
+		n := 0
+		for k, v := c.Seek(u64key(after + 1)); k != nil && n < limit; k, v = c.Next() {
+			n++
+			rec := &a
+			if len(v) > 0 && v[0] == '{' {
+				js, err := decodeRecord(v)
+				if err != nil {
+					return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
+				}
+				rec = &js
+			} else {
+				r, err := parseRecord(v)
+				if err != nil {
+					return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
+				}
+				r.eventInto(&a, &arena)
+			}
+			if fnErr = fn(rec); fnErr != nil {
+				return errAuditEachStopped
+			}
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
+}
+
+// errAuditEachStopped ends AuditEach's transaction when fn fails.
+var errAuditEachStopped = errors.New("stopped by the reader")
+
+// AuditBrief is what an audit record says of when, who and which unit: AuditEvent's Seq,
+// Time, Principal, Serial and Action.
+type AuditBrief struct {
+	Seq       uint64
+	Time      time.Time
+	Principal string
+	Serial    string
+	Action    string
+}
+
+// AuditBriefsAfter is AuditAfter returning each record's AuditBrief only: it does not build
+// the records' details, fingerprints, writes and digests (a QA export reads the whole chain
+// so to find its units' records). A record that does not decode is an error, as in
+// AuditAfter.
+func (s *Store) AuditBriefsAfter(ctx context.Context, after uint64, limit int) ([]AuditBrief, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []AuditBrief
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bAudit).Cursor()
+		for k, v := c.Seek(u64key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			if out == nil {
+				out = make([]AuditBrief, 0, min(limit, auditPage))
+			}
+			a, err := decodeBrief(v)
+			if err != nil {
+				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// decodeBrief decodes the AuditBrief of a stored audit record of either form, as
+// decodeRecord would decode the record.
+func decodeBrief(v []byte) (AuditBrief, error) {
+	if len(v) > 0 && v[0] == '{' {
+		a, err := decodeRecord(v)
+		return AuditBrief{Seq: a.Seq, Time: a.Time, Principal: a.Principal, Serial: a.Serial, Action: a.Action}, err
+	}
+	r, err := parseRecord(v)
+	if err != nil {
+		return AuditBrief{}, err
+	}
+	return AuditBrief{Seq: r.seq, Time: time.Unix(0, r.time).UTC(), Principal: string(r.fields[1]),
+		Serial: string(r.fields[2]), Action: string(r.fields[3])}, nil
+}
+
 // AuditAfter returns up to limit audit records with Seq > after, in order.
 // limit <= 0 means 100.
 func (s *Store) AuditAfter(ctx context.Context, after uint64, limit int) ([]AuditEvent, error) {
@@ -208,6 +320,9 @@ func (s *Store) AuditAfter(ctx context.Context, after uint64, limit int) ([]Audi
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bAudit).Cursor()
 		for k, v := c.Seek(u64key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			if out == nil {
+				out = make([]AuditEvent, 0, min(limit, auditPage))
+			}
 			a, err := decodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -337,7 +336,7 @@ func latestStep(tx *bolt.Tx, serial, step string) (*StepRecord, error) {
 		return nil, nil
 	}
 	var rec StepRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
+	if err := decodeStepRecord(v, &rec); err != nil {
 		return nil, fmt.Errorf("decoding step %q: %w", step, err)
 	}
 	return &rec, nil

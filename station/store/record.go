@@ -401,6 +401,66 @@ func (r *recordView) event() AuditEvent {
 	return a
 }
 
+// eventInto is event reusing a's room: its details map, fingerprint and write lists, and
+// *arena for the writes' keys. a's byte slices but the keys (the digests) point into the
+// record's bytes; the keys point into *arena, which the next call reuses.
+func (r *recordView) eventInto(a *AuditEvent, arena *[]byte) {
+	details, fps, writes := a.Details, a.Fingerprints[:0], a.Writes[:0]
+	clear(details)
+	*a = AuditEvent{Seq: r.seq, Time: time.Unix(0, r.time).UTC(),
+		StationID: string(r.fields[0]), Principal: string(r.fields[1]), Serial: string(r.fields[2]),
+		Action: string(r.fields[3]), Result: string(r.fields[4]), ErrorCode: string(r.fields[5]),
+		PrevHash: r.prevHash, Hash: r.hash}
+	if r.v2 {
+		a.Encoding = AuditEncodingV2
+	}
+	c := canonReader{b: r.details, v2: r.v2}
+	if r.nDetails > 0 {
+		if details == nil {
+			details = make(map[string]string, r.nDetails)
+		}
+		for range r.nDetails {
+			k := c.text(true)
+			details[string(k)] = string(c.text(true))
+		}
+		a.Details = details
+	}
+	c = canonReader{b: r.fingerprints, v2: r.v2}
+	for range r.nFingerprints {
+		fps = append(fps, string(c.text(true)))
+	}
+	if len(fps) > 0 {
+		a.Fingerprints = fps
+	}
+	if r.nWrites > 0 {
+		keys := (*arena)[:0]
+		r.eachWrite(func(id int, bucket, key, digest []byte, had bool) {
+			d := WriteDigest{Had: had}
+			if id > 0 && id < len(writeBuckets) {
+				d.Bucket = writeBuckets[id]
+			} else {
+				d.Bucket = string(bucket)
+			}
+			if len(digest) > 0 {
+				d.SHA256 = digest
+			}
+			// The key is copied: eachWrite rebuilds a v2 key in a buffer of its own. A grown
+			// arena leaves the keys before in the old one, which stays theirs.
+			if key != nil { // as bytes.Clone: nil stays nil, empty stays empty
+				if keys == nil {
+					keys = make([]byte, 0, 512)
+				}
+				start := len(keys)
+				keys = append(keys, key...)
+				d.Key = keys[start:len(keys):len(keys)]
+			}
+			writes = append(writes, d)
+		})
+		*arena = keys
+		a.Writes = writes
+	}
+}
+
 // writeBuckets names, by id, the buckets a v2 record's write digests refer to without
 // spelling their names. Ids are fixed: a new bucket takes a new id, none is ever reused. A
 // bucket outside the table (a nested bucket of a file older than schema 4, baselined) is

@@ -498,7 +498,7 @@ func (s *Store) stepRecords(ctx context.Context, serial string, keep func(*StepR
 		c := tx.Bucket(bStepRecords).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var rec StepRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
+			if err := decodeStepRecord(v, &rec); err != nil {
 				return fmt.Errorf("decoding step record %q: %w", k[len(prefix):], err)
 			}
 			if keep(&rec) {
@@ -581,13 +581,20 @@ func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, lim
 		if len(seqs)%8 != 0 {
 			return fmt.Errorf("event log of unit %q: %w", serial, errStateFormat)
 		}
+		n := uint64(len(seqs)/8) - min(after, uint64(len(seqs)/8))
+		if limit > 0 {
+			n = min(n, uint64(limit))
+		}
+		if n > 0 {
+			out = make([]Event, 0, n)
+		}
 		for i := min(after, uint64(len(seqs)/8)); i < uint64(len(seqs)/8) && (limit <= 0 || len(out) < limit); i++ {
 			data := outbox.Get(seqs[i*8 : i*8+8])
 			if data == nil {
 				return fmt.Errorf("event %d of unit %q: outbox entry missing: %w", i+1, serial, errStateFormat)
 			}
 			var ev Event
-			if err := json.Unmarshal(data, &ev); err != nil {
+			if err := decodeEvent(data, &ev); err != nil {
 				return fmt.Errorf("decoding event: %w", err)
 			}
 			out = append(out, ev)
@@ -605,7 +612,7 @@ func scanEvents(b *bolt.Bucket, after uint64, limit int) ([]Event, error) {
 	c := b.Cursor()
 	for k, v := c.Seek(u64key(after + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
 		var ev Event
-		if err := json.Unmarshal(v, &ev); err != nil {
+		if err := decodeEvent(v, &ev); err != nil {
 			return nil, fmt.Errorf("decoding event: %w", err)
 		}
 		out = append(out, ev)

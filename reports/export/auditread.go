@@ -1,0 +1,167 @@
+package export
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/devid-station/devid/station/store"
+)
+
+// auditRead is what Verify learns from audit.jsonl: whether it decodes and its chain
+// verifies, and each unit's records.
+type auditRead struct {
+	// decodeErr says why the file does not decode (missing, or its first line at fault); the
+	// chain is then not reported on.
+	decodeErr error
+	// chainOK says the records verify as checkChain verifies them; chainProbs say why not.
+	chainOK    bool
+	chainProbs []string
+	// bySerial holds each unit's records in order, without their writes and digests (the
+	// chain check is done with them): what the unit checks read.
+	bySerial map[string][]*store.AuditEvent
+}
+
+// auditReadBatch is how many lines readAudit decodes before checking them and letting their
+// digests go. (A variable: tests make the chain cross batches.)
+var auditReadBatch = 8192
+
+// readAudit decodes audit.jsonl (data, nil when the bundle lacks it) a batch of lines at a
+// time, on every core, and checks each batch's records against the chain while the next batch
+// decodes, keeping of each record what the unit checks read. It reports what decoding the
+// whole file (decodeAuditFile) then checking it (checkChain) report, in the same words: a
+// decoding error for the first line at fault, and the chain's problems only when every line
+// decodes. Decoded records are held a batch at a time, not the whole file's (at 100k units,
+// gigabytes).
+func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
+	if data == nil {
+		return auditRead{decodeErr: fmt.Errorf("%s: missing", AuditFile)}
+	}
+	lines := bytes.Split(data, []byte("\n"))
+	if n := len(lines); n > 0 && len(lines[n-1]) == 0 {
+		lines = lines[:n-1] // the newline that ends the last record
+	}
+	batches := make(chan auditBatch, 1)
+	done := make(chan auditRead, 1)
+	go func() {
+		done <- checkAuditBatches(batches, len(lines), body, keySHA)
+	}()
+	var decodeErr error
+	for first := 0; first < len(lines) && decodeErr == nil; first += auditReadBatch {
+		part := lines[first:min(len(lines), first+auditReadBatch)]
+		recs := make([]store.AuditEvent, len(part))
+		errs := make([]error, len(part))
+		// A sub-batch of lines at a time, their digests decoded into shared buffers.
+		const sub = 256
+		parallel((len(part)+sub-1)/sub, runtime.GOMAXPROCS(0), func(b int) {
+			var arena []byte
+			for i := b * sub; i < min(len(part), (b+1)*sub); i++ {
+				errs[i] = decodeAuditLineIn(part[i], &recs[i], &arena)
+			}
+		})
+		for i, err := range errs {
+			if err != nil {
+				decodeErr = fmt.Errorf("%s line %d: %w", AuditFile, first+i+1, err)
+				break
+			}
+		}
+		if decodeErr == nil {
+			batches <- auditBatch{first, recs}
+		}
+	}
+	close(batches)
+	out := <-done
+	if decodeErr != nil {
+		return auditRead{decodeErr: decodeErr}
+	}
+	return out
+}
+
+// auditBatch is a batch of decoded lines of audit.jsonl.
+type auditBatch struct {
+	first int // the index of its first line
+	recs  []store.AuditEvent
+}
+
+// checkAuditBatches checks the records of audit.jsonl as they come, a batch at a time in
+// order, with checkChain's checks and words (n is the number of lines), and keeps each
+// record's fields but its writes and digests by serial.
+func checkAuditBatches(batches <-chan auditBatch, n int, body *Body, keySHA []byte) auditRead {
+	out := auditRead{bySerial: map[string][]*store.AuditEvent{}}
+	fail := func(format string, args ...any) {
+		out.chainProbs = append(out.chainProbs, fmt.Sprintf(format, args...))
+	}
+	r := body.Audit
+	prev := r.Prev
+	if r.First == 1 {
+		prev = store.ChainHead{}
+	}
+	broken := false // a problem is reported: the records are no longer checked
+	var cps []store.Checkpoint
+	var last store.AuditEvent
+	for b := range batches {
+		recs := b.recs
+		if len(recs) > 0 {
+			last = recs[len(recs)-1]
+		}
+		if b.first == 0 && len(recs) > 0 && !broken {
+			switch {
+			case recs[0].Seq != r.First || !bytes.Equal(recs[0].PrevHash, r.Prev.Hash) || r.Prev.Seq+1 != r.First:
+				fail("%s record %d: the range does not start at record %d after the manifest's previous hash", AuditFile, recs[0].Seq, r.First)
+				broken = true
+			case r.First > 1 && recs[0].Action != store.AuditActionCheckpoint:
+				fail("%s record %d: the range does not start with a signed checkpoint", AuditFile, recs[0].Seq)
+				broken = true
+			}
+		}
+		if !broken {
+			head, found, err := store.VerifyRecords(recs, prev, keySHA)
+			cps = append(cps, found...)
+			prev = head
+			if err != nil {
+				var cb *store.ChainBrokenError
+				if errors.As(err, &cb) {
+					fail("%s record %d: %s", AuditFile, cb.Seq, cb.Reason)
+				} else {
+					fail("%s: %v", AuditFile, err)
+				}
+				broken = true
+			}
+		}
+		// The unit checks read no digest: the batch's digests can go.
+		kept := make([]store.AuditEvent, 0, len(recs))
+		for i := range recs {
+			a := &recs[i]
+			if a.Serial == "" {
+				continue
+			}
+			kept = append(kept, store.AuditEvent{Seq: a.Seq, Time: a.Time, StationID: a.StationID, Principal: a.Principal,
+				Serial: a.Serial, Action: a.Action, Result: a.Result, ErrorCode: a.ErrorCode, Details: a.Details,
+				Fingerprints: a.Fingerprints, Encoding: a.Encoding})
+			k := &kept[len(kept)-1]
+			out.bySerial[k.Serial] = append(out.bySerial[k.Serial], k)
+		}
+	}
+	switch {
+	case broken:
+	case n == 0:
+		fail("%s: no records", AuditFile)
+	case prev.Seq != r.Last || !bytes.Equal(prev.Hash, r.Head.Hash):
+		fail("%s record %d: the records end at %d, the manifest's range at %d", AuditFile, prev.Seq, prev.Seq, r.Last)
+	case last.Action != store.AuditActionCheckpoint:
+		fail("%s record %d: the range does not end with a signed checkpoint", AuditFile, last.Seq)
+	case len(cps) != len(r.Checkpoints):
+		fail("%s: %d checkpoints, the manifest lists %d", AuditFile, len(cps), len(r.Checkpoints))
+	default:
+		out.chainOK = true
+		for i, c := range cps {
+			if m := r.Checkpoints[i]; m.Record != c.Record || m.Seq != c.Seq || !bytes.Equal(m.Hash, c.Hash) {
+				fail("%s record %d: the checkpoint is not the manifest's", AuditFile, c.Record)
+				out.chainOK = false
+				break
+			}
+		}
+	}
+	return out
+}

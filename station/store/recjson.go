@@ -1,0 +1,301 @@
+package store
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Step records and events are stored as encoding/json writes them, and reading a unit's
+// (a traveler, a QA export) spent most of its time in encoding/json's reflection. The
+// decoders here read the form encoding/json writes when every string in the value is plain
+// (printable ASCII it does not escape): the fields in their declared order, each at most once,
+// no whitespace, a map's keys in increasing order. They decline anything else (ok false), and
+// their callers then decode with encoding/json, so that the value read is always the one
+// encoding/json reads; TestRecordJSON and FuzzRecordJSON hold them to it.
+
+// decodeStepRecord decodes a stored step record as json.Unmarshal does.
+func decodeStepRecord(data []byte, rec *StepRecord) error {
+	if decodeStepRecordFast(data, rec) {
+		return nil
+	}
+	*rec = StepRecord{}
+	return json.Unmarshal(data, rec)
+}
+
+// decodeEvent decodes a stored event as json.Unmarshal does.
+func decodeEvent(data []byte, ev *Event) error {
+	if decodeEventFast(data, ev) {
+		return nil
+	}
+	*ev = Event{}
+	return json.Unmarshal(data, ev)
+}
+
+// decodeStepRecordFast decodes data when it is in the plain form (see above) into exactly the
+// value json.Unmarshal decodes from it; ok false leaves *rec undefined.
+func decodeStepRecordFast(data []byte, rec *StepRecord) (ok bool) {
+	*rec = StepRecord{}
+	r := objReader{b: data}
+	if !r.open() {
+		return false
+	}
+	if r.key("serial") {
+		rec.Serial = r.str()
+	}
+	if r.key("step") {
+		rec.Step = r.str()
+	}
+	if r.key("attempt") {
+		rec.Attempt = r.uint()
+	}
+	if r.key("intent") {
+		rec.Intent = r.bin()
+	}
+	if r.key("began_at") {
+		rec.BeganAt = r.time()
+	}
+	if r.key("ended") {
+		rec.Ended = r.bool()
+	}
+	if r.key("result") {
+		rec.Result = r.bin()
+	}
+	if r.key("error_code") {
+		rec.ErrorCode = r.str()
+	}
+	if r.key("ended_at") {
+		rec.EndedAt = r.time()
+	}
+	return r.close()
+}
+
+// decodeEventFast decodes data when it is in the plain form (see above) into exactly the
+// value json.Unmarshal decodes from it; ok false leaves *ev undefined.
+func decodeEventFast(data []byte, ev *Event) (ok bool) {
+	*ev = Event{}
+	r := objReader{b: data}
+	if !r.open() {
+		return false
+	}
+	if r.key("seq") {
+		ev.Seq = r.uint()
+	}
+	if r.key("unit_seq") {
+		ev.UnitSeq = r.uint()
+	}
+	if r.key("time") {
+		ev.Time = r.time()
+	}
+	if r.key("serial") {
+		ev.Serial = r.str()
+	}
+	if r.key("type") {
+		ev.Type = r.str()
+	}
+	if r.key("principal") {
+		ev.Principal = r.str()
+	}
+	if r.key("step") {
+		ev.Step = r.str()
+	}
+	if r.key("attempt") {
+		ev.Attempt = r.uint()
+	}
+	if r.key("status") {
+		ev.Status = Status(r.str())
+	}
+	if r.key("error_code") {
+		ev.ErrorCode = r.str()
+	}
+	if r.key("message") {
+		ev.Message = r.str()
+	}
+	if r.key("data") {
+		ev.Data = r.strMap()
+	}
+	return r.close()
+}
+
+// objReader reads one JSON object of the plain form; any other input makes it bad.
+type objReader struct {
+	b     []byte
+	bad   bool
+	first bool // no member read yet
+}
+
+func (r *objReader) open() bool {
+	if len(r.b) == 0 || r.b[0] != '{' {
+		return false
+	}
+	r.b, r.first = r.b[1:], true
+	return true
+}
+
+// key consumes the member name `"name":` (after a comma unless it is the first member) when
+// the object continues with it.
+func (r *objReader) key(name string) bool {
+	if r.bad {
+		return false
+	}
+	b := r.b
+	if !r.first {
+		if len(b) == 0 || b[0] != ',' {
+			return false
+		}
+		b = b[1:]
+	}
+	if len(b) < len(name)+3 || b[0] != '"' || string(b[1:1+len(name)]) != name || b[1+len(name)] != '"' || b[2+len(name)] != ':' {
+		return false
+	}
+	r.b, r.first = b[len(name)+3:], false
+	return true
+}
+
+// close consumes the object's end and says the whole input was read and plain.
+func (r *objReader) close() bool {
+	return !r.bad && len(r.b) == 1 && r.b[0] == '}'
+}
+
+// raw reads a quoted plain string and returns its bytes (no copy).
+func (r *objReader) raw() []byte {
+	if r.bad || len(r.b) == 0 || r.b[0] != '"' {
+		r.bad = true
+		return nil
+	}
+	i := bytes.IndexByte(r.b[1:], '"')
+	if i < 0 || !plainJSON(r.b[1:1+i]) {
+		r.bad = true
+		return nil
+	}
+	s := r.b[1 : 1+i]
+	r.b = r.b[2+i:]
+	return s
+}
+
+func (r *objReader) str() string { return string(r.raw()) }
+
+// uint reads a decimal number as encoding/json writes an unsigned integer.
+func (r *objReader) uint() uint64 {
+	i := 0
+	for i < len(r.b) && r.b[i] >= '0' && r.b[i] <= '9' {
+		i++
+	}
+	if r.bad || i == 0 || (i > 1 && r.b[0] == '0') {
+		r.bad = true
+		return 0
+	}
+	n, err := strconv.ParseUint(string(r.b[:i]), 10, 64)
+	if err != nil {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[i:]
+	return n
+}
+
+func (r *objReader) bool() bool {
+	switch {
+	case r.bad:
+	case bytes.HasPrefix(r.b, []byte("true")):
+		r.b = r.b[4:]
+		return true
+	case bytes.HasPrefix(r.b, []byte("false")):
+		r.b = r.b[5:]
+		return false
+	}
+	r.bad = true
+	return false
+}
+
+// bin reads null or a quoted base64 string as encoding/json decodes a []byte.
+func (r *objReader) bin() []byte {
+	if !r.bad && bytes.HasPrefix(r.b, []byte("null")) {
+		r.b = r.b[4:]
+		return nil
+	}
+	s := r.raw()
+	if r.bad {
+		return nil
+	}
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	n, err := base64.StdEncoding.Decode(out, s)
+	if err != nil {
+		r.bad = true
+		return nil
+	}
+	return out[:n]
+}
+
+// time reads a quoted RFC 3339 time as time.Time's UnmarshalJSON does.
+func (r *objReader) time() time.Time {
+	if r.bad || len(r.b) == 0 || r.b[0] != '"' {
+		r.bad = true
+		return time.Time{}
+	}
+	i := bytes.IndexByte(r.b[1:], '"')
+	if i < 0 || !plainJSON(r.b[1:1+i]) {
+		r.bad = true
+		return time.Time{}
+	}
+	var t time.Time
+	if err := t.UnmarshalJSON(r.b[:2+i]); err != nil {
+		r.bad = true
+		return time.Time{}
+	}
+	r.b = r.b[2+i:]
+	return t
+}
+
+// strMap reads an object of plain strings, its keys in increasing order (as encoding/json
+// writes a map), or null.
+func (r *objReader) strMap() map[string]string {
+	if !r.bad && bytes.HasPrefix(r.b, []byte("null")) {
+		r.b = r.b[4:]
+		return nil
+	}
+	if r.bad || len(r.b) == 0 || r.b[0] != '{' {
+		r.bad = true
+		return nil
+	}
+	r.b = r.b[1:]
+	m := map[string]string{}
+	var last []byte
+	for i := 0; !r.bad; i++ {
+		if len(r.b) > 0 && r.b[0] == '}' {
+			r.b = r.b[1:]
+			return m
+		}
+		if i > 0 {
+			if len(r.b) == 0 || r.b[0] != ',' {
+				break
+			}
+			r.b = r.b[1:]
+		}
+		k := r.raw()
+		if i > 0 && bytes.Compare(k, last) <= 0 {
+			break // a duplicate key, or not in encoding/json's order
+		}
+		if r.bad || len(r.b) == 0 || r.b[0] != ':' {
+			break
+		}
+		r.b = r.b[1:]
+		m[string(k)] = r.str()
+		last = k
+	}
+	r.bad = true
+	return nil
+}
+
+// plainJSON says encoding/json writes s as itself between quotes: printable ASCII without the
+// characters it escapes (", \ and the HTML-sensitive <, >, &).
+func plainJSON(s []byte) bool {
+	for _, c := range s {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// recordJSONSamples are step records and events as the store writes them (plain and not),
+// and hand-made forms the fast decoders must decline or read as encoding/json does.
+func recordJSONSamples(t testing.TB) [][]byte {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+	var out [][]byte
+	add := func(v any) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	for _, r := range []StepRecord{
+		{},
+		{StepRef: StepRef{Serial: "SN-1", Step: "verify_ek", Attempt: 1}, Intent: []byte(`{"identify":"x"}`), BeganAt: t0},
+		{StepRef: StepRef{Serial: "SN-1", Step: "enroll", Attempt: 2}, Intent: []byte{}, BeganAt: t0, Ended: true,
+			Result: []byte{0, 1, 2, 255}, ErrorCode: "E_CA", EndedAt: t0.Add(time.Second)},
+		{StepRef: StepRef{Serial: "SN <&> \"q\" é", Step: "s\n"}, BeganAt: t0.In(time.FixedZone("x", 3600))},
+		{StepRef: StepRef{Serial: "SN-2", Step: "complete", Attempt: 1<<64 - 1}, BeganAt: t0, Ended: true, EndedAt: t0},
+	} {
+		add(&r)
+	}
+	for _, e := range []Event{
+		{},
+		{Seq: 7, UnitSeq: 3, Time: t0, Serial: "SN-1", Type: "step", Principal: "station", Step: "verify", Attempt: 1,
+			Status: StatusRunning, ErrorCode: "E", Message: "all fine", Data: map[string]string{"a": "1", "b": "", "c": "x y"}},
+		{Seq: 8, Time: t0, Type: "rework", Principal: "mes:bob", Data: map[string]string{}},
+		{Seq: 9, Time: t0, Serial: "SN-1", Type: "abort", Message: `he said "stop" <now>`, Data: map[string]string{"k\u00e9": "v"}},
+	} {
+		add(&e)
+	}
+	for _, s := range []string{
+		`{"serial":"a","serial":"b"}`, `{"step":"a","serial":"b"}`, `{"serial":null}`, `{"intent":null,"began_at":null}`,
+		`{"attempt":01}`, `{"attempt":1.0}`, `{"attempt":-1}`, `{"attempt":18446744073709551616}`, `{"attempt":1e2}`,
+		`{"intent":"AAE"}`, `{"intent":"AA=="}`, `{"intent":""}`, `{"intent":"!!"}`, `{"ended":true}`, `{"ended":fals}`,
+		`{"began_at":"2026-03-01T12:00:00Z"}`, `{"began_at":"2026-03-01 12:00:00"}`, `{"Serial":"x"}`, ` {"serial":"x"}`,
+		`{"serial":"x"} `, `{"serial":"x"}{}`, `{}`, `{`, ``, `null`, `{"data":{"b":"1","a":"2"}}`, `{"data":{"a":"1","a":"2"}}`,
+		`{"data":null}`, `{"data":{}}`, `{"data":{"a":1}}`, `{"seq":1,"unit_seq":0}`, `{"status":"done","other":1}`,
+		`{"seq":1,}`, `{,"seq":1}`, `{"message":"a\u0041"}`, `{"data":{"a":"1",}}`,
+	} {
+		out = append(out, []byte(s))
+	}
+	return out
+}
+
+// checkRecordJSON fails when a fast decoder accepts data and json.Unmarshal does not, or
+// decodes another value.
+func checkRecordJSON(t testing.TB, data []byte) {
+	var fastRec, slowRec StepRecord
+	if decodeStepRecordFast(data, &fastRec) {
+		if err := json.Unmarshal(data, &slowRec); err != nil {
+			t.Fatalf("step record %q: the fast decoder accepts what encoding/json refuses: %v", data, err)
+		}
+		if !reflect.DeepEqual(fastRec, slowRec) {
+			t.Fatalf("step record %q: fast %#v, encoding/json %#v", data, fastRec, slowRec)
+		}
+	}
+	var fastEv, slowEv Event
+	if decodeEventFast(data, &fastEv) {
+		if err := json.Unmarshal(data, &slowEv); err != nil {
+			t.Fatalf("event %q: the fast decoder accepts what encoding/json refuses: %v", data, err)
+		}
+		if !reflect.DeepEqual(fastEv, slowEv) {
+			t.Fatalf("event %q: fast %#v, encoding/json %#v", data, fastEv, slowEv)
+		}
+	}
+	// The decoders callers use agree with encoding/json on everything, error or not.
+	var rec, wantRec StepRecord
+	errFast, errSlow := decodeStepRecord(data, &rec), json.Unmarshal(data, &wantRec)
+	if (errFast == nil) != (errSlow == nil) || errSlow == nil && !reflect.DeepEqual(rec, wantRec) {
+		t.Fatalf("step record %q: decodeStepRecord %#v (%v), encoding/json %#v (%v)", data, rec, errFast, wantRec, errSlow)
+	}
+	var ev, wantEv Event
+	errFast, errSlow = decodeEvent(data, &ev), json.Unmarshal(data, &wantEv)
+	if (errFast == nil) != (errSlow == nil) || errSlow == nil && !reflect.DeepEqual(ev, wantEv) {
+		t.Fatalf("event %q: decodeEvent %#v (%v), encoding/json %#v (%v)", data, ev, errFast, wantEv, errSlow)
+	}
+}
+
+// TestRecordJSON holds the fast step record and event decoders to encoding/json, and checks
+// that they read the plain records the store writes (else they would only be slower).
+func TestRecordJSON(t *testing.T) {
+	samples := recordJSONSamples(t)
+	for _, data := range samples {
+		checkRecordJSON(t, data)
+	}
+	var rec StepRecord
+	for _, i := range []int{0, 1, 2, 4} {
+		if !decodeStepRecordFast(samples[i], &rec) {
+			t.Errorf("step record %s: the fast decoder declines a plain record", samples[i])
+		}
+	}
+	if decodeStepRecordFast(samples[3], &rec) {
+		t.Errorf("step record %s: the fast decoder reads a record with escapes", samples[3])
+	}
+	var ev Event
+	for _, i := range []int{5, 6, 7} {
+		if !decodeEventFast(samples[i], &ev) {
+			t.Errorf("event %s: the fast decoder declines a plain event", samples[i])
+		}
+	}
+	if decodeEventFast(samples[8], &ev) || !strings.Contains(string(samples[8]), `\u003c`) {
+		t.Errorf("event %s: the fast decoder reads an event with escapes", samples[8])
+	}
+}
+
+// FuzzRecordJSON: whatever the input, a fast decoder that accepts it decodes what
+// encoding/json decodes.
+func FuzzRecordJSON(f *testing.F) {
+	for _, data := range recordJSONSamples(f) {
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkRecordJSON(t, data)
+	})
+}
