@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"runtime"
 
 	"github.com/devid-station/devid/station/store"
 )
@@ -38,10 +37,7 @@ func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
 	if data == nil {
 		return auditRead{decodeErr: fmt.Errorf("%s: missing", AuditFile)}
 	}
-	lines := bytes.Split(data, []byte("\n"))
-	if n := len(lines); n > 0 && len(lines[n-1]) == 0 {
-		lines = lines[:n-1] // the newline that ends the last record
-	}
+	lines := auditLines(data)
 	batches := make(chan auditBatch, 1)
 	done := make(chan auditRead, 1)
 	go func() {
@@ -49,24 +45,8 @@ func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
 	}()
 	var decodeErr error
 	for first := 0; first < len(lines) && decodeErr == nil; first += auditReadBatch {
-		part := lines[first:min(len(lines), first+auditReadBatch)]
-		recs := make([]store.AuditEvent, len(part))
-		errs := make([]error, len(part))
-		// A sub-batch of lines at a time, their digests decoded into shared buffers.
-		const sub = 256
-		parallel((len(part)+sub-1)/sub, runtime.GOMAXPROCS(0), func(b int) {
-			var arena []byte
-			for i := b * sub; i < min(len(part), (b+1)*sub); i++ {
-				errs[i] = decodeAuditLineIn(part[i], &recs[i], &arena)
-			}
-		})
-		for i, err := range errs {
-			if err != nil {
-				decodeErr = fmt.Errorf("%s line %d: %w", AuditFile, first+i+1, err)
-				break
-			}
-		}
-		if decodeErr == nil {
+		var recs []store.AuditEvent
+		if recs, decodeErr = decodeAuditLines(lines[first:min(len(lines), first+auditReadBatch)], first); decodeErr == nil {
 			batches <- auditBatch{first, recs}
 		}
 	}

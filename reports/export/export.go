@@ -316,11 +316,9 @@ func buildUnits(ctx context.Context, st *store.Store, serials []string, units ma
 // encoded on every core, a segment each. (A variable: tests split small chains.)
 var auditSegment uint64 = 16384
 
-// eachInSegments reads audit records first..last on every core, a segment of auditSegment
-// records at a time, calling fn with the segment's number (from 0) and each of its records in
-// order (fn is never called for one segment on two goroutines at once), as store.AuditEach
-// reads them a page at a time: the record is fn's only until fn returns.
-func eachInSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, a *store.AuditEvent) error) error {
+// inSegments splits records first..last into segments of auditSegment records and calls fn
+// for each on every core, with the segment's number (from 0) and its first and last record.
+func inSegments(first, last uint64, fn func(seg int, lo, hi uint64) error) error {
 	if last < first {
 		return nil
 	}
@@ -328,32 +326,39 @@ func eachInSegments(ctx context.Context, st *store.Store, first, last uint64, fn
 	errs := make([]error, n)
 	parallel(n, runtime.GOMAXPROCS(0), func(i int) {
 		lo := first + uint64(i)*auditSegment
-		hi := min(last, lo+auditSegment-1)
+		errs[i] = fn(i, lo, min(last, lo+auditSegment-1))
+	})
+	return errors.Join(errs...)
+}
+
+// eachInSegments reads audit records first..last on every core, a segment of auditSegment
+// records at a time, calling fn with the segment's number (from 0) and each of its records in
+// order (fn is never called for one segment on two goroutines at once), as store.AuditEach
+// reads them a page at a time: the record is fn's only until fn returns.
+func eachInSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, a *store.AuditEvent) error) error {
+	return inSegments(first, last, func(seg int, lo, hi uint64) error {
 		for after := lo - 1; after < hi; {
 			next, stopped := after+1, error(nil)
 			err := st.AuditEach(ctx, after, int(min(4096, hi-after)), func(a *store.AuditEvent) error {
 				if a.Seq != next {
 					stopped = fmt.Errorf("export: audit record %d is missing", next)
-				} else if stopped = fn(i, a); stopped == nil {
+				} else if stopped = fn(seg, a); stopped == nil {
 					next++
 				}
 				return stopped
 			})
 			switch {
 			case stopped != nil:
-				errs[i] = stopped
-				return
+				return stopped
 			case err != nil:
-				errs[i] = fmt.Errorf("export: reading the audit chain: %w", err)
-				return
+				return fmt.Errorf("export: reading the audit chain: %w", err)
 			case next == after+1:
-				errs[i] = fmt.Errorf("export: audit record %d is missing", next)
-				return
+				return fmt.Errorf("export: audit record %d is missing", next)
 			}
 			after = next - 1
 		}
+		return nil
 	})
-	return errors.Join(errs...)
 }
 
 // readBriefSegments reads the store.AuditBrief of audit records first..last on every core, a
@@ -361,41 +366,26 @@ func eachInSegments(ctx context.Context, st *store.Store, first, last uint64, fn
 // and its records in order, a page at a time (fn is never called for one segment on two
 // goroutines at once).
 func readBriefSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, recs []store.AuditBrief) error) error {
-	return readSegmentsOf(ctx, st.AuditBriefsAfter, func(a *store.AuditBrief) uint64 { return a.Seq }, first, last, fn)
-}
-
-// readSegmentsOf is readBriefSegments with records of type T, read by read and numbered by seq.
-func readSegmentsOf[T any](ctx context.Context, read func(ctx context.Context, after uint64, limit int) ([]T, error), seq func(*T) uint64, first, last uint64, fn func(seg int, recs []T) error) error {
-	if last < first {
-		return nil
-	}
-	n := int((last-first)/auditSegment) + 1
-	errs := make([]error, n)
-	parallel(n, runtime.GOMAXPROCS(0), func(i int) {
-		lo := first + uint64(i)*auditSegment
-		hi := min(last, lo+auditSegment-1)
+	return inSegments(first, last, func(seg int, lo, hi uint64) error {
 		for after := lo - 1; after < hi; {
-			recs, err := read(ctx, after, int(min(4096, hi-after)))
+			recs, err := st.AuditBriefsAfter(ctx, after, int(min(4096, hi-after)))
 			if err != nil {
-				errs[i] = fmt.Errorf("export: reading the audit chain: %w", err)
-				return
+				return fmt.Errorf("export: reading the audit chain: %w", err)
 			}
-			if len(recs) == 0 || seq(&recs[0]) != after+1 {
-				errs[i] = fmt.Errorf("export: audit record %d is missing", after+1)
-				return
+			if len(recs) == 0 || recs[0].Seq != after+1 {
+				return fmt.Errorf("export: audit record %d is missing", after+1)
 			}
 			k := 0
-			for k < len(recs) && seq(&recs[k]) <= hi {
+			for k < len(recs) && recs[k].Seq <= hi {
 				k++
 			}
-			if err := fn(i, recs[:k]); err != nil {
-				errs[i] = err
-				return
+			if err := fn(seg, recs[:k]); err != nil {
+				return err
 			}
-			after = seq(&recs[k-1])
+			after = recs[k-1].Seq
 		}
+		return nil
 	})
-	return errors.Join(errs...)
 }
 
 // scan reads the whole chain once, up to the head: each unit's first and last record, whether

@@ -374,10 +374,21 @@ func checkChain(recs []store.AuditEvent, body *Body, keySHA []byte, fail func(st
 // decodeAudit decodes audit.jsonl, one JSON record a line, on every core. An error names the
 // first line at fault.
 func decodeAudit(data []byte) ([]store.AuditEvent, error) {
+	return decodeAuditLines(auditLines(data), 0)
+}
+
+// auditLines splits audit.jsonl into its lines, without the newline that ends the last.
+func auditLines(data []byte) [][]byte {
 	lines := bytes.Split(data, []byte("\n"))
 	if n := len(lines); n > 0 && len(lines[n-1]) == 0 {
-		lines = lines[:n-1] // the newline that ends the last record
+		lines = lines[:n-1]
 	}
+	return lines
+}
+
+// decodeAuditLines decodes lines of audit.jsonl, the first of them line first+1, on every
+// core. An error names the first line at fault.
+func decodeAuditLines(lines [][]byte, first int) ([]store.AuditEvent, error) {
 	recs := make([]store.AuditEvent, len(lines))
 	errs := make([]error, len(lines))
 	// A batch of lines at a time, their digests decoded into shared buffers.
@@ -390,7 +401,7 @@ func decodeAudit(data []byte) ([]store.AuditEvent, error) {
 	})
 	for i, err := range errs {
 		if err != nil {
-			return nil, fmt.Errorf("%s line %d: %w", AuditFile, i+1, err)
+			return nil, fmt.Errorf("%s line %d: %w", AuditFile, first+i+1, err)
 		}
 	}
 	return recs, nil

@@ -268,10 +268,16 @@ type AuditBrief struct {
 // so to find its units' records). A record that does not decode is an error, as in
 // AuditAfter.
 func (s *Store) AuditBriefsAfter(ctx context.Context, after uint64, limit int) ([]AuditBrief, error) {
+	return auditPageOf(ctx, s, after, limit, decodeBrief)
+}
+
+// auditPageOf returns up to limit audit records with Seq > after, in order, each decoded by
+// decode (limit <= 0 means 100).
+func auditPageOf[T any](ctx context.Context, s *Store, after uint64, limit int, decode func([]byte) (T, error)) ([]T, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	var out []AuditBrief
+	var out []T
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
@@ -279,9 +285,9 @@ func (s *Store) AuditBriefsAfter(ctx context.Context, after uint64, limit int) (
 		c := tx.Bucket(bAudit).Cursor()
 		for k, v := c.Seek(u64key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
 			if out == nil {
-				out = make([]AuditBrief, 0, min(limit, auditPage))
+				out = make([]T, 0, min(limit, auditPage))
 			}
-			a, err := decodeBrief(v)
+			a, err := decode(v)
 			if err != nil {
 				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
 			}
@@ -310,26 +316,5 @@ func decodeBrief(v []byte) (AuditBrief, error) {
 // AuditAfter returns up to limit audit records with Seq > after, in order.
 // limit <= 0 means 100.
 func (s *Store) AuditAfter(ctx context.Context, after uint64, limit int) ([]AuditEvent, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	var out []AuditEvent
-	if after == math.MaxUint64 {
-		return nil, nil
-	}
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		c := tx.Bucket(bAudit).Cursor()
-		for k, v := c.Seek(u64key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			if out == nil {
-				out = make([]AuditEvent, 0, min(limit, auditPage))
-			}
-			a, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("decoding audit record %d: %w", binary.BigEndian.Uint64(k), err)
-			}
-			out = append(out, a)
-		}
-		return nil
-	})
-	return out, err
+	return auditPageOf(ctx, s, after, limit, decodeRecord)
 }
