@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/devid-station/devid/station/store"
 )
@@ -144,4 +145,34 @@ func checkAuditBatches(batches <-chan auditBatch, n int, body *Body, keySHA []by
 		}
 	}
 	return out
+}
+
+// auditLines splits audit.jsonl into its lines, without the newline that ends the last.
+func auditLines(data []byte) [][]byte {
+	lines := bytes.Split(data, []byte("\n"))
+	if n := len(lines); n > 0 && len(lines[n-1]) == 0 {
+		lines = lines[:n-1]
+	}
+	return lines
+}
+
+// decodeAuditLines decodes lines of audit.jsonl, the first of them line first+1, on every
+// core. An error names the first line at fault.
+func decodeAuditLines(lines [][]byte, first int) ([]store.AuditEvent, error) {
+	recs := make([]store.AuditEvent, len(lines))
+	errs := make([]error, len(lines))
+	// A batch of lines at a time, their digests decoded into shared buffers.
+	const batch = 256
+	parallel((len(lines)+batch-1)/batch, runtime.GOMAXPROCS(0), func(b int) {
+		var arena []byte
+		for i := b * batch; i < min(len(lines), (b+1)*batch); i++ {
+			errs[i] = decodeAuditLineIn(lines[i], &recs[i], &arena)
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", AuditFile, first+i+1, err)
+		}
+	}
+	return recs, nil
 }
