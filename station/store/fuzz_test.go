@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // FuzzOpen opens arbitrary bytes as a store file (seeded with a real store, whole and cut), then
@@ -71,6 +73,15 @@ func FuzzOpen(f *testing.F) {
 		}()
 		if s.StationID() != testStation {
 			t.Fatalf("store of station %q opened for %q", s.StationID(), testStation)
+		}
+		// Open's page check replaces bbolt's: a file it accepts must pass bbolt's too.
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			for err := range tx.Check() {
+				t.Fatalf("Open accepted a file bbolt's Tx.Check refuses: %v", err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 		_, err = s.Unit(ctx, "SN-0001")
 		wantStableError(t, "Unit", err, ErrNotFound)

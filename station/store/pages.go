@@ -1,13 +1,15 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"os"
-
-	bolt "go.etcd.io/bbolt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 )
 
 // bbolt's on-disk layout (go.etcd.io/bbolt internal/common, native byte order: little endian
@@ -28,43 +30,124 @@ const (
 	maxPageDepth     = 64
 )
 
-// pageWalk checks the page tree of a store file before bbolt's own check reads it. That check
-// runs on a goroutine of bbolt's, follows page ids without remembering the pages it saw and
-// reads keys where the elements say they are: a page that refers to itself makes it recurse
-// until the stack overflows, and an element pointing outside its page makes it fault; both
-// kill the process instead of giving a CorruptError (found by FuzzOpen).
+// pageWalk checks the pages of a store file, read through a mapping of their own, in one
+// walk: the checks of bbolt's Tx.Check and those bbolt's check itself needs first.
+//
+// bbolt's check runs on a goroutine of bbolt's, follows page ids without remembering the pages
+// it saw and reads keys where the elements say they are: a page that refers to itself makes it
+// recurse until the stack overflows, and an element pointing outside its page makes it fault;
+// both kill the process instead of giving a CorruptError (found by FuzzOpen). It also keeps a
+// map entry for every page and builds a bucket for every nested bucket, which at 100,000 units
+// (750,000 pages) cost more CPU than the audit verification. So the walk does all of it:
+// every page lies within the file, is a branch or a leaf page, is reached once and is not free;
+// every page is reached or free; the freelist lists no page twice; and the keys of every page
+// are in order, within the bounds of the branch elements above them. The test
+// TestCheckPagesAgreesWithBbolt and FuzzOpen hold it to bbolt's check.
+//
+// The walk uses every core: a subtree goes to a goroutine of its own while one is free.
 type pageWalk struct {
-	f        io.ReaderAt
-	pageSize int
+	data     []byte // the file's pages: hwm pages of pageSize bytes
+	pageSize uint64
 	hwm      uint64 // pages the meta page counts
-	seen     map[uint64]bool
+	seen     bitmap // pages reached
+	free     bitmap // pages the freelist lists
+	idle     chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	err      error // the first problem found
+	failed   atomic.Bool
 }
 
-// checkPages walks every page reachable from the meta page tx reads: each page lies within
-// the file, is a branch or a leaf page, is reached once, and holds its elements.
-func checkPages(f io.ReaderAt, tx *bolt.Tx, pageSize int) error {
-	w := &pageWalk{f: f, pageSize: pageSize, hwm: uint64(tx.Size()) / uint64(pageSize), seen: map[uint64]bool{}}
+// bitmap is a set of page ids.
+type bitmap []uint64
+
+func newBitmap(n uint64) bitmap     { return make(bitmap, (n+63)/64) }
+func (m bitmap) has(id uint64) bool { return atomic.LoadUint64(&m[id/64])&(1<<(id%64)) != 0 }
+
+// add adds id, reporting whether it was there already.
+func (m bitmap) add(id uint64) bool {
+	bit := uint64(1) << (id % 64)
+	return atomic.OrUint64(&m[id/64], bit)&bit != 0
+}
+
+// checkPages walks every page reachable from the meta page of transaction txid in data, the
+// file's pages.
+func checkPages(data []byte, txid uint64, pageSize int) error {
+	hwm := uint64(len(data)) / uint64(pageSize)
+	if hwm < 2 {
+		return fmt.Errorf("the meta page counts %d pages", hwm)
+	}
+	w := &pageWalk{data: data, pageSize: uint64(pageSize), hwm: hwm, seen: newBitmap(hwm), free: newBitmap(hwm),
+		idle: make(chan struct{}, runtime.GOMAXPROCS(0)-1)}
+	for range cap(w.idle) {
+		w.idle <- struct{}{}
+	}
 	for id := range uint64(2) {
-		meta := make([]byte, metaTxidOffset+8)
-		if _, err := f.ReadAt(meta, int64(id)*int64(pageSize)); err != nil {
-			return fmt.Errorf("reading meta page %d: %w", id, err)
-		}
-		if binary.LittleEndian.Uint64(meta[metaTxidOffset:]) != uint64(tx.ID()) {
+		meta := data[id*w.pageSize:]
+		if binary.LittleEndian.Uint64(meta[metaTxidOffset:]) != txid {
 			continue
 		}
+		w.seen.add(0)
+		w.seen.add(1)
 		if err := w.freelist(binary.LittleEndian.Uint64(meta[metaFreeOffset:])); err != nil {
 			return err
 		}
-		return w.tree(binary.LittleEndian.Uint64(meta[metaRootOffset:]), 0)
+		w.subtree(binary.LittleEndian.Uint64(meta[metaRootOffset:]), nil, nil, 0)
+		w.wg.Wait()
+		if w.err != nil {
+			return w.err
+		}
+		for id := range hwm {
+			if !w.seen.has(id) && !w.free.has(id) {
+				return fmt.Errorf("page %d is neither reached nor free", id)
+			}
+		}
+		return nil
 	}
-	return fmt.Errorf("no meta page of transaction %d", tx.ID())
+	return fmt.Errorf("no meta page of transaction %d", txid)
+}
+
+// fail records err unless a problem was found already.
+func (w *pageWalk) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = err
+		w.failed.Store(true)
+	}
+}
+
+// subtree checks the page pgid and the pages below it (see tree), on a goroutine of its own
+// when one is idle.
+func (w *pageWalk) subtree(pgid uint64, lo, hi []byte, depth int) {
+	select {
+	case <-w.idle:
+	default:
+		if err := w.tree(pgid, lo, hi, depth); err != nil {
+			w.fail(err)
+		}
+		return
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer func() { w.idle <- struct{}{} }()
+		var err error
+		guard(&err, func(p any) error { return fmt.Errorf("reading page %d: %v", pgid, p) }, func() {
+			err = w.tree(pgid, lo, hi, depth)
+		})
+		if err != nil {
+			w.fail(err)
+		}
+	}()
 }
 
 // freelist checks the freelist page: it lies within the file with its overflow, is a freelist
 // page, holds the ids it counts, and every id it lists is a page below the high water mark
-// other than the meta pages. bbolt's check counts through the overflow (up to 2^32 pages) and
-// never looks at the ids' range; a commit then allocates such an id and panics on a goroutine
-// of bbolt's ("pgid above high water mark"), or writes over a meta page (found by FuzzOpen).
+// other than the meta pages, listed once. bbolt's check counts through the overflow (up to
+// 2^32 pages) and never looks at the ids' range; a commit then allocates such an id and panics
+// on a goroutine of bbolt's ("pgid above high water mark"), or writes over a meta page (found
+// by FuzzOpen).
 func (w *pageWalk) freelist(pgid uint64) error {
 	if pgid == ^uint64(0) { // no freelist page
 		return nil
@@ -72,10 +155,7 @@ func (w *pageWalk) freelist(pgid uint64) error {
 	if pgid < 2 || pgid >= w.hwm {
 		return fmt.Errorf("freelist page %d outside pages 2-%d", pgid, w.hwm-1)
 	}
-	hdr := make([]byte, pageHeaderSize)
-	if _, err := w.f.ReadAt(hdr, int64(pgid)*int64(w.pageSize)); err != nil {
-		return fmt.Errorf("reading freelist page %d: %w", pgid, err)
-	}
+	hdr := w.data[pgid*w.pageSize:]
 	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
 	if pgid+overflow >= w.hwm {
 		return fmt.Errorf("freelist page %d overflows past page %d", pgid, w.hwm-1)
@@ -83,10 +163,10 @@ func (w *pageWalk) freelist(pgid uint64) error {
 	if flags := binary.LittleEndian.Uint16(hdr[8:]); flags != freelistPageFlag {
 		return fmt.Errorf("freelist page %d has type %#x", pgid, flags)
 	}
-	buf := make([]byte, (1+overflow)*uint64(w.pageSize))
-	if _, err := w.f.ReadAt(buf, int64(pgid)*int64(w.pageSize)); err != nil {
-		return fmt.Errorf("reading freelist page %d: %w", pgid, err)
+	for id := pgid; id <= pgid+overflow; id++ {
+		w.seen.add(id)
 	}
+	buf := w.data[pgid*w.pageSize : (pgid+1+overflow)*w.pageSize]
 	ids, count := buf[pageHeaderSize:], uint64(binary.LittleEndian.Uint16(hdr[10:]))
 	if count == 0xFFFF { // the count is in the first element
 		if len(ids) < 8 {
@@ -98,26 +178,27 @@ func (w *pageWalk) freelist(pgid uint64) error {
 		return fmt.Errorf("freelist page %d: %d ids do not fit", pgid, count)
 	}
 	for i := range count {
-		if id := binary.LittleEndian.Uint64(ids[i*8:]); id < 2 || id >= w.hwm {
+		id := binary.LittleEndian.Uint64(ids[i*8:])
+		if id < 2 || id >= w.hwm {
 			return fmt.Errorf("freelist page %d lists page %d, outside pages 2-%d", pgid, id, w.hwm-1)
+		}
+		if w.free.add(id) {
+			return fmt.Errorf("freelist page %d lists page %d twice", pgid, id)
 		}
 	}
 	return nil
 }
 
-// tree checks the page pgid and the pages below it.
-func (w *pageWalk) tree(pgid uint64, depth int) error {
+// tree checks the page pgid and the pages below it, whose keys must lie in [lo, hi) (nil: no
+// bound).
+func (w *pageWalk) tree(pgid uint64, lo, hi []byte, depth int) error {
+	if w.failed.Load() {
+		return nil // the first problem is reported already
+	}
 	if pgid < 2 || pgid >= w.hwm {
 		return fmt.Errorf("page %d outside pages 2-%d", pgid, w.hwm-1)
 	}
-	if w.seen[pgid] {
-		return fmt.Errorf("page %d reached twice", pgid)
-	}
-	w.seen[pgid] = true
-	hdr := make([]byte, pageHeaderSize)
-	if _, err := w.f.ReadAt(hdr, int64(pgid)*int64(w.pageSize)); err != nil {
-		return fmt.Errorf("reading page %d: %w", pgid, err)
-	}
+	hdr := w.data[pgid*w.pageSize:]
 	if id := binary.LittleEndian.Uint64(hdr); id != pgid {
 		return fmt.Errorf("page %d says it is page %d", pgid, id)
 	}
@@ -125,16 +206,21 @@ func (w *pageWalk) tree(pgid uint64, depth int) error {
 	if pgid+overflow >= w.hwm {
 		return fmt.Errorf("page %d overflows past page %d", pgid, w.hwm-1)
 	}
-	buf := make([]byte, (1+overflow)*uint64(w.pageSize))
-	if _, err := w.f.ReadAt(buf, int64(pgid)*int64(w.pageSize)); err != nil {
-		return fmt.Errorf("reading page %d: %w", pgid, err)
+	for id := pgid; id <= pgid+overflow; id++ {
+		if w.seen.add(id) {
+			return fmt.Errorf("page %d reached twice", id)
+		}
 	}
-	return w.page(pgid, buf, depth)
+	if w.free.has(pgid) {
+		return fmt.Errorf("page %d is reached and free", pgid)
+	}
+	return w.page(pgid, w.data[pgid*w.pageSize:(pgid+1+overflow)*w.pageSize], lo, hi, depth)
 }
 
 // page checks the elements of one page (buf, from its header on; an inline bucket's page is
-// the rest of its value) and the pages they refer to.
-func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
+// the rest of its value), whose keys must lie in [lo, hi) and follow each other in order, and
+// the pages they refer to.
+func (w *pageWalk) page(pgid uint64, buf, lo, hi []byte, depth int) error {
 	if depth > maxPageDepth {
 		return fmt.Errorf("page %d lies deeper than %d pages", pgid, maxPageDepth)
 	}
@@ -151,55 +237,68 @@ func (w *pageWalk) page(pgid uint64, buf []byte, depth int) error {
 	if flags == branchPageFlag && count == 0 {
 		return fmt.Errorf("page %d: a branch page without elements", pgid)
 	}
-	for i := range count {
+	if flags != branchPageFlag && flags != leafPageFlag {
+		return fmt.Errorf("page %d has type %#x, want a branch or leaf page", pgid, flags)
+	}
+	// element returns element i: its key and value (a branch element has none), each
+	// within the page, and its first four bytes (a leaf's flags).
+	element := func(i uint64) (k, v []byte, first uint32, err error) {
 		at := pageHeaderSize + i*pageElementSize
 		e := buf[at : at+pageElementSize]
-		switch flags {
-		case branchPageFlag:
-			pos, ksize := uint64(binary.LittleEndian.Uint32(e)), uint64(binary.LittleEndian.Uint32(e[4:]))
-			if at+pos+ksize > size {
-				return fmt.Errorf("page %d: element %d lies outside the page", pgid, i)
-			}
-			if err := w.tree(binary.LittleEndian.Uint64(e[8:]), depth+1); err != nil {
-				return err
-			}
-		case leafPageFlag:
-			eflags, pos := binary.LittleEndian.Uint32(e), uint64(binary.LittleEndian.Uint32(e[4:]))
-			ksize, vsize := uint64(binary.LittleEndian.Uint32(e[8:])), uint64(binary.LittleEndian.Uint32(e[12:]))
-			if at+pos+ksize+vsize > size {
-				return fmt.Errorf("page %d: element %d lies outside the page", pgid, i)
-			}
-			if eflags&bucketLeafFlag == 0 {
-				continue
-			}
-			v := buf[at+pos+ksize : at+pos+ksize+vsize]
-			if len(v) < bucketHeaderLen {
-				return fmt.Errorf("page %d: bucket %d has a %d-byte header", pgid, i, len(v))
-			}
-			var err error
-			if root := binary.LittleEndian.Uint64(v); root == 0 {
-				// An inline bucket's page is a leaf of id 0. bbolt's cursor takes a branch
-				// there for one whose every child (page 0) is the inline page itself, and
-				// descends forever, growing its stack until the process runs out of
-				// memory; and a commit that moves the bucket to pages of its own frees the
-				// page of the id it finds, panicking on bbolt's batch goroutine for an id
-				// past the file (both found by FuzzOpen).
-				inline := v[bucketHeaderLen:]
-				if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint16(inline[8:]) != leafPageFlag {
-					return fmt.Errorf("page %d: inline bucket %d is not a leaf page", pgid, i)
+		first = binary.LittleEndian.Uint32(e)
+		pos, ksize, vsize := uint64(binary.LittleEndian.Uint32(e[4:])), uint64(binary.LittleEndian.Uint32(e[8:])), uint64(binary.LittleEndian.Uint32(e[12:]))
+		if flags == branchPageFlag {
+			pos, ksize, vsize = uint64(first), uint64(binary.LittleEndian.Uint32(e[4:])), 0
+		}
+		if at+pos+ksize+vsize > size {
+			return nil, nil, 0, fmt.Errorf("page %d: element %d lies outside the page", pgid, i)
+		}
+		return buf[at+pos : at+pos+ksize], buf[at+pos+ksize : at+pos+ksize+vsize], first, nil
+	}
+	prev := lo
+	for i := range count {
+		k, v, first, err := element(i)
+		if err != nil {
+			return err
+		}
+		if prev != nil && (bytes.Compare(prev, k) > 0 || i > 0 && bytes.Equal(prev, k)) || hi != nil && bytes.Compare(k, hi) >= 0 {
+			return fmt.Errorf("page %d: key %d out of order", pgid, i)
+		}
+		prev = k
+		if flags == branchPageFlag {
+			next := hi
+			if i+1 < count {
+				if next, _, _, err = element(i + 1); err != nil {
+					return err
 				}
-				if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint64(inline) != 0 {
-					return fmt.Errorf("page %d: inline bucket %d says it is page %d", pgid, i, binary.LittleEndian.Uint64(inline))
-				}
-				err = w.page(pgid, inline, depth+1)
-			} else {
-				err = w.tree(root, depth+1)
 			}
-			if err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("page %d has type %#x, want a branch or leaf page", pgid, flags)
+			w.subtree(binary.LittleEndian.Uint64(buf[pageHeaderSize+i*pageElementSize+8:]), k, next, depth+1)
+			continue
+		}
+		if first&bucketLeafFlag == 0 {
+			continue
+		}
+		if len(v) < bucketHeaderLen {
+			return fmt.Errorf("page %d: bucket %d has a %d-byte header", pgid, i, len(v))
+		}
+		if root := binary.LittleEndian.Uint64(v); root != 0 {
+			w.subtree(root, nil, nil, depth+1)
+			continue
+		}
+		// An inline bucket's page is a leaf of id 0. bbolt's cursor takes a branch there for
+		// one whose every child (page 0) is the inline page itself, and descends forever,
+		// growing its stack until the process runs out of memory; and a commit that moves
+		// the bucket to pages of its own frees the page of the id it finds, panicking on
+		// bbolt's batch goroutine for an id past the file (both found by FuzzOpen).
+		inline := v[bucketHeaderLen:]
+		if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint16(inline[8:]) != leafPageFlag {
+			return fmt.Errorf("page %d: inline bucket %d is not a leaf page", pgid, i)
+		}
+		if len(inline) >= pageHeaderSize && binary.LittleEndian.Uint64(inline) != 0 {
+			return fmt.Errorf("page %d: inline bucket %d says it is page %d", pgid, i, binary.LittleEndian.Uint64(inline))
+		}
+		if err := w.page(pgid, inline, nil, nil, depth+1); err != nil {
+			return err
 		}
 	}
 	return nil

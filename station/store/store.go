@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
@@ -211,47 +212,42 @@ func corruptOnOpen(err error) bool {
 		err != nil && strings.HasPrefix(err.Error(), "file size too small")
 }
 
-// maxCheckErrors bounds the consistency problems a CorruptError names.
-const maxCheckErrors = 3
-
-// check runs bbolt's consistency check over every page, after making sure
-// the file holds every page its meta page counts and that its page tree is
-// sound (the check runs on bbolt's own goroutine, where reading past the end
-// of the file, a fault or a page cycle would be fatal: see checkPages).
+// check checks every page of the store file before anything reads or writes it (checkPages:
+// bbolt's consistency check and more), after making sure the file holds every page its meta
+// page counts. It reads the pages where bbolt maps them: copying 750,000 pages out of the file
+// at 100,000 units cost more CPU than reading them, and the first read of each page through a
+// mapping is most of the cost of reading it, which the audit verification at start then does
+// not pay again.
 func check(db *bolt.DB, path string) error {
-	var problems []string
+	var problem string
 	err := db.View(func(tx *bolt.Tx) error {
 		st, err := os.Stat(path)
 		if err != nil {
 			return err
 		}
 		if st.Size() < tx.Size() {
-			problems = append(problems, fmt.Sprintf("file has %d bytes, its pages need %d (truncated)", st.Size(), tx.Size()))
+			problem = fmt.Sprintf("file has %d bytes, its pages need %d (truncated)", st.Size(), tx.Size())
 			return nil
 		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := checkPages(f, tx, db.Info().PageSize); err != nil {
-			problems = append(problems, err.Error())
-			return nil
-		}
-		for err := range tx.Check() {
-			if len(problems) < maxCheckErrors {
-				problems = append(problems, err.Error())
-			}
+		if err := checkPages(mapped(db, tx.Size()), uint64(tx.ID()), db.Info().PageSize); err != nil {
+			problem = err.Error()
 		}
 		return nil
 	})
 	if err != nil {
 		return &CorruptError{Path: path, Reason: err.Error()}
 	}
-	if len(problems) > 0 {
-		return &CorruptError{Path: path, Reason: strings.Join(problems, "; ")}
+	if problem != "" {
+		return &CorruptError{Path: path, Reason: problem}
 	}
 	return nil
+}
+
+// mapped returns the first n bytes of bbolt's mapping of the file, whose address bbolt's Info
+// gives. The mapping is not memory of Go's (the collector neither moves nor frees it) and stays
+// in place while a transaction is open: bbolt remaps the file only with none open.
+func mapped(db *bolt.DB, n int64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Add(nil, db.Info().Data)), n)
 }
 
 // markCorrupt latches the store as corrupt for reason (bbolt panicked on a page, a stored
