@@ -11,7 +11,7 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -234,7 +234,8 @@ func TestIAKCertificationRefused(t *testing.T) {
 			},
 			activate: func(handle uint32) error {
 				if handle == tpm.IAKHandle {
-					return errors.New("this TPM will not activate a credential for the IAK")
+					// The TPM's refusal (TPM_RC_INTEGRITY and the like), not a TPM out of reach.
+					return fmt.Errorf("this TPM will not activate a credential for the IAK: %w", tpm.ErrActivationFailed)
 				}
 				return nil
 			}},

@@ -403,7 +403,7 @@ func (u *unit) activate(ctx context.Context, role string, handle uint32, key *at
 	}}})
 	if err != nil {
 		var e *Error
-		if errors.As(err, &e) && e.Code == CodeAgentError {
+		if errors.As(err, &e) && e.Code == CodeAgentError && !u.tpmUnreached(err) {
 			e.Code = CodeActivationFailed
 		}
 		return err
@@ -413,6 +413,24 @@ func (u *unit) activate(ctx context.Context, role string, handle uint32, key *at
 	}
 	u.proven = true
 	return nil
+}
+
+// maxUnreached bounds the credential activations of a proof step that a unit's agent may report
+// as not taken to its TPM (see tpmUnreached) before the next one counts as failed.
+const maxUnreached = 3
+
+// tpmUnreached reports whether err, an agent's error answering a credential activation, says
+// the agent could not reach its TPM (ERROR_CODE_TPM without a TPM response code: a TPM reset or
+// a power loss mid-command), and the step has had fewer than maxUnreached such answers since
+// the last rework. Such an answer is no verdict on the credential: the unit fails AGENT_ERROR
+// (class other) and proves itself again at its next connection, with a new credential, instead
+// of going on hold. It is the agent's word, so it is believed a bounded number of times: a TPM
+// that cannot prove it holds the EK gains nothing from it, and an agent that keeps saying it
+// gets ACTIVATION_FAILED.
+func (u *unit) tpmUnreached(err error) bool {
+	var ae *AgentError
+	return errors.As(err, &ae) && ae.Code == agentv1.ErrorCode_ERROR_CODE_TPM && ae.TPMRC == 0 &&
+		u.unreached[u.step] < maxUnreached
 }
 
 // request returns the subject and extensions the station dictates for role. They follow from

@@ -64,6 +64,9 @@ type unit struct {
 	// proven is set once a credential activation in this session proved the TPM holds the EK.
 	proven bool
 	keys   map[string]*devKey // by role: roleIDevID, roleLDevID
+	// unreached counts, by step, the attempts since the last rework that ended AGENT_ERROR: a
+	// proof step's credential activation the agent could not take to its TPM (activate).
+	unreached map[string]int
 }
 
 // devKey is what the workflow learned about one DevID key.
@@ -273,6 +276,7 @@ func (u *unit) load(ctx context.Context) error {
 	}
 	proven := st.EKFingerprint != ""
 	u.intents = map[string]store.StepRecord{}
+	u.unreached = map[string]int{}
 	for _, rec := range recs {
 		from := since
 		if idevidSteps[rec.Step] && idevidSince.Before(since) {
@@ -283,6 +287,8 @@ func (u *unit) load(ctx context.Context) error {
 			u.intents[rec.Step] = rec
 		case proven && rec.ErrorCode == "" && !rec.EndedAt.Before(from):
 			u.results[rec.Step] = rec.Result
+		case rec.ErrorCode == CodeAgentError && !rec.EndedAt.Before(since):
+			u.unreached[rec.Step]++
 		}
 	}
 	u.keys = map[string]*devKey{}
