@@ -127,10 +127,10 @@ type Store struct {
 }
 
 // Open opens or creates the store file at path. A file whose pages do not
-// pass bbolt's consistency check (or on which bbolt panics) is refused with a
-// *CorruptError; the check reads every page once, which is cheap next to a
-// station's lifetime and the only way to find damage before a unit depends on
-// it.
+// pass the page check (checkPages: bbolt's consistency check and more), or on
+// which bbolt panics, is refused with a *CorruptError; the check reads every
+// page once, which is cheap next to a station's lifetime and the only way to
+// find damage before a unit depends on it.
 func Open(path string, opts Options) (s *Store, err error) {
 	s = &Store{path: path, clock: opts.Clock, log: opts.Logger, onCorrupt: opts.OnCorrupt, refusalsKept: opts.RefusalsKept, commits: opts.Commits}
 	if s.refusalsKept <= 0 {
