@@ -134,7 +134,7 @@ bench: ## run the Go benchmarks (the store at 100k units: make bench-store)
 
 .PHONY: bench-audit
 BENCH_UNITS ?= 10000
-bench-audit: ## start-up verification (with the store's size a unit), the QA export and its offline verification over BENCH_UNITS units written as the workflow writes them (default 10000; 100000 builds for long)
+bench-audit: ## the store's open (its page check) and start-up verification (with the store's size a unit), the QA export and its offline verification over BENCH_UNITS units written as the workflow writes them (default 10000; 100000 builds for long)
 	BENCH_UNITS=$(BENCH_UNITS) $(GO) test -count=1 -run '^$$' -bench 'BenchmarkVerify$$|BenchmarkExport' -benchtime=1x -timeout 2h ./station/store/ ./reports/export/
 
 bench-line: ## the simulated line against its bound: 64 units (both EKs, ECC EK only), then 16 to 64 units (about 2 min)
