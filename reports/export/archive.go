@@ -47,6 +47,45 @@ func (t *TarWriter) Put(name string, parts ...[]byte) error {
 	return nil
 }
 
+// Create begins one file of size bytes (0644) and returns where its bytes go: exactly size of
+// them, before the next file. A file streamed into the archive is never held whole.
+func (t *TarWriter) Create(name string, size int64) (io.Writer, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: t.mtime}); err != nil {
+		return nil, fmt.Errorf("export: archive: %w", err)
+	}
+	return archiveFile{t.tw}, nil
+}
+
+// archiveFile is a file Create began.
+type archiveFile struct{ tw *tar.Writer }
+
+func (f archiveFile) Write(p []byte) (int, error) {
+	n, err := f.tw.Write(p)
+	if err != nil {
+		err = fmt.Errorf("export: archive: %w", err)
+	}
+	return n, err
+}
+
+// PutStream writes one file of size bytes read from r: TarWriter is a StreamSink.
+func (t *TarWriter) PutStream(name string, size int64, r io.Reader) error {
+	w, err := t.Create(name, size)
+	if err != nil {
+		return err
+	}
+	n, err := io.CopyBuffer(w, r, make([]byte, 256<<10))
+	if err != nil {
+		return err
+	}
+	if n != size {
+		return fmt.Errorf("export: archive: %s: %d bytes, want %d", name, n, size)
+	}
+	return nil
+}
+
 // Close writes the end of the archive and flushes it; it does not close the writer beneath.
 func (t *TarWriter) Close() error {
 	if err := t.tw.Close(); err != nil {
