@@ -106,12 +106,19 @@ func checkName(name string) error {
 	return nil
 }
 
-// readTar reads every file of a bundle archive of size bytes. Problems (an entry that is not a
-// regular file, a name that leaves the bundle, a name twice) are reported through fail and the
-// entry skipped; an archive that does not read stops there, keeping what came before.
-func readTar(r io.Reader, size int64, fail func(string, ...any)) map[string][]byte {
-	files := map[string][]byte{}
-	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
+// tarEntry is where a file's bytes are in an archive.
+type tarEntry struct {
+	off, size int64
+}
+
+// indexTar lists where each file of a bundle archive of size bytes lies, reading its headers
+// only (the bytes of a file are skipped, not read). Problems (an entry that is not a regular
+// file, a name that leaves the bundle, a name twice) are reported through fail and the entry
+// skipped; an archive that does not read stops there, keeping what came before.
+func indexTar(f io.ReadSeeker, size int64, fail func(string, ...any)) map[string]tarEntry {
+	files := map[string]tarEntry{}
+	r := &seekBuffer{f: f, br: bufio.NewReaderSize(f, 64<<10)}
+	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -121,6 +128,7 @@ func readTar(r io.Reader, size int64, fail func(string, ...any)) map[string][]by
 			fail("archive: %v", err)
 			return files
 		}
+		_, twice := files[h.Name]
 		switch nameErr := checkName(h.Name); {
 		case h.Typeflag == tar.TypeDir:
 			continue // a folder of the bundle: its files come as entries of their own
@@ -130,20 +138,51 @@ func readTar(r io.Reader, size int64, fail func(string, ...any)) map[string][]by
 		case nameErr != nil:
 			fail("%s: the name leaves the bundle", h.Name)
 			continue
-		case files[h.Name] != nil:
+		case twice:
 			fail("%s: twice in the archive", h.Name)
 			continue
 		}
-		// An entry cannot be larger than the archive: a forged size allocates no more.
 		if h.Size < 0 || h.Size > size {
 			fail("%s: %d bytes, larger than the archive", h.Name, h.Size)
 			return files
 		}
-		data := make([]byte, h.Size)
-		if _, err := io.ReadFull(tr, data); err != nil {
-			fail("%s: archive: %v", h.Name, err)
+		// Next has read the header: the file's bytes start here.
+		if r.pos+h.Size > size {
+			fail("%s: archive: %v", h.Name, io.ErrUnexpectedEOF)
 			return files
 		}
-		files[h.Name] = data
+		files[h.Name] = tarEntry{off: r.pos, size: h.Size}
 	}
+}
+
+// seekBuffer reads f through a buffer and knows its position; archive/tar skips a file's
+// bytes by seeking it (within the buffer when they are there).
+type seekBuffer struct {
+	f   io.ReadSeeker
+	br  *bufio.Reader
+	pos int64
+}
+
+func (s *seekBuffer) Read(p []byte) (int, error) {
+	n, err := s.br.Read(p)
+	s.pos += int64(n)
+	return n, err
+}
+
+// Seek moves on from the current position only (what archive/tar asks).
+func (s *seekBuffer) Seek(off int64, whence int) (int64, error) {
+	switch {
+	case whence != io.SeekCurrent || off < 0:
+		return 0, errors.New("export: archive: seeking back")
+	case off <= int64(s.br.Buffered()):
+		n, err := s.br.Discard(int(off))
+		s.pos += int64(n)
+		return s.pos, err
+	}
+	if _, err := s.f.Seek(s.pos+off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	s.br.Reset(s.f)
+	s.pos += off
+	return s.pos, nil
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/big"
 	"os"
@@ -133,19 +134,18 @@ func VerifyWith(path string, t Trust) *Report {
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
-	files := checkFiles(src, body, fail)
+	keySHA, keyErr := store.KeySHA256(stationKey)
+	// The chain is checked as audit.jsonl is read, as a stream, and decoded, a batch of records
+	// at a time; its hash is taken on the way. The units are then checked on every core against
+	// their records. A file that does not decode or a chain that does not verify voids those
+	// checks.
+	audit, auditHash := readAuditFile(src, body, keySHA, keyErr == nil)
+	files := checkFiles(src, body, fail, auditHash)
 	src.Close() // every file needed is in files
-
-	keySHA, err := store.KeySHA256(stationKey)
-	if err != nil {
-		fail("station key: %v", err)
+	if keyErr != nil {
+		fail("station key: %v", keyErr)
 		return rep
 	}
-	// The chain is checked as audit.jsonl is decoded, a batch of records at a time; the units
-	// are then checked on every core against their records. A file that does not decode or a
-	// chain that does not verify voids those checks.
-	audit := readAudit(files[AuditFile], body, keySHA)
-	delete(files, AuditFile) // the largest file, decoded: its bytes can go
 	if audit.decodeErr != nil {
 		fail("%v", audit.decodeErr)
 	}
@@ -181,6 +181,8 @@ func VerifyWith(path string, t Trust) *Report {
 // bundleSource is where Verify reads a bundle's files.
 type bundleSource interface {
 	ReadFile(name string) ([]byte, error)
+	// Open opens a file to be read as a stream (audit.jsonl, too large to hold).
+	Open(name string) (io.ReadCloser, error)
 	// Others lists the files present that are not in listed.
 	Others(listed map[string]bool) []string
 	Close() error
@@ -206,8 +208,9 @@ func openBundle(path string, fail func(string, ...any)) (bundleSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return archiveBundle(readTar(f, fi.Size(), fail)), nil
+	// The headers are read in one pass, then each file where it lies: the archive is never
+	// held in memory.
+	return &archiveBundle{f: f, files: indexTar(f, fi.Size(), fail)}, nil
 }
 
 // dirBundle is a bundle folder.
@@ -218,6 +221,10 @@ type dirBundle struct {
 
 func (d *dirBundle) ReadFile(name string) ([]byte, error) {
 	return d.root.ReadFile(filepath.FromSlash(name))
+}
+
+func (d *dirBundle) Open(name string) (io.ReadCloser, error) {
+	return d.root.Open(filepath.FromSlash(name))
 }
 
 func (d *dirBundle) Others(listed map[string]bool) []string {
@@ -237,19 +244,37 @@ func (d *dirBundle) Others(listed map[string]bool) []string {
 
 func (d *dirBundle) Close() error { return d.root.Close() }
 
-// archiveBundle is a bundle archive, read whole.
-type archiveBundle map[string][]byte
-
-func (a archiveBundle) ReadFile(name string) ([]byte, error) {
-	if data, ok := a[name]; ok {
-		return data, nil
-	}
-	return nil, errors.New("not in the archive")
+// archiveBundle is a bundle archive, its files read where indexTar found them.
+type archiveBundle struct {
+	f     *os.File
+	files map[string]tarEntry
 }
 
-func (a archiveBundle) Others(listed map[string]bool) []string {
+var errNotInArchive = errors.New("not in the archive")
+
+func (a *archiveBundle) ReadFile(name string) ([]byte, error) {
+	e, ok := a.files[name]
+	if !ok {
+		return nil, errNotInArchive
+	}
+	data := make([]byte, e.size)
+	if _, err := a.f.ReadAt(data, e.off); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+func (a *archiveBundle) Open(name string) (io.ReadCloser, error) {
+	e, ok := a.files[name]
+	if !ok {
+		return nil, errNotInArchive
+	}
+	return io.NopCloser(io.NewSectionReader(a.f, e.off, e.size)), nil
+}
+
+func (a *archiveBundle) Others(listed map[string]bool) []string {
 	var out []string
-	for name := range a {
+	for name := range a.files {
 		if !listed[name] {
 			out = append(out, name)
 		}
@@ -258,26 +283,67 @@ func (a archiveBundle) Others(listed map[string]bool) []string {
 	return out
 }
 
-func (a archiveBundle) Close() error {
-	clear(a)
-	return nil
+func (a *archiveBundle) Close() error { return a.f.Close() }
+
+// fileRead is a bundle file as checkFiles read it.
+type fileRead struct {
+	data []byte // nil for audit.jsonl, read as a stream
+	size int
+	err  error
+	sum  [sha256.Size]byte
+}
+
+// readAuditFile reads audit.jsonl, when the manifest lists it, once and as a stream: it takes
+// its hash and size for checkFiles and, when decode is set, decodes and checks its records
+// (readAuditFrom). Whatever its length, it holds a batch of lines at a time.
+func readAuditFile(src bundleSource, body *Body, keySHA []byte, decode bool) (auditRead, *fileRead) {
+	missing := auditRead{decodeErr: fmt.Errorf("%s: missing", AuditFile)}
+	if !slices.ContainsFunc(body.Files, func(f File) bool { return f.Path == AuditFile }) {
+		return missing, nil
+	}
+	rc, err := src.Open(AuditFile)
+	if err != nil {
+		return missing, &fileRead{err: err}
+	}
+	defer rc.Close()
+	h := sha256.New()
+	var n byteCount
+	tee := io.TeeReader(rc, io.MultiWriter(h, &n))
+	a := missing
+	if decode {
+		a = readAuditFrom(tee, body, keySHA)
+	}
+	// The rest of a file whose records stopped decoding is hashed still.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return missing, &fileRead{err: err}
+	}
+	r := &fileRead{size: int(n)}
+	h.Sum(r.sum[:0])
+	return a, r
+}
+
+// byteCount counts the bytes written to it.
+type byteCount int64
+
+func (c *byteCount) Write(p []byte) (int, error) {
+	*c += byteCount(len(p))
+	return len(p), nil
 }
 
 // checkFiles reads every listed file, checks its hash and size, and reports files that are
-// missing or not listed. It returns the contents of every listed file it could read. Files
-// are read and hashed on every core (audit.jsonl is most of the bytes).
-func checkFiles(src bundleSource, body *Body, fail func(string, ...any)) map[string][]byte {
-	type read struct {
-		data []byte
-		err  error
-		sum  [sha256.Size]byte
-	}
-	reads := make([]read, len(body.Files))
+// missing or not listed. It returns the contents of every listed file it could read but
+// audit.jsonl, whose hash readAuditFile took (audit, nil when the manifest does not list it).
+// Files are read and hashed on every core.
+func checkFiles(src bundleSource, body *Body, fail func(string, ...any), audit *fileRead) map[string][]byte {
+	reads := make([]fileRead, len(body.Files))
 	parallel(len(body.Files), runtime.GOMAXPROCS(0), func(i int) {
 		r := &reads[i]
-		if p := body.Files[i].Path; filepath.IsLocal(filepath.FromSlash(p)) {
+		switch p := body.Files[i].Path; {
+		case p == AuditFile && audit != nil:
+			*r = *audit
+		case filepath.IsLocal(filepath.FromSlash(p)):
 			if r.data, r.err = src.ReadFile(p); r.err == nil {
-				r.sum = sha256.Sum256(r.data)
+				r.sum, r.size = sha256.Sum256(r.data), len(r.data)
 			}
 		}
 	})
@@ -293,11 +359,13 @@ func checkFiles(src bundleSource, body *Body, fail func(string, ...any)) map[str
 		case r.err != nil:
 			fail("%s: %v", f.Path, r.err)
 			continue
-		case hex.EncodeToString(r.sum[:]) != f.SHA256 || len(r.data) != f.Size:
+		case hex.EncodeToString(r.sum[:]) != f.SHA256 || r.size != f.Size:
 			// Still checked further, so that the report also names the record at fault.
-			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, len(r.data), f.SHA256, f.Size)
+			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, r.size, f.SHA256, f.Size)
 		}
-		out[f.Path] = r.data
+		if f.Path != AuditFile {
+			out[f.Path] = r.data
+		}
 	}
 	for _, p := range src.Others(listed) {
 		fail("%s: not listed in the manifest", p)
