@@ -20,9 +20,30 @@ type auditRead struct {
 	// chainOK says the records verify as checkChain verifies them; chainProbs say why not.
 	chainOK    bool
 	chainProbs []string
-	// bySerial holds each unit's records in order, without their writes and digests (the
-	// chain check is done with them): what the unit checks read.
+	// bySerial holds of each unit's records, in order, those the unit checks read
+	// (unitRecord), without their writes and digests (the chain check is done with them).
 	bySerial map[string][]*store.AuditEvent
+}
+
+// unitRecord says whether a unit's record a goes into trail, the unit's records the unit
+// checks read (checkUnit, checkEK), and where: appended, or in place of trail[at] (at >= 0).
+// Kept are the unit's first record (a unit with records has a trail), its last successful
+// update (the final status: it replaces the one before), its certificate records and its EK
+// bindings; the rest, most of a unit's records (22 a unit as the workflow writes them), would
+// hold the verifier's memory in proportion to the chain.
+func unitRecord(trail []*store.AuditEvent, a *store.AuditEvent) (keep bool, at int) {
+	switch {
+	case len(trail) == 0, a.Action == store.EventCertRecorded, a.Action == store.EventEKBound:
+		return true, -1
+	case a.Action == store.EventUnitUpdated && a.Result == store.ResultOK:
+		for i := len(trail) - 1; i >= 0; i-- {
+			if trail[i].Action == store.EventUnitUpdated && trail[i].Result == store.ResultOK {
+				return true, i
+			}
+		}
+		return true, -1
+	}
+	return false, -1
 }
 
 // auditReadBatch is how many lines readAudit decodes before checking them and letting their
@@ -169,18 +190,25 @@ func checkAuditBatches(batches <-chan auditBatch, body *Body, keySHA []byte) aud
 				broken = true
 			}
 		}
-		// The unit checks read no digest: the batch's digests can go.
-		kept := make([]store.AuditEvent, 0, len(recs))
+		// The unit checks read no digest, and few of a unit's records: the batch can go.
 		for i := range recs {
 			a := &recs[i]
 			if a.Serial == "" {
 				continue
 			}
-			kept = append(kept, store.AuditEvent{Seq: a.Seq, Time: a.Time, StationID: a.StationID, Principal: a.Principal,
+			trail := out.bySerial[a.Serial]
+			keep, at := unitRecord(trail, a)
+			if !keep {
+				continue
+			}
+			k := &store.AuditEvent{Seq: a.Seq, Time: a.Time, StationID: a.StationID, Principal: a.Principal,
 				Serial: a.Serial, Action: a.Action, Result: a.Result, ErrorCode: a.ErrorCode, Details: a.Details,
-				Fingerprints: a.Fingerprints, Encoding: a.Encoding})
-			k := &kept[len(kept)-1]
-			out.bySerial[k.Serial] = append(out.bySerial[k.Serial], k)
+				Fingerprints: a.Fingerprints, Encoding: a.Encoding}
+			if at >= 0 {
+				trail[at] = k
+			} else {
+				out.bySerial[a.Serial] = append(trail, k)
+			}
 		}
 	}
 	switch {

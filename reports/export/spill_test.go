@@ -145,3 +145,31 @@ func TestSpill(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyReadsEveryFile checks that the files no unit check reads (here every unit's, the
+// audit records failing) are still hashed, and that the files' problems come first in the
+// report, in the manifest's order, before those of the audit records.
+func TestVerifyReadsEveryFile(t *testing.T) {
+	l := newLine(t)
+	d := copyDir(t, l.dir)
+	tr, cert := l.body.Units[0].Traveler, l.body.Units[1].Certificates[0]
+	for _, name := range []string{tr, cert} {
+		data := read(t, d, name)
+		data[len(data)/2] ^= 1
+		write(t, d, name, data)
+	}
+	audit := read(t, d, export.AuditFile)
+	write(t, d, export.AuditFile, audit[:bytes.LastIndexByte(audit[:len(audit)-1], '\n')+1])
+	rep := export.Verify(d, l.roots(t), l.key.Public())
+	var order []string
+	for _, p := range rep.Problems {
+		for _, name := range []string{tr, cert, export.AuditFile} {
+			if len(p) > len(name) && p[:len(name)+1] == name+":" {
+				order = append(order, name)
+			}
+		}
+	}
+	if len(order) < 3 || order[0] != tr || order[1] != cert || order[2] != export.AuditFile {
+		t.Errorf("problems name %v, want %s, %s, then %s:\n%s", order, tr, cert, export.AuditFile, rep)
+	}
+}

@@ -137,11 +137,17 @@ func VerifyWith(path string, t Trust) *Report {
 	keySHA, keyErr := store.KeySHA256(stationKey)
 	// The chain is checked as audit.jsonl is read, as a stream, and decoded, a batch of records
 	// at a time; its hash is taken on the way. The units are then checked on every core against
-	// their records. A file that does not decode or a chain that does not verify voids those
-	// checks.
+	// their records, each reading its own files. A file that does not decode or a chain that
+	// does not verify voids those checks. Every other listed file is read and hashed after;
+	// the files' problems come first in the report, as they were found first before.
 	audit, auditHash := readAuditFile(src, body, keySHA, keyErr == nil)
-	files := checkFiles(src, body, fail, auditHash)
-	src.Close() // every file needed is in files
+	files := newBundleFiles(src, body, auditHash)
+	mark := len(rep.Problems)
+	defer func() {
+		files.finish()
+		rep.Problems = slices.Insert(rep.Problems, mark, files.problems()...)
+		src.Close()
+	}()
 	if keyErr != nil {
 		fail("station key: %v", keyErr)
 		return rep
@@ -149,8 +155,8 @@ func VerifyWith(path string, t Trust) *Report {
 	if audit.decodeErr != nil {
 		fail("%v", audit.decodeErr)
 	}
-	summary := readSummary(files[SummaryFile], fail)
-	revocations := readRevocations(files[RevocationFile], fail)
+	summary := readSummary(files.get(SummaryFile), fail)
+	revocations := readRevocations(files.get(RevocationFile), fail)
 	bySerial := audit.bySerial
 	rep.Units = make([]UnitReport, len(body.Units))
 	cache := &certCache{roots: roots, ekRoots: t.EKRoots}
@@ -159,7 +165,7 @@ func VerifyWith(path string, t Trust) *Report {
 			u := body.Units[i]
 			ur := UnitReport{Serial: u.Serial}
 			var tr *traveler.Record
-			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], cache)
+			ur.Problems, tr = checkUnit(u, files.get, bySerial[u.Serial], summary[u.Serial], cache)
 			if tr != nil {
 				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
@@ -285,7 +291,7 @@ func (a *archiveBundle) Others(listed map[string]bool) []string {
 
 func (a *archiveBundle) Close() error { return a.f.Close() }
 
-// fileRead is a bundle file as checkFiles read it.
+// fileRead is how a bundle file read: its hash and size.
 type fileRead struct {
 	data []byte // nil for audit.jsonl, read as a stream
 	size int
@@ -294,7 +300,7 @@ type fileRead struct {
 }
 
 // readAuditFile reads audit.jsonl, when the manifest lists it, once and as a stream: it takes
-// its hash and size for checkFiles and, when decode is set, decodes and checks its records
+// its hash and size for bundleFiles and, when decode is set, decodes and checks its records
 // (readAuditFrom). Whatever its length, it holds a batch of lines at a time.
 func readAuditFile(src bundleSource, body *Body, keySHA []byte, decode bool) (auditRead, *fileRead) {
 	missing := auditRead{decodeErr: fmt.Errorf("%s: missing", AuditFile)}
@@ -330,47 +336,98 @@ func (c *byteCount) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// checkFiles reads every listed file, checks its hash and size, and reports files that are
-// missing or not listed. It returns the contents of every listed file it could read but
-// audit.jsonl, whose hash readAuditFile took (audit, nil when the manifest does not list it).
-// Files are read and hashed on every core.
-func checkFiles(src bundleSource, body *Body, fail func(string, ...any), audit *fileRead) map[string][]byte {
-	reads := make([]fileRead, len(body.Files))
-	parallel(len(body.Files), runtime.GOMAXPROCS(0), func(i int) {
-		r := &reads[i]
-		switch p := body.Files[i].Path; {
-		case p == AuditFile && audit != nil:
-			*r = *audit
-		case filepath.IsLocal(filepath.FromSlash(p)):
-			if r.data, r.err = src.ReadFile(p); r.err == nil {
-				r.sum, r.size = sha256.Sum256(r.data), len(r.data)
-			}
-		}
-	})
-	out := map[string][]byte{}
-	listed := map[string]bool{ManifestFile: true}
+// bundleFiles reads the files the manifest lists, each when a check needs it (a unit's files
+// when the unit is checked), hashing each the first time it is read; finish reads and hashes
+// those no check read. A file's bytes are held only while they are checked, not the bundle's.
+// It is safe for concurrent use.
+type bundleFiles struct {
+	src  bundleSource
+	body *Body
+	// places maps each listed local path but audit.jsonl's to its places in the listing.
+	places map[string][]int
+	mu     sync.Mutex
+	reads  []fileRead // by place in the listing, without the bytes
+	done   []bool     // reads[i] is known
+}
+
+// newBundleFiles reads the files src holds as body lists them; audit is how readAuditFile
+// read audit.jsonl (nil when the manifest does not list it).
+func newBundleFiles(src bundleSource, body *Body, audit *fileRead) *bundleFiles {
+	b := &bundleFiles{src: src, body: body, places: map[string][]int{},
+		reads: make([]fileRead, len(body.Files)), done: make([]bool, len(body.Files))}
 	for i, f := range body.Files {
+		switch {
+		case f.Path == AuditFile && audit != nil:
+			b.reads[i], b.done[i] = *audit, true
+		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
+			b.done[i] = true // reported as leaving the bundle, never read
+		default:
+			b.places[f.Path] = append(b.places[f.Path], i)
+		}
+	}
+	return b
+}
+
+// get returns the bytes of the listed file name (even when its hash is not the manifest's),
+// nil when it is not listed or does not read. The first read of a file is what its hash check
+// reports.
+func (b *bundleFiles) get(name string) []byte {
+	places, ok := b.places[name]
+	if !ok {
+		return nil
+	}
+	var r fileRead
+	if r.data, r.err = b.src.ReadFile(name); r.err == nil {
+		r.sum, r.size = sha256.Sum256(r.data), len(r.data)
+	}
+	b.mu.Lock()
+	for _, i := range places {
+		if !b.done[i] {
+			b.reads[i], b.done[i] = fileRead{size: r.size, err: r.err, sum: r.sum}, true
+		}
+	}
+	b.mu.Unlock()
+	if r.err != nil {
+		return nil
+	}
+	return r.data
+}
+
+// finish reads and hashes, on every core, every listed file no check read.
+func (b *bundleFiles) finish() {
+	var names []string
+	for i, f := range b.body.Files {
+		if !b.done[i] && (len(names) == 0 || names[len(names)-1] != f.Path) {
+			names = append(names, f.Path)
+		}
+	}
+	parallel(len(names), runtime.GOMAXPROCS(0), func(i int) { b.get(names[i]) })
+}
+
+// problems reports, in the manifest's order, each listed file that is missing or whose hash or
+// size is not the manifest's, then the files present that are not listed. Call it after
+// finish.
+func (b *bundleFiles) problems() []string {
+	var probs []string
+	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	listed := map[string]bool{ManifestFile: true}
+	for i, f := range b.body.Files {
 		listed[f.Path] = true
-		r := &reads[i]
+		r := &b.reads[i]
 		switch {
 		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
 			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
-			continue
 		case r.err != nil:
 			fail("%s: %v", f.Path, r.err)
-			continue
 		case hex.EncodeToString(r.sum[:]) != f.SHA256 || r.size != f.Size:
-			// Still checked further, so that the report also names the record at fault.
+			// The checks that read the file name the record at fault too.
 			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, r.size, f.SHA256, f.Size)
 		}
-		if f.Path != AuditFile {
-			out[f.Path] = r.data
-		}
 	}
-	for _, p := range src.Others(listed) {
+	for _, p := range b.src.Others(listed) {
 		fail("%s: not listed in the manifest", p)
 	}
-	return out
+	return probs
 }
 
 // readSummary maps serial -> column -> value.
@@ -423,12 +480,12 @@ func checkRevocations(u Unit, tr *traveler.Record, rows [][]string) []string {
 	return nil
 }
 
-// checkUnit checks one unit's traveler and certificates against its audit records. It returns
-// the traveler, unless it does not decode.
-func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, cache *certCache) ([]string, *traveler.Record) {
+// checkUnit checks one unit's traveler and certificates against its audit records (trail, as
+// unitRecord keeps them). It returns the traveler, unless it does not decode.
+func checkUnit(u Unit, file func(name string) []byte, trail []*store.AuditEvent, row map[string]string, cache *certCache) ([]string, *traveler.Record) {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
-	data := files[u.Traveler]
+	data := file(u.Traveler)
 	if data == nil {
 		fail("%s: missing", u.Traveler)
 		return probs, nil
@@ -478,9 +535,9 @@ func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row m
 		fail("%s: %d certificate files, the traveler lists %d certificates", ManifestFile, len(u.Certificates), len(tr.Certificates))
 	}
 	for _, p := range u.Certificates {
-		probs = append(probs, checkCert(p, files[p], &tr, recorded, cache)...)
+		probs = append(probs, checkCert(p, file(p), &tr, recorded, cache)...)
 	}
-	probs = append(probs, checkEK(u, files[u.EKCertificate], &tr, trail, cache.ekRoots)...)
+	probs = append(probs, checkEK(u, file(u.EKCertificate), &tr, trail, cache.ekRoots)...)
 	return probs, &tr
 }
 
