@@ -1,9 +1,11 @@
 package export
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 
 	"github.com/devid-station/devid/station/store"
@@ -18,38 +20,78 @@ type auditRead struct {
 	// chainOK says the records verify as checkChain verifies them; chainProbs say why not.
 	chainOK    bool
 	chainProbs []string
-	// bySerial holds each unit's records in order, without their writes and digests (the
-	// chain check is done with them): what the unit checks read.
+	// bySerial holds of each unit's records, in order, those the unit checks read
+	// (unitRecord), without their writes and digests (the chain check is done with them).
 	bySerial map[string][]*store.AuditEvent
+}
+
+// unitRecord says whether a unit's record a goes into trail, the unit's records the unit
+// checks read (checkUnit, checkEK), and where: appended, or in place of trail[at] (at >= 0).
+// Kept are the unit's first record (a unit with records has a trail), its last successful
+// update (the final status: it replaces the one before), its certificate records and its EK
+// bindings; the rest, most of a unit's records (22 a unit as the workflow writes them), would
+// hold the verifier's memory in proportion to the chain.
+func unitRecord(trail []*store.AuditEvent, a *store.AuditEvent) (keep bool, at int) {
+	switch {
+	case len(trail) == 0, a.Action == store.EventCertRecorded, a.Action == store.EventEKBound:
+		return true, -1
+	case a.Action == store.EventUnitUpdated && a.Result == store.ResultOK:
+		for i := len(trail) - 1; i >= 0; i-- {
+			if trail[i].Action == store.EventUnitUpdated && trail[i].Result == store.ResultOK {
+				return true, i
+			}
+		}
+		return true, -1
+	}
+	return false, -1
 }
 
 // auditReadBatch is how many lines readAudit decodes before checking them and letting their
 // digests go. (A variable: tests make the chain cross batches.)
 var auditReadBatch = 8192
 
-// readAudit decodes audit.jsonl (data, nil when the bundle lacks it) a batch of lines at a
-// time, on every core, and checks each batch's records against the chain while the next batch
-// decodes, keeping of each record what the unit checks read. It reports what decoding the
-// whole file (decodeAuditFile) then checking it (checkChain) report, in the same words: a
-// decoding error for the first line at fault, and the chain's problems only when every line
-// decodes. Decoded records are held a batch at a time, not the whole file's (at 100k units,
-// gigabytes).
+// readAudit decodes audit.jsonl (data, nil when the bundle lacks it) with readAuditFrom.
 func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
 	if data == nil {
 		return auditRead{decodeErr: fmt.Errorf("%s: missing", AuditFile)}
 	}
-	lines := auditLines(data)
+	return readAuditFrom(bytes.NewReader(data), body, keySHA)
+}
+
+// readAuditFrom reads audit.jsonl from r a batch of lines at a time, decodes each batch on
+// every core, and checks each batch's records against the chain while the next batch is read
+// and decoded, keeping of each record what the unit checks read. It reports what decoding the
+// whole file (decodeAuditFile) then checking it (checkChain) report, in the same words: a
+// decoding error for the first line at fault, and the chain's problems only when every line
+// decodes. Lines and decoded records are held a batch or two at a time, not the whole file's
+// (at 100k units, gigabytes). It stops reading at the first line at fault.
+func readAuditFrom(r io.Reader, body *Body, keySHA []byte) auditRead {
+	br := bufio.NewReaderSize(r, 1<<20)
 	batches := make(chan auditBatch, 1)
 	done := make(chan auditRead, 1)
 	go func() {
-		done <- checkAuditBatches(batches, len(lines), body, keySHA)
+		done <- checkAuditBatches(batches, body, keySHA)
 	}()
 	var decodeErr error
-	for first := 0; first < len(lines) && decodeErr == nil; first += auditReadBatch {
+	hint := 0
+	for first, eof := 0, false; !eof && decodeErr == nil; {
+		var lines [][]byte
+		if lines, eof, decodeErr = readLines(br, auditReadBatch, hint); decodeErr != nil {
+			decodeErr = fmt.Errorf("%s: %w", AuditFile, decodeErr)
+			break
+		}
+		if len(lines) == 0 {
+			break
+		}
+		hint = 0 // the next batch is about as long as this one
+		for _, l := range lines {
+			hint += len(l) + 1
+		}
 		var recs []store.AuditEvent
-		if recs, decodeErr = decodeAuditLines(lines[first:min(len(lines), first+auditReadBatch)], first); decodeErr == nil {
+		if recs, decodeErr = decodeAuditLines(lines, first); decodeErr == nil {
 			batches <- auditBatch{first, recs}
 		}
+		first += len(lines)
 	}
 	close(batches)
 	out := <-done
@@ -59,6 +101,42 @@ func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
 	return out
 }
 
+// readLines reads up to n lines from br into one new buffer of at least hint bytes, without
+// their newlines (auditLines' lines: the last line may lack one); eof says br is at its end.
+func readLines(br *bufio.Reader, n, hint int) (lines [][]byte, eof bool, err error) {
+	buf := make([]byte, 0, hint)
+	var ends []int
+	start := 0 // where the current line starts in buf
+	for len(ends) < n {
+		chunk, err := br.ReadSlice('\n')
+		buf = append(buf, chunk...)
+		switch {
+		case err == nil:
+			ends = append(ends, len(buf)-1)
+			start = len(buf)
+			continue
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(buf) > start {
+				ends = append(ends, len(buf))
+			}
+			eof = true
+		default:
+			return nil, false, err
+		}
+		break
+	}
+	lines = make([][]byte, len(ends))
+	start = 0
+	for i, e := range ends {
+		// Capped: a line decoded in place never runs into the next.
+		lines[i] = buf[start:e:e]
+		start = e + 1
+	}
+	return lines, eof, nil
+}
+
 // auditBatch is a batch of decoded lines of audit.jsonl.
 type auditBatch struct {
 	first int // the index of its first line
@@ -66,9 +144,9 @@ type auditBatch struct {
 }
 
 // checkAuditBatches checks the records of audit.jsonl as they come, a batch at a time in
-// order, with checkChain's checks and words (n is the number of lines), and keeps each
+// order, with checkChain's checks and words, and keeps each
 // record's fields but its writes and digests by serial.
-func checkAuditBatches(batches <-chan auditBatch, n int, body *Body, keySHA []byte) auditRead {
+func checkAuditBatches(batches <-chan auditBatch, body *Body, keySHA []byte) auditRead {
 	out := auditRead{bySerial: map[string][]*store.AuditEvent{}}
 	fail := func(format string, args ...any) {
 		out.chainProbs = append(out.chainProbs, fmt.Sprintf(format, args...))
@@ -81,8 +159,10 @@ func checkAuditBatches(batches <-chan auditBatch, n int, body *Body, keySHA []by
 	broken := false // a problem is reported: the records are no longer checked
 	var cps []store.Checkpoint
 	var last store.AuditEvent
+	n := 0 // lines
 	for b := range batches {
 		recs := b.recs
+		n += len(recs)
 		if len(recs) > 0 {
 			last = recs[len(recs)-1]
 		}
@@ -110,18 +190,25 @@ func checkAuditBatches(batches <-chan auditBatch, n int, body *Body, keySHA []by
 				broken = true
 			}
 		}
-		// The unit checks read no digest: the batch's digests can go.
-		kept := make([]store.AuditEvent, 0, len(recs))
+		// The unit checks read no digest, and few of a unit's records: the batch can go.
 		for i := range recs {
 			a := &recs[i]
 			if a.Serial == "" {
 				continue
 			}
-			kept = append(kept, store.AuditEvent{Seq: a.Seq, Time: a.Time, StationID: a.StationID, Principal: a.Principal,
+			trail := out.bySerial[a.Serial]
+			keep, at := unitRecord(trail, a)
+			if !keep {
+				continue
+			}
+			k := &store.AuditEvent{Seq: a.Seq, Time: a.Time, StationID: a.StationID, Principal: a.Principal,
 				Serial: a.Serial, Action: a.Action, Result: a.Result, ErrorCode: a.ErrorCode, Details: a.Details,
-				Fingerprints: a.Fingerprints, Encoding: a.Encoding})
-			k := &kept[len(kept)-1]
-			out.bySerial[k.Serial] = append(out.bySerial[k.Serial], k)
+				Fingerprints: a.Fingerprints, Encoding: a.Encoding}
+			if at >= 0 {
+				trail[at] = k
+			} else {
+				out.bySerial[a.Serial] = append(trail, k)
+			}
 		}
 	}
 	switch {

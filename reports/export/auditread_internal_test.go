@@ -17,7 +17,8 @@ import (
 )
 
 // referenceAudit is what Verify did with audit.jsonl before readAudit: decode the whole file
-// (decodeAuditFile), check its chain (checkChain) and index the records by serial.
+// (decodeAuditFile), check its chain (checkChain) and index the records by serial (those the
+// unit checks read).
 func referenceAudit(data []byte, body *Body, keySHA []byte) (probs []string, ok bool, bySerial map[string][]*store.AuditEvent) {
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	recs := decodeAuditFile(data, fail)
@@ -27,10 +28,16 @@ func referenceAudit(data []byte, body *Body, keySHA []byte) (probs []string, ok 
 	if !checkChain(recs, body, keySHA, fail) {
 		return probs, false, nil
 	}
+	// Of each unit's records, those the unit checks read (unitRecord).
 	bySerial = map[string][]*store.AuditEvent{}
 	for i := range recs {
 		if s := recs[i].Serial; s != "" {
-			bySerial[s] = append(bySerial[s], &recs[i])
+			switch keep, at := unitRecord(bySerial[s], &recs[i]); {
+			case keep && at >= 0:
+				bySerial[s][at] = &recs[i]
+			case keep:
+				bySerial[s] = append(bySerial[s], &recs[i])
+			}
 		}
 	}
 	return probs, true, bySerial

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -83,6 +86,7 @@ func BenchmarkExport(b *testing.B) {
 			name = "-folder"
 		}
 		b.Run("build"+name, func(b *testing.B) {
+			peak := watchMemory()
 			cpu0 := cpuTime()
 			for i := 0; i < b.N; i++ {
 				out = filepath.Join(base, fmt.Sprintf("%s-%d", format, i))
@@ -91,8 +95,10 @@ func BenchmarkExport(b *testing.B) {
 				}
 			}
 			report(b, units, cpu0)
+			reportMemory(b, peak)
 		})
 		b.Run("verify"+name, func(b *testing.B) {
+			peak := watchMemory()
 			cpu0 := cpuTime()
 			for i := 0; i < b.N; i++ {
 				if rep := export.Verify(out, roots, key.Public()); !rep.OK() {
@@ -100,7 +106,56 @@ func BenchmarkExport(b *testing.B) {
 				}
 			}
 			report(b, units, cpu0)
+			reportMemory(b, peak)
 		})
+	}
+}
+
+// reportMemory states the peak of the Go runtime's memory while the phase ran (peak-MiB) and
+// how much of it the phase added to what the process held when it began (added-MiB: the store
+// and the units written keep some memory of their own).
+func reportMemory(b *testing.B, peak func() (float64, float64)) {
+	start, top := peak()
+	b.ReportMetric(top, "peak-MiB")
+	b.ReportMetric(top-start, "added-MiB")
+}
+
+// watchMemory collects garbage and returns the memory to the system, then samples the Go
+// runtime's memory every 5 ms (all it maps but what it returned: heap, stacks and runtime
+// structures; not the store's memory map) until the returned function is called, which stops
+// the sampling and returns the first sample and the peak in MiB. It is what the process needs
+// in RAM while the phase runs, less than its resident set, which also counts the pages of the
+// store the export read.
+func watchMemory() func() (float64, float64) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	samples := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	var peak uint64
+	sample := func() {
+		metrics.Read(samples)
+		peak = max(peak, samples[0].Value.Uint64()-samples[1].Value.Uint64())
+	}
+	sample()
+	start := peak
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				sample()
+				return
+			case <-t.C:
+				sample()
+			}
+		}
+	}()
+	return func() (float64, float64) {
+		close(stop)
+		<-done
+		return float64(start) / (1 << 20), float64(peak) / (1 << 20)
 	}
 }
 

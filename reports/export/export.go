@@ -2,6 +2,7 @@ package export
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -96,10 +98,14 @@ type Sink interface {
 	Put(name string, parts ...[]byte) error
 }
 
-// Options are the station facts the manifest states.
+// Options are the station facts the manifest states, and where Write spills.
 type Options struct {
 	// Version is the station's software version.
 	Version string
+	// TempDir is the folder where Write spills audit.jsonl while it builds the bundle: a
+	// temporary file of mode 0600, about 35 KB a unit, removed before Write returns. Empty:
+	// os.TempDir().
+	TempDir string
 }
 
 // unitScan is what one pass over the audit chain learns of a unit.
@@ -127,9 +133,13 @@ const unitBatch = 256
 // Write builds the bundle of sel from st and hands its files to sink as they are built: each
 // unit's traveler and certificates, then audit.jsonl, summary.csv, revocation_candidates.csv
 // and manifest.json. It first signs the chain head (a checkpoint), so that every exported
-// record is covered by a checkpoint; it needs the store's audit key. A unit that changes while
-// Write runs may get a traveler newer than the exported records, which Verify then reports:
-// export units that have ended. It returns what the manifest states.
+// record is covered by a checkpoint; it needs the store's audit key. audit.jsonl is spilled
+// to a temporary file in opts.TempDir while the units are built, then handed to the sink from
+// there (as a stream to a StreamSink): of it Write holds only the segments being encoded (some
+// tens of megabytes a core), and of the rest a batch of units, the manifest's listing and the
+// tables (some hundreds of bytes a unit). A unit that changes while Write runs may get a
+// traveler newer than the exported records, which Verify then reports: export units that have
+// ended. It returns what the manifest states.
 func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, sink Sink) (*Body, error) {
 	if err := sel.check(); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
@@ -180,25 +190,36 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 		}
 		return nil
 	}
+	// audit.jsonl, most of the bundle (about 35 KB a unit), is spilled to a temporary file
+	// while the units are built, then handed to the sink from there: no more of it is held
+	// in memory than the segments being encoded.
+	spill, err := newSpill(opts.TempDir)
+	if err != nil {
+		return nil, err
+	}
+	defer spill.remove()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// The audit file is encoded while the units are built, and the units a batch at a time
-	// while the batch before goes to the sink.
 	type auditFile struct {
 		r      Range
-		data   [][]byte
 		listed File
 		err    error
 	}
 	auditDone := make(chan auditFile, 1)
+	var auditing sync.WaitGroup
+	// On every path: the writing to the spill file ends before the file is removed.
+	defer auditing.Wait()
+	defer cancel()
+	auditing.Add(1)
 	go func() {
+		defer auditing.Done()
 		var a auditFile
-		// Hashed here too, while the units are still being built.
-		if a.r, a.data, a.err = writeAudit(ctx, st, start, end); a.err == nil {
-			a.listed = listFile(AuditFile, a.data...)
+		a.r, a.listed, a.err = writeAudit(ctx, st, start, end, spill.w)
+		if a.err == nil {
+			a.err = spill.flush()
 		}
 		auditDone <- a
 	}()
+	// The units are built a batch at a time while the batch before goes to the sink.
 	type batch struct {
 		parts []*unitPart
 		err   error
@@ -219,7 +240,11 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 			}
 		}
 	}()
-	var rows, revocations [][]string
+	// The tables are encoded a unit at a time: a row's CSV is smaller than its strings.
+	var summary, revocations bytes.Buffer
+	summaryCSV, revocationCSV := csv.NewWriter(&summary), csv.NewWriter(&revocations)
+	_ = summaryCSV.Write(summaryHeader)
+	_ = revocationCSV.Write(revocationHeader)
 	for b := range batches {
 		if b.err != nil {
 			return nil, b.err
@@ -231,8 +256,8 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 				}
 			}
 			body.Units = append(body.Units, p.unit)
-			revocations = append(revocations, p.revocations...)
-			rows = append(rows, p.row)
+			_ = revocationCSV.WriteAll(p.revocations) // WriteAll flushes: errors show in Error
+			_ = summaryCSV.Write(p.row)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -244,22 +269,19 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	}
 	body.Audit = a.r
 	body.Files = append(body.Files, a.listed)
-	if err := sink.Put(AuditFile, a.data...); err != nil {
+	if err := spill.putTo(sink, AuditFile, int64(a.listed.Size)); err != nil {
 		return nil, fmt.Errorf("export: %s: %w", AuditFile, err)
 	}
 	for _, t := range []struct {
-		name   string
-		header []string
-		rows   [][]string
-	}{{SummaryFile, summaryHeader, rows}, {RevocationFile, revocationHeader, revocations}} {
-		var buf bytes.Buffer
-		w := csv.NewWriter(&buf)
-		_ = w.Write(t.header)
-		_ = w.WriteAll(t.rows)
-		if err := w.Error(); err != nil {
+		name string
+		w    *csv.Writer
+		buf  *bytes.Buffer
+	}{{SummaryFile, summaryCSV, &summary}, {RevocationFile, revocationCSV, &revocations}} {
+		t.w.Flush()
+		if err := t.w.Error(); err != nil {
 			return nil, fmt.Errorf("export: %s: %w", t.name, err)
 		}
-		if err := put(t.name, buf.Bytes()); err != nil {
+		if err := put(t.name, t.buf.Bytes()); err != nil {
 			return nil, err
 		}
 	}
@@ -331,34 +353,30 @@ func inSegments(first, last uint64, fn func(seg int, lo, hi uint64) error) error
 	return errors.Join(errs...)
 }
 
-// eachInSegments reads audit records first..last on every core, a segment of auditSegment
-// records at a time, calling fn with the segment's number (from 0) and each of its records in
-// order (fn is never called for one segment on two goroutines at once), as store.AuditEach
-// reads them a page at a time: the record is fn's only until fn returns.
-func eachInSegments(ctx context.Context, st *store.Store, first, last uint64, fn func(seg int, a *store.AuditEvent) error) error {
-	return inSegments(first, last, func(seg int, lo, hi uint64) error {
-		for after := lo - 1; after < hi; {
-			next, stopped := after+1, error(nil)
-			err := st.AuditEach(ctx, after, int(min(4096, hi-after)), func(a *store.AuditEvent) error {
-				if a.Seq != next {
-					stopped = fmt.Errorf("export: audit record %d is missing", next)
-				} else if stopped = fn(seg, a); stopped == nil {
-					next++
-				}
-				return stopped
-			})
-			switch {
-			case stopped != nil:
-				return stopped
-			case err != nil:
-				return fmt.Errorf("export: reading the audit chain: %w", err)
-			case next == after+1:
-				return fmt.Errorf("export: audit record %d is missing", next)
+// eachInSegment reads audit records lo..hi in order, a page at a time, calling fn with each
+// as store.AuditEach reads it: the record is fn's only until fn returns.
+func eachInSegment(ctx context.Context, st *store.Store, lo, hi uint64, fn func(a *store.AuditEvent) error) error {
+	for after := lo - 1; after < hi; {
+		next, stopped := after+1, error(nil)
+		err := st.AuditEach(ctx, after, int(min(4096, hi-after)), func(a *store.AuditEvent) error {
+			if a.Seq != next {
+				stopped = fmt.Errorf("export: audit record %d is missing", next)
+			} else if stopped = fn(a); stopped == nil {
+				next++
 			}
-			after = next - 1
+			return stopped
+		})
+		switch {
+		case stopped != nil:
+			return stopped
+		case err != nil:
+			return fmt.Errorf("export: reading the audit chain: %w", err)
+		case next == after+1:
+			return fmt.Errorf("export: audit record %d is missing", next)
 		}
-		return nil
-	})
+		after = next - 1
+	}
+	return nil
 }
 
 // readBriefSegments reads the store.AuditBrief of audit records first..last on every core, a
@@ -505,61 +523,127 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 	return out, states, nil
 }
 
-// writeAudit returns audit.jsonl with records start..end, in parts (each segment's chunks, in
-// order), and its range.
-func writeAudit(ctx context.Context, st *store.Store, start, end uint64) (Range, [][]byte, error) {
+// writeAudit writes audit.jsonl with records start..end to w and returns its range and its
+// listing (SHA-256 and size). The chain is read and encoded on every core, a segment each; a
+// segment's lines are written in order: those of the segment whose turn it is as its chunks
+// fill, those of a later one when the segments before it are written. So it holds at most a
+// segment's lines a core (about 25 MB with today's records), however long the range.
+func writeAudit(ctx context.Context, st *store.Store, start, end uint64, w io.Writer) (Range, File, error) {
 	r := Range{First: start, Last: end}
-	type part struct {
-		bufs [][]byte // full chunks, then buf
-		buf  []byte
-		cps  []CheckpointEntry
+	n := int((end-start)/auditSegment) + 1
+	// turns[i] is closed when segments before i are written (or failed): segment i's turn.
+	turns := make([]chan struct{}, n+1)
+	for i := range turns {
+		turns[i] = make(chan struct{})
 	}
-	parts := make([]part, (end-start)/auditSegment+1)
-	// Each record is encoded as the store reads it (store.AuditEach: no record is built anew),
-	// and nothing of it is kept but copies.
-	err := eachInSegments(ctx, st, start, end, func(seg int, a *store.AuditEvent) error {
-		p := &parts[seg]
-		// A segment's lines go into chunks of auditChunk bytes, handed to the sink as
-		// parts: one buffer a segment grew by doubling, copying its tens of megabytes
-		// over and over (a sixth of the export's CPU).
-		if cap(p.buf)-len(p.buf) < auditChunkSlack {
-			if len(p.buf) > 0 {
-				p.bufs = append(p.bufs, p.buf)
+	close(turns[0])
+	cps := make([][]CheckpointEntry, n)
+	// Written only by the segment whose turn it is.
+	h := sha256.New()
+	size := 0
+	var werr error
+	write := func(b []byte) {
+		if werr != nil || len(b) == 0 {
+			return
+		}
+		h.Write(b)
+		size += len(b)
+		if _, err := w.Write(b); err != nil {
+			werr = fmt.Errorf("export: writing %s: %w", AuditFile, err)
+		}
+	}
+	err := inSegments(start, end, func(seg int, lo, hi uint64) error {
+		defer close(turns[seg+1])
+		var bufs [][]byte // full chunks not yet written, then buf
+		var buf []byte
+		mine := false // the segments before are written: chunks go out as they fill
+		flush := func() {
+			for _, b := range bufs {
+				write(b)
+				putChunk(b)
 			}
-			p.buf = make([]byte, 0, auditChunk)
+			bufs = bufs[:0]
 		}
-		if a.Seq == start {
-			r.Prev = store.ChainHead{Seq: start - 1, Hash: bytes.Clone(a.PrevHash)}
-		}
-		if a.Seq == end {
-			r.Head = store.ChainHead{Seq: a.Seq, Hash: bytes.Clone(a.Hash)}
-		}
-		if a.Action == store.AuditActionCheckpoint {
-			c, err := checkpointEntry(a)
+		// Each record is encoded as the store reads it (store.AuditEach: no record is built
+		// anew), and nothing of it is kept but copies.
+		err := eachInSegment(ctx, st, lo, hi, func(a *store.AuditEvent) error {
+			// A segment's lines go into chunks of auditChunk bytes: one buffer a segment
+			// grew by doubling, copying its tens of megabytes over and over (a sixth of the
+			// export's CPU).
+			if cap(buf)-len(buf) < auditChunkSlack {
+				if len(buf) > 0 {
+					bufs = append(bufs, buf)
+					if !mine {
+						select {
+						case <-turns[seg]:
+							mine = true
+						default:
+						}
+					}
+					if mine {
+						flush()
+					}
+				}
+				buf = getChunk()
+			}
+			if a.Seq == start {
+				r.Prev = store.ChainHead{Seq: start - 1, Hash: bytes.Clone(a.PrevHash)}
+			}
+			if a.Seq == end {
+				r.Head = store.ChainHead{Seq: a.Seq, Hash: bytes.Clone(a.Hash)}
+			}
+			if a.Action == store.AuditActionCheckpoint {
+				c, err := checkpointEntry(a)
+				if err != nil {
+					return fmt.Errorf("export: audit record %d: %w", a.Seq, err)
+				}
+				cps[seg] = append(cps[seg], c)
+			}
+			line, err := appendAuditJSON(buf, a)
 			if err != nil {
-				return fmt.Errorf("export: audit record %d: %w", a.Seq, err)
+				return fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
 			}
-			p.cps = append(p.cps, c)
+			buf = append(line, '\n')
+			return nil
+		})
+		if len(buf) > 0 {
+			bufs = append(bufs, buf)
 		}
-		line, err := appendAuditJSON(p.buf, a)
+		<-turns[seg]
 		if err != nil {
-			return fmt.Errorf("export: encoding audit record %d: %w", a.Seq, err)
+			werr = cmp.Or(werr, err) // what follows is not written
 		}
-		p.buf = append(line, '\n')
-		return nil
+		flush()
+		return err
 	})
 	if err != nil {
-		return r, nil, err
+		return r, File{}, err
 	}
-	var bufs [][]byte
-	for _, p := range parts {
-		bufs = append(bufs, p.bufs...)
-		if len(p.buf) > 0 {
-			bufs = append(bufs, p.buf)
-		}
-		r.Checkpoints = append(r.Checkpoints, p.cps...)
+	if werr != nil {
+		return r, File{}, werr
 	}
-	return r, bufs, nil
+	for _, c := range cps {
+		r.Checkpoints = append(r.Checkpoints, c...)
+	}
+	return r, File{Path: AuditFile, SHA256: hex.EncodeToString(h.Sum(nil)), Size: size}, nil
+}
+
+// chunks recycles audit.jsonl's chunks of auditChunk bytes once written.
+var chunks sync.Pool
+
+// getChunk returns an empty chunk of auditChunk bytes' capacity.
+func getChunk() []byte {
+	if b, ok := chunks.Get().(*[]byte); ok && cap(*b) == auditChunk {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, auditChunk)
+}
+
+// putChunk recycles a written chunk (not one that grew past auditChunk for a long line).
+func putChunk(b []byte) {
+	if cap(b) == auditChunk {
+		chunks.Put(&b)
+	}
 }
 
 // audit.jsonl is encoded into chunks of auditChunk bytes; a chunk with less than
@@ -795,6 +879,23 @@ func WriteFile(dir, name string, data []byte) error {
 		return fmt.Errorf("export: %w", err)
 	}
 	return nil
+}
+
+// CreateFile creates one bundle file under dir (0644), refusing a path that leaves dir, for
+// its bytes to be written as they come: the caller closes it.
+func CreateFile(dir, name string) (*os.File, error) {
+	p, err := localPath(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	return f, nil
 }
 
 // localPath returns where the bundle file name goes under dir, refusing a path that leaves dir.

@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/big"
 	"os"
@@ -133,24 +134,29 @@ func VerifyWith(path string, t Trust) *Report {
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
-	files := checkFiles(src, body, fail)
-	src.Close() // every file needed is in files
-
-	keySHA, err := store.KeySHA256(stationKey)
-	if err != nil {
-		fail("station key: %v", err)
+	keySHA, keyErr := store.KeySHA256(stationKey)
+	// The chain is checked as audit.jsonl is read, as a stream, and decoded, a batch of records
+	// at a time; its hash is taken on the way. The units are then checked on every core against
+	// their records, each reading its own files. A file that does not decode or a chain that
+	// does not verify voids those checks. Every other listed file is read and hashed after;
+	// the files' problems come first in the report, as they were found first before.
+	audit, auditHash := readAuditFile(src, body, keySHA, keyErr == nil)
+	files := newBundleFiles(src, body, auditHash)
+	mark := len(rep.Problems)
+	defer func() {
+		files.finish()
+		rep.Problems = slices.Insert(rep.Problems, mark, files.problems()...)
+		src.Close()
+	}()
+	if keyErr != nil {
+		fail("station key: %v", keyErr)
 		return rep
 	}
-	// The chain is checked as audit.jsonl is decoded, a batch of records at a time; the units
-	// are then checked on every core against their records. A file that does not decode or a
-	// chain that does not verify voids those checks.
-	audit := readAudit(files[AuditFile], body, keySHA)
-	delete(files, AuditFile) // the largest file, decoded: its bytes can go
 	if audit.decodeErr != nil {
 		fail("%v", audit.decodeErr)
 	}
-	summary := readSummary(files[SummaryFile], fail)
-	revocations := readRevocations(files[RevocationFile], fail)
+	summary := readSummary(files.get(SummaryFile), fail)
+	revocations := readRevocations(files.get(RevocationFile), fail)
 	bySerial := audit.bySerial
 	rep.Units = make([]UnitReport, len(body.Units))
 	cache := &certCache{roots: roots, ekRoots: t.EKRoots}
@@ -159,7 +165,7 @@ func VerifyWith(path string, t Trust) *Report {
 			u := body.Units[i]
 			ur := UnitReport{Serial: u.Serial}
 			var tr *traveler.Record
-			ur.Problems, tr = checkUnit(u, files, bySerial[u.Serial], summary[u.Serial], cache)
+			ur.Problems, tr = checkUnit(u, files.get, bySerial[u.Serial], summary[u.Serial], cache)
 			if tr != nil {
 				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
@@ -181,6 +187,8 @@ func VerifyWith(path string, t Trust) *Report {
 // bundleSource is where Verify reads a bundle's files.
 type bundleSource interface {
 	ReadFile(name string) ([]byte, error)
+	// Open opens a file to be read as a stream (audit.jsonl, too large to hold).
+	Open(name string) (io.ReadCloser, error)
 	// Others lists the files present that are not in listed.
 	Others(listed map[string]bool) []string
 	Close() error
@@ -206,8 +214,9 @@ func openBundle(path string, fail func(string, ...any)) (bundleSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return archiveBundle(readTar(f, fi.Size(), fail)), nil
+	// The headers are read in one pass, then each file where it lies: the archive is never
+	// held in memory.
+	return &archiveBundle{f: f, files: indexTar(f, fi.Size(), fail)}, nil
 }
 
 // dirBundle is a bundle folder.
@@ -218,6 +227,10 @@ type dirBundle struct {
 
 func (d *dirBundle) ReadFile(name string) ([]byte, error) {
 	return d.root.ReadFile(filepath.FromSlash(name))
+}
+
+func (d *dirBundle) Open(name string) (io.ReadCloser, error) {
+	return d.root.Open(filepath.FromSlash(name))
 }
 
 func (d *dirBundle) Others(listed map[string]bool) []string {
@@ -237,19 +250,37 @@ func (d *dirBundle) Others(listed map[string]bool) []string {
 
 func (d *dirBundle) Close() error { return d.root.Close() }
 
-// archiveBundle is a bundle archive, read whole.
-type archiveBundle map[string][]byte
-
-func (a archiveBundle) ReadFile(name string) ([]byte, error) {
-	if data, ok := a[name]; ok {
-		return data, nil
-	}
-	return nil, errors.New("not in the archive")
+// archiveBundle is a bundle archive, its files read where indexTar found them.
+type archiveBundle struct {
+	f     *os.File
+	files map[string]tarEntry
 }
 
-func (a archiveBundle) Others(listed map[string]bool) []string {
+var errNotInArchive = errors.New("not in the archive")
+
+func (a *archiveBundle) ReadFile(name string) ([]byte, error) {
+	e, ok := a.files[name]
+	if !ok {
+		return nil, errNotInArchive
+	}
+	data := make([]byte, e.size)
+	if _, err := a.f.ReadAt(data, e.off); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+func (a *archiveBundle) Open(name string) (io.ReadCloser, error) {
+	e, ok := a.files[name]
+	if !ok {
+		return nil, errNotInArchive
+	}
+	return io.NopCloser(io.NewSectionReader(a.f, e.off, e.size)), nil
+}
+
+func (a *archiveBundle) Others(listed map[string]bool) []string {
 	var out []string
-	for name := range a {
+	for name := range a.files {
 		if !listed[name] {
 			out = append(out, name)
 		}
@@ -258,51 +289,145 @@ func (a archiveBundle) Others(listed map[string]bool) []string {
 	return out
 }
 
-func (a archiveBundle) Close() error {
-	clear(a)
-	return nil
+func (a *archiveBundle) Close() error { return a.f.Close() }
+
+// fileRead is how a bundle file read: its hash and size.
+type fileRead struct {
+	data []byte // nil for audit.jsonl, read as a stream
+	size int
+	err  error
+	sum  [sha256.Size]byte
 }
 
-// checkFiles reads every listed file, checks its hash and size, and reports files that are
-// missing or not listed. It returns the contents of every listed file it could read. Files
-// are read and hashed on every core (audit.jsonl is most of the bytes).
-func checkFiles(src bundleSource, body *Body, fail func(string, ...any)) map[string][]byte {
-	type read struct {
-		data []byte
-		err  error
-		sum  [sha256.Size]byte
+// readAuditFile reads audit.jsonl, when the manifest lists it, once and as a stream: it takes
+// its hash and size for bundleFiles and, when decode is set, decodes and checks its records
+// (readAuditFrom). Whatever its length, it holds a batch of lines at a time.
+func readAuditFile(src bundleSource, body *Body, keySHA []byte, decode bool) (auditRead, *fileRead) {
+	missing := auditRead{decodeErr: fmt.Errorf("%s: missing", AuditFile)}
+	if !slices.ContainsFunc(body.Files, func(f File) bool { return f.Path == AuditFile }) {
+		return missing, nil
 	}
-	reads := make([]read, len(body.Files))
-	parallel(len(body.Files), runtime.GOMAXPROCS(0), func(i int) {
-		r := &reads[i]
-		if p := body.Files[i].Path; filepath.IsLocal(filepath.FromSlash(p)) {
-			if r.data, r.err = src.ReadFile(p); r.err == nil {
-				r.sum = sha256.Sum256(r.data)
-			}
-		}
-	})
-	out := map[string][]byte{}
-	listed := map[string]bool{ManifestFile: true}
+	rc, err := src.Open(AuditFile)
+	if err != nil {
+		return missing, &fileRead{err: err}
+	}
+	defer rc.Close()
+	h := sha256.New()
+	var n byteCount
+	tee := io.TeeReader(rc, io.MultiWriter(h, &n))
+	a := missing
+	if decode {
+		a = readAuditFrom(tee, body, keySHA)
+	}
+	// The rest of a file whose records stopped decoding is hashed still.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return missing, &fileRead{err: err}
+	}
+	r := &fileRead{size: int(n)}
+	h.Sum(r.sum[:0])
+	return a, r
+}
+
+// byteCount counts the bytes written to it.
+type byteCount int64
+
+func (c *byteCount) Write(p []byte) (int, error) {
+	*c += byteCount(len(p))
+	return len(p), nil
+}
+
+// bundleFiles reads the files the manifest lists, each when a check needs it (a unit's files
+// when the unit is checked), hashing each the first time it is read; finish reads and hashes
+// those no check read. A file's bytes are held only while they are checked, not the bundle's.
+// It is safe for concurrent use.
+type bundleFiles struct {
+	src  bundleSource
+	body *Body
+	// places maps each listed local path but audit.jsonl's to its places in the listing.
+	places map[string][]int
+	mu     sync.Mutex
+	reads  []fileRead // by place in the listing, without the bytes
+	done   []bool     // reads[i] is known
+}
+
+// newBundleFiles reads the files src holds as body lists them; audit is how readAuditFile
+// read audit.jsonl (nil when the manifest does not list it).
+func newBundleFiles(src bundleSource, body *Body, audit *fileRead) *bundleFiles {
+	b := &bundleFiles{src: src, body: body, places: map[string][]int{},
+		reads: make([]fileRead, len(body.Files)), done: make([]bool, len(body.Files))}
 	for i, f := range body.Files {
+		switch {
+		case f.Path == AuditFile && audit != nil:
+			b.reads[i], b.done[i] = *audit, true
+		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
+			b.done[i] = true // reported as leaving the bundle, never read
+		default:
+			b.places[f.Path] = append(b.places[f.Path], i)
+		}
+	}
+	return b
+}
+
+// get returns the bytes of the listed file name (even when its hash is not the manifest's),
+// nil when it is not listed or does not read. The first read of a file is what its hash check
+// reports.
+func (b *bundleFiles) get(name string) []byte {
+	places, ok := b.places[name]
+	if !ok {
+		return nil
+	}
+	var r fileRead
+	if r.data, r.err = b.src.ReadFile(name); r.err == nil {
+		r.sum, r.size = sha256.Sum256(r.data), len(r.data)
+	}
+	b.mu.Lock()
+	for _, i := range places {
+		if !b.done[i] {
+			b.reads[i], b.done[i] = fileRead{size: r.size, err: r.err, sum: r.sum}, true
+		}
+	}
+	b.mu.Unlock()
+	if r.err != nil {
+		return nil
+	}
+	return r.data
+}
+
+// finish reads and hashes, on every core, every listed file no check read.
+func (b *bundleFiles) finish() {
+	var names []string
+	for i, f := range b.body.Files {
+		if !b.done[i] && (len(names) == 0 || names[len(names)-1] != f.Path) {
+			names = append(names, f.Path)
+		}
+	}
+	parallel(len(names), runtime.GOMAXPROCS(0), func(i int) { b.get(names[i]) })
+}
+
+// problems reports, in the manifest's order, each listed file that is missing or whose hash or
+// size is not the manifest's, then the files present that are not listed. Call it after
+// finish.
+func (b *bundleFiles) problems() []string {
+	var probs []string
+	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	listed := map[string]bool{ManifestFile: true}
+	for i, f := range b.body.Files {
 		listed[f.Path] = true
-		r := &reads[i]
+		r := &b.reads[i]
 		switch {
 		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
 			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
-			continue
 		case r.err != nil:
 			fail("%s: %v", f.Path, r.err)
-			continue
-		case hex.EncodeToString(r.sum[:]) != f.SHA256 || len(r.data) != f.Size:
-			// Still checked further, so that the report also names the record at fault.
-			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, len(r.data), f.SHA256, f.Size)
+		case hex.EncodeToString(r.sum[:]) != f.SHA256 || r.size != f.Size:
+			// The checks that read the file name the record at fault too.
+			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, r.size, f.SHA256, f.Size)
 		}
-		out[f.Path] = r.data
 	}
-	for _, p := range src.Others(listed) {
+	for _, p := range b.src.Others(listed) {
 		fail("%s: not listed in the manifest", p)
 	}
-	return out
+	return probs
 }
 
 // readSummary maps serial -> column -> value.
@@ -355,12 +480,12 @@ func checkRevocations(u Unit, tr *traveler.Record, rows [][]string) []string {
 	return nil
 }
 
-// checkUnit checks one unit's traveler and certificates against its audit records. It returns
-// the traveler, unless it does not decode.
-func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row map[string]string, cache *certCache) ([]string, *traveler.Record) {
+// checkUnit checks one unit's traveler and certificates against its audit records (trail, as
+// unitRecord keeps them). It returns the traveler, unless it does not decode.
+func checkUnit(u Unit, file func(name string) []byte, trail []*store.AuditEvent, row map[string]string, cache *certCache) ([]string, *traveler.Record) {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
-	data := files[u.Traveler]
+	data := file(u.Traveler)
 	if data == nil {
 		fail("%s: missing", u.Traveler)
 		return probs, nil
@@ -410,9 +535,9 @@ func checkUnit(u Unit, files map[string][]byte, trail []*store.AuditEvent, row m
 		fail("%s: %d certificate files, the traveler lists %d certificates", ManifestFile, len(u.Certificates), len(tr.Certificates))
 	}
 	for _, p := range u.Certificates {
-		probs = append(probs, checkCert(p, files[p], &tr, recorded, cache)...)
+		probs = append(probs, checkCert(p, file(p), &tr, recorded, cache)...)
 	}
-	probs = append(probs, checkEK(u, files[u.EKCertificate], &tr, trail, cache.ekRoots)...)
+	probs = append(probs, checkEK(u, file(u.EKCertificate), &tr, trail, cache.ekRoots)...)
 	return probs, &tr
 }
 

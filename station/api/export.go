@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"google.golang.org/grpc"
 
@@ -26,7 +27,7 @@ func (s *Server) ExportBundle(req *stationv1.ExportBundleRequest, stream grpc.Se
 	if req.GetUntil() != nil {
 		sel.Until = req.GetUntil().AsTime()
 	}
-	_, err := export.Write(stream.Context(), s.cfg.Store, sel, export.Options{Version: s.cfg.Version}, chunkSink{stream})
+	_, err := export.Write(stream.Context(), s.cfg.Store, sel, export.Options{Version: s.cfg.Version, TempDir: s.cfg.ExportTempDir}, chunkSink{stream})
 	var sendErr *streamError
 	switch {
 	case errors.As(err, &sendErr):
@@ -78,6 +79,28 @@ func (c chunkSink) Put(name string, parts ...[]byte) error {
 	}
 	if first { // an empty file is one empty chunk
 		return send(nil)
+	}
+	return nil
+}
+
+// PutStream sends a file read from r (audit.jsonl, from the file the export spilled it to) as
+// ExportChunks, a chunk at a time: chunkSink is an export.StreamSink.
+func (c chunkSink) PutStream(name string, size int64, r io.Reader) error {
+	sent := int64(0)
+	for first := true; first || sent < size; first = false {
+		// A new buffer a chunk: the message may still be read once Send returns.
+		data := make([]byte, min(exportChunk, size-sent))
+		if _, err := io.ReadFull(r, data); err != nil {
+			return fmt.Errorf("reading %s: %w", name, err)
+		}
+		ch := &stationv1.ExportChunk{Path: name, Data: data}
+		if first {
+			ch.Size = size
+		}
+		if err := c.stream.Send(ch); err != nil {
+			return &streamError{err}
+		}
+		sent += int64(len(data))
 	}
 	return nil
 }

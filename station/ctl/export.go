@@ -79,14 +79,16 @@ type chunkStream interface {
 }
 
 // receiveFolder writes the bundle into a temporary folder beside out, renamed to out once the
-// whole bundle arrived.
+// whole bundle arrived. Each file is written as its chunks come.
 func receiveFolder(out string, stream chunkStream) (int, error) {
 	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".*")
 	if err != nil {
 		return 0, fmt.Errorf("export: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	files, err := receiveBundle(stream, func(name string, data []byte) error { return export.WriteFile(tmp, name, data) })
+	dir := &folderFiles{dir: tmp}
+	defer dir.close()
+	files, err := receiveBundle(stream, dir)
 	if err != nil {
 		return files, err
 	}
@@ -100,7 +102,9 @@ func receiveFolder(out string, stream chunkStream) (int, error) {
 }
 
 // receiveArchive writes the bundle as one archive (export.TarWriter) into a temporary file
-// beside out, renamed to out once the whole bundle arrived.
+// beside out, renamed to out once the whole bundle arrived. Each file goes into the archive
+// as its chunks come, under the size the station announced: none is held whole (audit.jsonl
+// is about 35 KB a unit).
 func receiveArchive(out string, stream chunkStream) (int, error) {
 	f, err := os.CreateTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".*")
 	if err != nil {
@@ -109,7 +113,7 @@ func receiveArchive(out string, stream chunkStream) (int, error) {
 	defer os.Remove(f.Name())
 	defer f.Close()
 	tw := export.NewTarWriter(f)
-	files, err := receiveBundle(stream, func(name string, data []byte) error { return tw.Put(name, data) })
+	files, err := receiveBundle(stream, archiveFiles{tw})
 	if err != nil {
 		return files, err
 	}
@@ -128,22 +132,71 @@ func receiveArchive(out string, stream chunkStream) (int, error) {
 	return files, nil
 }
 
-// receiveBundle hands each streamed file to put and returns how many came. The bundle is
-// complete when the last file is the manifest and every file has its announced size.
-func receiveBundle(stream chunkStream, put func(name string, data []byte) error) (int, error) {
+// bundleFiles is where receiveBundle writes the streamed files, one at a time.
+type bundleFiles interface {
+	// begin starts a file of size bytes (as the station announced it) and returns where its
+	// bytes go.
+	begin(name string, size int64) (io.Writer, error)
+	// end ends the file begun last, once all its bytes came.
+	end() error
+}
+
+// archiveFiles writes the files into an archive.
+type archiveFiles struct{ tw *export.TarWriter }
+
+func (a archiveFiles) begin(name string, size int64) (io.Writer, error) {
+	return a.tw.Create(name, size)
+}
+func (a archiveFiles) end() error { return nil }
+
+// folderFiles writes the files under dir.
+type folderFiles struct {
+	dir string
+	f   *os.File // the file begun last, until it ends
+}
+
+func (d *folderFiles) begin(name string, _ int64) (io.Writer, error) {
+	f, err := export.CreateFile(d.dir, name)
+	if err != nil {
+		return nil, err
+	}
+	d.f = f
+	return f, nil
+}
+
+func (d *folderFiles) end() error {
+	f := d.f
+	d.f = nil
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	return nil
+}
+
+// close closes a file left open by an error.
+func (d *folderFiles) close() {
+	if d.f != nil {
+		_ = d.f.Close()
+	}
+}
+
+// receiveBundle writes each streamed file into files as its chunks come and returns how many
+// came. The bundle is complete when the last file is the manifest and every file has its
+// announced size.
+func receiveBundle(stream chunkStream, files bundleFiles) (int, error) {
 	var name string
-	var data []byte
-	var size int64
+	var w io.Writer
+	var got, size int64
 	n := 0
-	flush := func() error {
+	end := func() error {
 		if name == "" {
 			return nil
 		}
-		if int64(len(data)) != size {
-			return fmt.Errorf("export: %s: got %d bytes, the station announced %d", name, len(data), size)
+		if got != size {
+			return fmt.Errorf("export: %s: got %d bytes, the station announced %d", name, got, size)
 		}
 		n++
-		return put(name, data)
+		return files.end()
 	}
 	for {
 		c, err := stream.Recv()
@@ -154,14 +207,27 @@ func receiveBundle(stream chunkStream, put func(name string, data []byte) error)
 			return n, rpcErr(err)
 		}
 		if c.GetPath() != name {
-			if err := flush(); err != nil {
+			if err := end(); err != nil {
 				return n, err
 			}
-			name, data, size = c.GetPath(), nil, c.GetSize()
+			name, got, size = c.GetPath(), 0, c.GetSize()
+			if w, err = files.begin(name, size); err != nil {
+				return n, err
+			}
 		}
-		data = append(data, c.GetData()...)
+		if name == "" {
+			return n, errors.New("export: the station sent a chunk of no file")
+		}
+		data := c.GetData()
+		if got+int64(len(data)) > size {
+			return n, fmt.Errorf("export: %s: got %d bytes, the station announced %d", name, got+int64(len(data)), size)
+		}
+		if _, err := w.Write(data); err != nil {
+			return n, err
+		}
+		got += int64(len(data))
 	}
-	if err := flush(); err != nil {
+	if err := end(); err != nil {
 		return n, err
 	}
 	if name != export.ManifestFile {
