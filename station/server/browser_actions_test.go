@@ -72,8 +72,11 @@ func TestConsoleActionsInBrowser(t *testing.T) {
 	}
 	first.Close() // one simulator per process
 
-	// The next one is slow: the browsers watch it and the operator aborts it.
+	// The next one is slow, then held in flight: the browsers watch it and the operator
+	// aborts it, however long the browser takes on a loaded host.
 	slow.pause.Store(int64(400 * time.Millisecond))
+	held := "SN-0002"
+	slow.held.Store(&held)
 	sim := l.manufacture(nil, tpm.ECCP256)
 	agentDone := make(chan struct{})
 	go func() {
@@ -125,7 +128,10 @@ func TestConsoleActionsInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.WaitVisible("#action textarea"),
 		chromedp.SendKeys("#action textarea", reason), chromedp.Click("#action button.primary"),
 		chromedp.WaitNotVisible("#action")); err != nil {
-		msg, _ := chromedp.Run(ctx, chromedp.Text("#action .error"))
+		// ctx may be over: the dialog's error is read with a deadline of its own.
+		ectx, ecancel := context.WithTimeout(browser, 10*time.Second)
+		defer ecancel()
+		msg, _ := chromedp.Run(ectx, chromedp.Text("#action .error"))
 		t.Fatalf("aborting from the tile: %v (%s)", err, msg)
 	}
 	deadline := time.Now().Add(30 * time.Second)

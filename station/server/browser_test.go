@@ -21,25 +21,35 @@ import (
 )
 
 // slowJournal holds every step boundary a little, so that a unit stays on the line long
-// enough for a browser to watch its tile move.
+// enough for a browser to watch its tile move; a held unit's next step boundary waits until
+// its session ends, so that it stays in flight however slow the host, until the test aborts it.
 type slowJournal struct {
 	workflow.Journal
-	pause *atomic.Int64 // nanoseconds; the test may change it while units run
+	pause *atomic.Int64           // nanoseconds; the test may change it while units run
+	held  *atomic.Pointer[string] // the serial held, if any
 }
 
 func newSlowJournal(j workflow.Journal, pause time.Duration) slowJournal {
-	s := slowJournal{Journal: j, pause: new(atomic.Int64)}
+	s := slowJournal{Journal: j, pause: new(atomic.Int64), held: new(atomic.Pointer[string])}
 	s.pause.Store(int64(pause))
 	return s
 }
 
-func (j slowJournal) BeginStep(ctx context.Context, serial, step string, intent []byte) (store.StepRef, error) {
+// wait holds a step boundary of serial.
+func (j slowJournal) wait(ctx context.Context, serial string) {
 	time.Sleep(time.Duration(j.pause.Load()))
+	if h := j.held.Load(); h != nil && *h == serial {
+		<-ctx.Done()
+	}
+}
+
+func (j slowJournal) BeginStep(ctx context.Context, serial, step string, intent []byte) (store.StepRef, error) {
+	j.wait(ctx, serial)
 	return j.Journal.BeginStep(ctx, serial, step, intent)
 }
 
 func (j slowJournal) Advance(ctx context.Context, end store.StepRef, result []byte, step string, intent []byte) (store.StepRef, error) {
-	time.Sleep(time.Duration(j.pause.Load()))
+	j.wait(ctx, end.Serial)
 	return j.Journal.Advance(ctx, end, result, step, intent)
 }
 
