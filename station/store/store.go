@@ -489,6 +489,8 @@ type wtx struct {
 	// records; flush appends them.
 	writes  []WriteDigest
 	pending []AuditEvent
+	// buckets are the wrappers of the buckets the call used (wtx.wrapped).
+	buckets []*wbucket
 }
 
 // newWtx starts a mutating call in tx.
@@ -584,6 +586,9 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error
 // (bbolt keeps no checksum of values), and the store latches as corrupt. Any other error
 // passes.
 func (s *Store) undecodable(err error) error {
+	if err == nil {
+		return nil // before the targets below, which escape: no allocation on success
+	}
 	var (
 		syntax *json.SyntaxError
 		typ    *json.UnmarshalTypeError

@@ -23,7 +23,11 @@ type wtxn struct {
 
 // Bucket returns the top-level bucket name, or nil.
 func (t *wtxn) Bucket(name []byte) *wbucket {
-	return t.w.wrap(t.raw.Bucket(name), string(name))
+	raw := t.raw.Bucket(name)
+	if wb := t.w.wrapped(raw); wb != nil {
+		return wb
+	}
+	return t.w.wrap(raw, string(name))
 }
 
 // CreateBucketIfNotExists returns the top-level bucket name, creating it.
@@ -41,20 +45,56 @@ type wbucket struct {
 	raw  *bolt.Bucket
 	path string // bucket names from the top, joined by "/"
 	w    *wtx
+	// cur is the cursor Get and Put look keys up with (see seek).
+	cur *bolt.Cursor
+}
+
+// wrapped returns the wbucket of raw this call already made, or nil. A call asks for the
+// same few buckets at every write; making each once saves the wrapper, its path and, through
+// the cursor it keeps (seek), a cursor and its stack at every lookup.
+func (w *wtx) wrapped(raw *bolt.Bucket) *wbucket {
+	if raw == nil {
+		return nil
+	}
+	for _, wb := range w.buckets {
+		if wb.raw == raw {
+			return wb
+		}
+	}
+	return nil
 }
 
 func (w *wtx) wrap(b *bolt.Bucket, path string) *wbucket {
 	if b == nil {
 		return nil
 	}
+	if wb := w.wrapped(b); wb != nil {
+		return wb
+	}
 	if f := fillPercent(path); f > 0 {
 		b.FillPercent = f
 	}
-	return &wbucket{raw: b, path: path, w: w}
+	wb := &wbucket{raw: b, path: path, w: w}
+	w.buckets = append(w.buckets, wb)
+	return wb
 }
 
-// Get returns the value of key, or nil.
-func (b *wbucket) Get(key []byte) []byte { return b.raw.Get(key) }
+// seek is storedValue(b.raw, key) through the bucket's own cursor, made once: Cursor.Seek
+// starts every search afresh from the bucket's root (it keeps nothing of its last position
+// but its stack's memory), so the answer is that of a new cursor, also after writes to the
+// bucket (TestWbucketLookups compares the two).
+func (b *wbucket) seek(key []byte) ([]byte, bool) {
+	if b.cur == nil {
+		b.cur = b.raw.Cursor()
+	}
+	return seekStored(b.cur, key)
+}
+
+// Get returns the value of key, or nil (as bolt.Bucket.Get: nil for a nested bucket).
+func (b *wbucket) Get(key []byte) []byte {
+	v, _ := b.seek(key)
+	return v
+}
 
 // Cursor returns a cursor for reading the bucket.
 func (b *wbucket) Cursor() *bolt.Cursor { return b.raw.Cursor() }
@@ -64,7 +104,11 @@ func (b *wbucket) NextSequence() (uint64, error) { return b.raw.NextSequence() }
 
 // Bucket returns the nested bucket name, or nil.
 func (b *wbucket) Bucket(name []byte) *wbucket {
-	return b.w.wrap(b.raw.Bucket(name), b.path+"/"+string(name))
+	raw := b.raw.Bucket(name)
+	if wb := b.w.wrapped(raw); wb != nil {
+		return wb
+	}
+	return b.w.wrap(raw, b.path+"/"+string(name))
 }
 
 // CreateBucket creates the nested bucket name.
@@ -87,7 +131,7 @@ func (b *wbucket) CreateBucketIfNotExists(name []byte) (*wbucket, error) {
 
 // Put writes key = value and records its digest.
 func (b *wbucket) Put(key, value []byte) error {
-	_, had := storedValue(b.raw, key)
+	_, had := b.seek(key)
 	if err := b.raw.Put(key, value); err != nil {
 		return err
 	}
@@ -106,7 +150,7 @@ func (b *wbucket) unindex(key []byte) error {
 	if b.path != string(bUnitIndex) {
 		return fmt.Errorf("removing key %q of bucket %s: only the unit index removes keys", key, b.path)
 	}
-	if _, had := storedValue(b.raw, key); !had {
+	if _, had := b.seek(key); !had {
 		return nil
 	}
 	if err := b.raw.Delete(key); err != nil {
