@@ -616,7 +616,13 @@ func (s *Store) recoverCorrupt(err *error) {
 
 // put marshals v as JSON under key.
 func put(b *wbucket, key []byte, v any) error {
-	data, err := json.Marshal(v)
+	var data []byte
+	var err error
+	if rec, ok := v.(*StepRecord); ok {
+		data, err = encodeStepRecord(rec) // json.Marshal's bytes, without its reflection
+	} else {
+		data, err = json.Marshal(v)
+	}
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", key, err)
 	}
@@ -629,10 +635,23 @@ func get(b interface{ Get([]byte) []byte }, key []byte, v any) (bool, error) {
 	if data == nil {
 		return false, nil
 	}
+	if rec, ok := v.(*StepRecord); ok && isZero(rec) {
+		// encoding/json's value (its errors too), without its reflection (recjson.go).
+		if err := decodeStepRecord(data, rec); err != nil {
+			return true, fmt.Errorf("decoding %s: %w", key, err)
+		}
+		return true, nil
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return true, fmt.Errorf("decoding %s: %w", key, err)
 	}
 	return true, nil
+}
+
+// isZero says rec is the zero StepRecord, which json.Unmarshal fills as decodeStepRecord does.
+func isZero(rec *StepRecord) bool {
+	return rec.Serial == "" && rec.Step == "" && rec.Attempt == 0 && rec.Intent == nil && rec.BeganAt.IsZero() && !rec.Ended &&
+		rec.Result == nil && rec.ErrorCode == "" && rec.EndedAt.IsZero()
 }
 
 func u64key(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }

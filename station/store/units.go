@@ -205,7 +205,7 @@ func (w *wtx) stampEvent(ev Event) (Event, error) {
 			return ev, err
 		}
 	}
-	data, err := json.Marshal(&ev)
+	data, err := encodeEvent(&ev)
 	if err != nil {
 		return ev, fmt.Errorf("encoding event: %w", err)
 	}
@@ -346,7 +346,7 @@ func (w *wtx) beginStep(u *UnitState, step string, intent []byte) (StepRef, erro
 	attempt, v := lastSeq(sb.Cursor(), stepPrefix(serial, step))
 	if v != nil {
 		var last StepRecord
-		if err := json.Unmarshal(v, &last); err != nil {
+		if err := decodeStepRecord(v, &last); err != nil {
 			return StepRef{}, fmt.Errorf("decoding step %q: %w", step, err)
 		}
 		if !last.Ended {
