@@ -116,6 +116,8 @@ type Store struct {
 	log       *slog.Logger
 	stationID string
 	states    unitStates
+	// txb holds what the calls of the running write transaction share (txBuckets).
+	txb       txBuckets
 	onCorrupt func(error)
 	corrupt   atomic.Pointer[CorruptError] // set once a damaged page was met
 	// refusalsKept bounds the ring of refused sessions.

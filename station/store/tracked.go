@@ -45,13 +45,41 @@ type wbucket struct {
 	raw  *bolt.Bucket
 	path string // bucket names from the top, joined by "/"
 	w    *wtx
-	// cur is the cursor Get and Put look keys up with (see seek).
-	cur *bolt.Cursor
+	tb   *txBucket
 }
 
-// wrapped returns the wbucket of raw this call already made, or nil. A call asks for the
-// same few buckets at every write; making each once saves the wrapper, its path and, through
-// the cursor it keeps (seek), a cursor and its stack at every lookup.
+// txBucket is what the calls of one write transaction share about one of its buckets: its
+// path and the cursor Get and Put look keys up with (seek). The calls of a group commit
+// (committer) ask for the same few buckets, each for a key or two: made once a transaction,
+// they save each call a path string and, at every lookup, a cursor and its stack.
+type txBucket struct {
+	raw  *bolt.Bucket
+	path string
+	cur  *bolt.Cursor
+}
+
+// txBuckets are the txBuckets of the write transaction tx. Only the goroutine holding bbolt's
+// writer lock touches them (wtx.shared), one transaction after another; the list of a
+// transaction that ended is dropped by the next one.
+type txBuckets struct {
+	tx   *bolt.Tx
+	list []*txBucket
+}
+
+// shared returns the list of the call's transaction's txBuckets, or nil for a transaction
+// that is not writable (or a wtx made without a store, in tests).
+func (w *wtx) shared() *[]*txBucket {
+	if w.s == nil || !w.tx.raw.Writable() {
+		return nil
+	}
+	if w.s.txb.tx != w.tx.raw {
+		w.s.txb = txBuckets{tx: w.tx.raw}
+	}
+	return &w.s.txb.list
+}
+
+// wrapped returns the wbucket of raw this call already made, or one over the txBucket another
+// call of the transaction made, or nil.
 func (w *wtx) wrapped(raw *bolt.Bucket) *wbucket {
 	if raw == nil {
 		return nil
@@ -59,6 +87,15 @@ func (w *wtx) wrapped(raw *bolt.Bucket) *wbucket {
 	for _, wb := range w.buckets {
 		if wb.raw == raw {
 			return wb
+		}
+	}
+	if list := w.shared(); list != nil {
+		for _, tb := range *list {
+			if tb.raw == raw {
+				wb := &wbucket{raw: raw, path: tb.path, w: w, tb: tb}
+				w.buckets = append(w.buckets, wb)
+				return wb
+			}
 		}
 	}
 	return nil
@@ -74,20 +111,25 @@ func (w *wtx) wrap(b *bolt.Bucket, path string) *wbucket {
 	if f := fillPercent(path); f > 0 {
 		b.FillPercent = f
 	}
-	wb := &wbucket{raw: b, path: path, w: w}
+	tb := &txBucket{raw: b, path: path}
+	if list := w.shared(); list != nil {
+		*list = append(*list, tb)
+	}
+	wb := &wbucket{raw: b, path: path, w: w, tb: tb}
 	w.buckets = append(w.buckets, wb)
 	return wb
 }
 
-// seek is storedValue(b.raw, key) through the bucket's own cursor, made once: Cursor.Seek
-// starts every search afresh from the bucket's root (it keeps nothing of its last position
-// but its stack's memory), so the answer is that of a new cursor, also after writes to the
-// bucket (TestWbucketLookups compares the two).
+// seek is storedValue(b.raw, key) through the transaction's cursor of the bucket, made once:
+// Cursor.Seek starts every search afresh from the bucket's root (it keeps nothing of its last
+// position but its stack's memory), so the answer is that of a new cursor, also after writes
+// to the bucket (TestWbucketLookups compares the two). A call runs to its end before the next
+// call of its transaction starts, and nothing holds the cursor between two seeks.
 func (b *wbucket) seek(key []byte) ([]byte, bool) {
-	if b.cur == nil {
-		b.cur = b.raw.Cursor()
+	if b.tb.cur == nil {
+		b.tb.cur = b.raw.Cursor()
 	}
-	return seekStored(b.cur, key)
+	return seekStored(b.tb.cur, key)
 }
 
 // Get returns the value of key, or nil (as bolt.Bucket.Get: nil for a nested bucket).

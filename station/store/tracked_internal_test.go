@@ -50,13 +50,18 @@ func TestWbucketLookups(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 4 {
 		err := db.Update(func(tx *bolt.Tx) error {
-			w := &wtx{}
-			w.tx = &wtxn{raw: tx, w: w}
+			s := &Store{}
+			nested := map[string]bool{}
+			var w *wtx
 			for op := range 3000 {
+				if w == nil || rng.IntN(5) == 0 { // the next call of a group commit
+					w = &wtx{s: s}
+					w.tx = &wtxn{raw: tx, w: w}
+				}
 				n := names[rng.IntN(len(names))]
 				wb := w.tx.Bucket(n)
-				if wb == nil || wb.raw != tx.Bucket(n) || w.tx.Bucket(n) != wb {
-					return fmt.Errorf("bucket %s: wrapper %v", n, wb)
+				if wb == nil || wb.raw != tx.Bucket(n) || w.tx.Bucket(n) != wb || wb.w != w || wb.path != string(n) {
+					return fmt.Errorf("bucket %s: wrapper %+v", n, wb)
 				}
 				k := key(rng.IntN(keys + 10))
 				_, had := storedValue(wb.raw, k)
@@ -76,8 +81,10 @@ func TestWbucketLookups(t *testing.T) {
 						return err
 					}
 				case 3:
-					if nb := wb.Bucket(k); (nb == nil) != (wb.raw.Bucket(k) == nil) || nb != nil && nb.path != string(n)+"/"+string(k) {
+					if nb := wb.Bucket(k); (nb == nil) != (wb.raw.Bucket(k) == nil) || nb != nil && (nb.path != string(n)+"/"+string(k) || nb.w != w) {
 						return fmt.Errorf("nested bucket %s/%s: %v", n, k, nb)
+					} else if nb != nil {
+						nested[nb.path] = true
 					}
 				}
 				if len(w.writes) > writes && w.writes[len(w.writes)-1].Had != had {
@@ -96,6 +103,9 @@ func TestWbucketLookups(t *testing.T) {
 						return fmt.Errorf("round %d op %d: Get %s/%s = %q, want %q", round, op, n, k, got, want)
 					}
 				}
+			}
+			if s.txb.tx != tx || len(s.txb.list) != len(names)+len(nested) {
+				return fmt.Errorf("transaction's buckets: %d for %d buckets", len(s.txb.list), len(names)+len(nested))
 			}
 			return nil
 		})
