@@ -493,12 +493,15 @@ type wtx struct {
 	pending []AuditEvent
 	// buckets are the wrappers of the buckets the call used (wtx.wrapped).
 	buckets []*wbucket
+	// digests back writes for a call's first few writes (a step's call makes about ten).
+	digests [12]WriteDigest
 }
 
 // newWtx starts a mutating call in tx.
 func (s *Store) newWtx(tx *bolt.Tx, principal string) *wtx {
 	w := &wtx{s: s, now: s.now(), principal: principal}
 	w.tx = &wtxn{raw: tx, w: w}
+	w.writes = w.digests[:0]
 	return w
 }
 

@@ -178,8 +178,12 @@ func (b *wbucket) Put(key, value []byte) error {
 		return err
 	}
 	if !b.exempt(key) {
+		// The key's copy and the digest share one allocation; each is capped at its length.
+		buf := make([]byte, len(key)+sha256.Size)
+		n := copy(buf, key)
 		h := sha256.Sum256(value)
-		b.w.writes = append(b.w.writes, WriteDigest{Bucket: b.path, Key: append([]byte(nil), key...), SHA256: h[:], Had: had})
+		copy(buf[n:], h[:])
+		b.w.writes = append(b.w.writes, WriteDigest{Bucket: b.path, Key: buf[:n:n], SHA256: buf[n:], Had: had})
 	}
 	return nil
 }

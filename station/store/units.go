@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -375,7 +376,7 @@ func (w *wtx) beginStep(u *UnitState, step string, intent []byte) (StepRef, erro
 	if err := w.event(Event{Serial: serial, Type: EventStepBegun, Step: step, Attempt: attempt, Status: u.Status}); err != nil {
 		return StepRef{}, err
 	}
-	a.Details["attempt"] = fmt.Sprint(attempt)
+	a.Details["attempt"] = strconv.FormatUint(attempt, 10) // as fmt.Sprint writes it
 	return ref, w.audit(a)
 }
 
@@ -446,17 +447,16 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 // endStep is EndStep inside a write transaction, for the unit whose state is u. It reports
 // whether it changed u, which the caller then saves.
 func (w *wtx) endStep(u *UnitState, ref StepRef, result []byte, errCode string) (bool, error) {
-	notFound := fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound)
 	sb := w.tx.Bucket(bStepRecords)
 	key := stepKey(ref.Serial, ref.Step, ref.Attempt)
 	var rec StepRecord
 	if ok, err := get(sb, key, &rec); err != nil {
 		return false, err
 	} else if !ok {
-		return false, skip(notFound)
+		return false, skip(fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound))
 	}
 	a := AuditEvent{Serial: ref.Serial, Action: EventStepEnded, Fingerprints: unitFingerprints(u),
-		Details: map[string]string{"step": ref.Step, "attempt": fmt.Sprint(ref.Attempt),
+		Details: map[string]string{"step": ref.Step, "attempt": strconv.FormatUint(ref.Attempt, 10),
 			"result_sha256": digest(result), "step_error_code": errCode}}
 	if rec.Ended {
 		if bytes.Equal(rec.Result, result) && rec.ErrorCode == errCode {
