@@ -52,7 +52,14 @@ func unitExists(tx *bolt.Tx, serial string) error {
 }
 
 // saveUnit stamps and writes the unit's state (with its listing row) and its index entries.
-func (w *wtx) saveUnit(u *UnitState) error {
+func (w *wtx) saveUnit(u *UnitState) error { return w.storeUnit(u, false) }
+
+// saveUnitLast is saveUnit for a caller that no longer uses u, nor anything u refers to:
+// the memo of states keeps u itself, not a copy (Advance, every step's write, saves a copy of
+// the unit's step summaries, keys and certificates that way).
+func (w *wtx) saveUnitLast(u *UnitState) error { return w.storeUnit(u, true) }
+
+func (w *wtx) storeUnit(u *UnitState, last bool) error {
 	u.UpdatedAt = w.now
 	data, err := encodeState(u)
 	if err != nil {
@@ -64,7 +71,11 @@ func (w *wtx) saveUnit(u *UnitState) error {
 	if err := w.indexUnit(u); err != nil {
 		return fmt.Errorf("indexing unit %q: %w", u.Serial, err)
 	}
-	w.s.states.put(u.Serial, data, u.decoded())
+	if last {
+		w.s.states.put(u.Serial, data, *u.normalize())
+	} else {
+		w.s.states.put(u.Serial, data, u.decoded())
+	}
 	return nil
 }
 
@@ -160,6 +171,12 @@ func (u UnitState) clone() UnitState {
 // are.)
 func (u *UnitState) decoded() UnitState {
 	d := u.clone()
+	return *d.normalize()
+}
+
+// normalize is decoded in place: it makes u what decoding its encoding gives and returns it.
+func (u *UnitState) normalize() *UnitState {
+	d := u
 	if len(d.Steps) == 0 {
 		d.Steps = nil
 	}
@@ -433,7 +450,7 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 			return err
 		}
 		// A refused begin still commits the ended step: save the unit's summary of it.
-		if serr := w.saveUnit(&u); serr != nil {
+		if serr := w.saveUnitLast(&u); serr != nil {
 			return serr
 		}
 		return err
