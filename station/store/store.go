@@ -491,8 +491,12 @@ type wtx struct {
 	// records; flush appends them.
 	writes  []WriteDigest
 	pending []AuditEvent
-	// buckets are the wrappers of the buckets the call used (wtx.wrapped).
-	buckets []*wbucket
+	// buckets are the wrappers of the buckets the call used (wtx.wrapped); the first
+	// len(inline) are in inline, and bucketsArr backs the slice.
+	buckets    []*wbucket
+	inline     [6]wbucket
+	nInline    int
+	bucketsArr [8]*wbucket
 	// digests back writes for a call's first few writes (a step's call makes about ten).
 	digests [12]WriteDigest
 }
@@ -502,6 +506,7 @@ func (s *Store) newWtx(tx *bolt.Tx, principal string) *wtx {
 	w := &wtx{s: s, now: s.now(), principal: principal}
 	w.tx = &wtxn{raw: tx, w: w}
 	w.writes = w.digests[:0]
+	w.buckets = w.bucketsArr[:0]
 	return w
 }
 

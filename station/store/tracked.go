@@ -92,9 +92,7 @@ func (w *wtx) wrapped(raw *bolt.Bucket) *wbucket {
 	if list := w.shared(); list != nil {
 		for _, tb := range *list {
 			if tb.raw == raw {
-				wb := &wbucket{raw: raw, path: tb.path, w: w, tb: tb}
-				w.buckets = append(w.buckets, wb)
-				return wb
+				return w.newWbucket(tb)
 			}
 		}
 	}
@@ -115,7 +113,20 @@ func (w *wtx) wrap(b *bolt.Bucket, path string) *wbucket {
 	if list := w.shared(); list != nil {
 		*list = append(*list, tb)
 	}
-	wb := &wbucket{raw: b, path: path, w: w, tb: tb}
+	return w.newWbucket(tb)
+}
+
+// newWbucket makes the call's wbucket over tb, from the room the wtx carries for its first
+// few (a call uses up to about six buckets), and adds it to w.buckets.
+func (w *wtx) newWbucket(tb *txBucket) *wbucket {
+	var wb *wbucket
+	if w.nInline < len(w.inline) {
+		wb = &w.inline[w.nInline]
+		w.nInline++
+	} else {
+		wb = new(wbucket)
+	}
+	*wb = wbucket{raw: tb.raw, path: tb.path, w: w, tb: tb}
 	w.buckets = append(w.buckets, wb)
 	return wb
 }
