@@ -98,7 +98,7 @@ FUZZ_TARGETS := \
 	./ca-client/est:FuzzSanitizeMessage ./ca-client/est:FuzzParseRetryAfter \
 	./station/config:FuzzConfig ./station/config:FuzzCheckAzureIoTIdentity \
 	./station/gateway:FuzzValidateHello ./station/workflow:FuzzHardwareModuleName ./station/workflow:FuzzRestore \
-	./station/workflow:FuzzAgentResult ./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen ./station/store:FuzzRecordJSON \
+	./station/workflow:FuzzAgentResult ./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen ./station/store:FuzzRecordJSON ./station/store:FuzzRecordEncoders \
 	./reports/export:FuzzVerify ./reports/export:FuzzParseKey ./reports/export:FuzzAuditLine ./reports/traveler:FuzzIndentCompact
 FUZZTIME ?= 1m
 # Each input that finds new coverage is minimized for at most this many runs. Go's default, 60 s

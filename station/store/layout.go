@@ -78,15 +78,17 @@ const stateRowFormat byte = 0x01
 
 // encodeState returns the stored value of u.
 func encodeState(u *UnitState) ([]byte, error) {
-	js, err := encodeUnit(u)
+	// The JSON is appended in place, after the row (no copy of it: a unit's state is kilobytes
+	// and every journal write stores it); TestEncodeState compares with the parts put together.
+	row := appendRow(make([]byte, 0, 256), u)
+	b := make([]byte, 0, 1+binary.MaxVarintLen32+len(row)+unitSizeHint(u))
+	b = append(b, stateRowFormat)
+	b = binary.AppendUvarint(b, uint64(len(row)))
+	b, err := appendUnit(append(b, row...), u)
 	if err != nil {
 		return nil, err
 	}
-	row := appendRow(make([]byte, 0, 256), u)
-	b := make([]byte, 0, 1+binary.MaxVarintLen32+len(row)+len(js))
-	b = append(b, stateRowFormat)
-	b = binary.AppendUvarint(b, uint64(len(row)))
-	return append(append(b, row...), js...), nil
+	return b, nil
 }
 
 var errStateFormat = errors.New("stored unit state does not decode")

@@ -117,6 +117,8 @@ type Store struct {
 	log       *slog.Logger
 	stationID string
 	states    unitStates
+	// txb holds what the calls of the running write transaction share (txBuckets).
+	txb       txBuckets
 	onCorrupt func(error)
 	corrupt   atomic.Pointer[CorruptError] // set once a damaged page was met
 	// refusalsKept bounds the ring of refused sessions.
@@ -485,12 +487,22 @@ type wtx struct {
 	// records; flush appends them.
 	writes  []WriteDigest
 	pending []AuditEvent
+	// buckets are the wrappers of the buckets the call used (wtx.wrapped); the first
+	// len(inline) are in inline, and bucketsArr backs the slice.
+	buckets    []*wbucket
+	inline     [6]wbucket
+	nInline    int
+	bucketsArr [8]*wbucket
+	// digests back writes for a call's first few writes (a step's call makes about ten).
+	digests [12]WriteDigest
 }
 
 // newWtx starts a mutating call in tx.
 func (s *Store) newWtx(tx *bolt.Tx, principal string) *wtx {
 	w := &wtx{s: s, now: s.now(), principal: principal}
 	w.tx = &wtxn{raw: tx, w: w}
+	w.writes = w.digests[:0]
+	w.buckets = w.bucketsArr[:0]
 	return w
 }
 
@@ -580,6 +592,9 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error
 // (bbolt keeps no checksum of values), and the store latches as corrupt. Any other error
 // passes.
 func (s *Store) undecodable(err error) error {
+	if err == nil {
+		return nil // before the targets below, which escape: no allocation on success
+	}
 	var (
 		syntax *json.SyntaxError
 		typ    *json.UnmarshalTypeError
@@ -607,7 +622,13 @@ func (s *Store) recoverCorrupt(err *error) {
 
 // put marshals v as JSON under key.
 func put(b *wbucket, key []byte, v any) error {
-	data, err := json.Marshal(v)
+	var data []byte
+	var err error
+	if rec, ok := v.(*StepRecord); ok {
+		data, err = encodeStepRecord(rec) // json.Marshal's bytes, without its reflection
+	} else {
+		data, err = json.Marshal(v)
+	}
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", key, err)
 	}
@@ -620,10 +641,23 @@ func get(b interface{ Get([]byte) []byte }, key []byte, v any) (bool, error) {
 	if data == nil {
 		return false, nil
 	}
+	if rec, ok := v.(*StepRecord); ok && isZero(rec) {
+		// encoding/json's value (its errors too), without its reflection (recjson.go).
+		if err := decodeStepRecord(data, rec); err != nil {
+			return true, fmt.Errorf("decoding %s: %w", key, err)
+		}
+		return true, nil
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return true, fmt.Errorf("decoding %s: %w", key, err)
 	}
 	return true, nil
+}
+
+// isZero says rec is the zero StepRecord, which json.Unmarshal fills as decodeStepRecord does.
+func isZero(rec *StepRecord) bool {
+	return rec.Serial == "" && rec.Step == "" && rec.Attempt == 0 && rec.Intent == nil && rec.BeganAt.IsZero() && !rec.Ended &&
+		rec.Result == nil && rec.ErrorCode == "" && rec.EndedAt.IsZero()
 }
 
 func u64key(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }

@@ -15,7 +15,17 @@ import (
 // strings that need escaping and times encoding/json refuses go through encoding/json.
 // TestEncodeUnit holds it to encoding/json, field list included.
 func encodeUnit(u *UnitState) ([]byte, error) {
-	e := unitEncoder{b: make([]byte, 0, 512+160*len(u.Steps)+64*len(u.Keys)+256*len(u.Certificates))}
+	return appendUnit(make([]byte, 0, unitSizeHint(u)), u)
+}
+
+// unitSizeHint is about the size of u's JSON encoding.
+func unitSizeHint(u *UnitState) int {
+	return 512 + 160*len(u.Steps) + 64*len(u.Keys) + 256*len(u.Certificates)
+}
+
+// appendUnit appends encodeUnit(u) to b.
+func appendUnit(b []byte, u *UnitState) ([]byte, error) {
+	e := unitEncoder{b: b}
 	e.str(`{"serial":`, u.Serial)
 	e.strOmit(`,"work_order_id":`, u.WorkOrderID)
 	e.strOmit(`,"profile":`, u.Profile)

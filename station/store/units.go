@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -51,7 +52,14 @@ func unitExists(tx *bolt.Tx, serial string) error {
 }
 
 // saveUnit stamps and writes the unit's state (with its listing row) and its index entries.
-func (w *wtx) saveUnit(u *UnitState) error {
+func (w *wtx) saveUnit(u *UnitState) error { return w.storeUnit(u, false) }
+
+// saveUnitLast is saveUnit for a caller that no longer uses u, nor anything u refers to:
+// the memo of states keeps u itself, not a copy (Advance, every step's write, saves a copy of
+// the unit's step summaries, keys and certificates that way).
+func (w *wtx) saveUnitLast(u *UnitState) error { return w.storeUnit(u, true) }
+
+func (w *wtx) storeUnit(u *UnitState, last bool) error {
 	u.UpdatedAt = w.now
 	data, err := encodeState(u)
 	if err != nil {
@@ -63,7 +71,11 @@ func (w *wtx) saveUnit(u *UnitState) error {
 	if err := w.indexUnit(u); err != nil {
 		return fmt.Errorf("indexing unit %q: %w", u.Serial, err)
 	}
-	w.s.states.put(u.Serial, data, u.decoded())
+	if last {
+		w.s.states.put(u.Serial, data, *u.normalize())
+	} else {
+		w.s.states.put(u.Serial, data, u.decoded())
+	}
 	return nil
 }
 
@@ -159,6 +171,12 @@ func (u UnitState) clone() UnitState {
 // are.)
 func (u *UnitState) decoded() UnitState {
 	d := u.clone()
+	return *d.normalize()
+}
+
+// normalize is decoded in place: it makes u what decoding its encoding gives and returns it.
+func (u *UnitState) normalize() *UnitState {
+	d := u
 	if len(d.Steps) == 0 {
 		d.Steps = nil
 	}
@@ -205,7 +223,7 @@ func (w *wtx) stampEvent(ev Event) (Event, error) {
 			return ev, err
 		}
 	}
-	data, err := json.Marshal(&ev)
+	data, err := encodeEvent(&ev)
 	if err != nil {
 		return ev, fmt.Errorf("encoding event: %w", err)
 	}
@@ -346,7 +364,7 @@ func (w *wtx) beginStep(u *UnitState, step string, intent []byte) (StepRef, erro
 	attempt, v := lastSeq(sb.Cursor(), stepPrefix(serial, step))
 	if v != nil {
 		var last StepRecord
-		if err := json.Unmarshal(v, &last); err != nil {
+		if err := decodeStepRecord(v, &last); err != nil {
 			return StepRef{}, fmt.Errorf("decoding step %q: %w", step, err)
 		}
 		if !last.Ended {
@@ -375,7 +393,7 @@ func (w *wtx) beginStep(u *UnitState, step string, intent []byte) (StepRef, erro
 	if err := w.event(Event{Serial: serial, Type: EventStepBegun, Step: step, Attempt: attempt, Status: u.Status}); err != nil {
 		return StepRef{}, err
 	}
-	a.Details["attempt"] = fmt.Sprint(attempt)
+	a.Details["attempt"] = strconv.FormatUint(attempt, 10) // as fmt.Sprint writes it
 	return ref, w.audit(a)
 }
 
@@ -432,7 +450,7 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 			return err
 		}
 		// A refused begin still commits the ended step: save the unit's summary of it.
-		if serr := w.saveUnit(&u); serr != nil {
+		if serr := w.saveUnitLast(&u); serr != nil {
 			return serr
 		}
 		return err
@@ -446,17 +464,16 @@ func (s *Store) Advance(ctx context.Context, end StepRef, result []byte, step st
 // endStep is EndStep inside a write transaction, for the unit whose state is u. It reports
 // whether it changed u, which the caller then saves.
 func (w *wtx) endStep(u *UnitState, ref StepRef, result []byte, errCode string) (bool, error) {
-	notFound := fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound)
 	sb := w.tx.Bucket(bStepRecords)
 	key := stepKey(ref.Serial, ref.Step, ref.Attempt)
 	var rec StepRecord
 	if ok, err := get(sb, key, &rec); err != nil {
 		return false, err
 	} else if !ok {
-		return false, skip(notFound)
+		return false, skip(fmt.Errorf("step %q attempt %d of unit %q: %w", ref.Step, ref.Attempt, ref.Serial, ErrNotFound))
 	}
 	a := AuditEvent{Serial: ref.Serial, Action: EventStepEnded, Fingerprints: unitFingerprints(u),
-		Details: map[string]string{"step": ref.Step, "attempt": fmt.Sprint(ref.Attempt),
+		Details: map[string]string{"step": ref.Step, "attempt": strconv.FormatUint(ref.Attempt, 10),
 			"result_sha256": digest(result), "step_error_code": errCode}}
 	if rec.Ended {
 		if bytes.Equal(rec.Result, result) && rec.ErrorCode == errCode {
