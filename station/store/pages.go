@@ -30,8 +30,8 @@ const (
 	maxPageDepth     = 64
 )
 
-// pageWalk checks the pages of a store file, read through a mapping of their own, in one
-// walk: the checks of bbolt's Tx.Check and those bbolt's check itself needs first.
+// pageWalk checks the pages of a store file, read where bbolt maps them, in one walk: the
+// checks of bbolt's Tx.Check and those bbolt's check itself needs first.
 //
 // bbolt's check runs on a goroutine of bbolt's, follows page ids without remembering the pages
 // it saw and reads keys where the elements say they are: a page that refers to itself makes it
@@ -44,7 +44,8 @@ const (
 // are in order, within the bounds of the branch elements above them. The test
 // TestCheckPagesAgreesWithBbolt and FuzzOpen hold it to bbolt's check.
 //
-// The walk uses every core: a subtree goes to a goroutine of its own while one is free.
+// The walk uses every core: a subtree goes to a goroutine of its own while one is free. With
+// more than one problem, which one it reports depends on which goroutine meets its own first.
 type pageWalk struct {
 	data     []byte // the file's pages: hwm pages of pageSize bytes
 	pageSize uint64
