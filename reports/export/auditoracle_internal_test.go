@@ -2,7 +2,6 @@ package export
 
 import (
 	"bytes"
-	"errors"
 
 	"github.com/devid-station/devid/station/store"
 )
@@ -47,12 +46,7 @@ func checkChain(recs []store.AuditEvent, body *Body, keySHA []byte, fail func(st
 	}
 	head, cps, err := store.VerifyRecords(recs, prev, keySHA)
 	if err != nil {
-		var cb *store.ChainBrokenError
-		if errors.As(err, &cb) {
-			fail("%s record %d: %s", AuditFile, cb.Seq, cb.Reason)
-		} else {
-			fail("%s: %v", AuditFile, err)
-		}
+		chainFailure(fail, err)
 		return false
 	}
 	last := recs[len(recs)-1]

@@ -181,12 +181,7 @@ func checkAuditBatches(batches <-chan auditBatch, body *Body, keySHA []byte) aud
 			cps = append(cps, found...)
 			prev = head
 			if err != nil {
-				var cb *store.ChainBrokenError
-				if errors.As(err, &cb) {
-					fail("%s record %d: %s", AuditFile, cb.Seq, cb.Reason)
-				} else {
-					fail("%s: %v", AuditFile, err)
-				}
+				chainFailure(fail, err)
 				broken = true
 			}
 		}
@@ -262,4 +257,15 @@ func decodeAuditLines(lines [][]byte, first int) ([]store.AuditEvent, error) {
 		}
 	}
 	return recs, nil
+}
+
+// chainFailure reports through fail why store.VerifyRecords refused audit.jsonl, naming the
+// record when it can.
+func chainFailure(fail func(string, ...any), err error) {
+	var cb *store.ChainBrokenError
+	if errors.As(err, &cb) {
+		fail("%s record %d: %s", AuditFile, cb.Seq, cb.Reason)
+	} else {
+		fail("%s: %v", AuditFile, err)
+	}
 }

@@ -119,7 +119,7 @@ func (w *objWriter) key(name string) {
 		w.b = append(w.b, ',')
 	}
 	w.fields++
-	if !plainString(name) {
+	if !plainJSON(name) {
 		w.ok = false
 	}
 	w.b = append(w.b, '"')
@@ -129,7 +129,7 @@ func (w *objWriter) key(name string) {
 
 func (w *objWriter) str(name, v string) {
 	w.key(name)
-	if !plainString(v) {
+	if !plainJSON(v) {
 		w.ok = false
 	}
 	w.b = append(w.b, '"')
@@ -169,14 +169,4 @@ func (w *objWriter) close() ([]byte, bool) {
 	}
 	w.b = append(w.b, '}')
 	return w.b, w.ok
-}
-
-// plainString is plainJSON for a string.
-func plainString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return false
-		}
-	}
-	return true
 }

@@ -291,9 +291,9 @@ func (r *objReader) strMap() map[string]string {
 
 // plainJSON says encoding/json writes s as itself between quotes: printable ASCII without the
 // characters it escapes (", \ and the HTML-sensitive <, >, &).
-func plainJSON(s []byte) bool {
-	for _, c := range s {
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+func plainJSON[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			return false
 		}
 	}
