@@ -83,7 +83,10 @@ func mediaTypeIs(header string, want ...string) bool {
 }
 
 // sanitizeMessage reduces a CA's error body to one line of printable ASCII,
-// removes the given secrets and truncates it to maxMessageLen bytes.
+// removes the given secrets and truncates it to maxMessageLen bytes. A
+// secret that the redaction marker itself completes (a secret "]abc" after
+// "[redacted]" in "]abc]abc") leaves nothing of the body: the message is the
+// marker alone.
 func sanitizeMessage(body []byte, secrets []string) string {
 	var b strings.Builder
 	for _, c := range []byte(redact(string(body), secrets)) {
@@ -98,14 +101,22 @@ func sanitizeMessage(body []byte, secrets []string) string {
 	if len(s) > maxMessageLen {
 		s = s[:maxMessageLen]
 	}
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			return redactedMarker
+		}
+	}
 	return s
 }
+
+// redactedMarker stands where a secret was.
+const redactedMarker = "[redacted]"
 
 // redact replaces every occurrence of the non-empty secrets in s.
 func redact(s string, secrets []string) string {
 	for _, sec := range secrets {
 		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "[redacted]")
+			s = strings.ReplaceAll(s, sec, redactedMarker)
 		}
 	}
 	return s
