@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -86,6 +87,7 @@ func BenchmarkExport(b *testing.B) {
 			name = "-folder"
 		}
 		b.Run("build"+name, func(b *testing.B) {
+			defer profile(b, "build"+name)()
 			peak := watchMemory()
 			cpu0 := cpuTime()
 			for i := 0; i < b.N; i++ {
@@ -98,6 +100,7 @@ func BenchmarkExport(b *testing.B) {
 			reportMemory(b, peak)
 		})
 		b.Run("verify"+name, func(b *testing.B) {
+			defer profile(b, "verify"+name)()
 			peak := watchMemory()
 			cpu0 := cpuTime()
 			for i := 0; i < b.N; i++ {
@@ -108,6 +111,26 @@ func BenchmarkExport(b *testing.B) {
 			report(b, units, cpu0)
 			reportMemory(b, peak)
 		})
+	}
+}
+
+// profile writes a CPU profile of the phase to $BENCH_PROFILE/<phase>.pprof when BENCH_PROFILE
+// names a folder, and returns the function that ends it.
+func profile(b *testing.B, phase string) func() {
+	dir := os.Getenv("BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, phase+".pprof"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 
