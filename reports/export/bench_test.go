@@ -1,11 +1,13 @@
 package export_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,9 +28,9 @@ import (
 )
 
 // BenchmarkExport measures building and writing a work order's bundle as one archive, then
-// verifying it offline, in units per second and CPU time a unit, on a store of provisioned units written as the workflow
-// journals them (64 at a time, so that they share commits). BENCH_UNITS sets the number of
-// units (default 100); each unit has its own CAs.
+// verifying it offline, in units per second and CPU time a unit, on a store of provisioned
+// units written as the workflow journals them (benchStore). BENCH_UNITS sets the number of
+// units (default 100); BENCH_STORE=DIR keeps the store for the next run.
 func BenchmarkExport(b *testing.B) {
 	units := 100
 	if env := os.Getenv("BENCH_UNITS"); env != "" {
@@ -38,41 +40,12 @@ func BenchmarkExport(b *testing.B) {
 		}
 		units = n
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	st, err := store.Open(filepath.Join(b.TempDir(), "station.db"), store.Options{StationID: "st-bench",
-		Checkpoints: store.CheckpointOptions{Signer: key, Interval: time.Hour}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	ctx := context.Background()
-	if _, err := st.CreateWorkOrder(ctx, store.WorkOrder{ID: "WO-1", Profile: "default",
-		Range: &store.SerialRange{Prefix: "SN-", From: 1, To: uint64(units), Width: 6}}); err != nil {
-		b.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	var mu sync.Mutex
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1); i <= int64(units); i = next.Add(1) {
-				w := travelertest.WriteUnit(b, st, travelertest.Unit{Serial: fmt.Sprintf("SN-%06d", i), WorkOrder: "WO-1", Profile: "default"})
-				mu.Lock()
-				roots.AddCert(w.DevIDRoot)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	st, key, roots := benchStore(b, units)
 	if b.Failed() {
 		return
 	}
+	defer st.Close()
+	ctx := context.Background()
 	sel := export.Selection{WorkOrder: "WO-1"}
 	base := b.TempDir()
 	// The archive (one file written in one pass) is what is measured; BENCH_FOLDER=1 also
@@ -132,6 +105,84 @@ func profile(b *testing.B, phase string) func() {
 		pprof.StopCPUProfile()
 		f.Close()
 	}
+}
+
+// benchStore returns a store of units provisioned as the workflow journals them (64 at a time,
+// so that they share commits; each unit with its own CAs), its audit key and the roots of the
+// units' certificates. With BENCH_STORE set to a folder, the three are kept there as
+// export-<units>.db, export-<units>.key (mode 0600) and export-<units>-roots.pem, and reused by
+// the next run instead of built again (100,000 units take several minutes to build).
+func benchStore(b *testing.B, units int) (*store.Store, *ecdsa.PrivateKey, *x509.CertPool) {
+	dir, kept := b.TempDir(), false
+	if env := os.Getenv("BENCH_STORE"); env != "" {
+		dir = env
+		_, err := os.Stat(filepath.Join(dir, fmt.Sprintf("export-%d.key", units)))
+		kept = err == nil
+	}
+	base := filepath.Join(dir, fmt.Sprintf("export-%d", units))
+	roots := x509.NewCertPool()
+	var key *ecdsa.PrivateKey
+	if kept {
+		der, err := os.ReadFile(base + ".key")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if key, err = x509.ParseECPrivateKey(der); err != nil {
+			b.Fatal(err)
+		}
+		pemRoots, err := os.ReadFile(base + "-roots.pem")
+		if err != nil || !roots.AppendCertsFromPEM(pemRoots) {
+			b.Fatalf("reading the kept roots: %v", err)
+		}
+	} else {
+		var err error
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st, err := store.Open(base+".db", store.Options{StationID: "st-bench",
+		Checkpoints: store.CheckpointOptions{Signer: key, Interval: time.Hour}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if kept {
+		return st, key, roots
+	}
+	ctx := context.Background()
+	if _, err := st.CreateWorkOrder(ctx, store.WorkOrder{ID: "WO-1", Profile: "default",
+		Range: &store.SerialRange{Prefix: "SN-", From: 1, To: uint64(units), Width: 6}}); err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	var pemRoots bytes.Buffer
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(units); i = next.Add(1) {
+				w := travelertest.WriteUnit(b, st, travelertest.Unit{Serial: fmt.Sprintf("SN-%06d", i), WorkOrder: "WO-1", Profile: "default"})
+				mu.Lock()
+				roots.AddCert(w.DevIDRoot)
+				_ = pem.Encode(&pemRoots, &pem.Block{Type: "CERTIFICATE", Bytes: w.DevIDRoot.Raw})
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if os.Getenv("BENCH_STORE") != "" && !b.Failed() {
+		der, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			b.Fatal(err)
+		}
+		// The key last: its presence says the store and the roots are complete.
+		if err := os.WriteFile(base+"-roots.pem", pemRoots.Bytes(), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(base+".key", der, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return st, key, roots
 }
 
 // reportMemory states the peak of the Go runtime's memory while the phase ran (peak-MiB) and
