@@ -155,7 +155,7 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	if err != nil {
 		return nil, err
 	}
-	serials, states, err := selectUnits(ctx, st, sel, units)
+	serials, err := selectUnits(ctx, st, sel, units)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +229,7 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 		defer close(batches)
 		wos := &workOrders{}
 		for i := 0; i < len(serials); i += unitBatch {
-			parts, err := buildUnits(ctx, st, serials[i:min(i+unitBatch, len(serials))], units, states, wos, opts.Version)
+			parts, err := buildUnits(ctx, st, serials[i:min(i+unitBatch, len(serials))], units, wos, opts.Version)
 			select {
 			case batches <- batch{parts, err}:
 			case <-ctx.Done():
@@ -319,11 +319,11 @@ func (p *unitPart) add(name string, data []byte) {
 
 // buildUnits builds the parts of serials, in order, on every core: each unit only reads the
 // store.
-func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, states map[string]*store.UnitState, wos *workOrders, version string) ([]*unitPart, error) {
+func buildUnits(ctx context.Context, st *store.Store, serials []string, units map[string]*unitScan, wos *workOrders, version string) ([]*unitPart, error) {
 	parts := make([]*unitPart, len(serials))
 	errs := make([]error, len(serials))
 	parallel(len(serials), runtime.GOMAXPROCS(0), func(i int) {
-		r := &unitReader{Store: st, wos: wos, unit: states[serials[i]]}
+		r := &unitReader{Store: st, wos: wos}
 		parts[i], errs[i] = buildUnit(ctx, r, serials[i], units[serials[i]], version)
 	})
 	for i, err := range errs {
@@ -474,16 +474,16 @@ func scan(ctx context.Context, st *store.Store, sel Selection) (map[string]*unit
 	return units, cps, nil
 }
 
-// selectUnits returns the selected serials, sorted, and the states of those it read (a work
-// order's units, listed from the store's index).
-func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[string]*unitScan) ([]string, map[string]*store.UnitState, error) {
+// selectUnits returns the selected serials, sorted. A work order's units are listed from the
+// store's listing rows, without decoding their states: the units are read as they are built,
+// and an export holds no state of a unit it is not building.
+func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[string]*unitScan) ([]string, error) {
 	var out []string
-	states := map[string]*store.UnitState{}
 	switch {
 	case len(sel.Serials) > 0:
 		for _, s := range sel.Serials {
 			if units[s] == nil {
-				return nil, nil, fmt.Errorf("export: unit %q: %w", s, store.ErrNotFound)
+				return nil, fmt.Errorf("export: unit %q: %w", s, store.ErrNotFound)
 			}
 			if !slices.Contains(out, s) {
 				out = append(out, s)
@@ -491,12 +491,12 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 		}
 	case sel.WorkOrder != "":
 		if _, err := st.WorkOrder(ctx, sel.WorkOrder); err != nil {
-			return nil, nil, fmt.Errorf("export: work order %q: %w", sel.WorkOrder, err)
+			return nil, fmt.Errorf("export: work order %q: %w", sel.WorkOrder, err)
 		}
 		for after, more := "", true; more; {
-			page, m, err := st.ListUnits(ctx, store.UnitQuery{WorkOrder: sel.WorkOrder, After: after, Limit: 1024})
+			page, m, err := st.ListUnits(ctx, store.UnitQuery{WorkOrder: sel.WorkOrder, After: after, Limit: 1024, Brief: true})
 			if err != nil {
-				return nil, nil, fmt.Errorf("export: listing work order %q: %w", sel.WorkOrder, err)
+				return nil, fmt.Errorf("export: listing work order %q: %w", sel.WorkOrder, err)
 			}
 			more = m && len(page) > 0
 			for i := range page {
@@ -505,7 +505,6 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 				// Only units with audit records: the bundle proves nothing of the others.
 				if units[u.Serial] != nil && u.WorkOrderID == sel.WorkOrder {
 					out = append(out, u.Serial)
-					states[u.Serial] = u
 				}
 			}
 		}
@@ -517,10 +516,10 @@ func selectUnits(ctx context.Context, st *store.Store, sel Selection, units map[
 		}
 	}
 	if len(out) == 0 {
-		return nil, nil, fmt.Errorf("export: %w", ErrEmpty)
+		return nil, fmt.Errorf("export: %w", ErrEmpty)
 	}
 	sort.Strings(out)
-	return out, states, nil
+	return out, nil
 }
 
 // writeAudit writes audit.jsonl with records start..end to w and returns its range and its

@@ -13,17 +13,9 @@ import (
 type unitReader struct {
 	*store.Store
 	wos   *workOrders
-	unit  *store.UnitState // the unit as the selection listed it, nil: read it
 	steps []store.StepRecord
 	read  bool // steps were read
 	certs map[string]store.CertRecord
-}
-
-func (r *unitReader) Unit(ctx context.Context, serial string) (store.UnitState, error) {
-	if r.unit != nil && r.unit.Serial == serial {
-		return *r.unit, nil
-	}
-	return r.Store.Unit(ctx, serial)
 }
 
 func (r *unitReader) StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error) {
