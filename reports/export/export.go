@@ -711,18 +711,17 @@ func buildUnit(ctx context.Context, st *unitReader, serial string, sc *unitScan,
 		if err != nil {
 			return nil, fmt.Errorf("certificate %s: %w", c.SHA256, err)
 		}
-		var p bytes.Buffer
-		for _, der := range append([][]byte{cr.DER}, chains[c.SHA256]...) {
-			_ = pem.Encode(&p, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-		}
 		name := path.Join(certDir, serial, strings.ToLower(c.Role)+"-"+c.SHA256+".pem")
-		b.add(name, p.Bytes())
+		b.add(name, pemChain(cr.DER, chains[c.SHA256]))
 		u.Certificates = append(u.Certificates, name)
 	}
 	if rec.EK != nil && rec.EK.SHA256 != "" {
-		ek, err := ekCertificate(ctx, st, serial, rec.EK.SHA256)
-		if err != nil {
-			return nil, err
+		ek := pemChain(rec.EK.DER, rec.EK.Chain)
+		if ek == nil {
+			// Not in the latest verify_ek's report: in an earlier one.
+			if ek, err = ekCertificate(ctx, st, serial, rec.EK.SHA256); err != nil {
+				return nil, err
+			}
 		}
 		if ek != nil {
 			u.EKCertificate = path.Join(certDir, serial, ekFilePrefix+rec.EK.SHA256+".pem")
@@ -818,15 +817,23 @@ func ekCertificate(ctx context.Context, st *unitReader, serial, sha string) ([]b
 		}
 		for _, k := range id.EKs {
 			if der := k.Certificate; len(der) > 0 && sha256Hex(der) == sha {
-				var p bytes.Buffer
-				for _, c := range append([][]byte{der}, id.Chain...) {
-					_ = pem.Encode(&p, &pem.Block{Type: "CERTIFICATE", Bytes: c})
-				}
-				return p.Bytes(), nil
+				return pemChain(der, id.Chain), nil
 			}
 		}
 	}
 	return nil, nil
+}
+
+// pemChain returns der, then chain, as PEM certificates; nil without der.
+func pemChain(der []byte, chain [][]byte) []byte {
+	if len(der) == 0 {
+		return nil
+	}
+	var p bytes.Buffer
+	for _, c := range append([][]byte{der}, chain...) {
+		_ = pem.Encode(&p, &pem.Block{Type: "CERTIFICATE", Bytes: c})
+	}
+	return p.Bytes()
 }
 
 func sha256Hex(b []byte) string {

@@ -6,8 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -414,3 +417,53 @@ func TestTamper(t *testing.T) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// TestEKCertificateOfEarlierSession: a unit whose latest verify_ek failed with another EK
+// certificate keeps the one its earlier session verified, and the bundle holds that one, found
+// in the earlier session's identify report.
+func TestEKCertificateOfEarlierSession(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "station.db"), store.Options{StationID: "st-qa",
+		Checkpoints: store.CheckpointOptions{Signer: key, Interval: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	if _, err := st.CreateWorkOrder(ctx, store.WorkOrder{ID: "WO-1", Profile: "default", Serials: []string{"SN-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each session's EK certificate comes from a CA of its own: the same key, another certificate.
+	first := travelertest.WriteUnit(t, st, travelertest.Unit{Serial: "SN-1", WorkOrder: "WO-1", Profile: "default", EK: ek,
+		FailAt: "idevid_enroll", FailCode: "CA_REFUSED"})
+	second := travelertest.WriteUnit(t, st, travelertest.Unit{Serial: "SN-1", WorkOrder: "WO-1", Profile: "default", EK: ek,
+		FailAt: "verify_ek", FailCode: "EK_CERT_INVALID"})
+	if bytes.Equal(first.EKCert, second.EKCert) {
+		t.Fatal("both sessions have the same EK certificate")
+	}
+	b, err := export.Build(ctx, st, export.Selection{Serials: []string{"SN-1"}}, export.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(first.EKCert)
+	if got := b.Body.Units[0].EKCertificate; got != "certificates/SN-1/ek-"+hex.EncodeToString(want[:])+".pem" {
+		t.Fatalf("EK certificate file %q, want the first session's", got)
+	}
+	for _, f := range b.Files {
+		if f.Path != b.Body.Units[0].EKCertificate {
+			continue
+		}
+		if p, _ := pem.Decode(f.Data); p == nil || !bytes.Equal(p.Bytes, first.EKCert) {
+			t.Fatalf("%s does not start with the first session's EK certificate", f.Path)
+		}
+		return
+	}
+	t.Fatal("no EK certificate file in the bundle")
+}

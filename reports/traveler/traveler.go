@@ -209,6 +209,11 @@ type EKCertificate struct {
 	Issuer       string `json:"issuer"`
 	SerialNumber string `json:"serial_number"` // hex
 	SHA256       string `json:"sha256"`
+	// DER and Chain are the certificate and the chain the unit's agent sent with it, from the
+	// identify report Build read them in (not in the traveler's JSON: the QA export writes them
+	// as the unit's EK certificate file). Empty when that report does not hold the certificate.
+	DER   []byte   `json:"-"`
+	Chain [][]byte `json:"-"`
 }
 
 // Certificate is an issued DevID certificate.
@@ -488,6 +493,7 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 				return fmt.Errorf("parsing the EK certificate: %w", err)
 			}
 			ek.Subject, ek.Issuer, ek.SerialNumber = c.Subject.String(), c.Issuer.String(), c.SerialNumber.Text(16)
+			ek.DER, ek.Chain = der, id.Chain
 			if p, err := tpm2.Unmarshal[tpm2.TPMTPublic](k.GetPublicArea()); err == nil && r.TPM != nil {
 				if ty, ok := tcgek.Match(*p); ok {
 					r.TPM.EKUsed = ty.Name
