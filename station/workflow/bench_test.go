@@ -6,6 +6,7 @@ import (
 	"encoding/asn1"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -84,19 +85,30 @@ func cpuTime() time.Duration {
 // garbage collector and the scheduler. station-cpu-ms/unit subtracts only the time the fakes'
 // goroutines spend inside Do and Enroll, each locked to its thread and timed by the thread's
 // CPU clock; the collector's background work for the fakes' garbage stays in the station's
-// share, and B/op and allocs/op count the fakes' allocations too (about 2.7k objects and
-// 130 KB of each unit's), so both overstate the station a little. A unit's fakes are made
+// share. B/op and allocs/op count the fakes' allocations too: after the timed run every call
+// the fakes answered is answered again, alone, on one goroutine (fake-allocs/unit), and
+// station-allocs/unit and station-B/unit are what remains of the run's. A unit's fakes are made
 // before the timer starts. b.N units are spread over parallel goroutines: to measure 64 units
 // in flight, run enough of them (-benchtime=256x), as the default benchtime may choose fewer
 // units than goroutines.
 func BenchmarkUnit(b *testing.B) {
 	for _, parallel := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("parallel=%d", parallel), func(b *testing.B) {
-			r, pki, _ := newRunner(b, parallel)
+			var cas []*instantCA
+			r, pki, _ := newRunner(b, parallel, func(c *workflow.Config) {
+				for _, is := range c.Issuers {
+					ca := is.(*instantCA)
+					ca.reqs = make([]workflow.EnrollRequest, 0, b.N)
+					cas = append(cas, ca)
+				}
+			})
 			units := make([]*softUnit, b.N)
 			for i := range units {
 				units[i] = newSoftUnit(b, fmt.Sprintf("SN-%08d", i), pki.EKIssuing)
 			}
+			var mem runtime.MemStats
+			runtime.ReadMemStats(&mem)
+			mallocs0, bytes0 := mem.Mallocs, mem.TotalAlloc
 			var next atomic.Int64
 			var failed atomic.Int64
 			b.ReportAllocs()
@@ -120,8 +132,22 @@ func BenchmarkUnit(b *testing.B) {
 			wg.Wait()
 			b.StopTimer()
 			total, fakes := cpuTime()-cpu0, time.Duration(fakeCPU.Load()-fake0)
+			runtime.ReadMemStats(&mem)
+			mallocs, allocated := mem.Mallocs-mallocs0, mem.TotalAlloc-bytes0
 			b.ReportMetric(float64(total)/float64(time.Millisecond)/float64(b.N), "cpu-ms/unit")
 			b.ReportMetric(float64(total-fakes)/float64(time.Millisecond)/float64(b.N), "station-cpu-ms/unit")
+			// The fakes' calls answered again, alone: what of allocs/op is theirs.
+			for _, u := range units {
+				u.replay()
+			}
+			for _, ca := range cas {
+				ca.replay()
+			}
+			runtime.ReadMemStats(&mem)
+			fakeMallocs, fakeBytes := mem.Mallocs-mallocs0-mallocs, mem.TotalAlloc-bytes0-allocated
+			b.ReportMetric(float64(fakeMallocs)/float64(b.N), "fake-allocs/unit")
+			b.ReportMetric((float64(mallocs)-float64(fakeMallocs))/float64(b.N), "station-allocs/unit")
+			b.ReportMetric((float64(allocated)-float64(fakeBytes))/float64(b.N), "station-B/unit")
 			if failed.Load() > 0 {
 				b.Fatalf("%d units failed", failed.Load())
 			}

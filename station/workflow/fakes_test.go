@@ -46,6 +46,17 @@ type softUnit struct {
 	nv    map[uint32][]byte
 	files map[string][]byte
 	mu    sync.Mutex
+	// calls are the commands Do answered, for replay (recorded while not nil: made with room
+	// for a unit's commands, so that recording does not allocate); fresh says the call made its key.
+	calls []softCall
+}
+
+// softCalls is room for the commands of a unit's session.
+const softCalls = 64
+
+type softCall struct {
+	cmd   *agentv1.Command
+	fresh bool
 }
 
 func eccPublic(tmpl tpm2.TPMTPublic, x, y []byte) []byte {
@@ -82,6 +93,7 @@ func newSoftUnit(tb testing.TB, serial string, vendor *devpki.CA) *softUnit {
 		hello: &agentv1.Hello{ProtocolVersion: 1, HardwareSerial: serial, BootId: "boot", FileRoots: []string{"/etc"}},
 		ek:    ek, ekPub: eccPublic(tpm2.ECCEKTemplate, x, y), cert: cert,
 		keys: map[uint32]*ecdsa.PrivateKey{}, nv: map[uint32][]byte{}, files: map[string][]byte{},
+		calls: make([]softCall, 0, softCalls),
 	}
 }
 
@@ -97,6 +109,13 @@ func (s *softUnit) Do(_ context.Context, cmd *agentv1.Command) (*agentv1.Result,
 	defer s.mu.Unlock()
 	r := &agentv1.Result{Id: cmd.GetId()}
 	var err error
+	if s.calls != nil { // recording
+		c := softCall{cmd: cmd}
+		if create, ok := cmd.GetOp().(*agentv1.Command_CreateKey); ok {
+			c.fresh = s.keys[create.CreateKey.GetHandle()] == nil
+		}
+		s.calls = append(s.calls, c)
+	}
 	switch op := cmd.GetOp().(type) {
 	case *agentv1.Command_Info:
 		r.Op = &agentv1.Result_Info{Info: &agentv1.InfoResult{ManufacturerId: "SOFT", NvBufferMax: 1024}}
@@ -164,6 +183,26 @@ func (s *softUnit) Do(_ context.Context, cmd *agentv1.Command) (*agentv1.Result,
 	return r, err
 }
 
+// replay answers every call Do answered again, in order, each as it was answered (a key made
+// by a call is made again, then the first one put back), and does not record them: what the
+// unit's fakes cost, measured alone.
+func (s *softUnit) replay() {
+	calls := s.calls
+	s.calls = nil
+	for _, c := range calls {
+		if !c.fresh {
+			_, _ = s.Do(context.Background(), c.cmd)
+			continue
+		}
+		h := c.cmd.GetCreateKey().GetHandle()
+		k := s.keys[h]
+		delete(s.keys, h)
+		_, _ = s.Do(context.Background(), c.cmd)
+		s.keys[h] = k
+	}
+	s.calls = calls[:0]
+}
+
 // activate is TPM2_ActivateCredential in software for an ECC P-256 EK (TPM 2.0 Part 1, 24).
 func (s *softUnit) activate(name, blob, encSecret []byte) ([]byte, error) {
 	point, err := tpm2.Unmarshal[tpm2.TPMSECCPoint](encSecret)
@@ -220,12 +259,33 @@ func parseOID(s string) (asn1.ObjectIdentifier, error) {
 type instantCA struct {
 	ca    *devpki.CA
 	roots *x509.CertPool
+	mu    sync.Mutex
+	reqs  []workflow.EnrollRequest // the requests Enroll answered, for replay (while not nil)
+}
+
+// replay answers every request Enroll answered again, and does not record them.
+func (c *instantCA) replay() {
+	c.mu.Lock()
+	reqs := c.reqs
+	c.reqs = nil
+	c.mu.Unlock()
+	for _, r := range reqs {
+		_, _ = c.Enroll(context.Background(), r)
+	}
+	c.mu.Lock()
+	c.reqs = reqs[:0]
+	c.mu.Unlock()
 }
 
 func (c *instantCA) Roots() *x509.CertPool { return c.roots }
 
 func (c *instantCA) Enroll(_ context.Context, req workflow.EnrollRequest) (*workflow.Issued, error) {
 	defer fakeWork()()
+	c.mu.Lock()
+	if c.reqs != nil {
+		c.reqs = append(c.reqs, req)
+	}
+	c.mu.Unlock()
 	csr, err := x509.ParseCertificateRequest(req.CSR)
 	if err != nil {
 		return nil, err
