@@ -263,7 +263,7 @@ func (s *Server) GetStatus(ctx context.Context, _ *stationv1.GetStatusRequest) (
 		}
 	}
 	running := s.running()
-	err := s.index.forEach(ctx, func(u store.UnitState) bool {
+	err := s.index.forEach(ctx, store.UnitQuery{}, func(u store.UnitState) bool {
 		switch unitStatus(u, running) {
 		case stationv1.UnitStatus_UNIT_STATUS_RUNNING:
 			st.UnitsPerStep[u.CurrentStep]++

@@ -231,7 +231,7 @@ type woCounts map[string]*[2]uint64
 // workOrderCounts counts done and failed units of every work order.
 func (s *Server) workOrderCounts(ctx context.Context) (woCounts, error) {
 	counts := woCounts{}
-	err := s.index.forEach(ctx, func(u store.UnitState) bool {
+	err := s.index.forEach(ctx, store.UnitQuery{}, func(u store.UnitState) bool {
 		if u.WorkOrderID == "" {
 			return true
 		}
