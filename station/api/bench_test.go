@@ -113,3 +113,82 @@ func BenchmarkListUnits(b *testing.B) {
 		})
 	}
 }
+
+// indexBenchUnits is how many units BenchmarkUnitCounts seeds: INDEX_BENCH_UNITS, else 20,000.
+func indexBenchUnits(b *testing.B) int {
+	if v := os.Getenv("INDEX_BENCH_UNITS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1000 {
+			b.Fatalf("INDEX_BENCH_UNITS=%q: want a number of at least 1000", v)
+		}
+		return n
+	}
+	return 20_000
+}
+
+// BenchmarkUnitCounts measures the API calls that count units over the whole store (GetStatus:
+// units by status and step; ListWorkOrders: done and failed units of each work order listed)
+// and over one work order (GetWorkOrder), over INDEX_BENCH_UNITS seeded units (as the workflow
+// leaves them, 1,000 a work order), and reports the median time per call (ms/op) and the
+// median CPU time the process spent on one (cpu-ms/op: server and client).
+func BenchmarkUnitCounts(b *testing.B) {
+	n := indexBenchUnits(b)
+	st, err := store.Open(filepath.Join(b.TempDir(), "station.db"), store.Options{StationID: "st-bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	if err := storetest.Seed(b.Context(), st, 0, n, storetest.Options{InFlightEvery: 500, FailedEvery: 50}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range n / 1000 {
+		if _, err := st.CreateWorkOrder(b.Context(), store.WorkOrder{ID: fmt.Sprintf("WO-%d", i), Profile: "default",
+			Range: &store.SerialRange{Prefix: "SN-", From: uint64(i * 1000), To: uint64(i*1000 + 999), Width: 8}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	env := apitest.Start(b, api.Config{Store: st, Version: "bench"})
+	qa := env.Client(b, apitest.QA)
+	wo := fmt.Sprintf("WO-%d", n/2000)
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"GetStatus", func() error {
+			s, err := qa.GetStatus(b.Context(), &stationv1.GetStatusRequest{})
+			if err == nil && s.GetUnitsDone()+s.GetUnitsFailed() == 0 {
+				err = fmt.Errorf("status %v counts no unit", s)
+			}
+			return err
+		}},
+		{"GetWorkOrder", func() error {
+			w, err := qa.GetWorkOrder(b.Context(), &stationv1.GetWorkOrderRequest{Id: wo})
+			if err == nil && w.GetUnitsDone()+w.GetUnitsFailed() != 998 {
+				err = fmt.Errorf("work order %v: want 998 units done or failed", w)
+			}
+			return err
+		}},
+		{"ListWorkOrders", func() error {
+			l, err := qa.ListWorkOrders(b.Context(), &stationv1.ListWorkOrdersRequest{PageSize: 100})
+			if err == nil && len(l.GetWorkOrders()) != min(100, n/1000) {
+				err = fmt.Errorf("%d work orders listed", len(l.GetWorkOrders()))
+			}
+			return err
+		}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			var took, cpu []time.Duration
+			for b.Loop() {
+				t0, c0 := time.Now(), cpuTime(b)
+				err := c.call()
+				took, cpu = append(took, time.Since(t0)), append(cpu, cpuTime(b)-c0)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(median(took), "ms/op")
+			b.ReportMetric(median(cpu), "cpu-ms/op")
+		})
+	}
+}

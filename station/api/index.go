@@ -13,9 +13,9 @@ import (
 // outboxBatch is how many outbox events one read returns.
 const outboxBatch = 512
 
-// unitIndex knows when units completed, and walks every unit. The completion times follow
-// the outbox (the workflow appends unit.done when a unit completes); it reads only the events
-// appended since its last refresh. It is safe for concurrent use.
+// unitIndex knows when units completed, and walks the units' listing rows. The completion
+// times follow the outbox (the workflow appends unit.done when a unit completes); it reads
+// only the events appended since its last refresh. It is safe for concurrent use.
 type unitIndex struct {
 	st *store.Store
 
@@ -61,10 +61,14 @@ func (x *unitIndex) doneSince(ctx context.Context, t time.Time) (int, error) {
 // forEachPage is how many units forEach reads in one read transaction.
 const forEachPage = 1000
 
-// forEach calls fn with every unit's state, in serial order, until fn returns false, reading
-// the store's units a page at a time.
-func (x *unitIndex) forEach(ctx context.Context, fn func(store.UnitState) bool) error {
-	q := store.UnitQuery{Limit: forEachPage}
+// forEach calls fn with the listing row of every unit q selects (its filters; After, Limit
+// and Brief are forEach's), in serial order, until fn returns false, reading the store's units
+// a page at a time. A row (store.UnitQuery.Brief) holds the unit's serial, status, work order,
+// profile, current step, error code and message, EK certificate digest, fixture slot,
+// attempts, times and each step's attempts, not the rest of its state: fn must need no more.
+// Reading the rows decodes no unit's JSON state, which is most of a pass's cost.
+func (x *unitIndex) forEach(ctx context.Context, q store.UnitQuery, fn func(store.UnitState) bool) error {
+	q.After, q.Limit, q.Brief = "", forEachPage, true
 	for {
 		units, more, err := x.st.ListUnits(ctx, q)
 		if err != nil {

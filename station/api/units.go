@@ -263,7 +263,7 @@ func (s *Server) GetStatus(ctx context.Context, _ *stationv1.GetStatusRequest) (
 		}
 	}
 	running := s.running()
-	err := s.index.forEach(ctx, func(u store.UnitState) bool {
+	err := s.index.forEach(ctx, store.UnitQuery{}, func(u store.UnitState) bool {
 		switch unitStatus(u, running) {
 		case stationv1.UnitStatus_UNIT_STATUS_RUNNING:
 			st.UnitsPerStep[u.CurrentStep]++
@@ -330,20 +330,41 @@ func unitStatus(u store.UnitState, running map[string]bool) stationv1.UnitStatus
 
 // unitProto converts u (a full state or a listing row). The EK certificate digest and fixture
 // slot are the unit's own (UnitState.EKCertSHA256, FixtureSlot) when the workflow recorded
-// them; for a unit that has none (written before they were recorded, or whose EK verification
-// did not lead to its authorization) they come from its latest verify_ek step record.
+// them; for a unit that has none (written before they were recorded, reopened by a rework
+// whose EK verification has not passed, or whose EK verification did not lead to its
+// authorization) they come from its latest verify_ek step record, unless that record is
+// older than the unit's latest rework (currentVerifyEK).
 func (s *Server) unitProto(ctx context.Context, u store.UnitState, running map[string]bool) (*stationv1.Unit, error) {
 	if u.EKCertSHA256 != "" || u.FixtureSlot != "" || u.Steps[journal.StepVerifyEK].Attempts == 0 {
 		return unitProtoWith(u, running, nil), nil
 	}
-	rec, ok, err := s.cfg.Store.LatestStep(ctx, u.Serial, journal.StepVerifyEK)
+	rec, err := s.currentVerifyEK(ctx, u)
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
-		return unitProtoWith(u, running, nil), nil
+	return unitProtoWith(u, running, rec), nil
+}
+
+// currentVerifyEK returns the unit's latest verify_ek record when it belongs to the unit's
+// current provisioning: nil when it has none, or when the record began before the unit's
+// latest rework step (the rework superseded that EK verification; store.UpdateUnit cleared
+// what it recorded on the unit). A record that began at the same instant as the rework is
+// counted as the superseded one's: an EK is never shown that might not be the current one.
+func (s *Server) currentVerifyEK(ctx context.Context, u store.UnitState) (*store.StepRecord, error) {
+	rec, ok, err := s.cfg.Store.LatestStep(ctx, u.Serial, journal.StepVerifyEK)
+	if err != nil || !ok {
+		return nil, err
 	}
-	return unitProtoWith(u, running, &rec), nil
+	if u.Steps[journal.StepRework].Attempts > 0 {
+		rw, ok, err := s.cfg.Store.LatestStep(ctx, u.Serial, journal.StepRework)
+		if err != nil {
+			return nil, err
+		}
+		if ok && !rec.BeganAt.After(rw.BeganAt) {
+			return nil, nil
+		}
+	}
+	return &rec, nil
 }
 
 // unitProtoWith converts u given its latest verify_ek record (nil: none, or not needed).

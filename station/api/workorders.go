@@ -174,7 +174,11 @@ func (s *Server) ListWorkOrders(ctx context.Context, req *stationv1.ListWorkOrde
 		all = all[:n]
 		resp.NextPageToken = cursorOf(all[n-1]).String()
 	}
-	counts, err := s.workOrderCounts(ctx)
+	ids := make([]string, len(all))
+	for i, wo := range all {
+		ids[i] = wo.ID
+	}
+	counts, err := s.workOrderCounts(ctx, ids...)
 	if err != nil {
 		return nil, s.err(method, err)
 	}
@@ -228,34 +232,37 @@ func parseWOCursor(token string) (woCursor, error) {
 // woCounts counts units per work order: done and failed.
 type woCounts map[string]*[2]uint64
 
-// workOrderCounts counts done and failed units of every work order.
-func (s *Server) workOrderCounts(ctx context.Context) (woCounts, error) {
+// workOrderCounts counts the done and failed units of each work order of ids, walking only
+// that work order's units (the unit index's entries of the work order), not the whole store.
+func (s *Server) workOrderCounts(ctx context.Context, ids ...string) (woCounts, error) {
 	counts := woCounts{}
-	err := s.index.forEach(ctx, func(u store.UnitState) bool {
-		if u.WorkOrderID == "" {
+	for _, id := range ids {
+		if counts[id] != nil {
+			continue
+		}
+		c := new([2]uint64)
+		counts[id] = c
+		err := s.index.forEach(ctx, store.UnitQuery{WorkOrder: id}, func(u store.UnitState) bool {
+			switch u.Status {
+			case store.StatusDone:
+				c[0]++
+			case store.StatusFailed, store.StatusAborted, store.StatusHold, store.StatusScrapped:
+				c[1]++
+			}
 			return true
+		})
+		if err != nil {
+			return nil, err
 		}
-		c := counts[u.WorkOrderID]
-		if c == nil {
-			c = new([2]uint64)
-			counts[u.WorkOrderID] = c
-		}
-		switch u.Status {
-		case store.StatusDone:
-			c[0]++
-		case store.StatusFailed, store.StatusAborted, store.StatusHold, store.StatusScrapped:
-			c[1]++
-		}
-		return true
-	})
-	return counts, err
+	}
+	return counts, nil
 }
 
 // workOrderProto converts wo; counts are computed when nil.
 func (s *Server) workOrderProto(ctx context.Context, wo store.WorkOrder, counts woCounts) (*stationv1.WorkOrder, error) {
 	if counts == nil {
 		var err error
-		if counts, err = s.workOrderCounts(ctx); err != nil {
+		if counts, err = s.workOrderCounts(ctx, wo.ID); err != nil {
 			return nil, err
 		}
 	}

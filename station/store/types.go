@@ -47,7 +47,9 @@ type UnitState struct {
 	EKFingerprint string `json:"ek_fingerprint,omitempty"` // managed by BindEK
 	// EKCertSHA256 is the hex SHA-256 of the EK certificate the unit's EK verification
 	// accepted, and FixtureSlot the fixture slot its agent reported then: set by the workflow,
-	// kept in the unit's listing row (empty in units written before).
+	// kept in the unit's listing row (empty in units written before). UpdateUnit clears both
+	// when a rework reopens the unit (reopenUnit): they are recorded again after the rework's
+	// EK verification, and stay empty when the rework fails before it.
 	EKCertSHA256 string `json:"ek_cert_sha256,omitempty"`
 	FixtureSlot  string `json:"fixture_slot,omitempty"`
 	CurrentStep  string `json:"current_step,omitempty"`

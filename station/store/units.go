@@ -246,7 +246,9 @@ func (s *Store) Unit(ctx context.Context, serial string) (UnitState, error) {
 // effects. Fields managed by other calls (EKFingerprint, Steps, Attempts,
 // Certificates, Rework, Reworks, timestamps) are kept as they were. Moving a
 // done or aborted unit to another status consumes its rework authorization;
-// without one the call is refused with ErrNotAuthorized.
+// without one the call is refused with ErrNotAuthorized. Such a reopening starts a new
+// provisioning: the EK certificate digest and fixture slot of the previous one are cleared
+// (reopenUnit) unless fn changed them.
 func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitState) error) (UnitState, error) {
 	if err := checkSerial(serial); err != nil {
 		return UnitState{}, err
@@ -280,6 +282,7 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 			u.Reworks = append(append([]Rework(nil), before.Reworks...), r)
 			u.Rework = nil
 			a.Details["rework_by"] = r.By
+			reopenUnit(&before, &u)
 		}
 		if created {
 			a.Details["created"] = "true"
@@ -301,6 +304,22 @@ func (s *Store) UpdateUnit(ctx context.Context, serial string, fn func(*UnitStat
 		return UnitState{}, err
 	}
 	return out, nil
+}
+
+// reopenUnit clears in u, the state of a unit a rework reopens, what belongs to the EK
+// verification of its previous provisioning: EKCertSHA256 and FixtureSlot, each when
+// UpdateUnit's fn left it as it was (before). The workflow records them again once the
+// rework's verify_ek has passed (its authorize step); until then, and for good when the
+// rework fails before that, the unit's state and its listing row name no EK certificate as
+// the accepted one, rather than the superseded provisioning's. EKFingerprint, the EK binding
+// (BindEK, ReleaseEK), is kept: the reworked unit must prove that same EK again.
+func reopenUnit(before, u *UnitState) {
+	if u.EKCertSHA256 == before.EKCertSHA256 {
+		u.EKCertSHA256 = ""
+	}
+	if u.FixtureSlot == before.FixtureSlot {
+		u.FixtureSlot = ""
+	}
 }
 
 func unitFingerprints(u *UnitState) []string {
