@@ -57,6 +57,16 @@ func TestMarshalBody(t *testing.T) {
 			if err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("marshalBody:\n got %s, %v\nwant %s", got, err, want)
 			}
+			// The room made for the listing holds it: the buffer grows once.
+			head := b
+			head.Units, head.Files = nil, nil
+			headJSON, err := json.Marshal(&head)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if size, plain := plainListing(&b); plain && len(headJSON)+size < len(want) {
+				t.Errorf("plainListing's size %d + the rest %d < %d bytes", size, len(headJSON), len(want))
+			}
 			data, err := signManifest(&b, key)
 			if err != nil {
 				t.Fatal(err)
