@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/devid-station/devid/reports/internal/jsonindent"
 	"github.com/devid-station/devid/station/store"
 )
 
@@ -135,19 +136,13 @@ func signManifest(b *Body, signer crypto.Signer) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing manifest: %w", err)
 	}
-	// What json.MarshalIndent(Manifest{body, sig}, "", "  ") writes, without its checking
-	// and compacting the body it has just been given compact.
+	// What json.MarshalIndent(Manifest{body, sig}, "", "  ") writes, without its checking,
+	// compacting and scanning the body it has just been given compact.
 	m := make([]byte, 0, len(body)+base64.StdEncoding.EncodedLen(len(sig))+32)
 	m = append(append(m, `{"body":`...), body...)
 	m = base64.StdEncoding.AppendEncode(append(m, `,"signature":"`...), sig)
 	m = append(m, `"}`...)
-	var out bytes.Buffer
-	out.Grow(len(m) + len(m)/2)
-	if err := json.Indent(&out, m, "", "  "); err != nil {
-		return nil, fmt.Errorf("encoding manifest: %w", err)
-	}
-	out.WriteByte('\n')
-	return out.Bytes(), nil
+	return append(jsonindent.Append(make([]byte, 0, len(m)+len(m)/2), m, "  "), '\n'), nil
 }
 
 // marshalBody returns json.Marshal(b). Its units and files, nearly all of a large manifest, are

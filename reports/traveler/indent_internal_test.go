@@ -11,20 +11,8 @@ import (
 	"github.com/devid-station/devid/station/store"
 )
 
-// indentSamples are compact JSON values of every shape: nested, empty, strings with escapes,
-// quotes, brackets and commas inside.
-var indentSamples = []string{
-	`{}`, `[]`, `null`, `"x"`, `1.5e3`, `{"a":[]}`, `{"a":{}}`, `[[],[{}],{"b":[1,2,{"c":null}]}]`,
-	`{"s":"a,b:c{d}[e]","t":"q\"uo\\\"te\\","u":"\u003c\u2028\n"}`, `["\\",",","{","}","[","]",":"]`,
-	`{"a":true,"b":false,"c":-0.5,"d":{"e":{"f":{"g":[]}}}}`, `""`, `[""]`, `{"":""}`,
-}
-
-// TestIndentCompact holds indentCompact to json.Indent, and a traveler's JSON to
-// json.MarshalIndent's.
-func TestIndentCompact(t *testing.T) {
-	for _, s := range indentSamples {
-		checkIndent(t, []byte(s))
-	}
+// TestJSONIndented holds a traveler's JSON to json.MarshalIndent's.
+func TestJSONIndented(t *testing.T) {
 	st, err := store.Open(filepath.Join(t.TempDir(), "station.db"), store.Options{StationID: "st-test"})
 	if err != nil {
 		t.Fatal(err)
@@ -49,34 +37,5 @@ func TestIndentCompact(t *testing.T) {
 		if !bytes.Equal(got, append(want, '\n')) {
 			t.Errorf("%s: JSON differs from json.MarshalIndent's:\n%s\nwant\n%s", serial, got, want)
 		}
-	}
-}
-
-// FuzzIndentCompact: for any compact JSON (what json.Marshal writes), indentCompact writes what
-// json.Indent writes.
-func FuzzIndentCompact(f *testing.F) {
-	for _, s := range indentSamples {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if !json.Valid(data) {
-			return
-		}
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, data); err != nil || !bytes.Equal(compact.Bytes(), data) {
-			return
-		}
-		checkIndent(t, data)
-	})
-}
-
-func checkIndent(t *testing.T, src []byte) {
-	t.Helper()
-	var want bytes.Buffer
-	if err := json.Indent(&want, src, "", "  "); err != nil {
-		t.Fatalf("%s: %v", src, err)
-	}
-	if got := indentCompact([]byte("prefix"), src, "  "); !bytes.Equal(got, append([]byte("prefix"), want.Bytes()...)) {
-		t.Fatalf("%s: indented\n%s\nwant\n%s", src, got[len("prefix"):], want.Bytes())
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/devid-station/devid/device-agent/tpm/tcgek"
+	"github.com/devid-station/devid/reports/internal/jsonindent"
 	"github.com/devid-station/devid/station/journal"
 	"github.com/devid-station/devid/station/store"
 )
@@ -618,65 +619,5 @@ func (r *Record) JSON() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding traveler of %q: %w", r.Serial, err)
 	}
-	return append(indentCompact(make([]byte, 0, len(b)+len(b)/2), b, "  "), '\n'), nil
-}
-
-// indentCompact appends src, JSON as json.Marshal writes it (no space outside strings),
-// indented as json.Indent(dst, src, "", indent) indents it: json.MarshalIndent's output.
-// encoding/json runs its syntax scanner over every byte to indent, which Marshal's output
-// does not need (TestIndentCompact and FuzzIndentCompact hold the two together).
-func indentCompact(dst, src []byte, indent string) []byte {
-	newline := func(depth int) {
-		dst = append(dst, '\n')
-		for range depth {
-			dst = append(dst, indent...)
-		}
-	}
-	depth, needIndent, inString := 0, false, false
-	for i := 0; i < len(src); i++ {
-		c := src[i]
-		if inString {
-			// Copy the string up to its closing quote (a backslash escapes the next byte).
-			j := i
-			for j < len(src) && src[j] != '"' {
-				if src[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			j = min(j, len(src)-1)
-			dst = append(dst, src[i:j+1]...)
-			i, inString = j, false
-			continue
-		}
-		if needIndent && c != '}' && c != ']' {
-			needIndent = false
-			depth++
-			newline(depth)
-		}
-		switch c {
-		case '"':
-			inString = true
-			dst = append(dst, c)
-		case '{', '[':
-			needIndent = true // an empty object or array stays {} or []
-			dst = append(dst, c)
-		case ',':
-			dst = append(dst, c)
-			newline(depth)
-		case ':':
-			dst = append(dst, c, ' ')
-		case '}', ']':
-			if needIndent {
-				needIndent = false
-			} else {
-				depth--
-				newline(depth)
-			}
-			dst = append(dst, c)
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return dst
+	return append(jsonindent.Append(make([]byte, 0, len(b)+len(b)/2), b, "  "), '\n'), nil
 }
