@@ -155,9 +155,8 @@ func VerifyWith(path string, t Trust) *Report {
 	if audit.decodeErr != nil {
 		fail("%v", audit.decodeErr)
 	}
-	summary := readSummary(files.get(SummaryFile), fail)
+	summary := readSummary(files, audit.index, len(body.Units), fail)
 	revocations := readRevocations(files.get(RevocationFile), fail)
-	bySerial := audit.bySerial
 	rep.Units = make([]UnitReport, len(body.Units))
 	cache := &certCache{roots: roots, ekRoots: t.EKRoots}
 	if audit.decodeErr == nil && audit.chainOK {
@@ -165,7 +164,7 @@ func VerifyWith(path string, t Trust) *Report {
 			u := body.Units[i]
 			ur := UnitReport{Serial: u.Serial}
 			var tr *traveler.Record
-			ur.Problems, tr = checkUnit(u, files.get, bySerial[u.Serial], summary[u.Serial], cache)
+			ur.Problems, tr = checkUnit(u, files.get, audit.unit(u.Serial), summary[audit.index[u.Serial]], cache)
 			if tr != nil {
 				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
@@ -393,6 +392,54 @@ func (b *bundleFiles) get(name string) []byte {
 	return r.data
 }
 
+// stream reads the listed file name as a stream through read, hashing it on the way as get
+// does (the rest of it, when read stops early, too), so that a large file is never held. It
+// returns false, without calling read, when name is not listed or does not open, and false
+// when the file does not read to its end.
+func (b *bundleFiles) stream(name string, read func(r io.Reader)) bool {
+	places, ok := b.places[name]
+	if !ok {
+		return false
+	}
+	var r fileRead
+	rc, err := b.src.Open(name)
+	if err == nil {
+		h := sha256.New()
+		var n byteCount
+		src := &errReader{r: rc}
+		tee := io.TeeReader(src, io.MultiWriter(h, &n))
+		read(tee)
+		_, _ = io.Copy(io.Discard, tee)
+		rc.Close()
+		r.err, r.size = src.err, int(n)
+		h.Sum(r.sum[:0])
+	} else {
+		r.err = err
+	}
+	b.mu.Lock()
+	for _, i := range places {
+		if !b.done[i] {
+			b.reads[i], b.done[i] = r, true
+		}
+	}
+	b.mu.Unlock()
+	return r.err == nil
+}
+
+// errReader remembers the first error but io.EOF its reader returned.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
 // finish reads and hashes, on every core, every listed file no check read.
 func (b *bundleFiles) finish() {
 	var names []string
@@ -430,23 +477,54 @@ func (b *bundleFiles) problems() []string {
 	return probs
 }
 
-// readSummary maps serial -> column -> value.
-func readSummary(data []byte, fail func(string, ...any)) map[string]map[string]string {
-	out := map[string]map[string]string{}
-	if data == nil {
-		return out
-	}
-	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
-	if err != nil || len(rows) == 0 || !slices.Equal(rows[0], summaryHeader) {
-		fail("%s: not the expected table (%v)", SummaryFile, err)
-		return out
-	}
-	for _, row := range rows[1:] {
-		m := map[string]string{}
-		for i, h := range rows[0] {
-			m[h] = row[i]
+// summaryRow is what the unit checks read of a unit's row of summary.csv.
+type summaryRow struct {
+	result, idevidSHA256, ldevidSHA256 string
+}
+
+// readSummary reads summary.csv as a stream (files.stream), keeping of each unit the manifest
+// names (index: unitIndex) the columns checkUnit reads, in the manifest's order (nil: no row).
+// A file that is not the expected table is reported through fail and gives no rows; one that is
+// not listed or does not read gives no rows (bundleFiles reports it).
+func readSummary(files *bundleFiles, index map[string]int, units int, fail func(string, ...any)) []*summaryRow {
+	out := make([]*summaryRow, units)
+	var tableErr error
+	bad := false
+	read := files.stream(SummaryFile, func(r io.Reader) {
+		cr := csv.NewReader(r)
+		cr.ReuseRecord = true
+		header, err := cr.Read()
+		if err != nil || !slices.Equal(header, summaryHeader) {
+			if errors.Is(err, io.EOF) {
+				err = nil // no rows: the table is empty
+			}
+			tableErr, bad = err, true
+			return
 		}
-		out[m["serial"]] = m
+		col := func(name string) int { return slices.Index(summaryHeader, name) }
+		serial, result, idevid, ldevid := col("serial"), col("result"), col("idevid_sha256"), col("ldevid_sha256")
+		for {
+			row, err := cr.Read()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				tableErr, bad = err, true
+				return
+			}
+			if i, ok := index[row[serial]]; ok {
+				// Cloned: csv.Reader's fields share one string, the whole line.
+				out[i] = &summaryRow{result: internStatus(row[result]), idevidSHA256: strings.Clone(row[idevid]),
+					ldevidSHA256: strings.Clone(row[ldevid])}
+			}
+		}
+	})
+	switch {
+	case !read:
+		return make([]*summaryRow, units)
+	case bad:
+		fail("%s: not the expected table (%v)", SummaryFile, tableErr)
+		return make([]*summaryRow, units)
 	}
 	return out
 }
@@ -480,9 +558,9 @@ func checkRevocations(u Unit, tr *traveler.Record, rows [][]string) []string {
 	return nil
 }
 
-// checkUnit checks one unit's traveler and certificates against its audit records (trail, as
-// unitRecord keeps them). It returns the traveler, unless it does not decode.
-func checkUnit(u Unit, file func(name string) []byte, trail []*store.AuditEvent, row map[string]string, cache *certCache) ([]string, *traveler.Record) {
+// checkUnit checks one unit's traveler and certificates against the facts of its audit records.
+// It returns the traveler, unless it does not decode.
+func checkUnit(u Unit, file func(name string) []byte, facts *unitFacts, row *summaryRow, cache *certCache) ([]string, *traveler.Record) {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	data := file(u.Traveler)
@@ -498,36 +576,24 @@ func checkUnit(u Unit, file func(name string) []byte, trail []*store.AuditEvent,
 	if tr.Serial != u.Serial {
 		fail("%s: serial %q, the manifest names %q", u.Traveler, tr.Serial, u.Serial)
 	}
-	if len(trail) == 0 {
+	if !facts.seen {
 		fail("%s: no audit records of the unit", AuditFile)
 		return probs, &tr
 	}
 	// The final status is the last unit update's.
-	var status *store.AuditEvent
-	for _, a := range trail {
-		if a.Action == store.EventUnitUpdated && a.Result == store.ResultOK {
-			status = a
-		}
-	}
 	switch {
-	case status == nil:
+	case !facts.hasStatus:
 		fail("%s: no status update of the unit", AuditFile)
-	case status.Details["status"] != tr.Result:
-		fail("%s: result %q, %s record %d says %q", u.Traveler, tr.Result, AuditFile, status.Seq, status.Details["status"])
+	case facts.status != tr.Result:
+		fail("%s: result %q, %s record %d says %q", u.Traveler, tr.Result, AuditFile, facts.statusSeq, facts.status)
 	}
 	if row == nil {
 		fail("%s: no row for the unit", SummaryFile)
-	} else if row["result"] != tr.Result || row["idevid_sha256"] != certSHA(tr.IDevID) || row["ldevid_sha256"] != certSHA(tr.LDevID) {
+	} else if row.result != tr.Result || row.idevidSHA256 != certSHA(tr.IDevID) || row.ldevidSHA256 != certSHA(tr.LDevID) {
 		fail("%s: the unit's row disagrees with %s (result, certificates)", SummaryFile, u.Traveler)
 	}
-	recorded := map[string]*store.AuditEvent{}
-	for _, a := range trail {
-		if a.Action == store.EventCertRecorded && len(a.Fingerprints) == 1 {
-			recorded[a.Fingerprints[0]] = a
-		}
-	}
 	for _, c := range tr.Certificates {
-		if a := recorded[c.SHA256]; a == nil || a.Details["role"] != c.Role {
+		if a := facts.cert(c.SHA256); a == nil || a.role != c.Role {
 			fail("%s: certificate %s %s is not recorded for the unit in %s", u.Traveler, c.Role, c.SHA256, AuditFile)
 		}
 	}
@@ -535,9 +601,9 @@ func checkUnit(u Unit, file func(name string) []byte, trail []*store.AuditEvent,
 		fail("%s: %d certificate files, the traveler lists %d certificates", ManifestFile, len(u.Certificates), len(tr.Certificates))
 	}
 	for _, p := range u.Certificates {
-		probs = append(probs, checkCert(p, file(p), &tr, recorded, cache)...)
+		probs = append(probs, checkCert(p, file(p), &tr, facts, cache)...)
 	}
-	probs = append(probs, checkEK(u, file(u.EKCertificate), &tr, trail, cache.ekRoots)...)
+	probs = append(probs, checkEK(u, file(u.EKCertificate), &tr, facts, cache.ekRoots)...)
 	return probs, &tr
 }
 
@@ -573,7 +639,7 @@ func certSHA(c *traveler.Certificate) string {
 }
 
 // checkCert checks one certificate file: the certificate, then its chain.
-func checkCert(name string, data []byte, tr *traveler.Record, recorded map[string]*store.AuditEvent, cache *certCache) []string {
+func checkCert(name string, data []byte, tr *traveler.Record, facts *unitFacts, cache *certCache) []string {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
 	if data == nil {
@@ -608,17 +674,17 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 	leaf := certs[0]
 	h := sha256.Sum256(leaf.Raw)
 	sha := hex.EncodeToString(h[:])
-	a := recorded[sha]
+	a := facts.cert(sha)
 	if a == nil {
 		fail("certificate %s is not recorded for %s in %s", sha, tr.Serial, AuditFile)
 		return probs
 	}
-	role := a.Details["role"]
+	role := a.role
 	if want := strings.ToLower(role) + "-" + sha + ".pem"; filepath.Base(name) != want {
 		fail("file name is not %s", want)
 	}
-	if a.Details["serial_hex"] != "" && a.Details["serial_hex"] != leaf.SerialNumber.Text(16) {
-		fail("serial number %s, %s record %d says %s", leaf.SerialNumber.Text(16), AuditFile, a.Seq, a.Details["serial_hex"])
+	if a.serialHex != "" && a.serialHex != leaf.SerialNumber.Text(16) {
+		fail("serial number %s, %s record %d says %s", leaf.SerialNumber.Text(16), AuditFile, a.seq, a.serialHex)
 	}
 	// The traveler's certificate of the role, when it is this one, must be the same bytes.
 	var tc *traveler.Certificate
@@ -651,7 +717,7 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 		}
 	}
 	// Checked at the time the station recorded it: a bundle stays verifiable after expiry.
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: cache.roots, Intermediates: inter, CurrentTime: a.Time,
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: cache.roots, Intermediates: inter, CurrentTime: a.time,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		fail("does not chain to the given roots: %v", err)
 	}
@@ -659,12 +725,19 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 }
 
 // certCache parses each distinct chain certificate of a bundle once (every unit's files carry
-// the same few CA certificates) and remembers whether it is one of the trusted roots. It is
-// safe for concurrent use.
+// the same few CA certificates) and remembers whether it is one of the trusted roots. It holds
+// at most certCacheSize certificates, keyed by their SHA-256: a bundle whose units each have
+// CAs of their own starts it again when it is full, so that it does not grow with the lot
+// (the files of a unit are checked together, so its certificates are still found). It is safe
+// for concurrent use.
 type certCache struct {
 	roots, ekRoots *x509.CertPool
-	certs          sync.Map // string(DER) -> *cachedCert
+	mu             sync.Mutex
+	certs          map[[sha256.Size]byte]*cachedCert
 }
+
+// certCacheSize bounds the certificates a certCache holds.
+const certCacheSize = 1024
 
 type cachedCert struct {
 	once sync.Once
@@ -675,8 +748,17 @@ type cachedCert struct {
 
 // chainCert returns der parsed and whether it is a trusted root.
 func (c *certCache) chainCert(der []byte) (*x509.Certificate, bool, error) {
-	v, _ := c.certs.LoadOrStore(string(der), &cachedCert{})
-	e := v.(*cachedCert)
+	key := sha256.Sum256(der)
+	c.mu.Lock()
+	e := c.certs[key]
+	if e == nil {
+		if c.certs == nil || len(c.certs) >= certCacheSize {
+			c.certs = make(map[[sha256.Size]byte]*cachedCert)
+		}
+		e = &cachedCert{}
+		c.certs[key] = e
+	}
+	c.mu.Unlock()
 	e.once.Do(func() {
 		e.cert, e.err = x509.ParseCertificate(der)
 		if e.err != nil || !bytes.Equal(e.cert.RawSubject, e.cert.RawIssuer) {
@@ -694,7 +776,7 @@ func (c *certCache) chainCert(der []byte) (*x509.Certificate, bool, error) {
 // serial number, key fingerprint), its key is the one an audit record bound to the unit, and
 // with EK roots it chains to them through the chain the file carries, as the station checks an
 // EK certificate, at the time of the binding.
-func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent, ekRoots *x509.CertPool) []string {
+func checkEK(u Unit, data []byte, tr *traveler.Record, facts *unitFacts, ekRoots *x509.CertPool) []string {
 	var probs []string
 	name := u.EKCertificate
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
@@ -743,12 +825,7 @@ func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent
 	case tr.EK.SHA256 != sha || tr.EK.Fingerprint != fp || tr.EK.SerialNumber != ek.SerialNumber.Text(16):
 		fail("certificate %s (key %s) is not %s's EK certificate %s (key %s)", sha, fp, u.Traveler, tr.EK.SHA256, tr.EK.Fingerprint)
 	}
-	var bound *store.AuditEvent
-	for _, a := range trail {
-		if a.Action == store.EventEKBound && a.Result == store.ResultOK && len(a.Fingerprints) == 1 && a.Fingerprints[0] == fp {
-			bound = a
-		}
-	}
+	bound := facts.ekBound(fp)
 	if bound == nil {
 		fail("the EK %s is not bound to %s in %s", fp, u.Serial, AuditFile)
 		return probs
@@ -766,7 +843,7 @@ func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := ek.Verify(x509.VerifyOptions{Roots: ekRoots, Intermediates: inter, CurrentTime: bound.Time,
+	if _, err := ek.Verify(x509.VerifyOptions{Roots: ekRoots, Intermediates: inter, CurrentTime: bound.time,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		fail("does not chain to the given EK roots: %v", err)
 	}

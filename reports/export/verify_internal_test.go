@@ -39,6 +39,13 @@ func TestCertCacheKnowsRoots(t *testing.T) {
 	if _, _, err := c.chainCert([]byte("junk")); err == nil {
 		t.Error("junk parses")
 	}
+	// A lot whose units each have CAs of their own does not grow it.
+	for i := range 3 * certCacheSize {
+		c.chainCert([]byte{byte(i), byte(i >> 8)})
+	}
+	if len(c.certs) > certCacheSize {
+		t.Errorf("%d certificates cached, at most %d", len(c.certs), certCacheSize)
+	}
 }
 
 func mustParse(t *testing.T, der []byte) *x509.Certificate {
