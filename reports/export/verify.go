@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
@@ -122,13 +123,7 @@ func VerifyWith(path string, t Trust) *Report {
 		fail("bundle: %v", err)
 		return rep
 	}
-	raw, err := src.ReadFile(ManifestFile)
-	if err != nil {
-		src.Close()
-		fail("%s: %v", ManifestFile, err)
-		return rep
-	}
-	body, err := openManifest(raw, stationKey)
+	body, err := readManifest(src, stationKey)
 	if err != nil {
 		src.Close()
 		fail("%s: %v", ManifestFile, err)
@@ -181,6 +176,238 @@ func VerifyWith(path string, t Trust) *Report {
 		}
 	}
 	return rep
+}
+
+// readManifest reads manifest.json, checks its signature with pub and decodes its body, as
+// openManifest does. A manifest in the form the station writes is read as a stream
+// (streamManifest), never whole; any other, and any that does not verify, is read whole by
+// openManifest, which says why it fails in its words.
+func readManifest(src bundleSource, pub crypto.PublicKey) (*Body, error) {
+	if b := streamManifest(src, pub); b != nil {
+		return b, nil
+	}
+	raw, err := src.ReadFile(ManifestFile)
+	if err != nil {
+		return nil, err
+	}
+	return openManifest(raw, pub)
+}
+
+// streamManifest reads manifest.json twice as a stream: once to decode it, an element of the
+// units and files at a time, learning where its body lies, then to hash the body's compact
+// form (compactJSON) for the signature. It returns the body only when openManifest returns the
+// same body: the manifest is one object of exactly the keys body and signature, the body one
+// object of Body's keys, each once and spelled as encoding/json writes them (elements are
+// decoded by encoding/json, unknown fields refused), nothing follows, the signature verifies
+// with pub, the schema is Schema and the audit key is pub. Otherwise nil.
+func streamManifest(src bundleSource, pub crypto.PublicKey) *Body {
+	rc, err := src.Open(ManifestFile)
+	if err != nil {
+		return nil
+	}
+	b, sig, from, to, err := decodeManifestStream(rc)
+	rc.Close()
+	if err != nil {
+		return nil
+	}
+	rc, err = src.Open(ManifestFile)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	h := sha256.New()
+	h.Write([]byte(signDomain))
+	if _, err := io.CopyN(io.Discard, rc, from); err != nil {
+		return nil
+	}
+	if err := compactJSON(h, bufio.NewReaderSize(io.LimitReader(rc, to-from), 64<<10)); err != nil {
+		return nil
+	}
+	d := h.Sum(nil)
+	ok := false
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		ok = ecdsa.VerifyASN1(k, d, sig)
+	case *rsa.PublicKey:
+		ok = rsa.VerifyPKCS1v15(k, crypto.SHA256, d, sig) == nil
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(k, d, sig)
+	}
+	if !ok || b.Schema != Schema {
+		return nil
+	}
+	if der, err := x509.MarshalPKIXPublicKey(pub); err != nil || !bytes.Equal(der, b.AuditPublicKey) {
+		return nil
+	}
+	return b
+}
+
+// errManifestForm says a manifest is not in the form streamManifest reads.
+var errManifestForm = errors.New("not the station's manifest form")
+
+// decodeManifestStream decodes manifest.json from r (see streamManifest): the body, the
+// signature, and where the body's value lies in r: bytes from to to, what precedes the value
+// (the separator after its key) included.
+func decodeManifestStream(r io.Reader) (b *Body, sig []byte, from, to int64, err error) {
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 64<<10))
+	dec.DisallowUnknownFields()
+	delim := func(want json.Delim) error {
+		if t, err := dec.Token(); err != nil || t != want {
+			return errManifestForm
+		}
+		return nil
+	}
+	if err := delim('{'); err != nil {
+		return nil, nil, 0, 0, err
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		key, _ := t.(string)
+		if err != nil || seen[key] {
+			return nil, nil, 0, 0, errManifestForm
+		}
+		seen[key] = true
+		switch key {
+		case "body":
+			from = dec.InputOffset()
+			if b, err = decodeBodyStream(dec); err != nil {
+				return nil, nil, 0, 0, err
+			}
+			to = dec.InputOffset()
+		case "signature":
+			if err := dec.Decode(&sig); err != nil {
+				return nil, nil, 0, 0, errManifestForm
+			}
+		default:
+			return nil, nil, 0, 0, errManifestForm
+		}
+	}
+	if err := delim('}'); err != nil || b == nil || !seen["signature"] {
+		return nil, nil, 0, 0, errManifestForm
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, nil, 0, 0, errManifestForm
+	}
+	return b, sig, from, to, nil
+}
+
+// decodeBodyStream decodes a manifest's body from dec, an element of its units and files at a
+// time.
+func decodeBodyStream(dec *json.Decoder) (*Body, error) {
+	var b Body
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errManifestForm
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		key, _ := t.(string)
+		if err != nil || seen[key] {
+			return nil, errManifestForm
+		}
+		seen[key] = true
+		var v any
+		switch key {
+		case "schema":
+			v = &b.Schema
+		case "station_id":
+			v = &b.StationID
+		case "software_version":
+			v = &b.SoftwareVersion
+		case "created_at":
+			v = &b.CreatedAt
+		case "selection":
+			v = &b.Selection
+		case "audit_public_key":
+			v = &b.AuditPublicKey
+		case "audit":
+			v = &b.Audit
+		case "units":
+			if b.Units, err = decodeArrayStream[Unit](dec); err != nil {
+				return nil, err
+			}
+			continue
+		case "files":
+			if b.Files, err = decodeArrayStream[File](dec); err != nil {
+				return nil, err
+			}
+			continue
+		default:
+			return nil, errManifestForm
+		}
+		if err := dec.Decode(v); err != nil {
+			return nil, errManifestForm
+		}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return nil, errManifestForm
+	}
+	return &b, nil
+}
+
+// decodeArrayStream decodes a JSON array (or null) from dec an element at a time, as
+// encoding/json decodes it into a slice.
+func decodeArrayStream[T any](dec *json.Decoder) ([]T, error) {
+	t, err := dec.Token()
+	switch {
+	case err != nil:
+		return nil, errManifestForm
+	case t == nil:
+		return nil, nil
+	case t != json.Delim('['):
+		return nil, errManifestForm
+	}
+	out := []T{}
+	for dec.More() {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return nil, errManifestForm
+		}
+		out = append(out, v)
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim(']') {
+		return nil, errManifestForm
+	}
+	return out, nil
+}
+
+// compactJSON writes to w what json.Compact writes of the JSON value r holds, r being what
+// follows a key in an object (the separator before the value is left out): the bytes but
+// whitespace outside strings. r must hold valid JSON (decodeManifestStream decoded it).
+func compactJSON(w io.Writer, r *bufio.Reader) error {
+	out := bufio.NewWriterSize(w, 64<<10)
+	inString, escaped, started := false, false, false
+	for {
+		c, err := r.ReadByte()
+		if errors.Is(err, io.EOF) {
+			return out.Flush()
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			continue
+		case !started && c == ':':
+			continue
+		case c == '"':
+			inString = true
+		}
+		started = true
+		if err := out.WriteByte(c); err != nil {
+			return err
+		}
+	}
 }
 
 // bundleSource is where Verify reads a bundle's files.
