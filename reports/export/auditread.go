@@ -201,8 +201,9 @@ func readAuditFrom(r io.Reader, body *Body, keySHA []byte) auditRead {
 // readLines reads up to n lines from br into one new buffer of at least hint bytes, without
 // their newlines (auditLines' lines: the last line may lack one); eof says br is at its end.
 func readLines(br *bufio.Reader, n, hint int) (lines [][]byte, eof bool, err error) {
-	buf := make([]byte, 0, hint)
-	var ends []int
+	// Room for a batch a little longer than the last: growing the buffer copies it.
+	buf := make([]byte, 0, hint+hint/8)
+	ends := make([]int, 0, min(n, 1<<16))
 	start := 0 // where the current line starts in buf
 	for len(ends) < n {
 		chunk, err := br.ReadSlice('\n')
@@ -331,12 +332,13 @@ func auditLines(data []byte) [][]byte {
 func decodeAuditLines(lines [][]byte, first int) ([]store.AuditEvent, error) {
 	recs := make([]store.AuditEvent, len(lines))
 	errs := make([]error, len(lines))
-	// A batch of lines at a time, their digests decoded into shared buffers.
+	// A batch of lines at a time, their digests decoded into shared buffers and their names
+	// shared.
 	const batch = 256
 	parallel((len(lines)+batch-1)/batch, runtime.GOMAXPROCS(0), func(b int) {
-		var arena []byte
+		var sc auditScratch
 		for i := b * batch; i < min(len(lines), (b+1)*batch); i++ {
-			errs[i] = decodeAuditLineIn(lines[i], &recs[i], &arena)
+			errs[i] = decodeAuditLineIn(lines[i], &recs[i], &sc)
 		}
 	})
 	for i, err := range errs {
