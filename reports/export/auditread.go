@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -145,7 +144,7 @@ func internStatus(s string) string {
 
 // auditReadBatch is how many lines readAudit decodes before checking them and letting their
 // digests go. (A variable: tests make the chain cross batches.)
-var auditReadBatch = 8192
+var auditReadBatch = 2048
 
 // readAudit decodes audit.jsonl (data, nil when the bundle lacks it) with readAuditFrom.
 func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
@@ -163,7 +162,7 @@ func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
 // decodes. Lines and decoded records are held a batch or two at a time, not the whole file's
 // (at 100k units, gigabytes). It stops reading at the first line at fault.
 func readAuditFrom(r io.Reader, body *Body, keySHA []byte) auditRead {
-	br := bufio.NewReaderSize(r, 1<<20)
+	lr := &lineReader{r: r}
 	batches := make(chan auditBatch, 1)
 	done := make(chan auditRead, 1)
 	go func() {
@@ -173,7 +172,7 @@ func readAuditFrom(r io.Reader, body *Body, keySHA []byte) auditRead {
 	hint := 0
 	for first, eof := 0, false; !eof && decodeErr == nil; {
 		var lines [][]byte
-		if lines, eof, decodeErr = readLines(br, auditReadBatch, hint); decodeErr != nil {
+		if lines, eof, decodeErr = lr.next(auditReadBatch, hint); decodeErr != nil {
 			decodeErr = fmt.Errorf("%s: %w", AuditFile, decodeErr)
 			break
 		}
@@ -198,33 +197,54 @@ func readAuditFrom(r io.Reader, body *Body, keySHA []byte) auditRead {
 	return out
 }
 
-// readLines reads up to n lines from br into one new buffer of at least hint bytes, without
-// their newlines (auditLines' lines: the last line may lack one); eof says br is at its end.
-func readLines(br *bufio.Reader, n, hint int) (lines [][]byte, eof bool, err error) {
+// lineReader reads audit.jsonl a batch of lines at a time, each batch into one new buffer
+// read into from the file directly (not copied from another buffer).
+type lineReader struct {
+	r    io.Reader
+	rest []byte // read past the end of the last batch
+	eof  bool   // r is at its end
+}
+
+// lineRead is the most lineReader reads at once: what it read past a batch's end is copied to
+// the next batch.
+const lineRead = 1 << 20
+
+// next reads up to n lines into one new buffer of at least hint bytes, without their newlines
+// (auditLines' lines: the last line may lack one); eof says the file is at its end.
+func (lr *lineReader) next(n, hint int) (lines [][]byte, eof bool, err error) {
 	// Room for a batch a little longer than the last: growing the buffer copies it.
-	buf := make([]byte, 0, hint+hint/8)
+	buf := make([]byte, 0, max(hint+hint/8, len(lr.rest)+lineRead))
+	buf = append(buf, lr.rest...)
+	lr.rest = nil
 	ends := make([]int, 0, min(n, 1<<16))
-	start := 0 // where the current line starts in buf
+	start, scan := 0, 0 // where the current line starts; where its newline is looked for
 	for len(ends) < n {
-		chunk, err := br.ReadSlice('\n')
-		buf = append(buf, chunk...)
-		switch {
-		case err == nil:
-			ends = append(ends, len(buf)-1)
-			start = len(buf)
+		if i := bytes.IndexByte(buf[scan:], '\n'); i >= 0 {
+			ends = append(ends, scan+i)
+			start, scan = scan+i+1, scan+i+1
 			continue
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF):
+		}
+		scan = len(buf)
+		if lr.eof {
 			if len(buf) > start {
 				ends = append(ends, len(buf))
+				start = len(buf)
 			}
-			eof = true
-		default:
+			break
+		}
+		if cap(buf)-len(buf) < lineRead {
+			buf = slices.Grow(buf, max(lineRead, len(buf)))
+		}
+		m, err := lr.r.Read(buf[len(buf):min(cap(buf), len(buf)+lineRead)])
+		buf = buf[:len(buf)+m]
+		switch {
+		case errors.Is(err, io.EOF):
+			lr.eof = true
+		case err != nil:
 			return nil, false, err
 		}
-		break
 	}
+	lr.rest = bytes.Clone(buf[start:])
 	lines = make([][]byte, len(ends))
 	start = 0
 	for i, e := range ends {
@@ -232,7 +252,7 @@ func readLines(br *bufio.Reader, n, hint int) (lines [][]byte, eof bool, err err
 		lines[i] = buf[start:e:e]
 		start = e + 1
 	}
-	return lines, eof, nil
+	return lines, lr.eof && len(lr.rest) == 0, nil
 }
 
 // auditBatch is a batch of decoded lines of audit.jsonl.

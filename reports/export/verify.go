@@ -129,6 +129,9 @@ func VerifyWith(path string, t Trust) *Report {
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
+	if a, ok := src.(*archiveBundle); ok {
+		a.rekey(body)
+	}
 	keySHA, keyErr := store.KeySHA256(stationKey)
 	// The chain is checked as audit.jsonl is read, as a stream, and decoded, a batch of records
 	// at a time; its hash is taken on the way. The units are then checked on every core against
@@ -324,12 +327,21 @@ func decodeBodyStream(dec *json.Decoder) (*Body, error) {
 		case "audit":
 			v = &b.Audit
 		case "units":
-			if b.Units, err = decodeArrayStream[Unit](dec); err != nil {
+			if b.Units, err = decodeArrayStream[Unit](dec, nil); err != nil {
 				return nil, err
 			}
 			continue
 		case "files":
-			if b.Files, err = decodeArrayStream[File](dec); err != nil {
+			// The station lists each unit's files in the order of the units' names of them:
+			// a listed path that is the next of those shares its string.
+			next := unitPaths(b.Units)
+			want, more := next()
+			if b.Files, err = decodeArrayStream(dec, func(f *File) {
+				if more && f.Path == want {
+					f.Path = want
+					want, more = next()
+				}
+			}); err != nil {
 				return nil, err
 			}
 			continue
@@ -346,9 +358,34 @@ func decodeBodyStream(dec *json.Decoder) (*Body, error) {
 	return &b, nil
 }
 
+// unitPaths returns a function that returns, each time it is called, the next of the paths
+// units name (each unit's traveler, certificates and EK certificate), and false after the
+// last.
+func unitPaths(units []Unit) func() (string, bool) {
+	u, k := 0, 0 // units[u]'s k-th path is next
+	return func() (string, bool) {
+		for ; u < len(units); u, k = u+1, 0 {
+			x := &units[u]
+			n := 1 + len(x.Certificates)
+			switch {
+			case k == 0:
+				k++
+				return x.Traveler, true
+			case k < n:
+				k++
+				return x.Certificates[k-2], true
+			case k == n && x.EKCertificate != "":
+				k++
+				return x.EKCertificate, true
+			}
+		}
+		return "", false
+	}
+}
+
 // decodeArrayStream decodes a JSON array (or null) from dec an element at a time, as
-// encoding/json decodes it into a slice.
-func decodeArrayStream[T any](dec *json.Decoder) ([]T, error) {
+// encoding/json decodes it into a slice, calling each (when set) with each element decoded.
+func decodeArrayStream[T any](dec *json.Decoder, each func(*T)) ([]T, error) {
 	t, err := dec.Token()
 	switch {
 	case err != nil:
@@ -363,6 +400,9 @@ func decodeArrayStream[T any](dec *json.Decoder) ([]T, error) {
 		var v T
 		if err := dec.Decode(&v); err != nil {
 			return nil, errManifestForm
+		}
+		if each != nil {
+			each(&v)
 		}
 		out = append(out, v)
 	}
@@ -415,8 +455,8 @@ type bundleSource interface {
 	ReadFile(name string) ([]byte, error)
 	// Open opens a file to be read as a stream (audit.jsonl, too large to hold).
 	Open(name string) (io.ReadCloser, error)
-	// Others lists the files present that are not in listed.
-	Others(listed map[string]bool) []string
+	// Others lists the files present that are not listed.
+	Others(listed func(name string) bool) []string
 	Close() error
 }
 
@@ -459,14 +499,14 @@ func (d *dirBundle) Open(name string) (io.ReadCloser, error) {
 	return d.root.Open(filepath.FromSlash(name))
 }
 
-func (d *dirBundle) Others(listed map[string]bool) []string {
+func (d *dirBundle) Others(listed func(string) bool) []string {
 	var out []string
 	_ = filepath.WalkDir(d.dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(d.dir, p)
-		if !listed[filepath.ToSlash(rel)] {
+		if !listed(filepath.ToSlash(rel)) {
 			out = append(out, filepath.ToSlash(rel))
 		}
 		return nil
@@ -504,10 +544,27 @@ func (a *archiveBundle) Open(name string) (io.ReadCloser, error) {
 	return io.NopCloser(io.NewSectionReader(a.f, e.off, e.size)), nil
 }
 
-func (a *archiveBundle) Others(listed map[string]bool) []string {
+// rekey keys the index of the files body lists by body's strings of their names, so that the
+// archive's copies of them (one a file) are let go.
+func (a *archiveBundle) rekey(body *Body) {
+	files := make(map[string]tarEntry, len(a.files))
+	for _, f := range body.Files {
+		if e, ok := a.files[f.Path]; ok {
+			files[f.Path] = e
+		}
+	}
+	for name, e := range a.files {
+		if _, ok := files[name]; !ok {
+			files[name] = e
+		}
+	}
+	a.files = files
+}
+
+func (a *archiveBundle) Others(listed func(string) bool) []string {
 	var out []string
 	for name := range a.files {
-		if !listed[name] {
+		if !listed(name) {
 			out = append(out, name)
 		}
 	}
@@ -564,55 +621,94 @@ func (c *byteCount) Write(p []byte) (int, error) {
 
 // bundleFiles reads the files the manifest lists, each when a check needs it (a unit's files
 // when the unit is checked), hashing each the first time it is read; finish reads and hashes
-// those no check read. A file's bytes are held only while they are checked, not the bundle's.
-// It is safe for concurrent use.
+// those no check read. A file's bytes are held only while they are checked, not the bundle's,
+// and of each listed file a few words. It is safe for concurrent use.
 type bundleFiles struct {
 	src  bundleSource
 	body *Body
-	// places maps each listed local path but audit.jsonl's to its places in the listing.
-	places map[string][]int
-	mu     sync.Mutex
-	reads  []fileRead // by place in the listing, without the bytes
-	done   []bool     // reads[i] is known
+	// first maps each listed local path but audit.jsonl's to its first place in the listing;
+	// more holds the further places of a path listed more than once.
+	first map[string]int
+	more  map[string][]int
+	// other holds the listed paths first does not.
+	other map[string]bool
+	mu    sync.Mutex
+	reads []fileCheck   // by place in the listing
+	errs  map[int]error // by place: the files that did not read
+}
+
+// fileCheck is what reading a listed file found: its hash and size, or (failed) an error.
+type fileCheck struct {
+	sum          [sha256.Size]byte
+	size         int64
+	done, failed bool
 }
 
 // newBundleFiles reads the files src holds as body lists them; audit is how readAuditFile
 // read audit.jsonl (nil when the manifest does not list it).
 func newBundleFiles(src bundleSource, body *Body, audit *fileRead) *bundleFiles {
-	b := &bundleFiles{src: src, body: body, places: map[string][]int{},
-		reads: make([]fileRead, len(body.Files)), done: make([]bool, len(body.Files))}
+	b := &bundleFiles{src: src, body: body, first: make(map[string]int, len(body.Files)), more: map[string][]int{},
+		other: map[string]bool{}, reads: make([]fileCheck, len(body.Files)), errs: map[int]error{}}
 	for i, f := range body.Files {
 		switch {
 		case f.Path == AuditFile && audit != nil:
-			b.reads[i], b.done[i] = *audit, true
+			b.set(i, audit)
+			b.other[f.Path] = true
 		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
-			b.done[i] = true // reported as leaving the bundle, never read
+			b.reads[i].done = true // reported as leaving the bundle, never read
+			b.other[f.Path] = true
 		default:
-			b.places[f.Path] = append(b.places[f.Path], i)
+			if _, ok := b.first[f.Path]; ok {
+				b.more[f.Path] = append(b.more[f.Path], i)
+			} else {
+				b.first[f.Path] = i
+			}
 		}
 	}
 	return b
+}
+
+// listed says the manifest lists name.
+func (b *bundleFiles) listed(name string) bool {
+	_, ok := b.first[name]
+	return ok || b.other[name]
+}
+
+// set records r at place i, unless a read is recorded there.
+func (b *bundleFiles) set(i int, r *fileRead) {
+	c := &b.reads[i]
+	if c.done {
+		return
+	}
+	*c = fileCheck{sum: r.sum, size: int64(r.size), done: true, failed: r.err != nil}
+	if r.err != nil {
+		b.errs[i] = r.err
+	}
+}
+
+// record records r at each place in the listing of name, a path in first, that has none.
+func (b *bundleFiles) record(name string, r *fileRead) {
+	i := b.first[name]
+	b.mu.Lock()
+	b.set(i, r)
+	for _, j := range b.more[name] {
+		b.set(j, r)
+	}
+	b.mu.Unlock()
 }
 
 // get returns the bytes of the listed file name (even when its hash is not the manifest's),
 // nil when it is not listed or does not read. The first read of a file is what its hash check
 // reports.
 func (b *bundleFiles) get(name string) []byte {
-	places, ok := b.places[name]
-	if !ok {
+	if _, ok := b.first[name]; !ok {
 		return nil
 	}
 	var r fileRead
 	if r.data, r.err = b.src.ReadFile(name); r.err == nil {
 		r.sum, r.size = sha256.Sum256(r.data), len(r.data)
 	}
-	b.mu.Lock()
-	for _, i := range places {
-		if !b.done[i] {
-			b.reads[i], b.done[i] = fileRead{size: r.size, err: r.err, sum: r.sum}, true
-		}
-	}
-	b.mu.Unlock()
+	b.record(name, &r)
 	if r.err != nil {
 		return nil
 	}
@@ -624,8 +720,7 @@ func (b *bundleFiles) get(name string) []byte {
 // returns false, without calling read, when name is not listed or does not open, and false
 // when the file does not read to its end.
 func (b *bundleFiles) stream(name string, read func(r io.Reader)) bool {
-	places, ok := b.places[name]
-	if !ok {
+	if _, ok := b.first[name]; !ok {
 		return false
 	}
 	var r fileRead
@@ -643,13 +738,7 @@ func (b *bundleFiles) stream(name string, read func(r io.Reader)) bool {
 	} else {
 		r.err = err
 	}
-	b.mu.Lock()
-	for _, i := range places {
-		if !b.done[i] {
-			b.reads[i], b.done[i] = r, true
-		}
-	}
-	b.mu.Unlock()
+	b.record(name, &r)
 	return r.err == nil
 }
 
@@ -671,7 +760,7 @@ func (e *errReader) Read(p []byte) (int, error) {
 func (b *bundleFiles) finish() {
 	var names []string
 	for i, f := range b.body.Files {
-		if !b.done[i] && (len(names) == 0 || names[len(names)-1] != f.Path) {
+		if !b.reads[i].done && (len(names) == 0 || names[len(names)-1] != f.Path) {
 			names = append(names, f.Path)
 		}
 	}
@@ -684,21 +773,19 @@ func (b *bundleFiles) finish() {
 func (b *bundleFiles) problems() []string {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
-	listed := map[string]bool{ManifestFile: true}
 	for i, f := range b.body.Files {
-		listed[f.Path] = true
 		r := &b.reads[i]
 		switch {
 		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
 			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
-		case r.err != nil:
-			fail("%s: %v", f.Path, r.err)
-		case hex.EncodeToString(r.sum[:]) != f.SHA256 || r.size != f.Size:
+		case r.failed:
+			fail("%s: %v", f.Path, b.errs[i])
+		case hex.EncodeToString(r.sum[:]) != f.SHA256 || r.size != int64(f.Size):
 			// The checks that read the file name the record at fault too.
 			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, r.size, f.SHA256, f.Size)
 		}
 	}
-	for _, p := range b.src.Others(listed) {
+	for _, p := range b.src.Others(func(name string) bool { return name == ManifestFile || b.listed(name) }) {
 		fail("%s: not listed in the manifest", p)
 	}
 	return probs

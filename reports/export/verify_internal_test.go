@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/devid-station/devid/reports/traveler"
 	"github.com/devid-station/devid/reports/traveler/travelertest"
@@ -99,8 +100,8 @@ func (m memBundle) Open(name string) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(d)), nil
 }
 
-func (m memBundle) Others(map[string]bool) []string { return nil }
-func (m memBundle) Close() error                    { return nil }
+func (m memBundle) Others(func(string) bool) []string { return nil }
+func (m memBundle) Close() error                      { return nil }
 
 // TestReadManifest holds readManifest, which reads a manifest in the station's form as a
 // stream, to openManifest, which reads it whole: the same body or the same error, for the
@@ -126,8 +127,10 @@ func TestReadManifest(t *testing.T) {
 	for i := range 3 {
 		s := fmt.Sprintf("SN-%d", i)
 		body.Units = append(body.Units, Unit{Serial: s, Traveler: "travelers/" + s + ".json", Certificates: []string{"certificates/" + s + "/a b.pem"}})
-		body.Files = append(body.Files, File{Path: "travelers/" + s + ".json", SHA256: strings.Repeat("ab", 32), Size: i})
+		body.Files = append(body.Files, File{Path: "travelers/" + s + ".json", SHA256: strings.Repeat("ab", 32), Size: i},
+			File{Path: "certificates/" + s + "/a b.pem", SHA256: strings.Repeat("cd", 32), Size: i})
 	}
+	body.Files = append(body.Files, File{Path: AuditFile, SHA256: strings.Repeat("ef", 32)})
 	indented, err := signManifest(body, key)
 	if err != nil {
 		t.Fatal(err)
@@ -186,8 +189,27 @@ func TestReadManifest(t *testing.T) {
 		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: %+v, %v; want %+v, %v", c.name, got, gotErr, want, wantErr)
 		}
-		if s := streamManifest(src, key.Public()); (s != nil) != c.stream {
+		s := streamManifest(src, key.Public())
+		if (s != nil) != c.stream {
 			t.Errorf("%s: streamed %v, want %v", c.name, s != nil, c.stream)
 		}
+		// A listed path a unit names shares the unit's string.
+		if s != nil && (unsafe.StringData(s.Files[0].Path) != unsafe.StringData(s.Units[0].Traveler) ||
+			unsafe.StringData(s.Files[5].Path) != unsafe.StringData(s.Units[2].Certificates[0])) {
+			t.Errorf("%s: the listed paths are copies of the units'", c.name)
+		}
+	}
+}
+
+func TestUnitPaths(t *testing.T) {
+	units := []Unit{{Traveler: "t1", Certificates: []string{"c1", "c2"}, EKCertificate: "e1"}, {Traveler: "t2"},
+		{Traveler: "t3", EKCertificate: "e3"}, {Traveler: "t4", Certificates: []string{"c4"}}}
+	var got []string
+	next := unitPaths(units)
+	for p, ok := next(); ok; p, ok = next() {
+		got = append(got, p)
+	}
+	if want := []string{"t1", "c1", "c2", "e1", "t2", "t3", "e3", "t4", "c4"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("%q, want %q", got, want)
 	}
 }
