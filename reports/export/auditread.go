@@ -207,7 +207,7 @@ type lineReader struct {
 
 // lineRead is the most lineReader reads at once: what it read past a batch's end is copied to
 // the next batch.
-const lineRead = 1 << 20
+const lineRead = 256 << 10
 
 // next reads up to n lines into one new buffer of at least hint bytes, without their newlines
 // (auditLines' lines: the last line may lack one); eof says the file is at its end.
@@ -232,7 +232,7 @@ func (lr *lineReader) next(n, hint int) (lines [][]byte, eof bool, err error) {
 			}
 			break
 		}
-		if cap(buf)-len(buf) < lineRead {
+		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, max(lineRead, len(buf)))
 		}
 		m, err := lr.r.Read(buf[len(buf):min(cap(buf), len(buf)+lineRead)])
