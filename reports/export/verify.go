@@ -198,17 +198,24 @@ func readManifest(src bundleSource, pub crypto.PublicKey) (*Body, error) {
 
 // streamManifest reads manifest.json twice as a stream: once to decode it, an element of the
 // units and files at a time, learning where its body lies, then to hash the body's compact
-// form (compactJSON) for the signature. It returns the body only when openManifest returns the
+// form (compactJSON) for the signature; both passes must read the same file. It returns the body only when openManifest returns the
 // same body: the manifest is one object of exactly the keys body and signature, the body one
 // object of Body's keys, each once and spelled as encoding/json writes them (elements are
 // decoded by encoding/json, unknown fields refused), nothing follows, the signature verifies
 // with pub, the schema is Schema and the audit key is pub. Otherwise nil.
 func streamManifest(src bundleSource, pub crypto.PublicKey) *Body {
+	// Each pass takes the SHA-256 of the whole file: a file that changed between them (what
+	// was decoded is not what was hashed) is read whole instead.
 	rc, err := src.Open(ManifestFile)
 	if err != nil {
 		return nil
 	}
-	b, sig, from, to, err := decodeManifestStream(rc)
+	whole1 := sha256.New()
+	tee := io.TeeReader(rc, whole1)
+	b, sig, from, to, err := decodeManifestStream(tee)
+	if err == nil {
+		_, err = io.Copy(io.Discard, tee)
+	}
 	rc.Close()
 	if err != nil {
 		return nil
@@ -218,12 +225,17 @@ func streamManifest(src bundleSource, pub crypto.PublicKey) *Body {
 		return nil
 	}
 	defer rc.Close()
+	whole2 := sha256.New()
+	tee = io.TeeReader(rc, whole2)
 	h := sha256.New()
 	h.Write([]byte(signDomain))
-	if _, err := io.CopyN(io.Discard, rc, from); err != nil {
+	if _, err := io.CopyN(io.Discard, tee, from); err != nil {
 		return nil
 	}
-	if err := compactJSON(h, bufio.NewReaderSize(io.LimitReader(rc, to-from), 64<<10)); err != nil {
+	if err := compactJSON(h, bufio.NewReaderSize(io.LimitReader(tee, to-from), 64<<10)); err != nil {
+		return nil
+	}
+	if _, err := io.Copy(io.Discard, tee); err != nil || !bytes.Equal(whole1.Sum(nil), whole2.Sum(nil)) {
 		return nil
 	}
 	d := h.Sum(nil)

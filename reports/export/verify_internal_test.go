@@ -213,3 +213,45 @@ func TestUnitPaths(t *testing.T) {
 		t.Errorf("%q, want %q", got, want)
 	}
 }
+
+// swapBundle serves one manifest to the first Open and another to every later read.
+type swapBundle struct {
+	memBundle
+	first  []byte
+	opened bool
+}
+
+func (s *swapBundle) Open(name string) (io.ReadCloser, error) {
+	if !s.opened {
+		s.opened = true
+		return io.NopCloser(bytes.NewReader(s.first)), nil
+	}
+	return s.memBundle.Open(name)
+}
+
+// TestStreamManifestSameFile: a manifest changed between streamManifest's two passes (a forged
+// body decoded, the signed one hashed) is not taken.
+func TestStreamManifestSameFile(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := signManifest(&Body{Schema: Schema, StationID: "st-1", AuditPublicKey: der}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Replace(signed, []byte(`"st-1"`), []byte(`"st-2"`), 1)
+	if bytes.Equal(forged, signed) {
+		t.Fatal("nothing forged")
+	}
+	if b := streamManifest(memBundle{ManifestFile: signed}, key.Public()); b == nil || b.StationID != "st-1" {
+		t.Fatalf("the signed manifest: %+v", b)
+	}
+	if b := streamManifest(&swapBundle{memBundle: memBundle{ManifestFile: signed}, first: forged}, key.Public()); b != nil {
+		t.Fatalf("took %+v, decoded from a file that changed", b)
+	}
+}
