@@ -168,10 +168,9 @@ func decodeAuditLine(line []byte, a *store.AuditEvent) error {
 	return decodeAuditLineIn(line, a, nil)
 }
 
-// decodeAuditLineIn is decodeAuditLine decoding the record's digests into *arena (see
-// decodeAuditFastIn).
-func decodeAuditLineIn(line []byte, a *store.AuditEvent, arena *[]byte) error {
-	if decodeAuditFastIn(line, a, arena) == nil {
+// decodeAuditLineIn is decodeAuditLine decoding into what sc holds (see decodeAuditFastIn).
+func decodeAuditLineIn(line []byte, a *store.AuditEvent, sc *auditScratch) error {
+	if decodeAuditFastIn(line, a, sc) == nil {
 		return nil
 	}
 	*a = store.AuditEvent{}
@@ -190,7 +189,24 @@ type auditReader struct {
 	bad bool
 	// arena holds the decoded bytes of the record's digests, one allocation for many.
 	arena []byte
+	// names holds one copy of each short name, nil: none.
+	names map[string]string
 }
+
+// auditScratch is what the records of a batch of lines share as they are decoded: the buffer
+// their digests go into and one copy of each name (actions, results, principals, detail keys,
+// buckets: the same few strings in every record), so that a record's names cost no allocation.
+type auditScratch struct {
+	arena []byte
+	names map[string]string
+}
+
+// Bounds of auditScratch.names: the names kept, and the longest value kept (a digest is not a
+// name).
+const (
+	auditNames    = 1024
+	auditNameSize = 24
+)
 
 // lit consumes s, or marks the line bad.
 func (r *auditReader) lit(s string) {
@@ -243,6 +259,31 @@ func (r *auditReader) raw() []byte {
 
 func (r *auditReader) str() string { return string(r.raw()) }
 
+// intern returns b as a string, the copy in r.names when there is one (see name).
+func (r *auditReader) intern(b []byte) string {
+	if r.names == nil || len(b) > auditNameSize {
+		return string(b)
+	}
+	if s, ok := r.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(r.names) < auditNames {
+		r.names[s] = s
+	}
+	return s
+}
+
+// name is str, returning the copy in r.names when there is one (and keeping one there when
+// there is room and the string is short).
+func (r *auditReader) name() string {
+	b := r.raw()
+	if r.bad {
+		return ""
+	}
+	return r.intern(b)
+}
+
 // bin reads null or a quoted base64 string, as encoding/json decodes a []byte.
 func (r *auditReader) bin() []byte {
 	if r.has("null") {
@@ -278,15 +319,19 @@ func decodeAuditFast(line []byte, a *store.AuditEvent) error {
 }
 
 // decodeAuditFastIn is decodeAuditFast decoding the record's digests into the free room of
-// *arena, which it leaves holding them (nil: an arena of the record's own): the records of a
-// batch of lines then share a few allocations. A digest's slice is capped at its end, so an
-// append to one never writes over another.
-func decodeAuditFastIn(line []byte, a *store.AuditEvent, arena *[]byte) error {
+// sc.arena, which it leaves holding them, and taking its names from sc.names (sc nil: an arena
+// of the record's own, no names shared): the records of a batch of lines then share a few
+// allocations. A digest's slice is capped at its end, so an append to one never writes over
+// another; a shared name is a string, never written.
+func decodeAuditFastIn(line []byte, a *store.AuditEvent, sc *auditScratch) error {
 	*a = store.AuditEvent{}
 	r := auditReader{b: line}
-	if arena != nil {
-		r.arena = *arena
-		defer func() { *arena = r.arena }()
+	if sc != nil {
+		if sc.names == nil {
+			sc.names = map[string]string{}
+		}
+		r.arena, r.names = sc.arena, sc.names
+		defer func() { sc.arena = r.arena }()
 	}
 	r.lit(`{"seq":`)
 	if r.bad {
@@ -303,18 +348,18 @@ func decodeAuditFastIn(line []byte, a *store.AuditEvent, arena *[]byte) error {
 	}
 	r.b = r.b[j:]
 	r.lit(`,"station_id":`)
-	a.StationID = r.str()
+	a.StationID = r.name()
 	r.lit(`,"principal":`)
-	a.Principal = r.str()
+	a.Principal = r.name()
 	if r.has(`,"serial":`) {
-		a.Serial = r.str()
+		a.Serial = r.name()
 	}
 	r.lit(`,"action":`)
-	a.Action = r.str()
+	a.Action = r.name()
 	r.lit(`,"result":`)
-	a.Result = r.str()
+	a.Result = r.name()
 	if r.has(`,"error_code":`) {
-		a.ErrorCode = r.str()
+		a.ErrorCode = r.name()
 	}
 	if r.has(`,"details":{`) {
 		a.Details = map[string]string{}
@@ -328,7 +373,7 @@ func decodeAuditFastIn(line []byte, a *store.AuditEvent, arena *[]byte) error {
 				r.bad = true // a duplicate key or not in encoding/json's order
 			}
 			r.lit(":")
-			a.Details[string(k)] = r.str()
+			a.Details[r.intern(k)] = r.name()
 			last = k
 		}
 		r.lit("}")
@@ -343,13 +388,15 @@ func decodeAuditFastIn(line []byte, a *store.AuditEvent, arena *[]byte) error {
 		r.lit("]")
 	}
 	if r.has(`,"writes":[`) {
+		// Each write opens so (a plain string holds no quote): room for all at once.
+		a.Writes = make([]store.WriteDigest, 0, bytes.Count(r.b, []byte(`{"b":`)))
 		for first := true; !r.bad; first = false {
 			if !first && !r.has(",") {
 				break
 			}
 			var w store.WriteDigest
 			r.lit(`{"b":`)
-			w.Bucket = r.str()
+			w.Bucket = r.name()
 			r.lit(`,"k":`)
 			w.Key = r.bin()
 			if r.has(`,"h":`) {

@@ -163,14 +163,14 @@ func FuzzAuditLine(f *testing.F) {
 		if !reflect.DeepEqual(fast, want) {
 			t.Fatalf("fast path read %+v, encoding/json %+v", fast, want)
 		}
-		// The same into a shared arena, used and almost full, then again after it: the first
-		// record is left as it was.
-		arena := make([]byte, 3, 8)
+		// The same into a shared arena, used and almost full, and shared names, then again
+		// after it: the first record is left as it was.
+		sc := &auditScratch{arena: make([]byte, 3, 8)}
 		var shared, again store.AuditEvent
-		if err := decodeAuditFastIn(line, &shared, &arena); err != nil || !reflect.DeepEqual(shared, want) {
+		if err := decodeAuditFastIn(line, &shared, sc); err != nil || !reflect.DeepEqual(shared, want) {
 			t.Fatalf("fast path into an arena read %+v (%v), encoding/json %+v", shared, err, want)
 		}
-		if err := decodeAuditFastIn(line, &again, &arena); err != nil || !reflect.DeepEqual(shared, want) || !reflect.DeepEqual(again, want) {
+		if err := decodeAuditFastIn(line, &again, sc); err != nil || !reflect.DeepEqual(shared, want) || !reflect.DeepEqual(again, want) {
 			t.Fatalf("fast path into a shared arena read %+v then %+v (%v), encoding/json %+v", shared, again, err, want)
 		}
 		enc, err := json.Marshal(&want)

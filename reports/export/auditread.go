@@ -1,18 +1,19 @@
 package export
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
+	"time"
 
 	"github.com/devid-station/devid/station/store"
 )
 
 // auditRead is what Verify learns from audit.jsonl: whether it decodes and its chain
-// verifies, and each unit's records.
+// verifies, and of each unit the facts its checks read.
 type auditRead struct {
 	// decodeErr says why the file does not decode (missing, or its first line at fault); the
 	// chain is then not reported on.
@@ -20,35 +21,130 @@ type auditRead struct {
 	// chainOK says the records verify as checkChain verifies them; chainProbs say why not.
 	chainOK    bool
 	chainProbs []string
-	// bySerial holds of each unit's records, in order, those the unit checks read
-	// (unitRecord), without their writes and digests (the chain check is done with them).
-	bySerial map[string][]*store.AuditEvent
+	// units holds the facts of each unit the manifest names (unitIndex), in the manifest's
+	// order: a few small values a unit, whatever the number of its records; a record of a
+	// unit the manifest does not name is checked in the chain and not kept.
+	units []unitFacts
+	index map[string]int // unitIndex
 }
 
-// unitRecord says whether a unit's record a goes into trail, the unit's records the unit
-// checks read (checkUnit, checkEK), and where: appended, or in place of trail[at] (at >= 0).
-// Kept are the unit's first record (a unit with records has a trail), its last successful
-// update (the final status: it replaces the one before), its certificate records and its EK
-// bindings; the rest, most of a unit's records (22 a unit as the workflow writes them), would
-// hold the verifier's memory in proportion to the chain.
-func unitRecord(trail []*store.AuditEvent, a *store.AuditEvent) (keep bool, at int) {
-	switch {
-	case len(trail) == 0, a.Action == store.EventCertRecorded, a.Action == store.EventEKBound:
-		return true, -1
-	case a.Action == store.EventUnitUpdated && a.Result == store.ResultOK:
-		for i := len(trail) - 1; i >= 0; i-- {
-			if trail[i].Action == store.EventUnitUpdated && trail[i].Result == store.ResultOK {
-				return true, i
-			}
+// unit returns the facts of the unit serial the manifest names.
+func (a *auditRead) unit(serial string) *unitFacts {
+	return &a.units[a.index[serial]]
+}
+
+// unitIndex maps each serial the manifest names to its place in the manifest's units (a serial
+// listed twice: its first place), the place of its facts in auditRead.units and of its row of
+// summary.csv. Its keys are the manifest's strings.
+func unitIndex(body *Body) map[string]int {
+	idx := make(map[string]int, len(body.Units))
+	for i, u := range body.Units {
+		if _, ok := idx[u.Serial]; !ok {
+			idx[u.Serial] = i
 		}
-		return true, -1
 	}
-	return false, -1
+	return idx
+}
+
+// unitFacts is what the unit checks (checkUnit, checkCert, checkEK) read of one unit's audit
+// records, taken as the records come, so that none of them is kept: most of a unit's records
+// (22 a unit as the workflow writes them) would hold the verifier's memory in proportion to
+// the chain.
+type unitFacts struct {
+	// seen says the unit has records.
+	seen bool
+	// status is the status of the unit's last successful update, in record statusSeq;
+	// hasStatus says there is one.
+	hasStatus bool
+	status    string
+	statusSeq uint64
+	// certs are the unit's certificate records with one fingerprint, the last of each.
+	certs []certFact
+	// eks are the unit's successful EK bindings with one fingerprint, the last of each.
+	eks []ekFact
+}
+
+// certFact is a certificate record of a unit: the certificate's SHA-256 (the record's one
+// fingerprint), its role and serial number (details role and serial_hex), the record's sequence
+// number and time.
+type certFact struct {
+	sha, role, serialHex string
+	seq                  uint64
+	time                 time.Time
+}
+
+// ekFact is an EK binding of a unit: the key's fingerprint and the record's time.
+type ekFact struct {
+	fp   string
+	time time.Time
+}
+
+// add takes what the unit checks read of a, one of the unit's records, in the chain's order.
+func (f *unitFacts) add(a *store.AuditEvent) {
+	f.seen = true
+	switch {
+	case a.Action == store.EventUnitUpdated && a.Result == store.ResultOK:
+		f.hasStatus, f.status, f.statusSeq = true, internStatus(a.Details["status"]), a.Seq
+	case a.Action == store.EventCertRecorded && len(a.Fingerprints) == 1:
+		c := certFact{sha: a.Fingerprints[0], role: internRole(a.Details["role"]), serialHex: a.Details["serial_hex"],
+			seq: a.Seq, time: a.Time}
+		if i := slices.IndexFunc(f.certs, func(o certFact) bool { return o.sha == c.sha }); i >= 0 {
+			f.certs[i] = c
+		} else {
+			f.certs = append(f.certs, c)
+		}
+	case a.Action == store.EventEKBound && a.Result == store.ResultOK && len(a.Fingerprints) == 1:
+		e := ekFact{fp: a.Fingerprints[0], time: a.Time}
+		if i := slices.IndexFunc(f.eks, func(o ekFact) bool { return o.fp == e.fp }); i >= 0 {
+			f.eks[i] = e
+		} else {
+			f.eks = append(f.eks, e)
+		}
+	}
+}
+
+// cert returns the unit's certificate record of SHA-256 sha, nil when there is none.
+func (f *unitFacts) cert(sha string) *certFact {
+	if i := slices.IndexFunc(f.certs, func(c certFact) bool { return c.sha == sha }); i >= 0 {
+		return &f.certs[i]
+	}
+	return nil
+}
+
+// ekBound returns the unit's successful binding of the EK fingerprint fp, nil when there is
+// none.
+func (f *unitFacts) ekBound(fp string) *ekFact {
+	if i := slices.IndexFunc(f.eks, func(e ekFact) bool { return e.fp == fp }); i >= 0 {
+		return &f.eks[i]
+	}
+	return nil
+}
+
+// internRole returns the store's string for a certificate role it knows (one copy for every
+// unit), else s.
+func internRole(s string) string {
+	for _, r := range []store.Role{store.RoleIDevID, store.RoleLDevID, store.RoleIAK} {
+		if s == string(r) {
+			return string(r)
+		}
+	}
+	return s
+}
+
+// internStatus returns the store's string for a unit status it knows, else s.
+func internStatus(s string) string {
+	for _, st := range []store.Status{store.StatusDone, store.StatusFailed, store.StatusRunning, store.StatusPending,
+		store.StatusAborted, store.StatusHold, store.StatusScrapped} {
+		if s == string(st) {
+			return string(st)
+		}
+	}
+	return s
 }
 
 // auditReadBatch is how many lines readAudit decodes before checking them and letting their
 // digests go. (A variable: tests make the chain cross batches.)
-var auditReadBatch = 8192
+var auditReadBatch = 2048
 
 // readAudit decodes audit.jsonl (data, nil when the bundle lacks it) with readAuditFrom.
 func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
@@ -60,13 +156,13 @@ func readAudit(data []byte, body *Body, keySHA []byte) auditRead {
 
 // readAuditFrom reads audit.jsonl from r a batch of lines at a time, decodes each batch on
 // every core, and checks each batch's records against the chain while the next batch is read
-// and decoded, keeping of each record what the unit checks read. It reports what decoding the
+// and decoded, keeping of each unit's records what the unit checks read (unitFacts). It reports what decoding the
 // whole file (decodeAuditFile) then checking it (checkChain) report, in the same words: a
 // decoding error for the first line at fault, and the chain's problems only when every line
 // decodes. Lines and decoded records are held a batch or two at a time, not the whole file's
 // (at 100k units, gigabytes). It stops reading at the first line at fault.
 func readAuditFrom(r io.Reader, body *Body, keySHA []byte) auditRead {
-	br := bufio.NewReaderSize(r, 1<<20)
+	lr := &lineReader{r: r}
 	batches := make(chan auditBatch, 1)
 	done := make(chan auditRead, 1)
 	go func() {
@@ -76,7 +172,7 @@ func readAuditFrom(r io.Reader, body *Body, keySHA []byte) auditRead {
 	hint := 0
 	for first, eof := 0, false; !eof && decodeErr == nil; {
 		var lines [][]byte
-		if lines, eof, decodeErr = readLines(br, auditReadBatch, hint); decodeErr != nil {
+		if lines, eof, decodeErr = lr.next(auditReadBatch, hint); decodeErr != nil {
 			decodeErr = fmt.Errorf("%s: %w", AuditFile, decodeErr)
 			break
 		}
@@ -101,32 +197,54 @@ func readAuditFrom(r io.Reader, body *Body, keySHA []byte) auditRead {
 	return out
 }
 
-// readLines reads up to n lines from br into one new buffer of at least hint bytes, without
-// their newlines (auditLines' lines: the last line may lack one); eof says br is at its end.
-func readLines(br *bufio.Reader, n, hint int) (lines [][]byte, eof bool, err error) {
-	buf := make([]byte, 0, hint)
-	var ends []int
-	start := 0 // where the current line starts in buf
+// lineReader reads audit.jsonl a batch of lines at a time, each batch into one new buffer
+// read into from the file directly (not copied from another buffer).
+type lineReader struct {
+	r    io.Reader
+	rest []byte // read past the end of the last batch
+	eof  bool   // r is at its end
+}
+
+// lineRead is the most lineReader reads at once: what it read past a batch's end is copied to
+// the next batch.
+const lineRead = 256 << 10
+
+// next reads up to n lines into one new buffer of at least hint bytes, without their newlines
+// (auditLines' lines: the last line may lack one); eof says the file is at its end.
+func (lr *lineReader) next(n, hint int) (lines [][]byte, eof bool, err error) {
+	// Room for a batch a little longer than the last: growing the buffer copies it.
+	buf := make([]byte, 0, max(hint+hint/8, len(lr.rest)+lineRead))
+	buf = append(buf, lr.rest...)
+	lr.rest = nil
+	ends := make([]int, 0, min(n, 1<<16))
+	start, scan := 0, 0 // where the current line starts; where its newline is looked for
 	for len(ends) < n {
-		chunk, err := br.ReadSlice('\n')
-		buf = append(buf, chunk...)
-		switch {
-		case err == nil:
-			ends = append(ends, len(buf)-1)
-			start = len(buf)
+		if i := bytes.IndexByte(buf[scan:], '\n'); i >= 0 {
+			ends = append(ends, scan+i)
+			start, scan = scan+i+1, scan+i+1
 			continue
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF):
+		}
+		scan = len(buf)
+		if lr.eof {
 			if len(buf) > start {
 				ends = append(ends, len(buf))
+				start = len(buf)
 			}
-			eof = true
-		default:
+			break
+		}
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, max(lineRead, len(buf)))
+		}
+		m, err := lr.r.Read(buf[len(buf):min(cap(buf), len(buf)+lineRead)])
+		buf = buf[:len(buf)+m]
+		switch {
+		case errors.Is(err, io.EOF):
+			lr.eof = true
+		case err != nil:
 			return nil, false, err
 		}
-		break
 	}
+	lr.rest = bytes.Clone(buf[start:])
 	lines = make([][]byte, len(ends))
 	start = 0
 	for i, e := range ends {
@@ -134,7 +252,7 @@ func readLines(br *bufio.Reader, n, hint int) (lines [][]byte, eof bool, err err
 		lines[i] = buf[start:e:e]
 		start = e + 1
 	}
-	return lines, eof, nil
+	return lines, lr.eof && len(lr.rest) == 0, nil
 }
 
 // auditBatch is a batch of decoded lines of audit.jsonl.
@@ -144,10 +262,11 @@ type auditBatch struct {
 }
 
 // checkAuditBatches checks the records of audit.jsonl as they come, a batch at a time in
-// order, with checkChain's checks and words, and keeps each
-// record's fields but its writes and digests by serial.
+// order, with checkChain's checks and words, and takes the facts of each unit the manifest
+// names (unitFacts).
 func checkAuditBatches(batches <-chan auditBatch, body *Body, keySHA []byte) auditRead {
-	out := auditRead{bySerial: map[string][]*store.AuditEvent{}}
+	idx := unitIndex(body)
+	out := auditRead{units: make([]unitFacts, len(body.Units)), index: idx}
 	fail := func(format string, args ...any) {
 		out.chainProbs = append(out.chainProbs, fmt.Sprintf(format, args...))
 	}
@@ -185,24 +304,14 @@ func checkAuditBatches(batches <-chan auditBatch, body *Body, keySHA []byte) aud
 				broken = true
 			}
 		}
-		// The unit checks read no digest, and few of a unit's records: the batch can go.
+		// The unit checks read a few facts of a unit's records: the batch can go.
 		for i := range recs {
 			a := &recs[i]
 			if a.Serial == "" {
 				continue
 			}
-			trail := out.bySerial[a.Serial]
-			keep, at := unitRecord(trail, a)
-			if !keep {
-				continue
-			}
-			k := &store.AuditEvent{Seq: a.Seq, Time: a.Time, StationID: a.StationID, Principal: a.Principal,
-				Serial: a.Serial, Action: a.Action, Result: a.Result, ErrorCode: a.ErrorCode, Details: a.Details,
-				Fingerprints: a.Fingerprints, Encoding: a.Encoding}
-			if at >= 0 {
-				trail[at] = k
-			} else {
-				out.bySerial[a.Serial] = append(trail, k)
+			if u, ok := idx[a.Serial]; ok {
+				out.units[u].add(a)
 			}
 		}
 	}
@@ -243,12 +352,13 @@ func auditLines(data []byte) [][]byte {
 func decodeAuditLines(lines [][]byte, first int) ([]store.AuditEvent, error) {
 	recs := make([]store.AuditEvent, len(lines))
 	errs := make([]error, len(lines))
-	// A batch of lines at a time, their digests decoded into shared buffers.
+	// A batch of lines at a time, their digests decoded into shared buffers and their names
+	// shared.
 	const batch = 256
 	parallel((len(lines)+batch-1)/batch, runtime.GOMAXPROCS(0), func(b int) {
-		var arena []byte
+		var sc auditScratch
 		for i := b * batch; i < min(len(lines), (b+1)*batch); i++ {
-			errs[i] = decodeAuditLineIn(lines[i], &recs[i], &arena)
+			errs[i] = decodeAuditLineIn(lines[i], &recs[i], &sc)
 		}
 	})
 	for i, err := range errs {

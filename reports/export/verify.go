@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
@@ -122,17 +123,14 @@ func VerifyWith(path string, t Trust) *Report {
 		fail("bundle: %v", err)
 		return rep
 	}
-	raw, err := src.ReadFile(ManifestFile)
+	body, err := readManifest(src, stationKey)
 	if err != nil {
 		src.Close()
 		fail("%s: %v", ManifestFile, err)
 		return rep
 	}
-	body, err := openManifest(raw, stationKey)
-	if err != nil {
-		src.Close()
-		fail("%s: %v", ManifestFile, err)
-		return rep
+	if a, ok := src.(*archiveBundle); ok {
+		a.rekey(body)
 	}
 	keySHA, keyErr := store.KeySHA256(stationKey)
 	// The chain is checked as audit.jsonl is read, as a stream, and decoded, a batch of records
@@ -155,9 +153,8 @@ func VerifyWith(path string, t Trust) *Report {
 	if audit.decodeErr != nil {
 		fail("%v", audit.decodeErr)
 	}
-	summary := readSummary(files.get(SummaryFile), fail)
+	summary := readSummary(files, audit.index, len(body.Units), fail)
 	revocations := readRevocations(files.get(RevocationFile), fail)
-	bySerial := audit.bySerial
 	rep.Units = make([]UnitReport, len(body.Units))
 	cache := &certCache{roots: roots, ekRoots: t.EKRoots}
 	if audit.decodeErr == nil && audit.chainOK {
@@ -165,7 +162,7 @@ func VerifyWith(path string, t Trust) *Report {
 			u := body.Units[i]
 			ur := UnitReport{Serial: u.Serial}
 			var tr *traveler.Record
-			ur.Problems, tr = checkUnit(u, files.get, bySerial[u.Serial], summary[u.Serial], cache)
+			ur.Problems, tr = checkUnit(u, files.get, audit.unit(u.Serial), summary[audit.index[u.Serial]], cache)
 			if tr != nil {
 				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
@@ -184,13 +181,294 @@ func VerifyWith(path string, t Trust) *Report {
 	return rep
 }
 
+// readManifest reads manifest.json, checks its signature with pub and decodes its body, as
+// openManifest does. A manifest in the form the station writes is read as a stream
+// (streamManifest), never whole; any other, and any that does not verify, is read whole by
+// openManifest, which says why it fails in its words.
+func readManifest(src bundleSource, pub crypto.PublicKey) (*Body, error) {
+	if b := streamManifest(src, pub); b != nil {
+		return b, nil
+	}
+	raw, err := src.ReadFile(ManifestFile)
+	if err != nil {
+		return nil, err
+	}
+	return openManifest(raw, pub)
+}
+
+// streamManifest reads manifest.json twice as a stream: once to decode it, an element of the
+// units and files at a time, learning where its body lies, then to hash the body's compact
+// form (compactJSON) for the signature; both passes must read the same file. It returns the body only when openManifest returns the
+// same body: the manifest is one object of exactly the keys body and signature, the body one
+// object of Body's keys, each once and spelled as encoding/json writes them (elements are
+// decoded by encoding/json, unknown fields refused), nothing follows, the signature verifies
+// with pub, the schema is Schema and the audit key is pub. Otherwise nil.
+func streamManifest(src bundleSource, pub crypto.PublicKey) *Body {
+	// Each pass takes the SHA-256 of the whole file: a file that changed between them (what
+	// was decoded is not what was hashed) is read whole instead.
+	rc, err := src.Open(ManifestFile)
+	if err != nil {
+		return nil
+	}
+	whole1 := sha256.New()
+	tee := io.TeeReader(rc, whole1)
+	b, sig, from, to, err := decodeManifestStream(tee)
+	if err == nil {
+		_, err = io.Copy(io.Discard, tee)
+	}
+	rc.Close()
+	if err != nil {
+		return nil
+	}
+	rc, err = src.Open(ManifestFile)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	whole2 := sha256.New()
+	tee = io.TeeReader(rc, whole2)
+	h := sha256.New()
+	h.Write([]byte(signDomain))
+	if _, err := io.CopyN(io.Discard, tee, from); err != nil {
+		return nil
+	}
+	if err := compactJSON(h, bufio.NewReaderSize(io.LimitReader(tee, to-from), 64<<10)); err != nil {
+		return nil
+	}
+	if _, err := io.Copy(io.Discard, tee); err != nil || !bytes.Equal(whole1.Sum(nil), whole2.Sum(nil)) {
+		return nil
+	}
+	d := h.Sum(nil)
+	ok := false
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		ok = ecdsa.VerifyASN1(k, d, sig)
+	case *rsa.PublicKey:
+		ok = rsa.VerifyPKCS1v15(k, crypto.SHA256, d, sig) == nil
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(k, d, sig)
+	}
+	if !ok || b.Schema != Schema {
+		return nil
+	}
+	if der, err := x509.MarshalPKIXPublicKey(pub); err != nil || !bytes.Equal(der, b.AuditPublicKey) {
+		return nil
+	}
+	return b
+}
+
+// errManifestForm says a manifest is not in the form streamManifest reads.
+var errManifestForm = errors.New("not the station's manifest form")
+
+// decodeManifestStream decodes manifest.json from r (see streamManifest): the body, the
+// signature, and where the body's value lies in r: bytes from to to, what precedes the value
+// (the separator after its key) included.
+func decodeManifestStream(r io.Reader) (b *Body, sig []byte, from, to int64, err error) {
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 64<<10))
+	dec.DisallowUnknownFields()
+	delim := func(want json.Delim) error {
+		if t, err := dec.Token(); err != nil || t != want {
+			return errManifestForm
+		}
+		return nil
+	}
+	if err := delim('{'); err != nil {
+		return nil, nil, 0, 0, err
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		key, _ := t.(string)
+		if err != nil || seen[key] {
+			return nil, nil, 0, 0, errManifestForm
+		}
+		seen[key] = true
+		switch key {
+		case "body":
+			from = dec.InputOffset()
+			if b, err = decodeBodyStream(dec); err != nil {
+				return nil, nil, 0, 0, err
+			}
+			to = dec.InputOffset()
+		case "signature":
+			if err := dec.Decode(&sig); err != nil {
+				return nil, nil, 0, 0, errManifestForm
+			}
+		default:
+			return nil, nil, 0, 0, errManifestForm
+		}
+	}
+	if err := delim('}'); err != nil || b == nil || !seen["signature"] {
+		return nil, nil, 0, 0, errManifestForm
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, nil, 0, 0, errManifestForm
+	}
+	return b, sig, from, to, nil
+}
+
+// decodeBodyStream decodes a manifest's body from dec, an element of its units and files at a
+// time.
+func decodeBodyStream(dec *json.Decoder) (*Body, error) {
+	var b Body
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errManifestForm
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		key, _ := t.(string)
+		if err != nil || seen[key] {
+			return nil, errManifestForm
+		}
+		seen[key] = true
+		var v any
+		switch key {
+		case "schema":
+			v = &b.Schema
+		case "station_id":
+			v = &b.StationID
+		case "software_version":
+			v = &b.SoftwareVersion
+		case "created_at":
+			v = &b.CreatedAt
+		case "selection":
+			v = &b.Selection
+		case "audit_public_key":
+			v = &b.AuditPublicKey
+		case "audit":
+			v = &b.Audit
+		case "units":
+			if b.Units, err = decodeArrayStream[Unit](dec, nil); err != nil {
+				return nil, err
+			}
+			continue
+		case "files":
+			// The station lists each unit's files in the order of the units' names of them:
+			// a listed path that is the next of those shares its string.
+			next := unitPaths(b.Units)
+			want, more := next()
+			if b.Files, err = decodeArrayStream(dec, func(f *File) {
+				if more && f.Path == want {
+					f.Path = want
+					want, more = next()
+				}
+			}); err != nil {
+				return nil, err
+			}
+			continue
+		default:
+			return nil, errManifestForm
+		}
+		if err := dec.Decode(v); err != nil {
+			return nil, errManifestForm
+		}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return nil, errManifestForm
+	}
+	return &b, nil
+}
+
+// unitPaths returns a function that returns, each time it is called, the next of the paths
+// units name (each unit's traveler, certificates and EK certificate), and false after the
+// last.
+func unitPaths(units []Unit) func() (string, bool) {
+	u, k := 0, 0 // units[u]'s k-th path is next
+	return func() (string, bool) {
+		for ; u < len(units); u, k = u+1, 0 {
+			x := &units[u]
+			n := 1 + len(x.Certificates)
+			switch {
+			case k == 0:
+				k++
+				return x.Traveler, true
+			case k < n:
+				k++
+				return x.Certificates[k-2], true
+			case k == n && x.EKCertificate != "":
+				k++
+				return x.EKCertificate, true
+			}
+		}
+		return "", false
+	}
+}
+
+// decodeArrayStream decodes a JSON array (or null) from dec an element at a time, as
+// encoding/json decodes it into a slice, calling each (when set) with each element decoded.
+func decodeArrayStream[T any](dec *json.Decoder, each func(*T)) ([]T, error) {
+	t, err := dec.Token()
+	switch {
+	case err != nil:
+		return nil, errManifestForm
+	case t == nil:
+		return nil, nil
+	case t != json.Delim('['):
+		return nil, errManifestForm
+	}
+	out := []T{}
+	for dec.More() {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return nil, errManifestForm
+		}
+		if each != nil {
+			each(&v)
+		}
+		out = append(out, v)
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim(']') {
+		return nil, errManifestForm
+	}
+	return out, nil
+}
+
+// compactJSON writes to w what json.Compact writes of the JSON value r holds, r being what
+// follows a key in an object (the separator before the value is left out): the bytes but
+// whitespace outside strings. r must hold valid JSON (decodeManifestStream decoded it).
+func compactJSON(w io.Writer, r *bufio.Reader) error {
+	out := bufio.NewWriterSize(w, 64<<10)
+	inString, escaped, started := false, false, false
+	for {
+		c, err := r.ReadByte()
+		if errors.Is(err, io.EOF) {
+			return out.Flush()
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			continue
+		case !started && c == ':':
+			continue
+		case c == '"':
+			inString = true
+		}
+		started = true
+		if err := out.WriteByte(c); err != nil {
+			return err
+		}
+	}
+}
+
 // bundleSource is where Verify reads a bundle's files.
 type bundleSource interface {
 	ReadFile(name string) ([]byte, error)
 	// Open opens a file to be read as a stream (audit.jsonl, too large to hold).
 	Open(name string) (io.ReadCloser, error)
-	// Others lists the files present that are not in listed.
-	Others(listed map[string]bool) []string
+	// Others lists the files present that are not listed.
+	Others(listed func(name string) bool) []string
 	Close() error
 }
 
@@ -233,14 +511,14 @@ func (d *dirBundle) Open(name string) (io.ReadCloser, error) {
 	return d.root.Open(filepath.FromSlash(name))
 }
 
-func (d *dirBundle) Others(listed map[string]bool) []string {
+func (d *dirBundle) Others(listed func(string) bool) []string {
 	var out []string
 	_ = filepath.WalkDir(d.dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(d.dir, p)
-		if !listed[filepath.ToSlash(rel)] {
+		if !listed(filepath.ToSlash(rel)) {
 			out = append(out, filepath.ToSlash(rel))
 		}
 		return nil
@@ -278,10 +556,27 @@ func (a *archiveBundle) Open(name string) (io.ReadCloser, error) {
 	return io.NopCloser(io.NewSectionReader(a.f, e.off, e.size)), nil
 }
 
-func (a *archiveBundle) Others(listed map[string]bool) []string {
+// rekey keys the index of the files body lists by body's strings of their names, so that the
+// archive's copies of them (one a file) are let go.
+func (a *archiveBundle) rekey(body *Body) {
+	files := make(map[string]tarEntry, len(a.files))
+	for _, f := range body.Files {
+		if e, ok := a.files[f.Path]; ok {
+			files[f.Path] = e
+		}
+	}
+	for name, e := range a.files {
+		if _, ok := files[name]; !ok {
+			files[name] = e
+		}
+	}
+	a.files = files
+}
+
+func (a *archiveBundle) Others(listed func(string) bool) []string {
 	var out []string
 	for name := range a.files {
-		if !listed[name] {
+		if !listed(name) {
 			out = append(out, name)
 		}
 	}
@@ -338,66 +633,146 @@ func (c *byteCount) Write(p []byte) (int, error) {
 
 // bundleFiles reads the files the manifest lists, each when a check needs it (a unit's files
 // when the unit is checked), hashing each the first time it is read; finish reads and hashes
-// those no check read. A file's bytes are held only while they are checked, not the bundle's.
-// It is safe for concurrent use.
+// those no check read. A file's bytes are held only while they are checked, not the bundle's,
+// and of each listed file a few words. It is safe for concurrent use.
 type bundleFiles struct {
 	src  bundleSource
 	body *Body
-	// places maps each listed local path but audit.jsonl's to its places in the listing.
-	places map[string][]int
-	mu     sync.Mutex
-	reads  []fileRead // by place in the listing, without the bytes
-	done   []bool     // reads[i] is known
+	// first maps each listed local path but audit.jsonl's to its first place in the listing;
+	// more holds the further places of a path listed more than once.
+	first map[string]int
+	more  map[string][]int
+	// other holds the listed paths first does not.
+	other map[string]bool
+	mu    sync.Mutex
+	reads []fileCheck   // by place in the listing
+	errs  map[int]error // by place: the files that did not read
+}
+
+// fileCheck is what reading a listed file found: its hash and size, or (failed) an error.
+type fileCheck struct {
+	sum          [sha256.Size]byte
+	size         int64
+	done, failed bool
 }
 
 // newBundleFiles reads the files src holds as body lists them; audit is how readAuditFile
 // read audit.jsonl (nil when the manifest does not list it).
 func newBundleFiles(src bundleSource, body *Body, audit *fileRead) *bundleFiles {
-	b := &bundleFiles{src: src, body: body, places: map[string][]int{},
-		reads: make([]fileRead, len(body.Files)), done: make([]bool, len(body.Files))}
+	b := &bundleFiles{src: src, body: body, first: make(map[string]int, len(body.Files)), more: map[string][]int{},
+		other: map[string]bool{}, reads: make([]fileCheck, len(body.Files)), errs: map[int]error{}}
 	for i, f := range body.Files {
 		switch {
 		case f.Path == AuditFile && audit != nil:
-			b.reads[i], b.done[i] = *audit, true
+			b.set(i, audit)
+			b.other[f.Path] = true
 		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
-			b.done[i] = true // reported as leaving the bundle, never read
+			b.reads[i].done = true // reported as leaving the bundle, never read
+			b.other[f.Path] = true
 		default:
-			b.places[f.Path] = append(b.places[f.Path], i)
+			if _, ok := b.first[f.Path]; ok {
+				b.more[f.Path] = append(b.more[f.Path], i)
+			} else {
+				b.first[f.Path] = i
+			}
 		}
 	}
 	return b
+}
+
+// listed says the manifest lists name.
+func (b *bundleFiles) listed(name string) bool {
+	_, ok := b.first[name]
+	return ok || b.other[name]
+}
+
+// set records r at place i, unless a read is recorded there.
+func (b *bundleFiles) set(i int, r *fileRead) {
+	c := &b.reads[i]
+	if c.done {
+		return
+	}
+	*c = fileCheck{sum: r.sum, size: int64(r.size), done: true, failed: r.err != nil}
+	if r.err != nil {
+		b.errs[i] = r.err
+	}
+}
+
+// record records r at each place in the listing of name, a path in first, that has none.
+func (b *bundleFiles) record(name string, r *fileRead) {
+	i := b.first[name]
+	b.mu.Lock()
+	b.set(i, r)
+	for _, j := range b.more[name] {
+		b.set(j, r)
+	}
+	b.mu.Unlock()
 }
 
 // get returns the bytes of the listed file name (even when its hash is not the manifest's),
 // nil when it is not listed or does not read. The first read of a file is what its hash check
 // reports.
 func (b *bundleFiles) get(name string) []byte {
-	places, ok := b.places[name]
-	if !ok {
+	if _, ok := b.first[name]; !ok {
 		return nil
 	}
 	var r fileRead
 	if r.data, r.err = b.src.ReadFile(name); r.err == nil {
 		r.sum, r.size = sha256.Sum256(r.data), len(r.data)
 	}
-	b.mu.Lock()
-	for _, i := range places {
-		if !b.done[i] {
-			b.reads[i], b.done[i] = fileRead{size: r.size, err: r.err, sum: r.sum}, true
-		}
-	}
-	b.mu.Unlock()
+	b.record(name, &r)
 	if r.err != nil {
 		return nil
 	}
 	return r.data
 }
 
+// stream reads the listed file name as a stream through read, hashing it on the way as get
+// does (the rest of it, when read stops early, too), so that a large file is never held. It
+// returns false, without calling read, when name is not listed or does not open, and false
+// when the file does not read to its end.
+func (b *bundleFiles) stream(name string, read func(r io.Reader)) bool {
+	if _, ok := b.first[name]; !ok {
+		return false
+	}
+	var r fileRead
+	rc, err := b.src.Open(name)
+	if err == nil {
+		h := sha256.New()
+		var n byteCount
+		src := &errReader{r: rc}
+		tee := io.TeeReader(src, io.MultiWriter(h, &n))
+		read(tee)
+		_, _ = io.Copy(io.Discard, tee)
+		rc.Close()
+		r.err, r.size = src.err, int(n)
+		h.Sum(r.sum[:0])
+	} else {
+		r.err = err
+	}
+	b.record(name, &r)
+	return r.err == nil
+}
+
+// errReader remembers the first error but io.EOF its reader returned.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
 // finish reads and hashes, on every core, every listed file no check read.
 func (b *bundleFiles) finish() {
 	var names []string
 	for i, f := range b.body.Files {
-		if !b.done[i] && (len(names) == 0 || names[len(names)-1] != f.Path) {
+		if !b.reads[i].done && (len(names) == 0 || names[len(names)-1] != f.Path) {
 			names = append(names, f.Path)
 		}
 	}
@@ -410,43 +785,72 @@ func (b *bundleFiles) finish() {
 func (b *bundleFiles) problems() []string {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
-	listed := map[string]bool{ManifestFile: true}
 	for i, f := range b.body.Files {
-		listed[f.Path] = true
 		r := &b.reads[i]
 		switch {
 		case !filepath.IsLocal(filepath.FromSlash(f.Path)):
 			fail("%s: listed path %q leaves the bundle", ManifestFile, f.Path)
-		case r.err != nil:
-			fail("%s: %v", f.Path, r.err)
-		case hex.EncodeToString(r.sum[:]) != f.SHA256 || r.size != f.Size:
+		case r.failed:
+			fail("%s: %v", f.Path, b.errs[i])
+		case hex.EncodeToString(r.sum[:]) != f.SHA256 || r.size != int64(f.Size):
 			// The checks that read the file name the record at fault too.
 			fail("%s: SHA-256 %x (%d bytes) is not the manifest's %s (%d bytes)", f.Path, r.sum, r.size, f.SHA256, f.Size)
 		}
 	}
-	for _, p := range b.src.Others(listed) {
+	for _, p := range b.src.Others(func(name string) bool { return name == ManifestFile || b.listed(name) }) {
 		fail("%s: not listed in the manifest", p)
 	}
 	return probs
 }
 
-// readSummary maps serial -> column -> value.
-func readSummary(data []byte, fail func(string, ...any)) map[string]map[string]string {
-	out := map[string]map[string]string{}
-	if data == nil {
-		return out
-	}
-	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
-	if err != nil || len(rows) == 0 || !slices.Equal(rows[0], summaryHeader) {
-		fail("%s: not the expected table (%v)", SummaryFile, err)
-		return out
-	}
-	for _, row := range rows[1:] {
-		m := map[string]string{}
-		for i, h := range rows[0] {
-			m[h] = row[i]
+// summaryRow is what the unit checks read of a unit's row of summary.csv.
+type summaryRow struct {
+	result, idevidSHA256, ldevidSHA256 string
+}
+
+// readSummary reads summary.csv as a stream (files.stream), keeping of each unit the manifest
+// names (index: unitIndex) the columns checkUnit reads, in the manifest's order (nil: no row).
+// A file that is not the expected table is reported through fail and gives no rows; one that is
+// not listed or does not read gives no rows (bundleFiles reports it).
+func readSummary(files *bundleFiles, index map[string]int, units int, fail func(string, ...any)) []*summaryRow {
+	out := make([]*summaryRow, units)
+	var tableErr error
+	bad := false
+	read := files.stream(SummaryFile, func(r io.Reader) {
+		cr := csv.NewReader(r)
+		cr.ReuseRecord = true
+		header, err := cr.Read()
+		if err != nil || !slices.Equal(header, summaryHeader) {
+			if errors.Is(err, io.EOF) {
+				err = nil // no rows: the table is empty
+			}
+			tableErr, bad = err, true
+			return
 		}
-		out[m["serial"]] = m
+		col := func(name string) int { return slices.Index(summaryHeader, name) }
+		serial, result, idevid, ldevid := col("serial"), col("result"), col("idevid_sha256"), col("ldevid_sha256")
+		for {
+			row, err := cr.Read()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				tableErr, bad = err, true
+				return
+			}
+			if i, ok := index[row[serial]]; ok {
+				// Cloned: csv.Reader's fields share one string, the whole line.
+				out[i] = &summaryRow{result: internStatus(row[result]), idevidSHA256: strings.Clone(row[idevid]),
+					ldevidSHA256: strings.Clone(row[ldevid])}
+			}
+		}
+	})
+	switch {
+	case !read:
+		return make([]*summaryRow, units)
+	case bad:
+		fail("%s: not the expected table (%v)", SummaryFile, tableErr)
+		return make([]*summaryRow, units)
 	}
 	return out
 }
@@ -480,9 +884,9 @@ func checkRevocations(u Unit, tr *traveler.Record, rows [][]string) []string {
 	return nil
 }
 
-// checkUnit checks one unit's traveler and certificates against its audit records (trail, as
-// unitRecord keeps them). It returns the traveler, unless it does not decode.
-func checkUnit(u Unit, file func(name string) []byte, trail []*store.AuditEvent, row map[string]string, cache *certCache) ([]string, *traveler.Record) {
+// checkUnit checks one unit's traveler and certificates against the facts of its audit records.
+// It returns the traveler, unless it does not decode.
+func checkUnit(u Unit, file func(name string) []byte, facts *unitFacts, row *summaryRow, cache *certCache) ([]string, *traveler.Record) {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	data := file(u.Traveler)
@@ -498,36 +902,24 @@ func checkUnit(u Unit, file func(name string) []byte, trail []*store.AuditEvent,
 	if tr.Serial != u.Serial {
 		fail("%s: serial %q, the manifest names %q", u.Traveler, tr.Serial, u.Serial)
 	}
-	if len(trail) == 0 {
+	if !facts.seen {
 		fail("%s: no audit records of the unit", AuditFile)
 		return probs, &tr
 	}
 	// The final status is the last unit update's.
-	var status *store.AuditEvent
-	for _, a := range trail {
-		if a.Action == store.EventUnitUpdated && a.Result == store.ResultOK {
-			status = a
-		}
-	}
 	switch {
-	case status == nil:
+	case !facts.hasStatus:
 		fail("%s: no status update of the unit", AuditFile)
-	case status.Details["status"] != tr.Result:
-		fail("%s: result %q, %s record %d says %q", u.Traveler, tr.Result, AuditFile, status.Seq, status.Details["status"])
+	case facts.status != tr.Result:
+		fail("%s: result %q, %s record %d says %q", u.Traveler, tr.Result, AuditFile, facts.statusSeq, facts.status)
 	}
 	if row == nil {
 		fail("%s: no row for the unit", SummaryFile)
-	} else if row["result"] != tr.Result || row["idevid_sha256"] != certSHA(tr.IDevID) || row["ldevid_sha256"] != certSHA(tr.LDevID) {
+	} else if row.result != tr.Result || row.idevidSHA256 != certSHA(tr.IDevID) || row.ldevidSHA256 != certSHA(tr.LDevID) {
 		fail("%s: the unit's row disagrees with %s (result, certificates)", SummaryFile, u.Traveler)
 	}
-	recorded := map[string]*store.AuditEvent{}
-	for _, a := range trail {
-		if a.Action == store.EventCertRecorded && len(a.Fingerprints) == 1 {
-			recorded[a.Fingerprints[0]] = a
-		}
-	}
 	for _, c := range tr.Certificates {
-		if a := recorded[c.SHA256]; a == nil || a.Details["role"] != c.Role {
+		if a := facts.cert(c.SHA256); a == nil || a.role != c.Role {
 			fail("%s: certificate %s %s is not recorded for the unit in %s", u.Traveler, c.Role, c.SHA256, AuditFile)
 		}
 	}
@@ -535,9 +927,9 @@ func checkUnit(u Unit, file func(name string) []byte, trail []*store.AuditEvent,
 		fail("%s: %d certificate files, the traveler lists %d certificates", ManifestFile, len(u.Certificates), len(tr.Certificates))
 	}
 	for _, p := range u.Certificates {
-		probs = append(probs, checkCert(p, file(p), &tr, recorded, cache)...)
+		probs = append(probs, checkCert(p, file(p), &tr, facts, cache)...)
 	}
-	probs = append(probs, checkEK(u, file(u.EKCertificate), &tr, trail, cache.ekRoots)...)
+	probs = append(probs, checkEK(u, file(u.EKCertificate), &tr, facts, cache.ekRoots)...)
 	return probs, &tr
 }
 
@@ -573,7 +965,7 @@ func certSHA(c *traveler.Certificate) string {
 }
 
 // checkCert checks one certificate file: the certificate, then its chain.
-func checkCert(name string, data []byte, tr *traveler.Record, recorded map[string]*store.AuditEvent, cache *certCache) []string {
+func checkCert(name string, data []byte, tr *traveler.Record, facts *unitFacts, cache *certCache) []string {
 	var probs []string
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
 	if data == nil {
@@ -608,17 +1000,17 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 	leaf := certs[0]
 	h := sha256.Sum256(leaf.Raw)
 	sha := hex.EncodeToString(h[:])
-	a := recorded[sha]
+	a := facts.cert(sha)
 	if a == nil {
 		fail("certificate %s is not recorded for %s in %s", sha, tr.Serial, AuditFile)
 		return probs
 	}
-	role := a.Details["role"]
+	role := a.role
 	if want := strings.ToLower(role) + "-" + sha + ".pem"; filepath.Base(name) != want {
 		fail("file name is not %s", want)
 	}
-	if a.Details["serial_hex"] != "" && a.Details["serial_hex"] != leaf.SerialNumber.Text(16) {
-		fail("serial number %s, %s record %d says %s", leaf.SerialNumber.Text(16), AuditFile, a.Seq, a.Details["serial_hex"])
+	if a.serialHex != "" && a.serialHex != leaf.SerialNumber.Text(16) {
+		fail("serial number %s, %s record %d says %s", leaf.SerialNumber.Text(16), AuditFile, a.seq, a.serialHex)
 	}
 	// The traveler's certificate of the role, when it is this one, must be the same bytes.
 	var tc *traveler.Certificate
@@ -651,7 +1043,7 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 		}
 	}
 	// Checked at the time the station recorded it: a bundle stays verifiable after expiry.
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: cache.roots, Intermediates: inter, CurrentTime: a.Time,
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: cache.roots, Intermediates: inter, CurrentTime: a.time,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		fail("does not chain to the given roots: %v", err)
 	}
@@ -659,12 +1051,19 @@ func checkCert(name string, data []byte, tr *traveler.Record, recorded map[strin
 }
 
 // certCache parses each distinct chain certificate of a bundle once (every unit's files carry
-// the same few CA certificates) and remembers whether it is one of the trusted roots. It is
-// safe for concurrent use.
+// the same few CA certificates) and remembers whether it is one of the trusted roots. It holds
+// at most certCacheSize certificates, keyed by their SHA-256: a bundle whose units each have
+// CAs of their own starts it again when it is full, so that it does not grow with the lot
+// (the files of a unit are checked together, so its certificates are still found). It is safe
+// for concurrent use.
 type certCache struct {
 	roots, ekRoots *x509.CertPool
-	certs          sync.Map // string(DER) -> *cachedCert
+	mu             sync.Mutex
+	certs          map[[sha256.Size]byte]*cachedCert
 }
+
+// certCacheSize bounds the certificates a certCache holds.
+const certCacheSize = 1024
 
 type cachedCert struct {
 	once sync.Once
@@ -675,8 +1074,17 @@ type cachedCert struct {
 
 // chainCert returns der parsed and whether it is a trusted root.
 func (c *certCache) chainCert(der []byte) (*x509.Certificate, bool, error) {
-	v, _ := c.certs.LoadOrStore(string(der), &cachedCert{})
-	e := v.(*cachedCert)
+	key := sha256.Sum256(der)
+	c.mu.Lock()
+	e := c.certs[key]
+	if e == nil {
+		if c.certs == nil || len(c.certs) >= certCacheSize {
+			c.certs = make(map[[sha256.Size]byte]*cachedCert)
+		}
+		e = &cachedCert{}
+		c.certs[key] = e
+	}
+	c.mu.Unlock()
 	e.once.Do(func() {
 		e.cert, e.err = x509.ParseCertificate(der)
 		if e.err != nil || !bytes.Equal(e.cert.RawSubject, e.cert.RawIssuer) {
@@ -694,7 +1102,7 @@ func (c *certCache) chainCert(der []byte) (*x509.Certificate, bool, error) {
 // serial number, key fingerprint), its key is the one an audit record bound to the unit, and
 // with EK roots it chains to them through the chain the file carries, as the station checks an
 // EK certificate, at the time of the binding.
-func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent, ekRoots *x509.CertPool) []string {
+func checkEK(u Unit, data []byte, tr *traveler.Record, facts *unitFacts, ekRoots *x509.CertPool) []string {
 	var probs []string
 	name := u.EKCertificate
 	fail := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(name+": "+format, args...)) }
@@ -743,12 +1151,7 @@ func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent
 	case tr.EK.SHA256 != sha || tr.EK.Fingerprint != fp || tr.EK.SerialNumber != ek.SerialNumber.Text(16):
 		fail("certificate %s (key %s) is not %s's EK certificate %s (key %s)", sha, fp, u.Traveler, tr.EK.SHA256, tr.EK.Fingerprint)
 	}
-	var bound *store.AuditEvent
-	for _, a := range trail {
-		if a.Action == store.EventEKBound && a.Result == store.ResultOK && len(a.Fingerprints) == 1 && a.Fingerprints[0] == fp {
-			bound = a
-		}
-	}
+	bound := facts.ekBound(fp)
 	if bound == nil {
 		fail("the EK %s is not bound to %s in %s", fp, u.Serial, AuditFile)
 		return probs
@@ -766,7 +1169,7 @@ func checkEK(u Unit, data []byte, tr *traveler.Record, trail []*store.AuditEvent
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := ek.Verify(x509.VerifyOptions{Roots: ekRoots, Intermediates: inter, CurrentTime: bound.Time,
+	if _, err := ek.Verify(x509.VerifyOptions{Roots: ekRoots, Intermediates: inter, CurrentTime: bound.time,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		fail("does not chain to the given EK roots: %v", err)
 	}
