@@ -20,10 +20,6 @@ package export
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -128,11 +124,7 @@ func signManifest(b *Body, signer crypto.Signer) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding manifest: %w", err)
 	}
-	var opts crypto.SignerOpts = crypto.SHA256
-	if _, ok := signer.Public().(ed25519.PublicKey); ok {
-		opts = crypto.Hash(0)
-	}
-	sig, err := signer.Sign(rand.Reader, manifestDigest(body), opts)
+	sig, err := store.SignAudit(signer, manifestDigest(body))
 	if err != nil {
 		return nil, fmt.Errorf("signing manifest: %w", err)
 	}
@@ -251,17 +243,9 @@ func openManifest(data []byte, pub crypto.PublicKey) (*Body, error) {
 	if err := json.Compact(&compact, m.Body); err != nil {
 		return nil, fmt.Errorf("decoding the body: %w", err)
 	}
-	d := manifestDigest(compact.Bytes())
-	ok := false
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		ok = ecdsa.VerifyASN1(k, d, m.Signature)
-	case *rsa.PublicKey:
-		ok = rsa.VerifyPKCS1v15(k, crypto.SHA256, d, m.Signature) == nil
-	case ed25519.PublicKey:
-		ok = ed25519.Verify(k, d, m.Signature)
-	default:
-		return nil, fmt.Errorf("station key type %T not supported", pub)
+	ok, err := store.VerifyAuditSignature(pub, manifestDigest(compact.Bytes()), m.Signature)
+	if err != nil {
+		return nil, fmt.Errorf("station %w", err)
 	}
 	if !ok {
 		return nil, errors.New("signature does not verify with the station key")

@@ -238,17 +238,7 @@ func streamManifest(src bundleSource, pub crypto.PublicKey) *Body {
 	if _, err := io.Copy(io.Discard, tee); err != nil || !bytes.Equal(whole1.Sum(nil), whole2.Sum(nil)) {
 		return nil
 	}
-	d := h.Sum(nil)
-	ok := false
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		ok = ecdsa.VerifyASN1(k, d, sig)
-	case *rsa.PublicKey:
-		ok = rsa.VerifyPKCS1v15(k, crypto.SHA256, d, sig) == nil
-	case ed25519.PublicKey:
-		ok = ed25519.Verify(k, d, sig)
-	}
-	if !ok || b.Schema != Schema {
+	if ok, _ := store.VerifyAuditSignature(pub, h.Sum(nil), sig); !ok || b.Schema != Schema {
 		return nil
 	}
 	if der, err := x509.MarshalPKIXPublicKey(pub); err != nil || !bytes.Equal(der, b.AuditPublicKey) {

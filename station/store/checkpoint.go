@@ -75,17 +75,9 @@ func (c *Checkpoint) verify() error {
 	if err != nil {
 		return fmt.Errorf("checkpoint public key: %w", err)
 	}
-	d := signedDigest(c.StationID, c.Seq, c.Hash)
-	ok := false
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		ok = ecdsa.VerifyASN1(k, d, c.Signature)
-	case *rsa.PublicKey:
-		ok = rsa.VerifyPKCS1v15(k, crypto.SHA256, d, c.Signature) == nil
-	case ed25519.PublicKey:
-		ok = ed25519.Verify(k, d, c.Signature)
-	default:
-		return fmt.Errorf("checkpoint key type %T not supported", pub)
+	ok, err := VerifyAuditSignature(pub, signedDigest(c.StationID, c.Seq, c.Hash), c.Signature)
+	if err != nil {
+		return fmt.Errorf("checkpoint %w", err)
 	}
 	if !ok {
 		return errors.New("checkpoint signature does not verify")
@@ -141,16 +133,34 @@ func sign(signer crypto.Signer, c *Checkpoint) error {
 		return fmt.Errorf("audit public key: %w", err)
 	}
 	c.PublicKey = der
-	d := signedDigest(c.StationID, c.Seq, c.Hash)
-	// Ed25519 signs the digest as its message.
+	if c.Signature, err = SignAudit(signer, signedDigest(c.StationID, c.Seq, c.Hash)); err != nil {
+		return fmt.Errorf("signing audit checkpoint: %w", err)
+	}
+	return nil
+}
+
+// SignAudit signs d, a SHA-256 digest, with the station's audit key: what the checkpoints and
+// the QA export's manifest carry. Ed25519 signs the digest as its message.
+func SignAudit(signer crypto.Signer, d []byte) ([]byte, error) {
 	var opts crypto.SignerOpts = crypto.SHA256
 	if _, ok := signer.Public().(ed25519.PublicKey); ok {
 		opts = crypto.Hash(0)
 	}
-	if c.Signature, err = signer.Sign(rand.Reader, d, opts); err != nil {
-		return fmt.Errorf("signing audit checkpoint: %w", err)
+	return signer.Sign(rand.Reader, d, opts)
+}
+
+// VerifyAuditSignature reports whether sig is the signature SignAudit makes of d with the
+// audit key pub; an error names a key type the audit key cannot have.
+func VerifyAuditSignature(pub crypto.PublicKey, d, sig []byte) (bool, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return ecdsa.VerifyASN1(k, d, sig), nil
+	case *rsa.PublicKey:
+		return rsa.VerifyPKCS1v15(k, crypto.SHA256, d, sig) == nil, nil
+	case ed25519.PublicKey:
+		return ed25519.Verify(k, d, sig), nil
 	}
-	return nil
+	return false, fmt.Errorf("key type %T not supported", pub)
 }
 
 // CheckpointOptions make the store sign its chain head.
