@@ -3,10 +3,12 @@ package export
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"time"
 )
 
@@ -14,34 +16,40 @@ import (
 // ustar, or PAX for long names) of regular files only, manifest.json last. The archive is
 // written in one pass (no file created a unit) and read in one (Verify of a file).
 
-// TarWriter writes a bundle as one tar archive: a Sink of Write.
+// TarWriter writes a bundle as one tar archive: a StreamSink of Write.
 type TarWriter struct {
+	f     *os.File
+	base  int64       // f's offset when the archive began
+	out   countWriter // f, counting what reached it
 	buf   *bufio.Writer
 	tw    *tar.Writer
 	mtime time.Time
 }
 
-// NewTarWriter returns a TarWriter writing to w. Close ends the archive.
-func NewTarWriter(w io.Writer) *TarWriter {
-	buf := bufio.NewWriterSize(w, 1<<20)
-	return &TarWriter{buf: buf, tw: tar.NewWriter(buf), mtime: time.Now().UTC().Truncate(time.Second)}
+// NewTarWriter returns a TarWriter writing to f from its current offset. Close ends the
+// archive. A file streamed into the archive (Stream) needs f to take WriteAt there: a regular
+// file.
+func NewTarWriter(f *os.File) *TarWriter {
+	t := &TarWriter{f: f, out: countWriter{w: f}, mtime: time.Now().UTC().Truncate(time.Second)}
+	t.base, _ = f.Seek(0, io.SeekCurrent) // a pipe: Stream fails at WriteAt
+	t.buf = bufio.NewWriterSize(&t.out, 1<<20)
+	t.tw = tar.NewWriter(t.buf)
+	return t
 }
 
 // Put writes one file (0644: a bundle holds no secret).
 func (t *TarWriter) Put(name string, parts ...[]byte) error {
-	if err := checkName(name); err != nil {
-		return err
-	}
 	size := 0
 	for _, p := range parts {
 		size += len(p)
 	}
-	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(size), Mode: 0o644, ModTime: t.mtime}); err != nil {
-		return fmt.Errorf("export: archive: %w", err)
+	w, err := t.Create(name, int64(size))
+	if err != nil {
+		return err
 	}
 	for _, p := range parts {
-		if _, err := t.tw.Write(p); err != nil {
-			return fmt.Errorf("export: archive: %w", err)
+		if _, err := w.Write(p); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -53,10 +61,20 @@ func (t *TarWriter) Create(name string, size int64) (io.Writer, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: t.mtime}); err != nil {
+	if err := t.tw.WriteHeader(t.header(name, size)); err != nil {
 		return nil, fmt.Errorf("export: archive: %w", err)
 	}
 	return archiveFile{t.tw}, nil
+}
+
+// header is the tar header of a bundle file of size bytes: POSIX ustar (PAX for a long name),
+// GNU's numbers for a file of 8 GiB or more.
+func (t *TarWriter) header(name string, size int64) *tar.Header {
+	h := &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: t.mtime}
+	if size >= 1<<33 {
+		h.Format = tar.FormatGNU
+	}
+	return h
 }
 
 // archiveFile is a file Create began.
@@ -70,20 +88,91 @@ func (f archiveFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// PutStream writes one file of size bytes read from r: TarWriter is a StreamSink.
-func (t *TarWriter) PutStream(name string, size int64, r io.Reader) error {
-	w, err := t.Create(name, size)
+// Stream begins one file whose size is known once its bytes are written (0644) and returns
+// where they go; Close ends it. Until then no other file begins. The file's header is written
+// first with size 0 and rewritten in place by Close: a name of up to 100 bytes, so that the
+// header is one block whatever the size.
+func (t *TarWriter) Stream(name string) (io.WriteCloser, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	hdr, err := t.block(name, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.tw.Flush(); err != nil { // the file before, padded
+		return nil, fmt.Errorf("export: archive: %w", err)
+	}
+	s := &tarStream{t: t, name: name, off: t.base + t.out.n + int64(t.buf.Buffered())}
+	if _, err := t.buf.Write(hdr); err != nil {
+		return nil, fmt.Errorf("export: archive: %w", err)
+	}
+	return s, nil
+}
+
+// block is the one-block header of a streamed file.
+func (t *TarWriter) block(name string, size int64) ([]byte, error) {
+	var b bytes.Buffer
+	h := t.header(name, size)
+	if h.Format == tar.FormatUnknown {
+		h.Format = tar.FormatUSTAR
+	}
+	if err := tar.NewWriter(&b).WriteHeader(h); err != nil {
+		return nil, fmt.Errorf("export: archive: %s: %w", name, err)
+	}
+	if b.Len() != blockSize {
+		return nil, fmt.Errorf("export: archive: %s: the name is too long to stream", name)
+	}
+	return b.Bytes(), nil
+}
+
+// blockSize is a tar block's size.
+const blockSize = 512
+
+// tarStream is a file Stream began.
+type tarStream struct {
+	t      *TarWriter
+	name   string
+	off, n int64 // where its header is in f; how many bytes it holds
+}
+
+func (s *tarStream) Write(p []byte) (int, error) {
+	n, err := s.t.buf.Write(p)
+	s.n += int64(n)
+	if err != nil {
+		err = fmt.Errorf("export: archive: %w", err)
+	}
+	return n, err
+}
+
+// Close pads the file to a block and writes its header with its size.
+func (s *tarStream) Close() error {
+	hdr, err := s.t.block(s.name, s.n)
 	if err != nil {
 		return err
 	}
-	n, err := io.CopyBuffer(w, r, make([]byte, 256<<10))
-	if err != nil {
-		return err
+	if _, err := s.t.buf.Write(make([]byte, -s.n&(blockSize-1))); err != nil {
+		return fmt.Errorf("export: archive: %w", err)
 	}
-	if n != size {
-		return fmt.Errorf("export: archive: %s: %d bytes, want %d", name, n, size)
+	if err := s.t.buf.Flush(); err != nil {
+		return fmt.Errorf("export: archive: %w", err)
+	}
+	if _, err := s.t.f.WriteAt(hdr, s.off); err != nil {
+		return fmt.Errorf("export: archive: %s: %w", s.name, err)
 	}
 	return nil
+}
+
+// countWriter counts what it writes to w.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Close writes the end of the archive and flushes it; it does not close the writer beneath.

@@ -92,20 +92,26 @@ func (b *Bundle) Put(name string, parts ...[]byte) error {
 
 // Sink receives a bundle's files one at a time as Write builds them, manifest.json last: a
 // Bundle in memory, an archive (TarWriter) or the station API's stream. A file comes as its
-// parts in order (audit.jsonl in several, to spare a copy of the largest file); they are not
-// used again once Put returns.
+// parts in order; they are not used again once Put returns.
 type Sink interface {
 	Put(name string, parts ...[]byte) error
 }
 
-// Options are the station facts the manifest states, and where Write spills.
+// StreamSink is a Sink that also takes a file whose size is known only once its bytes are
+// written: Write streams audit.jsonl (about 35 KB a unit) into it as the records are encoded,
+// so that neither holds the largest file. A Sink that is not a StreamSink gets audit.jsonl
+// whole.
+type StreamSink interface {
+	Sink
+	// Stream begins file name and returns where its bytes go; Close ends it. No other file
+	// begins before.
+	Stream(name string) (io.WriteCloser, error)
+}
+
+// Options are the station facts the manifest states.
 type Options struct {
 	// Version is the station's software version.
 	Version string
-	// TempDir is the folder where Write spills audit.jsonl while it builds the bundle: a
-	// temporary file of mode 0600, about 35 KB a unit, removed before Write returns. Empty:
-	// os.TempDir().
-	TempDir string
 }
 
 // unitScan is what one pass over the audit chain learns of a unit.
@@ -130,16 +136,15 @@ func Build(ctx context.Context, st *store.Store, sel Selection, opts Options) (*
 // to the sink.
 const unitBatch = 256
 
-// Write builds the bundle of sel from st and hands its files to sink as they are built: each
-// unit's traveler and certificates, then audit.jsonl, summary.csv, revocation_candidates.csv
-// and manifest.json. It first signs the chain head (a checkpoint), so that every exported
-// record is covered by a checkpoint; it needs the store's audit key. audit.jsonl is spilled
-// to a temporary file in opts.TempDir while the units are built, then handed to the sink from
-// there (as a stream to a StreamSink): of it Write holds only the segments being encoded (some
-// tens of megabytes a core), and of the rest a batch of units, the manifest's listing and the
-// tables (some hundreds of bytes a unit). A unit that changes while Write runs may get a
-// traveler newer than the exported records, which Verify then reports: export units that have
-// ended. It returns what the manifest states.
+// Write builds the bundle of sel from st and hands its files to sink as they are built:
+// audit.jsonl, each unit's traveler and certificates, then summary.csv,
+// revocation_candidates.csv and manifest.json. It first signs the chain head (a checkpoint),
+// so that every exported record is covered by a checkpoint; it needs the store's audit key.
+// audit.jsonl goes to a StreamSink as its records are encoded: of it Write holds only the
+// segments being encoded (some tens of megabytes a core), and of the rest a batch of units,
+// the manifest's listing and the tables (some hundreds of bytes a unit). A unit that changes
+// while Write runs may get a traveler newer than the exported records, which Verify then
+// reports: export units that have ended. It returns what the manifest states.
 func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, sink Sink) (*Body, error) {
 	if err := sel.check(); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
@@ -190,42 +195,22 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 		}
 		return nil
 	}
-	// audit.jsonl, most of the bundle (about 35 KB a unit), is spilled to a temporary file
-	// while the units are built, then handed to the sink from there: no more of it is held
-	// in memory than the segments being encoded.
-	spill, err := newSpill(opts.TempDir)
-	if err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	var building sync.WaitGroup
+	defer building.Wait() // on every path: no unit is read once Write returns
+	defer cancel()
+	if body.Audit, err = putAudit(ctx, st, start, end, sink, body); err != nil {
 		return nil, err
 	}
-	defer spill.remove()
-	ctx, cancel := context.WithCancel(ctx)
-	type auditFile struct {
-		r      Range
-		listed File
-		err    error
-	}
-	auditDone := make(chan auditFile, 1)
-	var auditing sync.WaitGroup
-	// On every path: the writing to the spill file ends before the file is removed.
-	defer auditing.Wait()
-	defer cancel()
-	auditing.Add(1)
-	go func() {
-		defer auditing.Done()
-		var a auditFile
-		a.r, a.listed, a.err = writeAudit(ctx, st, start, end, spill.w)
-		if a.err == nil {
-			a.err = spill.flush()
-		}
-		auditDone <- a
-	}()
 	// The units are built a batch at a time while the batch before goes to the sink.
 	type batch struct {
 		parts []*unitPart
 		err   error
 	}
 	batches := make(chan batch, 1)
+	building.Add(1)
 	go func() {
+		defer building.Done()
 		defer close(batches)
 		wos := &workOrders{}
 		for i := 0; i < len(serials); i += unitBatch {
@@ -263,15 +248,6 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	a := <-auditDone
-	if a.err != nil {
-		return nil, a.err
-	}
-	body.Audit = a.r
-	body.Files = append(body.Files, a.listed)
-	if err := spill.putTo(sink, AuditFile, int64(a.listed.Size)); err != nil {
-		return nil, fmt.Errorf("export: %s: %w", AuditFile, err)
-	}
 	for _, t := range []struct {
 		name string
 		w    *csv.Writer
@@ -294,6 +270,39 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	}
 	return body, nil
 }
+
+// putAudit writes audit.jsonl, the records start to end, to sink (as a stream to a
+// StreamSink, whole to another), lists it in body and returns the records' range.
+func putAudit(ctx context.Context, st *store.Store, start, end uint64, sink Sink, body *Body) (Range, error) {
+	var w io.WriteCloser
+	var buf *bytes.Buffer
+	if ss, ok := sink.(StreamSink); ok {
+		var err error
+		if w, err = ss.Stream(AuditFile); err != nil {
+			return Range{}, fmt.Errorf("export: %s: %w", AuditFile, err)
+		}
+	} else {
+		buf = &bytes.Buffer{}
+		w = nopCloser{buf}
+	}
+	r, listed, err := writeAudit(ctx, st, start, end, w)
+	if err != nil {
+		return r, err
+	}
+	if err = w.Close(); err == nil && buf != nil {
+		err = sink.Put(AuditFile, buf.Bytes())
+	}
+	if err != nil {
+		return r, fmt.Errorf("export: %s: %w", AuditFile, err)
+	}
+	body.Files = append(body.Files, listed)
+	return r, nil
+}
+
+// nopCloser is a WriteCloser whose Close does nothing.
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 func listFile(p string, parts ...[]byte) File {
 	h := sha256.New()

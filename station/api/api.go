@@ -89,9 +89,6 @@ type Config struct {
 	// ReportsDir is the station's reports folder (reports/reportdir) that GetReport serves;
 	// empty: GetReport answers Unimplemented.
 	ReportsDir string
-	// ExportTempDir is where ExportBundle spills an export's audit.jsonl (about 35 KB a unit)
-	// while it builds the bundle (export.Options.TempDir); empty: the system's temporary folder.
-	ExportTempDir string
 }
 
 // Server implements stationv1.StationServer. It is safe for concurrent use.

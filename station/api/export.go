@@ -27,7 +27,7 @@ func (s *Server) ExportBundle(req *stationv1.ExportBundleRequest, stream grpc.Se
 	if req.GetUntil() != nil {
 		sel.Until = req.GetUntil().AsTime()
 	}
-	_, err := export.Write(stream.Context(), s.cfg.Store, sel, export.Options{Version: s.cfg.Version, TempDir: s.cfg.ExportTempDir}, chunkSink{stream})
+	_, err := export.Write(stream.Context(), s.cfg.Store, sel, export.Options{Version: s.cfg.Version}, chunkSink{stream})
 	var sendErr *streamError
 	switch {
 	case errors.As(err, &sendErr):
@@ -83,24 +83,62 @@ func (c chunkSink) Put(name string, parts ...[]byte) error {
 	return nil
 }
 
-// PutStream sends a file read from r (audit.jsonl, from the file the export spilled it to) as
-// ExportChunks, a chunk at a time: chunkSink is an export.StreamSink.
-func (c chunkSink) PutStream(name string, size int64, r io.Reader) error {
-	sent := int64(0)
-	for first := true; first || sent < size; first = false {
-		// A new buffer a chunk: the message may still be read once Send returns.
-		data := make([]byte, min(exportChunk, size-sent))
-		if _, err := io.ReadFull(r, data); err != nil {
-			return fmt.Errorf("reading %s: %w", name, err)
+// Stream sends a file as it is written (audit.jsonl, as the export encodes it) as
+// ExportChunks of exportChunk bytes, the first announcing size -1 and the last (end) its
+// size: chunkSink is an export.StreamSink.
+func (c chunkSink) Stream(name string) (io.WriteCloser, error) {
+	return &chunkStream{c: c, name: name}, nil
+}
+
+// chunkStream is a file Stream began.
+type chunkStream struct {
+	c    chunkSink
+	name string
+	buf  []byte // the chunk being filled
+	sent int64  // bytes sent before buf
+}
+
+func (s *chunkStream) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if s.buf == nil {
+			// A new buffer a chunk: the message may still be read once Send returns.
+			s.buf = make([]byte, 0, exportChunk)
 		}
-		ch := &stationv1.ExportChunk{Path: name, Data: data}
-		if first {
-			ch.Size = size
+		k := copy(s.buf[len(s.buf):cap(s.buf)], p)
+		s.buf, p = s.buf[:len(s.buf)+k], p[k:]
+		if len(s.buf) == cap(s.buf) {
+			if err := s.send(); err != nil {
+				return n - len(p), err
+			}
 		}
-		if err := c.stream.Send(ch); err != nil {
-			return &streamError{err}
+	}
+	return n, nil
+}
+
+// send sends the chunk filled so far (an empty one when nothing was sent yet).
+func (s *chunkStream) send() error {
+	ch := &stationv1.ExportChunk{Path: s.name, Data: s.buf}
+	if s.sent == 0 {
+		ch.Size = -1
+	}
+	if err := s.c.stream.Send(ch); err != nil {
+		return &streamError{err}
+	}
+	s.sent += int64(len(s.buf))
+	s.buf = nil
+	return nil
+}
+
+// Close sends what is left and the end chunk with the file's size.
+func (s *chunkStream) Close() error {
+	if len(s.buf) > 0 || s.sent == 0 {
+		if err := s.send(); err != nil {
+			return err
 		}
-		sent += int64(len(data))
+	}
+	if err := s.c.stream.Send(&stationv1.ExportChunk{Path: s.name, Size: s.sent, End: true}); err != nil {
+		return &streamError{err}
 	}
 	return nil
 }

@@ -103,8 +103,8 @@ func receiveFolder(out string, stream chunkStream) (int, error) {
 
 // receiveArchive writes the bundle as one archive (export.TarWriter) into a temporary file
 // beside out, renamed to out once the whole bundle arrived. Each file goes into the archive
-// as its chunks come, under the size the station announced: none is held whole (audit.jsonl
-// is about 35 KB a unit).
+// as its chunks come, under the size the station announced (audit.jsonl, about 35 KB a unit,
+// streamed when the station announces none): none is held whole.
 func receiveArchive(out string, stream chunkStream) (int, error) {
 	f, err := os.CreateTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".*")
 	if err != nil {
@@ -113,7 +113,7 @@ func receiveArchive(out string, stream chunkStream) (int, error) {
 	defer os.Remove(f.Name())
 	defer f.Close()
 	tw := export.NewTarWriter(f)
-	files, err := receiveBundle(stream, archiveFiles{tw})
+	files, err := receiveBundle(stream, &archiveFiles{tw: tw})
 	if err != nil {
 		return files, err
 	}
@@ -134,20 +134,36 @@ func receiveArchive(out string, stream chunkStream) (int, error) {
 
 // bundleFiles is where receiveBundle writes the streamed files, one at a time.
 type bundleFiles interface {
-	// begin starts a file of size bytes (as the station announced it) and returns where its
-	// bytes go.
+	// begin starts a file of size bytes (as the station announced it; -1: not known until
+	// it ends) and returns where its bytes go.
 	begin(name string, size int64) (io.Writer, error)
 	// end ends the file begun last, once all its bytes came.
 	end() error
 }
 
 // archiveFiles writes the files into an archive.
-type archiveFiles struct{ tw *export.TarWriter }
-
-func (a archiveFiles) begin(name string, size int64) (io.Writer, error) {
-	return a.tw.Create(name, size)
+type archiveFiles struct {
+	tw     *export.TarWriter
+	stream io.WriteCloser // the file begun last, when its size was not announced
 }
-func (a archiveFiles) end() error { return nil }
+
+func (a *archiveFiles) begin(name string, size int64) (io.Writer, error) {
+	if size >= 0 {
+		return a.tw.Create(name, size)
+	}
+	w, err := a.tw.Stream(name)
+	a.stream = w
+	return w, err
+}
+
+func (a *archiveFiles) end() error {
+	if a.stream == nil {
+		return nil
+	}
+	err := a.stream.Close()
+	a.stream = nil
+	return err
+}
 
 // folderFiles writes the files under dir.
 type folderFiles struct {
@@ -182,15 +198,20 @@ func (d *folderFiles) close() {
 
 // receiveBundle writes each streamed file into files as its chunks come and returns how many
 // came. The bundle is complete when the last file is the manifest and every file has its
-// announced size.
+// announced size: the size of its first chunk, or of its end chunk when the first announced
+// -1.
 func receiveBundle(stream chunkStream, files bundleFiles) (int, error) {
 	var name string
 	var w io.Writer
 	var got, size int64
+	ended := false // the end chunk of a file announced with -1 came
 	n := 0
 	end := func() error {
 		if name == "" {
 			return nil
+		}
+		if size < 0 && !ended {
+			return fmt.Errorf("export: %s: the file ended without its size", name)
 		}
 		if got != size {
 			return fmt.Errorf("export: %s: got %d bytes, the station announced %d", name, got, size)
@@ -210,7 +231,10 @@ func receiveBundle(stream chunkStream, files bundleFiles) (int, error) {
 			if err := end(); err != nil {
 				return n, err
 			}
-			name, got, size = c.GetPath(), 0, c.GetSize()
+			name, got, size, ended = c.GetPath(), 0, c.GetSize(), false
+			if size < -1 {
+				return n, fmt.Errorf("export: %s: the station announced %d bytes", name, size)
+			}
 			if w, err = files.begin(name, size); err != nil {
 				return n, err
 			}
@@ -219,7 +243,16 @@ func receiveBundle(stream chunkStream, files bundleFiles) (int, error) {
 			return n, errors.New("export: the station sent a chunk of no file")
 		}
 		data := c.GetData()
-		if got+int64(len(data)) > size {
+		switch {
+		case ended:
+			return n, fmt.Errorf("export: %s: a chunk after its end", name)
+		case c.GetEnd() && (size != -1 || len(data) > 0):
+			return n, fmt.Errorf("export: %s: an end chunk the station may not send", name)
+		case c.GetEnd():
+			size, ended = c.GetSize(), true
+			continue
+		}
+		if size >= 0 && got+int64(len(data)) > size {
 			return n, fmt.Errorf("export: %s: got %d bytes, the station announced %d", name, got+int64(len(data)), size)
 		}
 		if _, err := w.Write(data); err != nil {

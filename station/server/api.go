@@ -1,7 +1,6 @@
 package server
 
 import (
-	"path/filepath"
 	"sort"
 
 	"google.golang.org/grpc"
@@ -35,9 +34,6 @@ func (s *Server) newAPI(opts Options) (*grpc.Server, *api.Server, error) {
 		Store: s.store, Runner: s.runner, Agents: s.gw, CAs: s.caHealth, Profiles: profiles,
 		StationID: s.rt.StationID, Version: opts.Version, Roles: roles.Lookup, Clock: opts.Clock,
 		Logger: s.log.With("component", "api"), ReportsDir: s.rt.ReportsDir,
-		// Beside the store, on the disk that holds the records (not a temporary folder
-		// that may live in memory).
-		ExportTempDir: filepath.Dir(s.rt.StorePath),
 	})
 	if err != nil {
 		return nil, nil, err

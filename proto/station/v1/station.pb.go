@@ -402,12 +402,15 @@ func (x *ExportBundleRequest) GetUntil() *timestamppb.Timestamp {
 
 // ExportChunk is a piece of one file of the bundle. The files come one after another, each in
 // order; every chunk names its file (a slash-separated path inside the bundle folder), and the
-// first chunk of a file carries its size.
+// first chunk of a file carries its size. A file the station sends as it encodes it
+// (audit.jsonl) is announced with size -1; its last chunk has end set, no data, and its size.
 type ExportChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size  int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Data  []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// end marks the last chunk of a file announced with size -1: its size is then the file's.
+	End           bool `protobuf:"varint,4,opt,name=end,proto3" json:"end,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +464,13 @@ func (x *ExportChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *ExportChunk) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
 }
 
 type VerifyAuditRequest struct {
@@ -3160,11 +3170,12 @@ const file_proto_station_v1_station_proto_rawDesc = "" +
 	"work_order\x18\x01 \x01(\tR\tworkOrder\x12\x18\n" +
 	"\aserials\x18\x02 \x03(\tR\aserials\x120\n" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
-	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"I\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"[\n" +
 	"\vExportChunk\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\x14\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\bR\x03end\"\x14\n" +
 	"\x12VerifyAuditRequest\"\xfa\x02\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x1d\n" +
