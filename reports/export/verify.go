@@ -256,39 +256,26 @@ var errManifestForm = errors.New("not the station's manifest form")
 func decodeManifestStream(r io.Reader) (b *Body, sig []byte, from, to int64, err error) {
 	dec := json.NewDecoder(bufio.NewReaderSize(r, 64<<10))
 	dec.DisallowUnknownFields()
-	delim := func(want json.Delim) error {
-		if t, err := dec.Token(); err != nil || t != want {
-			return errManifestForm
-		}
-		return nil
-	}
-	if err := delim('{'); err != nil {
-		return nil, nil, 0, 0, err
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		key, _ := t.(string)
-		if err != nil || seen[key] {
-			return nil, nil, 0, 0, errManifestForm
-		}
-		seen[key] = true
+	seenSig := false
+	err = eachKey(dec, func(key string) error {
 		switch key {
 		case "body":
 			from = dec.InputOffset()
-			if b, err = decodeBodyStream(dec); err != nil {
-				return nil, nil, 0, 0, err
-			}
+			var err error
+			b, err = decodeBodyStream(dec)
 			to = dec.InputOffset()
+			return err
 		case "signature":
+			seenSig = true
 			if err := dec.Decode(&sig); err != nil {
-				return nil, nil, 0, 0, errManifestForm
+				return errManifestForm
 			}
 		default:
-			return nil, nil, 0, 0, errManifestForm
+			return errManifestForm
 		}
-	}
-	if err := delim('}'); err != nil || b == nil || !seen["signature"] {
+		return nil
+	})
+	if err != nil || b == nil || !seenSig {
 		return nil, nil, 0, 0, errManifestForm
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -301,17 +288,7 @@ func decodeManifestStream(r io.Reader) (b *Body, sig []byte, from, to int64, err
 // time.
 func decodeBodyStream(dec *json.Decoder) (*Body, error) {
 	var b Body
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errManifestForm
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		key, _ := t.(string)
-		if err != nil || seen[key] {
-			return nil, errManifestForm
-		}
-		seen[key] = true
+	err := eachKey(dec, func(key string) error {
 		var v any
 		switch key {
 		case "schema":
@@ -329,35 +306,58 @@ func decodeBodyStream(dec *json.Decoder) (*Body, error) {
 		case "audit":
 			v = &b.Audit
 		case "units":
-			if b.Units, err = decodeArrayStream[Unit](dec, nil); err != nil {
-				return nil, err
-			}
-			continue
+			var err error
+			b.Units, err = decodeArrayStream[Unit](dec, nil)
+			return err
 		case "files":
 			// The station lists each unit's files in the order of the units' names of them:
 			// a listed path that is the next of those shares its string.
 			next := unitPaths(b.Units)
 			want, more := next()
-			if b.Files, err = decodeArrayStream(dec, func(f *File) {
+			var err error
+			b.Files, err = decodeArrayStream(dec, func(f *File) {
 				if more && f.Path == want {
 					f.Path = want
 					want, more = next()
 				}
-			}); err != nil {
-				return nil, err
-			}
-			continue
+			})
+			return err
 		default:
-			return nil, errManifestForm
+			return errManifestForm
 		}
 		if err := dec.Decode(v); err != nil {
-			return nil, errManifestForm
+			return errManifestForm
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// eachKey reads a JSON object from dec, calling value for each key to decode its value; a key
+// twice, or anything but an object, is errManifestForm.
+func eachKey(dec *json.Decoder, value func(key string) error) error {
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errManifestForm
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		key, _ := t.(string)
+		if err != nil || seen[key] {
+			return errManifestForm
+		}
+		seen[key] = true
+		if err := value(key); err != nil {
+			return err
 		}
 	}
 	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return nil, errManifestForm
+		return errManifestForm
 	}
-	return &b, nil
+	return nil
 }
 
 // unitPaths returns a function that returns, each time it is called, the next of the paths
