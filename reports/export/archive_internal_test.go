@@ -133,3 +133,49 @@ func TestTarStreamPipe(t *testing.T) {
 		t.Error("Close succeeded on a pipe")
 	}
 }
+
+// TestReadTogether checks that a unit's files read together from an archive are each file's
+// bytes, long names (PAX headers) and empty files included, and that files with another's
+// between them, or one not in the archive, are not read together.
+func TestReadTogether(t *testing.T) {
+	long := "certificates/SN-1/idevid-" + strings.Repeat("ab", 32) + ".pem"
+	files := []tarFile{{name: "travelers/SN-1.json", data: []byte(`{"serial":"SN-1"}`)},
+		{name: long, data: bytes.Repeat([]byte("c"), 1500)}, {name: "certificates/SN-1/empty.pem"},
+		{name: "travelers/SN-2.json", data: bytes.Repeat([]byte("t"), 5000)},
+		{name: "certificates/SN-2/ek.pem", data: []byte("ek")}}
+	p := filepath.Join(t.TempDir(), "b.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := NewTarWriter(f)
+	for _, fl := range files {
+		if err := tw.Put(fl.name, fl.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	src, err := openBundle(p, func(format string, args ...any) { t.Errorf(format, args...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	a := src.(*archiveBundle)
+	got := a.readTogether([]string{files[0].name, long, files[2].name})
+	if len(got) != 3 {
+		t.Fatalf("read together: %d files, want 3", len(got))
+	}
+	for _, fl := range files[:3] {
+		if !bytes.Equal(got[fl.name], fl.data) || cap(got[fl.name]) != len(fl.data) {
+			t.Errorf("%s: %q read together, want %q", fl.name, got[fl.name], fl.data)
+		}
+	}
+	for _, names := range [][]string{{files[0].name, files[4].name}, {files[0].name, "travelers/SN-9.json"}} {
+		if got := a.readTogether(names); got != nil {
+			t.Errorf("%v read together", names)
+		}
+	}
+}
