@@ -34,6 +34,54 @@ func decodeEvent(data []byte, ev *Event) error {
 	return json.Unmarshal(data, ev)
 }
 
+// decodeCertRecord decodes a stored certificate record as json.Unmarshal does into a zero
+// CertRecord.
+func decodeCertRecord(data []byte, rec *CertRecord) error {
+	if decodeCertRecordFast(data, rec) {
+		return nil
+	}
+	*rec = CertRecord{}
+	return json.Unmarshal(data, rec)
+}
+
+// decodeCertRecordFast decodes data when it is in the plain form (see above) into exactly the
+// value json.Unmarshal decodes from it; ok false leaves *rec undefined.
+func decodeCertRecordFast(data []byte, rec *CertRecord) (ok bool) {
+	*rec = CertRecord{}
+	r := objReader{b: data}
+	if !r.open() {
+		return false
+	}
+	if r.key("serial") {
+		rec.Serial = r.str()
+	}
+	if r.key("role") {
+		rec.Role = Role(r.str())
+	}
+	if r.key("sha256") {
+		rec.SHA256 = r.str()
+	}
+	if r.key("issuer_hash") {
+		rec.IssuerHash = r.str()
+	}
+	if r.key("serial_hex") {
+		rec.SerialHex = r.str()
+	}
+	if r.key("der") {
+		rec.DER = r.bin()
+	}
+	if r.key("chain") {
+		rec.Chain = r.binList()
+	}
+	if r.key("recorded_at") {
+		rec.RecordedAt = r.time()
+	}
+	if r.key("duplicate") {
+		rec.Duplicate = r.bool()
+	}
+	return r.close()
+}
+
 // decodeStepRecordFast decodes data when it is in the plain form (see above) into exactly the
 // value json.Unmarshal decodes from it; ok false leaves *rec undefined.
 func decodeStepRecordFast(data []byte, rec *StepRecord) (ok bool) {
@@ -227,6 +275,35 @@ func (r *objReader) bin() []byte {
 		return nil
 	}
 	return out[:n]
+}
+
+// binList reads null or an array of what bin reads, as encoding/json decodes a [][]byte.
+func (r *objReader) binList() [][]byte {
+	if !r.bad && bytes.HasPrefix(r.b, []byte("null")) {
+		r.b = r.b[4:]
+		return nil
+	}
+	if r.bad || len(r.b) == 0 || r.b[0] != '[' {
+		r.bad = true
+		return nil
+	}
+	r.b = r.b[1:]
+	out := [][]byte{}
+	for i := 0; !r.bad; i++ {
+		if len(r.b) > 0 && r.b[0] == ']' {
+			r.b = r.b[1:]
+			return out
+		}
+		if i > 0 {
+			if len(r.b) == 0 || r.b[0] != ',' {
+				break
+			}
+			r.b = r.b[1:]
+		}
+		out = append(out, r.bin())
+	}
+	r.bad = true
+	return nil
 }
 
 // time reads a quoted RFC 3339 time as time.Time's UnmarshalJSON does.

@@ -39,7 +39,19 @@ func recordJSONSamples(t testing.TB) [][]byte {
 	} {
 		add(&e)
 	}
+	for _, c := range []CertRecord{
+		{},
+		{Serial: "SN-1", Role: RoleIDevID, SHA256: "ab", IssuerHash: "cd", SerialHex: "1f", DER: []byte{0x30, 1, 2},
+			Chain: [][]byte{{0x30}, {}, nil, {1, 2, 3, 4}}, RecordedAt: t0, Duplicate: true},
+		{Serial: "SN-1", Role: RoleLDevID, SHA256: "ab", DER: []byte{}, RecordedAt: t0.In(time.FixedZone("x", -7200))},
+		{Serial: "SN <&> é", Role: RoleIAK, DER: []byte{0xff}, Chain: [][]byte{{9}}, RecordedAt: t0},
+	} {
+		add(&c)
+	}
 	for _, s := range []string{
+		`{"der":"AAE=","chain":[]}`, `{"chain":null}`, `{"chain":[null,"AA=="]}`, `{"chain":["AA==",]}`, `{"chain":[,"AA=="]}`,
+		`{"chain":["AA=="}`, `{"chain":"AA=="}`, `{"chain":[1]}`, `{"der":"AAE=","der":"AAE="}`, `{"duplicate":false}`,
+		`{"recorded_at":"2026-03-01T12:00:00Z","duplicate":true}`, `{"chain":[["AA=="]]}`,
 		`{"serial":"a","serial":"b"}`, `{"step":"a","serial":"b"}`, `{"serial":null}`, `{"intent":null,"began_at":null}`,
 		`{"attempt":01}`, `{"attempt":1.0}`, `{"attempt":-1}`, `{"attempt":18446744073709551616}`, `{"attempt":1e2}`,
 		`{"intent":"AAE"}`, `{"intent":"AA=="}`, `{"intent":""}`, `{"intent":"!!"}`, `{"ended":true}`, `{"ended":fals}`,
@@ -74,9 +86,23 @@ func checkRecordJSON(t testing.TB, data []byte) {
 			t.Fatalf("event %q: fast %#v, encoding/json %#v", data, fastEv, slowEv)
 		}
 	}
+	var fastCert, slowCert CertRecord
+	if decodeCertRecordFast(data, &fastCert) {
+		if err := json.Unmarshal(data, &slowCert); err != nil {
+			t.Fatalf("certificate record %q: the fast decoder accepts what encoding/json refuses: %v", data, err)
+		}
+		if !reflect.DeepEqual(fastCert, slowCert) {
+			t.Fatalf("certificate record %q: fast %#v, encoding/json %#v", data, fastCert, slowCert)
+		}
+	}
 	// The decoders callers use agree with encoding/json on everything, error or not.
+	var cert, wantCert CertRecord
+	errFast, errSlow := decodeCertRecord(data, &cert), json.Unmarshal(data, &wantCert)
+	if (errFast == nil) != (errSlow == nil) || errSlow == nil && !reflect.DeepEqual(cert, wantCert) {
+		t.Fatalf("certificate record %q: decodeCertRecord %#v (%v), encoding/json %#v (%v)", data, cert, errFast, wantCert, errSlow)
+	}
 	var rec, wantRec StepRecord
-	errFast, errSlow := decodeStepRecord(data, &rec), json.Unmarshal(data, &wantRec)
+	errFast, errSlow = decodeStepRecord(data, &rec), json.Unmarshal(data, &wantRec)
 	if (errFast == nil) != (errSlow == nil) || errSlow == nil && !reflect.DeepEqual(rec, wantRec) {
 		t.Fatalf("step record %q: decodeStepRecord %#v (%v), encoding/json %#v (%v)", data, rec, errFast, wantRec, errSlow)
 	}
@@ -87,7 +113,8 @@ func checkRecordJSON(t testing.TB, data []byte) {
 	}
 }
 
-// TestRecordJSON holds the fast step record and event decoders to encoding/json, and checks
+// TestRecordJSON holds the fast step record, event and certificate record decoders to
+// encoding/json, and checks
 // that they read the plain records the store writes (else they would only be slower).
 func TestRecordJSON(t *testing.T) {
 	samples := recordJSONSamples(t)
@@ -111,6 +138,15 @@ func TestRecordJSON(t *testing.T) {
 	}
 	if decodeEventFast(samples[8], &ev) || !strings.Contains(string(samples[8]), `\u003c`) {
 		t.Errorf("event %s: the fast decoder reads an event with escapes", samples[8])
+	}
+	var cert CertRecord
+	for _, i := range []int{9, 10, 11} {
+		if !decodeCertRecordFast(samples[i], &cert) {
+			t.Errorf("certificate record %s: the fast decoder declines a plain record", samples[i])
+		}
+	}
+	if decodeCertRecordFast(samples[12], &cert) || !strings.Contains(string(samples[12]), `\u003c`) {
+		t.Errorf("certificate record %s: the fast decoder reads a record with escapes", samples[12])
 	}
 }
 
