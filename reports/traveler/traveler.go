@@ -36,7 +36,7 @@ type Store interface {
 	Unit(ctx context.Context, serial string) (store.UnitState, error)
 	StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error)
 	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
-	UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]store.Event, error)
+	UnitActions(ctx context.Context, serial string) ([]store.Event, error)
 	WorkOrder(ctx context.Context, id string) (store.WorkOrder, error)
 	PossiblyIssuedEntries(ctx context.Context, serial string, open bool) ([]store.PossiblyIssued, error)
 }
@@ -606,7 +606,8 @@ func (r *Record) addPrincipals(ctx context.Context, st Store, u *store.UnitState
 		}
 		r.WorkOrderCreatedBy = wo.CreatedBy
 	}
-	evs, err := st.UnitEvents(ctx, u.Serial, 0, 0)
+	// Only the events an API caller caused: the store leaves the station's undecoded.
+	evs, err := st.UnitActions(ctx, u.Serial)
 	if err != nil {
 		return fmt.Errorf("reading the unit's events: %w", err)
 	}

@@ -167,6 +167,36 @@ func decodeEventFast(data []byte, ev *Event) (ok bool) {
 	return r.close()
 }
 
+// eventPrincipal returns the principal of a stored event whose members up to "principal" are
+// in the plain form, reading no further (the bytes are data's); ok false when they are not, or
+// the event names no principal: decodeEvent then says what it holds.
+func eventPrincipal(data []byte) (principal []byte, ok bool) {
+	r := objReader{b: data}
+	if !r.open() || !r.key("seq") {
+		return nil, false
+	}
+	r.uint()
+	if r.key("unit_seq") {
+		r.uint()
+	}
+	if !r.key("time") {
+		return nil, false
+	}
+	r.raw()
+	if r.key("serial") {
+		r.raw()
+	}
+	if !r.key("type") {
+		return nil, false
+	}
+	r.raw()
+	if !r.key("principal") {
+		return nil, false
+	}
+	p := r.raw()
+	return p, !r.bad
+}
+
 // objReader reads one JSON object of the plain form; any other input makes it bad.
 type objReader struct {
 	b     []byte

@@ -86,6 +86,12 @@ func checkRecordJSON(t testing.TB, data []byte) {
 			t.Fatalf("event %q: fast %#v, encoding/json %#v", data, fastEv, slowEv)
 		}
 	}
+	if p, ok := eventPrincipal(data); ok {
+		var ev Event
+		if err := json.Unmarshal(data, &ev); err == nil && ev.Principal != string(p) {
+			t.Fatalf("event %q: eventPrincipal %q, encoding/json %q", data, p, ev.Principal)
+		}
+	}
 	var fastCert, slowCert CertRecord
 	if decodeCertRecordFast(data, &fastCert) {
 		if err := json.Unmarshal(data, &slowCert); err != nil {
