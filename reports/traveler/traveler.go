@@ -468,15 +468,9 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 	if intentRec == nil {
 		return nil
 	}
-	var intent journal.Intent
-	if err := json.Unmarshal(intentRec.Intent, &intent); err != nil {
-		return fmt.Errorf("decoding the verify_ek intent: %w", err)
-	}
-	var id journal.Identify
-	if raw := intent.Identify; raw != "" {
-		if err := json.Unmarshal([]byte(raw), &id); err != nil {
-			return fmt.Errorf("decoding the identify report: %w", err)
-		}
+	id, err := decodeIdentifyIntent(intentRec.Intent)
+	if err != nil {
+		return err
 	}
 	if info := id.Info; info != nil {
 		t := &TPMInfo{
