@@ -307,6 +307,84 @@ func (r *objReader) bin() []byte {
 	return out[:n]
 }
 
+// object reads an object whose members fn reads (with key and the value readers), as
+// encoding/json decodes a struct: fn must read every member there is.
+func (r *objReader) object(fn func()) {
+	if r.bad || len(r.b) == 0 || r.b[0] != '{' {
+		r.bad = true
+		return
+	}
+	r.b, r.first = r.b[1:], true
+	fn()
+	if r.bad || len(r.b) == 0 || r.b[0] != '}' {
+		r.bad = true
+		return
+	}
+	r.b, r.first = r.b[1:], false
+}
+
+// objMap reads an object of objects, its keys plain and in increasing order (as encoding/json
+// writes a map), each value read by fn as object reads it.
+func objMap[V any](r *objReader, fn func(*V)) map[string]V {
+	if r.bad || len(r.b) == 0 || r.b[0] != '{' {
+		r.bad = true
+		return nil
+	}
+	r.b = r.b[1:]
+	m := map[string]V{}
+	var last []byte
+	for i := 0; !r.bad; i++ {
+		if len(r.b) > 0 && r.b[0] == '}' {
+			r.b, r.first = r.b[1:], false
+			return m
+		}
+		if i > 0 {
+			if len(r.b) == 0 || r.b[0] != ',' {
+				break
+			}
+			r.b = r.b[1:]
+		}
+		k := r.raw()
+		if r.bad || (i > 0 && bytes.Compare(k, last) <= 0) || len(r.b) == 0 || r.b[0] != ':' {
+			break // a duplicate key, or not in encoding/json's order
+		}
+		r.b = r.b[1:]
+		var v V
+		r.object(func() { fn(&v) })
+		m[string(k)] = v
+		last = k
+	}
+	r.bad = true
+	return nil
+}
+
+// objList reads an array of objects, each read by fn as object reads it.
+func objList[V any](r *objReader, fn func(*V)) []V {
+	if r.bad || len(r.b) == 0 || r.b[0] != '[' {
+		r.bad = true
+		return nil
+	}
+	r.b = r.b[1:]
+	out := []V{}
+	for i := 0; !r.bad; i++ {
+		if len(r.b) > 0 && r.b[0] == ']' {
+			r.b, r.first = r.b[1:], false
+			return out
+		}
+		if i > 0 {
+			if len(r.b) == 0 || r.b[0] != ',' {
+				break
+			}
+			r.b = r.b[1:]
+		}
+		var v V
+		r.object(func() { fn(&v) })
+		out = append(out, v)
+	}
+	r.bad = true
+	return nil
+}
+
 // binList reads null or an array of what bin reads, as encoding/json decodes a [][]byte.
 func (r *objReader) binList() [][]byte {
 	if !r.bad && bytes.HasPrefix(r.b, []byte("null")) {

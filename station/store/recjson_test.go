@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -59,8 +60,22 @@ func recordJSONSamples(t testing.TB) [][]byte {
 		`{"serial":"x"} `, `{"serial":"x"}{}`, `{}`, `{`, ``, `null`, `{"data":{"b":"1","a":"2"}}`, `{"data":{"a":"1","a":"2"}}`,
 		`{"data":null}`, `{"data":{}}`, `{"data":{"a":1}}`, `{"seq":1,"unit_seq":0}`, `{"status":"done","other":1}`,
 		`{"seq":1,}`, `{,"seq":1}`, `{"message":"a\u0041"}`, `{"data":{"a":"1",}}`,
+		`{"serial":"a","steps":{"b":{"attempts":1},"a":{}}}`, `{"steps":{"a":{"attempts":1,"attempts":2}}}`,
+		`{"steps":{"a":null}}`, `{"steps":{"a":{"x":1}}}`, `{"steps":{"a":{}},"keys":{"k":{"handle":4294967296}}}`,
+		`{"keys":{"k":{"handle":4294967295,"name":null}}}`, `{"keys":{"k":{"name":"AA=="}}}`, `{"certificates":[{},{}]}`,
+		`{"certificates":[{"duplicate":false}]}`, `{"certificates":[null]}`, `{"certificates":[{},]}`, `{"certificates":[]}`,
+		`{"rework":null}`, `{"rework":{}}`, `{"rework":{"by":"a"},"reworks":[{"used_at":"2026-03-01T12:00:00Z"}]}`,
+		`{"reworks":[{"by":"a"}],"created_at":"2026-03-01T12:00:00Z","updated_at":"x"}`, `{"steps":{}}`, `{"keys":{}}`,
 	} {
 		out = append(out, []byte(s))
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 40 {
+		alphabet := unitAlphabet
+		if i%2 == 0 {
+			alphabet = "abcXYZ019-_ :/"
+		}
+		add(randomUnitOf(rng, alphabet))
 	}
 	return out
 }
@@ -91,6 +106,20 @@ func checkRecordJSON(t testing.TB, data []byte) {
 		if err := json.Unmarshal(data, &ev); err == nil && ev.Principal != string(p) {
 			t.Fatalf("event %q: eventPrincipal %q, encoding/json %q", data, p, ev.Principal)
 		}
+	}
+	var fastUnit, slowUnit UnitState
+	if decodeUnitFast(data, &fastUnit) {
+		if err := json.Unmarshal(data, &slowUnit); err != nil {
+			t.Fatalf("unit state %q: the fast decoder accepts what encoding/json refuses: %v", data, err)
+		}
+		if !reflect.DeepEqual(fastUnit, slowUnit) {
+			t.Fatalf("unit state %q: fast %#v, encoding/json %#v", data, fastUnit, slowUnit)
+		}
+	}
+	var unit, wantUnit UnitState
+	if errFast, errSlow := decodeUnitJSON(data, &unit), json.Unmarshal(data, &wantUnit); (errFast == nil) != (errSlow == nil) ||
+		errSlow == nil && !reflect.DeepEqual(unit, wantUnit) {
+		t.Fatalf("unit state %q: decodeUnitJSON %#v (%v), encoding/json %#v (%v)", data, unit, errFast, wantUnit, errSlow)
 	}
 	var fastCert, slowCert CertRecord
 	if decodeCertRecordFast(data, &fastCert) {
@@ -153,6 +182,13 @@ func TestRecordJSON(t *testing.T) {
 	}
 	if decodeCertRecordFast(samples[12], &cert) || !strings.Contains(string(samples[12]), `\u003c`) {
 		t.Errorf("certificate record %s: the fast decoder reads a record with escapes", samples[12])
+	}
+	// The random units: the even ones plain, read by the fast decoder.
+	var u UnitState
+	for i, data := range samples[len(samples)-40:] {
+		if i%2 == 0 && !decodeUnitFast(data, &u) {
+			t.Errorf("unit state %s: the fast decoder declines a plain state", data)
+		}
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -137,7 +136,7 @@ func (s *Store) decodeUnit(serial string, raw []byte) (UnitState, error) {
 	if err != nil {
 		return u, fmt.Errorf("decoding state: %w", err)
 	}
-	if err := json.Unmarshal(js, &u); err != nil {
+	if err := decodeUnitJSON(js, &u); err != nil {
 		return u, fmt.Errorf("decoding state: %w", err)
 	}
 	if ok && !reflect.DeepEqual(u, m) {
