@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -665,9 +666,15 @@ func (r *Record) JSON() ([]byte, error) {
 	if r == nil {
 		return nil, errors.New("nil traveler record")
 	}
-	b, err := json.Marshal(r)
+	buf := compactBuffers.Get().(*[]byte)
+	defer compactBuffers.Put(buf)
+	b, err := appendRecord((*buf)[:0], r)
 	if err != nil {
 		return nil, fmt.Errorf("encoding traveler of %q: %w", r.Serial, err)
 	}
+	*buf = b
 	return append(jsonindent.Append(make([]byte, 0, len(b)+len(b)/2), b, "  "), '\n'), nil
 }
+
+// compactBuffers hold the compact encodings JSON indents: one is in use only during a call.
+var compactBuffers = sync.Pool{New: func() any { return new([]byte) }}
