@@ -532,6 +532,7 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 	type readCert struct {
 		der    []byte
 		parsed *x509.Certificate // nil: does not parse
+		issuer string            // parsed's, as pkix.Name.String spells it
 	}
 	read := make(map[string]readCert, len(u.Certificates)) // by the SHA-256 it was read by
 	for _, c := range u.Certificates {
@@ -541,7 +542,7 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 			rc := readCert{der: cr.DER}
 			if cert, err := x509.ParseCertificate(cr.DER); err == nil {
 				ref.Issuer = cert.Issuer.String()
-				rc.parsed = cert
+				rc.parsed, rc.issuer = cert, ref.Issuer
 			}
 			read[c.SHA256] = rc
 		}
@@ -576,7 +577,7 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 			}
 			rc.der = cr.DER
 		}
-		c, err := describeParsed(rc.der, rc.parsed)
+		c, err := describeParsed(rc.der, rc.parsed, rc.issuer)
 		if err != nil {
 			return fmt.Errorf("the %s certificate %s: %w", role, sha, err)
 		}
@@ -615,19 +616,24 @@ func (r *Record) addPrincipals(ctx context.Context, st Store, u *store.UnitState
 }
 
 func describe(der []byte) (*Certificate, error) {
-	return describeParsed(der, nil)
+	return describeParsed(der, nil, "")
 }
 
-// describeParsed is describe with der already parsed as c (nil: not yet).
-func describeParsed(der []byte, c *x509.Certificate) (*Certificate, error) {
+// describeParsed is describe with der already parsed as c (nil: not yet), whose issuer,
+// when not empty, is c.Issuer.String() already spelled.
+func describeParsed(der []byte, c *x509.Certificate, issuer string) (*Certificate, error) {
 	if c == nil {
 		var err error
 		if c, err = x509.ParseCertificate(der); err != nil {
 			return nil, fmt.Errorf("parsing: %w", err)
 		}
+		issuer = ""
+	}
+	if issuer == "" {
+		issuer = c.Issuer.String()
 	}
 	return &Certificate{
-		Subject: c.Subject.String(), Issuer: c.Issuer.String(), SerialNumber: c.SerialNumber.Text(16),
+		Subject: c.Subject.String(), Issuer: issuer, SerialNumber: c.SerialNumber.Text(16),
 		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(), SHA256: sha256Hex(der),
 		PEM: certificatePEM(der),
 	}, nil
