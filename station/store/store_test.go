@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -746,5 +747,47 @@ func TestUnitActions(t *testing.T) {
 	if err != nil || len(got) != 3 || got[0].Principal != "mes:bob" || got[1].Principal != "qa:<ann> \"é\"" ||
 		got[2].Principal != "op:carol" || got[2].Data["n"] != "3" {
 		t.Fatalf("UnitActions = %+v, %v", got, err)
+	}
+}
+
+// TestUnitLogOutboxEntryMissing: an event of a unit's log missing from the outbox (the first,
+// one in the middle, the last, one replaced by a bucket) makes UnitEvents and UnitActions fail
+// as corrupt, never skip it.
+func TestUnitLogOutboxEntryMissing(t *testing.T) {
+	ctx := context.Background()
+	for _, which := range []string{"first", "middle", "last", "bucket"} {
+		for _, read := range []string{"UnitEvents", "UnitActions"} {
+			s, _ := openTemp(t)
+			mustUnit(t, s, "SN1", StatusRunning)
+			if _, err := s.AppendEvent(WithPrincipal(ctx, "mes:bob"), "SN1", "note", "", nil); err != nil {
+				t.Fatal(err)
+			}
+			mustUnit(t, s, "SN1", StatusRunning)
+			mustUnit(t, s, "SN2", StatusRunning) // an outbox entry after SN1's
+			err := s.db.Update(func(tx *bolt.Tx) error {
+				seqs := tx.Bucket(bUnitEvents).Get([]byte("SN1"))
+				i := map[string]int{"first": 0, "middle": 1, "last": len(seqs)/8 - 1, "bucket": 2}[which]
+				key := append([]byte(nil), seqs[i*8:i*8+8]...)
+				if err := tx.Bucket(bOutbox).Delete(key); err != nil {
+					return err
+				}
+				if which == "bucket" {
+					_, err := tx.Bucket(bOutbox).CreateBucket(key)
+					return err
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if read == "UnitEvents" {
+				_, err = s.UnitEvents(ctx, "SN1", 0, 0)
+			} else {
+				_, err = s.UnitActions(ctx, "SN1")
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "outbox entry missing") {
+				t.Errorf("%s with the %s entry missing: %v, want a corrupt store naming the missing entry", read, which, err)
+			}
+		}
 	}
 }

@@ -610,13 +610,13 @@ func (s *Store) UnitActions(ctx context.Context, serial string) ([]Event, error)
 		if err := unitExists(tx, serial); err != nil {
 			return err
 		}
-		outbox := tx.Bucket(bOutbox)
+		outbox := outboxReader{c: tx.Bucket(bOutbox).Cursor()}
 		seqs, err := unitLog(tx, serial)
 		if err != nil {
 			return err
 		}
 		for i := 0; i < len(seqs)/8; i++ {
-			data := outbox.Get(seqs[i*8 : i*8+8])
+			data := outbox.get(seqs[i*8 : i*8+8])
 			if data == nil {
 				return fmt.Errorf("event %d of unit %q: outbox entry missing: %w", i+1, serial, errStateFormat)
 			}
@@ -634,6 +634,19 @@ func (s *Store) UnitActions(ctx context.Context, serial string) ([]Event, error)
 		return nil
 	})
 	return out, err
+}
+
+// outboxReader reads outbox entries by key with one cursor: what Bucket.Get returns, without
+// a cursor made for each (a unit's log reads some 23 entries).
+type outboxReader struct{ c *bolt.Cursor }
+
+// get returns the value under key, nil when there is none (or a bucket is there).
+func (r outboxReader) get(key []byte) []byte {
+	k, v := r.c.Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
 }
 
 // unitLog returns the outbox keys of serial's events (8 bytes each), in order.
@@ -656,7 +669,7 @@ func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, lim
 		if after == math.MaxUint64 {
 			return nil
 		}
-		outbox := tx.Bucket(bOutbox)
+		outbox := outboxReader{c: tx.Bucket(bOutbox).Cursor()}
 		seqs, err := unitLog(tx, serial)
 		if err != nil {
 			return err
@@ -669,7 +682,7 @@ func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, lim
 			out = make([]Event, 0, n)
 		}
 		for i := min(after, uint64(len(seqs)/8)); i < uint64(len(seqs)/8) && (limit <= 0 || len(out) < limit); i++ {
-			data := outbox.Get(seqs[i*8 : i*8+8])
+			data := outbox.get(seqs[i*8 : i*8+8])
 			if data == nil {
 				return fmt.Errorf("event %d of unit %q: outbox entry missing: %w", i+1, serial, errStateFormat)
 			}
