@@ -11,8 +11,8 @@ import (
 	"github.com/devid-station/devid/station/store"
 )
 
-// TestDescribeOnce checks that a traveler's certificates, described from the parse that read
-// their issuer, are what describing each DER afresh gives.
+// TestDescribeOnce checks that a traveler's certificates, described from the parse (and the
+// spelled issuer) that read their issuer, are what describing each DER afresh gives.
 func TestDescribeOnce(t *testing.T) {
 	st, err := store.Open(filepath.Join(t.TempDir(), "station.db"), store.Options{StationID: "st-test"})
 	if err != nil {
@@ -39,8 +39,11 @@ func TestDescribeOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := describeParsed(c.der, cert); err != nil || !reflect.DeepEqual(got, want) {
+		if got, err := describeParsed(c.der, cert, ""); err != nil || !reflect.DeepEqual(got, want) {
 			t.Errorf("described from its parse %+v (%v), afresh %+v", got, err, want)
+		}
+		if got, err := describeParsed(c.der, cert, cert.Issuer.String()); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("described from its parse and issuer %+v (%v), afresh %+v", got, err, want)
 		}
 	}
 }

@@ -12,11 +12,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -36,7 +37,7 @@ type Store interface {
 	Unit(ctx context.Context, serial string) (store.UnitState, error)
 	StepRecords(ctx context.Context, serial string) ([]store.StepRecord, error)
 	CertificateBySHA256(ctx context.Context, sha string) (store.CertRecord, error)
-	UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]store.Event, error)
+	UnitActions(ctx context.Context, serial string) ([]store.Event, error)
 	WorkOrder(ctx context.Context, id string) (store.WorkOrder, error)
 	PossiblyIssuedEntries(ctx context.Context, serial string, open bool) ([]store.PossiblyIssued, error)
 }
@@ -302,8 +303,11 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 		}
 	}
 	ended := u.Status != store.StatusRunning && u.Status != store.StatusPending
+	// The latest provisioning's verify step is most often the whole history's latest: each
+	// verify result is decoded once.
+	var checks verifyChecks
 	for i := range lives {
-		p, err := lives[i].provisioning(i, u, ended && i == len(lives)-1)
+		p, err := lives[i].provisioning(i, u, ended && i == len(lives)-1, &checks)
 		if err != nil {
 			return nil, err
 		}
@@ -348,11 +352,9 @@ func Build(ctx context.Context, st Store, serial string) (*Record, error) {
 		}
 	}
 	if v, ok := last[journal.StepVerify]; ok {
-		var vr journal.VerifyResult
-		if err := json.Unmarshal(v.Result, &vr); err != nil {
-			return nil, fmt.Errorf("decoding the verify result: %w", err)
+		if r.Verification, err = checks.of(v); err != nil {
+			return nil, err
 		}
-		r.Verification = vr.Checks
 	}
 	if f, ok := last[journal.StepFieldCheck]; ok {
 		var fr journal.FieldCheckResult
@@ -400,10 +402,31 @@ func (l *life) add(rec *store.StepRecord) {
 	}
 }
 
+// verifyChecks decodes verify step results, remembering the last one decoded.
+type verifyChecks struct {
+	rec    *store.StepRecord
+	checks map[string]string
+}
+
+// of returns the checks of the verify step record rec. The same record gives the same map:
+// the record's checks are one value, however many places of the traveler show them.
+func (v *verifyChecks) of(rec *store.StepRecord) (map[string]string, error) {
+	if rec == v.rec && rec != nil {
+		return v.checks, nil
+	}
+	var vr journal.VerifyResult
+	if err := json.Unmarshal(rec.Result, &vr); err != nil {
+		return nil, fmt.Errorf("decoding the verify result: %w", err)
+	}
+	v.rec, v.checks = rec, vr.Checks
+	return vr.Checks, nil
+}
+
 // provisioning summarizes life i. The latest one takes the unit's status; an earlier one is
 // done when its complete step succeeded, else failed when a step failed, else ended (aborted or
-// interrupted before any failure). ended says the latest one has ended.
-func (l *life) provisioning(i int, u store.UnitState, ended bool) (Provisioning, error) {
+// interrupted before any failure). ended says the latest one has ended. checks decodes the
+// verify step's result.
+func (l *life) provisioning(i int, u store.UnitState, ended bool, checks *verifyChecks) (Provisioning, error) {
 	p := Provisioning{Number: i + 1}
 	if i > 0 {
 		rw := u.Reworks[i-1]
@@ -433,11 +456,10 @@ func (l *life) provisioning(i int, u store.UnitState, ended bool) (Provisioning,
 		p.CycleTimeSeconds = end.Sub(l.start).Seconds()
 	}
 	if l.verify != nil {
-		var vr journal.VerifyResult
-		if err := json.Unmarshal(l.verify.Result, &vr); err != nil {
-			return p, fmt.Errorf("decoding the verify result: %w", err)
+		var err error
+		if p.Verification, err = checks.of(l.verify); err != nil {
+			return p, err
 		}
-		p.Verification = vr.Checks
 	}
 	return p, nil
 }
@@ -447,15 +469,9 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 	if intentRec == nil {
 		return nil
 	}
-	var intent journal.Intent
-	if err := json.Unmarshal(intentRec.Intent, &intent); err != nil {
-		return fmt.Errorf("decoding the verify_ek intent: %w", err)
-	}
-	var id journal.Identify
-	if raw := intent.Identify; raw != "" {
-		if err := json.Unmarshal([]byte(raw), &id); err != nil {
-			return fmt.Errorf("decoding the identify report: %w", err)
-		}
+	id, err := decodeIdentifyIntent(intentRec.Intent)
+	if err != nil {
+		return err
 	}
 	if info := id.Info; info != nil {
 		t := &TPMInfo{
@@ -511,16 +527,24 @@ func (r *Record) addTPM(intentRec, resultRec *store.StepRecord) error {
 // the last recorded for the role.
 func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitState, last map[string]*store.StepRecord) error {
 	chosen, active := map[store.Role]string{}, map[store.Role]bool{}
-	// Each certificate is parsed once: the chosen ones are described from the same parse.
-	parsed := map[string]*x509.Certificate{} // by the DER's hex SHA-256
+	// Each certificate is read and parsed once: the chosen ones are described from the same
+	// read and parse.
+	type readCert struct {
+		der    []byte
+		parsed *x509.Certificate // nil: does not parse
+		issuer string            // parsed's, as pkix.Name.String spells it
+	}
+	read := make(map[string]readCert, len(u.Certificates)) // by the SHA-256 it was read by
 	for _, c := range u.Certificates {
 		ref := CertificateRef{Role: string(c.Role), SHA256: c.SHA256, Duplicate: c.Duplicate, Status: string(c.Current()),
 			Reason: c.Reason, SerialNumber: c.SerialHex}
 		if cr, err := st.CertificateBySHA256(ctx, c.SHA256); err == nil {
+			rc := readCert{der: cr.DER}
 			if cert, err := x509.ParseCertificate(cr.DER); err == nil {
 				ref.Issuer = cert.Issuer.String()
-				parsed[sha256Hex(cr.DER)] = cert
+				rc.parsed, rc.issuer = cert, ref.Issuer
 			}
+			read[c.SHA256] = rc
 		}
 		r.Certificates = append(r.Certificates, ref)
 		if c.RevocationCandidate() {
@@ -545,11 +569,15 @@ func (r *Record) addCertificates(ctx context.Context, st Store, u *store.UnitSta
 		}
 	}
 	for role, sha := range chosen {
-		cr, err := st.CertificateBySHA256(ctx, sha)
-		if err != nil {
-			return fmt.Errorf("reading the %s certificate %s: %w", role, sha, err)
+		rc, ok := read[sha]
+		if !ok {
+			cr, err := st.CertificateBySHA256(ctx, sha)
+			if err != nil {
+				return fmt.Errorf("reading the %s certificate %s: %w", role, sha, err)
+			}
+			rc.der = cr.DER
 		}
-		c, err := describeParsed(cr.DER, parsed[sha256Hex(cr.DER)])
+		c, err := describeParsed(rc.der, rc.parsed, rc.issuer)
 		if err != nil {
 			return fmt.Errorf("the %s certificate %s: %w", role, sha, err)
 		}
@@ -574,7 +602,8 @@ func (r *Record) addPrincipals(ctx context.Context, st Store, u *store.UnitState
 		}
 		r.WorkOrderCreatedBy = wo.CreatedBy
 	}
-	evs, err := st.UnitEvents(ctx, u.Serial, 0, 0)
+	// Only the events an API caller caused: the store leaves the station's undecoded.
+	evs, err := st.UnitActions(ctx, u.Serial)
 	if err != nil {
 		return fmt.Errorf("reading the unit's events: %w", err)
 	}
@@ -587,22 +616,50 @@ func (r *Record) addPrincipals(ctx context.Context, st Store, u *store.UnitState
 }
 
 func describe(der []byte) (*Certificate, error) {
-	return describeParsed(der, nil)
+	return describeParsed(der, nil, "")
 }
 
-// describeParsed is describe with der already parsed as c (nil: not yet).
-func describeParsed(der []byte, c *x509.Certificate) (*Certificate, error) {
+// describeParsed is describe with der already parsed as c (nil: not yet), whose issuer,
+// when not empty, is c.Issuer.String() already spelled.
+func describeParsed(der []byte, c *x509.Certificate, issuer string) (*Certificate, error) {
 	if c == nil {
 		var err error
 		if c, err = x509.ParseCertificate(der); err != nil {
 			return nil, fmt.Errorf("parsing: %w", err)
 		}
+		issuer = ""
+	}
+	if issuer == "" {
+		issuer = c.Issuer.String()
 	}
 	return &Certificate{
-		Subject: c.Subject.String(), Issuer: c.Issuer.String(), SerialNumber: c.SerialNumber.Text(16),
+		Subject: c.Subject.String(), Issuer: issuer, SerialNumber: c.SerialNumber.Text(16),
 		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(), SHA256: sha256Hex(der),
-		PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		PEM: certificatePEM(der),
 	}, nil
+}
+
+const (
+	pemBegin = "-----BEGIN CERTIFICATE-----\n"
+	pemEnd   = "-----END CERTIFICATE-----\n"
+	// pemLine is how many bytes of DER one line of PEM holds: encoding/pem writes 64 base64
+	// characters a line, and 48 bytes (a multiple of 3) encode to 64 characters without padding.
+	pemLine = 48
+)
+
+// certificatePEM returns der as one PEM CERTIFICATE block without headers: what
+// pem.EncodeToMemory writes (TestCertificatePEM), without its line breaker's copies.
+func certificatePEM(der []byte) string {
+	n := base64.StdEncoding.EncodedLen(len(der))
+	b := make([]byte, 0, len(pemBegin)+n+(len(der)+pemLine-1)/pemLine+len(pemEnd))
+	b = append(b, pemBegin...)
+	for len(der) > 0 {
+		k := min(pemLine, len(der))
+		b = append(base64.StdEncoding.AppendEncode(b, der[:k]), '\n')
+		der = der[k:]
+	}
+	b = append(b, pemEnd...)
+	return string(b)
 }
 
 func sha256Hex(b []byte) string {
@@ -615,9 +672,15 @@ func (r *Record) JSON() ([]byte, error) {
 	if r == nil {
 		return nil, errors.New("nil traveler record")
 	}
-	b, err := json.Marshal(r)
+	buf := compactBuffers.Get().(*[]byte)
+	defer compactBuffers.Put(buf)
+	b, err := appendRecord((*buf)[:0], r)
 	if err != nil {
 		return nil, fmt.Errorf("encoding traveler of %q: %w", r.Serial, err)
 	}
+	*buf = b
 	return append(jsonindent.Append(make([]byte, 0, len(b)+len(b)/2), b, "  "), '\n'), nil
 }
+
+// compactBuffers hold the compact encodings JSON indents: one is in use only during a call.
+var compactBuffers = sync.Pool{New: func() any { return new([]byte) }}

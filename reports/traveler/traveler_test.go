@@ -225,3 +225,36 @@ func TestBuildLegacyIdentify(t *testing.T) {
 		t.Errorf("from the legacy intent: TPM %+v, EK %+v; want %+v, %+v", old.TPM, old.EK, rec.TPM, rec.EK)
 	}
 }
+
+// TestBuildActions: the traveler lists the events API callers caused, oldest first, with
+// their principal, message and data, and none of the station's.
+func TestBuildActions(t *testing.T) {
+	clock := travelertest.NewClock(time.Date(2026, 11, 28, 8, 0, 0, 0, time.UTC))
+	st := openStore(t, clock)
+	ctx := context.Background()
+	travelertest.WriteUnit(t, st, travelertest.Unit{Serial: "SN-0003", WorkOrder: "WO-1", Profile: "default",
+		FailAt: "idevid_enroll", FailCode: "CA_REJECTED", Clock: clock, StepTime: time.Second})
+	if _, err := st.AppendEvent(ctx, "SN-0003", "note", "by the station", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AppendEvent(store.WithPrincipal(ctx, "qa:ann <lab>"), "SN-0003", "hold.decided", "kept on hold",
+		map[string]string{"decision": "hold"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	if _, err := st.AppendEvent(store.WithPrincipal(ctx, "mes:bob"), "SN-0003", "note", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := traveler.Build(ctx, st, "SN-0003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Actions) != 2 {
+		t.Fatalf("actions = %+v, want 2", rec.Actions)
+	}
+	a, b := rec.Actions[0], rec.Actions[1]
+	if a.Principal != "qa:ann <lab>" || a.Kind != "hold.decided" || a.Message != "kept on hold" || a.Data["decision"] != "hold" ||
+		b.Principal != "mes:bob" || b.Kind != "note" || b.Data != nil || !b.Time.Equal(a.Time.Add(time.Minute)) {
+		t.Errorf("actions = %+v", rec.Actions)
+	}
+}

@@ -133,11 +133,15 @@ func (s *Store) certificate(ctx context.Context, key []byte) (CertRecord, error)
 			}
 			key = v
 		}
-		ok, err := get(idx, key, &rec)
-		if err == nil && !ok {
-			err = fmt.Errorf("certificate %s: %w", key, ErrNotFound)
+		data := idx.Get(key)
+		if data == nil {
+			return fmt.Errorf("certificate %s: %w", key, ErrNotFound)
 		}
-		return err
+		// get's encoding/json value and errors, without its reflection (recjson.go).
+		if err := decodeCertRecord(data, &rec); err != nil {
+			return fmt.Errorf("decoding %s: %w", key, err)
+		}
+		return nil
 	})
 	return rec, err
 }

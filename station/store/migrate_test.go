@@ -144,6 +144,7 @@ func TestSchema3IsMigrated(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(events, o.events) {
 			t.Errorf("UnitEvents(%s) = %+v, %v; want %+v", serial, events, err, o.events)
 		}
+		checkUnitActions(t, s, serial)
 		listed, _, err := s.ListUnits(ctx, UnitQuery{WorkOrder: o.state.WorkOrderID, Brief: true})
 		i := slices.IndexFunc(listed, func(l ListedUnit) bool { return l.Unit.Serial == serial })
 		if err != nil || i < 0 || listed[i].Unit.Status != o.state.Status || !listed[i].Unit.UpdatedAt.Equal(o.state.UpdatedAt) {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -96,7 +97,9 @@ func (s *Store) OpenPossiblyIssued(ctx context.Context, p PossiblyIssued) (Possi
 }
 
 // PossiblyIssuedEntries returns the entries of serial ("" for every unit), open ones only
-// when open is set, oldest first.
+// when open is set, oldest first. One unit's are read from its own keys (an entry's ID
+// begins with its serial and a slash, which no serial holds), not from every unit's: a
+// traveler reads them for each unit of a QA export.
 func (s *Store) PossiblyIssuedEntries(ctx context.Context, serial string, open bool) ([]PossiblyIssued, error) {
 	var out []PossiblyIssued
 	err := s.view(ctx, func(tx *bolt.Tx) error {
@@ -104,7 +107,7 @@ func (s *Store) PossiblyIssuedEntries(ctx context.Context, serial string, open b
 		if b == nil {
 			return nil
 		}
-		return b.ForEach(func(k, v []byte) error {
+		each := func(k, v []byte) error {
 			var p PossiblyIssued
 			if err := json.Unmarshal(v, &p); err != nil {
 				return fmt.Errorf("decoding possibly issued %s: %w", k, err)
@@ -113,7 +116,18 @@ func (s *Store) PossiblyIssuedEntries(ctx context.Context, serial string, open b
 				out = append(out, p)
 			}
 			return nil
-		})
+		}
+		if serial == "" {
+			return b.ForEach(each)
+		}
+		prefix := []byte(serial + "/")
+		c := b.Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if err := each(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	slices.SortFunc(out, func(a, b PossiblyIssued) int {
 		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), cmp.Compare(a.ID, b.ID))

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -58,5 +60,45 @@ func TestPossiblyIssued(t *testing.T) {
 	}
 	if _, err := s.VerifyChain(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPossiblyIssuedEntriesOfUnit: a unit's entries are those of the whole list with its
+// serial, whichever other units' serials begin with it or sort around it.
+func TestPossiblyIssuedEntriesOfUnit(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	hash := strings.Repeat("ab", 32)
+	serials := []string{"SN1", "SN10", "SN1.a", "SN0", "SN2", "SN1-"}
+	for i, serial := range serials {
+		mustUnit(t, s, serial, StatusRunning)
+		for attempt := 1; attempt <= 1+i%3; attempt++ {
+			p := PossiblyIssued{Serial: serial, Role: RoleLDevID, Step: fmt.Sprint("step", attempt%2), Attempt: uint64(attempt),
+				CA: "ca", CSRSHA256: hash, PublicKeySHA256: hash}
+			if _, err := s.OpenPossiblyIssued(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.ClosePossiblyIssued(ctx, "SN10/step1/1", "reconciled", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, open := range []bool{false, true} {
+		all, err := s.PossiblyIssuedEntries(ctx, "", open)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, serial := range append(serials, "SN", "SN3", "S") {
+			var want []PossiblyIssued
+			for _, p := range all {
+				if p.Serial == serial {
+					want = append(want, p)
+				}
+			}
+			got, err := s.PossiblyIssuedEntries(ctx, serial, open)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("entries of %s (open %v) = %+v, %v; want %+v", serial, open, got, err, want)
+			}
+		}
 	}
 }

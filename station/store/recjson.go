@@ -34,6 +34,54 @@ func decodeEvent(data []byte, ev *Event) error {
 	return json.Unmarshal(data, ev)
 }
 
+// decodeCertRecord decodes a stored certificate record as json.Unmarshal does into a zero
+// CertRecord.
+func decodeCertRecord(data []byte, rec *CertRecord) error {
+	if decodeCertRecordFast(data, rec) {
+		return nil
+	}
+	*rec = CertRecord{}
+	return json.Unmarshal(data, rec)
+}
+
+// decodeCertRecordFast decodes data when it is in the plain form (see above) into exactly the
+// value json.Unmarshal decodes from it; ok false leaves *rec undefined.
+func decodeCertRecordFast(data []byte, rec *CertRecord) (ok bool) {
+	*rec = CertRecord{}
+	r := objReader{b: data}
+	if !r.open() {
+		return false
+	}
+	if r.key("serial") {
+		rec.Serial = r.str()
+	}
+	if r.key("role") {
+		rec.Role = Role(r.str())
+	}
+	if r.key("sha256") {
+		rec.SHA256 = r.str()
+	}
+	if r.key("issuer_hash") {
+		rec.IssuerHash = r.str()
+	}
+	if r.key("serial_hex") {
+		rec.SerialHex = r.str()
+	}
+	if r.key("der") {
+		rec.DER = r.bin()
+	}
+	if r.key("chain") {
+		rec.Chain = r.binList()
+	}
+	if r.key("recorded_at") {
+		rec.RecordedAt = r.time()
+	}
+	if r.key("duplicate") {
+		rec.Duplicate = r.bool()
+	}
+	return r.close()
+}
+
 // decodeStepRecordFast decodes data when it is in the plain form (see above) into exactly the
 // value json.Unmarshal decodes from it; ok false leaves *rec undefined.
 func decodeStepRecordFast(data []byte, rec *StepRecord) (ok bool) {
@@ -117,6 +165,36 @@ func decodeEventFast(data []byte, ev *Event) (ok bool) {
 		ev.Data = r.strMap()
 	}
 	return r.close()
+}
+
+// eventPrincipal returns the principal of a stored event whose members up to "principal" are
+// in the plain form, reading no further (the bytes are data's); ok false when they are not, or
+// the event names no principal: decodeEvent then says what it holds.
+func eventPrincipal(data []byte) (principal []byte, ok bool) {
+	r := objReader{b: data}
+	if !r.open() || !r.key("seq") {
+		return nil, false
+	}
+	r.uint()
+	if r.key("unit_seq") {
+		r.uint()
+	}
+	if !r.key("time") {
+		return nil, false
+	}
+	r.raw()
+	if r.key("serial") {
+		r.raw()
+	}
+	if !r.key("type") {
+		return nil, false
+	}
+	r.raw()
+	if !r.key("principal") {
+		return nil, false
+	}
+	p := r.raw()
+	return p, !r.bad
 }
 
 // objReader reads one JSON object of the plain form; any other input makes it bad.
@@ -227,6 +305,113 @@ func (r *objReader) bin() []byte {
 		return nil
 	}
 	return out[:n]
+}
+
+// object reads an object whose members fn reads (with key and the value readers), as
+// encoding/json decodes a struct: fn must read every member there is.
+func (r *objReader) object(fn func()) {
+	if r.bad || len(r.b) == 0 || r.b[0] != '{' {
+		r.bad = true
+		return
+	}
+	r.b, r.first = r.b[1:], true
+	fn()
+	if r.bad || len(r.b) == 0 || r.b[0] != '}' {
+		r.bad = true
+		return
+	}
+	r.b, r.first = r.b[1:], false
+}
+
+// objMap reads an object of objects, its keys plain and in increasing order (as encoding/json
+// writes a map), each value read by fn as object reads it.
+func objMap[V any](r *objReader, fn func(*V)) map[string]V {
+	if r.bad || len(r.b) == 0 || r.b[0] != '{' {
+		r.bad = true
+		return nil
+	}
+	r.b = r.b[1:]
+	m := map[string]V{}
+	var last []byte
+	for i := 0; !r.bad; i++ {
+		if len(r.b) > 0 && r.b[0] == '}' {
+			r.b, r.first = r.b[1:], false
+			return m
+		}
+		if i > 0 {
+			if len(r.b) == 0 || r.b[0] != ',' {
+				break
+			}
+			r.b = r.b[1:]
+		}
+		k := r.raw()
+		if r.bad || (i > 0 && bytes.Compare(k, last) <= 0) || len(r.b) == 0 || r.b[0] != ':' {
+			break // a duplicate key, or not in encoding/json's order
+		}
+		r.b = r.b[1:]
+		var v V
+		r.object(func() { fn(&v) })
+		m[string(k)] = v
+		last = k
+	}
+	r.bad = true
+	return nil
+}
+
+// objList reads an array of objects, each read by fn as object reads it.
+func objList[V any](r *objReader, fn func(*V)) []V {
+	if r.bad || len(r.b) == 0 || r.b[0] != '[' {
+		r.bad = true
+		return nil
+	}
+	r.b = r.b[1:]
+	out := []V{}
+	for i := 0; !r.bad; i++ {
+		if len(r.b) > 0 && r.b[0] == ']' {
+			r.b, r.first = r.b[1:], false
+			return out
+		}
+		if i > 0 {
+			if len(r.b) == 0 || r.b[0] != ',' {
+				break
+			}
+			r.b = r.b[1:]
+		}
+		var v V
+		r.object(func() { fn(&v) })
+		out = append(out, v)
+	}
+	r.bad = true
+	return nil
+}
+
+// binList reads null or an array of what bin reads, as encoding/json decodes a [][]byte.
+func (r *objReader) binList() [][]byte {
+	if !r.bad && bytes.HasPrefix(r.b, []byte("null")) {
+		r.b = r.b[4:]
+		return nil
+	}
+	if r.bad || len(r.b) == 0 || r.b[0] != '[' {
+		r.bad = true
+		return nil
+	}
+	r.b = r.b[1:]
+	out := [][]byte{}
+	for i := 0; !r.bad; i++ {
+		if len(r.b) > 0 && r.b[0] == ']' {
+			r.b = r.b[1:]
+			return out
+		}
+		if i > 0 {
+			if len(r.b) == 0 || r.b[0] != ',' {
+				break
+			}
+			r.b = r.b[1:]
+		}
+		out = append(out, r.bin())
+	}
+	r.bad = true
+	return nil
 }
 
 // time reads a quoted RFC 3339 time as time.Time's UnmarshalJSON does.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -39,7 +40,19 @@ func recordJSONSamples(t testing.TB) [][]byte {
 	} {
 		add(&e)
 	}
+	for _, c := range []CertRecord{
+		{},
+		{Serial: "SN-1", Role: RoleIDevID, SHA256: "ab", IssuerHash: "cd", SerialHex: "1f", DER: []byte{0x30, 1, 2},
+			Chain: [][]byte{{0x30}, {}, nil, {1, 2, 3, 4}}, RecordedAt: t0, Duplicate: true},
+		{Serial: "SN-1", Role: RoleLDevID, SHA256: "ab", DER: []byte{}, RecordedAt: t0.In(time.FixedZone("x", -7200))},
+		{Serial: "SN <&> é", Role: RoleIAK, DER: []byte{0xff}, Chain: [][]byte{{9}}, RecordedAt: t0},
+	} {
+		add(&c)
+	}
 	for _, s := range []string{
+		`{"der":"AAE=","chain":[]}`, `{"chain":null}`, `{"chain":[null,"AA=="]}`, `{"chain":["AA==",]}`, `{"chain":[,"AA=="]}`,
+		`{"chain":["AA=="}`, `{"chain":"AA=="}`, `{"chain":[1]}`, `{"der":"AAE=","der":"AAE="}`, `{"duplicate":false}`,
+		`{"recorded_at":"2026-03-01T12:00:00Z","duplicate":true}`, `{"chain":[["AA=="]]}`,
 		`{"serial":"a","serial":"b"}`, `{"step":"a","serial":"b"}`, `{"serial":null}`, `{"intent":null,"began_at":null}`,
 		`{"attempt":01}`, `{"attempt":1.0}`, `{"attempt":-1}`, `{"attempt":18446744073709551616}`, `{"attempt":1e2}`,
 		`{"intent":"AAE"}`, `{"intent":"AA=="}`, `{"intent":""}`, `{"intent":"!!"}`, `{"ended":true}`, `{"ended":fals}`,
@@ -47,8 +60,22 @@ func recordJSONSamples(t testing.TB) [][]byte {
 		`{"serial":"x"} `, `{"serial":"x"}{}`, `{}`, `{`, ``, `null`, `{"data":{"b":"1","a":"2"}}`, `{"data":{"a":"1","a":"2"}}`,
 		`{"data":null}`, `{"data":{}}`, `{"data":{"a":1}}`, `{"seq":1,"unit_seq":0}`, `{"status":"done","other":1}`,
 		`{"seq":1,}`, `{,"seq":1}`, `{"message":"a\u0041"}`, `{"data":{"a":"1",}}`,
+		`{"serial":"a","steps":{"b":{"attempts":1},"a":{}}}`, `{"steps":{"a":{"attempts":1,"attempts":2}}}`,
+		`{"steps":{"a":null}}`, `{"steps":{"a":{"x":1}}}`, `{"steps":{"a":{}},"keys":{"k":{"handle":4294967296}}}`,
+		`{"keys":{"k":{"handle":4294967295,"name":null}}}`, `{"keys":{"k":{"name":"AA=="}}}`, `{"certificates":[{},{}]}`,
+		`{"certificates":[{"duplicate":false}]}`, `{"certificates":[null]}`, `{"certificates":[{},]}`, `{"certificates":[]}`,
+		`{"rework":null}`, `{"rework":{}}`, `{"rework":{"by":"a"},"reworks":[{"used_at":"2026-03-01T12:00:00Z"}]}`,
+		`{"reworks":[{"by":"a"}],"created_at":"2026-03-01T12:00:00Z","updated_at":"x"}`, `{"steps":{}}`, `{"keys":{}}`,
 	} {
 		out = append(out, []byte(s))
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 40 {
+		alphabet := unitAlphabet
+		if i%2 == 0 {
+			alphabet = "abcXYZ019-_ :/"
+		}
+		add(randomUnitOf(rng, alphabet))
 	}
 	return out
 }
@@ -74,9 +101,43 @@ func checkRecordJSON(t testing.TB, data []byte) {
 			t.Fatalf("event %q: fast %#v, encoding/json %#v", data, fastEv, slowEv)
 		}
 	}
+	if p, ok := eventPrincipal(data); ok {
+		var ev Event
+		if err := json.Unmarshal(data, &ev); err == nil && ev.Principal != string(p) {
+			t.Fatalf("event %q: eventPrincipal %q, encoding/json %q", data, p, ev.Principal)
+		}
+	}
+	var fastUnit, slowUnit UnitState
+	if decodeUnitFast(data, &fastUnit) {
+		if err := json.Unmarshal(data, &slowUnit); err != nil {
+			t.Fatalf("unit state %q: the fast decoder accepts what encoding/json refuses: %v", data, err)
+		}
+		if !reflect.DeepEqual(fastUnit, slowUnit) {
+			t.Fatalf("unit state %q: fast %#v, encoding/json %#v", data, fastUnit, slowUnit)
+		}
+	}
+	var unit, wantUnit UnitState
+	if errFast, errSlow := decodeUnitJSON(data, &unit), json.Unmarshal(data, &wantUnit); (errFast == nil) != (errSlow == nil) ||
+		errSlow == nil && !reflect.DeepEqual(unit, wantUnit) {
+		t.Fatalf("unit state %q: decodeUnitJSON %#v (%v), encoding/json %#v (%v)", data, unit, errFast, wantUnit, errSlow)
+	}
+	var fastCert, slowCert CertRecord
+	if decodeCertRecordFast(data, &fastCert) {
+		if err := json.Unmarshal(data, &slowCert); err != nil {
+			t.Fatalf("certificate record %q: the fast decoder accepts what encoding/json refuses: %v", data, err)
+		}
+		if !reflect.DeepEqual(fastCert, slowCert) {
+			t.Fatalf("certificate record %q: fast %#v, encoding/json %#v", data, fastCert, slowCert)
+		}
+	}
 	// The decoders callers use agree with encoding/json on everything, error or not.
+	var cert, wantCert CertRecord
+	errFast, errSlow := decodeCertRecord(data, &cert), json.Unmarshal(data, &wantCert)
+	if (errFast == nil) != (errSlow == nil) || errSlow == nil && !reflect.DeepEqual(cert, wantCert) {
+		t.Fatalf("certificate record %q: decodeCertRecord %#v (%v), encoding/json %#v (%v)", data, cert, errFast, wantCert, errSlow)
+	}
 	var rec, wantRec StepRecord
-	errFast, errSlow := decodeStepRecord(data, &rec), json.Unmarshal(data, &wantRec)
+	errFast, errSlow = decodeStepRecord(data, &rec), json.Unmarshal(data, &wantRec)
 	if (errFast == nil) != (errSlow == nil) || errSlow == nil && !reflect.DeepEqual(rec, wantRec) {
 		t.Fatalf("step record %q: decodeStepRecord %#v (%v), encoding/json %#v (%v)", data, rec, errFast, wantRec, errSlow)
 	}
@@ -87,7 +148,8 @@ func checkRecordJSON(t testing.TB, data []byte) {
 	}
 }
 
-// TestRecordJSON holds the fast step record and event decoders to encoding/json, and checks
+// TestRecordJSON holds the fast step record, event and certificate record decoders to
+// encoding/json, and checks
 // that they read the plain records the store writes (else they would only be slower).
 func TestRecordJSON(t *testing.T) {
 	samples := recordJSONSamples(t)
@@ -111,6 +173,22 @@ func TestRecordJSON(t *testing.T) {
 	}
 	if decodeEventFast(samples[8], &ev) || !strings.Contains(string(samples[8]), `\u003c`) {
 		t.Errorf("event %s: the fast decoder reads an event with escapes", samples[8])
+	}
+	var cert CertRecord
+	for _, i := range []int{9, 10, 11} {
+		if !decodeCertRecordFast(samples[i], &cert) {
+			t.Errorf("certificate record %s: the fast decoder declines a plain record", samples[i])
+		}
+	}
+	if decodeCertRecordFast(samples[12], &cert) || !strings.Contains(string(samples[12]), `\u003c`) {
+		t.Errorf("certificate record %s: the fast decoder reads a record with escapes", samples[12])
+	}
+	// The random units: the even ones plain, read by the fast decoder.
+	var u UnitState
+	for i, data := range samples[len(samples)-40:] {
+		if i%2 == 0 && !decodeUnitFast(data, &u) {
+			t.Errorf("unit state %s: the fast decoder declines a plain state", data)
+		}
 	}
 }
 

@@ -3,7 +3,11 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -694,5 +698,96 @@ func TestCertificateStatus(t *testing.T) {
 	}
 	if !audited {
 		t.Fatal("the status change is not audited")
+	}
+}
+
+// checkUnitActions fails unless UnitActions returns the unit's events (UnitEvents) whose
+// principal is neither empty nor the station.
+func checkUnitActions(t *testing.T, s *Store, serial string) {
+	t.Helper()
+	ctx := context.Background()
+	all, err := s.UnitEvents(ctx, serial, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Event
+	for _, ev := range all {
+		if ev.Principal != "" && ev.Principal != PrincipalStation {
+			want = append(want, ev)
+		}
+	}
+	got, err := s.UnitActions(ctx, serial)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("UnitActions(%s) = %+v, %v; want %+v", serial, got, err, want)
+	}
+}
+
+// TestUnitActions: the events API callers caused, in order, whatever their principal's
+// spelling; the station's are left out.
+func TestUnitActions(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if _, err := s.UnitActions(ctx, "SN-none"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("UnitActions of an unknown unit: %v, want ErrNotFound", err)
+	}
+	mustUnit(t, s, "SN1", StatusRunning)
+	checkUnitActions(t, s, "SN1")
+	if got, err := s.UnitActions(ctx, "SN1"); err != nil || len(got) != 0 {
+		t.Fatalf("UnitActions of a unit only the station wrote = %+v, %v", got, err)
+	}
+	for i, p := range []string{"mes:bob", "qa:<ann> \"é\"", PrincipalStation, "op:carol"} {
+		if _, err := s.AppendEvent(WithPrincipal(ctx, p), "SN1", "note", fmt.Sprintf("note %d", i),
+			map[string]string{"n": strconv.Itoa(i), "who": p}); err != nil {
+			t.Fatal(err)
+		}
+		mustUnit(t, s, "SN1", StatusRunning)
+	}
+	checkUnitActions(t, s, "SN1")
+	got, err := s.UnitActions(ctx, "SN1")
+	if err != nil || len(got) != 3 || got[0].Principal != "mes:bob" || got[1].Principal != "qa:<ann> \"é\"" ||
+		got[2].Principal != "op:carol" || got[2].Data["n"] != "3" {
+		t.Fatalf("UnitActions = %+v, %v", got, err)
+	}
+}
+
+// TestUnitLogOutboxEntryMissing: an event of a unit's log missing from the outbox (the first,
+// one in the middle, the last, one replaced by a bucket) makes UnitEvents and UnitActions fail
+// as corrupt, never skip it.
+func TestUnitLogOutboxEntryMissing(t *testing.T) {
+	ctx := context.Background()
+	for _, which := range []string{"first", "middle", "last", "bucket"} {
+		for _, read := range []string{"UnitEvents", "UnitActions"} {
+			s, _ := openTemp(t)
+			mustUnit(t, s, "SN1", StatusRunning)
+			if _, err := s.AppendEvent(WithPrincipal(ctx, "mes:bob"), "SN1", "note", "", nil); err != nil {
+				t.Fatal(err)
+			}
+			mustUnit(t, s, "SN1", StatusRunning)
+			mustUnit(t, s, "SN2", StatusRunning) // an outbox entry after SN1's
+			err := s.db.Update(func(tx *bolt.Tx) error {
+				seqs := tx.Bucket(bUnitEvents).Get([]byte("SN1"))
+				i := map[string]int{"first": 0, "middle": 1, "last": len(seqs)/8 - 1, "bucket": 2}[which]
+				key := append([]byte(nil), seqs[i*8:i*8+8]...)
+				if err := tx.Bucket(bOutbox).Delete(key); err != nil {
+					return err
+				}
+				if which == "bucket" {
+					_, err := tx.Bucket(bOutbox).CreateBucket(key)
+					return err
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if read == "UnitEvents" {
+				_, err = s.UnitEvents(ctx, "SN1", 0, 0)
+			} else {
+				_, err = s.UnitActions(ctx, "SN1")
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "outbox entry missing") {
+				t.Errorf("%s with the %s entry missing: %v, want a corrupt store naming the missing entry", read, which, err)
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -178,4 +179,131 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// decodeUnitJSON decodes a unit's stored JSON as json.Unmarshal does into a zero UnitState:
+// reading a unit (a traveler, a QA export) spent most of it in encoding/json's reflection.
+// decodeUnitFast reads the plain form encodeUnit writes (recjson.go) and declines anything
+// else to encoding/json; TestDecodeUnit and FuzzRecordJSON hold it to json.Unmarshal.
+func decodeUnitJSON(data []byte, u *UnitState) error {
+	if decodeUnitFast(data, u) {
+		return nil
+	}
+	*u = UnitState{}
+	return json.Unmarshal(data, u)
+}
+
+// decodeUnitFast decodes data when it is in the plain form into exactly the value
+// json.Unmarshal decodes from it; ok false leaves *u undefined.
+func decodeUnitFast(data []byte, u *UnitState) (ok bool) {
+	*u = UnitState{}
+	r := objReader{b: data}
+	if !r.open() {
+		return false
+	}
+	for _, f := range [...]struct {
+		name string
+		s    *string
+	}{{"serial", &u.Serial}, {"work_order_id", &u.WorkOrderID}, {"profile", &u.Profile},
+		{"ek_fingerprint", &u.EKFingerprint}, {"ek_cert_sha256", &u.EKCertSHA256}, {"fixture_slot", &u.FixtureSlot},
+		{"current_step", &u.CurrentStep}} {
+		if r.key(f.name) {
+			*f.s = r.str()
+		}
+	}
+	if r.key("status") {
+		u.Status = Status(r.str())
+	}
+	if r.key("error_code") {
+		u.ErrorCode = r.str()
+	}
+	if r.key("error_message") {
+		u.ErrorMessage = r.str()
+	}
+	if r.key("attempts") {
+		u.Attempts = r.uint()
+	}
+	if r.key("steps") {
+		u.Steps = objMap(&r, func(s *StepSummary) {
+			if r.key("attempts") {
+				s.Attempts = r.uint()
+			}
+			if r.key("started_at") {
+				s.StartedAt = r.time()
+			}
+			if r.key("ended_at") {
+				s.EndedAt = r.time()
+			}
+			if r.key("error_code") {
+				s.ErrorCode = r.str()
+			}
+		})
+	}
+	if r.key("keys") {
+		u.Keys = objMap(&r, func(k *KeyRef) {
+			if r.key("handle") {
+				if h := r.uint(); h <= math.MaxUint32 {
+					k.Handle = uint32(h)
+				} else {
+					r.bad = true
+				}
+			}
+			if r.key("name") {
+				k.Name = r.bin()
+			}
+		})
+	}
+	if r.key("certificates") {
+		u.Certificates = objList(&r, func(c *CertRef) {
+			if r.key("role") {
+				c.Role = Role(r.str())
+			}
+			if r.key("sha256") {
+				c.SHA256 = r.str()
+			}
+			if r.key("issuer_hash") {
+				c.IssuerHash = r.str()
+			}
+			if r.key("serial_hex") {
+				c.SerialHex = r.str()
+			}
+			if r.key("duplicate") {
+				c.Duplicate = r.bool()
+			}
+			if r.key("status") {
+				c.Status = CertStatus(r.str())
+			}
+			if r.key("reason") {
+				c.Reason = r.str()
+			}
+		})
+	}
+	rework := func(w *Rework) {
+		if r.key("by") {
+			w.By = r.str()
+		}
+		if r.key("reason") {
+			w.Reason = r.str()
+		}
+		if r.key("authorized_at") {
+			w.AuthorizedAt = r.time()
+		}
+		if r.key("used_at") {
+			w.UsedAt = r.time()
+		}
+	}
+	if r.key("rework") {
+		u.Rework = new(Rework)
+		r.object(func() { rework(u.Rework) })
+	}
+	if r.key("reworks") {
+		u.Reworks = objList(&r, rework)
+	}
+	if r.key("created_at") {
+		u.CreatedAt = r.time()
+	}
+	if r.key("updated_at") {
+		u.UpdatedAt = r.time()
+	}
+	return r.close()
 }

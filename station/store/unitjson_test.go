@@ -84,9 +84,14 @@ func compareEncodings(t *testing.T, name string, u *UnitState) {
 	}
 }
 
-func randomUnit(rng *rand.Rand) UnitState {
+// unitAlphabet is what randomUnit's strings are made of: some characters encoding/json escapes.
+const unitAlphabet = "abcXYZ019-_ <>&\"\\\n\x00é\u2028"
+
+func randomUnit(rng *rand.Rand) UnitState { return randomUnitOf(rng, unitAlphabet) }
+
+// randomUnitOf returns a random unit state whose strings are made of alphabet's characters.
+func randomUnitOf(rng *rand.Rand, alphabet string) UnitState {
 	str := func() string {
-		const alphabet = "abcXYZ019-_ <>&\"\\\n\x00é\u2028"
 		var b []rune
 		for range rng.IntN(6) {
 			b = append(b, []rune(alphabet)[rng.IntN(len([]rune(alphabet)))])

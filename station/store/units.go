@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -137,7 +136,7 @@ func (s *Store) decodeUnit(serial string, raw []byte) (UnitState, error) {
 	if err != nil {
 		return u, fmt.Errorf("decoding state: %w", err)
 	}
-	if err := json.Unmarshal(js, &u); err != nil {
+	if err := decodeUnitJSON(js, &u); err != nil {
 		return u, fmt.Errorf("decoding state: %w", err)
 	}
 	if ok && !reflect.DeepEqual(u, m) {
@@ -601,6 +600,64 @@ func (s *Store) AppendEvent(ctx context.Context, serial, typ, message string, da
 	return out, nil
 }
 
+// UnitActions returns the events of the unit's log that an API caller caused (a principal
+// other than PrincipalStation, and not empty), in order: what a traveler lists as what people
+// did to the unit. It reads the log as UnitEvents does, but decodes an event the station
+// caused only as far as its principal.
+func (s *Store) UnitActions(ctx context.Context, serial string) ([]Event, error) {
+	var out []Event
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		if err := unitExists(tx, serial); err != nil {
+			return err
+		}
+		outbox := outboxReader{c: tx.Bucket(bOutbox).Cursor()}
+		seqs, err := unitLog(tx, serial)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < len(seqs)/8; i++ {
+			data := outbox.get(seqs[i*8 : i*8+8])
+			if data == nil {
+				return fmt.Errorf("event %d of unit %q: outbox entry missing: %w", i+1, serial, errStateFormat)
+			}
+			if p, ok := eventPrincipal(data); ok && (len(p) == 0 || string(p) == PrincipalStation) {
+				continue
+			}
+			var ev Event
+			if err := decodeEvent(data, &ev); err != nil {
+				return fmt.Errorf("decoding event: %w", err)
+			}
+			if ev.Principal != "" && ev.Principal != PrincipalStation {
+				out = append(out, ev)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// outboxReader reads outbox entries by key with one cursor: what Bucket.Get returns, without
+// a cursor made for each (a unit's log reads some 23 entries).
+type outboxReader struct{ c *bolt.Cursor }
+
+// get returns the value under key, nil when there is none (or a bucket is there).
+func (r outboxReader) get(key []byte) []byte {
+	k, v := r.c.Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
+}
+
+// unitLog returns the outbox keys of serial's events (8 bytes each), in order.
+func unitLog(tx *bolt.Tx, serial string) ([]byte, error) {
+	seqs := tx.Bucket(bUnitEvents).Get([]byte(serial))
+	if len(seqs)%8 != 0 {
+		return nil, fmt.Errorf("event log of unit %q: %w", serial, errStateFormat)
+	}
+	return seqs, nil
+}
+
 // UnitEvents returns up to limit events of the unit's log with UnitSeq >
 // after, in order. limit <= 0 means all.
 func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, limit int) ([]Event, error) {
@@ -612,10 +669,10 @@ func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, lim
 		if after == math.MaxUint64 {
 			return nil
 		}
-		outbox := tx.Bucket(bOutbox)
-		seqs := tx.Bucket(bUnitEvents).Get([]byte(serial))
-		if len(seqs)%8 != 0 {
-			return fmt.Errorf("event log of unit %q: %w", serial, errStateFormat)
+		outbox := outboxReader{c: tx.Bucket(bOutbox).Cursor()}
+		seqs, err := unitLog(tx, serial)
+		if err != nil {
+			return err
 		}
 		n := uint64(len(seqs)/8) - min(after, uint64(len(seqs)/8))
 		if limit > 0 {
@@ -625,7 +682,7 @@ func (s *Store) UnitEvents(ctx context.Context, serial string, after uint64, lim
 			out = make([]Event, 0, n)
 		}
 		for i := min(after, uint64(len(seqs)/8)); i < uint64(len(seqs)/8) && (limit <= 0 || len(out) < limit); i++ {
-			data := outbox.Get(seqs[i*8 : i*8+8])
+			data := outbox.get(seqs[i*8 : i*8+8])
 			if data == nil {
 				return fmt.Errorf("event %d of unit %q: outbox entry missing: %w", i+1, serial, errStateFormat)
 			}
