@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"math/big"
 	"os"
 	"path"
@@ -163,7 +162,7 @@ func VerifyWith(path string, t Trust) *Report {
 			u := body.Units[i]
 			ur := UnitReport{Serial: u.Serial}
 			var tr *traveler.Record
-			ur.Problems, tr = checkUnit(u, files.unitGet(&u), audit.unit(u.Serial), summary[audit.index[u.Serial]], cache)
+			ur.Problems, tr = checkUnit(u, files.get, audit.unit(u.Serial), summary[audit.index[u.Serial]], cache)
 			if tr != nil {
 				ur.Problems = append(ur.Problems, checkRevocations(u, tr, revocations[u.Serial])...)
 			}
@@ -539,34 +538,6 @@ func (a *archiveBundle) ReadFile(name string) ([]byte, error) {
 	return data, nil
 }
 
-// readTogether reads the files names with one ReadAt when they lie together in the archive
-// (nothing between them but their headers and padding, at most 1 MiB in all), and returns
-// their bytes by name; nil otherwise, or when the read fails (ReadFile then says why).
-func (a *archiveBundle) readTogether(names []string) map[string][]byte {
-	lo, hi, size := int64(math.MaxInt64), int64(0), int64(0)
-	for _, n := range names {
-		e, ok := a.files[n]
-		if !ok {
-			return nil
-		}
-		lo, hi, size = min(lo, e.off), max(hi, e.off+e.size), size+e.size
-	}
-	// A file's header is one block, three with a long name (PAX); its padding less than one.
-	if hi-lo > min(size+int64(len(names))*4*blockSize, 1<<20) {
-		return nil
-	}
-	buf := make([]byte, hi-lo)
-	if _, err := a.f.ReadAt(buf, lo); err != nil {
-		return nil
-	}
-	out := make(map[string][]byte, len(names))
-	for _, n := range names {
-		e := a.files[n]
-		out[n] = buf[e.off-lo : e.off-lo+e.size : e.off-lo+e.size]
-	}
-	return out
-}
-
 func (a *archiveBundle) Open(name string) (io.ReadCloser, error) {
 	e, ok := a.files[name]
 	if !ok {
@@ -735,51 +706,15 @@ func (b *bundleFiles) get(name string) []byte {
 	if _, ok := b.first[name]; !ok {
 		return nil
 	}
-	data, err := b.src.ReadFile(name)
-	return b.read(name, data, err)
-}
-
-// read records the read of the listed file name, its bytes or err, and returns its bytes (nil
-// when it did not read).
-func (b *bundleFiles) read(name string, data []byte, err error) []byte {
-	r := fileRead{data: data, err: err}
-	if err == nil {
-		r.sum, r.size = sha256.Sum256(data), len(data)
+	var r fileRead
+	if r.data, r.err = b.src.ReadFile(name); r.err == nil {
+		r.sum, r.size = sha256.Sum256(r.data), len(r.data)
 	}
 	b.record(name, &r)
-	if err != nil {
+	if r.err != nil {
 		return nil
 	}
-	return data
-}
-
-// unitGet returns get for the files of u. From an archive, the unit's traveler and
-// certificates, which the station writes one after another, are read together: one system
-// call a unit, not one a file.
-func (b *bundleFiles) unitGet(u *Unit) func(name string) []byte {
-	a, ok := b.src.(*archiveBundle)
-	if !ok {
-		return b.get
-	}
-	names := append([]string{u.Traveler}, u.Certificates...)
-	if u.EKCertificate != "" {
-		names = append(names, u.EKCertificate)
-	}
-	for _, n := range names {
-		if _, ok := b.first[n]; !ok {
-			return b.get
-		}
-	}
-	together := a.readTogether(names)
-	if together == nil {
-		return b.get
-	}
-	return func(name string) []byte {
-		if data, ok := together[name]; ok {
-			return b.read(name, data, nil)
-		}
-		return b.get(name)
-	}
+	return r.data
 }
 
 // stream reads the listed file name as a stream through read, hashing it on the way as get
