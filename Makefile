@@ -99,7 +99,8 @@ FUZZ_TARGETS := \
 	./station/config:FuzzConfig ./station/config:FuzzCheckAzureIoTIdentity \
 	./station/gateway:FuzzValidateHello ./station/workflow:FuzzHardwareModuleName ./station/workflow:FuzzRestore \
 	./station/workflow:FuzzAgentResult ./device-agent/agent:FuzzDispatch ./station/store:FuzzOpen ./station/store:FuzzRecordJSON ./station/store:FuzzRecordEncoders \
-	./reports/export:FuzzVerify ./reports/export:FuzzParseKey ./reports/export:FuzzAuditLine ./reports/internal/jsonindent:FuzzAppend
+	./reports/export:FuzzVerify ./reports/export:FuzzParseKey ./reports/export:FuzzAuditLine ./reports/internal/jsonindent:FuzzAppend \
+	./reports/traveler:FuzzIdentifyIntent
 FUZZTIME ?= 1m
 # Each input that finds new coverage is minimized for at most this many runs. Go's default, 60 s
 # of wall time, let every worker spend a whole 10 s run minimizing inputs of kilobytes (PKCS#7,
