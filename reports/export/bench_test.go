@@ -159,8 +159,9 @@ func benchStore(b *testing.B, units int) (*store.Store, *ecdsa.PrivateKey, *x509
 	var wg sync.WaitGroup
 	for range 64 {
 		wg.Go(func() {
+			tb := writerTB{b} // a failure ends this writer, not the benchmark's goroutine
 			for i := next.Add(1); i <= int64(units); i = next.Add(1) {
-				w := travelertest.WriteUnit(b, st, travelertest.Unit{Serial: fmt.Sprintf("SN-%06d", i), WorkOrder: "WO-1", Profile: "default"})
+				w := travelertest.WriteUnit(tb, st, travelertest.Unit{Serial: fmt.Sprintf("SN-%06d", i), WorkOrder: "WO-1", Profile: "default"})
 				mu.Lock()
 				roots.AddCert(w.DevIDRoot)
 				_ = pem.Encode(&pemRoots, &pem.Block{Type: "CERTIFICATE", Bytes: w.DevIDRoot.Raw})
@@ -169,7 +170,10 @@ func benchStore(b *testing.B, units int) (*store.Store, *ecdsa.PrivateKey, *x509
 		})
 	}
 	wg.Wait()
-	if os.Getenv("BENCH_STORE") != "" && !b.Failed() {
+	if b.Failed() {
+		b.FailNow()
+	}
+	if os.Getenv("BENCH_STORE") != "" {
 		der, err := x509.MarshalECPrivateKey(key)
 		if err != nil {
 			b.Fatal(err)
@@ -183,6 +187,28 @@ func benchStore(b *testing.B, units int) (*store.Store, *ecdsa.PrivateKey, *x509
 		}
 	}
 	return st, key, roots
+}
+
+// writerTB is the benchmark's testing.TB for a goroutine of its own: Fatal, Fatalf and FailNow
+// report the failure (Error is safe from any goroutine) and end that goroutine only, where
+// testing.B's must be called from the benchmark's goroutine.
+type writerTB struct{ testing.TB }
+
+func (w writerTB) Fatal(args ...any) {
+	w.TB.Helper()
+	w.TB.Error(args...)
+	runtime.Goexit()
+}
+
+func (w writerTB) Fatalf(format string, args ...any) {
+	w.TB.Helper()
+	w.TB.Errorf(format, args...)
+	runtime.Goexit()
+}
+
+func (w writerTB) FailNow() {
+	w.TB.Fail()
+	runtime.Goexit()
 }
 
 // reportMemory states the peak of the Go runtime's memory while the phase ran (peak-MiB) and
