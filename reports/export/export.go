@@ -199,7 +199,7 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 	var building sync.WaitGroup
 	defer building.Wait() // on every path: no unit is read once Write returns
 	defer cancel()
-	if body.Audit, err = putAudit(ctx, st, start, end, sink, body); err != nil {
+	if err := putAudit(ctx, st, start, end, sink, body); err != nil {
 		return nil, err
 	}
 	// The units are built a batch at a time while the batch before goes to the sink.
@@ -272,14 +272,14 @@ func Write(ctx context.Context, st *store.Store, sel Selection, opts Options, si
 }
 
 // putAudit writes audit.jsonl, the records start to end, to sink (as a stream to a
-// StreamSink, whole to another), lists it in body and returns the records' range.
-func putAudit(ctx context.Context, st *store.Store, start, end uint64, sink Sink, body *Body) (Range, error) {
+// StreamSink, whole to another) and states it in body: the records' range and the file.
+func putAudit(ctx context.Context, st *store.Store, start, end uint64, sink Sink, body *Body) error {
 	var w io.WriteCloser
 	var buf *bytes.Buffer
 	if ss, ok := sink.(StreamSink); ok {
 		var err error
 		if w, err = ss.Stream(AuditFile); err != nil {
-			return Range{}, fmt.Errorf("export: %s: %w", AuditFile, err)
+			return fmt.Errorf("export: %s: %w", AuditFile, err)
 		}
 	} else {
 		buf = &bytes.Buffer{}
@@ -287,16 +287,17 @@ func putAudit(ctx context.Context, st *store.Store, start, end uint64, sink Sink
 	}
 	r, listed, err := writeAudit(ctx, st, start, end, w)
 	if err != nil {
-		return r, err
+		return err
 	}
 	if err = w.Close(); err == nil && buf != nil {
 		err = sink.Put(AuditFile, buf.Bytes())
 	}
 	if err != nil {
-		return r, fmt.Errorf("export: %s: %w", AuditFile, err)
+		return fmt.Errorf("export: %s: %w", AuditFile, err)
 	}
+	body.Audit = r
 	body.Files = append(body.Files, listed)
-	return r, nil
+	return nil
 }
 
 // nopCloser is a WriteCloser whose Close does nothing.
