@@ -18,30 +18,29 @@ import (
 
 // decodeStepRecord decodes a stored step record as json.Unmarshal does.
 func decodeStepRecord(data []byte, rec *StepRecord) error {
-	if decodeStepRecordFast(data, rec) {
-		return nil
-	}
-	*rec = StepRecord{}
-	return json.Unmarshal(data, rec)
+	return decodePlain(data, rec, decodeStepRecordFast)
 }
 
 // decodeEvent decodes a stored event as json.Unmarshal does.
 func decodeEvent(data []byte, ev *Event) error {
-	if decodeEventFast(data, ev) {
-		return nil
-	}
-	*ev = Event{}
-	return json.Unmarshal(data, ev)
+	return decodePlain(data, ev, decodeEventFast)
 }
 
 // decodeCertRecord decodes a stored certificate record as json.Unmarshal does into a zero
 // CertRecord.
 func decodeCertRecord(data []byte, rec *CertRecord) error {
-	if decodeCertRecordFast(data, rec) {
+	return decodePlain(data, rec, decodeCertRecordFast)
+}
+
+// decodePlain decodes data into *v with fast, the decoder of the plain form; when fast
+// declines, into a zero *v with json.Unmarshal.
+func decodePlain[T any](data []byte, v *T, fast func([]byte, *T) bool) error {
+	if fast(data, v) {
 		return nil
 	}
-	*rec = CertRecord{}
-	return json.Unmarshal(data, rec)
+	var zero T
+	*v = zero
+	return json.Unmarshal(data, v)
 }
 
 // decodeCertRecordFast decodes data when it is in the plain form (see above) into exactly the

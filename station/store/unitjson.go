@@ -186,11 +186,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // decodeUnitFast reads the plain form encodeUnit writes (recjson.go) and declines anything
 // else to encoding/json; TestDecodeUnit and FuzzRecordJSON hold it to json.Unmarshal.
 func decodeUnitJSON(data []byte, u *UnitState) error {
-	if decodeUnitFast(data, u) {
-		return nil
-	}
-	*u = UnitState{}
-	return json.Unmarshal(data, u)
+	return decodePlain(data, u, decodeUnitFast)
 }
 
 // decodeUnitFast decodes data when it is in the plain form into exactly the value
