@@ -15,10 +15,8 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,14 +30,7 @@ import (
 // units written as the workflow journals them (benchStore). BENCH_UNITS sets the number of
 // units (default 100); BENCH_STORE=DIR keeps the store for the next run.
 func BenchmarkExport(b *testing.B) {
-	units := 100
-	if env := os.Getenv("BENCH_UNITS"); env != "" {
-		n, err := strconv.Atoi(env)
-		if err != nil || n <= 0 {
-			b.Fatalf("BENCH_UNITS=%q: want a number of units", env)
-		}
-		units = n
-	}
+	units := travelertest.BenchUnits(b, 100)
 	st, key, roots := benchStore(b, units)
 	if b.Failed() {
 		return
@@ -62,7 +53,7 @@ func BenchmarkExport(b *testing.B) {
 		b.Run("build"+name, func(b *testing.B) {
 			defer profile(b, "build"+name)()
 			peak := watchMemory()
-			cpu0 := cpuTime()
+			cpu0 := travelertest.CPUTime()
 			for i := 0; i < b.N; i++ {
 				out = filepath.Join(base, fmt.Sprintf("%s-%d", format, i))
 				if err := writeBundle(ctx, st, sel, format, out); err != nil {
@@ -75,7 +66,7 @@ func BenchmarkExport(b *testing.B) {
 		b.Run("verify"+name, func(b *testing.B) {
 			defer profile(b, "verify"+name)()
 			peak := watchMemory()
-			cpu0 := cpuTime()
+			cpu0 := travelertest.CPUTime()
 			for i := 0; i < b.N; i++ {
 				if rep := export.Verify(out, roots, key.Public()); !rep.OK() {
 					b.Fatalf("bundle fails:\n%s", rep)
@@ -286,15 +277,5 @@ func writeBundle(ctx context.Context, st *store.Store, sel export.Selection, for
 // report states units/s and the process's CPU time a unit since cpu0.
 func report(b *testing.B, units int, cpu0 time.Duration) {
 	b.ReportMetric(float64(units)*float64(b.N)/b.Elapsed().Seconds(), "units/s")
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(units*b.N), "cpu-µs/unit")
-}
-
-// cpuTime returns the process's user and system CPU time so far: on a loaded machine it
-// says more than wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64((travelertest.CPUTime()-cpu0).Microseconds())/float64(units*b.N), "cpu-µs/unit")
 }

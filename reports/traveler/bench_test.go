@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,14 +22,7 @@ import (
 // every unit's traveler JSON into FILE, in serial order, to compare two versions' output byte
 // for byte.
 func BenchmarkBuild(b *testing.B) {
-	units := 200
-	if env := os.Getenv("BENCH_UNITS"); env != "" {
-		n, err := strconv.Atoi(env)
-		if err != nil || n <= 0 {
-			b.Fatalf("BENCH_UNITS=%q: want a number of units", env)
-		}
-		units = n
-	}
+	units := travelertest.BenchUnits(b, 200)
 	ctx := context.Background()
 	var st *store.Store
 	if dir := os.Getenv("BENCH_STORE"); dir != "" {
@@ -93,18 +84,9 @@ func BenchmarkBuild(b *testing.B) {
 	})
 	runtime.GC()
 	b.ResetTimer()
-	cpu0 := cpuTime()
+	cpu0 := travelertest.CPUTime()
 	for i := 0; i < b.N; i++ {
 		each(func([]byte) {})
 	}
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(units*b.N), "cpu-µs/unit")
-}
-
-// cpuTime returns the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64((travelertest.CPUTime()-cpu0).Microseconds())/float64(units*b.N), "cpu-µs/unit")
 }
