@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"sync"
 
 	"github.com/boombuler/barcode"
 	"github.com/boombuler/barcode/code128"
@@ -88,8 +89,21 @@ func (s *symbol) pngDataURI(scale, height int) (string, error) {
 		}
 	}
 	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
+	if err := pngEncoder.Encode(&buf, img); err != nil {
 		return "", fmt.Errorf("encoding %s PNG: %w", s.kind, err)
 	}
 	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(buf.Bytes()), nil
 }
+
+// pngEncoder reuses its compressor's buffers between images: a new one costs more than the
+// small symbol it encodes.
+var pngEncoder = png.Encoder{BufferPool: &pngBuffers{}}
+
+type pngBuffers struct{ p sync.Pool }
+
+func (b *pngBuffers) Get() *png.EncoderBuffer {
+	eb, _ := b.p.Get().(*png.EncoderBuffer)
+	return eb
+}
+
+func (b *pngBuffers) Put(eb *png.EncoderBuffer) { b.p.Put(eb) }

@@ -41,6 +41,19 @@ func (t Traveler) PDF(w io.Writer) error {
 	return d.writePDF(w, t.generated())
 }
 
+// Write writes the traveler as HTML to html and as PDF to pdf, laying it out (its barcode and
+// QR code included) once for both.
+func (t Traveler) Write(html, pdf io.Writer) error {
+	d, err := t.document()
+	if err != nil {
+		return err
+	}
+	if err := d.writeHTML(html); err != nil {
+		return err
+	}
+	return d.writePDF(pdf, t.generated())
+}
+
 func (t Traveler) generated() time.Time {
 	if t.Generated.IsZero() {
 		return time.Now().UTC().Truncate(time.Second)

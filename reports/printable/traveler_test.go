@@ -181,3 +181,29 @@ func TestPDFIsReproducible(t *testing.T) {
 		}
 	}
 }
+
+// Write lays the traveler out once for both files: they are the bytes HTML and PDF give, each
+// time (the PNG encoder's buffers are reused between symbols).
+func TestTravelerWriteIsHTMLAndPDF(t *testing.T) {
+	clock := travelertest.NewClock(fixedTime())
+	st := openStore(t, clock)
+	travelertest.WriteUnit(t, st, travelertest.Unit{Serial: "SN-0005", WorkOrder: "WO-7", Profile: "default",
+		Clock: clock, StepTime: time.Second})
+	tr := printable.Traveler{Record: build(t, st, "SN-0005"), Generated: fixedTime()}
+	var html, pdf bytes.Buffer
+	if err := tr.HTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.PDF(&pdf); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		var h, p bytes.Buffer
+		if err := tr.Write(&h, &p); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(h.Bytes(), html.Bytes()) || !bytes.Equal(p.Bytes(), pdf.Bytes()) {
+			t.Fatal("Write's HTML or PDF differs from what HTML and PDF write")
+		}
+	}
+}

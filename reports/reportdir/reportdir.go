@@ -17,8 +17,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devid-station/devid/reports/printable"
@@ -54,6 +58,8 @@ type Writer struct {
 	st    Store
 	log   *slog.Logger
 	token uint64
+	// written is token for other goroutines (Written).
+	written atomic.Uint64
 	// Poll is how often Run reads the outbox.
 	Poll time.Duration
 }
@@ -80,8 +86,13 @@ func New(dir string, st Store, log *slog.Logger) (*Writer, error) {
 			return nil, fmt.Errorf("the reports folder's outbox position %s: %w", filepath.Join(dir, tokenFile), err)
 		}
 	}
+	w.written.Store(w.token)
 	return w, nil
 }
+
+// Written is the outbox position whose reports are written: every report the events up to it
+// call for is in the folder. It is safe to call while Run runs.
+func (w *Writer) Written() uint64 { return w.written.Load() }
 
 // TravelerFiles are the paths of serial's traveler files in dir: HTML and PDF.
 func TravelerFiles(dir, serial string) (html, pdf string) {
@@ -156,15 +167,9 @@ func (w *Writer) Sync(ctx context.Context) error {
 				lots = append(lots, ev.Data["work_order"])
 			}
 		}
-		seen := map[string]bool{}
-		for _, serial := range units {
-			if seen[serial] {
-				continue
-			}
-			seen[serial] = true
-			if err := w.unit(ctx, serial); err != nil {
-				return err
-			}
+		slices.Sort(units)
+		if err := w.travelers(ctx, slices.Compact(units)); err != nil {
+			return err
 		}
 		for _, id := range lots {
 			if err := w.lot(ctx, id); err != nil {
@@ -176,6 +181,7 @@ func (w *Writer) Sync(ctx context.Context) error {
 				return err
 			}
 			w.token = next
+			w.written.Store(next)
 		}
 		if len(evs) < outboxBatch {
 			return nil
@@ -188,6 +194,35 @@ func ended(s store.Status) bool {
 }
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Second) }
+
+// travelers writes the travelers of serials (unit), on as many goroutines as the process has
+// cores: a line ends units faster than one goroutine renders them. The first error stops it.
+func (w *Writer) travelers(ctx context.Context, serials []string) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan string)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(serials)) {
+		wg.Go(func() {
+			for serial := range next {
+				if err := w.unit(ctx, serial); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+feed:
+	for _, serial := range serials {
+		select {
+		case next <- serial:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return context.Cause(ctx)
+}
 
 // unit writes serial's traveler if the unit has ended.
 func (w *Writer) unit(ctx context.Context, serial string) error {
@@ -216,11 +251,15 @@ func (w *Writer) unit(ctx context.Context, serial string) error {
 			t.WorkOrder = &wo
 		}
 	}
+	var htmlDoc, pdfDoc bytes.Buffer
+	if err := t.Write(&htmlDoc, &pdfDoc); err != nil {
+		return fmt.Errorf("rendering the traveler of %s: %w", serial, err)
+	}
 	html, pdf := TravelerFiles(w.dir, serial)
-	if err := render(html, t.HTML); err != nil {
+	if err := writeAtomic(html, htmlDoc.Bytes()); err != nil {
 		return err
 	}
-	if err := render(pdf, t.PDF); err != nil {
+	if err := writeAtomic(pdf, pdfDoc.Bytes()); err != nil {
 		return err
 	}
 	w.log.Info("traveler written", "serial", serial, "result", rec.Result, "pdf", pdf)

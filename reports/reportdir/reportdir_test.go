@@ -3,6 +3,7 @@ package reportdir_test
 import (
 	"context"
 	"encoding/csv"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -191,5 +192,57 @@ func TestFileNamesAreOneToOne(t *testing.T) {
 		if got := strings.TrimSuffix(filepath.Base(csv), ".csv"); got != want {
 			t.Errorf("the file name of %q is %q, want %q", id, got, want)
 		}
+	}
+}
+
+// TestSyncStopsAtAFileItCannotWrite: the travelers of a batch are written concurrently; one
+// that cannot be written fails Sync, which then keeps its outbox position, so the next Sync
+// writes it (and Written says how far the folder is complete).
+func TestSyncStopsAtAFileItCannotWrite(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(filepath.Join(t.TempDir(), "station.db"), store.Options{StationID: "st-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var serials []string
+	for i := range 8 {
+		serial := fmt.Sprintf("SN-%04d", i+1)
+		serials = append(serials, serial)
+		travelertest.WriteUnit(t, st, travelertest.Unit{Serial: serial, WorkOrder: "WO-1", Profile: "default"})
+	}
+	dir := t.TempDir()
+	w, err := reportdir.New(dir, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A folder where SN-0005's PDF goes: renaming the written file onto it fails.
+	_, blocked := reportdir.TravelerFiles(dir, "SN-0005")
+	if err := os.Mkdir(blocked, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Sync(ctx); err == nil || !strings.Contains(err.Error(), "SN-0005.pdf") {
+		t.Fatalf("Sync with SN-0005's PDF unwritable: %v, want an error naming the file", err)
+	}
+	if w.Written() != 0 {
+		t.Errorf("Written %d after a failed Sync, want 0 (the folder is not complete)", w.Written())
+	}
+	if err := os.Remove(blocked); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, serial := range serials {
+		if html, pdf := reportdir.TravelerFiles(dir, serial); !exists(t, html, pdf) {
+			t.Errorf("no traveler files for %s after the second Sync", serial)
+		}
+	}
+	_, head, err := st.OutboxAfter(ctx, 0, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Written() != head {
+		t.Errorf("Written %d after a complete Sync, want the outbox head %d", w.Written(), head)
 	}
 }

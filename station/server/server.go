@@ -318,6 +318,15 @@ func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
 // station and exits.
 func (s *Server) Fatal() <-chan error { return s.fatal }
 
+// ReportsWritten is the outbox position up to which the station's reports folder is written
+// (reportdir.Writer.Written); ok is false when the station has no reports folder.
+func (s *Server) ReportsWritten() (pos uint64, ok bool) {
+	if s.reports == nil {
+		return 0, false
+	}
+	return s.reports.Written(), true
+}
+
 // SlotsHeld reports the provisioning slots agent sessions hold now (after Start).
 func (s *Server) SlotsHeld() int { return s.gw.SlotsHeld() }
 
