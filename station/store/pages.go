@@ -143,8 +143,10 @@ func (w *pageWalk) subtree(pgid uint64, lo, hi []byte, depth int) {
 	}()
 }
 
-// freelist checks the freelist page: it lies within the file with its overflow, is a freelist
-// page, holds the ids it counts, and every id it lists is a page below the high water mark
+// freelist checks the freelist page: it lies within the file with its overflow, says it is
+// that page (bbolt frees the page by the id its header gives: another id leaks the page, or
+// frees one above the high water mark; found by FuzzOpen), is a freelist page, holds the ids
+// it counts, and every id it lists is a page below the high water mark
 // other than the meta pages, listed once. bbolt's check counts through the overflow (up to
 // 2^32 pages) and never looks at the ids' range; a commit then allocates such an id and panics
 // on a goroutine of bbolt's ("pgid above high water mark"), or writes over a meta page (found
@@ -157,6 +159,9 @@ func (w *pageWalk) freelist(pgid uint64) error {
 		return fmt.Errorf("freelist page %d outside pages 2-%d", pgid, w.hwm-1)
 	}
 	hdr := w.data[pgid*w.pageSize:]
+	if id := binary.LittleEndian.Uint64(hdr); id != pgid {
+		return fmt.Errorf("freelist page %d says it is page %d", pgid, id)
+	}
 	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
 	if pgid+overflow >= w.hwm {
 		return fmt.Errorf("freelist page %d overflows past page %d", pgid, w.hwm-1)
