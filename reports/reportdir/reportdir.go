@@ -332,39 +332,19 @@ func render(path string, fn func(io.Writer) error) error {
 	return writeAtomic(path, b.Bytes())
 }
 
-// savePosition records that the reports of the outbox up to next are written. The files are
-// on disk first (each synced before its rename, then the folders holding the renames), so a
-// power loss cannot leave a position newer than a file it stands for: that file would never
-// be written again.
+// savePosition records that the reports of the outbox up to next are written. Their files are
+// on disk first (syncFS), so a power loss cannot leave a position newer than a file it stands
+// for, which would never be written again; a position lost instead only has the files
+// written again. One flush a batch, not one a file: a file's fsync competes with the store's
+// commits for the disk, and on a line it slowed every unit.
 func (w *Writer) savePosition(next uint64) error {
-	for _, d := range []string{DirTravelers, DirLots} {
-		if err := syncDir(filepath.Join(w.dir, d)); err != nil {
-			return err
-		}
+	if err := syncFS(w.dir); err != nil {
+		return fmt.Errorf("syncing the reports folder %s: %w", w.dir, err)
 	}
-	if err := writeAtomic(filepath.Join(w.dir, tokenFile), []byte(strconv.FormatUint(next, 10)+"\n")); err != nil {
-		return err
-	}
-	return syncDir(w.dir)
+	return writeAtomic(filepath.Join(w.dir, tokenFile), []byte(strconv.FormatUint(next, 10)+"\n"))
 }
 
-// syncDir flushes the folder dir (the renames into it) to disk.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
-}
-
-// writeAtomic writes data to path (mode 0644) through a temporary file, synced, and a rename.
+// writeAtomic writes data to path (mode 0644) through a temporary file and a rename.
 func writeAtomic(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -373,9 +353,6 @@ func writeAtomic(path string, data []byte) error {
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
