@@ -52,14 +52,14 @@ type Store interface {
 }
 
 // Writer writes the reports folder. Create it with New; run Run in one goroutine (or call
-// Sync). It is not safe for concurrent use.
+// Sync). It is not safe for concurrent use, but for Written.
 type Writer struct {
-	dir   string
-	st    Store
-	log   *slog.Logger
-	token uint64
-	// written is token for other goroutines (Written).
-	written atomic.Uint64
+	dir string
+	st  Store
+	log *slog.Logger
+	// token is the outbox position written so far; Sync moves it, Written reads it from any
+	// goroutine.
+	token atomic.Uint64
 	// Poll is how often Run reads the outbox.
 	Poll time.Duration
 }
@@ -82,17 +82,18 @@ func New(dir string, st Store, log *slog.Logger) (*Writer, error) {
 	case err != nil:
 		return nil, fmt.Errorf("reading the reports folder's outbox position: %w", err)
 	default:
-		if w.token, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err != nil {
+		token, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
 			return nil, fmt.Errorf("the reports folder's outbox position %s: %w", filepath.Join(dir, tokenFile), err)
 		}
+		w.token.Store(token)
 	}
-	w.written.Store(w.token)
 	return w, nil
 }
 
 // Written is the outbox position whose reports are written: every report the events up to it
 // call for is in the folder. It is safe to call while Run runs.
-func (w *Writer) Written() uint64 { return w.written.Load() }
+func (w *Writer) Written() uint64 { return w.token.Load() }
 
 // TravelerFiles are the paths of serial's traveler files in dir: HTML and PDF.
 func TravelerFiles(dir, serial string) (html, pdf string) {
@@ -152,7 +153,8 @@ func (w *Writer) Run(ctx context.Context, final time.Duration) {
 // skipped; a file that cannot be written stops Sync, which resumes there next time.
 func (w *Writer) Sync(ctx context.Context) error {
 	for {
-		evs, next, err := w.st.OutboxAfter(ctx, w.token, outboxBatch)
+		token := w.token.Load()
+		evs, next, err := w.st.OutboxAfter(ctx, token, outboxBatch)
 		if err != nil {
 			return fmt.Errorf("reading the outbox: %w", err)
 		}
@@ -176,12 +178,11 @@ func (w *Writer) Sync(ctx context.Context) error {
 				return err
 			}
 		}
-		if next != w.token {
+		if next != token {
 			if err := w.savePosition(next); err != nil {
 				return err
 			}
-			w.token = next
-			w.written.Store(next)
+			w.token.Store(next)
 		}
 		if len(evs) < outboxBatch {
 			return nil
