@@ -155,16 +155,9 @@ func (w *pageWalk) freelist(pgid uint64) error {
 	if pgid == ^uint64(0) { // no freelist page
 		return nil
 	}
-	if pgid < 2 || pgid >= w.hwm {
-		return fmt.Errorf("freelist page %d outside pages 2-%d", pgid, w.hwm-1)
-	}
-	hdr := w.data[pgid*w.pageSize:]
-	if id := binary.LittleEndian.Uint64(hdr); id != pgid {
-		return fmt.Errorf("freelist page %d says it is page %d", pgid, id)
-	}
-	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
-	if pgid+overflow >= w.hwm {
-		return fmt.Errorf("freelist page %d overflows past page %d", pgid, w.hwm-1)
+	hdr, overflow, err := w.header("freelist page", pgid)
+	if err != nil {
+		return err
 	}
 	if flags := binary.LittleEndian.Uint16(hdr[8:]); flags != freelistPageFlag {
 		return fmt.Errorf("freelist page %d has type %#x", pgid, flags)
@@ -195,22 +188,32 @@ func (w *pageWalk) freelist(pgid uint64) error {
 	return nil
 }
 
+// header returns the header of page pgid and its overflow, once the page lies within the
+// file with its overflow and its header says it is that page; kind names the page in errors.
+func (w *pageWalk) header(kind string, pgid uint64) ([]byte, uint64, error) {
+	if pgid < 2 || pgid >= w.hwm {
+		return nil, 0, fmt.Errorf("%s %d outside pages 2-%d", kind, pgid, w.hwm-1)
+	}
+	hdr := w.data[pgid*w.pageSize:]
+	if id := binary.LittleEndian.Uint64(hdr); id != pgid {
+		return nil, 0, fmt.Errorf("%s %d says it is page %d", kind, pgid, id)
+	}
+	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
+	if pgid+overflow >= w.hwm {
+		return nil, 0, fmt.Errorf("%s %d overflows past page %d", kind, pgid, w.hwm-1)
+	}
+	return hdr, overflow, nil
+}
+
 // tree checks the page pgid and the pages below it, whose keys must lie in [lo, hi) (nil: no
 // bound).
 func (w *pageWalk) tree(pgid uint64, lo, hi []byte, depth int) error {
 	if w.failed.Load() {
 		return nil // the first problem is reported already
 	}
-	if pgid < 2 || pgid >= w.hwm {
-		return fmt.Errorf("page %d outside pages 2-%d", pgid, w.hwm-1)
-	}
-	hdr := w.data[pgid*w.pageSize:]
-	if id := binary.LittleEndian.Uint64(hdr); id != pgid {
-		return fmt.Errorf("page %d says it is page %d", pgid, id)
-	}
-	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
-	if pgid+overflow >= w.hwm {
-		return fmt.Errorf("page %d overflows past page %d", pgid, w.hwm-1)
+	_, overflow, err := w.header("page", pgid)
+	if err != nil {
+		return err
 	}
 	for id := pgid; id <= pgid+overflow; id++ {
 		if w.seen.add(id) {
